@@ -1,0 +1,204 @@
+//! `promo eval`: batch evaluation of a transaction file.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::Exit;
+use crate::batch::{Batch, InputFormat, Summary};
+use crate::engine::State;
+use crate::io::{load_snapshot, DecisionWriter, OutputFormat};
+use crate::model::Money;
+use crate::rules::load_ruleset;
+
+/// Arguments of `promo eval`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  promo eval --rules rules --input examples/events.jsonl --customers examples/customers.jsonl --output decisions.jsonl\n\n\
+Exit status: 0 all lines decided; 3 finished but some lines were rejected (see the rejects file); 2 fatal error."
+)]
+pub struct EvalArgs {
+    /// The ruleset directory (holding ruleset.yaml).
+    #[arg(long, value_name = "RULES_DIR")]
+    pub rules: PathBuf,
+    /// The events: a JSONL or CSV file, or `-` for standard input.
+    #[arg(long, value_name = "FILE|-")]
+    pub input: PathBuf,
+    /// The customer snapshot at the start of the stream (JSONL, CSV or YAML).
+    #[arg(long, value_name = "FILE")]
+    pub customers: Option<PathBuf>,
+    /// Where decisions go; standard output if absent.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Input format; by default from the input's extension (`.csv`), else JSONL.
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+    /// Output format; by default from the output's extension (`.csv`), else JSONL.
+    #[arg(long, value_enum)]
+    pub output_format: Option<OutputFormat>,
+    /// Where rejected lines go (JSONL with line number and reason); by default
+    /// `<output>.rejects.jsonl`, or standard error when decisions go to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+    /// No summary on standard error.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn has_ext(p: &Path, ext: &str) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+fn fatal(message: impl std::fmt::Display) -> Exit {
+    eprintln!("promo eval: {message}");
+    Exit::Error
+}
+
+/// Runs `eval`.
+pub fn run(args: &EvalArgs) -> Exit {
+    let ruleset = match load_ruleset(&args.rules) {
+        Ok(r) => r,
+        Err(e) => return fatal(format!("invalid rules in {}:\n{e}", args.rules.display())),
+    };
+    let mut state = State::new(&ruleset);
+    if let Some(path) = &args.customers {
+        if let Err(e) = load_snapshot(path, &ruleset, &mut state) {
+            return fatal(format!("bad customer snapshot: {e}"));
+        }
+    }
+    let stdin = args.input.as_os_str() == "-";
+    let input_format = args.format.unwrap_or(if has_ext(&args.input, "csv") {
+        InputFormat::Csv
+    } else {
+        InputFormat::Jsonl
+    });
+    let output_format = args.output_format.unwrap_or(match &args.output {
+        Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
+        _ => OutputFormat::Jsonl,
+    });
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => match File::create(p) {
+            Ok(f) => Box::new(BufWriter::with_capacity(1 << 16, f)),
+            Err(e) => return fatal(format!("cannot create {}: {e}", p.display())),
+        },
+        None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+    };
+    let rejects_path = args.rejects.clone().or_else(|| {
+        args.output.as_ref().map(|o| {
+            let mut name = o.clone().into_os_string();
+            name.push(".rejects.jsonl");
+            PathBuf::from(name)
+        })
+    });
+    let rejects: Box<dyn Write> = match &rejects_path {
+        Some(p) => match File::create(p) {
+            Ok(f) => Box::new(BufWriter::new(f)),
+            Err(e) => return fatal(format!("cannot create {}: {e}", p.display())),
+        },
+        None => Box::new(io::stderr()),
+    };
+    let (input, total): (Box<dyn io::Read>, Option<u64>) = if stdin {
+        (Box::new(io::stdin().lock()), None)
+    } else {
+        match File::open(&args.input) {
+            Ok(f) => {
+                let len = f.metadata().ok().map(|m| m.len());
+                (Box::new(f), len)
+            }
+            Err(e) => return fatal(format!("cannot open {}: {e}", args.input.display())),
+        }
+    };
+
+    let bar = progress_bar(total, args.quiet);
+    let mut progress = |bytes: u64| bar.set_position(bytes);
+    let mut batch = Batch::new(
+        &ruleset,
+        &mut state,
+        DecisionWriter::new(out, output_format),
+        rejects,
+    );
+    let reader = BufReader::with_capacity(1 << 16, input);
+    let run = match input_format {
+        InputFormat::Jsonl => batch.run_jsonl(reader, &mut progress),
+        InputFormat::Csv => batch.run_csv(reader, &mut progress),
+    };
+    bar.finish_and_clear();
+    let summary = match run.and_then(|()| batch.finish()) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
+        Err(e) => return fatal(e),
+    };
+    if !args.quiet {
+        eprint!("{}", render_summary(&summary, rejects_path.as_deref()));
+    }
+    if summary.rejected > 0 {
+        Exit::Rejected
+    } else {
+        Exit::Success
+    }
+}
+
+fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {
+    if quiet || !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    match total {
+        Some(len) => {
+            let bar = ProgressBar::new(len);
+            if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})") {
+                bar.set_style(style);
+            }
+            bar
+        }
+        None => ProgressBar::new_spinner(),
+    }
+}
+
+/// The human summary of a run.
+pub fn render_summary(s: &Summary, rejects: Option<&Path>) -> String {
+    let mut out = format!(
+        "{} events read: {} decided, {} rejected, {} duplicates; {} decisions written\n",
+        s.read, s.decided, s.rejected, s.duplicates, s.decisions
+    );
+    if s.rejected > 0 {
+        out += &format!(
+            "rejected lines are in {}\n",
+            rejects.map_or("standard error".to_string(), |p| p.display().to_string())
+        );
+    }
+    out += &format!(
+        "{:<28} {:>8} {:>14} {:>9} {:>14} {:>9} {:>9}  {}\n",
+        "rule",
+        "grants",
+        "granted HK$",
+        "approved",
+        "approved HK$",
+        "accepted",
+        "errors",
+        "rejects by reason"
+    );
+    for (id, c) in &s.rules {
+        let reasons: Vec<String> = c
+            .rejects
+            .iter()
+            .chain(&c.coupons_rejected)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        out += &format!(
+            "{:<28} {:>8} {:>14} {:>9} {:>14} {:>9} {:>9}  {}\n",
+            id,
+            c.grants,
+            Money(c.granted_value).to_string(),
+            c.approvals,
+            Money(c.approved_value).to_string(),
+            c.coupons_accepted,
+            c.script_errors,
+            reasons.join(" ")
+        );
+    }
+    out
+}

@@ -1,0 +1,577 @@
+//! Deciding one event: coupon use, promotions and redemptions in phase order, then the
+//! event's fact updates. Pure: no I/O, no clock; the date is the event's, in the ruleset's zone.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use chrono::{Datelike, Days, NaiveDate};
+use rust_decimal::Decimal;
+
+use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
+use crate::model::{Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
+use crate::rules::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
+use crate::rules::ruleset::*;
+use crate::rules::script::ScriptError;
+use crate::rules::Ruleset;
+
+/// Why an event cannot be evaluated under the ruleset: the line is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("missing field `{field}`, required for `{kind}` events")]
+    MissingField { field: String, kind: String },
+}
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Decided,
+    Duplicate,
+}
+
+/// Why a rule did not decide, for `--explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTrace {
+    pub rule: usize,
+    /// The first condition or limit that failed, or `None` if the rule decided.
+    pub failed: Option<String>,
+}
+
+/// The result of evaluating one event; reused across events to avoid allocation.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub decisions: Vec<Decision>,
+    /// Scripts that failed: their rules decided nothing for this event.
+    pub errors: Vec<ScriptError>,
+    pub trace: Vec<RuleTrace>,
+}
+
+impl Evaluation {
+    fn clear(&mut self) {
+        self.decisions.clear();
+        self.errors.clear();
+        self.trace.clear();
+    }
+}
+
+/// One event, resolved against the ruleset and state.
+struct Ctx<'e, 'a> {
+    ev: &'e Event<'a>,
+    kind: usize,
+    date: NaiveDate,
+    customer: u32,
+    wallet: u32,
+}
+
+/// A value an operand takes on an event.
+enum Val<'e> {
+    Absent,
+    Text(&'e str),
+    Owned(String),
+    Dec(Decimal),
+    Date(NaiveDate),
+    Int(i64),
+    Bool(bool),
+    DecList(&'e [Decimal]),
+    TextList(usize),
+}
+
+/// Evaluates `ev` against `ruleset`, updating `state`; decisions go to `out`.
+pub fn evaluate(
+    ruleset: &Ruleset,
+    state: &mut State,
+    ev: &Event<'_>,
+    out: &mut Evaluation,
+) -> Result<Outcome, InvalidEvent> {
+    out.clear();
+    let kind = ruleset
+        .event_type(&ev.kind)
+        .ok_or_else(|| InvalidEvent::UnknownType(ev.kind.to_string()))?;
+    if let Some(et) = ruleset.event_types.get(kind) {
+        if let Some(missing) = et.requires.iter().find(|f| !ev.has(f)) {
+            return Err(InvalidEvent::MissingField {
+                field: missing.name().to_string(),
+                kind: et.name.clone(),
+            });
+        }
+    }
+    if !state.first_sighting(&ev.id) {
+        return Ok(Outcome::Duplicate);
+    }
+    let ctx = Ctx {
+        ev,
+        kind,
+        date: ev.at.with_timezone(&ruleset.timezone).date_naive(),
+        customer: state.customers.intern(&ev.customer),
+        wallet: state.wallets.intern(&ev.wallet),
+    };
+    for &ri in ruleset
+        .rules_by_type
+        .get(kind)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let Some(rule) = ruleset.rules.get(ri) else {
+            continue;
+        };
+        let failed = match &rule.kind {
+            RuleKind::CouponUse(cu) => {
+                decide_coupon_use(ruleset, state, &ctx, ri, cu, out);
+                None
+            }
+            RuleKind::Grant | RuleKind::Redemption => {
+                match decide_grant(ruleset, state, &ctx, ri, rule, out) {
+                    Ok(failed) => failed,
+                    Err(e) => {
+                        out.errors.push(e);
+                        Some("script error".into())
+                    }
+                }
+            }
+        };
+        out.trace.push(RuleTrace { rule: ri, failed });
+    }
+    apply_updates(ruleset, state, &ctx);
+    Ok(Outcome::Decided)
+}
+
+/// Runs a grant or redemption rule. Returns the name of the first failed check, if any.
+fn decide_grant(
+    ruleset: &Ruleset,
+    state: &mut State,
+    ctx: &Ctx,
+    ri: usize,
+    rule: &Rule,
+    out: &mut Evaluation,
+) -> Result<Option<String>, ScriptError> {
+    let reject = |out: &mut Evaluation, reason: &Option<Arc<str>>| {
+        if let Some(reason) = reason {
+            out.decisions.push(Decision {
+                rule: ri,
+                kind: DecisionKind::Reject,
+                coupons: Vec::new(),
+                coupon_id: None,
+                reason: Some(reason.clone()),
+                points: None,
+            });
+        }
+    };
+    for cond in &rule.when {
+        if !test(ruleset, state, ctx, rule, &cond.test)? {
+            reject(out, &cond.reject);
+            return Ok(Some(cond.name.clone()));
+        }
+    }
+    let Some(grant) = &rule.grant else {
+        return Ok(Some("no grant".into()));
+    };
+
+    // What the grant would issue, before limits are checked.
+    let mut faces: Vec<(Decimal, Decimal, u64)> = Vec::new();
+    for t in &grant.coupons {
+        match t {
+            CouponTemplate::Fixed {
+                face_value,
+                min_spend,
+                usable_for,
+                count,
+            } => {
+                for _ in 0..*count {
+                    faces.push((*face_value, *min_spend, *usable_for));
+                }
+            }
+            CouponTemplate::PerValue {
+                field,
+                min_spend,
+                min_spend_by_face_value,
+                usable_for,
+            } => {
+                let values = match field {
+                    Field::FaceValues => ctx.ev.face_values.as_deref().unwrap_or_default(),
+                    _ => &[],
+                };
+                for v in values {
+                    let ms = min_spend_by_face_value
+                        .iter()
+                        .find(|(fv, _)| fv == v)
+                        .map(|(_, ms)| *ms)
+                        .or(*min_spend)
+                        .unwrap_or(*v);
+                    faces.push((*v, ms, *usable_for));
+                }
+            }
+        }
+    }
+    let value: Decimal = faces.iter().map(|f| f.0).sum();
+    let coupons = faces.len() as u64;
+
+    for limit in &rule.limits {
+        let tally = state
+            .counters
+            .get(&counter_key(limit, ctx))
+            .copied()
+            .unwrap_or_default();
+        if !fits(&limit.bounds, &tally, coupons, value) {
+            reject(out, &limit.reject);
+            return Ok(Some(limit.name.clone()));
+        }
+    }
+
+    let mut points = None;
+    if let Some(p) = &rule.points {
+        if let Some(rate) = p.rate {
+            let needed = value * rate;
+            let balance = ruleset
+                .facts
+                .get(p.balance_fact)
+                .map(|f| (f.slot, state.wallet_facts.get(ctx.wallet, f.slot)));
+            if let Some((slot, FactValue::Decimal(balance))) = balance {
+                if needed > balance {
+                    reject(out, &Some(p.reject.clone()));
+                    return Ok(Some("points".into()));
+                }
+                state
+                    .wallet_facts
+                    .set(ctx.wallet, slot, FactValue::Decimal(balance - needed));
+            }
+            points = Some(Money(needed));
+        }
+    }
+
+    // Count once per distinct counter key, even if two limits share a counter.
+    let mut counted: Vec<CounterKey> = Vec::with_capacity(rule.limits.len());
+    for limit in &rule.limits {
+        let key = counter_key(limit, ctx);
+        if !counted.contains(&key) {
+            let t = state.counters.entry(key).or_default();
+            t.grants += 1;
+            t.coupons += coupons;
+            t.value += value;
+            counted.push(key);
+        }
+    }
+
+    let credit_by = credit_date(ruleset, &grant.credit_by, ctx.date);
+    let valid_until = grant
+        .valid_days
+        .and_then(|days| credit_by.checked_add_days(Days::new(u64::from(days.max(1) - 1))));
+    let mut issued = Vec::with_capacity(faces.len());
+    for (n, (face_value, min_spend, usable_for)) in faces.into_iter().enumerate() {
+        let coupon_id = format!("{}:{}:{}", ctx.ev.id, rule.id, n + 1);
+        state.coupons.insert(
+            coupon_id.as_str().into(),
+            CouponRecord {
+                wallet: ctx.wallet,
+                face_value,
+                min_spend,
+                usable_for,
+                credit_by,
+                valid_until,
+                used: false,
+            },
+        );
+        issued.push(IssuedCoupon {
+            coupon_id,
+            face_value: Money(face_value),
+            min_spend: Money(min_spend),
+            usable_for,
+            credit_by,
+            valid_until,
+        });
+    }
+    out.decisions.push(Decision {
+        rule: ri,
+        kind: if matches!(rule.kind, RuleKind::Redemption) {
+            DecisionKind::Approve
+        } else {
+            DecisionKind::Grant
+        },
+        coupons: issued,
+        coupon_id: None,
+        reason: None,
+        points,
+    });
+    Ok(None)
+}
+
+fn counter_key(limit: &Limit, ctx: &Ctx) -> CounterKey {
+    CounterKey {
+        counter: limit.counter as u32,
+        owner: match limit.per {
+            RawScope::Customer => ctx.customer,
+            RawScope::Wallet => ctx.wallet,
+            RawScope::All => 0,
+        },
+        day: if limit.daily {
+            ctx.date.num_days_from_ce()
+        } else {
+            i32::MIN
+        },
+    }
+}
+
+fn fits(bounds: &[Bound], tally: &Tally, coupons: u64, value: Decimal) -> bool {
+    bounds.iter().all(|b| match b {
+        Bound::Grants(n) => tally.grants < *n,
+        Bound::Coupons(n) => tally.coupons + coupons <= *n,
+        Bound::Value(v) => tally.value + value <= *v,
+    })
+}
+
+fn credit_date(ruleset: &Ruleset, spec: &CreditBy, date: NaiveDate) -> NaiveDate {
+    if let Some((_, fixed)) = spec.overrides.iter().find(|(before, _)| date < *before) {
+        return *fixed;
+    }
+    match spec.after {
+        CreditAfter::Days(n) => date.checked_add_days(Days::new(u64::from(n))),
+        CreditAfter::WorkingDays { days, calendar } => ruleset
+            .calendars
+            .get(calendar)
+            .and_then(|c| c.working_days_after(date, days)),
+    }
+    .unwrap_or(date)
+}
+
+fn decide_coupon_use(
+    ruleset: &Ruleset,
+    state: &mut State,
+    ctx: &Ctx,
+    ri: usize,
+    cu: &CouponUse,
+    out: &mut Evaluation,
+) {
+    let Some(ids) = ctx.ev.coupons.as_deref() else {
+        return;
+    };
+    let decide = |id: &str, kind: DecisionKind, reason: Option<Arc<str>>| Decision {
+        rule: ri,
+        kind,
+        coupons: Vec::new(),
+        coupon_id: Some(id.to_string()),
+        reason,
+        points: None,
+    };
+    if ids.len() > cu.max_per_event {
+        for id in ids {
+            out.decisions.push(decide(
+                id,
+                DecisionKind::RejectCoupon,
+                Some(cu.too_many.clone()),
+            ));
+        }
+        return;
+    }
+    let channel = match ruleset.event_types.get(ctx.kind).map(|t| &t.channel) {
+        Some(ChannelSource::Fixed(c)) => Some(*c),
+        Some(ChannelSource::Field(f)) => ctx.ev.text(f).and_then(|name| ruleset.channel(name)),
+        _ => None,
+    };
+    for id in ids {
+        let record = state.coupons.get_mut(id.as_ref());
+        let failed = cu.checks.iter().find(|(check, _)| {
+            let Some(c) = record.as_deref() else {
+                return true;
+            };
+            !match check {
+                CouponCheck::OwnedByWallet => c.wallet == ctx.wallet,
+                CouponCheck::Unused => !c.used,
+                CouponCheck::Credited => ctx.date >= c.credit_by,
+                CouponCheck::NotExpired => c.valid_until.is_none_or(|v| ctx.date <= v),
+                CouponCheck::ChannelAllowed => {
+                    channel.is_some_and(|ch| c.usable_for & (1 << ch) != 0)
+                }
+                CouponCheck::MinSpendMet => ctx.ev.amount.is_some_and(|a| a >= c.min_spend),
+            }
+        });
+        match (failed, record) {
+            (Some((_, reason)), _) => {
+                out.decisions
+                    .push(decide(id, DecisionKind::RejectCoupon, Some(reason.clone())))
+            }
+            (None, Some(c)) => {
+                c.used = true;
+                out.decisions
+                    .push(decide(id, DecisionKind::AcceptCoupon, None));
+            }
+            // No checks at all and no such coupon: nothing to accept.
+            (None, None) => {}
+        }
+    }
+}
+
+fn test(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    t: &Test,
+) -> Result<bool, ScriptError> {
+    Ok(match t {
+        Test::All(ts) => {
+            for t in ts {
+                if !test(ruleset, state, ctx, rule, t)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Test::Any(ts) => {
+            for t in ts {
+                if test(ruleset, state, ctx, rule, t)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        Test::Compare { operand, ops } => {
+            let v = value(ruleset, state, ctx, operand);
+            ops.iter().all(|op| apply(op, &v, ctx))
+        }
+        Test::Script(i) => ruleset.scripts.run_condition(
+            *i,
+            super::script_view::event_map(ctx.ev, ctx.date),
+            super::script_view::facts_map(ruleset, state, ctx.customer, ctx.wallet),
+            &rule.params,
+        )?,
+    })
+}
+
+fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Operand) -> Val<'e> {
+    let ev = ctx.ev;
+    match operand {
+        Operand::Field(Field::At) => Val::Date(ctx.date),
+        Operand::Field(Field::Amount) => ev.amount.map_or(Val::Absent, Val::Dec),
+        Operand::Field(Field::FaceValues) => {
+            ev.face_values.as_deref().map_or(Val::Absent, Val::DecList)
+        }
+        Operand::Field(Field::Coupons) => ev
+            .coupons
+            .as_ref()
+            .map_or(Val::Absent, |c| Val::TextList(c.len())),
+        Operand::Field(Field::Extra(name)) => match ev.extra_value(name) {
+            None => Val::Absent,
+            Some(serde_json::Value::String(s)) => Val::Text(s),
+            Some(other) => Val::Owned(other.to_string()),
+        },
+        Operand::Field(f) => ev.text(f).map_or(Val::Absent, Val::Text),
+        Operand::SumOf(_) => Val::Dec(ev.face_values.as_deref().unwrap_or_default().iter().sum()),
+        Operand::CountOf(Field::Coupons) => {
+            Val::Int(ev.coupons.as_ref().map_or(0, |c| c.len() as i64))
+        }
+        Operand::CountOf(_) => Val::Int(ev.face_values.as_ref().map_or(0, |c| c.len() as i64)),
+        Operand::Fact(fi) => {
+            let Some(fact) = ruleset.facts.get(*fi) else {
+                return Val::Absent;
+            };
+            let owner = if fact.scope == RawScope::Wallet {
+                ctx.wallet
+            } else {
+                ctx.customer
+            };
+            match (state.table(fact.scope).get(owner, fact.slot), fact.kind) {
+                (FactValue::Absent, RawFactType::Count) => Val::Int(0),
+                (FactValue::Absent, RawFactType::Flag) => Val::Bool(false),
+                (FactValue::Absent, _) => Val::Absent,
+                (FactValue::Int(i), _) => Val::Int(i),
+                (FactValue::Date(d), _) => Val::Date(d),
+                (FactValue::Bool(b), _) => Val::Bool(b),
+                (FactValue::Decimal(d), _) => Val::Dec(d),
+            }
+        }
+    }
+}
+
+fn compare(v: &Val, lit: &Literal) -> Option<Ordering> {
+    match (v, lit) {
+        (Val::Text(a), Literal::Text(b)) => Some((*a).cmp(b)),
+        (Val::Owned(a), Literal::Text(b)) => Some(a.as_str().cmp(b)),
+        (Val::Dec(a), Literal::Decimal(b)) => Some(a.cmp(b)),
+        (Val::Date(a), Literal::Date(b)) => Some(a.cmp(b)),
+        (Val::Int(a), Literal::Int(b)) => Some(a.cmp(b)),
+        (Val::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+fn apply(op: &Op, v: &Val, ctx: &Ctx) -> bool {
+    let is = |lit: &Literal, want: fn(Ordering) -> bool| compare(v, lit).is_some_and(want);
+    match op {
+        Op::Eq(l) => is(l, Ordering::is_eq),
+        // Absent is not equal to anything, so `ne` and `not_in` hold for absent values.
+        Op::Ne(l) => !is(l, Ordering::is_eq),
+        Op::In(ls) => ls.iter().any(|l| is(l, Ordering::is_eq)),
+        Op::NotIn(ls) => !ls.iter().any(|l| is(l, Ordering::is_eq)),
+        Op::Gt(l) => is(l, Ordering::is_gt),
+        Op::Gte(l) => is(l, Ordering::is_ge),
+        Op::Lt(l) => is(l, Ordering::is_lt),
+        Op::Lte(l) => is(l, Ordering::is_le),
+        Op::Between(a, b) => is(a, Ordering::is_ge) && is(b, Ordering::is_le),
+        Op::Present(p) => !matches!(v, Val::Absent) == *p,
+        Op::NotEmpty(n) => {
+            let len = match v {
+                Val::DecList(l) => l.len(),
+                Val::TextList(n) => *n,
+                _ => 0,
+            };
+            (len > 0) == *n
+        }
+        Op::EachIn(ls) => match v {
+            Val::DecList(items) => items.iter().all(|x| {
+                ls.iter()
+                    .any(|l| matches!(l, Literal::Decimal(d) if d == x))
+            }),
+            Val::TextList(_) => ctx.ev.coupons.iter().flatten().all(|x| {
+                ls.iter()
+                    .any(|l| matches!(l, Literal::Text(t) if **t == **x))
+            }),
+            _ => true,
+        },
+    }
+}
+
+fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
+    for u in ruleset
+        .updates_by_type
+        .get(ctx.kind)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let Some(fact) = ruleset.facts.get(u.fact) else {
+            continue;
+        };
+        let owner = if fact.scope == RawScope::Wallet {
+            ctx.wallet
+        } else {
+            ctx.customer
+        };
+        let table = state.table_mut(fact.scope);
+        let old = table.get(owner, fact.slot);
+        let field_value = || match u.field.as_ref() {
+            Some(Field::At) => Some(FactValue::Date(ctx.date)),
+            Some(Field::Amount) => ctx.ev.amount.map(FactValue::Decimal),
+            Some(Field::FaceValues) => ctx
+                .ev
+                .face_values
+                .as_deref()
+                .map(|v| FactValue::Decimal(v.iter().sum())),
+            _ => None,
+        };
+        let new = match (u.op, old) {
+            (RawFactOp::Increment, FactValue::Int(n)) => FactValue::Int(n.saturating_add(1)),
+            (RawFactOp::Increment, _) => FactValue::Int(1),
+            (RawFactOp::SetTrue, _) => FactValue::Bool(true),
+            (RawFactOp::SetFalse, _) => FactValue::Bool(false),
+            (RawFactOp::EarliestDate, FactValue::Date(d)) => FactValue::Date(d.min(ctx.date)),
+            (RawFactOp::LatestDate, FactValue::Date(d)) => FactValue::Date(d.max(ctx.date)),
+            (RawFactOp::EarliestDate | RawFactOp::LatestDate, _) => FactValue::Date(ctx.date),
+            (RawFactOp::AddField, old) => match (old, field_value()) {
+                (FactValue::Decimal(a), Some(FactValue::Decimal(b))) => FactValue::Decimal(a + b),
+                (FactValue::Absent, Some(b)) => b,
+                (old, _) => old,
+            },
+            (RawFactOp::SetField, old) => field_value().unwrap_or(old),
+        };
+        table.set(owner, fact.slot, new);
+    }
+}

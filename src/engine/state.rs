@@ -1,0 +1,257 @@
+//! What the engine remembers between events: customer and wallet facts, counters of limits,
+//! the coupon ledger and the ids of events already decided. Customers and wallets are
+//! interned to dense ids so that per-event lookups hash a string once.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::rules::raw::{RawFactType, RawScope};
+use crate::rules::Ruleset;
+
+/// The value of a fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FactValue {
+    /// Never set: counts read as 0, flags as false, dates and decimals as unknown.
+    #[default]
+    Absent,
+    Int(i64),
+    Date(NaiveDate),
+    Bool(bool),
+    Decimal(Decimal),
+}
+
+/// Strings to dense ids.
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: FxHashMap<Box<str>, u32>,
+}
+
+impl Interner {
+    /// The id of `name`, assigning the next one if it is new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// The id of `name`, if known.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    /// How many names are interned.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no name is interned.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Fact rows of one scope: `stride` values per interned id.
+#[derive(Debug, Default)]
+pub struct FactTable {
+    stride: usize,
+    values: Vec<FactValue>,
+}
+
+impl FactTable {
+    fn new(stride: usize) -> Self {
+        FactTable {
+            stride,
+            values: Vec::new(),
+        }
+    }
+
+    fn ensure(&mut self, id: u32) {
+        let needed = (id as usize + 1) * self.stride;
+        if self.values.len() < needed {
+            self.values.resize(needed, FactValue::Absent);
+        }
+    }
+
+    /// The value of slot `slot` of `id`.
+    pub fn get(&self, id: u32, slot: usize) -> FactValue {
+        self.values
+            .get(id as usize * self.stride + slot)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Sets slot `slot` of `id`.
+    pub fn set(&mut self, id: u32, slot: usize, value: FactValue) {
+        self.ensure(id);
+        if let Some(v) = self.values.get_mut(id as usize * self.stride + slot) {
+            *v = value;
+        }
+    }
+}
+
+/// Key of a counter: which counter, whose (customer or wallet id, 0 for all), which day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    pub counter: u32,
+    pub owner: u32,
+    /// Days since the common era of the window's day, or `i32::MIN` for no window.
+    pub day: i32,
+}
+
+/// What a counter has counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    pub grants: u64,
+    pub coupons: u64,
+    pub value: Decimal,
+}
+
+/// A coupon in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponRecord {
+    pub wallet: u32,
+    pub face_value: Decimal,
+    pub min_spend: Decimal,
+    pub usable_for: u64,
+    pub credit_by: NaiveDate,
+    pub valid_until: Option<NaiveDate>,
+    pub used: bool,
+}
+
+/// Everything the engine remembers.
+#[derive(Debug)]
+pub struct State {
+    pub customers: Interner,
+    pub wallets: Interner,
+    pub customer_facts: FactTable,
+    pub wallet_facts: FactTable,
+    pub counters: FxHashMap<CounterKey, Tally>,
+    pub coupons: FxHashMap<Box<str>, CouponRecord>,
+    /// 128-bit hashes of decided event ids: 16 bytes an event, the only state that grows with
+    /// events rather than customers.
+    pub seen: FxHashSet<u128>,
+}
+
+impl State {
+    /// Empty state for `ruleset`.
+    pub fn new(ruleset: &Ruleset) -> Self {
+        State {
+            customers: Interner::default(),
+            wallets: Interner::default(),
+            customer_facts: FactTable::new(ruleset.facts_of(RawScope::Customer).count()),
+            wallet_facts: FactTable::new(ruleset.facts_of(RawScope::Wallet).count()),
+            counters: FxHashMap::default(),
+            coupons: FxHashMap::default(),
+            seen: FxHashSet::default(),
+        }
+    }
+
+    /// The fact table of a scope.
+    pub fn table(&self, scope: RawScope) -> &FactTable {
+        if scope == RawScope::Wallet {
+            &self.wallet_facts
+        } else {
+            &self.customer_facts
+        }
+    }
+
+    /// The fact table of a scope, for update.
+    pub fn table_mut(&mut self, scope: RawScope) -> &mut FactTable {
+        if scope == RawScope::Wallet {
+            &mut self.wallet_facts
+        } else {
+            &mut self.customer_facts
+        }
+    }
+
+    /// Records an event id; false if it was seen before.
+    pub fn first_sighting(&mut self, event_id: &str) -> bool {
+        self.seen
+            .insert(xxhash_rust::xxh3::xxh3_128(event_id.as_bytes()))
+    }
+
+    /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a
+    /// snapshot column; each fact that names a column is parsed by its type.
+    pub fn apply_snapshot(
+        &mut self,
+        ruleset: &Ruleset,
+        customer: &str,
+        wallet: Option<&str>,
+        value: impl Fn(&str) -> Option<SnapshotValue>,
+    ) -> Result<(), String> {
+        let cust = self.customers.intern(customer);
+        let wal = wallet.map(|w| self.wallets.intern(w));
+        for fact in &ruleset.facts {
+            let Some(column) = &fact.snapshot else {
+                continue;
+            };
+            let Some(raw) = value(column) else { continue };
+            let parsed =
+                parse_snapshot_value(fact.kind, &raw).map_err(|e| format!("`{column}`: {e}"))?;
+            let owner = match fact.scope {
+                RawScope::Wallet => match wal {
+                    Some(w) => w,
+                    None => continue,
+                },
+                _ => cust,
+            };
+            self.table_mut(fact.scope).set(owner, fact.slot, parsed);
+        }
+        Ok(())
+    }
+}
+
+/// A raw snapshot cell: JSON and YAML keep their types, CSV gives text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotValue {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactValue, String> {
+    use SnapshotValue as S;
+    let text = match raw {
+        S::Text(t) if t.trim().is_empty() => return Ok(FactValue::Absent),
+        S::Text(t) => t.trim(),
+        S::Int(i) => {
+            return match kind {
+                RawFactType::Count => Ok(FactValue::Int(*i)),
+                RawFactType::Decimal => Ok(FactValue::Decimal(Decimal::from(*i))),
+                _ => Err(format!("expected {}, found the number {i}", describe(kind))),
+            }
+        }
+        S::Bool(b) => {
+            return match kind {
+                RawFactType::Flag => Ok(FactValue::Bool(*b)),
+                _ => Err(format!("expected {}, found {b}", describe(kind))),
+            }
+        }
+    };
+    let bad = || format!("expected {}, found `{text}`", describe(kind));
+    Ok(match kind {
+        RawFactType::Count => FactValue::Int(text.parse().map_err(|_| bad())?),
+        RawFactType::Date => {
+            FactValue::Date(NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())?)
+        }
+        RawFactType::Flag => FactValue::Bool(match text {
+            "true" | "TRUE" | "True" | "1" | "yes" => true,
+            "false" | "FALSE" | "False" | "0" | "no" => false,
+            _ => return Err(bad()),
+        }),
+        RawFactType::Decimal => FactValue::Decimal(text.parse().map_err(|_| bad())?),
+    })
+}
+
+fn describe(kind: RawFactType) -> &'static str {
+    match kind {
+        RawFactType::Count => "a whole number",
+        RawFactType::Date => "a date YYYY-MM-DD",
+        RawFactType::Flag => "true or false",
+        RawFactType::Decimal => "a decimal",
+    }
+}

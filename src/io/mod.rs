@@ -1,0 +1,9 @@
+//! Reading events and snapshots, writing decisions and rejected lines.
+
+pub mod event_csv;
+pub mod event_json;
+pub mod output;
+pub mod snapshot;
+
+pub use output::{DecisionWriter, OutputFormat};
+pub use snapshot::load_snapshot;

@@ -1,0 +1,181 @@
+//! Writes decisions as JSON lines or CSV rows. Wire shapes live here, apart from the engine.
+
+use std::io::{self, Write};
+
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
+
+use crate::model::{Decision, Event, IssuedCoupon, Money};
+use crate::rules::Ruleset;
+
+/// The output format of decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Csv,
+}
+
+/// Money serialized as its two-decimal string, without an intermediate allocation.
+struct MoneyText(Money);
+impl Serialize for MoneyText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+struct DateText(chrono::NaiveDate);
+impl Serialize for DateText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.format("%Y-%m-%d"))
+    }
+}
+
+struct Channels<'a> {
+    mask: u64,
+    names: &'a [String],
+}
+impl Serialize for Channels<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for (i, name) in self.names.iter().enumerate() {
+            if self.mask & (1 << i) != 0 {
+                seq.serialize_element(name)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct CouponLine<'a> {
+    coupon_id: &'a str,
+    face_value: MoneyText,
+    min_spend: MoneyText,
+    usable_for: Channels<'a>,
+    credit_by: DateText,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_until: Option<DateText>,
+}
+
+#[derive(Serialize)]
+struct DecisionLine<'a> {
+    event_id: &'a str,
+    rule: &'a str,
+    decision: &'static str,
+    customer: &'a str,
+    wallet: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coupons: Option<Vec<CouponLine<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coupon_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    points: Option<MoneyText>,
+}
+
+fn coupon_line<'a>(c: &'a IssuedCoupon, channels: &'a [String]) -> CouponLine<'a> {
+    CouponLine {
+        coupon_id: &c.coupon_id,
+        face_value: MoneyText(c.face_value),
+        min_spend: MoneyText(c.min_spend),
+        usable_for: Channels {
+            mask: c.usable_for,
+            names: channels,
+        },
+        credit_by: DateText(c.credit_by),
+        valid_until: c.valid_until.map(DateText),
+    }
+}
+
+/// Writes decisions in one format.
+pub struct DecisionWriter<W: Write> {
+    out: W,
+    format: OutputFormat,
+    header_written: bool,
+}
+
+const CSV_HEADER: &str = "event_id,rule,decision,customer,wallet,coupon_id,reason,points,coupon_ids,face_values,min_spends,usable_for,credit_by,valid_until\n";
+
+impl<W: Write> DecisionWriter<W> {
+    /// A writer of `format` into `out`.
+    pub fn new(out: W, format: OutputFormat) -> Self {
+        DecisionWriter {
+            out,
+            format,
+            header_written: false,
+        }
+    }
+
+    /// Writes one decision on `ev`.
+    pub fn write(&mut self, ruleset: &Ruleset, ev: &Event<'_>, d: &Decision) -> io::Result<()> {
+        let rule = ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str());
+        match self.format {
+            OutputFormat::Jsonl => {
+                let line = DecisionLine {
+                    event_id: &ev.id,
+                    rule,
+                    decision: d.kind.as_str(),
+                    customer: &ev.customer,
+                    wallet: &ev.wallet,
+                    coupons: (!d.coupons.is_empty()
+                        || matches!(
+                            d.kind,
+                            crate::model::DecisionKind::Grant | crate::model::DecisionKind::Approve
+                        ))
+                    .then(|| {
+                        d.coupons
+                            .iter()
+                            .map(|c| coupon_line(c, &ruleset.channels))
+                            .collect()
+                    }),
+                    coupon_id: d.coupon_id.as_deref(),
+                    reason: d.reason.as_deref(),
+                    points: d.points.map(MoneyText),
+                };
+                serde_json::to_writer(&mut self.out, &line)?;
+                self.out.write_all(b"\n")
+            }
+            OutputFormat::Csv => {
+                if !self.header_written {
+                    self.out.write_all(CSV_HEADER.as_bytes())?;
+                    self.header_written = true;
+                }
+                let join = |f: &dyn Fn(&IssuedCoupon) -> String| {
+                    d.coupons.iter().map(f).collect::<Vec<_>>().join(";")
+                };
+                let cells = [
+                    ev.id.to_string(),
+                    rule.to_string(),
+                    d.kind.as_str().to_string(),
+                    ev.customer.to_string(),
+                    ev.wallet.to_string(),
+                    d.coupon_id.clone().unwrap_or_default(),
+                    d.reason.as_deref().unwrap_or_default().to_string(),
+                    d.points.map(|p| p.to_string()).unwrap_or_default(),
+                    join(&|c| c.coupon_id.clone()),
+                    join(&|c| c.face_value.to_string()),
+                    join(&|c| c.min_spend.to_string()),
+                    join(&|c| ruleset.channel_names(c.usable_for).join("|")),
+                    join(&|c| c.credit_by.format("%Y-%m-%d").to_string()),
+                    join(&|c| {
+                        c.valid_until
+                            .map(|v| v.format("%Y-%m-%d").to_string())
+                            .unwrap_or_default()
+                    }),
+                ];
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(&mut self.out);
+                w.write_record(&cells).map_err(io::Error::other)?;
+                w.flush()
+            }
+        }
+    }
+
+    /// Flushes and returns the underlying writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}

@@ -1,0 +1,60 @@
+//! `Money`: a decimal amount of the ruleset's currency, parsed from strings and printed with
+//! two decimals.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+
+/// An amount of money. Parsed only from decimal strings, never from floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Money(pub Decimal);
+
+impl Money {
+    /// Parses a decimal string such as `"80"` or `"80.00"`.
+    pub fn parse(text: &str) -> Result<Self, rust_decimal::Error> {
+        Decimal::from_str(text.trim()).map(Money)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Commercial rounding to cents; `{:.2}` alone would truncate.
+        let cents = self
+            .0
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        write!(f, "{cents:.2}")
+    }
+}
+
+impl From<Decimal> for Money {
+    fn from(d: Decimal) -> Self {
+        Money(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_two_decimals_and_round_trips() {
+        for (text, shown) in [
+            ("80", "80.00"),
+            ("0.5", "0.50"),
+            ("1000.00", "1000.00"),
+            ("51.999", "52.00"),
+        ] {
+            let m = Money::parse(text).unwrap();
+            assert_eq!(m.to_string(), shown);
+        }
+        let m = Money::parse("123.45").unwrap();
+        assert_eq!(Money::parse(&m.to_string()).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_non_numbers() {
+        assert!(Money::parse("12,5").is_err());
+        assert!(Money::parse("").is_err());
+    }
+}

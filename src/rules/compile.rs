@@ -1,0 +1,1184 @@
+//! Raw rule files -> a validated, compiled `Ruleset`. Every problem is collected with its
+//! location; a ruleset with any problem is not built.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde_yaml::Value;
+
+use super::calendar::{parse_weekday, Calendar};
+use super::error::{did_you_mean, Diagnostics, SourceFile};
+use super::raw::*;
+use super::ruleset::*;
+use super::script::{ScriptLimits, ScriptOrigin, Scripts};
+use crate::model::Field;
+
+/// A parsed rule file with its source.
+pub struct Parsed<T> {
+    pub src: SourceFile,
+    pub raw: T,
+}
+
+/// The type a literal must have to be compared with an operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Text,
+    Decimal,
+    Date,
+    Int,
+    Bool,
+    TextList,
+    DecimalList,
+}
+
+impl Ty {
+    fn element(self) -> Ty {
+        match self {
+            Ty::TextList => Ty::Text,
+            Ty::DecimalList => Ty::Decimal,
+            t => t,
+        }
+    }
+    fn is_list(self) -> bool {
+        matches!(self, Ty::TextList | Ty::DecimalList)
+    }
+    fn is_ordered(self) -> bool {
+        matches!(self, Ty::Decimal | Ty::Date | Ty::Int)
+    }
+    fn describe(self) -> &'static str {
+        match self {
+            Ty::Text => "text",
+            Ty::Decimal => "a decimal string such as \"100.00\"",
+            Ty::Date => "a date YYYY-MM-DD",
+            Ty::Int => "a whole number",
+            Ty::Bool => "true or false",
+            Ty::TextList => "a list of text",
+            Ty::DecimalList => "a list of decimals",
+        }
+    }
+}
+
+fn field_type(field: &Field) -> Ty {
+    match field {
+        Field::At => Ty::Date,
+        Field::Amount => Ty::Decimal,
+        Field::Coupons => Ty::TextList,
+        Field::FaceValues => Ty::DecimalList,
+        _ => Ty::Text,
+    }
+}
+
+fn fact_type(kind: RawFactType) -> Ty {
+    match kind {
+        RawFactType::Count => Ty::Int,
+        RawFactType::Date => Ty::Date,
+        RawFactType::Flag => Ty::Bool,
+        RawFactType::Decimal => Ty::Decimal,
+    }
+}
+
+/// Text of a scalar YAML value, for messages and locating.
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        _ => String::new(),
+    }
+}
+
+/// Parses a decimal from a YAML string or integer; floats are refused so that no binary
+/// rounding reaches money.
+pub(crate) fn parse_decimal(v: &Value) -> Result<Decimal, String> {
+    match v {
+        Value::String(s) => {
+            Decimal::from_str(s.trim()).map_err(|_| format!("`{s}` is not a decimal"))
+        }
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            Decimal::from_str(&n.to_string()).map_err(|e| e.to_string())
+        }
+        Value::Number(n) => Err(format!(
+            "`{n}` is a floating-point number; write money as a string, e.g. \"{n}\""
+        )),
+        other => Err(format!("`{}` is not a decimal", scalar_text(other))),
+    }
+}
+
+pub(crate) fn parse_date(text: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("`{text}` is not a date; expected YYYY-MM-DD"))
+}
+
+fn literal(v: &Value, ty: Ty) -> Result<Literal, String> {
+    let bad = || format!("`{}` is not {}", scalar_text(v), ty.element().describe());
+    Ok(match ty.element() {
+        Ty::Text => match v {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                Literal::Text(scalar_text(v).into())
+            }
+            _ => return Err(bad()),
+        },
+        Ty::Decimal => Literal::Decimal(parse_decimal(v)?),
+        Ty::Date => match v {
+            Value::String(s) => Literal::Date(parse_date(s)?),
+            _ => return Err(bad()),
+        },
+        Ty::Int => match v {
+            Value::Number(n) => Literal::Int(n.as_i64().ok_or_else(bad)?),
+            Value::String(s) => Literal::Int(s.trim().parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        },
+        Ty::Bool => match v {
+            Value::Bool(b) => Literal::Bool(*b),
+            _ => return Err(bad()),
+        },
+        Ty::TextList | Ty::DecimalList => return Err(bad()),
+    })
+}
+
+/// Names shared by every rule file: what the manifest declares.
+struct Context<'m> {
+    manifest: &'m RawManifest,
+    event_types: Vec<String>,
+    facts: Vec<Fact>,
+    calendars: Vec<Calendar>,
+    channels: Vec<String>,
+    counters: Vec<String>,
+}
+
+impl Context<'_> {
+    fn type_mask(
+        &self,
+        names: &[String],
+        src: &SourceFile,
+        key: &str,
+        d: &mut Diagnostics,
+    ) -> TypeMask {
+        let mut mask = 0;
+        for name in names {
+            match self.event_types.iter().position(|t| t == name) {
+                Some(i) => mask |= 1 << i,
+                None => d.at_with_help(
+                    src,
+                    key,
+                    name,
+                    "unknown_event_type",
+                    format!("unknown event type `{name}`"),
+                    did_you_mean(name, self.event_types.iter().map(String::as_str)),
+                ),
+            }
+        }
+        mask
+    }
+
+    fn channel_mask(&self, names: &[String], src: &SourceFile, d: &mut Diagnostics) -> ChannelMask {
+        let mut mask = 0;
+        for name in names {
+            match self.channels.iter().position(|c| c == name) {
+                Some(i) => mask |= 1 << i,
+                None => d.at_with_help(
+                    src,
+                    "usable_for",
+                    name,
+                    "unknown_channel",
+                    format!("unknown channel `{name}`"),
+                    did_you_mean(name, self.channels.iter().map(String::as_str)),
+                ),
+            }
+        }
+        mask
+    }
+
+    fn fact(&self, name: &str, src: &SourceFile, key: &str, d: &mut Diagnostics) -> Option<usize> {
+        let found = self.facts.iter().position(|f| f.name == name);
+        if found.is_none() {
+            d.at_with_help(
+                src,
+                key,
+                name,
+                "unknown_fact",
+                format!("unknown fact `{name}`; facts are declared in the manifest"),
+                did_you_mean(name, self.facts.iter().map(|f| f.name.as_str())),
+            );
+        }
+        found
+    }
+
+    fn list(&self, name: &str, src: &SourceFile, d: &mut Diagnostics) -> Option<&Vec<Value>> {
+        let found = self.manifest.lists.get(name);
+        if found.is_none() {
+            d.at_with_help(
+                src,
+                "in_list",
+                name,
+                "unknown_list",
+                format!("unknown list `{name}`; lists are declared in the manifest"),
+                did_you_mean(name, self.manifest.lists.keys().map(String::as_str)),
+            );
+        }
+        found
+    }
+
+    fn counter(&mut self, name: &str) -> usize {
+        match self.counters.iter().position(|c| c == name) {
+            Some(i) => i,
+            None => {
+                self.counters.push(name.to_string());
+                self.counters.len() - 1
+            }
+        }
+    }
+}
+
+/// Compiles a manifest, its calendars and rule files into a ruleset, or returns every problem.
+pub fn compile(
+    manifest: Parsed<RawManifest>,
+    calendars: Vec<Parsed<RawCalendar>>,
+    rules: Vec<Parsed<RawRule>>,
+    d: &mut Diagnostics,
+) -> Option<Ruleset> {
+    let m = &manifest.raw;
+    let msrc = &manifest.src;
+    let timezone = match m.timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            d.at(
+                msrc,
+                "timezone",
+                &m.timezone,
+                "unknown_timezone",
+                format!(
+                    "unknown time zone `{}`; expected an IANA name such as `Asia/Hong_Kong`",
+                    m.timezone
+                ),
+            );
+            None
+        }
+    };
+    if m.events.len() > 64 || m.channels.len() > 64 {
+        d.at(
+            msrc,
+            "events",
+            "events",
+            "too_many",
+            "at most 64 event types and 64 channels".into(),
+        );
+    }
+    let event_types: Vec<String> = m.events.keys().cloned().collect();
+    let channels = m.channels.clone();
+
+    let compiled_types = m
+        .events
+        .iter()
+        .map(|(name, t)| {
+            let channel = match (&t.channel, &t.channel_field) {
+                (Some(_), Some(_)) => {
+                    d.at(
+                        msrc,
+                        name,
+                        "channel",
+                        "conflicting_keys",
+                        format!(
+                            "event type `{name}` has both `channel` and `channel_field`; keep one"
+                        ),
+                    );
+                    ChannelSource::None
+                }
+                (Some(c), None) => match channels.iter().position(|x| x == c) {
+                    Some(i) => ChannelSource::Fixed(i),
+                    None => {
+                        d.at_with_help(
+                            msrc,
+                            name,
+                            c,
+                            "unknown_channel",
+                            format!("unknown channel `{c}`"),
+                            did_you_mean(c, channels.iter().map(String::as_str)),
+                        );
+                        ChannelSource::None
+                    }
+                },
+                (None, Some(f)) => ChannelSource::Field(Field::from_name(f)),
+                (None, None) => ChannelSource::None,
+            };
+            EventType {
+                name: name.clone(),
+                requires: t.requires.iter().map(|f| Field::from_name(f)).collect(),
+                channel,
+            }
+        })
+        .collect::<Vec<_>>();
+
+    let mut ctx = Context {
+        manifest: m,
+        event_types,
+        facts: Vec::new(),
+        calendars: Vec::new(),
+        channels,
+        counters: Vec::new(),
+    };
+
+    // Facts, each with its slot within its scope.
+    let mut slots: BTreeMap<&str, usize> = BTreeMap::new();
+    for (name, f) in &m.facts {
+        if f.scope == RawScope::All {
+            d.at(
+                msrc,
+                name,
+                "scope",
+                "bad_scope",
+                format!("fact `{name}` must be kept per `customer` or per `wallet`"),
+            );
+        }
+        let scope_key = if f.scope == RawScope::Wallet {
+            "wallet"
+        } else {
+            "customer"
+        };
+        let slot = slots.entry(scope_key).or_insert(0);
+        let mut updates = Vec::new();
+        for u in &f.updates {
+            let on = ctx.type_mask(&u.on, msrc, "on", d);
+            let needs_field = matches!(u.op, RawFactOp::AddField | RawFactOp::SetField);
+            if needs_field != u.field.is_some() {
+                d.at(
+                    msrc,
+                    name,
+                    "op",
+                    "bad_update",
+                    format!("update of fact `{name}`: `add_field` and `set_field` need a `field`, other ops take none"),
+                );
+            }
+            let fits = match u.op {
+                RawFactOp::Increment => f.kind == RawFactType::Count,
+                RawFactOp::SetTrue | RawFactOp::SetFalse => f.kind == RawFactType::Flag,
+                RawFactOp::EarliestDate | RawFactOp::LatestDate => f.kind == RawFactType::Date,
+                RawFactOp::AddField => matches!(f.kind, RawFactType::Decimal | RawFactType::Count),
+                RawFactOp::SetField => true,
+            };
+            if !fits {
+                d.at(
+                    msrc,
+                    name,
+                    "op",
+                    "bad_update",
+                    format!(
+                        "update `{:?}` does not apply to fact `{name}` of type {:?}",
+                        u.op, f.kind
+                    )
+                    .to_lowercase(),
+                );
+            }
+            updates.push(FactUpdate {
+                fact: ctx.facts.len(),
+                on,
+                op: u.op,
+                field: u.field.as_deref().map(Field::from_name),
+            });
+        }
+        ctx.facts.push(Fact {
+            name: name.clone(),
+            clause: f.clause.clone(),
+            scope: f.scope,
+            slot: *slot,
+            kind: f.kind,
+            snapshot: f.snapshot.clone(),
+            updates,
+        });
+        *slot += 1;
+    }
+
+    // Calendars.
+    for cal in &calendars {
+        let id = m
+            .calendars
+            .iter()
+            .find(|(_, path)| cal.src.path.ends_with(path.as_str()))
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default();
+        if let Some(declared) = &cal.raw.id {
+            if *declared != id {
+                d.at(
+                    &cal.src,
+                    "id",
+                    declared,
+                    "id_mismatch",
+                    format!("calendar id `{declared}` differs from the manifest's name `{id}` for this file"),
+                );
+            }
+        }
+        let mut weekend = Vec::new();
+        for w in &cal.raw.weekend {
+            match parse_weekday(w) {
+                Some(day) => weekend.push(day),
+                None => d.at(
+                    &cal.src,
+                    "weekend",
+                    w,
+                    "bad_weekday",
+                    format!("`{w}` is not a weekday name such as `saturday`"),
+                ),
+            }
+        }
+        let mut holidays = Vec::new();
+        for h in &cal.raw.holidays {
+            match parse_date(&h.date) {
+                Ok(day) => holidays.push(day),
+                Err(e) => d.at(&cal.src, "date", &h.date, "bad_date", e),
+            }
+        }
+        ctx.calendars.push(Calendar::new(id, &weekend, holidays));
+    }
+
+    let limits = ScriptLimits {
+        operations: m
+            .script_limits
+            .operations
+            .unwrap_or(ScriptLimits::default().operations),
+        call_depth: m
+            .script_limits
+            .call_depth
+            .unwrap_or(ScriptLimits::default().call_depth),
+        expr_depth: m
+            .script_limits
+            .expr_depth
+            .unwrap_or(ScriptLimits::default().expr_depth),
+        string_len: m
+            .script_limits
+            .string_len
+            .unwrap_or(ScriptLimits::default().string_len),
+        array_len: m
+            .script_limits
+            .array_len
+            .unwrap_or(ScriptLimits::default().array_len),
+        map_len: m
+            .script_limits
+            .map_len
+            .unwrap_or(ScriptLimits::default().map_len),
+    };
+    let mut scripts = Scripts::new(&limits);
+
+    let mut compiled = Vec::new();
+    let mut seen_ids: BTreeSet<String> = BTreeSet::new();
+    for rule in &rules {
+        if !seen_ids.insert(rule.raw.id.clone()) {
+            d.at(
+                &rule.src,
+                "id",
+                &rule.raw.id,
+                "duplicate_rule_id",
+                format!("rule id `{}` is used by another rule file", rule.raw.id),
+            );
+        }
+        if let Some(r) = compile_rule(rule, &mut ctx, &mut scripts, d) {
+            compiled.push(r);
+        }
+    }
+    compiled.sort_by(|a, b| (a.phase, &a.id).cmp(&(b.phase, &b.id)));
+
+    let tz = timezone?;
+    if !d.list.is_empty() {
+        return None;
+    }
+    Some(Ruleset::new(
+        m.name.clone().unwrap_or_default(),
+        tz,
+        m.currency.clone(),
+        m.phases.clone(),
+        compiled_types,
+        ctx.channels,
+        ctx.facts,
+        ctx.calendars,
+        ctx.counters,
+        compiled,
+        scripts,
+    ))
+}
+
+fn compile_rule(
+    p: &Parsed<RawRule>,
+    ctx: &mut Context,
+    scripts: &mut Scripts,
+    d: &mut Diagnostics,
+) -> Option<Rule> {
+    let r = &p.raw;
+    let src = &p.src;
+    let stem = src
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if r.id != stem {
+        d.at(
+            src,
+            "id",
+            &r.id,
+            "id_mismatch",
+            format!("rule id `{}` differs from its file name `{stem}.yaml`; a rule's id is its file name", r.id),
+        );
+    }
+    let phase = match ctx.manifest.phases.iter().position(|ph| *ph == r.phase) {
+        Some(i) => i,
+        None => {
+            d.at_with_help(
+                src,
+                "phase",
+                &r.phase,
+                "unknown_phase",
+                format!(
+                    "unknown phase `{}`; the manifest's phases are {:?}",
+                    r.phase, ctx.manifest.phases
+                ),
+                did_you_mean(&r.phase, ctx.manifest.phases.iter().map(String::as_str)),
+            );
+            0
+        }
+    };
+    let on = ctx.type_mask(&r.on, src, "on", d);
+
+    let kind = match (r.decides, &r.coupon_use, &r.grant) {
+        (RawDecides::CouponUse, Some(cu), None) => RuleKind::CouponUse(CouponUse {
+            max_per_event: cu.max_per_event,
+            too_many: cu.too_many.as_str().into(),
+            checks: cu
+                .checks
+                .iter()
+                .map(|c| (c.check, Arc::from(c.reject.as_str())))
+                .collect(),
+        }),
+        (RawDecides::CouponUse, _, _) => {
+            d.at(
+                src,
+                "decides",
+                "coupon_use",
+                "bad_rule_shape",
+                "a `coupon_use` rule needs a `coupon_use` block and no `grant`".into(),
+            );
+            return None;
+        }
+        (_, Some(_), _) => {
+            d.at(
+                src,
+                "coupon_use",
+                "coupon_use",
+                "bad_rule_shape",
+                "a `coupon_use` block needs `decides: coupon_use`".into(),
+            );
+            return None;
+        }
+        (_, None, None) => {
+            d.at(
+                src,
+                "id",
+                &r.id,
+                "bad_rule_shape",
+                "this rule grants nothing: add a `grant` block".into(),
+            );
+            return None;
+        }
+        (RawDecides::Grant, None, Some(_)) => RuleKind::Grant,
+        (RawDecides::Redemption, None, Some(_)) => RuleKind::Redemption,
+    };
+    let rejects_allowed = matches!(kind, RuleKind::Redemption);
+
+    let mut when = Vec::new();
+    for c in &r.when {
+        let Some(name) = c.name.clone() else {
+            d.at(
+                src,
+                "when",
+                "when",
+                "missing_name",
+                "every condition of `when` needs a `name`".into(),
+            );
+            continue;
+        };
+        if c.reject.is_some() && !rejects_allowed {
+            d.at(
+                src,
+                &name,
+                "reject",
+                "reject_not_allowed",
+                format!(
+                    "condition `{name}`: only `decides: redemption` rules reject with a reason"
+                ),
+            );
+        }
+        if let Some(test) = compile_test(c, src, &name, &r.id, ctx, scripts, d) {
+            when.push(Condition {
+                name,
+                clause: c.clause.clone(),
+                test,
+                reject: c.reject.as_deref().map(Arc::from),
+            });
+        }
+    }
+
+    let mut limits = Vec::new();
+    for l in &r.limits {
+        if l.reject.is_some() && !rejects_allowed {
+            d.at(
+                src,
+                &l.name,
+                "reject",
+                "reject_not_allowed",
+                format!(
+                    "limit `{}`: only `decides: redemption` rules reject with a reason",
+                    l.name
+                ),
+            );
+        }
+        let mut bounds = Vec::new();
+        if let Some(n) = l.max_grants {
+            bounds.push(Bound::Grants(n));
+        }
+        if let Some(n) = l.max_coupons {
+            bounds.push(Bound::Coupons(n));
+        }
+        if let Some(v) = &l.max_value {
+            match parse_decimal(v) {
+                Ok(v) => bounds.push(Bound::Value(v)),
+                Err(e) => d.at(src, "max_value", &scalar_text(v), "bad_decimal", e),
+            }
+        }
+        if bounds.is_empty() {
+            d.at(
+                src,
+                &l.name,
+                &l.name,
+                "empty_limit",
+                format!(
+                    "limit `{}` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
+                    l.name
+                ),
+            );
+        }
+        limits.push(Limit {
+            name: l.name.clone(),
+            clause: l.clause.clone(),
+            counter: ctx.counter(&l.counter),
+            per: l.per,
+            daily: l.window.is_some(),
+            bounds,
+            reject: l.reject.as_deref().map(Arc::from),
+        });
+    }
+
+    let points = match &r.points {
+        Some(_) if !rejects_allowed => {
+            d.at(
+                src,
+                "points",
+                "points",
+                "points_not_allowed",
+                "`points` apply to `decides: redemption` rules only".into(),
+            );
+            None
+        }
+        Some(pt) => {
+            let fact = ctx.fact(&pt.balance_fact, src, "balance_fact", d);
+            if let Some(f) = fact.and_then(|f| ctx.facts.get(f)) {
+                if f.kind != RawFactType::Decimal || f.scope != RawScope::Wallet {
+                    d.at(
+                        src,
+                        "balance_fact",
+                        &pt.balance_fact,
+                        "bad_fact_type",
+                        format!(
+                            "`{}` must be a decimal fact kept per wallet",
+                            pt.balance_fact
+                        ),
+                    );
+                }
+            }
+            let rate = match &pt.rate {
+                Some(v) => match parse_decimal(v) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        d.at(src, "rate", &scalar_text(v), "bad_decimal", e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            fact.map(|balance_fact| Points {
+                clause: pt.clause.clone(),
+                balance_fact,
+                rate,
+                reject: pt.reject.as_str().into(),
+            })
+        }
+        None => None,
+    };
+
+    let grant = r.grant.as_ref().map(|g| compile_grant(g, src, ctx, d));
+
+    let params = r
+        .params
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), yaml_to_dynamic(v)))
+        .collect();
+
+    Some(Rule {
+        id: r.id.clone(),
+        clause: r.clause.clone(),
+        phase,
+        on,
+        kind,
+        when,
+        limits,
+        points,
+        grant,
+        params,
+    })
+}
+
+fn compile_grant(g: &RawGrant, src: &SourceFile, ctx: &Context, d: &mut Diagnostics) -> Grant {
+    let mut coupons = Vec::new();
+    for c in &g.coupons {
+        let usable_for = ctx.channel_mask(&c.usable_for, src, d);
+        let min_spend = c.min_spend.as_ref().and_then(|v| {
+            parse_decimal(v)
+                .map_err(|e| d.at(src, "min_spend", &scalar_text(v), "bad_decimal", e))
+                .ok()
+        });
+        match (&c.face_value, &c.from_field) {
+            (Some(fv), None) => {
+                let face_value = parse_decimal(fv)
+                    .map_err(|e| d.at(src, "face_value", &scalar_text(fv), "bad_decimal", e))
+                    .unwrap_or_default();
+                if c.min_spend_by_face_value.is_some() {
+                    d.at(
+                        src,
+                        "min_spend_by_face_value",
+                        "min_spend_by_face_value",
+                        "conflicting_keys",
+                        "`min_spend_by_face_value` goes with `from_field`".into(),
+                    );
+                }
+                coupons.push(CouponTemplate::Fixed {
+                    face_value,
+                    min_spend: min_spend.unwrap_or(face_value),
+                    usable_for,
+                    count: c.count.unwrap_or(1),
+                });
+            }
+            (None, Some(field)) => {
+                let field = Field::from_name(field);
+                if field_type(&field) != Ty::DecimalList {
+                    d.at(
+                        src,
+                        "from_field",
+                        field.name(),
+                        "bad_field_type",
+                        format!(
+                            "`from_field` needs a list of decimals such as `face_values`, not `{}`",
+                            field.name()
+                        ),
+                    );
+                }
+                let mut by_value = Vec::new();
+                for (k, v) in c.min_spend_by_face_value.iter().flatten() {
+                    match (Decimal::from_str(k.trim()), parse_decimal(v)) {
+                        (Ok(k), Ok(v)) => by_value.push((k, v)),
+                        (Err(_), _) => d.at(
+                            src,
+                            "min_spend_by_face_value",
+                            k,
+                            "bad_decimal",
+                            format!("`{k}` is not a decimal"),
+                        ),
+                        (_, Err(e)) => d.at(
+                            src,
+                            "min_spend_by_face_value",
+                            &scalar_text(v),
+                            "bad_decimal",
+                            e,
+                        ),
+                    }
+                }
+                if c.count.is_some() {
+                    d.at(
+                        src,
+                        "count",
+                        "count",
+                        "conflicting_keys",
+                        "`count` goes with a fixed `face_value`".into(),
+                    );
+                }
+                coupons.push(CouponTemplate::PerValue {
+                    field,
+                    min_spend,
+                    min_spend_by_face_value: by_value,
+                    usable_for,
+                });
+            }
+            _ => d.at(
+                src,
+                "coupons",
+                "coupons",
+                "bad_coupon",
+                "a coupon has either a `face_value` or a `from_field`".into(),
+            ),
+        }
+    }
+    let cb = &g.credit_by;
+    let after = match (cb.working_days_after, cb.days_after) {
+        (Some(days), None) => {
+            let name = cb.calendar.clone().unwrap_or_default();
+            let calendar = match ctx.calendars.iter().position(|c| c.id == name) {
+                Some(i) => i,
+                None => {
+                    d.at_with_help(
+                        src,
+                        "calendar",
+                        &name,
+                        "unknown_calendar",
+                        format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
+                        did_you_mean(&name, ctx.calendars.iter().map(|c| c.id.as_str())),
+                    );
+                    0
+                }
+            };
+            CreditAfter::WorkingDays { days, calendar }
+        }
+        (None, Some(days)) => CreditAfter::Days(days),
+        _ => {
+            d.at(
+                src,
+                "credit_by",
+                "credit_by",
+                "bad_credit_by",
+                "`credit_by` needs exactly one of `working_days_after` or `days_after`".into(),
+            );
+            CreditAfter::Days(0)
+        }
+    };
+    let mut overrides = Vec::new();
+    for o in &cb.overrides {
+        match (parse_date(&o.before), parse_date(&o.date)) {
+            (Ok(b), Ok(dt)) => overrides.push((b, dt)),
+            (Err(e), _) => d.at(src, "before", &o.before, "bad_date", e),
+            (_, Err(e)) => d.at(src, "date", &o.date, "bad_date", e),
+        }
+    }
+    Grant {
+        clause: g.clause.clone(),
+        coupons,
+        credit_by: CreditBy { after, overrides },
+        valid_days: g.valid_days,
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "recursive over the condition tree"
+)]
+fn compile_test(
+    c: &RawCondition,
+    src: &SourceFile,
+    name: &str,
+    rule: &str,
+    ctx: &Context,
+    scripts: &mut Scripts,
+    d: &mut Diagnostics,
+) -> Option<Test> {
+    let operands = [
+        c.field.is_some(),
+        c.fact.is_some(),
+        c.sum_of.is_some(),
+        c.count_of.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    let groups = [
+        c.all.is_some(),
+        c.any.is_some(),
+        c.script.is_some(),
+        c.script_file.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if operands + groups != 1 {
+        d.at(
+            src,
+            name,
+            name,
+            "bad_condition",
+            format!("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`"),
+        );
+        return None;
+    }
+    let sub = |list: &Vec<RawCondition>, scripts: &mut Scripts, d: &mut Diagnostics| -> Vec<Test> {
+        list.iter()
+            .filter_map(|c| compile_test(c, src, name, rule, ctx, scripts, d))
+            .collect()
+    };
+    if let Some(list) = &c.all {
+        return Some(Test::All(sub(list, scripts, d)));
+    }
+    if let Some(list) = &c.any {
+        return Some(Test::Any(sub(list, scripts, d)));
+    }
+    if let Some(text) = &c.script {
+        let first = text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .trim();
+        let (first_line, first_column) = src.locate("script", first);
+        let origin = ScriptOrigin {
+            file: src.path.clone(),
+            first_line,
+            first_column,
+            rule: rule.to_string(),
+            condition: name.to_string(),
+        };
+        return match scripts.compile(text, origin) {
+            Ok(i) => Some(Test::Script(i)),
+            Err((location, message)) => {
+                d.list.push(located(
+                    &location,
+                    "script_syntax",
+                    format!("script of condition `{name}`: {message}"),
+                ));
+                None
+            }
+        };
+    }
+    if let Some(path) = &c.script_file {
+        let full = src
+            .path
+            .parent()
+            .map(|p| p.join(path))
+            .unwrap_or_else(|| path.into());
+        let text = match std::fs::read_to_string(&full) {
+            Ok(t) => t,
+            Err(e) => {
+                d.at(
+                    src,
+                    "script_file",
+                    path,
+                    "unreadable_script",
+                    format!("cannot read script `{}`: {e}", full.display()),
+                );
+                return None;
+            }
+        };
+        let origin = ScriptOrigin {
+            file: full,
+            first_line: 1,
+            first_column: 1,
+            rule: rule.to_string(),
+            condition: name.to_string(),
+        };
+        return match scripts.compile(&text, origin) {
+            Ok(i) => Some(Test::Script(i)),
+            Err((location, message)) => {
+                d.list.push(located(
+                    &location,
+                    "script_syntax",
+                    format!("script of condition `{name}`: {message}"),
+                ));
+                None
+            }
+        };
+    }
+
+    let (operand, ty, key, needle) = if let Some(f) = &c.field {
+        let field = Field::from_name(f);
+        let ty = field_type(&field);
+        (Operand::Field(field), ty, "field", f.as_str())
+    } else if let Some(f) = &c.fact {
+        let fi = ctx.fact(f, src, "fact", d)?;
+        let ty = fact_type(ctx.facts.get(fi)?.kind);
+        (Operand::Fact(fi), ty, "fact", f.as_str())
+    } else if let Some(f) = &c.sum_of {
+        let field = Field::from_name(f);
+        if field_type(&field) != Ty::DecimalList {
+            d.at(
+                src,
+                "sum_of",
+                f,
+                "bad_field_type",
+                format!("`sum_of` needs a list of decimals such as `face_values`, not `{f}`"),
+            );
+        }
+        (Operand::SumOf(field), Ty::Decimal, "sum_of", f.as_str())
+    } else if let Some(f) = &c.count_of {
+        let field = Field::from_name(f);
+        if !field_type(&field).is_list() {
+            d.at(
+                src,
+                "count_of",
+                f,
+                "bad_field_type",
+                format!("`count_of` needs a list field such as `coupons`, not `{f}`"),
+            );
+        }
+        (Operand::CountOf(field), Ty::Int, "count_of", f.as_str())
+    } else {
+        return None;
+    };
+
+    let mut ops = Vec::new();
+    let lit = |v: &Value, op: &str, d: &mut Diagnostics| -> Option<Literal> {
+        if ty.is_list() && !matches!(op, "each_in") {
+            d.at(src, op, op, "bad_operator", format!("`{op}` does not apply to the list `{needle}`; use `each_in`, `not_empty` or `count_of`"));
+            return None;
+        }
+        if matches!(op, "gt" | "gte" | "lt" | "lte" | "between") && !ty.is_ordered() {
+            d.at(
+                src,
+                op,
+                op,
+                "bad_operator",
+                format!(
+                    "`{op}` needs a number or a date, and `{needle}` is {}",
+                    ty.describe()
+                ),
+            );
+            return None;
+        }
+        literal(v, ty)
+            .map_err(|e| {
+                d.at(
+                    src,
+                    op,
+                    &scalar_text(v),
+                    "bad_literal",
+                    format!(
+                        "{e} (`{needle}` is compared as {})",
+                        ty.element().describe()
+                    ),
+                )
+            })
+            .ok()
+    };
+    let list = |vs: &[Value], op: &str, d: &mut Diagnostics| -> Vec<Literal> {
+        vs.iter().filter_map(|v| lit(v, op, d)).collect()
+    };
+    if let Some(v) = &c.eq {
+        ops.extend(lit(v, "eq", d).map(Op::Eq));
+    }
+    if let Some(v) = &c.ne {
+        ops.extend(lit(v, "ne", d).map(Op::Ne));
+    }
+    if let Some(vs) = &c.in_ {
+        ops.push(Op::In(list(vs, "in", d)));
+    }
+    if let Some(vs) = &c.not_in {
+        ops.push(Op::NotIn(list(vs, "not_in", d)));
+    }
+    if let Some(l) = &c.in_list {
+        if let Some(vs) = ctx.list(l, src, d) {
+            ops.push(Op::In(list(vs, "in_list", d)));
+        }
+    }
+    if let Some(l) = &c.not_in_list {
+        if let Some(vs) = ctx.list(l, src, d) {
+            ops.push(Op::NotIn(list(vs, "not_in_list", d)));
+        }
+    }
+    for (v, op, make) in [
+        (&c.gt, "gt", Op::Gt as fn(Literal) -> Op),
+        (&c.gte, "gte", Op::Gte),
+        (&c.lt, "lt", Op::Lt),
+        (&c.lte, "lte", Op::Lte),
+    ] {
+        if let Some(v) = v {
+            ops.extend(lit(v, op, d).map(make));
+        }
+    }
+    if let Some((a, b)) = &c.between {
+        if let (Some(a), Some(b)) = (lit(a, "between", d), lit(b, "between", d)) {
+            ops.push(Op::Between(a, b));
+        }
+    }
+    if let Some(p) = c.present {
+        ops.push(Op::Present(p));
+    }
+    if let Some(n) = c.not_empty {
+        if !ty.is_list() {
+            d.at(
+                src,
+                "not_empty",
+                "not_empty",
+                "bad_operator",
+                format!(
+                    "`not_empty` applies to list fields, and `{needle}` is {}",
+                    ty.describe()
+                ),
+            );
+        }
+        ops.push(Op::NotEmpty(n));
+    }
+    if let Some(vs) = &c.each_in {
+        if !ty.is_list() {
+            d.at(
+                src,
+                "each_in",
+                "each_in",
+                "bad_operator",
+                format!(
+                    "`each_in` applies to list fields, and `{needle}` is {}",
+                    ty.describe()
+                ),
+            );
+        }
+        ops.push(Op::EachIn(list(vs, "each_in", d)));
+    }
+    if ops.is_empty() {
+        d.at(src, key, needle, "no_test", format!("condition `{name}` names `{needle}` but no test such as `eq`, `in_list` or `between`"));
+        return None;
+    }
+    Some(Test::Compare { operand, ops })
+}
+
+fn located(location: &str, code: &'static str, message: String) -> super::error::Diagnostic {
+    // `location` is `file:line:col`; the file part may itself hold colons.
+    let mut parts = location.rsplitn(3, ':');
+    let column = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    let file = parts.next().unwrap_or(location);
+    super::error::Diagnostic {
+        file: file.into(),
+        line,
+        column,
+        code,
+        message,
+        help: None,
+    }
+}
+
+/// A YAML parameter as a script value; numbers with a fraction become decimals.
+fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
+    match v {
+        Value::Null => rhai::Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => {
+                Decimal::from_str(&n.to_string()).map_or(rhai::Dynamic::UNIT, rhai::Dynamic::from)
+            }
+        },
+        Value::String(s) => s.clone().into(),
+        Value::Sequence(items) => items
+            .iter()
+            .map(yaml_to_dynamic)
+            .collect::<rhai::Array>()
+            .into(),
+        Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| (scalar_text(k).into(), yaml_to_dynamic(v)))
+            .collect::<rhai::Map>()
+            .into(),
+        Value::Tagged(t) => yaml_to_dynamic(&t.value),
+    }
+}

@@ -1,0 +1,212 @@
+//! Located diagnostics for rule files: each names the file, line and column, a stable code,
+//! and what was expected.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem found in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based line; 0 when the problem is the file as a whole.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Stable code, e.g. `unknown_fact`; tests assert on it.
+    pub code: &'static str,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        write!(f, ": error[{}]: {}", self.code, self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, " (help: {help})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a ruleset could not be loaded: every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+pub struct RulesetError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for RulesetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A rule file's text, kept so that later checks can point into it.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl SourceFile {
+    /// Line and column (1-based) of the first occurrence of `needle` at or after the line
+    /// holding `key:`, falling back to the first occurrence anywhere, then to 1:1.
+    pub fn locate(&self, key: &str, needle: &str) -> (usize, usize) {
+        let key_at = self.text.find(&format!("{key}:")).unwrap_or(0);
+        let at = self
+            .text
+            .get(key_at..)
+            .and_then(|rest| rest.find(needle))
+            .map(|i| i + key_at)
+            .or_else(|| self.text.find(needle));
+        match at {
+            Some(i) => self.line_col(i),
+            None => (1, 1),
+        }
+    }
+
+    /// Line and column (1-based) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = self.text.get(..offset).unwrap_or(&self.text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+}
+
+/// Collects diagnostics while a ruleset is compiled.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    pub list: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    /// Records a problem located at `needle` (searched after `key:`) in `src`.
+    pub fn at(
+        &mut self,
+        src: &SourceFile,
+        key: &str,
+        needle: &str,
+        code: &'static str,
+        message: String,
+    ) {
+        let (line, column) = src.locate(key, needle);
+        self.list.push(Diagnostic {
+            file: src.path.clone(),
+            line,
+            column,
+            code,
+            message,
+            help: None,
+        });
+    }
+
+    /// Like `at`, with a help line (e.g. a "did you mean").
+    pub fn at_with_help(
+        &mut self,
+        src: &SourceFile,
+        key: &str,
+        needle: &str,
+        code: &'static str,
+        message: String,
+        help: Option<String>,
+    ) {
+        self.at(src, key, needle, code, message);
+        if let Some(last) = self.list.last_mut() {
+            last.help = help;
+        }
+    }
+
+    /// Records a problem with a known position.
+    pub fn push(
+        &mut self,
+        file: &Path,
+        line: usize,
+        column: usize,
+        code: &'static str,
+        message: String,
+    ) {
+        self.list.push(Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            column,
+            code,
+            message,
+            help: None,
+        });
+    }
+
+    /// Records a YAML syntax or shape error.
+    pub fn yaml(&mut self, file: &Path, err: &serde_yaml::Error) {
+        let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
+        // serde_yaml appends " at line L column C" to its message; the location is ours to print.
+        let text = err.to_string();
+        let message = match text.find(" at line ") {
+            Some(i) => text.get(..i).unwrap_or(&text).to_string(),
+            None => text,
+        };
+        self.push(file, line, column, "yaml", message);
+    }
+}
+
+/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(
+            did_you_mean("bill_paymnts", ["bill_payments", "points_balance"]),
+            Some("did you mean `bill_payments`?".into())
+        );
+        assert_eq!(did_you_mean("zzz", ["bill_payments"]), None);
+    }
+
+    #[test]
+    fn locates_needle_after_key() {
+        let src = SourceFile {
+            path: "x.yaml".into(),
+            text: "a: foo\nb:\n  c: foo\n".into(),
+        };
+        assert_eq!(src.locate("b", "foo"), (3, 6));
+        assert_eq!(src.locate("a", "foo"), (1, 4));
+    }
+}

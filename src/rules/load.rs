@@ -1,0 +1,87 @@
+//! Reads a ruleset directory from disk: the manifest, its calendars and every rule file.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::compile::{compile, Parsed};
+use super::error::{Diagnostics, RulesetError, SourceFile};
+use super::ruleset::Ruleset;
+
+/// The manifest's file name inside a ruleset directory.
+pub const MANIFEST: &str = "ruleset.yaml";
+/// The folder of rule files inside a ruleset directory.
+pub const RULES_DIR: &str = "promotions";
+
+fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            d.push(
+                path,
+                0,
+                0,
+                "unreadable",
+                format!("cannot read `{}`: {e}", path.display()),
+            );
+            return None;
+        }
+    };
+    match serde_yaml::from_str::<T>(&text) {
+        Ok(raw) => Some(Parsed {
+            src: SourceFile {
+                path: path.to_path_buf(),
+                text,
+            },
+            raw,
+        }),
+        Err(e) => {
+            d.yaml(path, &e);
+            None
+        }
+    }
+}
+
+/// The rule files of a ruleset directory, sorted by name.
+pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(RULES_DIR))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Loads, validates and compiles the ruleset in `dir`, reporting every problem found.
+pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
+    let mut d = Diagnostics::default();
+    let manifest = read::<super::raw::RawManifest>(&dir.join(MANIFEST), &mut d);
+    let mut calendars = Vec::new();
+    if let Some(m) = &manifest {
+        for path in m.raw.calendars.values() {
+            calendars.extend(read(&dir.join(path), &mut d));
+        }
+    }
+    let mut rules = Vec::new();
+    match rule_files(dir) {
+        Ok(files) => {
+            for f in files {
+                rules.extend(read(&f, &mut d));
+            }
+        }
+        Err(e) => d.push(
+            &dir.join(RULES_DIR),
+            0,
+            0,
+            "unreadable",
+            format!("cannot list rule files: {e}"),
+        ),
+    }
+    let ruleset = manifest.and_then(|m| compile(m, calendars, rules, &mut d));
+    match ruleset {
+        Some(r) if d.list.is_empty() => Ok(r),
+        _ => Err(RulesetError {
+            diagnostics: d.list,
+        }),
+    }
+}

@@ -1,0 +1,13 @@
+//! Rule files -> a validated, compiled `Ruleset`.
+
+pub mod calendar;
+pub mod compile;
+pub mod error;
+pub mod load;
+pub mod raw;
+pub mod ruleset;
+pub mod script;
+
+pub use error::{Diagnostic, RulesetError};
+pub use load::load_ruleset;
+pub use ruleset::Ruleset;

@@ -1,0 +1,219 @@
+//! The Rhai sandbox: an engine with only the packages and limits the ruleset allows (no
+//! file imports, no clock), and the scripts of a ruleset compiled once.
+
+use std::path::PathBuf;
+
+use rhai::packages::{Package, StandardPackage};
+use rhai::{Dynamic, Engine, Scope, AST};
+
+/// Sandbox limits for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptLimits {
+    pub operations: u64,
+    pub call_depth: usize,
+    pub expr_depth: usize,
+    pub string_len: usize,
+    pub array_len: usize,
+    pub map_len: usize,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        ScriptLimits {
+            operations: 100_000,
+            call_depth: 32,
+            expr_depth: 64,
+            string_len: 10_000,
+            array_len: 10_000,
+            map_len: 10_000,
+        }
+    }
+}
+
+/// Builds the sandboxed script engine.
+pub fn sandbox(limits: &ScriptLimits) -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(StandardPackage::new().as_shared_module());
+    engine
+        .set_max_operations(limits.operations)
+        .set_max_call_levels(limits.call_depth)
+        .set_max_expr_depths(limits.expr_depth, limits.expr_depth)
+        .set_max_string_size(limits.string_len)
+        .set_max_array_size(limits.array_len)
+        .set_max_map_size(limits.map_len)
+        .set_strict_variables(true);
+    engine
+}
+
+/// Where a script came from, to map its positions to the rule file.
+#[derive(Debug, Clone)]
+pub struct ScriptOrigin {
+    pub file: PathBuf,
+    /// Line of the rule file (1-based) holding the script's first line.
+    pub first_line: usize,
+    /// Column of the rule file (1-based) where the script's lines start.
+    pub first_column: usize,
+    pub rule: String,
+    pub condition: String,
+}
+
+impl ScriptOrigin {
+    /// `file:line:col` of a position inside the script.
+    pub fn locate(&self, pos: rhai::Position) -> String {
+        let line = pos.line().unwrap_or(1);
+        let col = pos.position().unwrap_or(1);
+        let (line, col) = if line <= 1 {
+            (self.first_line, self.first_column + col.saturating_sub(1))
+        } else {
+            (
+                self.first_line + line - 1,
+                self.first_column + col.saturating_sub(1),
+            )
+        };
+        format!("{}:{}:{}", self.file.display(), line, col)
+    }
+}
+
+/// A script failed while evaluating an event.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{location}: script of condition `{condition}` in rule `{rule}` failed: {message}")]
+pub struct ScriptError {
+    pub location: String,
+    pub rule: String,
+    pub condition: String,
+    pub message: String,
+}
+
+/// The compiled scripts of a ruleset and the engine that runs them.
+pub struct Scripts {
+    engine: Engine,
+    compiled: Vec<(AST, ScriptOrigin)>,
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripts")
+            .field("count", &self.compiled.len())
+            .finish()
+    }
+}
+
+impl Scripts {
+    /// An empty set of scripts run under `limits`.
+    pub fn new(limits: &ScriptLimits) -> Self {
+        Scripts {
+            engine: sandbox(limits),
+            compiled: Vec::new(),
+        }
+    }
+
+    /// Compiles a script; on error returns the located message.
+    pub fn compile(
+        &mut self,
+        source: &str,
+        origin: ScriptOrigin,
+    ) -> Result<usize, (String, String)> {
+        // Strict variables: a misspelt name fails at load, so scripts are compiled with the
+        // names they will see at run time already in scope.
+        let mut names = Scope::new();
+        for name in ["event", "facts", "params"] {
+            names.push_constant(name, rhai::Map::new());
+        }
+        match self.engine.compile_with_scope(&names, source) {
+            Ok(ast) => {
+                self.compiled.push((ast, origin));
+                Ok(self.compiled.len() - 1)
+            }
+            Err(e) => Err((origin.locate(e.position()), e.err_type().to_string())),
+        }
+    }
+
+    /// Runs script `index` with `event`, `facts` and `params` in scope; it must return a bool.
+    pub fn run_condition(
+        &self,
+        index: usize,
+        event: rhai::Map,
+        facts: rhai::Map,
+        params: &rhai::Map,
+    ) -> Result<bool, ScriptError> {
+        let Some((ast, origin)) = self.compiled.get(index) else {
+            return Err(ScriptError {
+                location: String::new(),
+                rule: String::new(),
+                condition: String::new(),
+                message: format!("no script {index}"),
+            });
+        };
+        let mut scope = Scope::new();
+        scope.push_constant("event", event);
+        scope.push_constant("facts", facts);
+        scope.push_constant("params", params.clone());
+        let fail = |location: String, message: String| ScriptError {
+            location,
+            rule: origin.rule.clone(),
+            condition: origin.condition.clone(),
+            message,
+        };
+        match self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast) {
+            Ok(value) => value.as_bool().map_err(|found| {
+                fail(
+                    origin.locate(rhai::Position::new(1, 1)),
+                    format!("a condition script must return true or false, not {found}"),
+                )
+            }),
+            Err(e) => Err(fail(origin.locate(e.position()), e.to_string())),
+        }
+    }
+
+    /// The origins of every compiled script, with their indexes.
+    pub fn origins(&self) -> impl Iterator<Item = (usize, &ScriptOrigin)> {
+        self.compiled.iter().enumerate().map(|(i, (_, o))| (i, o))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> ScriptOrigin {
+        ScriptOrigin {
+            file: "r.yaml".into(),
+            first_line: 10,
+            first_column: 7,
+            rule: "r".into(),
+            condition: "c".into(),
+        }
+    }
+
+    #[test]
+    fn decimal_literals_are_decimals_not_floats() {
+        let mut s = Scripts::new(&ScriptLimits::default());
+        let i = s.compile("let x = 0.1 + 0.2; x == 0.3", origin()).unwrap();
+        assert!(s
+            .run_condition(i, rhai::Map::new(), rhai::Map::new(), &rhai::Map::new())
+            .unwrap());
+        let engine = sandbox(&ScriptLimits::default());
+        let v: Dynamic = engine.eval("50.0").unwrap();
+        assert!(v.is::<rust_decimal::Decimal>());
+    }
+
+    #[test]
+    fn runaway_loop_is_stopped_with_a_located_error() {
+        let mut s = Scripts::new(&ScriptLimits::default());
+        let i = s
+            .compile("let x = 0;\nloop { x += 1; }\ntrue", origin())
+            .unwrap();
+        let err = s
+            .run_condition(i, rhai::Map::new(), rhai::Map::new(), &rhai::Map::new())
+            .unwrap_err();
+        assert!(err.message.contains("operations"), "{err}");
+        assert!(err.location.starts_with("r.yaml:11:"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_located_in_the_rule_file() {
+        let mut s = Scripts::new(&ScriptLimits::default());
+        let (loc, _) = s.compile("true &&\n  (", origin()).unwrap_err();
+        assert!(loc.starts_with("r.yaml:1"), "{loc}");
+    }
+}

@@ -1,0 +1,22 @@
+/*!
+The integration test suite of `promo`: one test binary, ripgrep style.
+
+Every test writes its events (and maybe a customer snapshot) to a fresh temporary
+directory, runs the real `promo eval` binary over them and compares the decisions it
+writes with decisions derived by hand from PRODUCT.md and the HK calendar.
+*/
+
+// Helpers panic on purpose: a failed helper is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+// Running `promo eval`, writing inputs, building expected decisions, comparing them.
+mod util;
+
+// The clauses S1-S18 of the seed ruleset, one or more tests each, named after the clause.
+mod clauses;
+
+// The input contract: rejected lines, exit codes, time offsets, CSV, extra fields.
+mod input;
+
+// A new promotion written as one YAML file, with no change to the engine.
+mod generality;
