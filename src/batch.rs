@@ -48,6 +48,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// Decision lines written.
     pub decisions: u64,
+    /// Rule evaluations that failed (a script error): that rule decided nothing on that event.
+    pub rule_errors: u64,
     pub rules: BTreeMap<String, RuleCounts>,
 }
 
@@ -143,6 +145,7 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
                     }
                 }
                 for e in &self.evaluation.errors {
+                    self.summary.rule_errors += 1;
                     if let Some(c) = self.summary.rules.get_mut(&e.rule) {
                         c.script_errors += 1;
                     }

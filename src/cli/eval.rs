@@ -17,7 +17,7 @@ use crate::rules::load_ruleset;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Example:\n  promo eval --rules rules --input examples/events.jsonl --customers examples/customers.jsonl --output decisions.jsonl\n\n\
-Exit status: 0 all lines decided; 3 finished but some lines were rejected (see the rejects file); 2 fatal error."
+Exit status: 0 all lines decided; 3 finished but some lines were rejected or a rule failed on an event\n(see the rejects file); 2 fatal error."
 )]
 pub struct EvalArgs {
     /// The ruleset directory (holding ruleset.yaml).
@@ -135,7 +135,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     if !args.quiet {
         eprint!("{}", render_summary(&summary, rejects_path.as_deref()));
     }
-    if summary.rejected > 0 {
+    if summary.rejected > 0 || summary.rule_errors > 0 {
         Exit::Rejected
     } else {
         Exit::Success
@@ -164,9 +164,15 @@ pub fn render_summary(s: &Summary, rejects: Option<&Path>) -> String {
         "{} events read: {} decided, {} rejected, {} duplicates; {} decisions written\n",
         s.read, s.decided, s.rejected, s.duplicates, s.decisions
     );
-    if s.rejected > 0 {
+    if s.rule_errors > 0 {
         out += &format!(
-            "rejected lines are in {}\n",
+            "{} rule evaluations failed (script errors)\n",
+            s.rule_errors
+        );
+    }
+    if s.rejected > 0 || s.rule_errors > 0 {
+        out += &format!(
+            "rejected lines and rule errors are in {}\n",
             rejects.map_or("standard error".to_string(), |p| p.display().to_string())
         );
     }
@@ -174,9 +180,9 @@ pub fn render_summary(s: &Summary, rejects: Option<&Path>) -> String {
         "{:<28} {:>8} {:>14} {:>9} {:>14} {:>9} {:>9}  {}\n",
         "rule",
         "grants",
-        "granted HK$",
-        "approved",
-        "approved HK$",
+        "granted",
+        "approvals",
+        "approved value",
         "accepted",
         "errors",
         "rejects by reason"

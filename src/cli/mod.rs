@@ -14,7 +14,8 @@ pub enum Exit {
     Failure = 1,
     /// A fatal error: unreadable rules or input, bad arguments.
     Error = 2,
-    /// `eval` finished, but some input lines were rejected (see the rejects file).
+    /// `eval` finished, but some input lines were rejected or a rule failed on an event
+    /// (see the rejects file).
     Rejected = 3,
 }
 

@@ -30,12 +30,27 @@ pub enum Outcome {
     Duplicate,
 }
 
-/// Why a rule did not decide, for `--explain`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The first check of a rule that failed on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// The condition at this index of the rule's `when`.
+    Condition(usize),
+    /// The limit at this index of the rule's `limits`.
+    Limit(usize),
+    /// The points balance did not cover the request.
+    Points,
+    /// A script failed (the error is in `Evaluation::errors`).
+    ScriptError,
+    /// A rule deciding coupon use, on a payment that lists no coupon.
+    NoCoupon,
+}
+
+/// What one rule did with one event, for `--explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleTrace {
     pub rule: usize,
-    /// The first condition or limit that failed, or `None` if the rule decided.
-    pub failed: Option<String>,
+    /// The first check that failed, or `None` if the rule decided.
+    pub failed: Option<Failed>,
 }
 
 /// The result of evaluating one event; reused across events to avoid allocation.
@@ -116,16 +131,13 @@ pub fn evaluate(
             continue;
         };
         let failed = match &rule.kind {
-            RuleKind::CouponUse(cu) => {
-                decide_coupon_use(ruleset, state, &ctx, ri, cu, out);
-                None
-            }
+            RuleKind::CouponUse(cu) => decide_coupon_use(ruleset, state, &ctx, ri, cu, out),
             RuleKind::Grant | RuleKind::Redemption => {
                 match decide_grant(ruleset, state, &ctx, ri, rule, out) {
                     Ok(failed) => failed,
                     Err(e) => {
                         out.errors.push(e);
-                        Some("script error".into())
+                        Some(Failed::ScriptError)
                     }
                 }
             }
@@ -136,7 +148,7 @@ pub fn evaluate(
     Ok(Outcome::Decided)
 }
 
-/// Runs a grant or redemption rule. Returns the name of the first failed check, if any.
+/// Runs a grant or redemption rule. Returns the first failed check, if any.
 fn decide_grant(
     ruleset: &Ruleset,
     state: &mut State,
@@ -144,7 +156,7 @@ fn decide_grant(
     ri: usize,
     rule: &Rule,
     out: &mut Evaluation,
-) -> Result<Option<String>, ScriptError> {
+) -> Result<Option<Failed>, ScriptError> {
     let reject = |out: &mut Evaluation, reason: &Option<Arc<str>>| {
         if let Some(reason) = reason {
             out.decisions.push(Decision {
@@ -157,14 +169,14 @@ fn decide_grant(
             });
         }
     };
-    for cond in &rule.when {
+    for (i, cond) in rule.when.iter().enumerate() {
         if !test(ruleset, state, ctx, rule, &cond.test)? {
             reject(out, &cond.reject);
-            return Ok(Some(cond.name.clone()));
+            return Ok(Some(Failed::Condition(i)));
         }
     }
     let Some(grant) = &rule.grant else {
-        return Ok(Some("no grant".into()));
+        return Ok(None);
     };
 
     // What the grant would issue, before limits are checked.
@@ -206,7 +218,7 @@ fn decide_grant(
     let value: Decimal = faces.iter().map(|f| f.0).sum();
     let coupons = faces.len() as u64;
 
-    for limit in &rule.limits {
+    for (i, limit) in rule.limits.iter().enumerate() {
         let tally = state
             .counters
             .get(&counter_key(limit, ctx))
@@ -214,7 +226,7 @@ fn decide_grant(
             .unwrap_or_default();
         if !fits(&limit.bounds, &tally, coupons, value) {
             reject(out, &limit.reject);
-            return Ok(Some(limit.name.clone()));
+            return Ok(Some(Failed::Limit(i)));
         }
     }
 
@@ -229,7 +241,7 @@ fn decide_grant(
             if let Some((slot, FactValue::Decimal(balance))) = balance {
                 if needed > balance {
                     reject(out, &Some(p.reject.clone()));
-                    return Ok(Some("points".into()));
+                    return Ok(Some(Failed::Points));
                 }
                 state
                     .wallet_facts
@@ -340,9 +352,9 @@ fn decide_coupon_use(
     ri: usize,
     cu: &CouponUse,
     out: &mut Evaluation,
-) {
-    let Some(ids) = ctx.ev.coupons.as_deref() else {
-        return;
+) -> Option<Failed> {
+    let Some(ids) = ctx.ev.coupons.as_deref().filter(|ids| !ids.is_empty()) else {
+        return Some(Failed::NoCoupon);
     };
     let decide = |id: &str, kind: DecisionKind, reason: Option<Arc<str>>| Decision {
         rule: ri,
@@ -360,7 +372,7 @@ fn decide_coupon_use(
                 Some(cu.too_many.clone()),
             ));
         }
-        return;
+        return None;
     }
     let channel = match ruleset.event_types.get(ctx.kind).map(|t| &t.channel) {
         Some(ChannelSource::Fixed(c)) => Some(*c),
@@ -398,6 +410,7 @@ fn decide_coupon_use(
             (None, None) => {}
         }
     }
+    None
 }
 
 fn test(

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use super::state::{FactValue, State};
 use crate::model::Event;
-use crate::rules::raw::RawScope;
+use crate::rules::raw::{RawFactType, RawScope};
 use crate::rules::Ruleset;
 
 fn text(s: &str) -> Dynamic {
@@ -78,7 +78,7 @@ pub fn event_map(ev: &Event<'_>, date: NaiveDate) -> Map {
     m
 }
 
-/// The customer's and the wallet's facts by name; unknown values are `()`.
+/// The customer's and the wallet's facts by name; unknown dates and decimals are `()`.
 pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -> Map {
     ruleset
         .facts
@@ -90,7 +90,12 @@ pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -
                 customer
             };
             let v = match state.table(f.scope).get(owner, f.slot) {
-                FactValue::Absent => Dynamic::UNIT,
+                // As in conditions: a count never set is 0, a flag never set is false.
+                FactValue::Absent => match f.kind {
+                    RawFactType::Count => Dynamic::from(0_i64),
+                    RawFactType::Flag => Dynamic::FALSE,
+                    _ => Dynamic::UNIT,
+                },
                 FactValue::Int(i) => i.into(),
                 FactValue::Date(d) => text(&d.format("%Y-%m-%d").to_string()),
                 FactValue::Bool(b) => b.into(),

@@ -136,14 +136,14 @@ mod tests {
         let cols = CsvColumns::from_header(&header);
         let rec = csv::StringRecord::from(vec![
             "E1",
-            "points_redemption",
-            "2020-01-02T10:00:00Z",
+            "request",
+            "2031-03-04T10:00:00Z",
             "C1",
             "W1",
             "",
             "",
-            "50;20",
-            "5411",
+            "5;2",
+            "tx-9",
         ]);
         let ev = cols.parse(&rec).unwrap();
         assert_eq!(ev.amount, None);
@@ -151,19 +151,10 @@ mod tests {
         assert_eq!(ev.face_values.as_ref().map(Vec::len), Some(2));
         assert_eq!(
             ev.extra_value("mcc"),
-            Some(&serde_json::Value::String("5411".into()))
+            Some(&serde_json::Value::String("tx-9".into()))
         );
-        let bad = csv::StringRecord::from(vec![
-            "E1",
-            "purchase",
-            "2020-01-02",
-            "C1",
-            "W1",
-            "",
-            "",
-            "",
-            "",
-        ]);
+        let bad =
+            csv::StringRecord::from(vec!["E1", "sale", "2031-03-04", "C1", "W1", "", "", "", ""]);
         assert!(cols.parse(&bad).unwrap_err().contains("RFC 3339"));
     }
 }

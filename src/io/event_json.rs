@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn borrows_plain_strings_and_keeps_extra_fields() {
-        let line = r#"{"id":"E1","type":"purchase","at":"2020-01-02T10:00:00+08:00","customer":"C1","wallet":"W1","amount":"12.50","coupons":["a","b"],"mcc":"5411","n":3}"#;
+        let line = r#"{"id":"E1","type":"sale","at":"2031-03-04T10:00:00+08:00","customer":"C1","wallet":"W1","amount":"12.50","coupons":["a","b"],"mcc":"tx-9","n":3}"#;
         let ev = parse_event(line).unwrap();
         assert!(matches!(ev.id, Cow::Borrowed("E1")));
         assert_eq!(ev.amount, Some(Decimal::new(1250, 2)));
@@ -137,25 +137,25 @@ mod tests {
         assert_eq!(ev.extra.len(), 2);
         assert_eq!(
             ev.text(&crate::model::Field::from_name("mcc")),
-            Some("5411")
+            Some("tx-9")
         );
     }
 
     #[test]
     fn rejects_float_amounts_bad_dates_and_missing_fields() {
-        let base = r#""type":"purchase","customer":"C1","wallet":"W1""#;
+        let base = r#""type":"sale","customer":"C1","wallet":"W1""#;
         let e = parse_event(&format!(
-            r#"{{"id":"E1",{base},"at":"2020-01-02T10:00:00Z","amount":12.5}}"#
+            r#"{{"id":"E1",{base},"at":"2031-03-04T10:00:00Z","amount":12.5}}"#
         ))
         .unwrap_err();
         assert!(e.contains("invalid type"), "{e}");
         let e =
-            parse_event(&format!(r#"{{"id":"E1",{base},"at":"2020-01-02 10:00"}}"#)).unwrap_err();
+            parse_event(&format!(r#"{{"id":"E1",{base},"at":"2031-03-04 10:00"}}"#)).unwrap_err();
         assert!(e.contains("RFC 3339"), "{e}");
-        let e = parse_event(&format!(r#"{{{base},"at":"2020-01-02T10:00:00Z"}}"#)).unwrap_err();
+        let e = parse_event(&format!(r#"{{{base},"at":"2031-03-04T10:00:00Z"}}"#)).unwrap_err();
         assert!(e.contains("missing field `id`"), "{e}");
         let e = parse_event(&format!(
-            r#"{{"id":"E1",{base},"at":"2020-01-02T10:00:00Z","amount":"1O"}}"#
+            r#"{{"id":"E1",{base},"at":"2031-03-04T10:00:00Z","amount":"1O"}}"#
         ))
         .unwrap_err();
         assert!(e.contains("not a decimal"), "{e}");

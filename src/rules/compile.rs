@@ -252,7 +252,7 @@ pub fn compile(
                 &m.timezone,
                 "unknown_timezone",
                 format!(
-                    "unknown time zone `{}`; expected an IANA name such as `Asia/Hong_Kong`",
+                    "unknown time zone `{}`; expected an IANA name such as `Europe/Paris`",
                     m.timezone
                 ),
             );

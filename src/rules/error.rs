@@ -194,10 +194,10 @@ mod tests {
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(
-            did_you_mean("bill_paymnts", ["bill_payments", "points_balance"]),
-            Some("did you mean `bill_payments`?".into())
+            did_you_mean("visit_cuont", ["visit_count", "loyalty_level"]),
+            Some("did you mean `visit_count`?".into())
         );
-        assert_eq!(did_you_mean("zzz", ["bill_payments"]), None);
+        assert_eq!(did_you_mean("zzz", ["visit_count"]), None);
     }
 
     #[test]

@@ -278,7 +278,7 @@ pub struct RawCouponUse {
     pub checks: Vec<RawCouponCheck>,
 }
 
-/// One coupon-use check and the reason it rejects with.
+/// One coupon use check and the reason it rejects with.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCouponCheck {

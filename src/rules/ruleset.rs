@@ -336,7 +336,7 @@ pub enum CreditAfter {
     Days(u32),
 }
 
-/// A coupon-use rule's checks.
+/// The checks of a rule that decides coupon use.
 #[derive(Debug)]
 pub struct CouponUse {
     pub max_per_event: usize,

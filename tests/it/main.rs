@@ -20,3 +20,20 @@ mod input;
 
 // A new promotion written as one YAML file, with no change to the engine.
 mod generality;
+
+// Rhai scripts in rules: what they see, and the sandbox's limits.
+mod scripts;
+
+// No promotion constant in src/.
+mod src_clean;
+
+// The deterministic event generator shared with the benchmarks (not part of the library).
+#[path = "../gen/mod.rs"]
+#[allow(dead_code)]
+mod gen;
+
+// A naive, independent model of the clauses S1-S18, for differential tests.
+mod model;
+
+// Generated streams: engine vs model, JSONL vs CSV, counts, replays.
+mod random;
