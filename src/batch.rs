@@ -8,7 +8,7 @@ use std::io::{self, BufRead, Write};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::engine::{evaluate, Evaluation, Outcome, State};
+use crate::engine::{evaluate, explain, Evaluation, Outcome, State};
 use crate::io::event_csv::CsvColumns;
 use crate::io::event_json::parse_event;
 use crate::io::DecisionWriter;
@@ -64,6 +64,17 @@ struct RejectLine<'a> {
     event_id: Option<&'a str>,
 }
 
+/// Whether and where a batch explains each event.
+#[derive(Debug, Default)]
+pub enum ExplainMode {
+    #[default]
+    Off,
+    /// An explanation line after each event's decisions, in the decisions output.
+    Inline,
+    /// `(event id, one-line explanation)` per event, kept for the caller.
+    Collect(Vec<(String, String)>),
+}
+
 /// Evaluates a stream, writing decisions and rejects; calls `progress(bytes_read)` now and then.
 pub struct Batch<'r, W: Write, X: Write> {
     pub ruleset: &'r Ruleset,
@@ -71,6 +82,7 @@ pub struct Batch<'r, W: Write, X: Write> {
     pub out: DecisionWriter<W>,
     pub rejects: X,
     pub summary: Summary,
+    pub explain: ExplainMode,
     evaluation: Evaluation,
 }
 
@@ -94,6 +106,7 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
             out,
             rejects,
             summary,
+            explain: ExplainMode::Off,
             evaluation: Evaluation::default(),
         }
     }
@@ -113,7 +126,32 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
     }
 
     fn decide(&mut self, line: u64, ev: &Event<'_>, raw: &str) -> io::Result<()> {
-        match evaluate(self.ruleset, self.state, ev, &mut self.evaluation) {
+        let outcome = evaluate(self.ruleset, self.state, ev, &mut self.evaluation);
+        self.record(line, ev, raw, outcome.clone())?;
+        if let Ok(outcome) = outcome {
+            match &mut self.explain {
+                ExplainMode::Off => {}
+                ExplainMode::Inline => {
+                    let e = explain(self.ruleset, &ev.id, outcome, &self.evaluation);
+                    self.out.write_explanation(&e)?;
+                }
+                ExplainMode::Collect(lines) => {
+                    let e = explain(self.ruleset, &ev.id, outcome, &self.evaluation);
+                    lines.push((ev.id.to_string(), e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        line: u64,
+        ev: &Event<'_>,
+        raw: &str,
+        outcome: Result<Outcome, crate::engine::InvalidEvent>,
+    ) -> io::Result<()> {
+        match outcome {
             Err(invalid) => return self.reject(line, &invalid.to_string(), raw),
             Ok(Outcome::Duplicate) => self.summary.duplicates += 1,
             Ok(Outcome::Decided) => {

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod cli;
 pub mod engine;
+pub mod golden;
 pub mod io;
 pub mod model;
 pub mod rules;

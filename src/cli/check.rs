@@ -1,15 +1,39 @@
-//! `promo check RULES_DIR`: load and validate every rule file and script.
+//! `promo check RULES_DIR`: load and validate every rule file and script, and report every
+//! problem with its file, line and column, the offending line and what was expected.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
-use super::Exit;
-use crate::rules::load_ruleset;
+use super::{Exit, Paint};
+use crate::rules::{load_ruleset, Diagnostic};
+
+/// How `check` prints diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ErrorFormat {
+    /// Located messages with the offending line and a caret (coloured on a terminal).
+    Human,
+    /// One JSON array of diagnostics, for tools.
+    Json,
+}
 
 /// Runs `check`, printing every problem found, or a one-line summary.
-pub fn run(dir: &Path) -> Exit {
-    match load_ruleset(dir) {
+pub fn run(dir: &Path, format: ErrorFormat) -> Exit {
+    let result = load_ruleset(dir);
+    if format == ErrorFormat::Json {
+        let list: Vec<serde_json::Value> = match &result {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics.iter().map(to_json).collect(),
+        };
+        outln!("{}", serde_json::Value::Array(list));
+        return if result.is_ok() {
+            Exit::Success
+        } else {
+            Exit::Failure
+        };
+    }
+    match result {
         Ok(r) => {
-            println!(
+            outln!(
                 "ok: {} rules, {} facts, {} calendars, {} event types in {}",
                 r.rules.len(),
                 r.facts.len(),
@@ -20,11 +44,57 @@ pub fn run(dir: &Path) -> Exit {
             Exit::Success
         }
         Err(e) => {
+            let paint = Paint(std::io::stderr().is_terminal());
             for d in &e.diagnostics {
-                eprintln!("{d}");
+                errln!("{}", render(d, &paint).trim_end());
             }
-            eprintln!("{} error(s) in {}", e.diagnostics.len(), dir.display());
+            errln!("{} error(s) in {}", e.diagnostics.len(), dir.display());
             Exit::Failure
         }
     }
+}
+
+fn to_json(d: &Diagnostic) -> serde_json::Value {
+    serde_json::json!({
+        "file": d.file.display().to_string(),
+        "line": d.line,
+        "column": d.column,
+        "code": d.code,
+        "message": d.message,
+        "help": d.help,
+    })
+}
+
+/// A diagnostic as an author reads it: the location and message, the line it points at with
+/// a caret under the column, and the help.
+pub fn render(d: &Diagnostic, paint: &Paint) -> String {
+    let mut out = String::new();
+    let location = if d.line > 0 {
+        format!("{}:{}:{}", d.file.display(), d.line, d.column)
+    } else {
+        d.file.display().to_string()
+    };
+    out += &format!(
+        "{location}: {} {}\n",
+        paint.red(&format!("error[{}]:", d.code)),
+        d.message
+    );
+    let source_line = (d.line > 0)
+        .then(|| std::fs::read_to_string(&d.file).ok())
+        .flatten()
+        .and_then(|text| text.lines().nth(d.line - 1).map(str::to_string));
+    if let Some(line) = source_line {
+        let gutter = d.line.to_string();
+        out += &format!("{} | {line}\n", paint.dim(&gutter));
+        let pad: String = line
+            .chars()
+            .take(d.column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        out += &format!("{} | {pad}{}\n", " ".repeat(gutter.len()), paint.red("^"));
+    }
+    if let Some(help) = &d.help {
+        out += &format!("  = help: {help}\n");
+    }
+    out
 }

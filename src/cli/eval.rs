@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// `<output>.rejects.jsonl`, or standard error when decisions go to standard output.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
+    /// After each event's decisions, a line saying which rules were considered and, for each
+    /// that did not fire, the first condition that failed (by its name in the rule file).
+    #[arg(long)]
+    pub explain: bool,
     /// No summary on standard error.
     #[arg(long, short)]
     pub quiet: bool,
@@ -54,7 +58,7 @@ fn has_ext(p: &Path, ext: &str) -> bool {
 }
 
 fn fatal(message: impl std::fmt::Display) -> Exit {
-    eprintln!("promo eval: {message}");
+    errln!("promo eval: {message}");
     Exit::Error
 }
 
@@ -121,6 +125,9 @@ pub fn run(args: &EvalArgs) -> Exit {
         DecisionWriter::new(out, output_format),
         rejects,
     );
+    if args.explain {
+        batch.explain = crate::batch::ExplainMode::Inline;
+    }
     let reader = BufReader::with_capacity(1 << 16, input);
     let run = match input_format {
         InputFormat::Jsonl => batch.run_jsonl(reader, &mut progress),
@@ -133,7 +140,10 @@ pub fn run(args: &EvalArgs) -> Exit {
         Err(e) => return fatal(e),
     };
     if !args.quiet {
-        eprint!("{}", render_summary(&summary, rejects_path.as_deref()));
+        errln!(
+            "{}",
+            render_summary(&summary, rejects_path.as_deref()).trim_end()
+        );
     }
     if summary.rejected > 0 || summary.rule_errors > 0 {
         Exit::Rejected

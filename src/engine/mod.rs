@@ -1,8 +1,10 @@
 //! The engine: evaluates events against a compiled ruleset and a state. No I/O.
 
 pub mod evaluate;
+pub mod explain;
 pub mod script_view;
 pub mod state;
 
-pub use evaluate::{evaluate, Evaluation, InvalidEvent, Outcome, RuleTrace};
+pub use evaluate::{evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};
+pub use explain::{explain, Explanation};
 pub use state::State;

@@ -173,6 +173,28 @@ impl<W: Write> DecisionWriter<W> {
         }
     }
 
+    /// Writes the explanation of one event (`--explain`).
+    pub fn write_explanation(&mut self, e: &crate::engine::Explanation<'_, '_>) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Jsonl => {
+                serde_json::to_writer(&mut self.out, e)?;
+                self.out.write_all(b"\n")
+            }
+            OutputFormat::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(&mut self.out);
+                let text = e.to_string();
+                let mut cells = [""; 14];
+                cells[0] = e.event_id;
+                cells[2] = "explain";
+                cells[6] = &text;
+                w.write_record(cells).map_err(io::Error::other)?;
+                w.flush()
+            }
+        }
+    }
+
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.flush()?;

@@ -95,9 +95,9 @@ fn scalar_text(v: &Value) -> String {
 /// rounding reaches money.
 pub(crate) fn parse_decimal(v: &Value) -> Result<Decimal, String> {
     match v {
-        Value::String(s) => {
-            Decimal::from_str(s.trim()).map_err(|_| format!("`{s}` is not a decimal"))
-        }
+        Value::String(s) => Decimal::from_str(s.trim()).map_err(|_| {
+            format!("`{s}` is not a decimal; expected a decimal string such as \"40.00\"")
+        }),
         Value::Number(n) if n.is_i64() || n.is_u64() => {
             Decimal::from_str(&n.to_string()).map_err(|e| e.to_string())
         }
@@ -481,6 +481,11 @@ pub fn compile(
     compiled.sort_by(|a, b| (a.phase, &a.id).cmp(&(b.phase, &b.id)));
 
     let tz = timezone?;
+    if !d.list.is_empty() {
+        return None;
+    }
+    check_order(&compiled, &rules, &ctx, d);
+    probe_scripts(&scripts, &compiled, &ctx, d);
     if !d.list.is_empty() {
         return None;
     }
@@ -1134,7 +1139,8 @@ fn compile_test(
         }
         ops.push(Op::EachIn(list(vs, "each_in", d)));
     }
-    if ops.is_empty() {
+    let named_a_test = c.in_list.is_some() || c.not_in_list.is_some();
+    if ops.is_empty() && !named_a_test {
         d.at(src, key, needle, "no_test", format!("condition `{name}` names `{needle}` but no test such as `eq`, `in_list` or `between`"));
         return None;
     }
@@ -1181,4 +1187,240 @@ fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
             .into(),
         Value::Tagged(t) => yaml_to_dynamic(&t.value),
     }
+}
+
+/// Runs every script on a few probe events, so that one that breaks the sandbox's limits on
+/// ordinary input (an endless loop, runaway recursion) fails the ruleset at load rather than
+/// every event at run time.
+fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
+    for rule in rules {
+        let mut indexes = Vec::new();
+        for c in &rule.when {
+            collect_scripts(&c.test, &mut indexes);
+        }
+        for index in indexes {
+            for amount in [0_i64, 100, 1_000_000] {
+                let (event, facts) = probe_event(rule, ctx, amount);
+                if let Err(e) = scripts.run_condition(index, event, facts, &rule.params) {
+                    if e.exceeded_limit {
+                        d.list.push(located(
+                            &e.location,
+                            "script_limit",
+                            format!(
+                                "script of condition `{}` in rule `{}` breaks the sandbox's limits on a probe event (amount {amount}): {}",
+                                e.condition, e.rule, e.message
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn collect_scripts(t: &Test, out: &mut Vec<usize>) {
+    match t {
+        Test::Script(i) => out.push(*i),
+        Test::All(ts) | Test::Any(ts) => ts.iter().for_each(|t| collect_scripts(t, out)),
+        Test::Compare { .. } => {}
+    }
+}
+
+/// A probe event of the rule's first event type with every contract field set, and facts at
+/// their starting values.
+fn probe_event(rule: &Rule, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map) {
+    let kind = ctx
+        .event_types
+        .iter()
+        .enumerate()
+        .find(|(i, _)| rule.on & (1 << i) != 0)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    let text = |s: &str| rhai::Dynamic::from(s.to_string());
+    let mut event = rhai::Map::new();
+    for (k, v) in [
+        ("id", "probe"),
+        ("type", kind.as_str()),
+        ("at", "2000-01-03T12:00:00+00:00"),
+        ("date", "2000-01-03"),
+        ("customer", "probe"),
+        ("wallet", "probe"),
+        ("card_product", "probe"),
+        ("card_role", "probe"),
+        ("merchant", "probe"),
+        (
+            "channel",
+            ctx.channels.first().map_or("probe", String::as_str),
+        ),
+    ] {
+        event.insert(k.into(), text(v));
+    }
+    event.insert("amount".into(), rhai::Dynamic::from(Decimal::from(amount)));
+    event.insert("coupons".into(), vec![text("probe")].into());
+    event.insert(
+        "face_values".into(),
+        vec![rhai::Dynamic::from(Decimal::from(amount))].into(),
+    );
+    let facts = ctx
+        .facts
+        .iter()
+        .map(|f| {
+            let v = match f.kind {
+                RawFactType::Count => rhai::Dynamic::from(0_i64),
+                RawFactType::Flag => rhai::Dynamic::FALSE,
+                _ => rhai::Dynamic::UNIT,
+            };
+            (f.name.as_str().into(), v)
+        })
+        .collect();
+    (event, facts)
+}
+
+/// Two rules of one phase that listen to the same event type and count on the same counter
+/// depend on their order (which one uses the counter first) unless their conditions can
+/// never both hold. Such pairs are errors: the author must make the conditions exclusive or
+/// put the rules in different phases.
+fn check_order(rules: &[Rule], sources: &[Parsed<RawRule>], ctx: &Context, d: &mut Diagnostics) {
+    for (i, a) in rules.iter().enumerate() {
+        for b in rules.iter().skip(i + 1) {
+            let shared_types = a.on & b.on;
+            if a.phase != b.phase || shared_types == 0 {
+                continue;
+            }
+            let Some(counter) = a
+                .limits
+                .iter()
+                .map(|l| l.counter)
+                .find(|c| b.limits.iter().any(|l| l.counter == *c))
+            else {
+                continue;
+            };
+            if exclusive(a, b) {
+                continue;
+            }
+            let Some(src) = sources.iter().find(|p| p.raw.id == b.id) else {
+                continue;
+            };
+            let kind = ctx
+                .event_types
+                .iter()
+                .enumerate()
+                .find(|(t, _)| shared_types & (1 << t) != 0)
+                .map(|(_, name)| name.as_str())
+                .unwrap_or_default();
+            let counter = ctx
+                .counters
+                .get(counter)
+                .map(String::as_str)
+                .unwrap_or_default();
+            d.at_with_help(
+                &src.src,
+                "counter",
+                counter,
+                "ambiguous_order",
+                format!(
+                    "rules `{}` and `{}` both count on `{counter}` for `{kind}` events in phase `{}`, so which one decides first depends on their order",
+                    a.id,
+                    b.id,
+                    ctx.manifest.phases.get(a.phase).map(String::as_str).unwrap_or_default()
+                ),
+                Some("make their conditions exclusive (e.g. `eq: 0` and `gte: 1` on one fact) or put them in different phases".into()),
+            );
+        }
+    }
+}
+
+/// Whether two rules' top-level conditions can never hold together: some operand is tested
+/// by both with tests no single value passes.
+fn exclusive(a: &Rule, b: &Rule) -> bool {
+    let compares = |r: &Rule| -> Vec<(Operand, Vec<Op>)> {
+        r.when
+            .iter()
+            .filter_map(|c| match &c.test {
+                Test::Compare { operand, ops } => Some((operand.clone(), ops.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let same = |x: &Operand, y: &Operand| match (x, y) {
+        (Operand::Fact(p), Operand::Fact(q)) => p == q,
+        (Operand::Field(p), Operand::Field(q))
+        | (Operand::SumOf(p), Operand::SumOf(q))
+        | (Operand::CountOf(p), Operand::CountOf(q)) => p == q,
+        _ => false,
+    };
+    let (ca, cb) = (compares(a), compares(b));
+    ca.iter().any(|(oa, opsa)| {
+        cb.iter()
+            .filter(|(ob, _)| same(oa, ob))
+            .any(|(_, opsb)| unsatisfiable(opsa.iter().chain(opsb)))
+    })
+}
+
+/// Whether no value passes all `ops`, judged on the values the ops themselves name: if some
+/// op pins the value to a finite set, try each; otherwise compare the bounds.
+fn unsatisfiable<'a>(ops: impl Iterator<Item = &'a Op> + Clone) -> bool {
+    use std::cmp::Ordering;
+    let cmp = |x: &Literal, y: &Literal| -> Option<Ordering> {
+        match (x, y) {
+            (Literal::Int(p), Literal::Int(q)) => Some(p.cmp(q)),
+            (Literal::Decimal(p), Literal::Decimal(q)) => Some(p.cmp(q)),
+            (Literal::Date(p), Literal::Date(q)) => Some(p.cmp(q)),
+            (Literal::Text(p), Literal::Text(q)) => Some(p.cmp(q)),
+            (Literal::Bool(p), Literal::Bool(q)) => Some(p.cmp(q)),
+            _ => None,
+        }
+    };
+    // `None`: the op does not decide on this value (e.g. list tests); treat it as passing.
+    let passes = |v: &Literal, op: &Op| -> bool {
+        let is = |l: &Literal, want: fn(Ordering) -> bool| cmp(v, l).is_none_or(want);
+        match op {
+            Op::Eq(l) => is(l, Ordering::is_eq),
+            Op::Ne(l) => is(l, Ordering::is_ne),
+            Op::In(ls) => ls.iter().any(|l| is(l, Ordering::is_eq)),
+            Op::NotIn(ls) => !ls.iter().any(|l| cmp(v, l) == Some(Ordering::Equal)),
+            Op::Gt(l) => is(l, Ordering::is_gt),
+            Op::Gte(l) => is(l, Ordering::is_ge),
+            Op::Lt(l) => is(l, Ordering::is_lt),
+            Op::Lte(l) => is(l, Ordering::is_le),
+            Op::Between(lo, hi) => is(lo, Ordering::is_ge) && is(hi, Ordering::is_le),
+            Op::Present(_) | Op::NotEmpty(_) | Op::EachIn(_) => true,
+        }
+    };
+    let pinned: Option<Vec<&Literal>> = ops.clone().find_map(|op| match op {
+        Op::Eq(l) => Some(vec![l]),
+        Op::In(ls) => Some(ls.iter().collect()),
+        _ => None,
+    });
+    if let Some(candidates) = pinned {
+        return !candidates
+            .iter()
+            .any(|v| ops.clone().all(|op| passes(v, op)));
+    }
+    // Bounds: a value at or above every lower bound and at or below every upper bound.
+    let lowers: Vec<(&Literal, bool)> = ops
+        .clone()
+        .flat_map(|op| match op {
+            Op::Gt(l) => vec![(l, true)],
+            Op::Gte(l) => vec![(l, false)],
+            Op::Between(lo, _) => vec![(lo, false)],
+            _ => vec![],
+        })
+        .collect();
+    let uppers: Vec<(&Literal, bool)> = ops
+        .flat_map(|op| match op {
+            Op::Lt(l) => vec![(l, true)],
+            Op::Lte(l) => vec![(l, false)],
+            Op::Between(_, hi) => vec![(hi, false)],
+            _ => vec![],
+        })
+        .collect();
+    lowers.iter().any(|(lo, strict_lo)| {
+        uppers.iter().any(|(hi, strict_hi)| match cmp(lo, hi) {
+            Some(Ordering::Greater) => true,
+            Some(Ordering::Equal) => *strict_lo || *strict_hi,
+            _ => false,
+        })
+    })
 }

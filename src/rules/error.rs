@@ -154,7 +154,30 @@ impl Diagnostics {
             Some(i) => text.get(..i).unwrap_or(&text).to_string(),
             None => text,
         };
-        self.push(file, line, column, "yaml", message);
+        // serde names unknown keys as "unknown field `x`, expected one of `a`, `b`": offer the
+        // closest expected key.
+        if let Some(rest) = message.split("unknown field `").nth(1) {
+            let found = rest.split('`').next().unwrap_or_default().to_string();
+            let expected: Vec<&str> = rest
+                .split("expected ")
+                .nth(1)
+                .unwrap_or_default()
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .collect();
+            self.push(file, line, column, "unknown_key", message.clone());
+            if let Some(last) = self.list.last_mut() {
+                last.help = did_you_mean(&found, expected);
+            }
+            return;
+        }
+        let code = if message.contains("unknown variant") {
+            "unknown_value"
+        } else {
+            "yaml"
+        };
+        self.push(file, line, column, code, message);
     }
 }
 

@@ -82,6 +82,8 @@ pub struct ScriptError {
     pub rule: String,
     pub condition: String,
     pub message: String,
+    /// The script broke a sandbox limit (operations, call depth, sizes).
+    pub exceeded_limit: bool,
 }
 
 /// The compiled scripts of a ruleset and the engine that runs them.
@@ -143,6 +145,7 @@ impl Scripts {
                 rule: String::new(),
                 condition: String::new(),
                 message: format!("no script {index}"),
+                exceeded_limit: false,
             });
         };
         let mut scope = Scope::new();
@@ -154,6 +157,7 @@ impl Scripts {
             rule: origin.rule.clone(),
             condition: origin.condition.clone(),
             message,
+            exceeded_limit: false,
         };
         match self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast) {
             Ok(value) => value.as_bool().map_err(|found| {
@@ -163,9 +167,19 @@ impl Scripts {
                 )
             }),
             Err(mut e) => {
+                use rhai::EvalAltResult as E;
+                let exceeded_limit = matches!(
+                    *e,
+                    E::ErrorTooManyOperations(..)
+                        | E::ErrorStackOverflow(..)
+                        | E::ErrorDataTooLarge(..)
+                );
                 // The position goes into the location; the message alone follows it.
                 let pos = e.take_position();
-                Err(fail(origin.locate(pos), e.to_string()))
+                Err(ScriptError {
+                    exceeded_limit,
+                    ..fail(origin.locate(pos), e.to_string())
+                })
             }
         }
     }

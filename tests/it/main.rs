@@ -37,3 +37,12 @@ mod model;
 
 // Generated streams: engine vs model, JSONL vs CSV, counts, replays.
 mod random;
+
+// The JSON Schema of rule files: shipped rules and fixtures validate, misspelt keys do not.
+mod schema;
+
+// `promo test`: golden cases, diffs, --bless, filters.
+mod golden;
+
+// `promo check`: one test per class of error, with the exact located message.
+mod check;

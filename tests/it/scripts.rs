@@ -54,7 +54,7 @@ fn runaway_script_fails_its_rule_on_that_event_only() {
     let rules = rules_with(&dir, &["runaway.yaml"]);
     let at = "2020-01-10T10:00:00+08:00";
     let events = [
-        purchase("p1", at, "c1").set("amount", "5000.00"),
+        purchase("p1", at, "c1").set("terminal", "T-LOOP"),
         purchase("p2", at, "c2").set("amount", "20.00"),
     ];
     let input = dir.write_jsonl("events.jsonl", &events);
@@ -75,7 +75,7 @@ fn runaway_script_fails_its_rule_on_that_event_only() {
         reason.contains("runaway.yaml:9:"),
         "location of the loop in the rule file: {reason}"
     );
-    assert!(reason.contains("loops_on_big_amounts"), "{reason}");
+    assert!(reason.contains("loops_at_one_terminal"), "{reason}");
     assert!(reason.contains("operations"), "{reason}");
     eqnice(json!("p1"), run.rejects[0]["event_id"].clone());
     // A rule error is something lost: the run says so in its exit status.
@@ -100,4 +100,25 @@ fn script_syntax_error_fails_the_ruleset_with_its_location() {
     eqnice(Some(1), out.status.code());
     assert!(stderr.contains("broken.yaml:7:"), "{stderr}");
     assert!(stderr.contains("script_syntax"), "{stderr}");
+}
+
+#[test]
+fn script_that_always_runs_away_fails_the_ruleset_at_load() {
+    let dir = Dir::new("script-probe");
+    let rules = dir.copy_rules();
+    std::fs::write(
+        rules.join("promotions/spin.yaml"),
+        "id: spin\nphase: promotion\non: [purchase]\nwhen:\n  - name: spins\n    script: |\n      let n = 0;\n      while n >= 0 { n += 1; }\n      true\ngrant:\n  coupons: [{face_value: \"1\", usable_for: [in_store]}]\n  credit_by: {days_after: 0}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["check"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eqnice(Some(1), out.status.code());
+    assert!(stderr.contains("spin.yaml:8:"), "the loop's line: {stderr}");
+    assert!(stderr.contains("error[script_limit]"), "{stderr}");
+    assert!(stderr.contains("rule `spin`"), "{stderr}");
 }

@@ -1,0 +1,216 @@
+//! `promo check`: one broken copy of the shipped rules per class of error, and the exact
+//! located message the author sees for it.
+
+use std::process::Command;
+
+use crate::util::*;
+
+/// Copies the shipped rules, replaces `from` by `to` in `file` (relative to the rules), runs
+/// `promo check` and returns its exit code and the diagnostics' first lines, with the temp
+/// path shown as `rules/`.
+fn check_with(name: &str, file: &str, from: &str, to: &str) -> (Option<i32>, Vec<String>, String) {
+    let dir = Dir::new(name);
+    let rules = dir.copy_rules();
+    let path = rules.join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        from.is_empty() || text.contains(from),
+        "`{from}` not in {file}"
+    );
+    std::fs::write(
+        &path,
+        if from.is_empty() {
+            to.to_string()
+        } else {
+            text.replacen(from, to, 1)
+        },
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    let heads = stderr
+        .lines()
+        .filter(|l| l.starts_with("rules/"))
+        .map(String::from)
+        .collect();
+    (out.status.code(), heads, stderr)
+}
+
+fn assert_reports(case: (Option<i32>, Vec<String>, String), expected: &str) {
+    let (code, heads, stderr) = case;
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(|h| h == expected),
+        "expected the line\n  {expected}\namong:\n{stderr}"
+    );
+}
+
+#[test]
+fn shipped_rules_check_clean() {
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(shipped_rules())
+        .output()
+        .unwrap();
+    eqnice(Some(0), out.status.code());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 5 rules"));
+}
+
+#[test]
+fn yaml_syntax_error_is_located() {
+    assert_reports(
+        check_with(
+            "check-yaml",
+            "promotions/bill-first-time.yaml",
+            "on: [bill_payment]",
+            "on: [bill_payment",
+        ),
+        "rules/promotions/bill-first-time.yaml:5:5: error[yaml]: did not find expected ',' or ']'",
+    );
+}
+
+#[test]
+fn misspelt_key_gets_a_did_you_mean() {
+    let case = check_with(
+        "check-key",
+        "promotions/bill-first-time.yaml",
+        "\nwhen:",
+        "\nwhn:",
+    );
+    assert!(
+        case.2.contains("= help: did you mean `when`?"),
+        "{}",
+        case.2
+    );
+    assert_reports(
+        case,
+        "rules/promotions/bill-first-time.yaml:5:1: error[unknown_key]: unknown field `whn`, expected one of `id`, `clause`, `phase`, `on`, `decides`, `params`, `when`, `limits`, `points`, `grant`, `coupon_use`",
+    );
+}
+
+#[test]
+fn amount_that_is_not_a_decimal() {
+    assert_reports(
+        check_with("check-amount", "promotions/bill-returning.yaml", "face_value: \"40\"", "face_value: \"4O\""),
+        "rules/promotions/bill-returning.yaml:27:20: error[bad_decimal]: `4O` is not a decimal; expected a decimal string such as \"40.00\"",
+    );
+}
+
+#[test]
+fn date_that_is_not_a_date() {
+    assert_reports(
+        check_with("check-date", "promotions/bill-first-time.yaml", "2019-12-19,", "2019-12-32,"),
+        "rules/promotions/bill-first-time.yaml:9:15: error[bad_literal]: `2019-12-32` is not a date; expected YYYY-MM-DD (`at` is compared as a date YYYY-MM-DD)",
+    );
+}
+
+#[test]
+fn unknown_fact_names_the_closest() {
+    let case = check_with(
+        "check-fact",
+        "promotions/bill-first-time.yaml",
+        "fact: bill_payments",
+        "fact: bill_paymnts",
+    );
+    assert!(
+        case.2.contains("= help: did you mean `bill_payments`?"),
+        "{}",
+        case.2
+    );
+    assert_reports(
+        case,
+        "rules/promotions/bill-first-time.yaml:16:11: error[unknown_fact]: unknown fact `bill_paymnts`; facts are declared in the manifest",
+    );
+}
+
+#[test]
+fn unknown_event_type_channel_list_and_calendar() {
+    assert_reports(
+        check_with("check-type", "promotions/bill-first-time.yaml", "on: [bill_payment]", "on: [bill_paymnt]"),
+        "rules/promotions/bill-first-time.yaml:4:6: error[unknown_event_type]: unknown event type `bill_paymnt`",
+    );
+    assert_reports(
+        check_with("check-channel", "promotions/bill-first-time.yaml", "usable_for: [bill_payment]", "usable_for: [bil_payment]"),
+        "rules/promotions/bill-first-time.yaml:29:20: error[unknown_channel]: unknown channel `bil_payment`",
+    );
+    assert_reports(
+        check_with("check-list", "promotions/bill-first-time.yaml", "in_list: designated_cards", "in_list: designated_card"),
+        "rules/promotions/bill-first-time.yaml:13:14: error[unknown_list]: unknown list `designated_card`; lists are declared in the manifest",
+    );
+    assert_reports(
+        check_with("check-calendar", "promotions/bill-first-time.yaml", "calendar: hk", "calendar: hkg"),
+        "rules/promotions/bill-first-time.yaml:32:15: error[unknown_calendar]: unknown calendar `hkg`; `working_days_after` needs a calendar declared in the manifest",
+    );
+}
+
+#[test]
+fn duplicate_rule_id() {
+    let dir = Dir::new("check-duplicate");
+    let rules = dir.copy_rules();
+    let text = std::fs::read_to_string(rules.join("promotions/bill-returning.yaml")).unwrap();
+    std::fs::write(rules.join("promotions/bill-returning-2.yaml"), text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    eqnice(Some(1), out.status.code());
+    assert!(
+        stderr.contains("rules/promotions/bill-returning.yaml:1:5: error[duplicate_rule_id]: rule id `bill-returning` is used by another rule file")
+            || stderr.contains("rules/promotions/bill-returning-2.yaml:1:5: error[duplicate_rule_id]: rule id `bill-returning` is used by another rule file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rules_whose_order_decides_are_ambiguous() {
+    let case = check_with(
+        "check-order",
+        "promotions/bill-returning.yaml",
+        "    gte: 1\n",
+        "    gte: 0\n",
+    );
+    assert!(
+        case.2.contains("= help: make their conditions exclusive"),
+        "{}",
+        case.2
+    );
+    assert_reports(
+        case,
+        "rules/promotions/bill-returning.yaml:21:14: error[ambiguous_order]: rules `bill-first-time` and `bill-returning` both count on `reward-1` for `bill_payment` events in phase `promotion`, so which one decides first depends on their order",
+    );
+}
+
+#[test]
+fn json_format_for_tools() {
+    let dir = Dir::new("check-json");
+    let rules = dir.copy_rules();
+    let path = rules.join("promotions/bill-first-time.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("fact: bill_payments", "fact: bill_paymnts"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["check", "--format", "json"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    eqnice(Some(1), out.status.code());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eqnice(serde_json::json!("unknown_fact"), list[0]["code"].clone());
+    eqnice(serde_json::json!(16), list[0]["line"].clone());
+    eqnice(serde_json::json!(11), list[0]["column"].clone());
+    eqnice(
+        serde_json::json!("did you mean `bill_payments`?"),
+        list[0]["help"].clone(),
+    );
+}
