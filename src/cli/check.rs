@@ -62,6 +62,7 @@ fn to_json(d: &Diagnostic) -> serde_json::Value {
         "code": d.code,
         "message": d.message,
         "help": d.help,
+        "clause": d.clause,
     })
 }
 
@@ -95,6 +96,9 @@ pub fn render(d: &Diagnostic, paint: &Paint) -> String {
     }
     if let Some(help) = &d.help {
         out += &format!("  = help: {help}\n");
+    }
+    if let Some(clause) = &d.clause {
+        out += &format!("  = note: {clause}\n");
     }
     out
 }

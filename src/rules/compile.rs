@@ -223,6 +223,28 @@ impl Context<'_> {
         found
     }
 
+    /// The field of that name, if it is the contract's or a declared extra field.
+    fn field(&self, name: &str, src: &SourceFile, key: &str, d: &mut Diagnostics) -> Field {
+        let field = Field::from_name(name);
+        if let Field::Extra(extra) = &field {
+            if !self.manifest.extra_fields.iter().any(|f| f == &**extra) {
+                let known = Field::KNOWN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .chain(self.manifest.extra_fields.iter().map(String::as_str));
+                d.at_with_help(
+                    src,
+                    key,
+                    name,
+                    "unknown_field",
+                    format!("unknown event field `{name}`; fields beyond the contract's are declared in the manifest's `extra_fields`"),
+                    did_you_mean(name, known),
+                );
+            }
+        }
+        field
+    }
+
     fn counter(&mut self, name: &str) -> usize {
         match self.counters.iter().position(|c| c == name) {
             Some(i) => i,
@@ -613,7 +635,16 @@ fn compile_rule(
                 ),
             );
         }
-        if let Some(test) = compile_test(c, src, &name, &r.id, ctx, scripts, d) {
+        let before = d.list.len();
+        let test = compile_test(c, src, &name, &r.id, ctx, scripts, d);
+        if let Some(clause) = &c.clause {
+            // Tie each problem to the sentence of the terms the condition encodes.
+            for diag in d.list.iter_mut().skip(before) {
+                diag.clause
+                    .get_or_insert_with(|| format!("condition `{name}` encodes: {clause}"));
+            }
+        }
+        if let Some(test) = test {
             when.push(Condition {
                 name,
                 clause: c.clause.clone(),
@@ -773,7 +804,7 @@ fn compile_grant(g: &RawGrant, src: &SourceFile, ctx: &Context, d: &mut Diagnost
                 });
             }
             (None, Some(field)) => {
-                let field = Field::from_name(field);
+                let field = ctx.field(field, src, "from_field", d);
                 if field_type(&field) != Ty::DecimalList {
                     d.at(
                         src,
@@ -997,7 +1028,7 @@ fn compile_test(
     }
 
     let (operand, ty, key, needle) = if let Some(f) = &c.field {
-        let field = Field::from_name(f);
+        let field = ctx.field(f, src, "field", d);
         let ty = field_type(&field);
         (Operand::Field(field), ty, "field", f.as_str())
     } else if let Some(f) = &c.fact {
@@ -1005,7 +1036,7 @@ fn compile_test(
         let ty = fact_type(ctx.facts.get(fi)?.kind);
         (Operand::Fact(fi), ty, "fact", f.as_str())
     } else if let Some(f) = &c.sum_of {
-        let field = Field::from_name(f);
+        let field = ctx.field(f, src, "sum_of", d);
         if field_type(&field) != Ty::DecimalList {
             d.at(
                 src,
@@ -1017,7 +1048,7 @@ fn compile_test(
         }
         (Operand::SumOf(field), Ty::Decimal, "sum_of", f.as_str())
     } else if let Some(f) = &c.count_of {
-        let field = Field::from_name(f);
+        let field = ctx.field(f, src, "count_of", d);
         if !field_type(&field).is_list() {
             d.at(
                 src,
@@ -1160,6 +1191,7 @@ fn located(location: &str, code: &'static str, message: String) -> super::error:
         code,
         message,
         help: None,
+        clause: None,
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Diagnostic {
     pub code: &'static str,
     pub message: String,
     pub help: Option<String>,
+    /// The clause of the promotion's terms the faulty part encodes, where it names one.
+    pub clause: Option<String>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -27,6 +29,9 @@ impl fmt::Display for Diagnostic {
         write!(f, ": error[{}]: {}", self.code, self.message)?;
         if let Some(help) = &self.help {
             write!(f, " (help: {help})")?;
+        }
+        if let Some(clause) = &self.clause {
+            write!(f, " [{clause}]")?;
         }
         Ok(())
     }
@@ -107,6 +112,7 @@ impl Diagnostics {
             code,
             message,
             help: None,
+            clause: None,
         });
     }
 
@@ -142,6 +148,7 @@ impl Diagnostics {
             code,
             message,
             help: None,
+            clause: None,
         });
     }
 

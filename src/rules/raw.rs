@@ -41,6 +41,13 @@ pub struct RawManifest {
     /// The payment channels coupons can be usable for.
     /// Example: `[shop, web, app]`.
     pub channels: Vec<String>,
+    /// Event fields beyond the contract's (id, type, at, customer, wallet, card_product,
+    /// card_role, merchant, amount, channel, coupons, face_values) that conditions may name.
+    /// Every field of a line reaches scripts; only declared ones may appear in `field:`, so a
+    /// misspelt field is an error rather than a condition that never holds.
+    /// Example: `[terminal, mcc]`.
+    #[serde(default)]
+    pub extra_fields: Vec<String>,
     /// Named lists of values that conditions test with `in_list` / `not_in_list`.
     /// Example: `gold_cards: [gold_visa, gold_mastercard]`.
     #[serde(default)]
@@ -477,6 +484,9 @@ pub struct RawCouponCheck {
     pub check: CouponCheck,
     /// The reason a coupon failing the check is rejected with. Example: `not_credited_yet`.
     pub reject: String,
+    /// The sentence of the promotion's terms this check rests on.
+    /// Example: `"Terms 4: coupons are credited within two working days"`.
+    pub clause: Option<String>,
 }
 
 /// The lifecycle checks the engine knows for a coupon used on a payment.

@@ -236,6 +236,23 @@ mod tests {
     }
 
     #[test]
+    fn deep_recursion_and_huge_strings_break_limits_not_the_process() {
+        let mut s = Scripts::new(&ScriptLimits::default());
+        for script in [
+            "fn down(n) { down(n + 1) }\ndown(0)",
+            "let s = \"x\";\nloop { s += s; }",
+            "let a = [];\nloop { a.push(1); }",
+        ] {
+            let i = s.compile(script, origin()).unwrap();
+            let err = s
+                .run_condition(i, rhai::Map::new(), rhai::Map::new(), &rhai::Map::new())
+                .unwrap_err();
+            assert!(err.exceeded_limit, "{script}: {err}");
+            assert!(err.location.starts_with("r.yaml:1"), "{err}");
+        }
+    }
+
+    #[test]
     fn syntax_error_is_located_in_the_rule_file() {
         let mut s = Scripts::new(&ScriptLimits::default());
         let (loc, _) = s.compile("true &&\n  (", origin()).unwrap_err();

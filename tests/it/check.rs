@@ -214,3 +214,27 @@ fn json_format_for_tools() {
         list[0]["help"].clone(),
     );
 }
+
+#[test]
+fn unknown_event_field_and_the_clause_it_encodes() {
+    let case = check_with(
+        "check-field",
+        "promotions/bill-first-time.yaml",
+        "field: card_product",
+        "field: card_prodcut",
+    );
+    assert!(
+        case.2.contains("= help: did you mean `card_product`?"),
+        "{}",
+        case.2
+    );
+    assert!(
+        case.2.contains("= note: condition `designated_card` encodes: S2 / note 2: Citi credit cards except Cash Back AMEX and Rewards UnionPay"),
+        "the message names the clause of the terms: {}",
+        case.2
+    );
+    assert_reports(
+        case,
+        "rules/promotions/bill-first-time.yaml:12:12: error[unknown_field]: unknown event field `card_prodcut`; fields beyond the contract's are declared in the manifest's `extra_fields`",
+    );
+}
