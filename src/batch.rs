@@ -3,15 +3,15 @@
 //! and the run goes on. Counts reconcile: read = decided + rejected + duplicates.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{evaluate, explain, Evaluation, Outcome, State};
 use crate::io::event_csv::CsvColumns;
 use crate::io::event_json::parse_event;
-use crate::io::DecisionWriter;
+use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
 use crate::rules::Ruleset;
 
@@ -23,7 +23,7 @@ pub enum InputFormat {
 }
 
 /// Per-rule counts of a run.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleCounts {
     pub grants: u64,
     pub granted_value: Decimal,
@@ -36,7 +36,7 @@ pub struct RuleCounts {
 }
 
 /// What a run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Non-blank lines (records) read, header excluded.
     pub read: u64,
@@ -76,19 +76,55 @@ pub enum ExplainMode {
 }
 
 /// Evaluates a stream, writing decisions and rejects; calls `progress(bytes_read)` now and then.
-pub struct Batch<'r, W: Write, X: Write> {
+pub struct Batch<'r, W: Sink, X: Sink> {
     pub ruleset: &'r Ruleset,
     pub state: &'r mut State,
     pub out: DecisionWriter<W>,
     pub rejects: X,
     pub summary: Summary,
     pub explain: ExplainMode,
+    /// Checkpoints of a run that keeps state; `None` in memory.
+    pub durability: Option<Durability<'r>>,
     evaluation: Evaluation,
+}
+
+/// Where a run stands at a checkpoint: everything before is decided, written and synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Input units consumed (lines of JSONL, records of CSV), from the start of the input.
+    pub consumed: u64,
+    pub output_bytes: u64,
+    pub rejects_bytes: u64,
+    /// The input is exhausted.
+    pub done: bool,
+}
+
+/// Commits the state with a checkpoint.
+pub type CommitFn<'r> = Box<dyn FnMut(&mut State, &Summary, &Checkpoint) -> io::Result<()> + 'r>;
+
+/// How a run that keeps state checkpoints and resumes.
+pub struct Durability<'r> {
+    /// Checkpoint after this many input units.
+    pub every: u64,
+    /// Input units an earlier run already committed: read past, not decided again.
+    pub skip: u64,
+    pub commit: CommitFn<'r>,
+    /// Set (e.g. by Ctrl-C) to stop at the next checkpoint.
+    pub stop: Option<&'r std::sync::atomic::AtomicBool>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The input was exhausted.
+    Complete,
+    /// Stopped at a checkpoint on request; rerunning resumes.
+    Interrupted,
 }
 
 const PROGRESS_EVERY: u64 = 16_384;
 
-impl<'r, W: Write, X: Write> Batch<'r, W, X> {
+impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     /// A batch over `ruleset` and `state`.
     pub fn new(
         ruleset: &'r Ruleset,
@@ -107,6 +143,7 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
             rejects,
             summary,
             explain: ExplainMode::Off,
+            durability: None,
             evaluation: Evaluation::default(),
         }
     }
@@ -203,12 +240,59 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
         Ok(())
     }
 
+    fn skipping(&self, unit: u64) -> bool {
+        self.durability.as_ref().is_some_and(|d| unit <= d.skip)
+    }
+
+    /// Checkpoints after `unit` if one is due (or `done`); says whether to stop.
+    fn checkpoint(&mut self, unit: u64, done: bool) -> io::Result<bool> {
+        let Some(d) = &self.durability else {
+            return Ok(false);
+        };
+        let due = done || (unit > d.skip && (unit - d.skip).is_multiple_of(d.every.max(1)));
+        if !due {
+            return Ok(false);
+        }
+        let at = Checkpoint {
+            consumed: unit,
+            output_bytes: self.out.sync()?,
+            rejects_bytes: self.rejects.sync()?,
+            done,
+        };
+        if let Some(d) = &mut self.durability {
+            (d.commit)(self.state, &self.summary, &at)?;
+            return Ok(!done
+                && d.stop
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)));
+        }
+        Ok(false)
+    }
+
+    fn jsonl_line(&mut self, line_no: u64, buf: &[u8]) -> io::Result<()> {
+        let text = match std::str::from_utf8(buf) {
+            Ok(t) => t.trim_end_matches(['\n', '\r']),
+            Err(e) => {
+                self.summary.read += 1;
+                let raw = String::from_utf8_lossy(buf).trim_end().to_string();
+                return self.reject(line_no, &format!("line is not UTF-8: {e}"), &raw);
+            }
+        };
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        self.summary.read += 1;
+        match parse_event(text) {
+            Ok(ev) => self.decide(line_no, &ev, text),
+            Err(e) => self.reject(line_no, &e, text),
+        }
+    }
+
     /// Evaluates a JSON-lines stream.
     pub fn run_jsonl(
         &mut self,
         mut input: impl BufRead,
         progress: &mut dyn FnMut(u64),
-    ) -> io::Result<()> {
+    ) -> io::Result<Finish> {
         let mut buf = Vec::with_capacity(1024);
         let mut line_no = 0u64;
         let mut bytes = 0u64;
@@ -220,29 +304,20 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
             }
             bytes += n as u64;
             line_no += 1;
-            let text = match std::str::from_utf8(&buf) {
-                Ok(t) => t.trim_end_matches(['\n', '\r']),
-                Err(e) => {
-                    self.summary.read += 1;
-                    let raw = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    self.reject(line_no, &format!("line is not UTF-8: {e}"), &raw)?;
-                    continue;
-                }
-            };
-            if text.trim().is_empty() {
-                continue;
+            if !self.skipping(line_no) {
+                self.jsonl_line(line_no, &buf)?;
             }
-            self.summary.read += 1;
-            match parse_event(text) {
-                Ok(ev) => self.decide(line_no, &ev, text)?,
-                Err(e) => self.reject(line_no, &e, text)?,
-            }
-            if self.summary.read.is_multiple_of(PROGRESS_EVERY) {
+            if line_no.is_multiple_of(PROGRESS_EVERY) {
                 progress(bytes);
             }
+            if self.checkpoint(line_no, false)? {
+                progress(bytes);
+                return Ok(Finish::Interrupted);
+            }
         }
+        self.checkpoint(line_no, true)?;
         progress(bytes);
-        Ok(())
+        Ok(Finish::Complete)
     }
 
     /// Evaluates a CSV stream with a header row.
@@ -250,7 +325,7 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
         &mut self,
         input: impl io::Read,
         progress: &mut dyn FnMut(u64),
-    ) -> io::Result<()> {
+    ) -> io::Result<Finish> {
         let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
         let columns = match reader.headers() {
             Ok(h) => CsvColumns::from_header(h),
@@ -262,37 +337,48 @@ impl<'r, W: Write, X: Write> Batch<'r, W, X> {
             }
         };
         let mut record = csv::StringRecord::new();
+        let mut unit = 0u64;
         loop {
             let line = reader.position().line() + 1;
-            match reader.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {
-                    let line = record.position().map_or(line, |p| p.line());
-                    if record.iter().all(str::is_empty) {
-                        continue;
+            let read = reader.read_record(&mut record);
+            if matches!(read, Ok(false)) {
+                break;
+            }
+            unit += 1;
+            if !self.skipping(unit) {
+                match read {
+                    Ok(_) => {
+                        let line = record.position().map_or(line, |p| p.line());
+                        if !record.iter().all(str::is_empty) {
+                            self.summary.read += 1;
+                            let raw = record.iter().collect::<Vec<_>>().join(",");
+                            match columns.parse(&record) {
+                                Ok(ev) => self.decide(line, &ev, &raw)?,
+                                Err(e) => self.reject(line, &e, &raw)?,
+                            }
+                        }
                     }
-                    self.summary.read += 1;
-                    let raw = record.iter().collect::<Vec<_>>().join(",");
-                    match columns.parse(&record) {
-                        Ok(ev) => self.decide(line, &ev, &raw)?,
-                        Err(e) => self.reject(line, &e, &raw)?,
+                    Err(e) => {
+                        if let csv::ErrorKind::Io(_) = e.kind() {
+                            return Err(io::Error::other(e.to_string()));
+                        }
+                        self.summary.read += 1;
+                        let line = e.position().map_or(line, |p| p.line());
+                        self.reject(line, &format!("bad CSV record: {e}"), "")?;
                     }
-                }
-                Err(e) => {
-                    if let csv::ErrorKind::Io(_) = e.kind() {
-                        return Err(io::Error::other(e.to_string()));
-                    }
-                    self.summary.read += 1;
-                    let line = e.position().map_or(line, |p| p.line());
-                    self.reject(line, &format!("bad CSV record: {e}"), "")?;
                 }
             }
-            if self.summary.read.is_multiple_of(PROGRESS_EVERY) {
+            if unit.is_multiple_of(PROGRESS_EVERY) {
                 progress(reader.position().byte());
             }
+            if self.checkpoint(unit, false)? {
+                progress(reader.position().byte());
+                return Ok(Finish::Interrupted);
+            }
         }
+        self.checkpoint(unit, true)?;
         progress(reader.position().byte());
-        Ok(())
+        Ok(Finish::Complete)
     }
 
     /// Flushes the outputs.

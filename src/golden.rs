@@ -141,7 +141,7 @@ fn evaluate_case(ruleset: &Ruleset, case: &Case, result: &mut CaseResult) -> Res
     let events = find(&case.dir, "events").ok_or("no events.jsonl (or events.csv)")?;
     let mut state = State::new(ruleset);
     if let Some(snapshot) = find(&case.dir, "customers") {
-        load_snapshot(&snapshot, ruleset, &mut state).map_err(|e| e.to_string())?;
+        load_snapshot(&snapshot, ruleset, &mut state, false).map_err(|e| e.to_string())?;
     }
     let mut batch = Batch::new(
         ruleset,

@@ -12,3 +12,4 @@ pub mod golden;
 pub mod io;
 pub mod model;
 pub mod rules;
+pub mod store;

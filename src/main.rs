@@ -44,6 +44,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "rule")]
         kind: promo::rules::schema::SchemaKind,
     },
+    /// Look into a state directory kept by `promo eval --state`.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Run the golden cases in RULES_DIR/tests/<case>/ (events, optional customers,
     /// expected decisions); prints a field-level diff per failing case and `N passed, N failed`.
     #[command(
@@ -60,12 +63,19 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Show what the engine knows: facts, counters, coupons and their status, runs.
+    Inspect(cli::state::InspectArgs),
+}
+
 fn main() -> Exit {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { rules_dir, format } => cli::check::run(&rules_dir, format),
         Command::Eval(args) => cli::eval::run(&args),
         Command::Schema { kind } => cli::schema::run(kind),
+        Command::State(StateCommand::Inspect(args)) => cli::state::run(&args),
         Command::Test {
             rules_dir,
             filter,

@@ -1,17 +1,19 @@
 //! `promo eval`: batch evaluation of a transaction file.
 
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, IsTerminal, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Exit;
-use crate::batch::{Batch, InputFormat, Summary};
+use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
 use crate::engine::State;
-use crate::io::{load_snapshot, DecisionWriter, OutputFormat};
+use crate::io::{load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, StreamSink};
 use crate::model::Money;
 use crate::rules::load_ruleset;
+use crate::store::{RunRecord, Store};
 
 /// Arguments of `promo eval`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +44,13 @@ pub struct EvalArgs {
     /// `<output>.rejects.jsonl`, or standard error when decisions go to standard output.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
+    /// Keep customer facts, the coupon ledger, counters and decided event ids in this
+    /// directory across runs; a killed run resumes exactly where it stopped when rerun.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// With --state: commit a checkpoint after this many input lines (records).
+    #[arg(long, value_name = "N", default_value_t = CHECKPOINT_EVERY, hide_short_help = true)]
+    pub checkpoint_every: u64,
     /// After each event's decisions, a line saying which rules were considered and, for each
     /// that did not fire, the first condition that failed (by its name in the rule file).
     #[arg(long)]
@@ -62,6 +71,50 @@ fn fatal(message: impl std::fmt::Display) -> Exit {
     Exit::Error
 }
 
+/// How a run with `--state` starts, given what the state recorded for its output.
+enum Start {
+    /// No earlier run wrote to this output: start it empty.
+    Fresh,
+    /// An earlier run was cut short: truncate the outputs to what it committed and go on
+    /// after the input it committed.
+    Resume(RunRecord),
+    /// An earlier run finished: append only what is new (nothing, for the same input).
+    Rerun,
+}
+
+/// Set by Ctrl-C: stop at the next checkpoint.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Units of input between checkpoints of a run with `--state`, by default.
+const CHECKPOINT_EVERY: u64 = 50_000;
+
+fn open_sink(
+    path: &Path,
+    start: &Start,
+    committed: impl Fn(&RunRecord) -> u64,
+) -> io::Result<FileSink> {
+    let mut options = OpenOptions::new();
+    options.create(true).write(true);
+    match start {
+        Start::Fresh => {
+            let f = options.truncate(true).open(path)?;
+            Ok(FileSink::new(f, 0))
+        }
+        Start::Resume(record) => {
+            let mut f = options.truncate(false).open(path)?;
+            let len = committed(record);
+            f.set_len(len)?;
+            f.seek(SeekFrom::End(0))?;
+            Ok(FileSink::new(f, len))
+        }
+        Start::Rerun => {
+            let mut f = options.truncate(false).open(path)?;
+            let len = f.seek(SeekFrom::End(0))?;
+            Ok(FileSink::new(f, len))
+        }
+    }
+}
+
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Exit {
     let ruleset = match load_ruleset(&args.rules) {
@@ -69,8 +122,38 @@ pub fn run(args: &EvalArgs) -> Exit {
         Err(e) => return fatal(format!("invalid rules in {}:\n{e}", args.rules.display())),
     };
     let mut state = State::new(&ruleset);
+    let mut store = match &args.state {
+        Some(dir) => match Store::open(dir, &ruleset) {
+            Ok(store) => Some(store),
+            Err(e) => return fatal(e),
+        },
+        None => None,
+    };
+    let run_key = args
+        .output
+        .as_ref()
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".into());
+    let mut start = Start::Fresh;
+    if let Some(store) = &store {
+        if let Err(e) = store.load(&ruleset, &mut state) {
+            return fatal(e);
+        }
+        state.track_changes();
+        match store.run(&run_key) {
+            Ok(Some(r)) if !r.complete => start = Start::Resume(r),
+            Ok(Some(_)) => start = Start::Rerun,
+            Ok(None) => {}
+            Err(e) => return fatal(e),
+        }
+    }
     if let Some(path) = &args.customers {
-        if let Err(e) = load_snapshot(path, &ruleset, &mut state) {
+        if let Err(e) = load_snapshot(path, &ruleset, &mut state, store.is_some()) {
             return fatal(format!("bad customer snapshot: {e}"));
         }
     }
@@ -84,12 +167,12 @@ pub fn run(args: &EvalArgs) -> Exit {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
         _ => OutputFormat::Jsonl,
     });
-    let out: Box<dyn Write> = match &args.output {
-        Some(p) => match File::create(p) {
-            Ok(f) => Box::new(BufWriter::with_capacity(1 << 16, f)),
-            Err(e) => return fatal(format!("cannot create {}: {e}", p.display())),
+    let out: Box<dyn Sink> = match &args.output {
+        Some(p) => match open_sink(p, &start, |r| r.output_bytes) {
+            Ok(f) => Box::new(f),
+            Err(e) => return fatal(format!("cannot write {}: {e}", p.display())),
         },
-        None => Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
+        None => Box::new(StreamSink::new(io::stdout().lock())),
     };
     let rejects_path = args.rejects.clone().or_else(|| {
         args.output.as_ref().map(|o| {
@@ -98,12 +181,12 @@ pub fn run(args: &EvalArgs) -> Exit {
             PathBuf::from(name)
         })
     });
-    let rejects: Box<dyn Write> = match &rejects_path {
-        Some(p) => match File::create(p) {
-            Ok(f) => Box::new(BufWriter::new(f)),
-            Err(e) => return fatal(format!("cannot create {}: {e}", p.display())),
+    let rejects: Box<dyn Sink> = match &rejects_path {
+        Some(p) => match open_sink(p, &start, |r| r.rejects_bytes) {
+            Ok(f) => Box::new(f),
+            Err(e) => return fatal(format!("cannot write {}: {e}", p.display())),
         },
-        None => Box::new(io::stderr()),
+        None => Box::new(StreamSink::new(io::stderr())),
     };
     let (input, total): (Box<dyn io::Read>, Option<u64>) = if stdin {
         (Box::new(io::stdin().lock()), None)
@@ -128,22 +211,72 @@ pub fn run(args: &EvalArgs) -> Exit {
     if args.explain {
         batch.explain = crate::batch::ExplainMode::Inline;
     }
+    let mut resumed_from = None;
+    if let Some(store) = store.as_mut() {
+        let skip = match &start {
+            Start::Resume(r) => {
+                batch.summary = r.summary.clone();
+                resumed_from = Some(r.consumed);
+                r.consumed
+            }
+            _ => 0,
+        };
+        if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
+            errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
+        }
+        let ruleset = &ruleset;
+        let key = run_key.clone();
+        batch.durability = Some(Durability {
+            every: args.checkpoint_every.max(1),
+            skip,
+            stop: Some(&STOP),
+            commit: Box::new(move |state, summary, at| {
+                let record = RunRecord {
+                    consumed: at.consumed,
+                    output_bytes: at.output_bytes,
+                    rejects_bytes: at.rejects_bytes,
+                    summary: summary.clone(),
+                    complete: at.done,
+                };
+                store
+                    .checkpoint(ruleset, state, &key, &record)
+                    .map_err(io::Error::other)
+            }),
+        });
+    }
+    if let (Some(n), false) = (resumed_from, args.quiet) {
+        errln!("promo eval: resuming after {n} input lines committed by an earlier run");
+    }
     let reader = BufReader::with_capacity(1 << 16, input);
     let run = match input_format {
         InputFormat::Jsonl => batch.run_jsonl(reader, &mut progress),
         InputFormat::Csv => batch.run_csv(reader, &mut progress),
     };
     bar.finish_and_clear();
-    let summary = match run.and_then(|()| batch.finish()) {
+    let finish = match run {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
+        Err(e) => return fatal(e),
+    };
+    let summary = match batch.finish() {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
         Err(e) => return fatal(e),
     };
+    if finish == Finish::Interrupted {
+        errln!(
+            "promo eval: interrupted; everything up to the last checkpoint is committed. Run the same command again to resume."
+        );
+        return Exit::Interrupted;
+    }
     if !args.quiet {
         errln!(
             "{}",
             render_summary(&summary, rejects_path.as_deref()).trim_end()
         );
+        if matches!(start, Start::Rerun) && summary.decided == 0 && summary.duplicates > 0 {
+            errln!("nothing new: every event was decided by an earlier run with this state");
+        }
     }
     if summary.rejected > 0 || summary.rule_errors > 0 {
         Exit::Rejected

@@ -19,6 +19,7 @@ macro_rules! errln {
 pub mod check;
 pub mod eval;
 pub mod schema;
+pub mod state;
 pub mod test;
 
 use std::process::{ExitCode, Termination};
@@ -35,6 +36,8 @@ pub enum Exit {
     /// `eval` finished, but some input lines were rejected or a rule failed on an event
     /// (see the rejects file).
     Rejected = 3,
+    /// `eval --state` stopped on Ctrl-C at a checkpoint; rerun to resume.
+    Interrupted = 130,
 }
 
 impl Termination for Exit {

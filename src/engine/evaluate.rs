@@ -243,9 +243,12 @@ fn decide_grant(
                     reject(out, &Some(p.reject.clone()));
                     return Ok(Some(Failed::Points));
                 }
-                state
-                    .wallet_facts
-                    .set(ctx.wallet, slot, FactValue::Decimal(balance - needed));
+                state.set_fact(
+                    RawScope::Wallet,
+                    ctx.wallet,
+                    slot,
+                    FactValue::Decimal(balance - needed),
+                );
             }
             points = Some(Money(needed));
         }
@@ -256,7 +259,7 @@ fn decide_grant(
     for limit in &rule.limits {
         let key = counter_key(limit, ctx);
         if !counted.contains(&key) {
-            let t = state.counters.entry(key).or_default();
+            let t = state.tally_mut(key);
             t.grants += 1;
             t.coupons += coupons;
             t.value += value;
@@ -271,7 +274,7 @@ fn decide_grant(
     let mut issued = Vec::with_capacity(faces.len());
     for (n, (face_value, min_spend, usable_for)) in faces.into_iter().enumerate() {
         let coupon_id = format!("{}:{}:{}", ctx.ev.id, rule.id, n + 1);
-        state.coupons.insert(
+        state.insert_coupon(
             coupon_id.as_str().into(),
             CouponRecord {
                 wallet: ctx.wallet,
@@ -310,6 +313,7 @@ fn decide_grant(
 fn counter_key(limit: &Limit, ctx: &Ctx) -> CounterKey {
     CounterKey {
         counter: limit.counter as u32,
+        per: limit.per,
         owner: match limit.per {
             RawScope::Customer => ctx.customer,
             RawScope::Wallet => ctx.wallet,
@@ -380,9 +384,9 @@ fn decide_coupon_use(
         _ => None,
     };
     for id in ids {
-        let record = state.coupons.get_mut(id.as_ref());
+        let record = state.coupons.get(id.as_ref());
         let failed = cu.checks.iter().find(|(check, _)| {
-            let Some(c) = record.as_deref() else {
+            let Some(c) = record else {
                 return true;
             };
             !match check {
@@ -401,8 +405,8 @@ fn decide_coupon_use(
                 out.decisions
                     .push(decide(id, DecisionKind::RejectCoupon, Some(reason.clone())))
             }
-            (None, Some(c)) => {
-                c.used = true;
+            (None, Some(_)) => {
+                state.spend_coupon(id);
                 out.decisions
                     .push(decide(id, DecisionKind::AcceptCoupon, None));
             }
@@ -558,8 +562,7 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
         } else {
             ctx.customer
         };
-        let table = state.table_mut(fact.scope);
-        let old = table.get(owner, fact.slot);
+        let old = state.table(fact.scope).get(owner, fact.slot);
         let field_value = || match u.field.as_ref() {
             Some(Field::At) => Some(FactValue::Date(ctx.date)),
             Some(Field::Amount) => ctx.ev.amount.map(FactValue::Decimal),
@@ -585,6 +588,6 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
             },
             (RawFactOp::SetField, old) => field_value().unwrap_or(old),
         };
-        table.set(owner, fact.slot, new);
+        state.set_fact(fact.scope, owner, fact.slot, new);
     }
 }

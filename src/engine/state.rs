@@ -4,6 +4,8 @@
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
+use std::sync::Arc;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::rules::raw::{RawFactType, RawScope};
@@ -21,10 +23,11 @@ pub enum FactValue {
     Decimal(Decimal),
 }
 
-/// Strings to dense ids.
+/// Strings to dense ids, and back.
 #[derive(Debug, Default)]
 pub struct Interner {
-    ids: FxHashMap<Box<str>, u32>,
+    ids: FxHashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
 }
 
 impl Interner {
@@ -33,9 +36,16 @@ impl Interner {
         if let Some(id) = self.ids.get(name) {
             return *id;
         }
-        let id = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
-        self.ids.insert(name.into(), id);
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let name: Arc<str> = name.into();
+        self.ids.insert(name.clone(), id);
+        self.names.push(name);
         id
+    }
+
+    /// The name of an id.
+    pub fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |n| n)
     }
 
     /// The id of `name`, if known.
@@ -97,6 +107,8 @@ impl FactTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CounterKey {
     pub counter: u32,
+    /// Whose ids `owner` is among.
+    pub per: RawScope,
     pub owner: u32,
     /// Days since the common era of the window's day, or `i32::MIN` for no window.
     pub day: i32,
@@ -134,6 +146,18 @@ pub struct State {
     /// 128-bit hashes of decided event ids: 16 bytes an event, the only state that grows with
     /// events rather than customers.
     pub seen: FxHashSet<u128>,
+    /// What changed since the last checkpoint, when a store keeps the state (else `None`).
+    pub dirty: Option<Dirty>,
+}
+
+/// What changed since the last checkpoint: the rows a store must write.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub customers: FxHashSet<u32>,
+    pub wallets: FxHashSet<u32>,
+    pub counters: FxHashSet<CounterKey>,
+    pub coupons: FxHashSet<Box<str>>,
+    pub seen: Vec<u128>,
 }
 
 impl State {
@@ -147,6 +171,55 @@ impl State {
             counters: FxHashMap::default(),
             coupons: FxHashMap::default(),
             seen: FxHashSet::default(),
+            dirty: None,
+        }
+    }
+
+    /// Starts recording changes for a store's checkpoints.
+    pub fn track_changes(&mut self) {
+        self.dirty.get_or_insert_with(Dirty::default);
+    }
+
+    /// Takes the changes recorded since the last call.
+    pub fn take_changes(&mut self) -> Dirty {
+        self.dirty.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Sets a fact of a customer or wallet.
+    pub fn set_fact(&mut self, scope: RawScope, owner: u32, slot: usize, value: FactValue) {
+        self.table_mut(scope).set(owner, slot, value);
+        if let Some(d) = &mut self.dirty {
+            if scope == RawScope::Wallet {
+                d.wallets.insert(owner);
+            } else {
+                d.customers.insert(owner);
+            }
+        }
+    }
+
+    /// The tally of a counter, to update.
+    pub fn tally_mut(&mut self, key: CounterKey) -> &mut Tally {
+        if let Some(d) = &mut self.dirty {
+            d.counters.insert(key);
+        }
+        self.counters.entry(key).or_default()
+    }
+
+    /// Adds a coupon to the ledger.
+    pub fn insert_coupon(&mut self, id: Box<str>, record: CouponRecord) {
+        if let Some(d) = &mut self.dirty {
+            d.coupons.insert(id.clone());
+        }
+        self.coupons.insert(id, record);
+    }
+
+    /// Marks a coupon spent.
+    pub fn spend_coupon(&mut self, id: &str) {
+        if let Some(c) = self.coupons.get_mut(id) {
+            c.used = true;
+            if let Some(d) = &mut self.dirty {
+                d.coupons.insert(id.into());
+            }
         }
     }
 
@@ -159,8 +232,7 @@ impl State {
         }
     }
 
-    /// The fact table of a scope, for update.
-    pub fn table_mut(&mut self, scope: RawScope) -> &mut FactTable {
+    fn table_mut(&mut self, scope: RawScope) -> &mut FactTable {
         if scope == RawScope::Wallet {
             &mut self.wallet_facts
         } else {
@@ -170,8 +242,12 @@ impl State {
 
     /// Records an event id; false if it was seen before.
     pub fn first_sighting(&mut self, event_id: &str) -> bool {
-        self.seen
-            .insert(xxhash_rust::xxh3::xxh3_128(event_id.as_bytes()))
+        let hash = xxhash_rust::xxh3::xxh3_128(event_id.as_bytes());
+        let new = self.seen.insert(hash);
+        if let (true, Some(d)) = (new, &mut self.dirty) {
+            d.seen.push(hash);
+        }
+        new
     }
 
     /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a
@@ -199,7 +275,7 @@ impl State {
                 },
                 _ => cust,
             };
-            self.table_mut(fact.scope).set(owner, fact.slot, parsed);
+            self.set_fact(fact.scope, owner, fact.slot, parsed);
         }
         Ok(())
     }

@@ -3,7 +3,9 @@
 pub mod event_csv;
 pub mod event_json;
 pub mod output;
+pub mod sink;
 pub mod snapshot;
 
 pub use output::{DecisionWriter, OutputFormat};
+pub use sink::{FileSink, Sink, StreamSink};
 pub use snapshot::load_snapshot;

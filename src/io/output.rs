@@ -195,6 +195,14 @@ impl<W: Write> DecisionWriter<W> {
         }
     }
 
+    /// Makes what was written durable; returns the bytes written in all.
+    pub fn sync(&mut self) -> io::Result<u64>
+    where
+        W: super::Sink,
+    {
+        self.out.sync()
+    }
+
     /// Flushes and returns the underlying writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.flush()?;

@@ -101,7 +101,7 @@ pub struct RawFact {
 }
 
 /// Whose fact it is, or whose counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum RawScope {
     /// One per customer (all of a customer's wallets together).

@@ -1,0 +1,213 @@
+//! Reading a state directory for people and tools (`promo state inspect`), without a ruleset
+//! and without writing to it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::{StoreError, DB_FILE};
+
+/// A coupon as the state holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CouponRow {
+    pub wallet: String,
+    pub face_value: String,
+    pub min_spend: String,
+    pub usable_for: Vec<String>,
+    pub credit_by: String,
+    pub valid_until: Option<String>,
+    pub status: &'static str,
+}
+
+/// A counter's tally as the state holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CounterRow {
+    pub counter: String,
+    pub per: &'static str,
+    pub owner: String,
+    /// The day the counter counts, for daily counters (days since the common era).
+    pub day: Option<i64>,
+    pub grants: i64,
+    pub coupons: i64,
+    pub value: String,
+}
+
+/// What a state holds, or the part of it a filter selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StateView {
+    pub customers: BTreeMap<String, BTreeMap<String, String>>,
+    pub wallets: BTreeMap<String, BTreeMap<String, String>>,
+    pub counters: Vec<CounterRow>,
+    pub coupons: BTreeMap<String, CouponRow>,
+    /// How many event ids have been decided.
+    pub decided_events: u64,
+    /// Each run's record, by output.
+    pub runs: BTreeMap<String, serde_json::Value>,
+}
+
+/// What to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    Customer(String),
+    Wallet(String),
+    Coupon(String),
+}
+
+fn scope_name(code: i64) -> &'static str {
+    match code {
+        0 => "customer",
+        1 => "wallet",
+        _ => "all",
+    }
+}
+
+/// Reads the state in `dir` (read-only).
+pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
+    let path = dir.join(DB_FILE);
+    if !path.is_file() {
+        return Err(StoreError::Corrupt {
+            path,
+            detail: "no such state (run `promo eval --state DIR` first)".into(),
+        });
+    }
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+        path: path.clone(),
+        detail: e.to_string(),
+    };
+    let conn =
+        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(corrupt)?;
+    let mut view = StateView::default();
+    let keep = |scope: i64, owner: &str| match filter {
+        Filter::All => true,
+        Filter::Customer(c) => scope == 0 && owner == c,
+        Filter::Wallet(w) => scope == 1 && owner == w,
+        Filter::Coupon(_) => false,
+    };
+
+    let mut stmt = conn
+        .prepare("SELECT scope, owner, facts FROM facts ORDER BY scope, owner")
+        .map_err(corrupt)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(corrupt)?;
+    for row in rows {
+        let (scope, owner, text) = row.map_err(corrupt)?;
+        if !keep(scope, &owner) {
+            continue;
+        }
+        let facts: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
+        if scope == 1 {
+            view.wallets.insert(owner, facts);
+        } else {
+            view.customers.insert(owner, facts);
+        }
+    }
+
+    let mut stmt = conn
+        .prepare("SELECT counter, scope, owner, day, grants, coupons, value FROM counters ORDER BY counter, scope, owner, day")
+        .map_err(corrupt)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })
+        .map_err(corrupt)?;
+    for row in rows {
+        let (counter, scope, owner, day, grants, coupons, value) = row.map_err(corrupt)?;
+        if !(keep(scope, &owner) || (scope == 2 && filter == &Filter::All)) {
+            continue;
+        }
+        view.counters.push(CounterRow {
+            counter,
+            per: scope_name(scope),
+            owner,
+            day: (day != i64::from(i32::MIN)).then_some(day),
+            grants,
+            coupons,
+            value,
+        });
+    }
+
+    let mut stmt = conn
+        .prepare("SELECT coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used FROM coupons ORDER BY coupon_id")
+        .map_err(corrupt)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                CouponRow {
+                    wallet: r.get(1)?,
+                    face_value: r.get(2)?,
+                    min_spend: r.get(3)?,
+                    usable_for: r
+                        .get::<_, String>(4)?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    credit_by: r.get(5)?,
+                    valid_until: r.get(6)?,
+                    status: if r.get::<_, bool>(7)? {
+                        "used"
+                    } else {
+                        "unused"
+                    },
+                },
+            ))
+        })
+        .map_err(corrupt)?;
+    for row in rows {
+        let (id, coupon) = row.map_err(corrupt)?;
+        let wanted = match filter {
+            Filter::All => true,
+            Filter::Wallet(w) => coupon.wallet == *w,
+            Filter::Coupon(c) => id == *c,
+            Filter::Customer(_) => false,
+        };
+        if wanted {
+            view.coupons.insert(id, coupon);
+        }
+    }
+
+    if filter == &Filter::All {
+        view.decided_events = conn
+            .query_row(
+                "SELECT COALESCE(SUM(length(hashes)), 0) / 16 FROM seen",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(corrupt)?
+            .try_into()
+            .unwrap_or(0);
+        let mut stmt = conn
+            .prepare("SELECT output, record FROM runs ORDER BY output")
+            .map_err(corrupt)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(corrupt)?;
+        for row in rows {
+            let (output, record) = row.map_err(corrupt)?;
+            view.runs.insert(
+                output,
+                serde_json::from_str(&record).unwrap_or(serde_json::Value::Null),
+            );
+        }
+    }
+    Ok(view)
+}

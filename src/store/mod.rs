@@ -1,0 +1,566 @@
+//! Durable state (`--state DIR`): customer and wallet facts, counters, the coupon ledger, the
+//! ids of decided events and where each run stands, in one SQLite database. The engine never
+//! sees it: a run loads the state into memory, then each checkpoint writes what changed and
+//! the run's position in one transaction, after the outputs up to that point are synced.
+//! SQLite because a state is then one file any `sqlite3` can read, WAL gives durable commits
+//! with concurrent readers (what `serve` needs), and a copy of the file is a copy of the state
+//! (what `simulate` needs).
+
+pub mod inspect;
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Summary;
+use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
+use crate::engine::State;
+use crate::rules::raw::{RawFactType, RawScope};
+use crate::rules::Ruleset;
+
+/// The database's file name inside a state directory.
+pub const DB_FILE: &str = "promo-state.db";
+/// The layout this build writes and reads.
+pub const LAYOUT_VERSION: i64 = 1;
+
+/// Why a state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{0}` is not a promo state directory (it holds other files and no {DB_FILE}); refusing to write into it")]
+    Foreign(PathBuf),
+    #[error("`{path}` is not a readable promo state: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("the state in `{path}` was written by an incompatible ruleset: {detail}")]
+    Incompatible { path: PathBuf, detail: String },
+    #[error("state database `{path}`: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state directory `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a run of `eval` stands, keyed by its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Input units (JSONL lines, CSV records) consumed and committed.
+    pub consumed: u64,
+    pub output_bytes: u64,
+    pub rejects_bytes: u64,
+    pub summary: Summary,
+    pub complete: bool,
+}
+
+/// A fact as the store records it, to tell a compatible ruleset from an incompatible one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FactShape {
+    name: String,
+    scope: String,
+    kind: String,
+}
+
+fn scope_code(s: RawScope) -> i64 {
+    match s {
+        RawScope::Customer => 0,
+        RawScope::Wallet => 1,
+        RawScope::All => 2,
+    }
+}
+
+fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
+    ruleset
+        .facts
+        .iter()
+        .map(|f| FactShape {
+            name: f.name.clone(),
+            scope: format!("{:?}", f.scope).to_lowercase(),
+            kind: format!("{:?}", f.kind).to_lowercase(),
+        })
+        .collect()
+}
+
+fn encode(v: FactValue) -> Option<String> {
+    match v {
+        FactValue::Absent => None,
+        FactValue::Int(i) => Some(i.to_string()),
+        FactValue::Date(d) => Some(d.format("%Y-%m-%d").to_string()),
+        FactValue::Bool(b) => Some(b.to_string()),
+        FactValue::Decimal(d) => Some(d.to_string()),
+    }
+}
+
+fn decode(kind: RawFactType, text: &str) -> Option<FactValue> {
+    Some(match kind {
+        RawFactType::Count => FactValue::Int(text.parse().ok()?),
+        RawFactType::Date => FactValue::Date(NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?),
+        RawFactType::Flag => FactValue::Bool(text.parse().ok()?),
+        RawFactType::Decimal => FactValue::Decimal(text.parse().ok()?),
+    })
+}
+
+/// An open state directory.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the state in `dir` for `ruleset`. An existing state is validated
+    /// before anything is written to it.
+    pub fn open(dir: &Path, ruleset: &Ruleset) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let exists = path.is_file();
+        if !exists && dir.is_dir() {
+            let mut entries = std::fs::read_dir(dir).map_err(io)?;
+            if entries.next().is_some() {
+                return Err(StoreError::Foreign(dir.to_path_buf()));
+            }
+        }
+        if !exists {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let flags = if exists {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
+        let store = Store { conn, path };
+        if exists {
+            store.validate(ruleset)?;
+        }
+        store
+            .conn
+            // A page cache of up to 256 MiB: the state is read and rewritten at random keys.
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -262144;
+                 PRAGMA wal_autocheckpoint = 8192;",
+            )
+            .map_err(|e| store.corrupt(e))?;
+        if !exists {
+            store.create(ruleset)?;
+        }
+        Ok(store)
+    }
+
+    fn corrupt(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.corrupt(e))
+    }
+
+    /// Checks the layout version and that every fact and counter the state holds still
+    /// means the same in `ruleset`. Reads only.
+    fn validate(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
+        let incompatible = |detail: String| StoreError::Incompatible {
+            path: self.path.clone(),
+            detail,
+        };
+        let layout = self
+            .meta("layout")?
+            .ok_or_else(|| self.corrupt(rusqlite::Error::QueryReturnedNoRows))?;
+        if layout != LAYOUT_VERSION.to_string() {
+            return Err(incompatible(format!(
+                "its layout is version {layout}, this promo reads version {LAYOUT_VERSION}"
+            )));
+        }
+        let stored: Vec<FactShape> = serde_json::from_str(&self.meta("facts")?.unwrap_or_default())
+            .map_err(|e| incompatible(format!("unreadable fact list: {e}")))?;
+        let current = fact_shapes(ruleset);
+        for f in &stored {
+            match current.iter().find(|c| c.name == f.name) {
+                None => {
+                    return Err(incompatible(format!(
+                        "the state keeps fact `{}` ({} {}), which this ruleset no longer declares (removed or renamed?)",
+                        f.name, f.scope, f.kind
+                    )))
+                }
+                Some(c) if c != f => {
+                    return Err(incompatible(format!(
+                        "fact `{}` was a {} {} fact and is now a {} {} fact",
+                        f.name, f.scope, f.kind, c.scope, c.kind
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT counter FROM counters")
+            .map_err(|e| self.corrupt(e))?;
+        let counters = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.corrupt(e))?;
+        for c in counters {
+            let c = c.map_err(|e| self.corrupt(e))?;
+            if !ruleset.counters.contains(&c) {
+                return Err(incompatible(format!(
+                    "the state counts on `{c}`, which no limit of this ruleset names (removed or renamed?)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
+        let facts = serde_json::to_string(&fact_shapes(ruleset)).unwrap_or_default();
+        self.conn
+            .execute_batch(
+                "BEGIN;
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE facts (scope INTEGER NOT NULL, owner TEXT NOT NULL, facts TEXT NOT NULL,
+                                     PRIMARY KEY (scope, owner)) WITHOUT ROWID;
+                 CREATE TABLE counters (counter TEXT NOT NULL, scope INTEGER NOT NULL, owner TEXT NOT NULL,
+                                        day INTEGER NOT NULL, grants INTEGER NOT NULL, coupons INTEGER NOT NULL,
+                                        value TEXT NOT NULL, PRIMARY KEY (counter, scope, owner, day)) WITHOUT ROWID;
+                 CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, wallet TEXT NOT NULL, face_value TEXT NOT NULL,
+                                       min_spend TEXT NOT NULL, usable_for TEXT NOT NULL, credit_by TEXT NOT NULL,
+                                       valid_until TEXT, used INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE seen (batch INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
+                 CREATE TABLE runs (output TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
+                 COMMIT;",
+            )
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('layout', ?1), ('facts', ?2), ('ruleset', ?3)",
+                params![LAYOUT_VERSION.to_string(), facts, ruleset.name],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Loads the whole state into memory.
+    pub fn load(&self, ruleset: &Ruleset, state: &mut State) -> Result<(), StoreError> {
+        let bad = |what: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: what,
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT scope, owner, facts FROM facts")
+            .map_err(|e| self.corrupt(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.corrupt(e))?;
+        for row in rows {
+            let (scope, owner, text) = row.map_err(|e| self.corrupt(e))?;
+            let values: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&text).map_err(|e| bad(format!("facts of `{owner}`: {e}")))?;
+            let id = if scope == 1 {
+                state.wallets.intern(&owner)
+            } else {
+                state.customers.intern(&owner)
+            };
+            for (fact, value) in values {
+                let Some(f) = ruleset.facts.iter().find(|f| f.name == fact) else {
+                    continue;
+                };
+                let v = decode(f.kind, &value)
+                    .ok_or_else(|| bad(format!("fact `{fact}` of `{owner}` holds `{value}`")))?;
+                state.set_fact(f.scope, id, f.slot, v);
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT counter, scope, owner, day, grants, coupons, value FROM counters")
+            .map_err(|e| self.corrupt(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })
+            .map_err(|e| self.corrupt(e))?;
+        for row in rows {
+            let (counter, scope, owner, day, grants, coupons, value) =
+                row.map_err(|e| self.corrupt(e))?;
+            let Some(ci) = ruleset.counters.iter().position(|c| *c == counter) else {
+                continue;
+            };
+            let (per, owner) = match scope {
+                0 => (RawScope::Customer, state.customers.intern(&owner)),
+                1 => (RawScope::Wallet, state.wallets.intern(&owner)),
+                _ => (RawScope::All, 0),
+            };
+            let key = CounterKey {
+                counter: ci as u32,
+                per,
+                owner,
+                day: i32::try_from(day).unwrap_or(i32::MIN),
+            };
+            *state.tally_mut(key) = Tally {
+                grants: u64::try_from(grants).unwrap_or(0),
+                coupons: u64::try_from(coupons).unwrap_or(0),
+                value: value
+                    .parse::<Decimal>()
+                    .map_err(|_| bad(format!("counter `{counter}` holds `{value}`")))?,
+            };
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used FROM coupons")
+            .map_err(|e| self.corrupt(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            })
+            .map_err(|e| self.corrupt(e))?;
+        for row in rows {
+            let (id, wallet, face, min, usable, credit, until, used) =
+                row.map_err(|e| self.corrupt(e))?;
+            let date = |t: &str| {
+                NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                    .map_err(|_| bad(format!("coupon `{id}` holds date `{t}`")))
+            };
+            let dec = |t: &str| {
+                t.parse::<Decimal>()
+                    .map_err(|_| bad(format!("coupon `{id}` holds amount `{t}`")))
+            };
+            let mut mask = 0u64;
+            for name in usable.split(',').filter(|n| !n.is_empty()) {
+                let ch = ruleset.channel(name).ok_or_else(|| StoreError::Incompatible {
+                    path: self.path.clone(),
+                    detail: format!("coupon `{id}` is usable for channel `{name}`, which this ruleset no longer declares"),
+                })?;
+                mask |= 1 << ch;
+            }
+            let record = CouponRecord {
+                wallet: state.wallets.intern(&wallet),
+                face_value: dec(&face)?,
+                min_spend: dec(&min)?,
+                usable_for: mask,
+                credit_by: date(&credit)?,
+                valid_until: until.as_deref().map(date).transpose()?,
+                used,
+            };
+            state.insert_coupon(id.into(), record);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hashes FROM seen")
+            .map_err(|e| self.corrupt(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.corrupt(e))?;
+        for row in rows {
+            let bytes = row.map_err(|e| self.corrupt(e))?;
+            if bytes.len() % 16 != 0 {
+                return Err(bad(
+                    "a batch of event id hashes is not a multiple of 16 bytes".into(),
+                ));
+            }
+            state.seen.reserve(bytes.len() / 16);
+            for chunk in bytes.chunks_exact(16) {
+                let mut hash = [0u8; 16];
+                hash.copy_from_slice(chunk);
+                state.seen.insert(u128::from_le_bytes(hash));
+            }
+        }
+        // What was just loaded is already stored.
+        state.take_changes();
+        Ok(())
+    }
+
+    /// The record of the run writing to `output`, if any.
+    pub fn run(&self, output: &str) -> Result<Option<RunRecord>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT record FROM runs WHERE output = ?1", [output], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.corrupt(e))?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("run record of `{output}`: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Writes everything `state` changed since the last checkpoint, and the run's record, in
+    /// one transaction.
+    pub fn checkpoint(
+        &mut self,
+        ruleset: &Ruleset,
+        state: &mut State,
+        output: &str,
+        run: &RunRecord,
+    ) -> Result<(), StoreError> {
+        let changes = state.take_changes();
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            // One row per customer or wallet: its known facts as a JSON object.
+            let mut put_facts = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO facts (scope, owner, facts) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(sql)?;
+            for (scope, owners) in [
+                (RawScope::Customer, &changes.customers),
+                (RawScope::Wallet, &changes.wallets),
+            ] {
+                let names = if scope == RawScope::Wallet {
+                    &state.wallets
+                } else {
+                    &state.customers
+                };
+                for &owner in owners {
+                    let values: std::collections::BTreeMap<&str, String> = ruleset
+                        .facts_of(scope)
+                        .filter_map(|f| {
+                            Some((
+                                f.name.as_str(),
+                                encode(state.table(scope).get(owner, f.slot))?,
+                            ))
+                        })
+                        .collect();
+                    let text = serde_json::to_string(&values).unwrap_or_default();
+                    put_facts
+                        .execute(params![scope_code(scope), names.name(owner), text])
+                        .map_err(sql)?;
+                }
+            }
+            let mut put_counter = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql)?;
+            for key in &changes.counters {
+                let Some(t) = state.counters.get(key) else {
+                    continue;
+                };
+                let owner = match key.per {
+                    RawScope::Customer => state.customers.name(key.owner),
+                    RawScope::Wallet => state.wallets.name(key.owner),
+                    RawScope::All => "",
+                };
+                let counter = ruleset
+                    .counters
+                    .get(key.counter as usize)
+                    .map_or("", String::as_str);
+                put_counter
+                    .execute(params![
+                        counter,
+                        scope_code(key.per),
+                        owner,
+                        i64::from(key.day),
+                        i64::try_from(t.grants).unwrap_or(i64::MAX),
+                        i64::try_from(t.coupons).unwrap_or(i64::MAX),
+                        t.value.to_string()
+                    ])
+                    .map_err(sql)?;
+            }
+            let mut put_coupon = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sql)?;
+            for id in &changes.coupons {
+                let Some(c) = state.coupons.get(id) else {
+                    continue;
+                };
+                put_coupon
+                    .execute(params![
+                        &**id,
+                        state.wallets.name(c.wallet),
+                        c.face_value.to_string(),
+                        c.min_spend.to_string(),
+                        ruleset.channel_names(c.usable_for).join(","),
+                        c.credit_by.format("%Y-%m-%d").to_string(),
+                        c.valid_until.map(|d| d.format("%Y-%m-%d").to_string()),
+                        c.used
+                    ])
+                    .map_err(sql)?;
+            }
+            // The ids decided since the last checkpoint, as one blob: the set is only ever
+            // loaded whole, so a row per id would cost a B-tree insert each for nothing.
+            if !changes.seen.is_empty() {
+                let blob: Vec<u8> = changes.seen.iter().flat_map(|h| h.to_le_bytes()).collect();
+                tx.execute("INSERT INTO seen (hashes) VALUES (?1)", [blob])
+                    .map_err(sql)?;
+            }
+            let record = serde_json::to_string(run).unwrap_or_default();
+            tx.execute(
+                "INSERT OR REPLACE INTO runs (output, record) VALUES (?1, ?2)",
+                params![output, record],
+            )
+            .map_err(sql)?;
+            let facts = serde_json::to_string(&fact_shapes(ruleset)).unwrap_or_default();
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('facts', ?1)",
+                [facts],
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// The database connection, for read-only inspection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
