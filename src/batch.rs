@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead};
+use std::ops::ControlFlow;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{evaluate, explain, Evaluation, Outcome, State};
-use crate::io::event_csv::CsvColumns;
-use crate::io::event_json::parse_event;
+use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
 use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
 use crate::rules::Ruleset;
@@ -162,7 +162,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         self.rejects.write_all(b"\n")
     }
 
-    fn decide(&mut self, line: u64, ev: &Event<'_>, raw: &str) -> io::Result<()> {
+    fn decide(&mut self, line: u64, ev: &Event<'_>, raw: &RawText<'_>) -> io::Result<()> {
         let outcome = evaluate(self.ruleset, self.state, ev, &mut self.evaluation);
         self.record(line, ev, raw, outcome.clone())?;
         if let Ok(outcome) = outcome {
@@ -185,11 +185,11 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         &mut self,
         line: u64,
         ev: &Event<'_>,
-        raw: &str,
+        raw: &RawText<'_>,
         outcome: Result<Outcome, crate::engine::InvalidEvent>,
     ) -> io::Result<()> {
         match outcome {
-            Err(invalid) => return self.reject(line, &invalid.to_string(), raw),
+            Err(invalid) => return self.reject(line, &invalid.to_string(), &raw.text()),
             Ok(Outcome::Duplicate) => self.summary.duplicates += 1,
             Ok(Outcome::Decided) => {
                 self.summary.decided += 1;
@@ -240,10 +240,6 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         Ok(())
     }
 
-    fn skipping(&self, unit: u64) -> bool {
-        self.durability.as_ref().is_some_and(|d| unit <= d.skip)
-    }
-
     /// Checkpoints after `unit` if one is due (or `done`); says whether to stop.
     fn checkpoint(&mut self, unit: u64, done: bool) -> io::Result<bool> {
         let Some(d) = &self.durability else {
@@ -268,56 +264,56 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         Ok(false)
     }
 
-    fn jsonl_line(&mut self, line_no: u64, buf: &[u8]) -> io::Result<()> {
-        let text = match std::str::from_utf8(buf) {
-            Ok(t) => t.trim_end_matches(['\n', '\r']),
-            Err(e) => {
+    /// Handles one unit of input, then reports progress and checkpoints as due.
+    fn unit(&mut self, at: Position, unit: Unit<'_>, progress: &mut dyn FnMut(u64)) -> Flow {
+        match unit {
+            Unit::Skipped | Unit::Blank => {}
+            Unit::Bad { line, reason, raw } => {
                 self.summary.read += 1;
-                let raw = String::from_utf8_lossy(buf).trim_end().to_string();
-                return self.reject(line_no, &format!("line is not UTF-8: {e}"), &raw);
+                self.reject(line, &reason, &raw)?;
             }
-        };
-        if text.trim().is_empty() {
-            return Ok(());
+            Unit::Event { line, event, raw } => {
+                self.summary.read += 1;
+                self.decide(line, &event, &raw)?;
+            }
         }
-        self.summary.read += 1;
-        match parse_event(text) {
-            Ok(ev) => self.decide(line_no, &ev, text),
-            Err(e) => self.reject(line_no, &e, text),
+        if at.unit.is_multiple_of(PROGRESS_EVERY) {
+            progress(at.bytes);
         }
+        Ok(if self.checkpoint(at.unit, false)? {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+
+    fn finish_reading(
+        &mut self,
+        (at, stopped): (Position, bool),
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<Finish> {
+        progress(at.bytes);
+        if stopped {
+            return Ok(Finish::Interrupted);
+        }
+        self.checkpoint(at.unit, true)?;
+        Ok(Finish::Complete)
+    }
+
+    fn skip(&self) -> u64 {
+        self.durability.as_ref().map_or(0, |d| d.skip)
     }
 
     /// Evaluates a JSON-lines stream.
     pub fn run_jsonl(
         &mut self,
-        mut input: impl BufRead,
+        input: impl BufRead,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Finish> {
-        let mut buf = Vec::with_capacity(1024);
-        let mut line_no = 0u64;
-        let mut bytes = 0u64;
-        loop {
-            buf.clear();
-            let n = input.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            bytes += n as u64;
-            line_no += 1;
-            if !self.skipping(line_no) {
-                self.jsonl_line(line_no, &buf)?;
-            }
-            if line_no.is_multiple_of(PROGRESS_EVERY) {
-                progress(bytes);
-            }
-            if self.checkpoint(line_no, false)? {
-                progress(bytes);
-                return Ok(Finish::Interrupted);
-            }
-        }
-        self.checkpoint(line_no, true)?;
-        progress(bytes);
-        Ok(Finish::Complete)
+        let read = read_jsonl(input, self.skip(), &mut |at, unit| {
+            self.unit(at, unit, progress)
+        })?;
+        self.finish_reading(read, progress)
     }
 
     /// Evaluates a CSV stream with a header row.
@@ -326,59 +322,10 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         input: impl io::Read,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Finish> {
-        let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
-        let columns = match reader.headers() {
-            Ok(h) => CsvColumns::from_header(h),
-            Err(e) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("CSV header: {e}"),
-                ))
-            }
-        };
-        let mut record = csv::StringRecord::new();
-        let mut unit = 0u64;
-        loop {
-            let line = reader.position().line() + 1;
-            let read = reader.read_record(&mut record);
-            if matches!(read, Ok(false)) {
-                break;
-            }
-            unit += 1;
-            if !self.skipping(unit) {
-                match read {
-                    Ok(_) => {
-                        let line = record.position().map_or(line, |p| p.line());
-                        if !record.iter().all(str::is_empty) {
-                            self.summary.read += 1;
-                            let raw = record.iter().collect::<Vec<_>>().join(",");
-                            match columns.parse(&record) {
-                                Ok(ev) => self.decide(line, &ev, &raw)?,
-                                Err(e) => self.reject(line, &e, &raw)?,
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        if let csv::ErrorKind::Io(_) = e.kind() {
-                            return Err(io::Error::other(e.to_string()));
-                        }
-                        self.summary.read += 1;
-                        let line = e.position().map_or(line, |p| p.line());
-                        self.reject(line, &format!("bad CSV record: {e}"), "")?;
-                    }
-                }
-            }
-            if unit.is_multiple_of(PROGRESS_EVERY) {
-                progress(reader.position().byte());
-            }
-            if self.checkpoint(unit, false)? {
-                progress(reader.position().byte());
-                return Ok(Finish::Interrupted);
-            }
-        }
-        self.checkpoint(unit, true)?;
-        progress(reader.position().byte());
-        Ok(Finish::Complete)
+        let read = read_csv(input, self.skip(), &mut |at, unit| {
+            self.unit(at, unit, progress)
+        })?;
+        self.finish_reading(read, progress)
     }
 
     /// Flushes the outputs.

@@ -3,6 +3,7 @@
 pub mod event_csv;
 pub mod event_json;
 pub mod output;
+pub mod read;
 pub mod sink;
 pub mod snapshot;
 

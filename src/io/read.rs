@@ -1,0 +1,178 @@
+//! Reading an event stream unit by unit (a JSONL line or a CSV record), with line numbers,
+//! so that `eval`, `simulate` and the golden tests share one reader.
+
+use std::borrow::Cow;
+use std::io::{self, BufRead};
+use std::ops::ControlFlow;
+
+use super::event_csv::CsvColumns;
+use super::event_json::parse_event;
+use crate::model::Event;
+
+/// The text of a unit, for a rejects file: built only when asked for.
+pub enum RawText<'a> {
+    Line(&'a str),
+    Record(&'a csv::StringRecord),
+}
+
+impl RawText<'_> {
+    /// The unit as text.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            RawText::Line(l) => Cow::Borrowed(l),
+            RawText::Record(r) => Cow::Owned(r.iter().collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
+/// One unit of input as read.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "handed over by value once per unit; boxing the event would allocate per event"
+)]
+pub enum Unit<'a> {
+    /// Read past without parsing: an earlier run committed it.
+    Skipped,
+    /// A blank line or an empty record.
+    Blank,
+    /// An event.
+    Event {
+        line: u64,
+        event: Event<'a>,
+        raw: RawText<'a>,
+    },
+    /// A unit that is not an event.
+    Bad {
+        line: u64,
+        reason: String,
+        raw: String,
+    },
+}
+
+/// How far a reader got: units (lines or records) and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    pub unit: u64,
+    pub bytes: u64,
+}
+
+/// What `f` says after each unit.
+pub type Flow = io::Result<ControlFlow<()>>;
+
+/// Reads JSON lines; the first `skip` lines are passed as `Skipped`. Returns where reading
+/// ended and whether `f` stopped it.
+pub fn read_jsonl(
+    mut input: impl BufRead,
+    skip: u64,
+    f: &mut dyn FnMut(Position, Unit<'_>) -> Flow,
+) -> io::Result<(Position, bool)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut at = Position::default();
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok((at, false));
+        }
+        at.bytes += n as u64;
+        at.unit += 1;
+        let line = at.unit;
+        let unit = if line <= skip {
+            Unit::Skipped
+        } else {
+            match std::str::from_utf8(&buf) {
+                Err(e) => Unit::Bad {
+                    line,
+                    reason: format!("line is not UTF-8: {e}"),
+                    raw: String::from_utf8_lossy(&buf).trim_end().to_string(),
+                },
+                Ok(t) => {
+                    let text = t.trim_end_matches(['\n', '\r']);
+                    if text.trim().is_empty() {
+                        Unit::Blank
+                    } else {
+                        match parse_event(text) {
+                            Ok(event) => Unit::Event {
+                                line,
+                                event,
+                                raw: RawText::Line(text),
+                            },
+                            Err(reason) => Unit::Bad {
+                                line,
+                                reason,
+                                raw: text.to_string(),
+                            },
+                        }
+                    }
+                }
+            }
+        };
+        if f(at, unit)?.is_break() {
+            return Ok((at, true));
+        }
+    }
+}
+
+/// Reads CSV with a header row; the first `skip` records are passed as `Skipped`.
+pub fn read_csv(
+    input: impl io::Read,
+    skip: u64,
+    f: &mut dyn FnMut(Position, Unit<'_>) -> Flow,
+) -> io::Result<(Position, bool)> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let columns = match reader.headers() {
+        Ok(h) => CsvColumns::from_header(h),
+        Err(e) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("CSV header: {e}"),
+            ))
+        }
+    };
+    let mut record = csv::StringRecord::new();
+    let mut at = Position::default();
+    loop {
+        let line = reader.position().line() + 1;
+        let read = reader.read_record(&mut record);
+        if matches!(read, Ok(false)) {
+            return Ok((at, false));
+        }
+        at.unit += 1;
+        at.bytes = reader.position().byte();
+        let unit = if at.unit <= skip {
+            Unit::Skipped
+        } else {
+            match read {
+                Ok(_) if record.iter().all(str::is_empty) => Unit::Blank,
+                Ok(_) => {
+                    let line = record.position().map_or(line, |p| p.line());
+                    match columns.parse(&record) {
+                        Ok(event) => Unit::Event {
+                            line,
+                            event,
+                            raw: RawText::Record(&record),
+                        },
+                        Err(reason) => Unit::Bad {
+                            line,
+                            reason,
+                            raw: RawText::Record(&record).text().into_owned(),
+                        },
+                    }
+                }
+                Err(e) => {
+                    if let csv::ErrorKind::Io(_) = e.kind() {
+                        return Err(io::Error::other(e.to_string()));
+                    }
+                    Unit::Bad {
+                        line: e.position().map_or(line, |p| p.line()),
+                        reason: format!("bad CSV record: {e}"),
+                        raw: String::new(),
+                    }
+                }
+            }
+        };
+        if f(at, unit)?.is_break() {
+            return Ok((at, true));
+        }
+    }
+}
