@@ -12,4 +12,5 @@ pub mod golden;
 pub mod io;
 pub mod model;
 pub mod rules;
+pub mod simulate;
 pub mod store;

@@ -44,6 +44,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "rule")]
         kind: promo::rules::schema::SchemaKind,
     },
+    /// What a rule change would have decided differently over a stream: per rule, per kind of
+    /// decision and per customer, in count and value; both rulesets in one pass.
+    Simulate(cli::simulate::SimulateArgs),
     /// Look into a state directory kept by `promo eval --state`.
     #[command(subcommand)]
     State(StateCommand),
@@ -75,6 +78,7 @@ fn main() -> Exit {
         Command::Check { rules_dir, format } => cli::check::run(&rules_dir, format),
         Command::Eval(args) => cli::eval::run(&args),
         Command::Schema { kind } => cli::schema::run(kind),
+        Command::Simulate(args) => cli::simulate::run(&args),
         Command::State(StateCommand::Inspect(args)) => cli::state::run(&args),
         Command::Test {
             rules_dir,

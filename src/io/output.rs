@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
-use crate::model::{Decision, Event, IssuedCoupon, Money};
+use crate::model::{Decision, DecisionKind, Event, IssuedCoupon, Money};
 use crate::rules::Ruleset;
 
 /// The output format of decisions.
@@ -88,6 +88,33 @@ fn coupon_line<'a>(c: &'a IssuedCoupon, channels: &'a [String]) -> CouponLine<'a
     }
 }
 
+/// Writes one decision as a JSON line, in the contract's shape.
+pub fn write_json_line(
+    out: &mut impl Write,
+    ruleset: &Ruleset,
+    ev: &Event<'_>,
+    d: &Decision,
+) -> io::Result<()> {
+    let line = DecisionLine {
+        event_id: &ev.id,
+        rule: ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str()),
+        decision: d.kind.as_str(),
+        customer: &ev.customer,
+        wallet: &ev.wallet,
+        coupons: matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve).then(|| {
+            d.coupons
+                .iter()
+                .map(|c| coupon_line(c, &ruleset.channels))
+                .collect()
+        }),
+        coupon_id: d.coupon_id.as_deref(),
+        reason: d.reason.as_deref(),
+        points: d.points.map(MoneyText),
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")
+}
+
 /// Writes decisions in one format.
 pub struct DecisionWriter<W: Write> {
     out: W,
@@ -111,31 +138,7 @@ impl<W: Write> DecisionWriter<W> {
     pub fn write(&mut self, ruleset: &Ruleset, ev: &Event<'_>, d: &Decision) -> io::Result<()> {
         let rule = ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str());
         match self.format {
-            OutputFormat::Jsonl => {
-                let line = DecisionLine {
-                    event_id: &ev.id,
-                    rule,
-                    decision: d.kind.as_str(),
-                    customer: &ev.customer,
-                    wallet: &ev.wallet,
-                    coupons: (!d.coupons.is_empty()
-                        || matches!(
-                            d.kind,
-                            crate::model::DecisionKind::Grant | crate::model::DecisionKind::Approve
-                        ))
-                    .then(|| {
-                        d.coupons
-                            .iter()
-                            .map(|c| coupon_line(c, &ruleset.channels))
-                            .collect()
-                    }),
-                    coupon_id: d.coupon_id.as_deref(),
-                    reason: d.reason.as_deref(),
-                    points: d.points.map(MoneyText),
-                };
-                serde_json::to_writer(&mut self.out, &line)?;
-                self.out.write_all(b"\n")
-            }
+            OutputFormat::Jsonl => write_json_line(&mut self.out, ruleset, ev, d),
             OutputFormat::Csv => {
                 if !self.header_written {
                     self.out.write_all(CSV_HEADER.as_bytes())?;

@@ -46,3 +46,9 @@ mod golden;
 
 // `promo check`: one test per class of error, with the exact located message.
 mod check;
+
+// `promo simulate`: a rule change's cost, both rulesets in one pass.
+mod simulate;
+
+// Durable state (`eval --state`): kills and resumes, split days, reruns, refusals, inspect.
+mod state;
