@@ -86,6 +86,8 @@ pub struct Batch<'r, W: Sink, X: Sink> {
     /// Checkpoints of a run that keeps state; `None` in memory.
     pub durability: Option<Durability<'r>>,
     evaluation: Evaluation,
+    /// The unit of input being handled.
+    unit: u64,
 }
 
 /// Where a run stands at a checkpoint: everything before is decided, written and synced.
@@ -108,6 +110,9 @@ pub struct Durability<'r> {
     pub every: u64,
     /// Input units an earlier run already committed: read past, not decided again.
     pub skip: u64,
+    /// Input units a finished earlier run with the same output already wrote rejects for:
+    /// a rerun counts their rejects again but does not write them twice.
+    pub rejects_known: u64,
     pub commit: CommitFn<'r>,
     /// Set (e.g. by Ctrl-C) to stop at the next checkpoint.
     pub stop: Option<&'r std::sync::atomic::AtomicBool>,
@@ -145,20 +150,29 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             explain: ExplainMode::Off,
             durability: None,
             evaluation: Evaluation::default(),
+            unit: 0,
         }
     }
 
     fn reject(&mut self, line: u64, reason: &str, raw: &str) -> io::Result<()> {
         self.summary.rejected += 1;
-        serde_json::to_writer(
-            &mut self.rejects,
-            &RejectLine {
-                line,
-                reason,
-                raw: Some(raw),
-                event_id: None,
-            },
-        )?;
+        self.write_reject(&RejectLine {
+            line,
+            reason,
+            raw: Some(raw),
+            event_id: None,
+        })
+    }
+
+    fn write_reject(&mut self, r: &RejectLine<'_>) -> io::Result<()> {
+        if self
+            .durability
+            .as_ref()
+            .is_some_and(|d| self.unit <= d.rejects_known)
+        {
+            return Ok(());
+        }
+        serde_json::to_writer(&mut self.rejects, r)?;
         self.rejects.write_all(b"\n")
     }
 
@@ -219,22 +233,20 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                         }
                     }
                 }
-                for e in &self.evaluation.errors {
+                let errors = std::mem::take(&mut self.evaluation.errors);
+                for e in &errors {
                     self.summary.rule_errors += 1;
                     if let Some(c) = self.summary.rules.get_mut(&e.rule) {
                         c.script_errors += 1;
                     }
-                    serde_json::to_writer(
-                        &mut self.rejects,
-                        &RejectLine {
-                            line,
-                            reason: &e.to_string(),
-                            raw: None,
-                            event_id: Some(&ev.id),
-                        },
-                    )?;
-                    self.rejects.write_all(b"\n")?;
+                    self.write_reject(&RejectLine {
+                        line,
+                        reason: &e.to_string(),
+                        raw: None,
+                        event_id: Some(&ev.id),
+                    })?;
                 }
+                self.evaluation.errors = errors;
             }
         }
         Ok(())
@@ -266,6 +278,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
 
     /// Handles one unit of input, then reports progress and checkpoints as due.
     fn unit(&mut self, at: Position, unit: Unit<'_>, progress: &mut dyn FnMut(u64)) -> Flow {
+        self.unit = at.unit;
         match unit {
             Unit::Skipped | Unit::Blank => {}
             Unit::Bad { line, reason, raw } => {

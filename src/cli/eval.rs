@@ -79,7 +79,7 @@ enum Start {
     /// after the input it committed.
     Resume(RunRecord),
     /// An earlier run finished: append only what is new (nothing, for the same input).
-    Rerun,
+    Rerun(RunRecord),
 }
 
 /// Set by Ctrl-C: stop at the next checkpoint.
@@ -107,7 +107,7 @@ fn open_sink(
             f.seek(SeekFrom::End(0))?;
             Ok(FileSink::new(f, len))
         }
-        Start::Rerun => {
+        Start::Rerun(_) => {
             let mut f = options.truncate(false).open(path)?;
             let len = f.seek(SeekFrom::End(0))?;
             Ok(FileSink::new(f, len))
@@ -147,7 +147,7 @@ pub fn run(args: &EvalArgs) -> Exit {
         state.track_changes();
         match store.run(&run_key) {
             Ok(Some(r)) if !r.complete => start = Start::Resume(r),
-            Ok(Some(_)) => start = Start::Rerun,
+            Ok(Some(r)) => start = Start::Rerun(r),
             Ok(None) => {}
             Err(e) => return fatal(e),
         }
@@ -213,13 +213,14 @@ pub fn run(args: &EvalArgs) -> Exit {
     }
     let mut resumed_from = None;
     if let Some(store) = store.as_mut() {
-        let skip = match &start {
+        let (skip, rejects_known) = match &start {
             Start::Resume(r) => {
                 batch.summary = r.summary.clone();
                 resumed_from = Some(r.consumed);
-                r.consumed
+                (r.consumed, 0)
             }
-            _ => 0,
+            Start::Rerun(r) => (0, r.consumed),
+            Start::Fresh => (0, 0),
         };
         if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
@@ -229,6 +230,7 @@ pub fn run(args: &EvalArgs) -> Exit {
         batch.durability = Some(Durability {
             every: args.checkpoint_every.max(1),
             skip,
+            rejects_known,
             stop: Some(&STOP),
             commit: Box::new(move |state, summary, at| {
                 let record = RunRecord {
@@ -274,7 +276,7 @@ pub fn run(args: &EvalArgs) -> Exit {
             "{}",
             render_summary(&summary, rejects_path.as_deref()).trim_end()
         );
-        if matches!(start, Start::Rerun) && summary.decided == 0 && summary.duplicates > 0 {
+        if matches!(start, Start::Rerun(_)) && summary.decided == 0 && summary.duplicates > 0 {
             errln!("nothing new: every event was decided by an earlier run with this state");
         }
     }

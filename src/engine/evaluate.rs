@@ -60,6 +60,47 @@ pub struct Evaluation {
     /// Scripts that failed: their rules decided nothing for this event.
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
+    zone: ZoneCache,
+}
+
+/// The ruleset zone's offset for the last quarter hour of UTC seen: zones change offset only
+/// on quarter hours, and streams come roughly in time order, so the zone's transition table
+/// is searched about once per quarter hour of events rather than once per event.
+#[derive(Debug)]
+struct ZoneCache {
+    quarter: i64,
+    offset: i64,
+}
+
+impl Default for ZoneCache {
+    fn default() -> Self {
+        ZoneCache {
+            quarter: i64::MIN,
+            offset: 0,
+        }
+    }
+}
+
+impl ZoneCache {
+    fn local_date(
+        &mut self,
+        zone: &chrono_tz::Tz,
+        at: &chrono::DateTime<chrono::FixedOffset>,
+    ) -> NaiveDate {
+        use chrono::{Offset, TimeZone};
+        let ts = at.timestamp();
+        let quarter = ts.div_euclid(900);
+        if quarter != self.quarter {
+            self.offset = i64::from(
+                zone.offset_from_utc_datetime(&at.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            );
+            self.quarter = quarter;
+        }
+        chrono::DateTime::from_timestamp(ts + self.offset, 0)
+            .map_or_else(|| at.with_timezone(zone).date_naive(), |d| d.date_naive())
+    }
 }
 
 impl Evaluation {
@@ -117,7 +158,7 @@ pub fn evaluate(
     let ctx = Ctx {
         ev,
         kind,
-        date: ev.at.with_timezone(&ruleset.timezone).date_naive(),
+        date: out.zone.local_date(&ruleset.timezone, &ev.at),
         customer: state.customers.intern(&ev.customer),
         wallet: state.wallets.intern(&ev.wallet),
     };

@@ -15,8 +15,17 @@ use crate::model::Event;
 #[derive(serde::Deserialize)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// Parses one JSON line into an event; the error says what is wrong and where.
+/// Parses one JSON line into an event; the error says what is wrong and where. The common
+/// flat line takes a fast path; anything else goes through serde_json.
 pub fn parse_event(line: &str) -> Result<Event<'_>, String> {
+    match super::flat_json::parse_flat(line) {
+        Some(event) => Ok(event),
+        None => parse_event_full(line),
+    }
+}
+
+/// Parses one JSON line with serde_json alone: the reference the fast path must agree with.
+pub fn parse_event_full(line: &str) -> Result<Event<'_>, String> {
     serde_json::from_str::<Event<'_>>(line).map_err(|e| e.to_string())
 }
 

@@ -67,7 +67,7 @@ impl Field {
 pub type ExtraValue = serde_json::Value;
 
 /// One event of the stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event<'a> {
     pub id: Cow<'a, str>,
     pub kind: Cow<'a, str>,

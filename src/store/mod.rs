@@ -31,6 +31,8 @@ pub const LAYOUT_VERSION: i64 = 1;
 pub enum StoreError {
     #[error("`{0}` is not a promo state directory (it holds other files and no {DB_FILE}); refusing to write into it")]
     Foreign(PathBuf),
+    #[error("the state directory `{0}` is in use by another promo run")]
+    Busy(PathBuf),
     #[error("`{path}` is not a readable promo state: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("the state in `{path}` was written by an incompatible ruleset: {detail}")]
@@ -107,92 +109,34 @@ fn decode(kind: RawFactType, text: &str) -> Option<FactValue> {
     })
 }
 
-/// An open state directory.
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-}
-
-impl Store {
-    /// Opens (or creates) the state in `dir` for `ruleset`. An existing state is validated
-    /// before anything is written to it.
-    pub fn open(dir: &Path, ruleset: &Ruleset) -> Result<Store, StoreError> {
-        let path = dir.join(DB_FILE);
-        let io = |source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let exists = path.is_file();
-        if !exists && dir.is_dir() {
-            let mut entries = std::fs::read_dir(dir).map_err(io)?;
-            if entries.next().is_some() {
-                return Err(StoreError::Foreign(dir.to_path_buf()));
-            }
-        }
-        if !exists {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let flags = if exists {
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        } else {
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        };
-        let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
-        let store = Store { conn, path };
-        if exists {
-            store.validate(ruleset)?;
-        }
-        store
-            .conn
-            // A page cache of up to 256 MiB: the state is read and rewritten at random keys.
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -262144;
-                 PRAGMA wal_autocheckpoint = 8192;",
+impl Reader<'_> {
+    fn tables(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
             )
-            .map_err(|e| store.corrupt(e))?;
-        if !exists {
-            store.create(ruleset)?;
-        }
-        Ok(store)
-    }
-
-    fn corrupt(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        }
-    }
-
-    fn sql(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+            .map_err(|e| corrupt(self.path, e))
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
-            .map_err(|e| self.corrupt(e))
+            .map_err(|e| corrupt(self.path, e))
     }
 
     /// Checks the layout version and that every fact and counter the state holds still
     /// means the same in `ruleset`. Reads only.
     fn validate(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
         let incompatible = |detail: String| StoreError::Incompatible {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             detail,
         };
         let layout = self
             .meta("layout")?
-            .ok_or_else(|| self.corrupt(rusqlite::Error::QueryReturnedNoRows))?;
+            .ok_or_else(|| corrupt(self.path, rusqlite::Error::QueryReturnedNoRows))?;
         if layout != LAYOUT_VERSION.to_string() {
             return Err(incompatible(format!(
                 "its layout is version {layout}, this promo reads version {LAYOUT_VERSION}"
@@ -221,12 +165,12 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT DISTINCT counter FROM counters")
-            .map_err(|e| self.corrupt(e))?;
+            .map_err(|e| corrupt(self.path, e))?;
         let counters = stmt
             .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.corrupt(e))?;
+            .map_err(|e| corrupt(self.path, e))?;
         for c in counters {
-            let c = c.map_err(|e| self.corrupt(e))?;
+            let c = c.map_err(|e| corrupt(self.path, e))?;
             if !ruleset.counters.contains(&c) {
                 return Err(incompatible(format!(
                     "the state counts on `{c}`, which no limit of this ruleset names (removed or renamed?)"
@@ -235,33 +179,176 @@ impl Store {
         }
         Ok(())
     }
+}
 
+fn corrupt(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+/// An open state directory.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// Holds the advisory lock for as long as the store is open.
+    _lock: std::fs::File,
+}
+
+/// Read-only queries over a state database.
+struct Reader<'c> {
+    conn: &'c Connection,
+    path: &'c Path,
+}
+
+impl Store {
+    /// Opens (or creates) the state in `dir` for `ruleset`, and holds it against other runs
+    /// until dropped. An existing state is validated on a read-only connection before
+    /// anything is written to it.
+    pub fn open(dir: &Path, ruleset: &Ruleset) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let exists = path.is_file();
+        if !exists && dir.is_dir() {
+            let mut entries = std::fs::read_dir(dir).map_err(io)?;
+            if entries.next().is_some() {
+                return Err(StoreError::Foreign(dir.to_path_buf()));
+            }
+        }
+        if !exists {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        // One run at a time: an advisory lock on the database file itself (no extra file),
+        // independent of SQLite's own locks.
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(!exists)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Busy(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let fresh = !exists || Self::validate_read_only(&path, ruleset)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(&path, flags).map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        let store = Store {
+            conn,
+            path,
+            _lock: lock,
+        };
+        store
+            .conn
+            // A page cache of up to 256 MiB: the state is read and rewritten at random keys.
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -262144;
+                 PRAGMA wal_autocheckpoint = 8192;",
+            )
+            .map_err(|e| store.corrupt(e))?;
+        if fresh {
+            store.create(ruleset)?;
+        }
+        Ok(store)
+    }
+
+    /// Validates an existing database without writing to it. Returns whether it is empty: a
+    /// run killed while creating it left no table, and it is created afresh.
+    fn validate_read_only(path: &Path, ruleset: &Ruleset) -> Result<bool, StoreError> {
+        if path.with_extension("db-journal").exists() {
+            // A run was killed mid-write before the database was in WAL mode: SQLite must roll
+            // that write back (a write of ours, undone) before anyone can read.
+            let rw = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| corrupt(path, e))?;
+            rw.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| corrupt(path, e))?;
+        }
+        let shm_existed = path.with_extension("db-shm").exists();
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let reader = Reader { conn: &conn, path };
+        let result = reader.tables().and_then(|n| {
+            if n == 0 {
+                Ok(true)
+            } else {
+                reader.validate(ruleset).map(|()| false)
+            }
+        });
+        drop(conn);
+        if !shm_existed {
+            // A read-only connection leaves empty -wal and -shm files behind; they were not ours.
+            for ext in ["db-wal", "db-shm"] {
+                let p = path.with_extension(ext);
+                if std::fs::metadata(&p).is_ok_and(|m| m.len() == 0) || ext == "db-shm" {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        result
+    }
+
+    fn corrupt(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Creates the tables and the layout's record in one transaction, so that a run killed
+    /// meanwhile leaves either a whole state or an empty file.
     fn create(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
         let facts = serde_json::to_string(&fact_shapes(ruleset)).unwrap_or_default();
-        self.conn
-            .execute_batch(
-                "BEGIN;
-                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE facts (scope INTEGER NOT NULL, owner TEXT NOT NULL, facts TEXT NOT NULL,
-                                     PRIMARY KEY (scope, owner)) WITHOUT ROWID;
-                 CREATE TABLE counters (counter TEXT NOT NULL, scope INTEGER NOT NULL, owner TEXT NOT NULL,
-                                        day INTEGER NOT NULL, grants INTEGER NOT NULL, coupons INTEGER NOT NULL,
-                                        value TEXT NOT NULL, PRIMARY KEY (counter, scope, owner, day)) WITHOUT ROWID;
-                 CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, wallet TEXT NOT NULL, face_value TEXT NOT NULL,
-                                       min_spend TEXT NOT NULL, usable_for TEXT NOT NULL, credit_by TEXT NOT NULL,
-                                       valid_until TEXT, used INTEGER NOT NULL) WITHOUT ROWID;
-                 CREATE TABLE seen (batch INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
-                 CREATE TABLE runs (output TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
-                 COMMIT;",
-            )
-            .map_err(|e| self.sql(e))?;
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('layout', ?1), ('facts', ?2), ('ruleset', ?3)",
-                params![LAYOUT_VERSION.to_string(), facts, ruleset.name],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(())
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        tx.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE facts (scope INTEGER NOT NULL, owner TEXT NOT NULL, facts TEXT NOT NULL,
+                                 PRIMARY KEY (scope, owner)) WITHOUT ROWID;
+             CREATE TABLE counters (counter TEXT NOT NULL, scope INTEGER NOT NULL, owner TEXT NOT NULL,
+                                    day INTEGER NOT NULL, grants INTEGER NOT NULL, coupons INTEGER NOT NULL,
+                                    value TEXT NOT NULL, PRIMARY KEY (counter, scope, owner, day)) WITHOUT ROWID;
+             CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, wallet TEXT NOT NULL, face_value TEXT NOT NULL,
+                                   min_spend TEXT NOT NULL, usable_for TEXT NOT NULL, credit_by TEXT NOT NULL,
+                                   valid_until TEXT, used INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE seen (batch INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
+             CREATE TABLE runs (output TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;",
+        )
+        .map_err(|e| self.sql(e))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('layout', ?1), ('facts', ?2), ('ruleset', ?3)",
+            params![LAYOUT_VERSION.to_string(), facts, ruleset.name],
+        )
+        .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))
     }
 
     /// Loads the whole state into memory.
@@ -562,5 +649,30 @@ impl Store {
     /// The database connection, for read-only inspection.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_on_the_same_state_is_refused_while_the_first_holds_it() {
+        let rules =
+            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("promo-store-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = Store::open(&dir, &rules).unwrap();
+        assert!(matches!(
+            Store::open(&dir, &rules),
+            Err(StoreError::Busy(_))
+        ));
+        drop(first);
+        assert!(
+            Store::open(&dir, &rules).is_ok(),
+            "the lock goes with the store"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

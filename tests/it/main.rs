@@ -52,3 +52,6 @@ mod simulate;
 
 // Durable state (`eval --state`): kills and resumes, split days, reruns, refusals, inspect.
 mod state;
+
+// The fast path for flat JSON lines against serde_json.
+mod parse;

@@ -1,0 +1,1183 @@
+/*!
+Durable state: `promo eval --state DIR` and `promo state inspect`.
+
+A run with `--state` commits its outputs' lengths, its input position and the state's
+changes at each checkpoint; these tests kill it at random points and rerun it, split a
+stream over two runs, rerun finished runs, feed it directories that are not its own,
+and read the state back with `promo state inspect`. Every comparison is of bytes (the
+decision and rejects files) or of the whole `inspect --json` document.
+*/
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::gen::{self, GenConfig};
+use crate::util::*;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// One `promo eval` command line.
+#[derive(Debug, Clone)]
+struct Eval {
+    rules: PathBuf,
+    input: PathBuf,
+    customers: Option<PathBuf>,
+    output: PathBuf,
+    state: Option<PathBuf>,
+    every: Option<u64>,
+}
+
+impl Eval {
+    /// `promo eval --rules <shipped> --input INPUT --output OUTPUT` (rejects go to
+    /// `OUTPUT.rejects.jsonl`).
+    fn new(input: &Path, output: &Path) -> Eval {
+        Eval {
+            rules: shipped_rules(),
+            input: input.to_path_buf(),
+            customers: None,
+            output: output.to_path_buf(),
+            state: None,
+            every: None,
+        }
+    }
+
+    fn rules(mut self, rules: &Path) -> Eval {
+        self.rules = rules.to_path_buf();
+        self
+    }
+
+    fn customers(mut self, snapshot: &Path) -> Eval {
+        self.customers = Some(snapshot.to_path_buf());
+        self
+    }
+
+    fn state(mut self, dir: &Path) -> Eval {
+        self.state = Some(dir.to_path_buf());
+        self
+    }
+
+    fn every(mut self, n: u64) -> Eval {
+        self.every = Some(n);
+        self
+    }
+
+    /// The default rejects file of the output.
+    fn rejects(&self) -> PathBuf {
+        let mut name = self.output.clone().into_os_string();
+        name.push(".rejects.jsonl");
+        PathBuf::from(name)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
+        cmd.arg("eval")
+            .arg("--rules")
+            .arg(&self.rules)
+            .arg("--input")
+            .arg(&self.input)
+            .arg("--output")
+            .arg(&self.output);
+        if let Some(c) = &self.customers {
+            cmd.arg("--customers").arg(c);
+        }
+        if let Some(s) = &self.state {
+            cmd.arg("--state").arg(s);
+        }
+        if let Some(n) = self.every {
+            cmd.arg("--checkpoint-every").arg(n.to_string());
+        }
+        cmd
+    }
+
+    /// Runs to the end.
+    fn run(&self) -> Out {
+        let out = self.command().stdin(Stdio::null()).output().unwrap();
+        Out::from(out)
+    }
+
+    /// The decisions file's bytes (none if absent).
+    fn output_bytes(&self) -> Vec<u8> {
+        bytes(&self.output)
+    }
+
+    /// The rejects file's bytes (none if absent).
+    fn rejects_bytes(&self) -> Vec<u8> {
+        bytes(&self.rejects())
+    }
+}
+
+/// What a finished process wrote and how it ended.
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<std::process::Output> for Out {
+    fn from(o: std::process::Output) -> Out {
+        Out {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Out {
+    /// Asserts the exit status, printing stderr otherwise.
+    #[track_caller]
+    fn expect_code(&self, code: i32, what: &str) -> &Out {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{what}: exit status\n--- stderr:\n{}\n--- stdout:\n{}",
+            self.stderr,
+            self.stdout
+        );
+        self
+    }
+
+    /// The counts of `N events read: N decided, N rejected, N duplicates; N decisions written`.
+    #[track_caller]
+    fn counts(&self) -> Counts {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains(" events read: "))
+            .unwrap_or_else(|| panic!("no summary line on stderr:\n{}", self.stderr));
+        let n: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(n.len(), 5, "summary line: {line}");
+        Counts {
+            read: n[0],
+            decided: n[1],
+            rejected: n[2],
+            duplicates: n[3],
+            written: n[4],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    read: u64,
+    decided: u64,
+    rejected: u64,
+    duplicates: u64,
+    written: u64,
+}
+
+/// A file's bytes; a missing file has none.
+fn bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+/// Every file under `dir` (relative path -> bytes), subdirectories included.
+fn dir_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &path, into);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                into.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files);
+    files
+}
+
+/// Asserts two directory listings hold the same files with the same bytes; names the
+/// files that appeared, vanished or changed.
+#[track_caller]
+fn assert_same_files(
+    what: &str,
+    before: &BTreeMap<String, Vec<u8>>,
+    after: &BTreeMap<String, Vec<u8>>,
+) {
+    if before == after {
+        return;
+    }
+    let mut s = format!("{what}: the directory changed\n");
+    for (name, b) in before {
+        match after.get(name) {
+            None => {
+                let _ = writeln!(s, "  removed: {name} ({} bytes)", b.len());
+            }
+            Some(a) if a != b => {
+                let _ = writeln!(s, "  changed: {name} ({} -> {} bytes)", b.len(), a.len());
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, a) in after {
+        if !before.contains_key(name) {
+            let _ = writeln!(s, "  created: {name} ({} bytes)", a.len());
+        }
+    }
+    panic!("{s}");
+}
+
+/// Asserts two files' bytes are equal; on a difference prints the lengths and the first
+/// line that differs (not the whole files, which may be megabytes).
+#[track_caller]
+fn assert_same_bytes(what: &str, expected: &[u8], actual: &[u8]) {
+    if expected == actual {
+        return;
+    }
+    let e = String::from_utf8_lossy(expected);
+    let a = String::from_utf8_lossy(actual);
+    let (el, al): (Vec<&str>, Vec<&str>) = (e.lines().collect(), a.lines().collect());
+    let i = el
+        .iter()
+        .zip(&al)
+        .position(|(x, y)| x != y)
+        .unwrap_or(el.len().min(al.len()));
+    panic!(
+        "{what}: bytes differ ({} vs {} bytes, {} vs {} lines); first difference at line {}\n\
+         --- expected: {}\n--- actual:   {}",
+        expected.len(),
+        actual.len(),
+        el.len(),
+        al.len(),
+        i + 1,
+        el.get(i).unwrap_or(&"<end of file>"),
+        al.get(i).unwrap_or(&"<end of file>"),
+    );
+}
+
+/// The first place two JSON values differ, as a path and both sides, if any.
+fn json_difference(path: &str, e: &Value, a: &Value) -> Option<String> {
+    match (e, a) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                let p = format!("{path}.{k}");
+                match (x.get(k), y.get(k)) {
+                    (Some(xv), Some(yv)) => {
+                        if let Some(d) = json_difference(&p, xv, yv) {
+                            return Some(d);
+                        }
+                    }
+                    (xv, yv) => return Some(format!("{p}: {xv:?} vs {yv:?}")),
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for (i, (xv, yv)) in x.iter().zip(y).enumerate() {
+                if let Some(d) = json_difference(&format!("{path}[{i}]"), xv, yv) {
+                    return Some(d);
+                }
+            }
+            (x.len() != y.len()).then(|| format!("{path}: {} vs {} items", x.len(), y.len()))
+        }
+        _ => (e != a).then(|| format!("{path}: {e} vs {a}")),
+    }
+}
+
+#[track_caller]
+fn assert_same_json(what: &str, expected: &Value, actual: &Value) {
+    if let Some(d) = json_difference("$", expected, actual) {
+        panic!("{what}: JSON differs first at {d}");
+    }
+}
+
+/// `promo state inspect --state DIR [extra...]`.
+fn inspect(state: &Path, extra: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["state", "inspect", "--state"])
+        .arg(state)
+        .args(extra)
+        .output()
+        .unwrap();
+    Out::from(out)
+}
+
+/// `promo state inspect --state DIR --json [extra...]`, parsed.
+#[track_caller]
+fn inspect_json(state: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let out = inspect(state, &args);
+    out.expect_code(0, "state inspect --json");
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("inspect --json is not JSON ({e}):\n{}", out.stdout))
+}
+
+/// The document without its `runs`, and the runs' records (values) in key order.
+fn split_runs(mut doc: Value) -> (Value, Vec<Value>) {
+    let runs = doc.as_object_mut().unwrap().remove("runs").unwrap();
+    let records = runs.as_object().unwrap().values().cloned().collect();
+    (doc, records)
+}
+
+/// Writes a generated stream (JSONL) and its customer snapshot into `dir`.
+fn generated(dir: &Dir, seed: u64, events: usize, customers: usize) -> (PathBuf, PathBuf) {
+    let jsonl = dir.path().join("events.jsonl");
+    let snapshot = dir.path().join("customers.jsonl");
+    let cfg = GenConfig {
+        seed,
+        events,
+        customers,
+    };
+    gen::generate_files(&cfg, &jsonl, &snapshot, None).unwrap();
+    (jsonl, snapshot)
+}
+
+/// SplitMix64, for kill delays that are the same on every run of the test.
+struct Prng(u64);
+
+impl Prng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// `micros * per_mille / 1000` as a duration (integer arithmetic only).
+fn fraction(micros: u64, per_mille: u64) -> Duration {
+    Duration::from_micros(micros * per_mille / 1000)
+}
+
+/// A spawned run's end: killed by us (`None`) or finished on its own.
+fn kill_after(cmd: &mut Command, delay: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let finished = child.try_wait().unwrap();
+    if finished.is_none() {
+        // SIGKILL on Unix: no handler, no flush, no checkpoint.
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    // A run that exited between `try_wait` and the kill has an exit code; a killed one
+    // has none.
+    (status.code().map(|_| status), stderr)
+}
+
+/// Renames the customer fact `bill_payments` to `bill_payment_count` in a copy of the
+/// shipped rules (manifest and rule files; `prior_bill_payments`, the snapshot column, is
+/// left alone).
+fn rename_bill_payments(rules: &Path) {
+    let mut files = vec![rules.join("ruleset.yaml")];
+    for entry in std::fs::read_dir(rules.join("promotions")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let mut renamed = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("bill_payments") {
+            let before = rest[..i].chars().next_back();
+            out.push_str(&rest[..i]);
+            if before.is_some_and(|c| c == '_' || c.is_ascii_alphanumeric()) {
+                out.push_str("bill_payments");
+            } else {
+                out.push_str("bill_payment_count");
+                renamed += 1;
+            }
+            rest = &rest[i + "bill_payments".len()..];
+        }
+        out.push_str(rest);
+        std::fs::write(&f, out).unwrap();
+    }
+    assert!(
+        renamed >= 3,
+        "expected the fact in ruleset.yaml and two rules, renamed {renamed}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Crashes
+
+/// How one attempt at crashing run B went.
+struct Crashes {
+    kills: usize,
+    /// Reruns whose stderr said they resumed after committed input.
+    resumed: usize,
+    log: Vec<String>,
+}
+
+/// Runs `b` from a fresh state, killing it with SIGKILL after a random
+/// `(50 + below(spread))` per mille of `wall` until `want` kills landed while it ran.
+/// `None` if it finished on its own first (the caller starts over with smaller delays).
+fn crash_repeatedly(
+    b: &Eval,
+    rng: &mut Prng,
+    wall: Duration,
+    spread: u64,
+    want: usize,
+) -> Option<Crashes> {
+    let state = b.state.clone().unwrap();
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_file(&b.output);
+    let _ = std::fs::remove_file(b.rejects());
+    let wall_us = u64::try_from(wall.as_micros()).unwrap();
+    let mut c = Crashes {
+        kills: 0,
+        resumed: 0,
+        log: Vec::new(),
+    };
+    while c.kills < want {
+        let per_mille = 50 + rng.below(spread);
+        let delay = fraction(wall_us, per_mille);
+        let (finished, stderr) = kill_after(&mut b.command(), delay);
+        let resumed = stderr.contains("resuming after");
+        c.resumed += usize::from(resumed);
+        if let Some(status) = finished {
+            c.log.push(format!(
+                "run finished on its own ({status}) before the kill after {delay:?}"
+            ));
+            eprintln!("{}", c.log.join("\n"));
+            return None;
+        }
+        // A kill that lands after the run committed its end (while it closes the state)
+        // leaves a completed run: its rerun would be a rerun of a finished run, not a
+        // resume. That is covered by `rerun_appends_nothing_to_the_rejects_file`; here it
+        // counts as finishing first.
+        let view = inspect(&state, &["--json"]);
+        let complete = view.code == Some(0)
+            && serde_json::from_str::<Value>(&view.stdout).unwrap()["runs"]
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|r| r["complete"] == json!(true));
+        if complete {
+            c.log.push(format!(
+                "the kill after {delay:?} landed after the run committed its end"
+            ));
+            eprintln!("{}", c.log.join("\n"));
+            return None;
+        }
+        c.kills += 1;
+        c.log.push(format!(
+            "kill {} after {delay:?} ({per_mille} per mille of {wall:?}){}",
+            c.kills,
+            if resumed { ", had resumed" } else { "" }
+        ));
+    }
+    Some(c)
+}
+
+#[test]
+fn crash_and_resume_is_byte_identical() {
+    let d = Dir::new("state-crash");
+    let (events, snapshot) = generated(&d, 7, 20_000, 500);
+
+    // A: uninterrupted.
+    let a = Eval::new(&events, &d.path().join("a.jsonl"))
+        .customers(&snapshot)
+        .state(&d.path().join("SA"))
+        .every(500);
+    let started = Instant::now();
+    let run_a = a.run();
+    let wall = started.elapsed();
+    run_a.expect_code(3, "uninterrupted run A");
+    assert!(a.output_bytes().len() > 100_000, "{}", run_a.stderr);
+
+    // B: killed at least five times, rerun after each kill, then left to finish. If a
+    // run outpaces the kills and finishes first, B starts over with earlier kills (the
+    // upper end of the 5%-35% range halved), never with fewer.
+    let b = Eval::new(&events, &d.path().join("b.jsonl"))
+        .customers(&snapshot)
+        .state(&d.path().join("SB"))
+        .every(500);
+    let mut rng = Prng(0x5EED_C4A5_0000_0007);
+    let mut spread = 300;
+    let crashes = loop {
+        if let Some(c) = crash_repeatedly(&b, &mut rng, wall, spread, 5) {
+            break c;
+        }
+        assert!(
+            spread > 20,
+            "B kept finishing before five kills landed (A took {wall:?})"
+        );
+        spread /= 2;
+    };
+    let last = b.run();
+    last.expect_code(3, "the last rerun of B");
+    assert!(
+        last.stderr.contains("resuming after"),
+        "the last rerun should resume\n{}\n--- kills:\n{}",
+        last.stderr,
+        crashes.log.join("\n")
+    );
+    assert!(crashes.kills >= 5, "{}", crashes.log.join("\n"));
+    assert!(
+        crashes.resumed >= 2,
+        "killed reruns should have resumed from a checkpoint\n{}",
+        crashes.log.join("\n")
+    );
+    eprintln!(
+        "crash_and_resume: A took {wall:?}; {} kills, {} resumed reruns\n{}",
+        crashes.kills,
+        crashes.resumed,
+        crashes.log.join("\n")
+    );
+
+    assert_same_bytes("decisions of B vs A", &a.output_bytes(), &b.output_bytes());
+    assert_same_bytes("rejects of B vs A", &a.rejects_bytes(), &b.rejects_bytes());
+    eqnice(run_a.counts(), last.counts());
+
+    let (state_a, runs_a) = split_runs(inspect_json(a.state.as_ref().unwrap(), &[]));
+    let (state_b, runs_b) = split_runs(inspect_json(b.state.as_ref().unwrap(), &[]));
+    assert_same_json("state B vs state A (without runs)", &state_a, &state_b);
+    assert_eq!(runs_a.len(), 1, "{runs_a:?}");
+    assert_same_json("run record B vs A", &runs_a[0], &runs_b[0]);
+    assert_eq!(runs_b.len(), 1, "{runs_b:?}");
+    let record = &runs_a[0];
+    assert_eq!(record["complete"], json!(true), "{record}");
+    assert_eq!(record["consumed"], json!(20_000), "{record}");
+    assert_eq!(
+        record["output_bytes"],
+        json!(a.output_bytes().len()),
+        "{record}"
+    );
+    assert_eq!(
+        record["rejects_bytes"],
+        json!(a.rejects_bytes().len()),
+        "{record}"
+    );
+}
+
+/// Ctrl-C (SIGINT, sent with `kill -INT`) stops the run at its next checkpoint with exit
+/// status 130; the rerun resumes and ends with the bytes of an uninterrupted run.
+#[test]
+#[cfg(unix)]
+fn ctrl_c_stops_at_a_checkpoint_with_130_and_the_rerun_resumes() {
+    let d = Dir::new("state-ctrl-c");
+    let (events, snapshot) = generated(&d, 17, 20_000, 500);
+    let plain = Eval::new(&events, &d.path().join("plain.jsonl")).customers(&snapshot);
+    let started = Instant::now();
+    plain.run().expect_code(3, "run without state");
+    let wall_us = u64::try_from(started.elapsed().as_micros()).unwrap();
+
+    let s = Eval::new(&events, &d.path().join("s.jsonl"))
+        .customers(&snapshot)
+        .state(&d.path().join("S"))
+        .every(500);
+    // SIGINT at 30% of the time of a run without state, or earlier if the run finishes
+    // first, or later if it arrives before the handler is installed.
+    let mut interrupted = None;
+    for per_mille in [300, 150, 450, 75, 600, 40] {
+        let _ = std::fs::remove_dir_all(s.state.as_ref().unwrap());
+        let mut child = s
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(fraction(wall_us, per_mille));
+        if child.try_wait().unwrap().is_none() {
+            let sent = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+        }
+        let out = Out::from(child.wait_with_output().unwrap());
+        if out.code == Some(130) {
+            interrupted = Some(out);
+            break;
+        }
+    }
+    let out =
+        interrupted.expect("no SIGINT landed while the run was between its handler and its end");
+    assert!(
+        out.stderr.contains("interrupted"),
+        "the interrupted run says so\n{}",
+        out.stderr
+    );
+    let view = inspect_json(s.state.as_ref().unwrap(), &[]);
+    let record = view["runs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(record["complete"], json!(false), "{record}");
+    let consumed = record["consumed"].as_u64().unwrap();
+    assert!(
+        consumed > 0 && consumed < 20_000 && consumed.is_multiple_of(500),
+        "{record}"
+    );
+
+    let rerun = s.run();
+    rerun.expect_code(3, "rerun after Ctrl-C");
+    assert!(
+        rerun
+            .stderr
+            .contains(&format!("resuming after {consumed} input lines")),
+        "{}",
+        rerun.stderr
+    );
+    assert_same_bytes(
+        "decisions after Ctrl-C and rerun",
+        &plain.output_bytes(),
+        &s.output_bytes(),
+    );
+    assert_same_bytes(
+        "rejects after Ctrl-C and rerun",
+        &plain.rejects_bytes(),
+        &s.rejects_bytes(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Several runs, one state
+
+/// The rejects file's records with `line` moved by `offset`.
+fn shifted_rejects(bytes: &[u8], offset: u64) -> Vec<Value> {
+    std::str::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let line = v["line"].as_u64().unwrap();
+            v["line"] = json!(line + offset);
+            v
+        })
+        .collect()
+}
+
+/// The decisions of a JSONL decisions file.
+fn decisions(bytes: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn day_split_equals_one_run() {
+    let d = Dir::new("state-split");
+    let (events, snapshot) = generated(&d, 13, 6_000, 300);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let day1 = d.write("day1.jsonl", &format!("{}\n", lines[..half].join("\n")));
+    let day2 = d.write("day2.jsonl", &format!("{}\n", lines[half..].join("\n")));
+
+    let whole = Eval::new(&events, &d.path().join("whole.jsonl")).customers(&snapshot);
+    whole
+        .run()
+        .expect_code(3, "in-memory run over the whole stream");
+    let state = d.path().join("S");
+    // Both days name the snapshot: customers the state already knows keep their facts.
+    let one = Eval::new(&day1, &d.path().join("day1.out.jsonl"))
+        .customers(&snapshot)
+        .state(&state);
+    let two = Eval::new(&day2, &d.path().join("day2.out.jsonl"))
+        .customers(&snapshot)
+        .state(&state);
+    let r1 = one.run();
+    r1.expect_code(3, "day one");
+    let r2 = two.run();
+    r2.expect_code(3, "day two");
+    assert!(!r2.stderr.contains("resuming"), "{}", r2.stderr);
+
+    let mut joined = one.output_bytes();
+    joined.extend(two.output_bytes());
+    assert_same_bytes(
+        "day one + day two vs one run",
+        &whole.output_bytes(),
+        &joined,
+    );
+    let mut rejects = shifted_rejects(&one.rejects_bytes(), 0);
+    rejects.extend(shifted_rejects(&two.rejects_bytes(), half as u64));
+    eqnice(shifted_rejects(&whole.rejects_bytes(), 0), rejects);
+
+    // Once-per-customer rewards granted on day one are not granted again on day two.
+    let d1 = decisions(&one.output_bytes());
+    let d2 = decisions(&two.output_bytes());
+    for (counter, rules) in [
+        ("reward-1", &["bill-first-time", "bill-returning"][..]),
+        ("reward-2", &["autopay-first-activation"][..]),
+    ] {
+        let granted = |ds: &[Value]| -> Vec<String> {
+            ds.iter()
+                .filter(|x| {
+                    x["decision"] == "grant" && rules.contains(&x["rule"].as_str().unwrap())
+                })
+                .map(|x| x["customer"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (g1, g2) = (granted(&d1), granted(&d2));
+        assert!(
+            !g1.is_empty() && !g2.is_empty(),
+            "{counter}: grants on both days"
+        );
+        let again: Vec<&String> = g2.iter().filter(|c| g1.contains(c)).collect();
+        assert!(
+            again.is_empty(),
+            "{counter} granted again on day two to {again:?}"
+        );
+    }
+    // Coupons granted on day one are spent on day two.
+    let day1_coupons: Vec<&str> = d1
+        .iter()
+        .filter_map(|x| x["coupons"].as_array())
+        .flatten()
+        .map(|c| c["coupon_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        d2.iter().any(|x| x["decision"] == "accept_coupon"
+            && day1_coupons.contains(&x["coupon_id"].as_str().unwrap())),
+        "no coupon of day one was accepted on day two"
+    );
+
+    // By hand: c1's first bill payment earns the HK$80 coupon on day one; on day two a
+    // replay of that payment is a duplicate, a payment spends the coupon without a new
+    // reward, and a second use of it is refused.
+    let h = Dir::new("state-split-hand");
+    let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
+    let b1b = bill("b1b", "2019-12-21T10:00:00+08:00", "c1");
+    let c = coupon_id(&b1, "bill-first-time", 1);
+    let b2 = bill("b2", "2020-01-06T10:00:00+08:00", "c1").set("coupons", json!([c]));
+    let b3 = bill("b3", "2020-01-07T10:00:00+08:00", "c1").set("coupons", json!([c]));
+    let file1 = h.write_jsonl("one.jsonl", &[b1.clone(), b1b.clone()]);
+    let file2 = h.write_jsonl("two.jsonl", &[b1.clone(), b2.clone(), b3.clone()]);
+    let both = h.write_jsonl(
+        "both.jsonl",
+        &[b1.clone(), b1b, b1.clone(), b2.clone(), b3.clone()],
+    );
+    let state = h.path().join("S");
+    let one = Eval::new(&file1, &h.path().join("one.out.jsonl")).state(&state);
+    let two = Eval::new(&file2, &h.path().join("two.out.jsonl")).state(&state);
+    let all = Eval::new(&both, &h.path().join("both.out.jsonl"));
+    one.run().expect_code(0, "hand-written day one");
+    let r2 = two.run();
+    r2.expect_code(0, "hand-written day two");
+    all.run().expect_code(0, "hand-written, one run");
+    eqnice(
+        vec![first_time(&b1, "2019-12-24", "2020-03-22")],
+        decisions(&one.output_bytes()),
+    );
+    eqnice(
+        vec![
+            accept_coupon(&b2, &c),
+            reject_coupon(&b3, &c, "coupon_already_used"),
+        ],
+        decisions(&two.output_bytes()),
+    );
+    eqnice(
+        Counts {
+            read: 3,
+            decided: 2,
+            rejected: 0,
+            duplicates: 1,
+            written: 2,
+        },
+        r2.counts(),
+    );
+    let mut joined = one.output_bytes();
+    joined.extend(two.output_bytes());
+    assert_same_bytes(
+        "hand-written: two runs vs one",
+        &all.output_bytes(),
+        &joined,
+    );
+}
+
+#[test]
+fn rerun_is_all_duplicates_and_output_unchanged() {
+    let d = Dir::new("state-rerun");
+    let (events, snapshot) = generated(&d, 23, 3_000, 300);
+    let e = Eval::new(&events, &d.path().join("out.jsonl"))
+        .customers(&snapshot)
+        .state(&d.path().join("S"));
+    let first = e.run();
+    first.expect_code(3, "first run");
+    let output = e.output_bytes();
+    assert!(!output.is_empty());
+    let c1 = first.counts();
+
+    let again = e.run();
+    again.expect_code(3, "the same command again");
+    assert_same_bytes("decisions after the rerun", &output, &e.output_bytes());
+    assert!(
+        again.stderr.contains("nothing new"),
+        "the rerun says nothing is new\n{}",
+        again.stderr
+    );
+    assert!(!again.stderr.contains("resuming"), "{}", again.stderr);
+    eqnice(
+        Counts {
+            read: c1.read,
+            decided: 0,
+            rejected: c1.rejected,
+            duplicates: c1.decided + c1.duplicates,
+            written: 0,
+        },
+        again.counts(),
+    );
+    let view = inspect_json(e.state.as_ref().unwrap(), &[]);
+    assert_eq!(
+        view["decided_events"],
+        json!(c1.decided),
+        "{}",
+        view["decided_events"]
+    );
+}
+
+/// The spec: rerunning a completed run "appends only what is new (for the same input:
+/// nothing)". The rejects file is an output of the run too. The same bug breaks "after
+/// any kill, rerunning produces exactly the bytes an uninterrupted run would" when the
+/// kill lands after the final commit, while the run closes the state (a window of some
+/// 10-20 ms in a debug build): the rerun then doubles the rejects file.
+#[test]
+fn rerun_appends_nothing_to_the_rejects_file() {
+    let d = Dir::new("state-rerun-rejects");
+    let (events, snapshot) = generated(&d, 23, 3_000, 300);
+    let e = Eval::new(&events, &d.path().join("out.jsonl"))
+        .customers(&snapshot)
+        .state(&d.path().join("S"));
+    e.run().expect_code(3, "first run");
+    let rejects = e.rejects_bytes();
+    assert!(!rejects.is_empty());
+    e.run().expect_code(3, "the same command again");
+    assert_same_bytes("rejects after the rerun", &rejects, &e.rejects_bytes());
+}
+
+// ---------------------------------------------------------------------------------------
+// Directories that are not a usable state
+
+#[test]
+fn foreign_corrupt_and_incompatible_states_are_refused_untouched() {
+    let d = Dir::new("state-refused");
+    let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
+    let events = d.write_jsonl("events.jsonl", &[b1]);
+
+    let refuse = |name: &str, rules: &Path, state: &Path, message: &str| {
+        let before = dir_files(state);
+        let output = d.path().join(format!("{name}.out.jsonl"));
+        let run = Eval::new(&events, &output).rules(rules).state(state).run();
+        run.expect_code(2, name);
+        assert!(
+            run.stderr.contains(message),
+            "{name}: expected `{message}` on stderr\n{}",
+            run.stderr
+        );
+        assert_same_files(name, &before, &dir_files(state));
+        assert!(
+            !output.exists(),
+            "{name}: refused, yet wrote {}",
+            output.display()
+        );
+        run
+    };
+
+    // A directory of other files and no database.
+    let foreign = d.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("sub")).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "my notes\n").unwrap();
+    std::fs::write(foreign.join("sub/data.csv"), "a,b\n1,2\n").unwrap();
+    refuse(
+        "foreign",
+        &shipped_rules(),
+        &foreign,
+        "not a promo state directory",
+    );
+
+    // A database file that is not SQLite.
+    let corrupt = d.path().join("corrupt");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(corrupt.join("promo-state.db"), garbage).unwrap();
+    refuse(
+        "corrupt",
+        &shipped_rules(),
+        &corrupt,
+        "not a readable promo state",
+    );
+
+    // A state of the shipped rules, then the same rules with `bill_payments` renamed.
+    let state = d.path().join("state");
+    Eval::new(&events, &d.path().join("shipped.out.jsonl"))
+        .state(&state)
+        .run()
+        .expect_code(0, "a state with the shipped rules");
+    let renamed = d.copy_rules();
+    rename_bill_payments(&renamed);
+    // The renamed copy is a valid ruleset on its own.
+    Eval::new(&events, &d.path().join("renamed.out.jsonl"))
+        .rules(&renamed)
+        .state(&d.path().join("fresh"))
+        .run()
+        .expect_code(0, "the renamed rules with a fresh state");
+    let run = refuse("incompatible", &renamed, &state, "incompatible ruleset");
+    assert!(
+        run.stderr.contains("bill_payments"),
+        "names the fact\n{}",
+        run.stderr
+    );
+    // And the state still works with the rules that wrote it.
+    let again = Eval::new(&events, &d.path().join("shipped.out.jsonl"))
+        .state(&state)
+        .run();
+    again.expect_code(0, "the shipped rules again");
+    assert!(again.stderr.contains("nothing new"), "{}", again.stderr);
+}
+
+/// A state left by a kill holds its last commits in the SQLite write-ahead log. Refusing
+/// it must not touch it either. The `-shm` file is SQLite's shared-memory index of the log,
+/// rebuilt by any reader: it holds no state, so only the database and the log must stay.
+#[test]
+fn a_refused_run_leaves_a_killed_state_untouched() {
+    let d = Dir::new("state-refused-killed");
+    let (events, snapshot) = generated(&d, 29, 20_000, 500);
+    let state = d.path().join("S");
+    let e = Eval::new(&events, &d.path().join("out.jsonl"))
+        .customers(&snapshot)
+        .state(&state)
+        .every(200);
+    let wal = state.join("promo-state.db-wal");
+    let mut killed = false;
+    for ms in [300, 150, 600, 80, 1000] {
+        let _ = std::fs::remove_dir_all(&state);
+        let (finished, _) = kill_after(&mut e.command(), Duration::from_millis(ms));
+        if finished.is_none() && bytes(&wal).len() > 4096 {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "could not kill a run after a commit");
+    let renamed = d.copy_rules();
+    rename_bill_payments(&renamed);
+    let without_index = |mut files: BTreeMap<String, Vec<u8>>| {
+        files.remove("promo-state.db-shm");
+        files
+    };
+    let before = without_index(dir_files(&state));
+    let run = Eval::new(&events, &d.path().join("other.jsonl"))
+        .rules(&renamed)
+        .state(&state)
+        .run();
+    run.expect_code(2, "incompatible rules over a killed state");
+    assert_same_files(
+        "a killed state refused",
+        &before,
+        &without_index(dir_files(&state)),
+    );
+}
+
+/// The spec: "after any kill, rerunning produces exactly the bytes an uninterrupted run
+/// would". A kill while the state database is being created (before its tables and meta
+/// rows are committed) must not leave a directory every rerun refuses.
+#[test]
+fn a_kill_while_the_state_is_created_leaves_it_usable() {
+    let d = Dir::new("state-kill-create");
+    let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
+    let events = d.write_jsonl("events.jsonl", &[b1]);
+    let reference = Eval::new(&events, &d.path().join("ref.jsonl"));
+    reference.run().expect_code(0, "reference");
+    let state = d.path().join("S");
+    let e = Eval::new(&events, &d.path().join("out.jsonl")).state(&state);
+    // Kill at every 250 µs of the first 60 ms of a run: some kill lands in the creation.
+    for step in 0..240u64 {
+        let _ = std::fs::remove_dir_all(&state);
+        let delay = Duration::from_micros(step * 250);
+        let (finished, _) = kill_after(&mut e.command(), delay);
+        if finished.is_some() {
+            continue;
+        }
+        let files: Vec<String> = if state.is_dir() {
+            dir_files(&state).into_keys().collect()
+        } else {
+            Vec::new()
+        };
+        let rerun = e.run();
+        assert_eq!(
+            rerun.code,
+            Some(0),
+            "killed after {delay:?} leaving {files:?}; the rerun failed:\n{}",
+            rerun.stderr
+        );
+        assert_same_bytes(
+            "rerun after an early kill",
+            &reference.output_bytes(),
+            &e.output_bytes(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// inspect, and eval without state
+
+#[test]
+fn inspect_shows_a_customer_a_wallet_and_a_coupon() {
+    let d = Dir::new("state-inspect");
+    let state = d.path().join("S");
+    let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
+    let c = coupon_id(&b1, "bill-first-time", 1);
+    let w = wallet("c1");
+    let one = d.write_jsonl("one.jsonl", std::slice::from_ref(&b1));
+    let r1 = Eval::new(&one, &d.path().join("one.out.jsonl"))
+        .state(&state)
+        .run();
+    r1.expect_code(0, "the first payment");
+
+    let view = inspect_json(&state, &["--wallet", &w]);
+    let coupon = &view["coupons"][&c];
+    assert_eq!(coupon["status"], json!("unused"), "{view:#}");
+    assert_eq!(coupon["wallet"], json!(w), "{view:#}");
+    assert_eq!(coupon["credit_by"], json!("2019-12-24"), "{view:#}");
+    assert_eq!(coupon["valid_until"], json!("2020-03-22"), "{view:#}");
+    assert_eq!(coupon["usable_for"], json!(["bill_payment"]), "{view:#}");
+    assert_eq!(view["coupons"].as_object().unwrap().len(), 1, "{view:#}");
+    let text = inspect(&state, &["--wallet", &w]);
+    text.expect_code(0, "inspect --wallet (text)");
+    assert!(
+        text.stdout.contains(&c) && text.stdout.contains("unused"),
+        "{}",
+        text.stdout
+    );
+
+    // The second payment spends the coupon.
+    let b2 = bill("b2", "2020-01-06T10:00:00+08:00", "c1").set("coupons", json!([c]));
+    let two = d.write_jsonl("two.jsonl", std::slice::from_ref(&b2));
+    let r2 = Eval::new(&two, &d.path().join("two.out.jsonl"))
+        .state(&state)
+        .run();
+    r2.expect_code(0, "the payment with the coupon");
+    eqnice(
+        vec![accept_coupon(&b2, &c)],
+        decisions(&bytes(&d.path().join("two.out.jsonl"))),
+    );
+    let view = inspect_json(&state, &["--wallet", &w]);
+    assert_eq!(view["coupons"][&c]["status"], json!("used"), "{view:#}");
+    let view = inspect_json(&state, &["--coupon", &c]);
+    assert_eq!(view["coupons"].as_object().unwrap().len(), 1, "{view:#}");
+    assert_eq!(view["coupons"][&c]["status"], json!("used"), "{view:#}");
+    assert!(
+        view["customers"].as_object().unwrap().is_empty(),
+        "{view:#}"
+    );
+
+    // The customer: two bill payments, reward 1 counted once.
+    let view = inspect_json(&state, &["--customer", "c1"]);
+    eqnice(
+        json!({"bill_payments": "2"}),
+        view["customers"]["c1"].clone(),
+    );
+    assert!(view["coupons"].as_object().unwrap().is_empty(), "{view:#}");
+    let reward = view["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["counter"] == "reward-1")
+        .unwrap_or_else(|| panic!("no reward-1 counter: {view:#}"));
+    assert_eq!(
+        (reward["owner"].clone(), reward["grants"].clone()),
+        (json!("c1"), json!(1)),
+        "{view:#}"
+    );
+    let text = inspect(&state, &["--customer", "c1"]);
+    text.expect_code(0, "inspect --customer (text)");
+    assert!(text.stdout.contains("bill_payments=2"), "{}", text.stdout);
+
+    let text = inspect(&state, &["--coupon", &c]);
+    text.expect_code(0, "inspect --coupon (text)");
+    assert!(
+        text.stdout.contains(&c) && text.stdout.contains("used"),
+        "{}",
+        text.stdout
+    );
+
+    // Everything: two runs, two decided events; the same document every time.
+    let all = inspect_json(&state, &[]);
+    assert_eq!(all["decided_events"], json!(2), "{all:#}");
+    assert_eq!(all["runs"].as_object().unwrap().len(), 2, "{all:#}");
+    eqnice(all, inspect_json(&state, &[]));
+    let text = inspect(&state, &[]);
+    text.expect_code(0, "inspect (text)");
+    assert!(text.stdout.contains("1 used"), "{}", text.stdout);
+
+    // Something the state does not know.
+    let unknown = inspect(&state, &["--customer", "nobody"]);
+    assert_ne!(unknown.code, Some(0), "{}", unknown.stdout);
+}
+
+#[test]
+fn without_state_eval_is_unchanged() {
+    let d = Dir::new("state-none");
+    let (events, snapshot) = generated(&d, 31, 4_000, 300);
+    let plain = Eval::new(&events, &d.path().join("plain.jsonl")).customers(&snapshot);
+    let stateful = Eval::new(&events, &d.path().join("stateful.jsonl"))
+        .customers(&snapshot)
+        .state(&d.path().join("S"));
+    let entries = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let p = plain.run();
+    p.expect_code(3, "without --state");
+    // Without --state nothing but the two outputs is written.
+    eqnice(
+        vec![
+            "customers.jsonl",
+            "events.jsonl",
+            "plain.jsonl",
+            "plain.jsonl.rejects.jsonl",
+        ],
+        entries(d.path()).iter().map(String::as_str).collect(),
+    );
+    let s = stateful.run();
+    s.expect_code(3, "with a fresh --state");
+    assert!(plain.output_bytes().len() > 10_000, "{}", p.stderr);
+    assert_same_bytes(
+        "decisions with vs without state",
+        &plain.output_bytes(),
+        &stateful.output_bytes(),
+    );
+    assert_same_bytes(
+        "rejects with vs without state",
+        &plain.rejects_bytes(),
+        &stateful.rejects_bytes(),
+    );
+    eqnice(p.counts(), s.counts());
+}
