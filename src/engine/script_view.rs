@@ -41,7 +41,7 @@ pub fn event_map(ev: &Event<'_>, date: NaiveDate) -> Map {
     m.insert("id".into(), text(&ev.id));
     m.insert("type".into(), text(&ev.kind));
     m.insert("at".into(), text(&ev.at.to_rfc3339()));
-    m.insert("date".into(), text(&date.format("%Y-%m-%d").to_string()));
+    m.insert("date".into(), text(&date.to_string()));
     m.insert("customer".into(), text(&ev.customer));
     m.insert("wallet".into(), text(&ev.wallet));
     for (k, v) in [
@@ -97,7 +97,7 @@ pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -
                     _ => Dynamic::UNIT,
                 },
                 FactValue::Int(i) => i.into(),
-                FactValue::Date(d) => text(&d.format("%Y-%m-%d").to_string()),
+                FactValue::Date(d) => text(&d.to_string()),
                 FactValue::Bool(b) => b.into(),
                 FactValue::Decimal(d) => Dynamic::from(d),
             };

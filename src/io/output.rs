@@ -26,7 +26,7 @@ impl Serialize for MoneyText {
 struct DateText(chrono::NaiveDate);
 impl Serialize for DateText {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0.format("%Y-%m-%d"))
+        s.collect_str(&self.0)
     }
 }
 
@@ -160,12 +160,8 @@ impl<W: Write> DecisionWriter<W> {
                     join(&|c| c.face_value.to_string()),
                     join(&|c| c.min_spend.to_string()),
                     join(&|c| ruleset.channel_names(c.usable_for).join("|")),
-                    join(&|c| c.credit_by.format("%Y-%m-%d").to_string()),
-                    join(&|c| {
-                        c.valid_until
-                            .map(|v| v.format("%Y-%m-%d").to_string())
-                            .unwrap_or_default()
-                    }),
+                    join(&|c| c.credit_by.to_string()),
+                    join(&|c| c.valid_until.map(|v| v.to_string()).unwrap_or_default()),
                 ];
                 let mut w = csv::WriterBuilder::new()
                     .has_headers(false)

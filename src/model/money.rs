@@ -19,11 +19,18 @@ impl Money {
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Commercial rounding to cents; `{:.2}` alone would truncate.
-        let cents = self
-            .0
-            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-        write!(f, "{cents:.2}")
+        // Commercial rounding to cents, then whole units and cents as integers: a decision
+        // line prints several amounts, and Decimal's own formatting is the slow part of it.
+        let d = if self.0.scale() > 2 {
+            self.0
+                .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+        } else {
+            self.0
+        };
+        let cents = d.mantissa() * 10_i128.pow(2 - d.scale().min(2));
+        let sign = if cents < 0 { "-" } else { "" };
+        let cents = cents.unsigned_abs();
+        write!(f, "{sign}{}.{:02}", cents / 100, cents % 100)
     }
 }
 
@@ -44,6 +51,9 @@ mod tests {
             ("0.5", "0.50"),
             ("1234.50", "1234.50"),
             ("51.999", "52.00"),
+            ("-1.5", "-1.50"),
+            ("-0.004", "0.00"),
+            ("0.125", "0.13"),
         ] {
             let m = Money::parse(text).unwrap();
             assert_eq!(m.to_string(), shown);

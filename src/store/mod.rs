@@ -94,7 +94,7 @@ fn encode(v: FactValue) -> Option<String> {
     match v {
         FactValue::Absent => None,
         FactValue::Int(i) => Some(i.to_string()),
-        FactValue::Date(d) => Some(d.format("%Y-%m-%d").to_string()),
+        FactValue::Date(d) => Some(d.to_string()),
         FactValue::Bool(b) => Some(b.to_string()),
         FactValue::Decimal(d) => Some(d.to_string()),
     }
@@ -617,8 +617,8 @@ impl Store {
                         c.face_value.to_string(),
                         c.min_spend.to_string(),
                         ruleset.channel_names(c.usable_for).join(","),
-                        c.credit_by.format("%Y-%m-%d").to_string(),
-                        c.valid_until.map(|d| d.format("%Y-%m-%d").to_string()),
+                        c.credit_by.to_string(),
+                        c.valid_until.map(|d| d.to_string()),
                         c.used
                     ])
                     .map_err(sql)?;
