@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{evaluate, explain, Evaluation, Outcome, State};
+use crate::io::parallel::read_jsonl_parallel;
 use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
 use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
@@ -85,6 +86,8 @@ pub struct Batch<'r, W: Sink, X: Sink> {
     pub explain: ExplainMode,
     /// Checkpoints of a run that keeps state; `None` in memory.
     pub durability: Option<Durability<'r>>,
+    /// Parse JSON lines on a second thread (on by default where there is a second core).
+    pub parallel: bool,
     evaluation: Evaluation,
     /// The unit of input being handled.
     unit: u64,
@@ -149,6 +152,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             summary,
             explain: ExplainMode::Off,
             durability: None,
+            parallel: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             evaluation: Evaluation::default(),
             unit: 0,
         }
@@ -320,12 +324,15 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     /// Evaluates a JSON-lines stream.
     pub fn run_jsonl(
         &mut self,
-        input: impl BufRead,
+        input: impl BufRead + Send,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Finish> {
-        let read = read_jsonl(input, self.skip(), &mut |at, unit| {
-            self.unit(at, unit, progress)
-        })?;
+        let skip = self.skip();
+        let read = if self.parallel {
+            read_jsonl_parallel(input, skip, &mut |at, unit| self.unit(at, unit, progress))?
+        } else {
+            read_jsonl(input, skip, &mut |at, unit| self.unit(at, unit, progress))?
+        };
         self.finish_reading(read, progress)
     }
 

@@ -188,8 +188,8 @@ pub fn run(args: &EvalArgs) -> Exit {
         },
         None => Box::new(StreamSink::new(io::stderr())),
     };
-    let (input, total): (Box<dyn io::Read>, Option<u64>) = if stdin {
-        (Box::new(io::stdin().lock()), None)
+    let (input, total): (Box<dyn io::Read + Send>, Option<u64>) = if stdin {
+        (Box::new(io::stdin()), None)
     } else {
         match File::open(&args.input) {
             Ok(f) => {
@@ -200,6 +200,10 @@ pub fn run(args: &EvalArgs) -> Exit {
         }
     };
 
+    if let Some(bytes) = total {
+        // Event lines run to about two hundred bytes.
+        state.expect_events(usize::try_from(bytes / 160).unwrap_or(0));
+    }
     let bar = progress_bar(total, args.quiet);
     let mut progress = |bytes: u64| bar.set_position(bytes);
     let mut batch = Batch::new(
@@ -210,6 +214,10 @@ pub fn run(args: &EvalArgs) -> Exit {
     );
     if args.explain {
         batch.explain = crate::batch::ExplainMode::Inline;
+    }
+    // A reader thread blocked on an interactive terminal would outlive a stop at a checkpoint.
+    if stdin {
+        batch.parallel = false;
     }
     let mut resumed_from = None;
     if let Some(store) = store.as_mut() {

@@ -4,6 +4,7 @@ pub mod event_csv;
 pub mod event_json;
 pub mod flat_json;
 pub mod output;
+pub mod parallel;
 pub mod read;
 pub mod sink;
 pub mod snapshot;

@@ -120,6 +120,8 @@ pub struct DecisionWriter<W: Write> {
     out: W,
     format: OutputFormat,
     header_written: bool,
+    /// One line at a time, written to `out` whole: serde writes many small pieces.
+    line: Vec<u8>,
 }
 
 const CSV_HEADER: &str = "event_id,rule,decision,customer,wallet,coupon_id,reason,points,coupon_ids,face_values,min_spends,usable_for,credit_by,valid_until\n";
@@ -131,6 +133,7 @@ impl<W: Write> DecisionWriter<W> {
             out,
             format,
             header_written: false,
+            line: Vec::with_capacity(1024),
         }
     }
 
@@ -138,7 +141,11 @@ impl<W: Write> DecisionWriter<W> {
     pub fn write(&mut self, ruleset: &Ruleset, ev: &Event<'_>, d: &Decision) -> io::Result<()> {
         let rule = ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str());
         match self.format {
-            OutputFormat::Jsonl => write_json_line(&mut self.out, ruleset, ev, d),
+            OutputFormat::Jsonl => {
+                self.line.clear();
+                write_json_line(&mut self.line, ruleset, ev, d)?;
+                self.out.write_all(&self.line)
+            }
             OutputFormat::Csv => {
                 if !self.header_written {
                     self.out.write_all(CSV_HEADER.as_bytes())?;
