@@ -35,10 +35,10 @@ impl Text {
         Text::Own(s.to_string())
     }
 
-    fn attach<'b>(&'b self, block: &'b str) -> Cow<'b, str> {
+    fn attach(self, block: &str) -> Cow<'_, str> {
         match self {
-            Text::Span(a, b) => Cow::Borrowed(block.get(*a..*b).unwrap_or_default()),
-            Text::Own(s) => Cow::Borrowed(s),
+            Text::Span(a, b) => Cow::Borrowed(block.get(a..b).unwrap_or_default()),
+            Text::Own(s) => Cow::Owned(s),
         }
     }
 }
@@ -81,29 +81,23 @@ impl Detached {
         }
     }
 
-    fn attach<'b>(&'b self, block: &'b str) -> Event<'b> {
-        let o = |s: &'b Option<Text>| s.as_ref().map(|t| t.attach(block));
+    /// The event again, its strings borrowed from `block` (or moved out where owned).
+    fn attach(self, block: &str) -> Event<'_> {
+        let t = |t: Text| t.attach(block);
         Event {
-            id: self.id.attach(block),
-            kind: self.kind.attach(block),
+            id: t(self.id),
+            kind: t(self.kind),
             at: self.at,
-            customer: self.customer.attach(block),
-            wallet: self.wallet.attach(block),
-            card_product: o(&self.card_product),
-            card_role: o(&self.card_role),
-            merchant: o(&self.merchant),
+            customer: t(self.customer),
+            wallet: t(self.wallet),
+            card_product: self.card_product.map(t),
+            card_role: self.card_role.map(t),
+            merchant: self.merchant.map(t),
             amount: self.amount,
-            channel: o(&self.channel),
-            coupons: self
-                .coupons
-                .as_ref()
-                .map(|c| c.iter().map(|t| t.attach(block)).collect()),
-            face_values: self.face_values.clone(),
-            extra: self
-                .extra
-                .iter()
-                .map(|(k, v)| (k.attach(block), v.clone()))
-                .collect(),
+            channel: self.channel.map(t),
+            coupons: self.coupons.map(|c| c.into_iter().map(t).collect()),
+            face_values: self.face_values,
+            extra: self.extra.into_iter().map(|(k, v)| (t(k), v)).collect(),
         }
     }
 }
@@ -237,25 +231,21 @@ pub fn read_jsonl_parallel(
         });
         let mut last = Position::default();
         for block in rx {
-            let block = block?;
-            for (at, parsed) in &block.units {
-                last = *at;
+            let Block { text, units } = block?;
+            for (at, parsed) in units {
+                last = at;
                 let unit = match parsed {
                     Parsed::Skipped => Unit::Skipped,
                     Parsed::Blank => Unit::Blank,
-                    Parsed::Bad { line, reason, raw } => Unit::Bad {
-                        line: *line,
-                        reason: reason.clone(),
-                        raw: raw.clone(),
-                    },
+                    Parsed::Bad { line, reason, raw } => Unit::Bad { line, reason, raw },
                     Parsed::Event { line, raw, event } => Unit::Event {
-                        line: *line,
-                        event: event.attach(&block.text),
-                        raw: RawText::Line(block.text.get(raw.0..raw.1).unwrap_or_default()),
+                        line,
+                        event: event.attach(&text),
+                        raw: RawText::Line(text.get(raw.0..raw.1).unwrap_or_default()),
                     },
                 };
-                if f(*at, unit)?.is_break() {
-                    return Ok((*at, true));
+                if f(at, unit)?.is_break() {
+                    return Ok((at, true));
                 }
             }
         }
