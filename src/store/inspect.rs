@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use super::{StoreError, DB_FILE};
+use super::{rows, StoreError, DB_FILE};
 
 /// A coupon as the state holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,103 +87,60 @@ pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
         Filter::Coupon(_) => false,
     };
 
-    let mut stmt = conn
-        .prepare("SELECT scope, owner, facts FROM facts ORDER BY scope, owner")
-        .map_err(corrupt)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .map_err(corrupt)?;
-    for row in rows {
-        let (scope, owner, text) = row.map_err(corrupt)?;
-        if !keep(scope, &owner) {
-            continue;
+    rows::facts(&conn, &path, &mut |row| {
+        if keep(row.scope, &row.owner) {
+            let facts: BTreeMap<String, String> =
+                serde_json::from_str(&row.facts).unwrap_or_default();
+            if row.scope == 1 {
+                view.wallets.insert(row.owner, facts);
+            } else {
+                view.customers.insert(row.owner, facts);
+            }
         }
-        let facts: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
-        if scope == 1 {
-            view.wallets.insert(owner, facts);
-        } else {
-            view.customers.insert(owner, facts);
+        Ok(())
+    })?;
+    rows::counters(&conn, &path, &mut |row| {
+        if keep(row.scope, &row.owner) || (row.scope == 2 && filter == &Filter::All) {
+            view.counters.push(CounterRow {
+                counter: row.counter,
+                per: scope_name(row.scope),
+                owner: row.owner,
+                day: (row.day != i64::from(i32::MIN)).then_some(row.day),
+                grants: row.grants,
+                coupons: row.coupons,
+                value: row.value,
+            });
         }
-    }
-
-    let mut stmt = conn
-        .prepare("SELECT counter, scope, owner, day, grants, coupons, value FROM counters ORDER BY counter, scope, owner, day")
-        .map_err(corrupt)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-            ))
-        })
-        .map_err(corrupt)?;
-    for row in rows {
-        let (counter, scope, owner, day, grants, coupons, value) = row.map_err(corrupt)?;
-        if !(keep(scope, &owner) || (scope == 2 && filter == &Filter::All)) {
-            continue;
-        }
-        view.counters.push(CounterRow {
-            counter,
-            per: scope_name(scope),
-            owner,
-            day: (day != i64::from(i32::MIN)).then_some(day),
-            grants,
-            coupons,
-            value,
-        });
-    }
-
-    let mut stmt = conn
-        .prepare("SELECT coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used FROM coupons ORDER BY coupon_id")
-        .map_err(corrupt)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
+        Ok(())
+    })?;
+    rows::coupons(&conn, &path, &mut |row| {
+        let wanted = match filter {
+            Filter::All => true,
+            Filter::Wallet(w) => row.wallet == *w,
+            Filter::Coupon(c) => row.coupon_id == *c,
+            Filter::Customer(_) => false,
+        };
+        if wanted {
+            view.coupons.insert(
+                row.coupon_id,
                 CouponRow {
-                    wallet: r.get(1)?,
-                    face_value: r.get(2)?,
-                    min_spend: r.get(3)?,
-                    usable_for: r
-                        .get::<_, String>(4)?
+                    wallet: row.wallet,
+                    face_value: row.face_value,
+                    min_spend: row.min_spend,
+                    usable_for: row
+                        .usable_for
                         .split(',')
                         .filter(|s| !s.is_empty())
                         .map(String::from)
                         .collect(),
-                    credit_by: r.get(5)?,
-                    valid_until: r.get(6)?,
-                    status: if r.get::<_, bool>(7)? {
-                        "used"
-                    } else {
-                        "unused"
-                    },
+                    credit_by: row.credit_by,
+                    valid_until: row.valid_until,
+                    status: if row.used { "used" } else { "unused" },
                 },
-            ))
-        })
-        .map_err(corrupt)?;
-    for row in rows {
-        let (id, coupon) = row.map_err(corrupt)?;
-        let wanted = match filter {
-            Filter::All => true,
-            Filter::Wallet(w) => coupon.wallet == *w,
-            Filter::Coupon(c) => id == *c,
-            Filter::Customer(_) => false,
-        };
-        if wanted {
-            view.coupons.insert(id, coupon);
+            );
         }
-    }
+        Ok(())
+    })?;
 
     if filter == &Filter::All {
         view.decided_events = conn

@@ -7,6 +7,7 @@
 //! (what `simulate` needs).
 
 pub mod inspect;
+mod rows;
 
 use std::path::{Path, PathBuf};
 
@@ -357,100 +358,53 @@ impl Store {
             path: self.path.clone(),
             detail: what,
         };
-        let mut stmt = self
-            .conn
-            .prepare("SELECT scope, owner, facts FROM facts")
-            .map_err(|e| self.corrupt(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.corrupt(e))?;
-        for row in rows {
-            let (scope, owner, text) = row.map_err(|e| self.corrupt(e))?;
+        rows::facts(&self.conn, &self.path, &mut |row| {
             let values: std::collections::BTreeMap<String, String> =
-                serde_json::from_str(&text).map_err(|e| bad(format!("facts of `{owner}`: {e}")))?;
-            let id = if scope == 1 {
-                state.wallets.intern(&owner)
+                serde_json::from_str(&row.facts)
+                    .map_err(|e| bad(format!("facts of `{}`: {e}", row.owner)))?;
+            let id = if row.scope == 1 {
+                state.wallets.intern(&row.owner)
             } else {
-                state.customers.intern(&owner)
+                state.customers.intern(&row.owner)
             };
             for (fact, value) in values {
                 let Some(f) = ruleset.facts.iter().find(|f| f.name == fact) else {
                     continue;
                 };
-                let v = decode(f.kind, &value)
-                    .ok_or_else(|| bad(format!("fact `{fact}` of `{owner}` holds `{value}`")))?;
+                let v = decode(f.kind, &value).ok_or_else(|| {
+                    bad(format!("fact `{fact}` of `{}` holds `{value}`", row.owner))
+                })?;
                 state.set_fact(f.scope, id, f.slot, v);
             }
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT counter, scope, owner, day, grants, coupons, value FROM counters")
-            .map_err(|e| self.corrupt(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })
-            .map_err(|e| self.corrupt(e))?;
-        for row in rows {
-            let (counter, scope, owner, day, grants, coupons, value) =
-                row.map_err(|e| self.corrupt(e))?;
-            let Some(ci) = ruleset.counters.iter().position(|c| *c == counter) else {
-                continue;
+            Ok(())
+        })?;
+        rows::counters(&self.conn, &self.path, &mut |row| {
+            let Some(ci) = ruleset.counters.iter().position(|c| *c == row.counter) else {
+                return Ok(());
             };
-            let (per, owner) = match scope {
-                0 => (RawScope::Customer, state.customers.intern(&owner)),
-                1 => (RawScope::Wallet, state.wallets.intern(&owner)),
+            let (per, owner) = match row.scope {
+                0 => (RawScope::Customer, state.customers.intern(&row.owner)),
+                1 => (RawScope::Wallet, state.wallets.intern(&row.owner)),
                 _ => (RawScope::All, 0),
             };
             let key = CounterKey {
                 counter: ci as u32,
                 per,
                 owner,
-                day: i32::try_from(day).unwrap_or(i32::MIN),
+                day: i32::try_from(row.day).unwrap_or(i32::MIN),
             };
             *state.tally_mut(key) = Tally {
-                grants: u64::try_from(grants).unwrap_or(0),
-                coupons: u64::try_from(coupons).unwrap_or(0),
-                value: value
+                grants: u64::try_from(row.grants).unwrap_or(0),
+                coupons: u64::try_from(row.coupons).unwrap_or(0),
+                value: row
+                    .value
                     .parse::<Decimal>()
-                    .map_err(|_| bad(format!("counter `{counter}` holds `{value}`")))?,
+                    .map_err(|_| bad(format!("counter `{}` holds `{}`", row.counter, row.value)))?,
             };
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used FROM coupons")
-            .map_err(|e| self.corrupt(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, bool>(7)?,
-                ))
-            })
-            .map_err(|e| self.corrupt(e))?;
-        for row in rows {
-            let (id, wallet, face, min, usable, credit, until, used) =
-                row.map_err(|e| self.corrupt(e))?;
+            Ok(())
+        })?;
+        rows::coupons(&self.conn, &self.path, &mut |row| {
+            let id = &row.coupon_id;
             let date = |t: &str| {
                 NaiveDate::parse_from_str(t, "%Y-%m-%d")
                     .map_err(|_| bad(format!("coupon `{id}` holds date `{t}`")))
@@ -460,7 +414,7 @@ impl Store {
                     .map_err(|_| bad(format!("coupon `{id}` holds amount `{t}`")))
             };
             let mut mask = 0u64;
-            for name in usable.split(',').filter(|n| !n.is_empty()) {
+            for name in row.usable_for.split(',').filter(|n| !n.is_empty()) {
                 let ch = ruleset.channel(name).ok_or_else(|| StoreError::Incompatible {
                     path: self.path.clone(),
                     detail: format!("coupon `{id}` is usable for channel `{name}`, which this ruleset no longer declares"),
@@ -468,16 +422,17 @@ impl Store {
                 mask |= 1 << ch;
             }
             let record = CouponRecord {
-                wallet: state.wallets.intern(&wallet),
-                face_value: dec(&face)?,
-                min_spend: dec(&min)?,
+                wallet: state.wallets.intern(&row.wallet),
+                face_value: dec(&row.face_value)?,
+                min_spend: dec(&row.min_spend)?,
                 usable_for: mask,
-                credit_by: date(&credit)?,
-                valid_until: until.as_deref().map(date).transpose()?,
-                used,
+                credit_by: date(&row.credit_by)?,
+                valid_until: row.valid_until.as_deref().map(date).transpose()?,
+                used: row.used,
             };
-            state.insert_coupon(id.into(), record);
-        }
+            state.insert_coupon(row.coupon_id.as_str().into(), record);
+            Ok(())
+        })?;
         let mut stmt = self
             .conn
             .prepare("SELECT hashes FROM seen")
