@@ -52,12 +52,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::str::FromStr;
 use std::time::Instant;
 
-use promo::batch::{Batch, Durability, InputFormat, Summary};
+use promo::batch::{Batch, InputFormat, Summary};
 use promo::engine::State;
 use promo::io::{load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink};
 use promo::model::Money;
 use promo::rules::load_ruleset;
-use promo::store::{RunRecord, Store};
+use promo::store::Store;
 use rhai::{Dynamic, ImmutableString, Map, Scope};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize, Serializer};
@@ -726,25 +726,7 @@ fn eval(files: &Files, format: InputFormat, keep_state: bool, output: &Path) -> 
         rejects,
     );
     if let Some(store) = store.as_mut() {
-        let ruleset = &ruleset;
-        batch.durability = Some(Durability {
-            every: CHECKPOINT_EVERY,
-            skip: 0,
-            rejects_known: 0,
-            stop: None,
-            commit: Box::new(move |state, summary, at| {
-                let record = RunRecord {
-                    consumed: at.consumed,
-                    output_bytes: at.output_bytes,
-                    rejects_bytes: at.rejects_bytes,
-                    summary: summary.clone(),
-                    complete: at.done,
-                };
-                store
-                    .checkpoint(ruleset, state, &run_key, &record)
-                    .map_err(io::Error::other)
-            }),
-        });
+        batch.durability = Some(store.durability(&ruleset, run_key, CHECKPOINT_EVERY));
     }
     let reader = BufReader::with_capacity(BUF, input);
     let mut progress = |_: u64| {};

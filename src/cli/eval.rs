@@ -233,25 +233,11 @@ pub fn run(args: &EvalArgs) -> Exit {
         if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
         }
-        let ruleset = &ruleset;
-        let key = run_key.clone();
         batch.durability = Some(Durability {
-            every: args.checkpoint_every.max(1),
             skip,
             rejects_known,
             stop: Some(&STOP),
-            commit: Box::new(move |state, summary, at| {
-                let record = RunRecord {
-                    consumed: at.consumed,
-                    output_bytes: at.output_bytes,
-                    rejects_bytes: at.rejects_bytes,
-                    summary: summary.clone(),
-                    complete: at.done,
-                };
-                store
-                    .checkpoint(ruleset, state, &key, &record)
-                    .map_err(io::Error::other)
-            }),
+            ..store.durability(&ruleset, run_key.clone(), args.checkpoint_every)
         });
     }
     if let (Some(n), false) = (resumed_from, args.quiet) {

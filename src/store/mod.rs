@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Summary;
+use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
 use crate::engine::State;
 use crate::rules::raw::{RawFactType, RawScope};
@@ -599,6 +599,34 @@ impl Store {
             .map_err(sql)?;
         }
         tx.commit().map_err(sql)
+    }
+
+    /// Checkpoints for a run that keeps its state here, recorded under `output`: every
+    /// `every` input units, with nothing skipped, no rejects known and no stop flag (the
+    /// caller sets those for a resume, a rerun or Ctrl-C).
+    pub fn durability<'r>(
+        &'r mut self,
+        ruleset: &'r Ruleset,
+        output: String,
+        every: u64,
+    ) -> Durability<'r> {
+        Durability {
+            every: every.max(1),
+            skip: 0,
+            rejects_known: 0,
+            stop: None,
+            commit: Box::new(move |state, summary, at| {
+                let record = RunRecord {
+                    consumed: at.consumed,
+                    output_bytes: at.output_bytes,
+                    rejects_bytes: at.rejects_bytes,
+                    summary: summary.clone(),
+                    complete: at.done,
+                };
+                self.checkpoint(ruleset, state, &output, &record)
+                    .map_err(std::io::Error::other)
+            }),
+        }
     }
 
     /// The database connection, for read-only inspection.
