@@ -224,11 +224,11 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                     match d.kind {
                         DecisionKind::Grant => {
                             c.grants += 1;
-                            c.granted_value += d.value().0;
+                            c.granted_value = c.granted_value.saturating_add(d.value().0);
                         }
                         DecisionKind::Approve => {
                             c.approvals += 1;
-                            c.approved_value += d.value().0;
+                            c.approved_value = c.approved_value.saturating_add(d.value().0);
                         }
                         DecisionKind::Reject => *c.rejects.entry(reason()).or_default() += 1,
                         DecisionKind::AcceptCoupon => c.coupons_accepted += 1,

@@ -133,7 +133,7 @@ impl<'r> Simulation<'r> {
                     if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
                         let a = pick(self.report.rules.entry(rule.to_string()).or_default(), i);
                         a.count += 1;
-                        a.value += value;
+                        a.value = a.value.saturating_add(value);
                     }
                     let mut key = format!("{rule} {}", d.kind.as_str());
                     if let Some(reason) = &d.reason {
@@ -153,7 +153,8 @@ impl<'r> Simulation<'r> {
                             .or_default(),
                     };
                     if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
-                        *pick(&mut c.value, i) += value;
+                        let v = pick(&mut c.value, i);
+                        *v = v.saturating_add(value);
                     }
                     *pick(&mut c.decisions, i) += 1;
                     let fp = pick(&mut c.fingerprint, i);
@@ -173,7 +174,7 @@ impl<'r> Simulation<'r> {
             .map(|(customer, c)| CustomerChange {
                 customer: customer.into(),
                 value: c.value,
-                delta: c.value.new - c.value.baseline,
+                delta: c.value.new.saturating_sub(c.value.baseline),
                 decisions: c.decisions,
             })
             .collect();

@@ -8,7 +8,7 @@ use chrono::{Datelike, Days, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
-use crate::model::{Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
+use crate::model::{total, Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
 use crate::rules::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
 use crate::rules::ruleset::*;
 use crate::rules::script::ScriptError;
@@ -256,7 +256,7 @@ fn decide_grant(
             }
         }
     }
-    let value: Decimal = faces.iter().map(|f| f.0).sum();
+    let value = total(faces.iter().map(|f| &f.0));
     let coupons = faces.len() as u64;
 
     for (i, limit) in rule.limits.iter().enumerate() {
@@ -274,7 +274,7 @@ fn decide_grant(
     let mut points = None;
     if let Some(p) = &rule.points {
         if let Some(rate) = p.rate {
-            let needed = value * rate;
+            let needed = value.checked_mul(rate).unwrap_or(Decimal::MAX);
             let balance = ruleset
                 .facts
                 .get(p.balance_fact)
@@ -288,7 +288,7 @@ fn decide_grant(
                     RawScope::Wallet,
                     ctx.wallet,
                     slot,
-                    FactValue::Decimal(balance - needed),
+                    FactValue::Decimal(balance.saturating_sub(needed)),
                 );
             }
             points = Some(Money(needed));
@@ -303,7 +303,7 @@ fn decide_grant(
             let t = state.tally_mut(key);
             t.grants += 1;
             t.coupons += coupons;
-            t.value += value;
+            t.value = t.value.saturating_add(value);
             counted.push(key);
         }
     }
@@ -372,7 +372,7 @@ fn fits(bounds: &[Bound], tally: &Tally, coupons: u64, value: Decimal) -> bool {
     bounds.iter().all(|b| match b {
         Bound::Grants(n) => tally.grants < *n,
         Bound::Coupons(n) => tally.coupons + coupons <= *n,
-        Bound::Value(v) => tally.value + value <= *v,
+        Bound::Value(v) => tally.value.saturating_add(value) <= *v,
     })
 }
 
@@ -513,7 +513,7 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
             Some(other) => Val::Owned(other.to_string()),
         },
         Operand::Field(f) => ev.text(f).map_or(Val::Absent, Val::Text),
-        Operand::SumOf(_) => Val::Dec(ev.face_values.as_deref().unwrap_or_default().iter().sum()),
+        Operand::SumOf(_) => Val::Dec(total(ev.face_values.as_deref().unwrap_or_default())),
         Operand::CountOf(Field::Coupons) => {
             Val::Int(ev.coupons.as_ref().map_or(0, |c| c.len() as i64))
         }
@@ -611,7 +611,7 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
                 .ev
                 .face_values
                 .as_deref()
-                .map(|v| FactValue::Decimal(v.iter().sum())),
+                .map(|v| FactValue::Decimal(total(v))),
             _ => None,
         };
         let new = match (u.op, old) {
@@ -623,7 +623,9 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
             (RawFactOp::LatestDate, FactValue::Date(d)) => FactValue::Date(d.max(ctx.date)),
             (RawFactOp::EarliestDate | RawFactOp::LatestDate, _) => FactValue::Date(ctx.date),
             (RawFactOp::AddField, old) => match (old, field_value()) {
-                (FactValue::Decimal(a), Some(FactValue::Decimal(b))) => FactValue::Decimal(a + b),
+                (FactValue::Decimal(a), Some(FactValue::Decimal(b))) => {
+                    FactValue::Decimal(a.saturating_add(b))
+                }
                 (FactValue::Absent, Some(b)) => b,
                 (old, _) => old,
             },

@@ -56,6 +56,6 @@ pub struct Decision {
 impl Decision {
     /// The HK$ value the decision grants: the sum of its coupons' face values.
     pub fn value(&self) -> Money {
-        Money(self.coupons.iter().map(|c| c.face_value.0).sum())
+        Money(super::total(self.coupons.iter().map(|c| &c.face_value.0)))
     }
 }

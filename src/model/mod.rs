@@ -6,4 +6,4 @@ pub mod money;
 
 pub use decision::{Decision, DecisionKind, IssuedCoupon};
 pub use event::{Event, ExtraValue, Field};
-pub use money::Money;
+pub use money::{total, Money};

@@ -17,6 +17,14 @@ impl Money {
     }
 }
 
+/// The sum of amounts, saturating at the largest decimal: amounts come from input, and an
+/// overflowing sum must not take the process down.
+pub fn total<'a>(amounts: impl IntoIterator<Item = &'a Decimal>) -> Decimal {
+    amounts
+        .into_iter()
+        .fold(Decimal::ZERO, |sum, a| sum.saturating_add(*a))
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Commercial rounding to cents, then whole units and cents as integers: a decision
@@ -60,6 +68,13 @@ mod tests {
         }
         let m = Money::parse("123.45").unwrap();
         assert_eq!(Money::parse(&m.to_string()).unwrap(), m);
+    }
+
+    #[test]
+    fn totals_saturate_instead_of_overflowing() {
+        let huge = [Decimal::MAX, Decimal::MAX];
+        assert_eq!(total(&huge), Decimal::MAX);
+        assert_eq!(total(&[Decimal::ONE, Decimal::TWO]), Decimal::from(3));
     }
 
     #[test]
