@@ -103,6 +103,13 @@ fn open_sink(
         Start::Resume(record) => {
             let mut f = options.truncate(false).open(path)?;
             let len = committed(record);
+            let now = f.metadata()?.len();
+            if now < len {
+                // Extending it would pad with zeros: refuse rather than resume into that.
+                return Err(io::Error::other(format!(
+                    "it holds {now} bytes but the interrupted run had committed {len}; it was changed since, so the run cannot resume into it (write to a new --output, or start a new state)"
+                )));
+            }
             f.set_len(len)?;
             f.seek(SeekFrom::End(0))?;
             Ok(FileSink::new(f, len))
