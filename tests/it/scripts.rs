@@ -82,42 +82,46 @@ fn runaway_script_fails_its_rule_on_that_event_only() {
     eqnice(Some(3), run.code);
 }
 
-#[test]
-fn script_syntax_error_fails_the_ruleset_with_its_location() {
-    let dir = Dir::new("script-syntax");
+/// Adds a rule whose only condition is `script` (indented lines) to a copy of the shipped
+/// rules, runs `promo check`, and returns its exit code and standard error.
+fn check_with_script(name: &str, id: &str, script: &[&str]) -> (Option<i32>, String) {
+    let dir = Dir::new(name);
     let rules = dir.copy_rules();
+    let body: String = script.iter().map(|l| format!("      {l}\n")).collect();
     std::fs::write(
-        rules.join("promotions/broken.yaml"),
-        "id: broken\nphase: promotion\non: [purchase]\nwhen:\n  - name: bad\n    script: |\n      event.amount > > 3\ngrant:\n  coupons: [{face_value: \"1\", usable_for: [in_store]}]\n  credit_by: {days_after: 0}\n",
+        rules.join(format!("promotions/{id}.yaml")),
+        format!(
+            "id: {id}\nphase: promotion\non: [purchase]\nwhen:\n  - name: cond\n    script: |\n{body}grant:\n  coupons: [{{face_value: \"1\", usable_for: [in_store]}}]\n  credit_by: {{days_after: 0}}\n"
+        ),
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
-        .args(["check"])
+        .arg("check")
         .arg(&rules)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eqnice(Some(1), out.status.code());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn script_syntax_error_fails_the_ruleset_with_its_location() {
+    let (code, stderr) = check_with_script("script-syntax", "broken", &["event.amount > > 3"]);
+    eqnice(Some(1), code);
     assert!(stderr.contains("broken.yaml:7:"), "{stderr}");
     assert!(stderr.contains("script_syntax"), "{stderr}");
 }
 
 #[test]
 fn script_that_always_runs_away_fails_the_ruleset_at_load() {
-    let dir = Dir::new("script-probe");
-    let rules = dir.copy_rules();
-    std::fs::write(
-        rules.join("promotions/spin.yaml"),
-        "id: spin\nphase: promotion\non: [purchase]\nwhen:\n  - name: spins\n    script: |\n      let n = 0;\n      while n >= 0 { n += 1; }\n      true\ngrant:\n  coupons: [{face_value: \"1\", usable_for: [in_store]}]\n  credit_by: {days_after: 0}\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
-        .args(["check"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eqnice(Some(1), out.status.code());
+    let (code, stderr) = check_with_script(
+        "script-probe",
+        "spin",
+        &["let n = 0;", "while n >= 0 { n += 1; }", "true"],
+    );
+    eqnice(Some(1), code);
     assert!(stderr.contains("spin.yaml:8:"), "the loop's line: {stderr}");
     assert!(stderr.contains("error[script_limit]"), "{stderr}");
     assert!(stderr.contains("rule `spin`"), "{stderr}");
