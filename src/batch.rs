@@ -54,6 +54,16 @@ pub struct Summary {
     pub rules: BTreeMap<String, RuleCounts>,
 }
 
+/// Counts one more `key`, allocating its key only the first time.
+fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
 /// One line the run could not use, or a rule that failed on an event.
 #[derive(Debug, Serialize)]
 struct RejectLine<'a> {
@@ -220,7 +230,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                     let Some(c) = self.summary.rules.get_mut(&rule.id) else {
                         continue;
                     };
-                    let reason = || d.reason.as_deref().unwrap_or_default().to_string();
+                    let reason = d.reason.as_deref().unwrap_or_default();
                     match d.kind {
                         DecisionKind::Grant => {
                             c.grants += 1;
@@ -230,11 +240,9 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                             c.approvals += 1;
                             c.approved_value = c.approved_value.saturating_add(d.value().0);
                         }
-                        DecisionKind::Reject => *c.rejects.entry(reason()).or_default() += 1,
+                        DecisionKind::Reject => count(&mut c.rejects, reason),
                         DecisionKind::AcceptCoupon => c.coupons_accepted += 1,
-                        DecisionKind::RejectCoupon => {
-                            *c.coupons_rejected.entry(reason()).or_default() += 1
-                        }
+                        DecisionKind::RejectCoupon => count(&mut c.coupons_rejected, reason),
                     }
                 }
                 let errors = std::mem::take(&mut self.evaluation.errors);
