@@ -47,11 +47,7 @@ fn stream(name: &str, seed: u64, events: usize, customers: usize) -> Stream {
 
 /// The JSON objects of a JSONL file, one a line.
 fn read_values(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    parse_jsonl(&std::fs::read(path).unwrap())
 }
 
 /// What a raw `promo eval` run wrote.
@@ -64,11 +60,7 @@ struct Raw {
 
 impl Raw {
     fn decisions(&self) -> Vec<Value> {
-        std::str::from_utf8(&self.output)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        parse_jsonl(&self.output)
     }
 
     fn lines(&self) -> usize {

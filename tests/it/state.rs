@@ -677,15 +677,6 @@ fn shifted_rejects(bytes: &[u8], offset: u64) -> Vec<Value> {
         .collect()
 }
 
-/// The decisions of a JSONL decisions file.
-fn decisions(bytes: &[u8]) -> Vec<Value> {
-    std::str::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn day_split_equals_one_run() {
     let d = Dir::new("state-split");
@@ -726,8 +717,8 @@ fn day_split_equals_one_run() {
     eqnice(shifted_rejects(&whole.rejects_bytes(), 0), rejects);
 
     // Once-per-customer rewards granted on day one are not granted again on day two.
-    let d1 = decisions(&one.output_bytes());
-    let d2 = decisions(&two.output_bytes());
+    let d1 = parse_jsonl(&one.output_bytes());
+    let d2 = parse_jsonl(&two.output_bytes());
     for (counter, rules) in [
         ("reward-1", &["bill-first-time", "bill-returning"][..]),
         ("reward-2", &["autopay-first-activation"][..]),
@@ -789,14 +780,14 @@ fn day_split_equals_one_run() {
     all.run().expect_code(0, "hand-written, one run");
     eqnice(
         vec![first_time(&b1, "2019-12-24", "2020-03-22")],
-        decisions(&one.output_bytes()),
+        parse_jsonl(&one.output_bytes()),
     );
     eqnice(
         vec![
             accept_coupon(&b2, &c),
             reject_coupon(&b3, &c, "coupon_already_used"),
         ],
-        decisions(&two.output_bytes()),
+        parse_jsonl(&two.output_bytes()),
     );
     eqnice(
         Counts {
@@ -1082,7 +1073,7 @@ fn inspect_shows_a_customer_a_wallet_and_a_coupon() {
     r2.expect_code(0, "the payment with the coupon");
     eqnice(
         vec![accept_coupon(&b2, &c)],
-        decisions(&bytes(&d.path().join("two.out.jsonl"))),
+        parse_jsonl(&bytes(&d.path().join("two.out.jsonl"))),
     );
     let view = inspect_json(&state, &["--wallet", &w]);
     assert_eq!(view["coupons"][&c]["status"], json!("used"), "{view:#}");

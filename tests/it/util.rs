@@ -127,18 +127,20 @@ pub fn jsonl(rows: &[Value]) -> String {
     rows.iter().map(|r| format!("{r}\n")).collect()
 }
 
+/// The JSON objects of JSONL text (bytes as written by `promo`), blank lines skipped.
+pub fn parse_jsonl(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
 /// The JSON objects of a JSONL file; a missing file has none.
 fn read_jsonl(path: &Path) -> Vec<Value> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", path.display()))
-        })
-        .collect()
+    std::fs::read(path)
+        .map(|b| parse_jsonl(&b))
+        .unwrap_or_default()
 }
 
 /// What one `promo eval` run produced.
