@@ -130,7 +130,7 @@ enum Val<'e> {
     Int(i64),
     Bool(bool),
     DecList(&'e [Decimal]),
-    TextList(usize),
+    TextList(&'e [std::borrow::Cow<'e, str>]),
 }
 
 /// Evaluates `ev` against `ruleset`, updating `state`; decisions go to `out`.
@@ -484,7 +484,7 @@ fn test(
         }
         Test::Compare { operand, ops } => {
             let v = value(ruleset, state, ctx, operand);
-            ops.iter().all(|op| apply(op, &v, ctx))
+            ops.iter().all(|op| apply(op, &v))
         }
         Test::Script(i) => ruleset.scripts.run_condition(
             *i,
@@ -506,7 +506,7 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
         Operand::Field(Field::Coupons) => ev
             .coupons
             .as_ref()
-            .map_or(Val::Absent, |c| Val::TextList(c.len())),
+            .map_or(Val::Absent, |c| Val::TextList(c)),
         Operand::Field(Field::Extra(name)) => match ev.extra_value(name) {
             None => Val::Absent,
             Some(serde_json::Value::String(s)) => Val::Text(s),
@@ -552,7 +552,7 @@ fn compare(v: &Val, lit: &Literal) -> Option<Ordering> {
     }
 }
 
-fn apply(op: &Op, v: &Val, ctx: &Ctx) -> bool {
+fn apply(op: &Op, v: &Val) -> bool {
     let is = |lit: &Literal, want: fn(Ordering) -> bool| compare(v, lit).is_some_and(want);
     match op {
         Op::Eq(l) => is(l, Ordering::is_eq),
@@ -569,7 +569,7 @@ fn apply(op: &Op, v: &Val, ctx: &Ctx) -> bool {
         Op::NotEmpty(n) => {
             let len = match v {
                 Val::DecList(l) => l.len(),
-                Val::TextList(n) => *n,
+                Val::TextList(l) => l.len(),
                 _ => 0,
             };
             (len > 0) == *n
@@ -579,7 +579,7 @@ fn apply(op: &Op, v: &Val, ctx: &Ctx) -> bool {
                 ls.iter()
                     .any(|l| matches!(l, Literal::Decimal(d) if d == x))
             }),
-            Val::TextList(_) => ctx.ev.coupons.iter().flatten().all(|x| {
+            Val::TextList(items) => items.iter().all(|x| {
                 ls.iter()
                     .any(|l| matches!(l, Literal::Text(t) if **t == **x))
             }),
