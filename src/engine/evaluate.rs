@@ -513,11 +513,17 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
             Some(other) => Val::Owned(other.to_string()),
         },
         Operand::Field(f) => ev.text(f).map_or(Val::Absent, Val::Text),
-        Operand::SumOf(_) => Val::Dec(total(ev.face_values.as_deref().unwrap_or_default())),
+        // `compile` admits only list fields here: `face_values` (decimals) and `coupons`.
+        Operand::SumOf(Field::FaceValues) => {
+            Val::Dec(total(ev.face_values.as_deref().unwrap_or_default()))
+        }
+        Operand::CountOf(Field::FaceValues) => {
+            Val::Int(ev.face_values.as_ref().map_or(0, |c| c.len() as i64))
+        }
         Operand::CountOf(Field::Coupons) => {
             Val::Int(ev.coupons.as_ref().map_or(0, |c| c.len() as i64))
         }
-        Operand::CountOf(_) => Val::Int(ev.face_values.as_ref().map_or(0, |c| c.len() as i64)),
+        Operand::SumOf(_) | Operand::CountOf(_) => Val::Absent,
         Operand::Fact(fi) => {
             let Some(fact) = ruleset.facts.get(*fi) else {
                 return Val::Absent;
