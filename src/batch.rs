@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{evaluate, explain, Evaluation, Outcome, State};
-use crate::io::parallel::read_jsonl_parallel;
+use crate::engine::{decide, evaluate, explain, Admission, Evaluation, Keys, Outcome, State};
+use crate::io::parallel::{read_jsonl_parallel, Prepare};
 use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
 use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
@@ -73,6 +73,20 @@ struct RejectLine<'a> {
     raw: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_id: Option<&'a str>,
+}
+
+/// Admits events on the reading thread with keys lent by the state.
+struct Admit<'r> {
+    ruleset: &'r Ruleset,
+    keys: Keys,
+}
+
+impl Prepare for Admit<'_> {
+    type Out = Admission;
+
+    fn prepare(&mut self, ev: &Event<'_>) -> Admission {
+        self.keys.admit(self.ruleset, ev)
+    }
 }
 
 /// Whether and where a batch explains each event.
@@ -190,8 +204,17 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         self.rejects.write_all(b"\n")
     }
 
-    fn decide(&mut self, line: u64, ev: &Event<'_>, raw: &RawText<'_>) -> io::Result<()> {
-        let outcome = evaluate(self.ruleset, self.state, ev, &mut self.evaluation);
+    fn decide(
+        &mut self,
+        line: u64,
+        ev: &Event<'_>,
+        raw: &RawText<'_>,
+        admission: Option<Admission>,
+    ) -> io::Result<()> {
+        let outcome = match admission {
+            Some(a) => decide(self.ruleset, self.state, ev, a, &mut self.evaluation),
+            None => evaluate(self.ruleset, self.state, ev, &mut self.evaluation),
+        };
         self.record(line, ev, raw, outcome.clone())?;
         if let Ok(outcome) = outcome {
             match &mut self.explain {
@@ -288,8 +311,15 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         Ok(false)
     }
 
-    /// Handles one unit of input, then reports progress and checkpoints as due.
-    fn unit(&mut self, at: Position, unit: Unit<'_>, progress: &mut dyn FnMut(u64)) -> Flow {
+    /// Handles one unit of input (admitted already, or not), then reports progress and
+    /// checkpoints as due.
+    fn unit(
+        &mut self,
+        at: Position,
+        unit: Unit<'_>,
+        admission: Option<Admission>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Flow {
         self.unit = at.unit;
         match unit {
             Unit::Skipped | Unit::Blank => {}
@@ -299,7 +329,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             }
             Unit::Event { line, event, raw } => {
                 self.summary.read += 1;
-                self.decide(line, &event, &raw)?;
+                self.decide(line, &event, &raw, admission)?;
             }
         }
         if at.unit.is_multiple_of(PROGRESS_EVERY) {
@@ -337,9 +367,23 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     ) -> io::Result<Finish> {
         let skip = self.skip();
         let read = if self.parallel {
-            read_jsonl_parallel(input, skip, &mut |at, unit| self.unit(at, unit, progress))?
+            let admit = Admit {
+                ruleset: self.ruleset,
+                keys: self.state.lend_keys(),
+            };
+            let end = read_jsonl_parallel(input, skip, admit, &mut |at, unit, admission| {
+                self.unit(at, unit, admission, progress)
+            });
+            let undecided = end.unused.into_iter().filter_map(|a| match a {
+                Admission::Fresh(a) => Some(a),
+                _ => None,
+            });
+            self.state.restore_keys(end.prepare.keys, undecided);
+            end.read?
         } else {
-            read_jsonl(input, skip, &mut |at, unit| self.unit(at, unit, progress))?
+            read_jsonl(input, skip, &mut |at, unit| {
+                self.unit(at, unit, None, progress)
+            })?
         };
         self.finish_reading(read, progress)
     }
@@ -351,7 +395,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Finish> {
         let read = read_csv(input, self.skip(), &mut |at, unit| {
-            self.unit(at, unit, progress)
+            self.unit(at, unit, None, progress)
         })?;
         self.finish_reading(read, progress)
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{Datelike, Days, NaiveDate};
 use rust_decimal::Decimal;
 
+use super::admit::Admission;
 use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
 use crate::model::{total, Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
 use crate::rules::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
@@ -140,31 +141,35 @@ pub fn evaluate(
     ev: &Event<'_>,
     out: &mut Evaluation,
 ) -> Result<Outcome, InvalidEvent> {
+    let admission = state.admit(ruleset, ev);
+    decide(ruleset, state, ev, admission, out)
+}
+
+/// Decides `ev` as admitted: with the state's keys (`evaluate`), or with keys it lent out.
+pub fn decide(
+    ruleset: &Ruleset,
+    state: &mut State,
+    ev: &Event<'_>,
+    admission: Admission,
+    out: &mut Evaluation,
+) -> Result<Outcome, InvalidEvent> {
     out.clear();
-    let kind = ruleset
-        .event_type(&ev.kind)
-        .ok_or_else(|| InvalidEvent::UnknownType(ev.kind.to_string()))?;
-    if let Some(et) = ruleset.event_types.get(kind) {
-        if let Some(missing) = et.requires.iter().find(|f| !ev.has(f)) {
-            return Err(InvalidEvent::MissingField {
-                field: missing.name().to_string(),
-                kind: et.name.clone(),
-            });
-        }
-    }
-    if !state.first_sighting(&ev.id) {
-        return Ok(Outcome::Duplicate);
-    }
+    let admitted = match admission {
+        Admission::Fresh(a) => a,
+        Admission::Duplicate => return Ok(Outcome::Duplicate),
+        Admission::Invalid(e) => return Err(e),
+    };
     let ctx = Ctx {
         ev,
-        kind,
+        kind: admitted.kind,
         date: out.zone.local_date(&ruleset.timezone, &ev.at),
-        customer: state.customers.intern(&ev.customer),
-        wallet: state.wallets.intern(&ev.wallet),
+        customer: admitted.customer,
+        wallet: admitted.wallet,
     };
+    state.record_admission(admitted);
     for &ri in ruleset
         .rules_by_type
-        .get(kind)
+        .get(ctx.kind)
         .map(Vec::as_slice)
         .unwrap_or_default()
     {

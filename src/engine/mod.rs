@@ -1,10 +1,12 @@
 //! The engine: evaluates events against a compiled ruleset and a state. No I/O.
 
+pub mod admit;
 pub mod evaluate;
 pub mod explain;
 pub mod script_view;
 pub mod state;
 
-pub use evaluate::{evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};
+pub use admit::{Admission, Admitted, Keys};
+pub use evaluate::{decide, evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};
 pub use explain::{explain, Explanation};
 pub use state::State;

@@ -6,6 +6,8 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::admit::{admit_with, Admission, Admitted, Keys};
+use crate::model::Event;
 use crate::rules::raw::{RawFactType, RawScope};
 use crate::rules::Ruleset;
 
@@ -21,10 +23,26 @@ pub enum FactValue {
     Decimal(Decimal),
 }
 
+/// The hash a name or event id is known by.
+pub(super) fn name_hash(name: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes())
+}
+
+/// The id of `name` in `ids`, assigning the next one (and calling `new`) if it is new.
+pub(super) fn intern_in(ids: &mut FxHashMap<u128, u32>, name: &str, new: impl FnOnce()) -> u32 {
+    let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+    let id = *ids.entry(name_hash(name)).or_insert(next);
+    if id == next {
+        new();
+    }
+    id
+}
+
 /// Strings to dense ids, and back. The map is keyed by a 128-bit hash of the name, not the
 /// name: a lookup then touches one table slot instead of also chasing a pointer to the
 /// name's bytes for the comparison, which made interning a tenth of `eval`. Two names with
 /// the same 128-bit hash would be one customer; with n names the odds are about n²/2¹²⁹.
+/// While the ids are lent out (`State::lend_keys`) the names stay here, learnt in id order.
 #[derive(Debug, Default)]
 pub struct Interner {
     ids: FxHashMap<u128, u32>,
@@ -34,15 +52,8 @@ pub struct Interner {
 impl Interner {
     /// The id of `name`, assigning the next one if it is new.
     pub fn intern(&mut self, name: &str) -> u32 {
-        let next = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        let id = *self
-            .ids
-            .entry(xxhash_rust::xxh3::xxh3_128(name.as_bytes()))
-            .or_insert(next);
-        if id == next {
-            self.names.push(name.into());
-        }
-        id
+        let names = &mut self.names;
+        intern_in(&mut self.ids, name, || names.push(name.into()))
     }
 
     /// The name of an id.
@@ -52,19 +63,24 @@ impl Interner {
 
     /// The id of `name`, if known.
     pub fn get(&self, name: &str) -> Option<u32> {
-        self.ids
-            .get(&xxhash_rust::xxh3::xxh3_128(name.as_bytes()))
-            .copied()
+        self.ids.get(&name_hash(name)).copied()
     }
 
     /// How many names are interned.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.names.len()
     }
 
     /// Whether no name is interned.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.names.is_empty()
+    }
+
+    /// Learns the name of the next id, given while the ids were lent out.
+    fn learn(&mut self, name: Option<Box<str>>) {
+        if let Some(name) = name {
+            self.names.push(name);
+        }
     }
 }
 
@@ -149,7 +165,7 @@ pub struct State {
     pub coupons: FxHashMap<Box<str>, CouponRecord>,
     /// 128-bit hashes of decided event ids: 16 bytes an event, the only state that grows with
     /// events rather than customers.
-    pub seen: FxHashSet<u128>,
+    seen: FxHashSet<u128>,
     /// What changed since the last checkpoint, when a store keeps the state (else `None`).
     pub dirty: Option<Dirty>,
 }
@@ -250,14 +266,56 @@ impl State {
         }
     }
 
-    /// Records an event id; false if it was seen before.
-    pub fn first_sighting(&mut self, event_id: &str) -> bool {
-        let hash = xxhash_rust::xxh3::xxh3_128(event_id.as_bytes());
-        let new = self.seen.insert(hash);
-        if let (true, Some(d)) = (new, &mut self.dirty) {
-            d.seen.push(hash);
+    /// Admits `ev` with the state's own keys (see `Keys::admit`); `decide` learns its names.
+    pub fn admit(&mut self, ruleset: &Ruleset, ev: &Event<'_>) -> Admission {
+        admit_with(
+            ruleset,
+            &mut self.customers.ids,
+            &mut self.wallets.ids,
+            &mut self.seen,
+            ev,
+        )
+    }
+
+    /// Lends the keys out to admit events elsewhere; until they are restored, events are
+    /// decided only as admitted with them (`decide`).
+    pub fn lend_keys(&mut self) -> Keys {
+        Keys {
+            customers: std::mem::take(&mut self.customers.ids),
+            wallets: std::mem::take(&mut self.wallets.ids),
+            seen: std::mem::take(&mut self.seen),
         }
-        new
+    }
+
+    /// Takes lent keys back; `undecided` are admissions made with them that were never
+    /// decided: their ids are forgotten, so they are decided when they come again.
+    pub fn restore_keys(&mut self, keys: Keys, undecided: impl IntoIterator<Item = Admitted>) {
+        self.customers.ids = keys.customers;
+        self.wallets.ids = keys.wallets;
+        self.seen = keys.seen;
+        for a in undecided {
+            self.seen.remove(&a.id_hash);
+            self.learn_names(a);
+        }
+    }
+
+    /// Records what admitting `a` changed in the keys: new names, and the decided id for
+    /// the store.
+    pub(super) fn record_admission(&mut self, a: Admitted) {
+        if let Some(d) = &mut self.dirty {
+            d.seen.push(a.id_hash);
+        }
+        self.learn_names(a);
+    }
+
+    fn learn_names(&mut self, a: Admitted) {
+        self.customers.learn(a.new_customer);
+        self.wallets.learn(a.new_wallet);
+    }
+
+    /// Remembers a decided id (as a store loads them).
+    pub fn remember_id(&mut self, hash: u128) {
+        self.seen.insert(hash);
     }
 
     /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a

@@ -1,10 +1,13 @@
 //! Reading JSON lines on a second core: one thread reads blocks of lines and parses them,
-//! the caller's thread decides them in input order. Parsed events cannot cross threads
-//! borrowing the block they were parsed from, so each is sent detached (its strings as
-//! spans of the block, or owned where they held escapes) and attached again on arrival.
+//! the caller's thread decides them in input order. The reading thread also does, for each
+//! event, whatever work can run ahead of deciding (`Prepare`: admitting it, for a batch).
+//! Parsed events cannot cross threads borrowing the block they were parsed from, so each is
+//! sent detached (its strings as spans of the block, or owned where they held escapes) and
+//! attached again on arrival.
 
 use std::borrow::Cow;
 use std::io::{self, BufRead};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use chrono::{DateTime, FixedOffset};
@@ -102,11 +105,31 @@ impl Detached {
     }
 }
 
+/// Work done on the reading thread for each event it parses, ahead of the caller's thread.
+pub trait Prepare: Send {
+    type Out: Send;
+    fn prepare(&mut self, ev: &Event<'_>) -> Self::Out;
+}
+
+/// What the caller does with each unit and what was prepared for it.
+pub type Handle<'f, O> = &'f mut dyn FnMut(Position, Unit<'_>, Option<O>) -> Flow;
+
+/// How a parallel read ended.
+pub struct ParallelEnd<P: Prepare> {
+    /// Where reading ended and whether the caller stopped it, as `read::read_jsonl` says.
+    pub read: io::Result<(Position, bool)>,
+    /// The preparer, back from the reading thread.
+    pub prepare: P,
+    /// What was prepared for events the caller was never given, because it stopped (or
+    /// failed) first, in input order.
+    pub unused: Vec<P::Out>,
+}
+
 #[allow(
     clippy::large_enum_variant,
     reason = "kept in a block's vector; boxing the event would allocate per event"
 )]
-enum Parsed {
+enum Parsed<O> {
     Skipped,
     Blank,
     Bad {
@@ -118,27 +141,30 @@ enum Parsed {
         line: u64,
         raw: (usize, usize),
         event: Detached,
+        prepared: O,
     },
 }
 
 /// A line of a block being read: its number and span in the block's text, to parse once
 /// the text is complete, or a unit already decided (skipped, blank, not UTF-8).
-type Pending = Result<(u64, usize, usize), Parsed>;
+type Pending<O> = Result<(u64, usize, usize), Parsed<O>>;
 
-struct Block {
+struct Block<O> {
     text: String,
-    units: Vec<(Position, Parsed)>,
+    units: Vec<(Position, Parsed<O>)>,
 }
 
-/// Reads one block: the lines' text into one string, then each line parsed from it.
-fn read_block(
+/// Reads one block: the lines' text into one string, then each line parsed from it and
+/// prepared.
+fn read_block<P: Prepare>(
     input: &mut impl BufRead,
     skip: u64,
     at: &mut Position,
     scratch: &mut Vec<u8>,
-) -> io::Result<Option<Block>> {
+    prep: &mut P,
+) -> io::Result<Option<Block<P::Out>>> {
     let mut text = String::with_capacity(BLOCK_LINES * 256);
-    let mut lines: Vec<(Position, Pending)> = Vec::with_capacity(BLOCK_LINES);
+    let mut lines: Vec<(Position, Pending<P::Out>)> = Vec::with_capacity(BLOCK_LINES);
     while lines.len() < BLOCK_LINES {
         scratch.clear();
         let n = input.read_until(b'\n', scratch)?;
@@ -187,6 +213,7 @@ fn read_block(
                         Ok(ev) => Parsed::Event {
                             line,
                             raw: (a, b),
+                            prepared: prep.prepare(&ev),
                             event: Detached::new(ev, &text),
                         },
                         Err(reason) => Parsed::Bad {
@@ -203,60 +230,118 @@ fn read_block(
     Ok(Some(Block { text, units }))
 }
 
-/// Reads JSON lines as `read::read_jsonl` does, parsing on another thread.
-pub fn read_jsonl_parallel(
+/// Reads JSON lines as `read::read_jsonl` does, parsing and preparing on another thread;
+/// `f` gets each event with what `prepare` made of it.
+pub fn read_jsonl_parallel<P: Prepare>(
     input: impl BufRead + Send,
     skip: u64,
-    f: &mut dyn FnMut(Position, Unit<'_>) -> Flow,
-) -> io::Result<(Position, bool)> {
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Block>>(IN_FLIGHT);
+    prepare: P,
+    f: Handle<'_, P::Out>,
+) -> ParallelEnd<P> {
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Block<P::Out>>>(IN_FLIGHT);
+    let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut input = input;
+        let stop = &stop;
+        let reader = scope.spawn(move || {
+            let (mut input, mut prep) = (input, prepare);
             let mut at = Position::default();
             let mut scratch = Vec::with_capacity(1024);
-            loop {
-                let block = read_block(&mut input, skip, &mut at, &mut scratch);
+            while !stop.load(Ordering::Relaxed) {
+                let block = read_block(&mut input, skip, &mut at, &mut scratch, &mut prep);
                 let end = !matches!(block, Ok(Some(_)));
                 let sent = match block {
                     Ok(Some(b)) => tx.send(Ok(b)),
                     Ok(None) => break,
                     Err(e) => tx.send(Err(e)),
                 };
-                // A closed channel: the deciding side stopped early.
                 if sent.is_err() || end {
                     break;
                 }
             }
+            prep
         });
-        let mut last = Position::default();
-        for block in rx {
-            let Block { text, units } = block?;
-            for (at, parsed) in units {
-                last = at;
-                let unit = match parsed {
-                    Parsed::Skipped => Unit::Skipped,
-                    Parsed::Blank => Unit::Blank,
-                    Parsed::Bad { line, reason, raw } => Unit::Bad { line, reason, raw },
-                    Parsed::Event { line, raw, event } => Unit::Event {
+        let mut unused = Vec::new();
+        let read = hand_over(&rx, f, &mut unused);
+        // Stopped early: the reader stops at its next block, and what it prepared for the
+        // blocks in flight goes back unused.
+        stop.store(true, Ordering::Relaxed);
+        for block in rx.iter().flatten() {
+            unused.extend(block.units.into_iter().filter_map(|(_, p)| match p {
+                Parsed::Event { prepared, .. } => Some(prepared),
+                _ => None,
+            }));
+        }
+        let prepare = match reader.join() {
+            Ok(p) => p,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        ParallelEnd {
+            read,
+            prepare,
+            unused,
+        }
+    })
+}
+
+/// Gives `f` the units of each block as it arrives, until the input ends or `f` stops or
+/// fails; the prepared work of units left in the last block goes to `unused`.
+fn hand_over<O>(
+    rx: &mpsc::Receiver<io::Result<Block<O>>>,
+    f: Handle<'_, O>,
+    unused: &mut Vec<O>,
+) -> io::Result<(Position, bool)> {
+    let mut last = Position::default();
+    for block in rx {
+        let Block { text, units } = block?;
+        let mut units = units.into_iter();
+        for (at, parsed) in units.by_ref() {
+            last = at;
+            let (unit, prepared) = match parsed {
+                Parsed::Skipped => (Unit::Skipped, None),
+                Parsed::Blank => (Unit::Blank, None),
+                Parsed::Bad { line, reason, raw } => (Unit::Bad { line, reason, raw }, None),
+                Parsed::Event {
+                    line,
+                    raw,
+                    event,
+                    prepared,
+                } => (
+                    Unit::Event {
                         line,
                         event: event.attach(&text),
                         raw: RawText::Line(text.get(raw.0..raw.1).unwrap_or_default()),
                     },
-                };
-                if f(at, unit)?.is_break() {
-                    return Ok((at, true));
-                }
+                    Some(prepared),
+                ),
+            };
+            let flow = f(at, unit, prepared);
+            if !matches!(flow, Ok(std::ops::ControlFlow::Continue(()))) {
+                unused.extend(units.filter_map(|(_, p)| match p {
+                    Parsed::Event { prepared, .. } => Some(prepared),
+                    _ => None,
+                }));
+                return flow.map(|_| (at, true));
             }
         }
-        Ok((last, false))
-    })
+    }
+    Ok((last, false))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ops::ControlFlow;
+
+    /// Numbers the events it prepares.
+    struct Count(u32);
+
+    impl Prepare for Count {
+        type Out = u32;
+        fn prepare(&mut self, _: &Event<'_>) -> u32 {
+            self.0 += 1;
+            self.0
+        }
+    }
 
     #[test]
     fn parallel_reading_gives_the_same_units_as_sequential() {
@@ -285,26 +370,32 @@ mod tests {
             })
             .unwrap();
             let mut par = Vec::new();
-            let b = read_jsonl_parallel(text.as_bytes(), skip, &mut |at, u| {
+            let mut numbers = Vec::new();
+            let end = read_jsonl_parallel(text.as_bytes(), skip, Count(0), &mut |at, u, n| {
+                numbers.extend(n);
                 par.push(render(at, u));
                 Ok(ControlFlow::Continue(()))
-            })
-            .unwrap();
-            assert_eq!(a, b);
+            });
+            assert_eq!(a, end.read.unwrap());
             assert_eq!(seq, par);
+            assert!(end.unused.is_empty());
+            assert_eq!(numbers, (1..=end.prepare.0).collect::<Vec<_>>());
         }
-        // Stopping early stops the reader too.
-        let mut n = 0;
-        let (at, stopped) = read_jsonl_parallel(text.as_bytes(), 0, &mut |_, _| {
-            n += 1;
-            Ok(if n == 3000 {
+        // Stopping early stops the reader too, and what it prepared beyond comes back.
+        let mut given = Vec::new();
+        let end = read_jsonl_parallel(text.as_bytes(), 0, Count(0), &mut |_, _, p| {
+            given.extend(p);
+            Ok(if given.len() == 2000 {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             })
-        })
-        .unwrap();
+        });
+        let (at, stopped) = end.read.unwrap();
         assert!(stopped);
-        assert_eq!(at.unit, 3000);
+        assert!(at.unit > 2000 && at.unit < 5000);
+        assert!(!end.unused.is_empty());
+        given.extend(end.unused);
+        assert_eq!(given, (1..=end.prepare.0).collect::<Vec<_>>());
     }
 }

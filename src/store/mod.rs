@@ -447,11 +447,11 @@ impl Store {
                     "a batch of event id hashes is not a multiple of 16 bytes".into(),
                 ));
             }
-            state.seen.reserve(bytes.len() / 16);
+            state.expect_events(bytes.len() / 16);
             for chunk in bytes.chunks_exact(16) {
                 let mut hash = [0u8; 16];
                 hash.copy_from_slice(chunk);
-                state.seen.insert(u128::from_le_bytes(hash));
+                state.remember_id(u128::from_le_bytes(hash));
             }
         }
         // What was just loaded is already stored.
