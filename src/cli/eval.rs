@@ -51,6 +51,10 @@ pub struct EvalArgs {
     /// With --state: commit a checkpoint after this many input lines (records).
     #[arg(long, value_name = "N", default_value_t = CHECKPOINT_EVERY, hide_short_help = true)]
     pub checkpoint_every: u64,
+    /// With --state: fold the change log into the state's tables once it passes this many
+    /// bytes (0: at every checkpoint).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub compact_after: Option<u64>,
     /// After each event's decisions, a line saying which rules were considered and, for each
     /// that did not fire, the first condition that failed (by its name in the rule file).
     #[arg(long)]
@@ -228,6 +232,9 @@ pub fn run(args: &EvalArgs) -> Exit {
     }
     let mut resumed_from = None;
     if let Some(store) = store.as_mut() {
+        if let Some(bytes) = args.compact_after {
+            store.compact_after(bytes);
+        }
         let (skip, rejects_known) = match &start {
             Start::Resume(r) => {
                 batch.summary = r.summary.clone();

@@ -127,12 +127,12 @@ impl Ruleset {
     }
 
     /// Names of the channels set in `mask`, in manifest order.
-    pub fn channel_names(&self, mask: ChannelMask) -> Vec<String> {
+    pub fn channel_names(&self, mask: ChannelMask) -> Vec<&str> {
         self.channels
             .iter()
             .enumerate()
             .filter(|(i, _)| mask & (1 << i) != 0)
-            .map(|(_, c)| c.clone())
+            .map(|(_, c)| c.as_str())
             .collect()
     }
 }

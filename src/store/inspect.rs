@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use super::{rows, StoreError, DB_FILE};
+use super::{log, rows, StoreError, DB_FILE};
 
 /// A coupon as the state holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,64 +64,63 @@ fn scope_name(code: i64) -> &'static str {
     }
 }
 
-/// Reads the state in `dir` (read-only).
-pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
-    let path = dir.join(DB_FILE);
-    if !path.is_file() {
-        return Err(StoreError::Corrupt {
-            path,
-            detail: "no such state (run `promo eval --state DIR` first)".into(),
-        });
-    }
-    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
-        path: path.clone(),
-        detail: e.to_string(),
-    };
-    let conn =
-        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(corrupt)?;
-    let mut view = StateView::default();
-    let keep = |scope: i64, owner: &str| match filter {
-        Filter::All => true,
-        Filter::Customer(c) => scope == 0 && owner == c,
-        Filter::Wallet(w) => scope == 1 && owner == w,
-        Filter::Coupon(_) => false,
-    };
+/// Collects the rows a filter selects into a view.
+struct Visit<'v> {
+    view: &'v mut StateView,
+    /// Counters by key, so that a later row replaces an earlier one and they list in key order.
+    counters: &'v mut BTreeMap<(String, i64, String, i64), CounterRow>,
+    filter: &'v Filter,
+}
 
-    rows::facts(&conn, &path, &mut |row| {
-        if keep(row.scope, &row.owner) {
+impl Visit<'_> {
+    fn keep(&self, scope: i64, owner: &str) -> bool {
+        match self.filter {
+            Filter::All => true,
+            Filter::Customer(c) => scope == 0 && owner == c,
+            Filter::Wallet(w) => scope == 1 && owner == w,
+            Filter::Coupon(_) => false,
+        }
+    }
+
+    fn facts(&mut self, row: rows::FactsRow) {
+        if self.keep(row.scope, &row.owner) {
             let facts: BTreeMap<String, String> =
                 serde_json::from_str(&row.facts).unwrap_or_default();
             if row.scope == 1 {
-                view.wallets.insert(row.owner, facts);
+                self.view.wallets.insert(row.owner, facts);
             } else {
-                view.customers.insert(row.owner, facts);
+                self.view.customers.insert(row.owner, facts);
             }
         }
-        Ok(())
-    })?;
-    rows::counters(&conn, &path, &mut |row| {
-        if keep(row.scope, &row.owner) || (row.scope == 2 && filter == &Filter::All) {
-            view.counters.push(CounterRow {
-                counter: row.counter,
-                per: scope_name(row.scope),
-                owner: row.owner,
-                day: (row.day != i64::from(i32::MIN)).then_some(row.day),
-                grants: row.grants,
-                coupons: row.coupons,
-                value: row.value,
-            });
+    }
+
+    fn counter(&mut self, row: rows::CounterRow) {
+        if self.keep(row.scope, &row.owner) || (row.scope == 2 && self.filter == &Filter::All) {
+            let key = (row.counter.clone(), row.scope, row.owner.clone(), row.day);
+            self.counters.insert(
+                key,
+                CounterRow {
+                    counter: row.counter,
+                    per: scope_name(row.scope),
+                    owner: row.owner,
+                    day: (row.day != i64::from(i32::MIN)).then_some(row.day),
+                    grants: row.grants,
+                    coupons: row.coupons,
+                    value: row.value,
+                },
+            );
         }
-        Ok(())
-    })?;
-    rows::coupons(&conn, &path, &mut |row| {
-        let wanted = match filter {
+    }
+
+    fn coupon(&mut self, row: rows::CouponRow) {
+        let wanted = match self.filter {
             Filter::All => true,
             Filter::Wallet(w) => row.wallet == *w,
             Filter::Coupon(c) => row.coupon_id == *c,
             Filter::Customer(_) => false,
         };
         if wanted {
-            view.coupons.insert(
+            self.view.coupons.insert(
                 row.coupon_id,
                 CouponRow {
                     wallet: row.wallet,
@@ -139,8 +138,52 @@ pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
                 },
             );
         }
+    }
+}
+
+/// Reads the state in `dir` (read-only).
+pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
+    let path = dir.join(DB_FILE);
+    if !path.is_file() {
+        return Err(StoreError::Corrupt {
+            path,
+            detail: "no such state (run `promo eval --state DIR` first)".into(),
+        });
+    }
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+        path: path.clone(),
+        detail: e.to_string(),
+    };
+    let conn =
+        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(corrupt)?;
+    let mut view = StateView::default();
+
+    let mut counters = BTreeMap::new();
+    let mut visit = Visit {
+        view: &mut view,
+        counters: &mut counters,
+        filter,
+    };
+    rows::facts(&conn, &path, &mut |row| {
+        visit.facts(row);
         Ok(())
     })?;
+    rows::counters(&conn, &path, &mut |row| {
+        visit.counter(row);
+        Ok(())
+    })?;
+    rows::coupons(&conn, &path, &mut |row| {
+        visit.coupon(row);
+        Ok(())
+    })?;
+    // The change log after the tables: a later row of a key replaces an earlier one.
+    log::each(&conn, &path, &mut |set| {
+        set.fact_rows().for_each(|r| visit.facts(r));
+        set.counter_rows().for_each(|r| visit.counter(r));
+        set.coupon_rows().for_each(|r| visit.coupon(r));
+        Ok(())
+    })?;
+    view.counters = counters.into_values().collect();
 
     if filter == &Filter::All {
         view.decided_events = conn

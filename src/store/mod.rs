@@ -7,6 +7,7 @@
 //! (what `simulate` needs).
 
 pub mod inspect;
+mod log;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,9 @@ use crate::rules::Ruleset;
 /// The database's file name inside a state directory.
 pub const DB_FILE: &str = "promo-state.db";
 /// The layout this build writes and reads.
-pub const LAYOUT_VERSION: i64 = 1;
+pub const LAYOUT_VERSION: i64 = 2;
+/// The change log is folded into the tables once its blobs pass this many bytes, by default.
+const COMPACT_AFTER: u64 = 64 << 20;
 
 /// Why a state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -69,14 +72,6 @@ struct FactShape {
     name: String,
     scope: String,
     kind: String,
-}
-
-fn scope_code(s: RawScope) -> i64 {
-    match s {
-        RawScope::Customer => 0,
-        RawScope::Wallet => 1,
-        RawScope::All => 2,
-    }
 }
 
 fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
@@ -170,8 +165,14 @@ impl Reader<'_> {
         let counters = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(|e| corrupt(self.path, e))?;
-        for c in counters {
-            let c = c.map_err(|e| corrupt(self.path, e))?;
+        let mut names = counters
+            .collect::<Result<std::collections::BTreeSet<String>, _>>()
+            .map_err(|e| corrupt(self.path, e))?;
+        log::each(self.conn, self.path, &mut |set| {
+            names.extend(set.counters.iter().map(|c| c.counter.to_string()));
+            Ok(())
+        })?;
+        for c in names {
             if !ruleset.counters.contains(&c) {
                 return Err(incompatible(format!(
                     "the state counts on `{c}`, which no limit of this ruleset names (removed or renamed?)"
@@ -180,6 +181,69 @@ impl Reader<'_> {
         }
         Ok(())
     }
+}
+
+/// Folds the change log into the tables, a row per key with its last value, and empties it.
+fn compact_log(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    use std::collections::BTreeMap;
+    let mut facts = BTreeMap::new();
+    let mut counters = BTreeMap::new();
+    let mut coupons = BTreeMap::new();
+    log::each(conn, path, &mut |set| {
+        for r in set.fact_rows() {
+            facts.insert((r.scope, r.owner.clone()), r);
+        }
+        for r in set.counter_rows() {
+            counters.insert((r.counter.clone(), r.scope, r.owner.clone(), r.day), r);
+        }
+        for r in set.coupon_rows() {
+            coupons.insert(r.coupon_id.clone(), r);
+        }
+        Ok(())
+    })?;
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut put = conn
+        .prepare_cached("INSERT OR REPLACE INTO facts (scope, owner, facts) VALUES (?1, ?2, ?3)")
+        .map_err(sql)?;
+    for r in facts.values() {
+        put.execute(params![r.scope, r.owner, r.facts])
+            .map_err(sql)?;
+    }
+    let mut put = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(sql)?;
+    for r in counters.values() {
+        put.execute(params![
+            r.counter, r.scope, r.owner, r.day, r.grants, r.coupons, r.value
+        ])
+        .map_err(sql)?;
+    }
+    let mut put = conn
+        .prepare_cached(
+            "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql)?;
+    for r in coupons.values() {
+        put.execute(params![
+            r.coupon_id,
+            r.wallet,
+            r.face_value,
+            r.min_spend,
+            r.usable_for,
+            r.credit_by,
+            r.valid_until,
+            r.used
+        ])
+        .map_err(sql)?;
+    }
+    conn.execute("DELETE FROM changes", []).map_err(sql)?;
+    Ok(())
 }
 
 fn corrupt(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -193,6 +257,10 @@ fn corrupt(path: &Path, e: rusqlite::Error) -> StoreError {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Bytes in the change log since the last compaction.
+    log_bytes: u64,
+    /// Compact once the log passes this many bytes.
+    compact_after: u64,
     /// Holds the advisory lock for as long as the store is open.
     _lock: std::fs::File,
 }
@@ -246,9 +314,11 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        let store = Store {
+        let mut store = Store {
             conn,
             path,
+            log_bytes: 0,
+            compact_after: COMPACT_AFTER,
             _lock: lock,
         };
         store
@@ -262,6 +332,16 @@ impl Store {
         if fresh {
             store.create(ruleset)?;
         }
+        store.log_bytes = store
+            .conn
+            .query_row(
+                "SELECT COALESCE(SUM(length(blob)), 0) FROM changes",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| store.corrupt(e))?
+            .try_into()
+            .unwrap_or(0);
         Ok(store)
     }
 
@@ -340,6 +420,7 @@ impl Store {
              CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, wallet TEXT NOT NULL, face_value TEXT NOT NULL,
                                    min_spend TEXT NOT NULL, usable_for TEXT NOT NULL, credit_by TEXT NOT NULL,
                                    valid_until TEXT, used INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE changes (batch INTEGER PRIMARY KEY, blob BLOB NOT NULL);
              CREATE TABLE seen (batch INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
              CREATE TABLE runs (output TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;",
         )
@@ -352,7 +433,7 @@ impl Store {
         tx.commit().map_err(|e| self.sql(e))
     }
 
-    /// Loads the whole state into memory.
+    /// Loads the whole state into memory: the tables, then the change log in order.
     pub fn load(&self, ruleset: &Ruleset, state: &mut State) -> Result<(), StoreError> {
         let bad = |what: String| StoreError::Corrupt {
             path: self.path.clone(),
@@ -379,58 +460,19 @@ impl Store {
             Ok(())
         })?;
         rows::counters(&self.conn, &self.path, &mut |row| {
-            let Some(ci) = ruleset.counters.iter().position(|c| *c == row.counter) else {
-                return Ok(());
-            };
-            let (per, owner) = match row.scope {
-                0 => (RawScope::Customer, state.customers.intern(&row.owner)),
-                1 => (RawScope::Wallet, state.wallets.intern(&row.owner)),
-                _ => (RawScope::All, 0),
-            };
-            let key = CounterKey {
-                counter: ci as u32,
-                per,
-                owner,
-                day: i32::try_from(row.day).unwrap_or(i32::MIN),
-            };
-            *state.tally_mut(key) = Tally {
-                grants: u64::try_from(row.grants).unwrap_or(0),
-                coupons: u64::try_from(row.coupons).unwrap_or(0),
-                value: row
-                    .value
-                    .parse::<Decimal>()
-                    .map_err(|_| bad(format!("counter `{}` holds `{}`", row.counter, row.value)))?,
-            };
-            Ok(())
+            self.load_counter(ruleset, state, row)
         })?;
         rows::coupons(&self.conn, &self.path, &mut |row| {
-            let id = &row.coupon_id;
-            let date = |t: &str| {
-                NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                    .map_err(|_| bad(format!("coupon `{id}` holds date `{t}`")))
-            };
-            let dec = |t: &str| {
-                t.parse::<Decimal>()
-                    .map_err(|_| bad(format!("coupon `{id}` holds amount `{t}`")))
-            };
-            let mut mask = 0u64;
-            for name in row.usable_for.split(',').filter(|n| !n.is_empty()) {
-                let ch = ruleset.channel(name).ok_or_else(|| StoreError::Incompatible {
-                    path: self.path.clone(),
-                    detail: format!("coupon `{id}` is usable for channel `{name}`, which this ruleset no longer declares"),
-                })?;
-                mask |= 1 << ch;
+            self.load_coupon(ruleset, state, row)
+        })?;
+        log::each(&self.conn, &self.path, &mut |set| {
+            set.apply_facts(ruleset, state).map_err(bad)?;
+            for row in set.counter_rows() {
+                self.load_counter(ruleset, state, row)?;
             }
-            let record = CouponRecord {
-                wallet: state.wallets.intern(&row.wallet),
-                face_value: dec(&row.face_value)?,
-                min_spend: dec(&row.min_spend)?,
-                usable_for: mask,
-                credit_by: date(&row.credit_by)?,
-                valid_until: row.valid_until.as_deref().map(date).transpose()?,
-                used: row.used,
-            };
-            state.insert_coupon(row.coupon_id.as_str().into(), record);
+            for row in set.coupon_rows() {
+                self.load_coupon(ruleset, state, row)?;
+            }
             Ok(())
         })?;
         let mut stmt = self
@@ -456,6 +498,80 @@ impl Store {
         }
         // What was just loaded is already stored.
         state.take_changes();
+        Ok(())
+    }
+
+    fn load_counter(
+        &self,
+        ruleset: &Ruleset,
+        state: &mut State,
+        row: rows::CounterRow,
+    ) -> Result<(), StoreError> {
+        let Some(ci) = ruleset.counters.iter().position(|c| *c == row.counter) else {
+            return Ok(());
+        };
+        let (per, owner) = match row.scope {
+            0 => (RawScope::Customer, state.customers.intern(&row.owner)),
+            1 => (RawScope::Wallet, state.wallets.intern(&row.owner)),
+            _ => (RawScope::All, 0),
+        };
+        let key = CounterKey {
+            counter: ci as u32,
+            per,
+            owner,
+            day: i32::try_from(row.day).unwrap_or(i32::MIN),
+        };
+        *state.tally_mut(key) = Tally {
+            grants: u64::try_from(row.grants).unwrap_or(0),
+            coupons: u64::try_from(row.coupons).unwrap_or(0),
+            value: row
+                .value
+                .parse::<Decimal>()
+                .map_err(|_| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("counter `{}` holds `{}`", row.counter, row.value),
+                })?,
+        };
+        Ok(())
+    }
+
+    fn load_coupon(
+        &self,
+        ruleset: &Ruleset,
+        state: &mut State,
+        row: rows::CouponRow,
+    ) -> Result<(), StoreError> {
+        let id = &row.coupon_id;
+        let bad = |what: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: what,
+        };
+        let date = |t: &str| {
+            NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .map_err(|_| bad(format!("coupon `{id}` holds date `{t}`")))
+        };
+        let dec = |t: &str| {
+            t.parse::<Decimal>()
+                .map_err(|_| bad(format!("coupon `{id}` holds amount `{t}`")))
+        };
+        let mut mask = 0u64;
+        for name in row.usable_for.split(',').filter(|n| !n.is_empty()) {
+            let ch = ruleset.channel(name).ok_or_else(|| StoreError::Incompatible {
+                path: self.path.clone(),
+                detail: format!("coupon `{id}` is usable for channel `{name}`, which this ruleset no longer declares"),
+            })?;
+            mask |= 1 << ch;
+        }
+        let record = CouponRecord {
+            wallet: state.wallets.intern(&row.wallet),
+            face_value: dec(&row.face_value)?,
+            min_spend: dec(&row.min_spend)?,
+            usable_for: mask,
+            credit_by: date(&row.credit_by)?,
+            valid_until: row.valid_until.as_deref().map(date).transpose()?,
+            used: row.used,
+        };
+        state.insert_coupon(row.coupon_id.as_str().into(), record);
         Ok(())
     }
 
@@ -492,91 +608,20 @@ impl Store {
             path: path.clone(),
             source,
         };
+        let blob =
+            postcard::to_stdvec(&log::change_set(ruleset, state, &changes)).map_err(|e| {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    detail: format!("cannot encode the changes: {e}"),
+                }
+            })?;
+        let compact = self.log_bytes + blob.len() as u64 > self.compact_after;
         let tx = self.conn.transaction().map_err(sql)?;
         {
-            // One row per customer or wallet: its known facts as a JSON object.
-            let mut put_facts = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO facts (scope, owner, facts) VALUES (?1, ?2, ?3)",
-                )
+            tx.execute("INSERT INTO changes (blob) VALUES (?1)", [&blob])
                 .map_err(sql)?;
-            for (scope, owners) in [
-                (RawScope::Customer, &changes.customers),
-                (RawScope::Wallet, &changes.wallets),
-            ] {
-                let names = if scope == RawScope::Wallet {
-                    &state.wallets
-                } else {
-                    &state.customers
-                };
-                for &owner in owners {
-                    let values: std::collections::BTreeMap<&str, String> = ruleset
-                        .facts_of(scope)
-                        .filter_map(|f| {
-                            Some((
-                                f.name.as_str(),
-                                encode(state.table(scope).get(owner, f.slot))?,
-                            ))
-                        })
-                        .collect();
-                    let text = serde_json::to_string(&values).unwrap_or_default();
-                    put_facts
-                        .execute(params![scope_code(scope), names.name(owner), text])
-                        .map_err(sql)?;
-                }
-            }
-            let mut put_counter = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(sql)?;
-            for key in &changes.counters {
-                let Some(t) = state.counters.get(key) else {
-                    continue;
-                };
-                let owner = match key.per {
-                    RawScope::Customer => state.customers.name(key.owner),
-                    RawScope::Wallet => state.wallets.name(key.owner),
-                    RawScope::All => "",
-                };
-                let counter = ruleset
-                    .counters
-                    .get(key.counter as usize)
-                    .map_or("", String::as_str);
-                put_counter
-                    .execute(params![
-                        counter,
-                        scope_code(key.per),
-                        owner,
-                        i64::from(key.day),
-                        i64::try_from(t.grants).unwrap_or(i64::MAX),
-                        i64::try_from(t.coupons).unwrap_or(i64::MAX),
-                        t.value.to_string()
-                    ])
-                    .map_err(sql)?;
-            }
-            let mut put_coupon = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(sql)?;
-            for id in &changes.coupons {
-                let Some(c) = state.coupons.get(id) else {
-                    continue;
-                };
-                put_coupon
-                    .execute(params![
-                        &**id,
-                        state.wallets.name(c.wallet),
-                        c.face_value.to_string(),
-                        c.min_spend.to_string(),
-                        ruleset.channel_names(c.usable_for).join(","),
-                        c.credit_by.to_string(),
-                        c.valid_until.map(|d| d.to_string()),
-                        c.used
-                    ])
-                    .map_err(sql)?;
+            if compact {
+                compact_log(&tx, &path)?;
             }
             // The ids decided since the last checkpoint, as one blob: the set is only ever
             // loaded whole, so a row per id would cost a B-tree insert each for nothing.
@@ -598,7 +643,13 @@ impl Store {
             )
             .map_err(sql)?;
         }
-        tx.commit().map_err(sql)
+        tx.commit().map_err(sql)?;
+        self.log_bytes = if compact {
+            0
+        } else {
+            self.log_bytes + blob.len() as u64
+        };
+        Ok(())
     }
 
     /// Checkpoints for a run that keeps its state here, recorded under `output`: every
@@ -627,6 +678,11 @@ impl Store {
                     .map_err(std::io::Error::other)
             }),
         }
+    }
+
+    /// Folds the change log into the tables once it passes `bytes` (0: at every checkpoint).
+    pub fn compact_after(&mut self, bytes: u64) {
+        self.compact_after = bytes;
     }
 
     /// The database connection, for read-only inspection.

@@ -32,6 +32,7 @@ struct Eval {
     output: PathBuf,
     state: Option<PathBuf>,
     every: Option<u64>,
+    compact_after: Option<u64>,
 }
 
 impl Eval {
@@ -45,6 +46,7 @@ impl Eval {
             output: output.to_path_buf(),
             state: None,
             every: None,
+            compact_after: None,
         }
     }
 
@@ -65,6 +67,11 @@ impl Eval {
 
     fn every(mut self, n: u64) -> Eval {
         self.every = Some(n);
+        self
+    }
+
+    fn compact_after(mut self, bytes: u64) -> Eval {
+        self.compact_after = Some(bytes);
         self
     }
 
@@ -92,6 +99,9 @@ impl Eval {
         }
         if let Some(n) = self.every {
             cmd.arg("--checkpoint-every").arg(n.to_string());
+        }
+        if let Some(n) = self.compact_after {
+            cmd.arg("--compact-after").arg(n.to_string());
         }
         cmd
     }
@@ -806,6 +816,74 @@ fn day_split_equals_one_run() {
         &all.output_bytes(),
         &joined,
     );
+}
+
+#[test]
+fn folding_the_change_log_into_the_tables_changes_nothing_a_run_or_inspect_sees() {
+    let d = Dir::new("state-compact");
+    let (events, snapshot) = generated(&d, 17, 4_000, 200);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let day1 = d.write("day1.jsonl", &format!("{}\n", lines[..half].join("\n")));
+    let day2 = d.write("day2.jsonl", &format!("{}\n", lines[half..].join("\n")));
+    // Never folded; folded at every checkpoint; folded now and then, so that the second
+    // day loads tables and a log both.
+    let policies = [None, Some(0), Some(40_000)];
+    let mut seen = Vec::new();
+    for (i, policy) in policies.into_iter().enumerate() {
+        let state = d.path().join(format!("S{i}"));
+        let mut outputs = Vec::new();
+        for (day, input) in [("day1", &day1), ("day2", &day2)] {
+            let mut eval = Eval::new(input, &d.path().join(format!("{day}-{i}.out.jsonl")))
+                .customers(&snapshot)
+                .state(&state)
+                .every(300);
+            if let Some(bytes) = policy {
+                eval = eval.compact_after(bytes);
+            }
+            eval.run()
+                .expect_code(3, &format!("{day} under policy {policy:?}"));
+            outputs.push(eval.output_bytes());
+        }
+        let (doc, _) = split_runs(inspect_json(&state, &[]));
+        let db = table_and_log_rows(&state);
+        seen.push((policy, outputs, doc, db));
+    }
+    let (_, outputs, doc, logged) = &seen[0];
+    assert!(
+        logged.1 > 0,
+        "the unfolded state keeps its changes in the log"
+    );
+    for (policy, o, dd, counts) in &seen[1..] {
+        assert_same_bytes(
+            &format!("decisions under {policy:?}"),
+            &outputs.concat(),
+            &o.concat(),
+        );
+        assert_same_json(&format!("inspect under {policy:?}"), doc, dd);
+        if *policy == Some(0) {
+            assert_eq!(counts.1, 0, "folded at every checkpoint: the log is empty");
+            assert!(
+                counts.0 > 0,
+                "folded at every checkpoint: the tables hold the state"
+            );
+        }
+    }
+}
+
+/// Rows in the `facts` table and in the change log of a state: `(facts rows, change sets)`.
+fn table_and_log_rows(state: &Path) -> (i64, i64) {
+    let db = rusqlite::Connection::open_with_flags(
+        state.join("promo-state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let count = |table: &str| -> i64 {
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    (count("facts"), count("changes"))
 }
 
 #[test]

@@ -1,0 +1,278 @@
+//! The change log. A checkpoint appends what changed since the last one as one blob, a row
+//! of the `changes` table, instead of updating a row of `facts`, `counters` or `coupons` per
+//! change: a busy run touches most customers between two checkpoints, and an update per row
+//! (a B-tree search by text key, and the row encoded as JSON) cost three times the
+//! evaluation itself. Those tables hold the state as of the last compaction, which folds the
+//! log into them once it has grown large; readers see the tables and then the log, in order.
+
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate};
+use rusqlite::Connection;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::rows::{CounterRow, CouponRow, FactsRow};
+use super::{encode, StoreError};
+use crate::engine::state::{Dirty, FactValue, State};
+use crate::rules::raw::RawScope;
+use crate::rules::Ruleset;
+
+/// What changed between two checkpoints, in the rows' terms: names, not interned ids.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ChangeSet<'a> {
+    /// The names of the facts of customers and of wallets, in the order of `FactChange`'s
+    /// values.
+    #[serde(borrow)]
+    pub fact_names: [Vec<&'a str>; 2],
+    #[serde(borrow)]
+    pub facts: Vec<FactChange<'a>>,
+    #[serde(borrow)]
+    pub counters: Vec<CounterChange<'a>>,
+    #[serde(borrow)]
+    pub coupons: Vec<CouponChange<'a>>,
+}
+
+/// A value as the log keeps it: decimals as their 16-byte form, dates as days of the era.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum Stored {
+    Absent,
+    Int(i64),
+    Date(i32),
+    Bool(bool),
+    Decimal([u8; 16]),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FactChange<'a> {
+    /// 0 customer, 1 wallet.
+    pub scope: u8,
+    pub owner: &'a str,
+    pub values: Vec<Stored>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CounterChange<'a> {
+    pub counter: &'a str,
+    pub scope: u8,
+    pub owner: &'a str,
+    pub day: i32,
+    pub grants: u64,
+    pub coupons: u64,
+    pub value: [u8; 16],
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CouponChange<'a> {
+    pub id: &'a str,
+    pub wallet: &'a str,
+    pub face_value: [u8; 16],
+    pub min_spend: [u8; 16],
+    #[serde(borrow)]
+    pub usable_for: Vec<&'a str>,
+    pub credit_by: i32,
+    pub valid_until: Option<i32>,
+    pub used: bool,
+}
+
+fn store_value(v: FactValue) -> Stored {
+    match v {
+        FactValue::Absent => Stored::Absent,
+        FactValue::Int(i) => Stored::Int(i),
+        FactValue::Date(d) => Stored::Date(d.num_days_from_ce()),
+        FactValue::Bool(b) => Stored::Bool(b),
+        FactValue::Decimal(d) => Stored::Decimal(d.serialize()),
+    }
+}
+
+fn fact_value(v: Stored) -> Option<FactValue> {
+    Some(match v {
+        Stored::Absent => FactValue::Absent,
+        Stored::Int(i) => FactValue::Int(i),
+        Stored::Date(d) => FactValue::Date(date(d)?),
+        Stored::Bool(b) => FactValue::Bool(b),
+        Stored::Decimal(d) => FactValue::Decimal(Decimal::deserialize(d)),
+    })
+}
+
+fn date(days: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(days)
+}
+
+fn scope_of(code: u8) -> RawScope {
+    if code == 1 {
+        RawScope::Wallet
+    } else {
+        RawScope::Customer
+    }
+}
+
+/// The change set of `changes`, with its values read from `state`.
+pub fn change_set<'s>(ruleset: &'s Ruleset, state: &'s State, changes: &Dirty) -> ChangeSet<'s> {
+    let names = |scope| ruleset.facts_of(scope).map(|f| f.name.as_str()).collect();
+    let mut set = ChangeSet {
+        fact_names: [names(RawScope::Customer), names(RawScope::Wallet)],
+        ..ChangeSet::default()
+    };
+    for (code, scope, owners) in [
+        (0u8, RawScope::Customer, &changes.customers),
+        (1u8, RawScope::Wallet, &changes.wallets),
+    ] {
+        let interner = if scope == RawScope::Wallet {
+            &state.wallets
+        } else {
+            &state.customers
+        };
+        let table = state.table(scope);
+        for &owner in owners {
+            set.facts.push(FactChange {
+                scope: code,
+                owner: interner.name(owner),
+                values: ruleset
+                    .facts_of(scope)
+                    .map(|f| store_value(table.get(owner, f.slot)))
+                    .collect(),
+            });
+        }
+    }
+    for key in &changes.counters {
+        let Some(t) = state.counters.get(key) else {
+            continue;
+        };
+        let (scope, owner) = match key.per {
+            RawScope::Customer => (0, state.customers.name(key.owner)),
+            RawScope::Wallet => (1, state.wallets.name(key.owner)),
+            RawScope::All => (2, ""),
+        };
+        set.counters.push(CounterChange {
+            counter: ruleset
+                .counters
+                .get(key.counter as usize)
+                .map_or("", String::as_str),
+            scope,
+            owner,
+            day: key.day,
+            grants: t.grants,
+            coupons: t.coupons,
+            value: t.value.serialize(),
+        });
+    }
+    for id in &changes.coupons {
+        let Some((id, c)) = state.coupons.get_key_value(id) else {
+            continue;
+        };
+        set.coupons.push(CouponChange {
+            id,
+            wallet: state.wallets.name(c.wallet),
+            face_value: c.face_value.serialize(),
+            min_spend: c.min_spend.serialize(),
+            usable_for: ruleset.channel_names(c.usable_for),
+            credit_by: c.credit_by.num_days_from_ce(),
+            valid_until: c.valid_until.map(|d| d.num_days_from_ce()),
+            used: c.used,
+        });
+    }
+    set
+}
+
+impl ChangeSet<'_> {
+    /// The changed facts as rows (facts as a JSON object, as the `facts` table holds them).
+    pub fn fact_rows(&self) -> impl Iterator<Item = FactsRow> + '_ {
+        self.facts.iter().map(|f| {
+            let names = self
+                .fact_names
+                .get(usize::from(f.scope))
+                .map_or(&[][..], |n| n);
+            let values: std::collections::BTreeMap<&str, String> = names
+                .iter()
+                .zip(&f.values)
+                .filter_map(|(n, v)| Some((*n, encode(fact_value(*v)?)?)))
+                .collect();
+            FactsRow {
+                scope: i64::from(f.scope),
+                owner: f.owner.to_string(),
+                facts: serde_json::to_string(&values).unwrap_or_default(),
+            }
+        })
+    }
+
+    /// The changed counters as rows.
+    pub fn counter_rows(&self) -> impl Iterator<Item = CounterRow> + '_ {
+        self.counters.iter().map(|c| CounterRow {
+            counter: c.counter.to_string(),
+            scope: i64::from(c.scope),
+            owner: c.owner.to_string(),
+            day: i64::from(c.day),
+            grants: i64::try_from(c.grants).unwrap_or(i64::MAX),
+            coupons: i64::try_from(c.coupons).unwrap_or(i64::MAX),
+            value: Decimal::deserialize(c.value).to_string(),
+        })
+    }
+
+    /// The changed coupons as rows.
+    pub fn coupon_rows(&self) -> impl Iterator<Item = CouponRow> + '_ {
+        let day = |d: i32| date(d).map_or_else(String::new, |d| d.to_string());
+        self.coupons.iter().map(move |c| CouponRow {
+            coupon_id: c.id.to_string(),
+            wallet: c.wallet.to_string(),
+            face_value: Decimal::deserialize(c.face_value).to_string(),
+            min_spend: Decimal::deserialize(c.min_spend).to_string(),
+            usable_for: c.usable_for.join(","),
+            credit_by: day(c.credit_by),
+            valid_until: c.valid_until.map(day),
+            used: c.used,
+        })
+    }
+
+    /// Applies the changed facts to `state` directly, without going through rows.
+    pub fn apply_facts(&self, ruleset: &Ruleset, state: &mut State) -> Result<(), String> {
+        for f in &self.facts {
+            let scope = scope_of(f.scope);
+            let id = if scope == RawScope::Wallet {
+                state.wallets.intern(f.owner)
+            } else {
+                state.customers.intern(f.owner)
+            };
+            let names = self
+                .fact_names
+                .get(usize::from(f.scope))
+                .map_or(&[][..], |n| n);
+            for (name, v) in names.iter().zip(&f.values) {
+                let Some(fact) = ruleset.facts.iter().find(|x| x.name == *name) else {
+                    continue;
+                };
+                let value = fact_value(*v)
+                    .ok_or_else(|| format!("fact `{name}` of `{}` holds a bad date", f.owner))?;
+                state.set_fact(fact.scope, id, fact.slot, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each change set of the log, oldest first.
+pub fn each(
+    conn: &Connection,
+    path: &Path,
+    f: &mut dyn FnMut(&ChangeSet<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut stmt = conn
+        .prepare("SELECT batch, blob FROM changes ORDER BY batch")
+        .map_err(|e| corrupt(e.to_string()))?;
+    let mut rows = stmt.query([]).map_err(|e| corrupt(e.to_string()))?;
+    while let Some(row) = rows.next().map_err(|e| corrupt(e.to_string()))? {
+        let batch: i64 = row.get(0).map_err(|e| corrupt(e.to_string()))?;
+        let blob = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let set: ChangeSet<'_> = postcard::from_bytes(blob)
+            .map_err(|e| corrupt(format!("change set {batch} does not decode: {e}")))?;
+        f(&set)?;
+    }
+    Ok(())
+}
