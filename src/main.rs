@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use promo::cli::{self, Exit};
 
+/// Events are parsed on one thread and freed on another; mimalloc frees across threads
+/// without the arena lock glibc's allocator takes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rules-engine driven promotion evaluator: promotions as YAML rules and Rhai scripts,
 /// evaluated over transaction streams.
 #[derive(Parser)]
