@@ -117,7 +117,8 @@ pub struct Batch<'r, W: Sink, X: Sink> {
     unit: u64,
 }
 
-/// Where a run stands at a checkpoint: everything before is decided, written and synced.
+/// Where a run stands at a checkpoint: everything before is decided and written (flushed to
+/// the operating system; the commit syncs it to disk before it records the lengths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
     /// Input units consumed (lines of JSONL, records of CSV), from the start of the input.
@@ -126,10 +127,13 @@ pub struct Checkpoint {
     pub rejects_bytes: u64,
     /// The input is exhausted.
     pub done: bool,
+    /// The run ends here (done, or stopping): the commit must be durable before it returns.
+    pub last: bool,
 }
 
-/// Commits the state with a checkpoint.
-pub type CommitFn<'r> = Box<dyn FnMut(&mut State, &Summary, &Checkpoint) -> io::Result<()> + 'r>;
+/// Commits the state with a checkpoint, after syncing the output files (handles to them).
+pub type CommitFn<'r> =
+    Box<dyn FnMut(&mut State, &Summary, &Checkpoint, Vec<std::fs::File>) -> io::Result<()> + 'r>;
 
 /// How a run that keeps state checkpoints and resumes.
 pub struct Durability<'r> {
@@ -296,19 +300,24 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         if !due {
             return Ok(false);
         }
+        let stop = !done
+            && d.stop
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
         let at = Checkpoint {
             consumed: unit,
-            output_bytes: self.out.sync()?,
-            rejects_bytes: self.rejects.sync()?,
+            output_bytes: self.out.sink().flush_len()?,
+            rejects_bytes: self.rejects.flush_len()?,
             done,
+            last: done || stop,
         };
+        let files = [self.out.sink().sync_handle()?, self.rejects.sync_handle()?]
+            .into_iter()
+            .flatten()
+            .collect();
         if let Some(d) = &mut self.durability {
-            (d.commit)(self.state, &self.summary, &at)?;
-            return Ok(!done
-                && d.stop
-                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)));
+            (d.commit)(self.state, &self.summary, &at, files)?;
         }
-        Ok(false)
+        Ok(stop)
     }
 
     /// Handles one unit of input (admitted already, or not), then reports progress and

@@ -247,11 +247,15 @@ pub fn run(args: &EvalArgs) -> Exit {
         if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
         }
+        let durability = match store.durability(&ruleset, run_key.clone(), args.checkpoint_every) {
+            Ok(d) => d,
+            Err(e) => return fatal(format!("{e}")),
+        };
         batch.durability = Some(Durability {
             skip,
             rejects_known,
             stop: Some(&STOP),
-            ..store.durability(&ruleset, run_key.clone(), args.checkpoint_every)
+            ..durability
         });
     }
     if let (Some(n), false) = (resumed_from, args.quiet) {

@@ -201,12 +201,9 @@ impl<W: Write> DecisionWriter<W> {
         }
     }
 
-    /// Makes what was written durable; returns the bytes written in all.
-    pub fn sync(&mut self) -> io::Result<u64>
-    where
-        W: super::Sink,
-    {
-        self.out.sync()
+    /// The sink written to.
+    pub fn sink(&mut self) -> &mut W {
+        &mut self.out
     }
 
     /// Flushes and returns the underlying writer.

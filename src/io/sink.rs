@@ -1,29 +1,40 @@
-//! Output sinks that can make what was written durable and say how much that was: the
-//! decisions and rejects files of a run that keeps state commit their length with the state.
+//! Output sinks that say how much was written through them and give a handle to make it
+//! durable: the decisions and rejects files of a run that keeps state commit their length
+//! with the state, once synced.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
-/// A writer that can flush to durable storage and report the bytes written through it.
+/// A writer that reports the bytes written through it and, for files, a handle to sync.
 pub trait Sink: Write {
-    /// Flushes (and for files, syncs to disk); returns the total bytes written so far,
-    /// including any the sink started with.
-    fn sync(&mut self) -> io::Result<u64>;
+    /// Flushes to the operating system; returns the total bytes written so far, including
+    /// any the sink started with.
+    fn flush_len(&mut self) -> io::Result<u64>;
+
+    /// A handle to the file written, to sync what was flushed to disk (from any thread);
+    /// `None` for what cannot be synced (a pipe, memory).
+    fn sync_handle(&self) -> io::Result<Option<File>> {
+        Ok(None)
+    }
 }
 
 impl Sink for Vec<u8> {
-    fn sync(&mut self) -> io::Result<u64> {
+    fn flush_len(&mut self) -> io::Result<u64> {
         Ok(self.len() as u64)
     }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
-    fn sync(&mut self) -> io::Result<u64> {
-        (**self).sync()
+    fn flush_len(&mut self) -> io::Result<u64> {
+        (**self).flush_len()
+    }
+
+    fn sync_handle(&self) -> io::Result<Option<File>> {
+        (**self).sync_handle()
     }
 }
 
-/// A buffered file that counts its bytes and syncs to disk.
+/// A buffered file that counts its bytes.
 pub struct FileSink {
     inner: BufWriter<File>,
     written: u64,
@@ -56,10 +67,13 @@ impl Write for FileSink {
 }
 
 impl Sink for FileSink {
-    fn sync(&mut self) -> io::Result<u64> {
+    fn flush_len(&mut self) -> io::Result<u64> {
         self.inner.flush()?;
-        self.inner.get_ref().sync_data()?;
         Ok(self.written)
+    }
+
+    fn sync_handle(&self) -> io::Result<Option<File>> {
+        self.inner.get_ref().try_clone().map(Some)
     }
 }
 
@@ -88,7 +102,7 @@ impl<W: Write> Write for StreamSink<W> {
 }
 
 impl<W: Write> Sink for StreamSink<W> {
-    fn sync(&mut self) -> io::Result<u64> {
+    fn flush_len(&mut self) -> io::Result<u64> {
         self.inner.flush()?;
         Ok(self.written)
     }

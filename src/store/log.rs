@@ -124,7 +124,7 @@ pub fn change_set<'s>(ruleset: &'s Ruleset, state: &'s State, changes: &Dirty) -
             &state.customers
         };
         let table = state.table(scope);
-        for &owner in owners {
+        for owner in owners.ones().filter_map(|o| u32::try_from(o).ok()) {
             set.facts.push(FactChange {
                 scope: code,
                 owner: interner.name(owner),

@@ -6,6 +6,7 @@
 //! with concurrent readers (what `serve` needs), and a copy of the file is a copy of the state
 //! (what `simulate` needs).
 
+mod commit;
 pub mod inspect;
 mod log;
 mod rows;
@@ -593,80 +594,46 @@ impl Store {
         .transpose()
     }
 
-    /// Writes everything `state` changed since the last checkpoint, and the run's record, in
-    /// one transaction.
-    pub fn checkpoint(
-        &mut self,
+    /// Encodes everything `state` changed since the last checkpoint, with the run's record,
+    /// as one commit; `files` are the outputs to sync first.
+    fn job(
         ruleset: &Ruleset,
         state: &mut State,
         output: &str,
         run: &RunRecord,
-    ) -> Result<(), StoreError> {
+        files: Vec<std::fs::File>,
+    ) -> Result<commit::Job, String> {
         let changes = state.take_changes();
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let blob =
-            postcard::to_stdvec(&log::change_set(ruleset, state, &changes)).map_err(|e| {
-                StoreError::Corrupt {
-                    path: path.clone(),
-                    detail: format!("cannot encode the changes: {e}"),
-                }
-            })?;
-        let compact = self.log_bytes + blob.len() as u64 > self.compact_after;
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            tx.execute("INSERT INTO changes (blob) VALUES (?1)", [&blob])
-                .map_err(sql)?;
-            if compact {
-                compact_log(&tx, &path)?;
-            }
-            // The ids decided since the last checkpoint, as one blob: the set is only ever
-            // loaded whole, so a row per id would cost a B-tree insert each for nothing.
-            if !changes.seen.is_empty() {
-                let blob: Vec<u8> = changes.seen.iter().flat_map(|h| h.to_le_bytes()).collect();
-                tx.execute("INSERT INTO seen (hashes) VALUES (?1)", [blob])
-                    .map_err(sql)?;
-            }
-            let record = serde_json::to_string(run).unwrap_or_default();
-            tx.execute(
-                "INSERT OR REPLACE INTO runs (output, record) VALUES (?1, ?2)",
-                params![output, record],
-            )
-            .map_err(sql)?;
-            let facts = serde_json::to_string(&fact_shapes(ruleset)).unwrap_or_default();
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('facts', ?1)",
-                [facts],
-            )
-            .map_err(sql)?;
-        }
-        tx.commit().map_err(sql)?;
-        self.log_bytes = if compact {
-            0
-        } else {
-            self.log_bytes + blob.len() as u64
-        };
-        Ok(())
+        let set = log::change_set(ruleset, state, &changes);
+        Ok(commit::Job {
+            files,
+            changes: postcard::to_stdvec(&set)
+                .map_err(|e| format!("cannot encode the changes: {e}"))?,
+            seen: changes.seen.iter().flat_map(|h| h.to_le_bytes()).collect(),
+            output: output.to_string(),
+            record: serde_json::to_string(run).map_err(|e| e.to_string())?,
+            facts: serde_json::to_string(&fact_shapes(ruleset)).map_err(|e| e.to_string())?,
+        })
     }
 
     /// Checkpoints for a run that keeps its state here, recorded under `output`: every
     /// `every` input units, with nothing skipped, no rejects known and no stop flag (the
-    /// caller sets those for a resume, a rerun or Ctrl-C).
+    /// caller sets those for a resume, a rerun or Ctrl-C). Commits run on a thread of their
+    /// own (see `commit`).
     pub fn durability<'r>(
         &'r mut self,
         ruleset: &'r Ruleset,
         output: String,
         every: u64,
-    ) -> Durability<'r> {
-        Durability {
+    ) -> Result<Durability<'r>, StoreError> {
+        let mut committer =
+            commit::Committer::start(&self.path, self.log_bytes, self.compact_after)?;
+        Ok(Durability {
             every: every.max(1),
             skip: 0,
             rejects_known: 0,
             stop: None,
-            commit: Box::new(move |state, summary, at| {
+            commit: Box::new(move |state, summary, at, files| {
                 let record = RunRecord {
                     consumed: at.consumed,
                     output_bytes: at.output_bytes,
@@ -674,10 +641,13 @@ impl Store {
                     summary: summary.clone(),
                     complete: at.done,
                 };
-                self.checkpoint(ruleset, state, &output, &record)
+                let job = Self::job(ruleset, state, &output, &record, files)
+                    .map_err(std::io::Error::other)?;
+                committer
+                    .submit(job, at.last)
                     .map_err(std::io::Error::other)
             }),
-        }
+        })
     }
 
     /// Folds the change log into the tables once it passes `bytes` (0: at every checkpoint).

@@ -1,0 +1,182 @@
+//! Committing checkpoints on a thread of their own. A checkpoint waits for two disk syncs
+//! (the output files, then SQLite's log), which held the deciding thread a second and more
+//! on a million events. The deciding thread now encodes what changed and hands it over;
+//! this thread syncs the outputs, writes the change set, the decided ids and the run's
+//! record in one transaction, and commits, while the next events are decided. One commit
+//! is in flight at a time: the next checkpoint first waits for the previous one, and the
+//! last one of a run is waited for before the run ends. A crash loses at most the commit in
+//! flight, which the run had not yet counted on: rerunning resumes from the one before.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::{compact_log, StoreError};
+
+/// One checkpoint's writes, encoded by the deciding thread.
+pub struct Job {
+    /// Output files to sync before anything is recorded.
+    pub files: Vec<File>,
+    /// The change set (`log::ChangeSet`, postcard).
+    pub changes: Vec<u8>,
+    /// Hashes of the ids decided since the last checkpoint, 16 bytes each.
+    pub seen: Vec<u8>,
+    /// The run's output, and its record as JSON.
+    pub output: String,
+    pub record: String,
+    /// The ruleset's fact shapes as JSON, for the `meta` table.
+    pub facts: String,
+}
+
+/// The committing thread and the way to it.
+pub struct Committer {
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<Result<(), StoreError>>,
+    in_flight: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the committing thread keeps between commits.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    log_bytes: u64,
+    compact_after: u64,
+}
+
+impl Committer {
+    /// Starts a committing thread with its own connection to the database at `path`.
+    pub fn start(path: &Path, log_bytes: u64, compact_after: u64) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| {
+            c.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 8192;")?;
+            Ok(c)
+        })
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut writer = Writer {
+            conn,
+            path: path.to_path_buf(),
+            log_bytes,
+            compact_after,
+        };
+        let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
+        let (outbox, results) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("promo-commit".into())
+            .spawn(move || {
+                for job in inbox {
+                    if outbox.send(writer.commit(job)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Committer {
+            jobs: Some(jobs),
+            results,
+            in_flight: false,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `job` over once the previous commit is done; with `wait`, returns only once
+    /// this one is durable too.
+    pub fn submit(&mut self, job: Job, wait: bool) -> Result<(), StoreError> {
+        self.wait()?;
+        let gone = || StoreError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other("the committing thread stopped"),
+        };
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        self.in_flight = true;
+        if wait {
+            self.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, if any.
+    pub fn wait(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.in_flight) {
+            return Ok(());
+        }
+        self.results.recv().unwrap_or_else(|_| {
+            Err(StoreError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other("the committing thread stopped mid-commit"),
+            })
+        })
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // A commit in flight completes; the thread then sees the channel closed and ends.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Writer {
+    fn commit(&mut self, job: Job) -> Result<(), StoreError> {
+        for f in &job.files {
+            f.sync_data().map_err(|source| StoreError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let compact = self.log_bytes + job.changes.len() as u64 > self.compact_after;
+        let tx = self.conn.transaction().map_err(sql)?;
+        tx.execute("INSERT INTO changes (blob) VALUES (?1)", [&job.changes])
+            .map_err(sql)?;
+        if compact {
+            compact_log(&tx, &path)?;
+        }
+        // The ids decided since the last checkpoint, as one blob: the set is only ever
+        // loaded whole, so a row per id would cost a B-tree insert each for nothing.
+        if !job.seen.is_empty() {
+            tx.execute("INSERT INTO seen (hashes) VALUES (?1)", [&job.seen])
+                .map_err(sql)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO runs (output, record) VALUES (?1, ?2)",
+            params![job.output, job.record],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('facts', ?1)",
+            [&job.facts],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        self.log_bytes = if compact {
+            0
+        } else {
+            self.log_bytes + job.changes.len() as u64
+        };
+        Ok(())
+    }
+}
