@@ -154,17 +154,39 @@ struct Block<O> {
     units: Vec<(Position, Parsed<O>)>,
 }
 
-/// Reads one block: the lines' text into one string, then each line parsed from it and
-/// prepared.
+impl<O> Block<O> {
+    fn new() -> Self {
+        Block {
+            text: String::with_capacity(BLOCK_LINES * 256),
+            units: Vec::with_capacity(BLOCK_LINES),
+        }
+    }
+}
+
+/// What the reading thread reuses from block to block.
+struct Scratch<O> {
+    line: Vec<u8>,
+    lines: Vec<(Position, Pending<O>)>,
+}
+
+/// Reads one block into `block` (emptied first; its buffers are reused): the lines' text
+/// into one string, then each line parsed from it and prepared. False at the end of input.
 fn read_block<P: Prepare>(
     input: &mut impl BufRead,
     skip: u64,
     at: &mut Position,
-    scratch: &mut Vec<u8>,
+    scratch: &mut Scratch<P::Out>,
     prep: &mut P,
-) -> io::Result<Option<Block<P::Out>>> {
-    let mut text = String::with_capacity(BLOCK_LINES * 256);
-    let mut lines: Vec<(Position, Pending<P::Out>)> = Vec::with_capacity(BLOCK_LINES);
+    block: &mut Block<P::Out>,
+) -> io::Result<bool> {
+    let Block { text, units } = block;
+    text.clear();
+    units.clear();
+    let Scratch {
+        line: scratch,
+        lines,
+    } = scratch;
+    lines.clear();
     while lines.len() < BLOCK_LINES {
         scratch.clear();
         let n = input.read_until(b'\n', scratch)?;
@@ -200,34 +222,31 @@ fn read_block<P: Prepare>(
         }
     }
     if lines.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
-    let units = lines
-        .into_iter()
-        .map(|(pos, l)| {
-            let parsed = match l {
-                Err(p) => p,
-                Ok((line, a, b)) => {
-                    let raw = text.get(a..b).unwrap_or_default();
-                    match parse_event(raw) {
-                        Ok(ev) => Parsed::Event {
-                            line,
-                            raw: (a, b),
-                            prepared: prep.prepare(&ev),
-                            event: Detached::new(ev, &text),
-                        },
-                        Err(reason) => Parsed::Bad {
-                            line,
-                            reason,
-                            raw: raw.to_string(),
-                        },
-                    }
+    units.extend(lines.drain(..).map(|(pos, l)| {
+        let parsed = match l {
+            Err(p) => p,
+            Ok((line, a, b)) => {
+                let raw = text.get(a..b).unwrap_or_default();
+                match parse_event(raw) {
+                    Ok(ev) => Parsed::Event {
+                        line,
+                        raw: (a, b),
+                        prepared: prep.prepare(&ev),
+                        event: Detached::new(ev, text),
+                    },
+                    Err(reason) => Parsed::Bad {
+                        line,
+                        reason,
+                        raw: raw.to_string(),
+                    },
                 }
-            };
-            (pos, parsed)
-        })
-        .collect();
-    Ok(Some(Block { text, units }))
+            }
+        };
+        (pos, parsed)
+    }));
+    Ok(true)
 }
 
 /// Reads JSON lines as `read::read_jsonl` does, parsing and preparing on another thread;
@@ -239,29 +258,45 @@ pub fn read_jsonl_parallel<P: Prepare>(
     f: Handle<'_, P::Out>,
 ) -> ParallelEnd<P> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Block<P::Out>>>(IN_FLIGHT);
+    // Blocks handed back once decided, for the reader to fill again: fresh buffers of this
+    // size would be fresh pages for the kernel to zero, block after block.
+    let (recycle, recycled) = mpsc::channel::<Block<P::Out>>();
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let stop = &stop;
         let reader = scope.spawn(move || {
             let (mut input, mut prep) = (input, prepare);
             let mut at = Position::default();
-            let mut scratch = Vec::with_capacity(1024);
+            let mut scratch = Scratch {
+                line: Vec::with_capacity(1024),
+                lines: Vec::with_capacity(BLOCK_LINES),
+            };
             while !stop.load(Ordering::Relaxed) {
-                let block = read_block(&mut input, skip, &mut at, &mut scratch, &mut prep);
-                let end = !matches!(block, Ok(Some(_)));
-                let sent = match block {
-                    Ok(Some(b)) => tx.send(Ok(b)),
-                    Ok(None) => break,
-                    Err(e) => tx.send(Err(e)),
+                let mut block = recycled.try_recv().unwrap_or_else(|_| Block::new());
+                let sent = match read_block(
+                    &mut input,
+                    skip,
+                    &mut at,
+                    &mut scratch,
+                    &mut prep,
+                    &mut block,
+                ) {
+                    Ok(true) => tx.send(Ok(block)),
+                    Ok(false) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
                 };
-                if sent.is_err() || end {
+                // A closed channel: the deciding side stopped early.
+                if sent.is_err() {
                     break;
                 }
             }
             prep
         });
         let mut unused = Vec::new();
-        let read = hand_over(&rx, f, &mut unused);
+        let read = hand_over(&rx, f, &mut unused, &recycle);
         // Stopped early: the reader stops at its next block, and what it prepared for the
         // blocks in flight goes back unused.
         stop.store(true, Ordering::Relaxed);
@@ -289,11 +324,14 @@ fn hand_over<O>(
     rx: &mpsc::Receiver<io::Result<Block<O>>>,
     f: Handle<'_, O>,
     unused: &mut Vec<O>,
+    recycle: &mpsc::Sender<Block<O>>,
 ) -> io::Result<(Position, bool)> {
     let mut last = Position::default();
     for block in rx {
-        let Block { text, units } = block?;
-        let mut units = units.into_iter();
+        let mut block = block?;
+        let Block { text, units } = &mut block;
+        let text = &*text;
+        let mut units = units.drain(..);
         for (at, parsed) in units.by_ref() {
             last = at;
             let (unit, prepared) = match parsed {
@@ -308,7 +346,7 @@ fn hand_over<O>(
                 } => (
                     Unit::Event {
                         line,
-                        event: event.attach(&text),
+                        event: event.attach(text),
                         raw: RawText::Line(text.get(raw.0..raw.1).unwrap_or_default()),
                     },
                     Some(prepared),
@@ -323,6 +361,9 @@ fn hand_over<O>(
                 return flow.map(|_| (at, true));
             }
         }
+        drop(units);
+        // The reader may have finished; then the block is simply dropped.
+        let _ = recycle.send(block);
     }
     Ok((last, false))
 }
