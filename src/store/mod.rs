@@ -1,10 +1,11 @@
 //! Durable state (`--state DIR`): customer and wallet facts, counters, the coupon ledger, the
 //! ids of decided events and where each run stands, in one SQLite database. The engine never
-//! sees it: a run loads the state into memory, then each checkpoint writes what changed and
-//! the run's position in one transaction, after the outputs up to that point are synced.
-//! SQLite because a state is then one file any `sqlite3` can read, WAL gives durable commits
-//! with concurrent readers (what `serve` needs), and a copy of the file is a copy of the state
-//! (what `simulate` needs).
+//! sees it: a run loads the state into memory, then each checkpoint writes what changed (one
+//! change-log blob, `log`) and the run's position in one transaction, after the outputs up to
+//! that point are synced, on a thread of its own (`commit`). SQLite because a state is then
+//! one file (its tables plain rows any `sqlite3` can read, as of the last compaction of the
+//! log), WAL gives durable commits with concurrent readers (what `serve` needs), and a copy of
+//! the file is a copy of the state (what `simulate` needs).
 
 mod commit;
 pub mod inspect;
