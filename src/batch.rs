@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{decide, evaluate, explain, Admission, Evaluation, Keys, Outcome, State};
-use crate::io::parallel::{read_jsonl_parallel, Prepare};
+use crate::io::parallel::{read_csv_parallel, read_jsonl_parallel, Handle, ParallelEnd, Prepare};
 use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
 use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
@@ -376,19 +376,9 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     ) -> io::Result<Finish> {
         let skip = self.skip();
         let read = if self.parallel {
-            let admit = Admit {
-                ruleset: self.ruleset,
-                keys: self.state.lend_keys(),
-            };
-            let end = read_jsonl_parallel(input, skip, admit, &mut |at, unit, admission| {
-                self.unit(at, unit, admission, progress)
-            });
-            let undecided = end.unused.into_iter().filter_map(|a| match a {
-                Admission::Fresh(a) => Some(a),
-                _ => None,
-            });
-            self.state.restore_keys(end.prepare.keys, undecided);
-            end.read?
+            self.admitting(progress, |admit, f| {
+                read_jsonl_parallel(input, skip, admit, f)
+            })?
         } else {
             read_jsonl(input, skip, &mut |at, unit| {
                 self.unit(at, unit, None, progress)
@@ -400,13 +390,42 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     /// Evaluates a CSV stream with a header row.
     pub fn run_csv(
         &mut self,
-        input: impl io::Read,
+        input: impl io::Read + Send,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Finish> {
-        let read = read_csv(input, self.skip(), &mut |at, unit| {
-            self.unit(at, unit, None, progress)
-        })?;
+        let skip = self.skip();
+        let read = if self.parallel {
+            self.admitting(progress, |admit, f| {
+                read_csv_parallel(input, skip, admit, f)
+            })?
+        } else {
+            read_csv(input, skip, &mut |at, unit| {
+                self.unit(at, unit, None, progress)
+            })?
+        };
         self.finish_reading(read, progress)
+    }
+
+    /// Runs a parallel `read` that admits events on its reading thread with the state's
+    /// keys, lent for the run and taken back after it.
+    fn admitting(
+        &mut self,
+        progress: &mut dyn FnMut(u64),
+        read: impl FnOnce(Admit<'r>, Handle<'_, Admission>) -> ParallelEnd<Admit<'r>>,
+    ) -> io::Result<(Position, bool)> {
+        let admit = Admit {
+            ruleset: self.ruleset,
+            keys: self.state.lend_keys(),
+        };
+        let end = read(admit, &mut |at, unit, admission| {
+            self.unit(at, unit, admission, progress)
+        });
+        let undecided = end.unused.into_iter().filter_map(|a| match a {
+            Admission::Fresh(a) => Some(a),
+            _ => None,
+        });
+        self.state.restore_keys(end.prepare.keys, undecided);
+        end.read
     }
 
     /// Flushes the outputs.

@@ -1,5 +1,5 @@
-//! Reading JSON lines on a second core: one thread reads blocks of lines and parses them,
-//! the caller's thread decides them in input order. The reading thread also does, for each
+//! Reading JSON lines or CSV records on a second core: one thread reads blocks of them and
+//! parses them, the caller's thread decides them in input order. The reading thread also does, for each
 //! event, whatever work can run ahead of deciding (`Prepare`: admitting it, for a batch).
 //! Parsed events cannot cross threads borrowing the block they were parsed from, so each is
 //! sent detached (its strings as spans of the block, or owned where they held escapes) and
@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use chrono::{DateTime, FixedOffset};
 use rust_decimal::Decimal;
 
+use super::event_csv::CsvColumns;
 use super::event_json::parse_event;
 use super::read::{Flow, Position, RawText, Unit};
 use crate::model::Event;
@@ -139,10 +140,18 @@ enum Parsed<O> {
     },
     Event {
         line: u64,
-        raw: (usize, usize),
+        source: Source,
         event: Detached,
         prepared: O,
     },
+}
+
+/// Where an event's text lies in its block: its strings are spans of that text.
+enum Source {
+    /// A JSON line: this span of the block's text.
+    Line(usize, usize),
+    /// A CSV record: the block's record of this index.
+    Record(usize),
 }
 
 /// A line of a block being read: its number and span in the block's text, to parse once
@@ -150,14 +159,18 @@ enum Parsed<O> {
 type Pending<O> = Result<(u64, usize, usize), Parsed<O>>;
 
 struct Block<O> {
+    /// JSON lines, one after another.
     text: String,
+    /// CSV records; those beyond the block's units are kept for their buffers.
+    records: Vec<csv::StringRecord>,
     units: Vec<(Position, Parsed<O>)>,
 }
 
 impl<O> Block<O> {
     fn new() -> Self {
         Block {
-            text: String::with_capacity(BLOCK_LINES * 256),
+            text: String::new(),
+            records: Vec::new(),
             units: Vec::with_capacity(BLOCK_LINES),
         }
     }
@@ -179,8 +192,9 @@ fn read_block<P: Prepare>(
     prep: &mut P,
     block: &mut Block<P::Out>,
 ) -> io::Result<bool> {
-    let Block { text, units } = block;
+    let Block { text, units, .. } = block;
     text.clear();
+    text.reserve(BLOCK_LINES * 256);
     units.clear();
     let Scratch {
         line: scratch,
@@ -232,7 +246,7 @@ fn read_block<P: Prepare>(
                 match parse_event(raw) {
                     Ok(ev) => Parsed::Event {
                         line,
-                        raw: (a, b),
+                        source: Source::Line(a, b),
                         prepared: prep.prepare(&ev),
                         event: Detached::new(ev, text),
                     },
@@ -249,11 +263,130 @@ fn read_block<P: Prepare>(
     Ok(true)
 }
 
+/// Reads CSV records into `block` (emptied first; its buffers are reused), each parsed and
+/// prepared, as `read::read_csv` reads them. False at the end of input.
+fn read_csv_block<P: Prepare>(
+    input: &mut csv::Reader<impl io::Read>,
+    columns: &CsvColumns,
+    skip: u64,
+    at: &mut Position,
+    prep: &mut P,
+    block: &mut Block<P::Out>,
+) -> io::Result<bool> {
+    let Block { records, units, .. } = block;
+    units.clear();
+    while units.len() < BLOCK_LINES {
+        let n = units.len();
+        if records.len() <= n {
+            records.push(csv::StringRecord::new());
+        }
+        let Some(record) = records.get_mut(n) else {
+            break;
+        };
+        let line = input.position().line() + 1;
+        let read = input.read_record(record);
+        if matches!(read, Ok(false)) {
+            break;
+        }
+        at.unit += 1;
+        at.bytes = input.position().byte();
+        let parsed = if at.unit <= skip {
+            Parsed::Skipped
+        } else {
+            match read {
+                Ok(_) if record.iter().all(str::is_empty) => Parsed::Blank,
+                Ok(_) => {
+                    let line = record.position().map_or(line, |p| p.line());
+                    match columns.parse(record) {
+                        Ok(ev) => Parsed::Event {
+                            line,
+                            source: Source::Record(n),
+                            prepared: prep.prepare(&ev),
+                            event: Detached::new(ev, record.as_slice()),
+                        },
+                        Err(reason) => Parsed::Bad {
+                            line,
+                            reason,
+                            raw: RawText::Record(record).text().into_owned(),
+                        },
+                    }
+                }
+                Err(e) => {
+                    if let csv::ErrorKind::Io(_) = e.kind() {
+                        return Err(io::Error::other(e.to_string()));
+                    }
+                    Parsed::Bad {
+                        line: e.position().map_or(line, |p| p.line()),
+                        reason: format!("bad CSV record: {e}"),
+                        raw: String::new(),
+                    }
+                }
+            }
+        };
+        units.push((*at, parsed));
+    }
+    Ok(!units.is_empty())
+}
+
 /// Reads JSON lines as `read::read_jsonl` does, parsing and preparing on another thread;
 /// `f` gets each event with what `prepare` made of it.
 pub fn read_jsonl_parallel<P: Prepare>(
     input: impl BufRead + Send,
     skip: u64,
+    prepare: P,
+    f: Handle<'_, P::Out>,
+) -> ParallelEnd<P> {
+    let mut input = input;
+    let mut at = Position::default();
+    let mut scratch = Scratch {
+        line: Vec::with_capacity(1024),
+        lines: Vec::with_capacity(BLOCK_LINES),
+    };
+    read_parallel(
+        move |prep: &mut P, block: &mut Block<P::Out>| {
+            read_block(&mut input, skip, &mut at, &mut scratch, prep, block)
+        },
+        prepare,
+        f,
+    )
+}
+
+/// Reads CSV with a header row as `read::read_csv` does, parsing and preparing on another
+/// thread; `f` gets each event with what `prepare` made of it.
+pub fn read_csv_parallel<P: Prepare>(
+    input: impl io::Read + Send,
+    skip: u64,
+    prepare: P,
+    f: Handle<'_, P::Out>,
+) -> ParallelEnd<P> {
+    let mut input = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let columns = match input.headers() {
+        Ok(h) => CsvColumns::from_header(h),
+        Err(e) => {
+            return ParallelEnd {
+                read: Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("CSV header: {e}"),
+                )),
+                prepare,
+                unused: Vec::new(),
+            }
+        }
+    };
+    let mut at = Position::default();
+    read_parallel(
+        move |prep: &mut P, block: &mut Block<P::Out>| {
+            read_csv_block(&mut input, &columns, skip, &mut at, prep, block)
+        },
+        prepare,
+        f,
+    )
+}
+
+/// Runs `fill` (which reads the next block, false at the end of input) on a second thread
+/// and hands the blocks' units to `f` in order.
+fn read_parallel<P: Prepare>(
+    mut fill: impl FnMut(&mut P, &mut Block<P::Out>) -> io::Result<bool> + Send,
     prepare: P,
     f: Handle<'_, P::Out>,
 ) -> ParallelEnd<P> {
@@ -265,22 +398,10 @@ pub fn read_jsonl_parallel<P: Prepare>(
     std::thread::scope(|scope| {
         let stop = &stop;
         let reader = scope.spawn(move || {
-            let (mut input, mut prep) = (input, prepare);
-            let mut at = Position::default();
-            let mut scratch = Scratch {
-                line: Vec::with_capacity(1024),
-                lines: Vec::with_capacity(BLOCK_LINES),
-            };
+            let mut prep = prepare;
             while !stop.load(Ordering::Relaxed) {
                 let mut block = recycled.try_recv().unwrap_or_else(|_| Block::new());
-                let sent = match read_block(
-                    &mut input,
-                    skip,
-                    &mut at,
-                    &mut scratch,
-                    &mut prep,
-                    &mut block,
-                ) {
+                let sent = match fill(&mut prep, &mut block) {
                     Ok(true) => tx.send(Ok(block)),
                     Ok(false) => break,
                     Err(e) => {
@@ -329,8 +450,12 @@ fn hand_over<O>(
     let mut last = Position::default();
     for block in rx {
         let mut block = block?;
-        let Block { text, units } = &mut block;
-        let text = &*text;
+        let Block {
+            text,
+            records,
+            units,
+        } = &mut block;
+        let (text, records) = (&*text, &*records);
         let mut units = units.drain(..);
         for (at, parsed) in units.by_ref() {
             last = at;
@@ -340,17 +465,29 @@ fn hand_over<O>(
                 Parsed::Bad { line, reason, raw } => (Unit::Bad { line, reason, raw }, None),
                 Parsed::Event {
                     line,
-                    raw,
+                    source,
                     event,
                     prepared,
-                } => (
-                    Unit::Event {
-                        line,
-                        event: event.attach(text),
-                        raw: RawText::Line(text.get(raw.0..raw.1).unwrap_or_default()),
-                    },
-                    Some(prepared),
-                ),
+                } => {
+                    let (base, raw) = match source {
+                        Source::Line(a, b) => (
+                            text.as_str(),
+                            RawText::Line(text.get(a..b).unwrap_or_default()),
+                        ),
+                        Source::Record(i) => match records.get(i) {
+                            Some(r) => (r.as_slice(), RawText::Record(r)),
+                            None => ("", RawText::Line("")),
+                        },
+                    };
+                    (
+                        Unit::Event {
+                            line,
+                            event: event.attach(base),
+                            raw,
+                        },
+                        Some(prepared),
+                    )
+                }
             };
             let flow = f(at, unit, prepared);
             if !matches!(flow, Ok(std::ops::ControlFlow::Continue(()))) {
@@ -438,5 +575,49 @@ mod tests {
         assert!(!end.unused.is_empty());
         given.extend(end.unused);
         assert_eq!(given, (1..=end.prepare.0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn parallel_csv_gives_the_same_units_as_sequential() {
+        let mut text = String::from("id,type,at,customer,wallet,amount,coupons,note\n");
+        for i in 0..5000 {
+            match i % 9 {
+                0 => text.push_str(",,,,,,,\n"),
+                1 => text.push_str("too,few\n"),
+                2 => text.push_str(&format!("E{i},t,not a time,C{i},W,,,\n")),
+                3 => text.push_str(&format!(
+                    "\"E,{i}\",t,2031-01-02T03:04:05Z,C{i},W,2.5,a;b,\"q\"\"uoted\"\n"
+                )),
+                _ => text.push_str(&format!("E{i},t,2031-01-02T03:04:05+08:00,C{i},W,1.5,,x\n")),
+            }
+        }
+        let render = |at: Position, u: Unit<'_>| match u {
+            Unit::Skipped => format!("{at:?} skipped"),
+            Unit::Blank => format!("{at:?} blank"),
+            Unit::Bad { line, reason, raw } => format!("{at:?} bad {line} {reason} {raw}"),
+            Unit::Event { line, event, raw } => {
+                format!("{at:?} event {line} {event:?} {}", raw.text())
+            }
+        };
+        for skip in [0, 10, 4999, 6000] {
+            let mut seq = Vec::new();
+            let a = super::super::read::read_csv(text.as_bytes(), skip, &mut |at, u| {
+                seq.push(render(at, u));
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap();
+            let mut par = Vec::new();
+            let end = read_csv_parallel(text.as_bytes(), skip, Count(0), &mut |at, u, _| {
+                par.push(render(at, u));
+                Ok(ControlFlow::Continue(()))
+            });
+            assert_eq!(a, end.read.unwrap());
+            assert_eq!(seq.len(), 5000);
+            assert_eq!(seq, par);
+        }
+        let end = read_csv_parallel(&b"id,type\n\xff\n"[..], 0, Count(0), &mut |_, _, _| {
+            Ok(ControlFlow::Continue(()))
+        });
+        assert!(end.read.is_ok(), "a bad record is a unit, not a failure");
     }
 }
