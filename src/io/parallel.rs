@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 
 use super::event_csv::CsvColumns;
 use super::event_json::parse_event;
-use super::read::{Flow, Position, RawText, Unit};
+use super::read::{classify_csv, csv_reader, CsvRecord, Flow, Position, RawText, Unit};
 use crate::model::Event;
 
 /// Lines per block: large enough to amortize the hand-over, small enough to keep memory flat.
@@ -293,34 +293,15 @@ fn read_csv_block<P: Prepare>(
         let parsed = if at.unit <= skip {
             Parsed::Skipped
         } else {
-            match read {
-                Ok(_) if record.iter().all(str::is_empty) => Parsed::Blank,
-                Ok(_) => {
-                    let line = record.position().map_or(line, |p| p.line());
-                    match columns.parse(record) {
-                        Ok(ev) => Parsed::Event {
-                            line,
-                            source: Source::Record(n),
-                            prepared: prep.prepare(&ev),
-                            event: Detached::new(ev, record.as_slice()),
-                        },
-                        Err(reason) => Parsed::Bad {
-                            line,
-                            reason,
-                            raw: RawText::Record(record).text().into_owned(),
-                        },
-                    }
-                }
-                Err(e) => {
-                    if let csv::ErrorKind::Io(_) = e.kind() {
-                        return Err(io::Error::other(e.to_string()));
-                    }
-                    Parsed::Bad {
-                        line: e.position().map_or(line, |p| p.line()),
-                        reason: format!("bad CSV record: {e}"),
-                        raw: String::new(),
-                    }
-                }
+            match classify_csv(columns, record, read, line)? {
+                CsvRecord::Blank => Parsed::Blank,
+                CsvRecord::Event { line, event } => Parsed::Event {
+                    line,
+                    source: Source::Record(n),
+                    prepared: prep.prepare(&event),
+                    event: Detached::new(event, record.as_slice()),
+                },
+                CsvRecord::Bad { line, reason, raw } => Parsed::Bad { line, reason, raw },
             }
         };
         units.push((*at, parsed));
@@ -359,15 +340,11 @@ pub fn read_csv_parallel<P: Prepare>(
     prepare: P,
     f: Handle<'_, P::Out>,
 ) -> ParallelEnd<P> {
-    let mut input = csv::ReaderBuilder::new().flexible(false).from_reader(input);
-    let columns = match input.headers() {
-        Ok(h) => CsvColumns::from_header(h),
+    let (mut input, columns) = match csv_reader(input) {
+        Ok(r) => r,
         Err(e) => {
             return ParallelEnd {
-                read: Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("CSV header: {e}"),
-                )),
+                read: Err(e),
                 prepare,
                 unused: Vec::new(),
             }
@@ -510,6 +487,18 @@ mod tests {
     use super::*;
     use std::ops::ControlFlow;
 
+    /// A unit as text, to compare readers.
+    fn render(at: Position, u: Unit<'_>) -> String {
+        match u {
+            Unit::Skipped => format!("{at:?} skipped"),
+            Unit::Blank => format!("{at:?} blank"),
+            Unit::Bad { line, reason, raw } => format!("{at:?} bad {line} {reason} {raw}"),
+            Unit::Event { line, event, raw } => {
+                format!("{at:?} event {line} {event:?} {}", raw.text())
+            }
+        }
+    }
+
     /// Numbers the events it prepares.
     struct Count(u32);
 
@@ -532,14 +521,6 @@ mod tests {
                 _ => text.push_str(&format!("{{\"id\":\"E{i}\",\"type\":\"t\",\"at\":\"2031-01-02T03:04:05+08:00\",\"customer\":\"C{i}\",\"wallet\":\"W\",\"amount\":\"1.5\",\"coupons\":[\"a\",\"b\"],\"x\":\"y\"}}\n")),
             }
         }
-        let render = |at: Position, u: Unit<'_>| match u {
-            Unit::Skipped => format!("{at:?} skipped"),
-            Unit::Blank => format!("{at:?} blank"),
-            Unit::Bad { line, reason, raw } => format!("{at:?} bad {line} {reason} {raw}"),
-            Unit::Event { line, event, raw } => {
-                format!("{at:?} event {line} {event:?} {}", raw.text())
-            }
-        };
         for skip in [0, 10, 4999, 6000] {
             let mut seq = Vec::new();
             let a = super::super::read::read_jsonl(text.as_bytes(), skip, &mut |at, u| {
@@ -591,14 +572,6 @@ mod tests {
                 _ => text.push_str(&format!("E{i},t,2031-01-02T03:04:05+08:00,C{i},W,1.5,,x\n")),
             }
         }
-        let render = |at: Position, u: Unit<'_>| match u {
-            Unit::Skipped => format!("{at:?} skipped"),
-            Unit::Blank => format!("{at:?} blank"),
-            Unit::Bad { line, reason, raw } => format!("{at:?} bad {line} {reason} {raw}"),
-            Unit::Event { line, event, raw } => {
-                format!("{at:?} event {line} {event:?} {}", raw.text())
-            }
-        };
         for skip in [0, 10, 4999, 6000] {
             let mut seq = Vec::new();
             let a = super::super::read::read_csv(text.as_bytes(), skip, &mut |at, u| {

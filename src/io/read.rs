@@ -119,16 +119,7 @@ pub fn read_csv(
     skip: u64,
     f: &mut dyn FnMut(Position, Unit<'_>) -> Flow,
 ) -> io::Result<(Position, bool)> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
-    let columns = match reader.headers() {
-        Ok(h) => CsvColumns::from_header(h),
-        Err(e) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("CSV header: {e}"),
-            ))
-        }
-    };
+    let (mut reader, columns) = csv_reader(input)?;
     let mut record = csv::StringRecord::new();
     let mut at = Position::default();
     loop {
@@ -142,37 +133,80 @@ pub fn read_csv(
         let unit = if at.unit <= skip {
             Unit::Skipped
         } else {
-            match read {
-                Ok(_) if record.iter().all(str::is_empty) => Unit::Blank,
-                Ok(_) => {
-                    let line = record.position().map_or(line, |p| p.line());
-                    match columns.parse(&record) {
-                        Ok(event) => Unit::Event {
-                            line,
-                            event,
-                            raw: RawText::Record(&record),
-                        },
-                        Err(reason) => Unit::Bad {
-                            line,
-                            reason,
-                            raw: RawText::Record(&record).text().into_owned(),
-                        },
-                    }
-                }
-                Err(e) => {
-                    if let csv::ErrorKind::Io(_) = e.kind() {
-                        return Err(io::Error::other(e.to_string()));
-                    }
-                    Unit::Bad {
-                        line: e.position().map_or(line, |p| p.line()),
-                        reason: format!("bad CSV record: {e}"),
-                        raw: String::new(),
-                    }
-                }
+            match classify_csv(&columns, &record, read, line)? {
+                CsvRecord::Blank => Unit::Blank,
+                CsvRecord::Event { line, event } => Unit::Event {
+                    line,
+                    event,
+                    raw: RawText::Record(&record),
+                },
+                CsvRecord::Bad { line, reason, raw } => Unit::Bad { line, reason, raw },
             }
         };
         if f(at, unit)?.is_break() {
             return Ok((at, true));
         }
     }
+}
+
+/// A CSV reader past the header row, and the columns the header names.
+pub(super) fn csv_reader<R: io::Read>(input: R) -> io::Result<(csv::Reader<R>, CsvColumns)> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let columns = reader
+        .headers()
+        .map(CsvColumns::from_header)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("CSV header: {e}")))?;
+    Ok((reader, columns))
+}
+
+/// What a CSV record is, once read.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per record and unpacked at once; boxing would allocate per event"
+)]
+pub(super) enum CsvRecord<'r> {
+    Blank,
+    Event {
+        line: u64,
+        event: Event<'r>,
+    },
+    Bad {
+        line: u64,
+        reason: String,
+        raw: String,
+    },
+}
+
+/// Classifies `record` as `read` left it (`line`: where the reader stood before reading);
+/// an I/O error fails the read, any other error is a bad record.
+pub(super) fn classify_csv<'r>(
+    columns: &CsvColumns,
+    record: &'r csv::StringRecord,
+    read: csv::Result<bool>,
+    line: u64,
+) -> io::Result<CsvRecord<'r>> {
+    Ok(match read {
+        Ok(_) if record.iter().all(str::is_empty) => CsvRecord::Blank,
+        Ok(_) => {
+            let line = record.position().map_or(line, |p| p.line());
+            match columns.parse(record) {
+                Ok(event) => CsvRecord::Event { line, event },
+                Err(reason) => CsvRecord::Bad {
+                    line,
+                    reason,
+                    raw: RawText::Record(record).text().into_owned(),
+                },
+            }
+        }
+        Err(e) => {
+            if let csv::ErrorKind::Io(_) = e.kind() {
+                return Err(io::Error::other(e.to_string()));
+            }
+            CsvRecord::Bad {
+                line: e.position().map_or(line, |p| p.line()),
+                reason: format!("bad CSV record: {e}"),
+                raw: String::new(),
+            }
+        }
+    })
 }
