@@ -7,8 +7,8 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::evaluate::InvalidEvent;
-use super::state::{intern_in, name_hash};
 use crate::model::Event;
+use crate::rules::raw::RawScope;
 use crate::rules::Ruleset;
 
 /// An event admitted for deciding.
@@ -52,60 +52,75 @@ pub fn event_kind(ruleset: &Ruleset, ev: &Event<'_>) -> Result<usize, InvalidEve
     Ok(kind)
 }
 
-/// The keys of a state, lent out (`State::lend_keys`) to admit events on another thread:
-/// customer and wallet ids by name hash, and the hashes of decided ids. The names themselves
+/// The hash a name or event id is known by.
+fn name_hash(name: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(name.as_bytes())
+}
+
+/// Ids by the hash of their name. Keyed by a 128-bit hash, not the name: a lookup then
+/// touches one table slot instead of also chasing a pointer to the name's bytes for the
+/// comparison, which made interning a tenth of `eval`. Two names with the same hash would
+/// be one customer; with n names the odds are about n²/2¹²⁹.
+pub(super) type NameIds = FxHashMap<u128, u32>;
+
+/// The id of `name` in `ids`, assigning the next one (and calling `new`) if it is new.
+pub(super) fn intern_in(ids: &mut NameIds, name: &str, new: impl FnOnce()) -> u32 {
+    let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+    let id = *ids.entry(name_hash(name)).or_insert(next);
+    if id == next {
+        new();
+    }
+    id
+}
+
+/// The keys of a state: customer and wallet ids by name hash, and the hashes of decided
+/// event ids (16 bytes an event, the only state that grows with events rather than
+/// customers). Lent out (`State::lend_keys`) to admit events on another thread; the names
 /// stay with the state, which learns each new one from the admission that introduced it.
 #[derive(Debug, Default)]
 pub struct Keys {
-    pub(super) customers: FxHashMap<u128, u32>,
-    pub(super) wallets: FxHashMap<u128, u32>,
+    pub(super) customers: NameIds,
+    pub(super) wallets: NameIds,
     pub(super) seen: FxHashSet<u128>,
 }
 
 impl Keys {
-    /// Admits `ev`: a fresh event's id is remembered from here on.
+    /// Admits `ev`: a fresh event's id is remembered from here on, and a name new to the
+    /// keys gets the next id and travels with the admission.
     pub fn admit(&mut self, ruleset: &Ruleset, ev: &Event<'_>) -> Admission {
-        admit_with(
-            ruleset,
-            &mut self.customers,
-            &mut self.wallets,
-            &mut self.seen,
-            ev,
-        )
+        let kind = match event_kind(ruleset, ev) {
+            Ok(kind) => kind,
+            Err(e) => return Admission::Invalid(e),
+        };
+        let id_hash = name_hash(&ev.id);
+        if !self.seen.insert(id_hash) {
+            return Admission::Duplicate;
+        }
+        let mut new_customer = None;
+        let customer = intern_in(&mut self.customers, &ev.customer, || {
+            new_customer = Some(ev.customer.as_ref().into());
+        });
+        let mut new_wallet = None;
+        let wallet = intern_in(&mut self.wallets, &ev.wallet, || {
+            new_wallet = Some(ev.wallet.as_ref().into());
+        });
+        Admission::Fresh(Admitted {
+            kind,
+            id_hash,
+            customer,
+            wallet,
+            new_customer,
+            new_wallet,
+        })
     }
-}
 
-/// Admits `ev` with these keys. A name new to them gets the next id and travels with the
-/// admission, for the state to learn when it decides the event.
-pub(super) fn admit_with(
-    ruleset: &Ruleset,
-    customers: &mut FxHashMap<u128, u32>,
-    wallets: &mut FxHashMap<u128, u32>,
-    seen: &mut FxHashSet<u128>,
-    ev: &Event<'_>,
-) -> Admission {
-    let kind = match event_kind(ruleset, ev) {
-        Ok(kind) => kind,
-        Err(e) => return Admission::Invalid(e),
-    };
-    let id_hash = name_hash(&ev.id);
-    if !seen.insert(id_hash) {
-        return Admission::Duplicate;
+    /// The id of a customer's or wallet's name, if known.
+    pub fn id_of(&self, scope: RawScope, name: &str) -> Option<u32> {
+        let ids = if scope == RawScope::Wallet {
+            &self.wallets
+        } else {
+            &self.customers
+        };
+        ids.get(&name_hash(name)).copied()
     }
-    let mut new_customer = None;
-    let customer = intern_in(customers, &ev.customer, || {
-        new_customer = Some(ev.customer.as_ref().into());
-    });
-    let mut new_wallet = None;
-    let wallet = intern_in(wallets, &ev.wallet, || {
-        new_wallet = Some(ev.wallet.as_ref().into());
-    });
-    Admission::Fresh(Admitted {
-        kind,
-        id_hash,
-        customer,
-        wallet,
-        new_customer,
-        new_wallet,
-    })
 }

@@ -1,13 +1,13 @@
 //! What the engine remembers between events: customer and wallet facts, counters of limits,
 //! the coupon ledger and the ids of events already decided. Customers and wallets are
-//! interned to dense ids so that per-event lookups hash a string once.
+//! interned to dense ids (`Keys`, `Names`) so that per-event lookups hash a string once.
 
 use chrono::NaiveDate;
 use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::admit::{admit_with, Admission, Admitted, Keys};
+use super::admit::{intern_in, Admission, Admitted, Keys};
 use crate::model::Event;
 use crate::rules::raw::{RawFactType, RawScope};
 use crate::rules::Ruleset;
@@ -24,63 +24,32 @@ pub enum FactValue {
     Decimal(Decimal),
 }
 
-/// The hash a name or event id is known by.
-pub(super) fn name_hash(name: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(name.as_bytes())
-}
-
-/// The id of `name` in `ids`, assigning the next one (and calling `new`) if it is new.
-pub(super) fn intern_in(ids: &mut FxHashMap<u128, u32>, name: &str, new: impl FnOnce()) -> u32 {
-    let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-    let id = *ids.entry(name_hash(name)).or_insert(next);
-    if id == next {
-        new();
-    }
-    id
-}
-
-/// Strings to dense ids, and back. The map is keyed by a 128-bit hash of the name, not the
-/// name: a lookup then touches one table slot instead of also chasing a pointer to the
-/// name's bytes for the comparison, which made interning a tenth of `eval`. Two names with
-/// the same 128-bit hash would be one customer; with n names the odds are about n²/2¹²⁹.
-/// While the ids are lent out (`State::lend_keys`) the names stay here, learnt in id order.
+/// The names of interned customers or wallets, in id order. The ids themselves are found by
+/// name in the state's `Keys`; a name is learnt here when the event that introduced it is
+/// decided, or when a snapshot or a store interns it.
 #[derive(Debug, Default)]
-pub struct Interner {
-    ids: FxHashMap<u128, u32>,
-    names: Vec<Box<str>>,
-}
+pub struct Names(Vec<Box<str>>);
 
-impl Interner {
-    /// The id of `name`, assigning the next one if it is new.
-    pub fn intern(&mut self, name: &str) -> u32 {
-        let names = &mut self.names;
-        intern_in(&mut self.ids, name, || names.push(name.into()))
-    }
-
+impl Names {
     /// The name of an id.
     pub fn name(&self, id: u32) -> &str {
-        self.names.get(id as usize).map_or("", |n| n)
+        self.0.get(id as usize).map_or("", |n| n)
     }
 
-    /// The id of `name`, if known.
-    pub fn get(&self, name: &str) -> Option<u32> {
-        self.ids.get(&name_hash(name)).copied()
-    }
-
-    /// How many names are interned.
+    /// How many names are known.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.0.len()
     }
 
-    /// Whether no name is interned.
+    /// Whether no name is known.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.0.is_empty()
     }
 
-    /// Learns the name of the next id, given while the ids were lent out.
+    /// Learns the name of the next id, if admitting gave one.
     fn learn(&mut self, name: Option<Box<str>>) {
         if let Some(name) = name {
-            self.names.push(name);
+            self.0.push(name);
         }
     }
 }
@@ -158,15 +127,15 @@ pub struct CouponRecord {
 /// Everything the engine remembers.
 #[derive(Debug)]
 pub struct State {
-    pub customers: Interner,
-    pub wallets: Interner,
+    /// Customer and wallet ids by name, and the decided event ids: lent to the reading
+    /// thread during a parallel run (`lend_keys`).
+    keys: Keys,
+    pub customers: Names,
+    pub wallets: Names,
     pub customer_facts: FactTable,
     pub wallet_facts: FactTable,
     pub counters: FxHashMap<CounterKey, Tally>,
     pub coupons: FxHashMap<Box<str>, CouponRecord>,
-    /// 128-bit hashes of decided event ids: 16 bytes an event, the only state that grows with
-    /// events rather than customers.
-    seen: FxHashSet<u128>,
     /// What changed since the last checkpoint, when a store keeps the state (else `None`).
     pub dirty: Option<Dirty>,
 }
@@ -187,13 +156,13 @@ impl State {
     /// Empty state for `ruleset`.
     pub fn new(ruleset: &Ruleset) -> Self {
         State {
-            customers: Interner::default(),
-            wallets: Interner::default(),
+            keys: Keys::default(),
+            customers: Names::default(),
+            wallets: Names::default(),
             customer_facts: FactTable::new(ruleset.facts_of(RawScope::Customer).count()),
             wallet_facts: FactTable::new(ruleset.facts_of(RawScope::Wallet).count()),
             counters: FxHashMap::default(),
             coupons: FxHashMap::default(),
-            seen: FxHashSet::default(),
             dirty: None,
         }
     }
@@ -201,7 +170,7 @@ impl State {
     /// Makes room for about `n` more decided events, so the set of their ids is not rebuilt
     /// again and again as it grows.
     pub fn expect_events(&mut self, n: usize) {
-        self.seen.reserve(n);
+        self.keys.seen.reserve(n);
     }
 
     /// Starts recording changes for a store's checkpoints.
@@ -271,33 +240,36 @@ impl State {
 
     /// Admits `ev` with the state's own keys (see `Keys::admit`); `decide` learns its names.
     pub fn admit(&mut self, ruleset: &Ruleset, ev: &Event<'_>) -> Admission {
-        admit_with(
-            ruleset,
-            &mut self.customers.ids,
-            &mut self.wallets.ids,
-            &mut self.seen,
-            ev,
-        )
+        self.keys.admit(ruleset, ev)
+    }
+
+    /// The id of a customer's or wallet's name, assigning the next one if it is new.
+    pub fn intern(&mut self, scope: RawScope, name: &str) -> u32 {
+        let (ids, names) = if scope == RawScope::Wallet {
+            (&mut self.keys.wallets, &mut self.wallets)
+        } else {
+            (&mut self.keys.customers, &mut self.customers)
+        };
+        intern_in(ids, name, || names.0.push(name.into()))
+    }
+
+    /// The id of a customer's or wallet's name, if known.
+    pub fn id_of(&self, scope: RawScope, name: &str) -> Option<u32> {
+        self.keys.id_of(scope, name)
     }
 
     /// Lends the keys out to admit events elsewhere; until they are restored, events are
     /// decided only as admitted with them (`decide`).
     pub fn lend_keys(&mut self) -> Keys {
-        Keys {
-            customers: std::mem::take(&mut self.customers.ids),
-            wallets: std::mem::take(&mut self.wallets.ids),
-            seen: std::mem::take(&mut self.seen),
-        }
+        std::mem::take(&mut self.keys)
     }
 
     /// Takes lent keys back; `undecided` are admissions made with them that were never
     /// decided: their ids are forgotten, so they are decided when they come again.
     pub fn restore_keys(&mut self, keys: Keys, undecided: impl IntoIterator<Item = Admitted>) {
-        self.customers.ids = keys.customers;
-        self.wallets.ids = keys.wallets;
-        self.seen = keys.seen;
+        self.keys = keys;
         for a in undecided {
-            self.seen.remove(&a.id_hash);
+            self.keys.seen.remove(&a.id_hash);
             self.learn_names(a);
         }
     }
@@ -318,7 +290,7 @@ impl State {
 
     /// Remembers a decided id (as a store loads them).
     pub fn remember_id(&mut self, hash: u128) {
-        self.seen.insert(hash);
+        self.keys.seen.insert(hash);
     }
 
     /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a
@@ -330,8 +302,8 @@ impl State {
         wallet: Option<&str>,
         value: impl Fn(&str) -> Option<SnapshotValue>,
     ) -> Result<(), String> {
-        let cust = self.customers.intern(customer);
-        let wal = wallet.map(|w| self.wallets.intern(w));
+        let cust = self.intern(RawScope::Customer, customer);
+        let wal = wallet.map(|w| self.intern(RawScope::Wallet, w));
         for fact in &ruleset.facts {
             let Some(column) = &fact.snapshot else {
                 continue;

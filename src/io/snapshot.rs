@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::engine::state::SnapshotValue;
 use crate::engine::State;
+use crate::rules::raw::RawScope;
 use crate::rules::Ruleset;
 
 /// A snapshot that could not be read; names the file and line.
@@ -59,7 +60,7 @@ pub fn load_snapshot(
             let customer =
                 text_of("customer").ok_or_else(|| fail(line, "missing `customer`".into()))?;
             let wallet = text_of("wallet");
-            if skip_known && state.customers.get(&customer).is_some() {
+            if skip_known && state.id_of(RawScope::Customer, &customer).is_some() {
                 return Ok(());
             }
             state

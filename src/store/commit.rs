@@ -48,15 +48,21 @@ struct Writer {
 }
 
 impl Committer {
-    /// Starts a committing thread with its own connection to the database at `path`.
-    pub fn start(path: &Path, log_bytes: u64, compact_after: u64) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
+    /// Starts a committing thread with its own connection to the database at `path`; it
+    /// folds the change log into the tables once the log passes `compact_after` bytes.
+    pub fn start(path: &Path, compact_after: u64) -> Result<Self, StoreError> {
+        let (conn, log_bytes) = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|c| {
             c.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 8192;")?;
-            Ok(c)
+            let bytes: i64 = c.query_row(
+                "SELECT COALESCE(SUM(length(blob)), 0) FROM changes",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((c, u64::try_from(bytes).unwrap_or(0)))
         })
         .map_err(|source| StoreError::Sqlite {
             path: path.to_path_buf(),

@@ -226,23 +226,21 @@ impl ChangeSet<'_> {
 
     /// Applies the changed facts to `state` directly, without going through rows.
     pub fn apply_facts(&self, ruleset: &Ruleset, state: &mut State) -> Result<(), String> {
+        // The ruleset's fact for each name the set lists, looked up once per set.
+        let facts = self.fact_names.each_ref().map(|names| {
+            names
+                .iter()
+                .map(|n| ruleset.facts.iter().find(|f| f.name == *n))
+                .collect::<Vec<_>>()
+        });
         for f in &self.facts {
-            let scope = scope_of(f.scope);
-            let id = if scope == RawScope::Wallet {
-                state.wallets.intern(f.owner)
-            } else {
-                state.customers.intern(f.owner)
-            };
-            let names = self
-                .fact_names
-                .get(usize::from(f.scope))
-                .map_or(&[][..], |n| n);
-            for (name, v) in names.iter().zip(&f.values) {
-                let Some(fact) = ruleset.facts.iter().find(|x| x.name == *name) else {
-                    continue;
-                };
-                let value = fact_value(*v)
-                    .ok_or_else(|| format!("fact `{name}` of `{}` holds a bad date", f.owner))?;
+            let id = state.intern(scope_of(f.scope), f.owner);
+            let slots = facts.get(usize::from(f.scope)).map_or(&[][..], |s| s);
+            for (fact, v) in slots.iter().zip(&f.values) {
+                let Some(fact) = fact else { continue };
+                let value = fact_value(*v).ok_or_else(|| {
+                    format!("fact `{}` of `{}` holds a bad date", fact.name, f.owner)
+                })?;
                 state.set_fact(fact.scope, id, fact.slot, value);
             }
         }

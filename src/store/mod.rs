@@ -259,8 +259,6 @@ fn corrupt(path: &Path, e: rusqlite::Error) -> StoreError {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    /// Bytes in the change log since the last compaction.
-    log_bytes: u64,
     /// Compact once the log passes this many bytes.
     compact_after: u64,
     /// Holds the advisory lock for as long as the store is open.
@@ -316,10 +314,9 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        let mut store = Store {
+        let store = Store {
             conn,
             path,
-            log_bytes: 0,
             compact_after: COMPACT_AFTER,
             _lock: lock,
         };
@@ -334,16 +331,6 @@ impl Store {
         if fresh {
             store.create(ruleset)?;
         }
-        store.log_bytes = store
-            .conn
-            .query_row(
-                "SELECT COALESCE(SUM(length(blob)), 0) FROM changes",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(|e| store.corrupt(e))?
-            .try_into()
-            .unwrap_or(0);
         Ok(store)
     }
 
@@ -446,9 +433,9 @@ impl Store {
                 serde_json::from_str(&row.facts)
                     .map_err(|e| bad(format!("facts of `{}`: {e}", row.owner)))?;
             let id = if row.scope == 1 {
-                state.wallets.intern(&row.owner)
+                state.intern(RawScope::Wallet, &row.owner)
             } else {
-                state.customers.intern(&row.owner)
+                state.intern(RawScope::Customer, &row.owner)
             };
             for (fact, value) in values {
                 let Some(f) = ruleset.facts.iter().find(|f| f.name == fact) else {
@@ -513,8 +500,11 @@ impl Store {
             return Ok(());
         };
         let (per, owner) = match row.scope {
-            0 => (RawScope::Customer, state.customers.intern(&row.owner)),
-            1 => (RawScope::Wallet, state.wallets.intern(&row.owner)),
+            0 => (
+                RawScope::Customer,
+                state.intern(RawScope::Customer, &row.owner),
+            ),
+            1 => (RawScope::Wallet, state.intern(RawScope::Wallet, &row.owner)),
             _ => (RawScope::All, 0),
         };
         let key = CounterKey {
@@ -565,7 +555,7 @@ impl Store {
             mask |= 1 << ch;
         }
         let record = CouponRecord {
-            wallet: state.wallets.intern(&row.wallet),
+            wallet: state.intern(RawScope::Wallet, &row.wallet),
             face_value: dec(&row.face_value)?,
             min_spend: dec(&row.min_spend)?,
             usable_for: mask,
@@ -627,8 +617,7 @@ impl Store {
         output: String,
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
-        let mut committer =
-            commit::Committer::start(&self.path, self.log_bytes, self.compact_after)?;
+        let mut committer = commit::Committer::start(&self.path, self.compact_after)?;
         Ok(Durability {
             every: every.max(1),
             skip: 0,
