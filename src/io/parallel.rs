@@ -154,6 +154,16 @@ enum Source {
     Record(usize),
 }
 
+/// What was prepared for the events among `units`.
+fn prepared_of<O>(
+    units: impl IntoIterator<Item = (Position, Parsed<O>)>,
+) -> impl Iterator<Item = O> {
+    units.into_iter().filter_map(|(_, p)| match p {
+        Parsed::Event { prepared, .. } => Some(prepared),
+        _ => None,
+    })
+}
+
 /// A line of a block being read: its number and span in the block's text, to parse once
 /// the text is complete, or a unit already decided (skipped, blank, not UTF-8).
 type Pending<O> = Result<(u64, usize, usize), Parsed<O>>;
@@ -399,10 +409,7 @@ fn read_parallel<P: Prepare>(
         // blocks in flight goes back unused.
         stop.store(true, Ordering::Relaxed);
         for block in rx.iter().flatten() {
-            unused.extend(block.units.into_iter().filter_map(|(_, p)| match p {
-                Parsed::Event { prepared, .. } => Some(prepared),
-                _ => None,
-            }));
+            unused.extend(prepared_of(block.units));
         }
         let prepare = match reader.join() {
             Ok(p) => p,
@@ -468,10 +475,7 @@ fn hand_over<O>(
             };
             let flow = f(at, unit, prepared);
             if !matches!(flow, Ok(std::ops::ControlFlow::Continue(()))) {
-                unused.extend(units.filter_map(|(_, p)| match p {
-                    Parsed::Event { prepared, .. } => Some(prepared),
-                    _ => None,
-                }));
+                unused.extend(prepared_of(units));
                 return flow.map(|_| (at, true));
             }
         }
