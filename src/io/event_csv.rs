@@ -7,29 +7,15 @@ use std::borrow::Cow;
 use serde::de::value::Error as DeError;
 
 use super::event_json::{parse_amount, parse_at};
-use crate::model::Event;
+use crate::model::{Event, Field};
 
-/// Column positions of the contract's fields, resolved once from the header.
+/// Column positions of the contract's fields (in the order of `Field::KNOWN`), resolved
+/// once from the header.
 #[derive(Debug, Default)]
 pub struct CsvColumns {
     known: [Option<usize>; 12],
     extra: Vec<(usize, String)>,
 }
-
-const NAMES: [&str; 12] = [
-    "id",
-    "type",
-    "at",
-    "customer",
-    "wallet",
-    "card_product",
-    "card_role",
-    "merchant",
-    "amount",
-    "channel",
-    "coupons",
-    "face_values",
-];
 
 impl CsvColumns {
     /// Resolves the header row.
@@ -37,7 +23,7 @@ impl CsvColumns {
         let mut cols = CsvColumns::default();
         for (i, name) in header.iter().enumerate() {
             let name = name.trim().trim_start_matches('\u{feff}');
-            match NAMES.iter().position(|n| *n == name) {
+            match Field::KNOWN.iter().position(|(n, _)| *n == name) {
                 Some(k) => {
                     if let Some(slot) = cols.known.get_mut(k) {
                         *slot = Some(i);
@@ -60,7 +46,7 @@ impl CsvColumns {
             self.cell(record, k).map(Cow::Borrowed).ok_or_else(|| {
                 format!(
                     "missing field `{}`",
-                    NAMES.get(k).copied().unwrap_or_default()
+                    Field::KNOWN.get(k).map_or("", |(n, _)| *n)
                 )
             })
         };

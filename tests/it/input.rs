@@ -7,21 +7,10 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-/// The columns of the CSV event files written here.
-const COLUMNS: [&str; 12] = [
-    "id",
-    "type",
-    "at",
-    "customer",
-    "wallet",
-    "card_product",
-    "card_role",
-    "merchant",
-    "amount",
-    "channel",
-    "coupons",
-    "face_values",
-];
+/// The columns of the CSV event files written here: the contract's fields.
+fn columns() -> Vec<&'static str> {
+    promo::model::Field::KNOWN.iter().map(|(n, _)| *n).collect()
+}
 
 /// `events` as CSV with a header row: lists `;`-separated, absent fields as empty cells,
 /// lines ended by `line_end`.
@@ -239,7 +228,7 @@ fn csv_input_gives_the_same_decisions_as_jsonl() {
     run.assert_clean();
     assert_decisions(&expected, &run);
 
-    let csv = dir.write("events.csv", &to_csv(&events, &COLUMNS, "\n"));
+    let csv = dir.write("events.csv", &to_csv(&events, &columns(), "\n"));
     let run = dir.eval(&shipped_rules(), &csv, None);
     run.assert_clean();
     assert_decisions(&expected, &run);
@@ -249,7 +238,7 @@ fn csv_input_gives_the_same_decisions_as_jsonl() {
 fn csv_input_with_crlf_line_ends() {
     let (events, expected) = mixed_stream();
     let dir = Dir::new("csv-crlf");
-    let csv = dir.write("events.csv", &to_csv(&events, &COLUMNS, "\r\n"));
+    let csv = dir.write("events.csv", &to_csv(&events, &columns(), "\r\n"));
     let run = dir.eval(&shipped_rules(), &csv, None);
     run.assert_clean();
     assert_decisions(&expected, &run);
@@ -288,7 +277,7 @@ fn unknown_extra_csv_columns_are_accepted() {
         bill("b1", "2019-12-19T10:00:00+08:00", "c1").set("note", "counter"),
         bill("b2", "2019-12-19T10:00:00+08:00", "c2"),
     ];
-    let mut columns = COLUMNS.to_vec();
+    let mut columns = columns();
     columns.insert(3, "note");
     let dir = Dir::new("extra-columns");
     let csv = dir.write("events.csv", &to_csv(&events, &columns, "\n"));
