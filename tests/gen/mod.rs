@@ -54,11 +54,8 @@ const CARD_PRODUCTS: [(&str, u64); 12] = [
     ("other", 150),
 ];
 
-/// Cards eligible for rewards 1 and 2 (S2: every Citi credit card except Cash Back AMEX and
-/// Rewards UnionPay; `other` is not a Citi card), as PRODUCT.md lists them. The generator
-/// uses them to make coupon ids plausible; the clause tests and the model, as the list S2
-/// states.
-pub const REWARD_CARDS: [&str; 9] = [
+/// Cards eligible for rewards 1 and 2 (S2); used only to make coupon ids plausible.
+const DESIGNATED_CARDS: [&str; 9] = [
     "citi_prestige",
     "citi_premiermiles",
     "citi_rewards",
@@ -838,7 +835,7 @@ impl Generator {
         let in_period = (self.period_first..=self.period_last).contains(&day);
         let before_period = day < self.period_first;
         let card = ev.card_product.unwrap_or("other");
-        let designated = REWARD_CARDS.contains(&card);
+        let designated = DESIGNATED_CARDS.contains(&card);
         let Some(st) = self.customers.get_mut(idx) else {
             return;
         };

@@ -83,7 +83,17 @@ fn s1_period_boundaries_apply_to_reward_2() {
 
 #[test]
 fn s2_eligible_cards_for_rewards() {
-    let eligible = crate::gen::REWARD_CARDS;
+    let eligible = [
+        "citi_prestige",
+        "citi_premiermiles",
+        "citi_rewards",
+        "citi_cash_back",
+        "citi_clear",
+        "citi_ultima",
+        "citi_gold",
+        "citi_classic",
+        "citi_octopus",
+    ];
     let not_eligible = ["citi_cash_back_amex", "citi_rewards_unionpay", "other"];
     let mut events = Vec::new();
     let mut expected = Vec::new();

@@ -18,14 +18,25 @@ use chrono::{DateTime, Datelike, Days, FixedOffset, NaiveDate, Weekday};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-// S2: the cards eligible for rewards 1 and 2.
-use crate::gen::REWARD_CARDS;
-
 // ---------------------------------------------------------------------------------------
 // The clauses' values, copied from PRODUCT.md.
 
 /// S1: the promotion period of rewards 1 and 2, HK dates inclusive.
 const PERIOD: (&str, &str) = ("2019-12-19", "2020-01-31");
+
+/// S2: cards eligible for rewards 1 and 2 (every Citi credit card except Cash Back AMEX
+/// and Rewards UnionPay; `other` is not a Citi card).
+const REWARD_CARDS: [&str; 9] = [
+    "citi_prestige",
+    "citi_premiermiles",
+    "citi_rewards",
+    "citi_cash_back",
+    "citi_clear",
+    "citi_ultima",
+    "citi_gold",
+    "citi_classic",
+    "citi_octopus",
+];
 
 /// S8: the autopay merchants of reward 2.
 const REWARD_2_MERCHANTS: [&str; 3] = ["CLP_POWER", "HK_ELECTRIC", "THREE_HK"];
