@@ -370,36 +370,55 @@ pub fn compile(
                 d.at(
                     msrc,
                     name,
-                    "op",
+                    "op:",
                     "bad_update",
                     format!("update of fact `{name}`: `add_field` and `set_field` need a `field`, other ops take none"),
+                );
+            }
+            let field = u.field.as_deref().map(Field::from_name);
+            // What an event field gives a fact: the engine reads the date of `at` and the
+            // decimal of `amount` or of the sum of `face_values`; nothing else updates facts.
+            let gives = match field {
+                Some(Field::At) => Some(RawFactType::Date),
+                Some(Field::Amount | Field::FaceValues) => Some(RawFactType::Decimal),
+                _ => None,
+            };
+            if let (Some(field), None) = (&field, gives) {
+                d.at(
+                    msrc,
+                    name,
+                    "field:",
+                    "bad_update",
+                    format!("update of fact `{name}`: field `{}` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal", field.name()),
                 );
             }
             let fits = match u.op {
                 RawFactOp::Increment => f.kind == RawFactType::Count,
                 RawFactOp::SetTrue | RawFactOp::SetFalse => f.kind == RawFactType::Flag,
                 RawFactOp::EarliestDate | RawFactOp::LatestDate => f.kind == RawFactType::Date,
-                RawFactOp::AddField => matches!(f.kind, RawFactType::Decimal | RawFactType::Count),
-                RawFactOp::SetField => true,
+                RawFactOp::AddField => {
+                    f.kind == RawFactType::Decimal && gives != Some(RawFactType::Date)
+                }
+                RawFactOp::SetField => gives.is_none_or(|g| g == f.kind),
             };
             if !fits {
                 d.at(
                     msrc,
                     name,
-                    "op",
+                    "op:",
                     "bad_update",
                     format!(
-                        "update `{:?}` does not apply to fact `{name}` of type {:?}",
-                        u.op, f.kind
-                    )
-                    .to_lowercase(),
+                        "update `{}` does not apply to fact `{name}` of type {}",
+                        u.op.name(),
+                        format!("{:?}", f.kind).to_lowercase()
+                    ),
                 );
             }
             updates.push(FactUpdate {
                 fact: ctx.facts.len(),
                 on,
                 op: u.op,
-                field: u.field.as_deref().map(Field::from_name),
+                field,
             });
         }
         ctx.facts.push(Fact {

@@ -152,10 +152,26 @@ pub enum RawFactOp {
     EarliestDate,
     /// Keeps the latest event date seen in a `date` fact.
     LatestDate,
-    /// Adds the event's `field` to a `decimal` or `count` fact.
+    /// Adds the event's decimal `field` (`amount`, `face_values`) to a `decimal` fact.
     AddField,
-    /// Sets the fact to the event's `field`.
+    /// Sets the fact to the event's `field`: `at` for a `date` fact, `amount` or
+    /// `face_values` for a `decimal` one.
     SetField,
+}
+
+impl RawFactOp {
+    /// The op as rule files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RawFactOp::Increment => "increment",
+            RawFactOp::SetTrue => "set_true",
+            RawFactOp::SetFalse => "set_false",
+            RawFactOp::EarliestDate => "earliest_date",
+            RawFactOp::LatestDate => "latest_date",
+            RawFactOp::AddField => "add_field",
+            RawFactOp::SetField => "set_field",
+        }
+    }
 }
 
 /// Sandbox limits of the script engine.

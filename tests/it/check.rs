@@ -229,3 +229,25 @@ fn unknown_event_field_and_the_clause_it_encodes() {
         "rules/promotions/bill-first-time.yaml:12:12: error[unknown_field]: unknown event field `card_prodcut`; fields beyond the contract's are declared in the manifest's `extra_fields`",
     );
 }
+
+#[test]
+fn fact_updates_take_only_fields_that_fit_the_fact() {
+    assert_reports(
+        check_with(
+            "check-add-field",
+            "ruleset.yaml",
+            "        op: increment\n",
+            "        op: add_field\n        field: amount\n",
+        ),
+        "rules/ruleset.yaml:65:9: error[bad_update]: update `add_field` does not apply to fact `bill_payments` of type count",
+    );
+    assert_reports(
+        check_with(
+            "check-set-field",
+            "ruleset.yaml",
+            "        op: set_true\n",
+            "        op: set_field\n        field: merchant\n",
+        ),
+        "rules/ruleset.yaml:82:9: error[bad_update]: update of fact `points_authorized`: field `merchant` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal",
+    );
+}
