@@ -54,6 +54,18 @@ pub struct Summary {
     pub rules: BTreeMap<String, RuleCounts>,
 }
 
+impl Summary {
+    /// Continues the counts of an interrupted run: its totals, and per rule its counts
+    /// (a rule the ruleset gained since starts from zero; one it lost keeps its counts).
+    pub fn resume(&mut self, saved: &Summary) {
+        let rules = std::mem::take(&mut self.rules);
+        *self = saved.clone();
+        for (id, counts) in rules {
+            self.rules.entry(id).or_insert(counts);
+        }
+    }
+}
+
 /// Counts one more `key`, allocating its key only the first time.
 fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
     match counts.get_mut(key) {
@@ -434,5 +446,36 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         let mut rejects = self.rejects;
         rejects.flush()?;
         Ok(self.summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_summary_keeps_the_saved_counts_and_the_rules_added_since() {
+        let rule = |grants| RuleCounts {
+            grants,
+            ..RuleCounts::default()
+        };
+        let mut fresh = Summary::default();
+        fresh.rules.insert("r-one".into(), rule(0));
+        fresh.rules.insert("r-two".into(), rule(0));
+        let mut saved = Summary {
+            read: 7,
+            decided: 6,
+            ..Summary::default()
+        };
+        saved.rules.insert("r-one".into(), rule(3));
+        saved.rules.insert("r-gone".into(), rule(1));
+        fresh.resume(&saved);
+        assert_eq!((fresh.read, fresh.decided), (7, 6));
+        let grants: Vec<(&str, u64)> = fresh
+            .rules
+            .iter()
+            .map(|(id, c)| (id.as_str(), c.grants))
+            .collect();
+        assert_eq!(grants, [("r-gone", 1), ("r-one", 3), ("r-two", 0)]);
     }
 }

@@ -178,12 +178,17 @@ pub fn run(args: &EvalArgs) -> Exit {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
         _ => OutputFormat::Jsonl,
     });
-    let out: Box<dyn Sink> = match &args.output {
+    let mut out: Box<dyn Sink> = match &args.output {
         Some(p) => match open_sink(p, &start, |r| r.output_bytes) {
             Ok(f) => Box::new(f),
             Err(e) => return fatal(format!("cannot write {}: {e}", p.display())),
         },
         None => Box::new(StreamSink::new(io::stdout().lock())),
+    };
+    // What a resumed or rerun output holds already (its CSV header among it).
+    let held = match out.flush_len() {
+        Ok(n) => n,
+        Err(e) => return fatal(format!("cannot write the output: {e}")),
     };
     let rejects_path = args.rejects.clone().or_else(|| {
         args.output.as_ref().map(|o| {
@@ -220,7 +225,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     let mut batch = Batch::new(
         &ruleset,
         &mut state,
-        DecisionWriter::new(out, output_format),
+        DecisionWriter::new(out, output_format).continuing(held),
         rejects,
     );
     if args.explain {
@@ -237,7 +242,7 @@ pub fn run(args: &EvalArgs) -> Exit {
         }
         let (skip, rejects_known) = match &start {
             Start::Resume(r) => {
-                batch.summary = r.summary.clone();
+                batch.summary.resume(&r.summary);
                 resumed_from = Some(r.consumed);
                 (r.consumed, 0)
             }

@@ -137,6 +137,22 @@ impl<W: Write> DecisionWriter<W> {
         }
     }
 
+    /// A writer continuing an output that already holds `bytes` (a resumed or rerun run's):
+    /// its CSV header, if any, is written already.
+    pub fn continuing(mut self, bytes: u64) -> Self {
+        self.header_written = bytes > 0;
+        self
+    }
+
+    /// The CSV header row, before the first row written.
+    fn csv_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            self.out.write_all(CSV_HEADER.as_bytes())?;
+            self.header_written = true;
+        }
+        Ok(())
+    }
+
     /// Writes one decision on `ev`.
     pub fn write(&mut self, ruleset: &Ruleset, ev: &Event<'_>, d: &Decision) -> io::Result<()> {
         let rule = ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str());
@@ -147,10 +163,7 @@ impl<W: Write> DecisionWriter<W> {
                 self.out.write_all(&self.line)
             }
             OutputFormat::Csv => {
-                if !self.header_written {
-                    self.out.write_all(CSV_HEADER.as_bytes())?;
-                    self.header_written = true;
-                }
+                self.csv_header()?;
                 let join = |f: &dyn Fn(&IssuedCoupon) -> String| {
                     d.coupons.iter().map(f).collect::<Vec<_>>().join(";")
                 };
@@ -187,6 +200,7 @@ impl<W: Write> DecisionWriter<W> {
                 self.out.write_all(b"\n")
             }
             OutputFormat::Csv => {
+                self.csv_header()?;
                 let mut w = csv::WriterBuilder::new()
                     .has_headers(false)
                     .from_writer(&mut self.out);

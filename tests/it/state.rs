@@ -946,6 +946,25 @@ fn rerun_appends_nothing_to_the_rejects_file() {
     assert_same_bytes("rejects after the rerun", &rejects, &e.rejects_bytes());
 }
 
+#[test]
+fn a_csv_output_continued_by_a_rerun_keeps_one_header() {
+    let d = Dir::new("state-csv-header");
+    let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
+    let b2 = bill("b2", "2019-12-20T11:00:00+08:00", "c2");
+    let input = d.write_jsonl("events.jsonl", std::slice::from_ref(&b1));
+    let e = Eval::new(&input, &d.path().join("out.csv")).state(&d.path().join("S"));
+    e.run().expect_code(0, "first run");
+    // The same command once the day's file has grown: only the new event is decided.
+    d.write_jsonl("events.jsonl", &[b1, b2]);
+    e.run().expect_code(0, "rerun over the grown file");
+    let text = String::from_utf8(e.output_bytes()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    eqnice(3, lines.len());
+    assert!(lines[0].starts_with("event_id,rule,decision,"), "{text}");
+    assert!(lines[1].starts_with("b1,bill-first-time,grant,"), "{text}");
+    assert!(lines[2].starts_with("b2,bill-first-time,grant,"), "{text}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Directories that are not a usable state
 
