@@ -231,7 +231,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             Some(a) => decide(self.ruleset, self.state, ev, a, &mut self.evaluation),
             None => evaluate(self.ruleset, self.state, ev, &mut self.evaluation),
         };
-        self.record(line, ev, raw, outcome.clone())?;
+        self.record(line, ev, raw, &outcome)?;
         if let Ok(outcome) = outcome {
             match &mut self.explain {
                 ExplainMode::Off => {}
@@ -253,7 +253,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         line: u64,
         ev: &Event<'_>,
         raw: &RawText<'_>,
-        outcome: Result<Outcome, crate::engine::InvalidEvent>,
+        outcome: &Result<Outcome, crate::engine::InvalidEvent>,
     ) -> io::Result<()> {
         match outcome {
             Err(invalid) => return self.reject(line, &invalid.to_string(), &raw.text()),

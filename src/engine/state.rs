@@ -36,16 +36,6 @@ impl Names {
         self.0.get(id as usize).map_or("", |n| n)
     }
 
-    /// How many names are known.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether no name is known.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Learns the name of the next id, if admitting gave one.
     fn learn(&mut self, name: Option<Box<str>>) {
         if let Some(name) = name {

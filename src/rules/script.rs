@@ -183,11 +183,6 @@ impl Scripts {
             }
         }
     }
-
-    /// The origins of every compiled script, with their indexes.
-    pub fn origins(&self) -> impl Iterator<Item = (usize, &ScriptOrigin)> {
-        self.compiled.iter().enumerate().map(|(i, (_, o))| (i, o))
-    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct Job {
 
 /// The committing thread and the way to it.
 pub struct Committer {
+    /// The database, for errors.
+    path: PathBuf,
     jobs: Option<SyncSender<Job>>,
     results: Receiver<Result<(), StoreError>>,
     in_flight: bool,
@@ -90,6 +92,7 @@ impl Committer {
                 source,
             })?;
         Ok(Committer {
+            path: path.to_path_buf(),
             jobs: Some(jobs),
             results,
             in_flight: false,
@@ -102,7 +105,7 @@ impl Committer {
     pub fn submit(&mut self, job: Job, wait: bool) -> Result<(), StoreError> {
         self.wait()?;
         let gone = || StoreError::Io {
-            path: PathBuf::new(),
+            path: self.path.clone(),
             source: std::io::Error::other("the committing thread stopped"),
         };
         self.jobs
@@ -124,7 +127,7 @@ impl Committer {
         }
         self.results.recv().unwrap_or_else(|_| {
             Err(StoreError::Io {
-                path: PathBuf::new(),
+                path: self.path.clone(),
                 source: std::io::Error::other("the committing thread stopped mid-commit"),
             })
         })

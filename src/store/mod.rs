@@ -644,11 +644,6 @@ impl Store {
     pub fn compact_after(&mut self, bytes: u64) {
         self.compact_after = bytes;
     }
-
-    /// The database connection, for read-only inspection.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
 }
 
 #[cfg(test)]
