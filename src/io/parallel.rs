@@ -543,6 +543,11 @@ mod tests {
             assert_eq!(seq, par);
             assert!(end.unused.is_empty());
             assert_eq!(numbers, (1..=end.prepare.0).collect::<Vec<_>>());
+            // Every event was prepared once, and only events.
+            let events = seq.iter().filter(|u| u.contains(" event ")).count();
+            assert_eq!(end.prepare.0 as usize, events);
+            assert!(skip > 4000 || events > 2000, "{events} events");
+            assert_eq!(seq.len(), 5000);
         }
         // Stopping early stops the reader too, and what it prepared beyond comes back.
         let mut given = Vec::new();
@@ -591,6 +596,9 @@ mod tests {
             assert_eq!(a, end.read.unwrap());
             assert_eq!(seq.len(), 5000);
             assert_eq!(seq, par);
+            let events = seq.iter().filter(|u| u.contains(" event ")).count();
+            assert_eq!(end.prepare.0 as usize, events);
+            assert!(skip > 4000 || events > 2000, "{events} events");
         }
         let end = read_csv_parallel(&b"id,type\n\xff\n"[..], 0, Count(0), &mut |_, _, _| {
             Ok(ControlFlow::Continue(()))

@@ -117,7 +117,8 @@ fn malformed_lines_are_rejected_with_line_numbers_and_evaluation_continues() {
         assert!(!reason.trim().is_empty(), "a reject needs a reason: {r}");
     }
     assert!(
-        run.stderr.contains(&rejected.len().to_string()),
+        run.stderr
+            .contains(&format!(" decided, {} rejected, ", rejected.len())),
         "the summary should give the number of rejected lines ({}):\n{}",
         rejected.len(),
         run.stderr

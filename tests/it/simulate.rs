@@ -43,6 +43,13 @@ fn dec(v: &Value) -> Decimal {
         .unwrap()
 }
 
+/// The shipped rules that grant or approve coupons, in id order.
+const GRANTING: [&str; 4] = [
+    "autopay-first-activation",
+    "bill-first-time",
+    "bill-returning",
+    "points-conversion",
+];
 #[test]
 fn raising_the_returning_coupon_changes_only_those_grants_by_ten_each() {
     let dir = Dir::new("simulate-raise");
@@ -87,10 +94,17 @@ fn raising_the_returning_coupon_changes_only_those_grants_by_ten_each() {
         dec(&returning["baseline"]["value"]) + Decimal::from(10 * n),
         dec(&returning["new"]["value"]),
     );
+    // Every rule that grants or approves is in the report, and the others changed nothing.
+    eqnice(
+        GRANTING.to_vec(),
+        rules.keys().map(String::as_str).collect::<Vec<_>>(),
+    );
     for (id, p) in rules.iter().filter(|(id, _)| *id != "bill-returning") {
         eqnice((id, p["baseline"].clone()), (id, p["new"].clone()));
     }
-    for (key, p) in report["decisions"].as_object().unwrap() {
+    let decisions = report["decisions"].as_object().unwrap();
+    assert!(decisions.len() > 5, "decisions by kind and reason: {out}");
+    for (key, p) in decisions {
         eqnice((key, p["baseline"].clone()), (key, p["new"].clone()));
     }
     let changed = report["customers_changed"].as_array().unwrap();
@@ -140,6 +154,16 @@ fn identical_rules_differ_nowhere() {
     eqnice(Some(0), code);
     let report: Value = serde_json::from_str(&out).unwrap();
     eqnice(0, report["customers_changed"].as_array().unwrap().len());
+    eqnice(
+        GRANTING.to_vec(),
+        report["rules"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(report["decisions"].as_object().unwrap().len() > 5, "{out}");
     for (key, p) in report["rules"]
         .as_object()
         .unwrap()
