@@ -27,8 +27,6 @@ pub struct Job {
     /// The run's output, and its record as JSON.
     pub output: String,
     pub record: String,
-    /// The ruleset's fact shapes as JSON, for the `meta` table.
-    pub facts: String,
 }
 
 /// The committing thread and the way to it.
@@ -47,12 +45,15 @@ struct Writer {
     path: PathBuf,
     log_bytes: u64,
     compact_after: u64,
+    /// The run's fact shapes (JSON) for the `meta` table, until the first commit records them.
+    facts: Option<String>,
 }
 
 impl Committer {
     /// Starts a committing thread with its own connection to the database at `path`; it
-    /// folds the change log into the tables once the log passes `compact_after` bytes.
-    pub fn start(path: &Path, compact_after: u64) -> Result<Self, StoreError> {
+    /// folds the change log into the tables once the log passes `compact_after` bytes, and
+    /// records the ruleset's fact shapes (`facts`, JSON) with its first commit.
+    pub fn start(path: &Path, compact_after: u64, facts: String) -> Result<Self, StoreError> {
         let (conn, log_bytes) = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -75,6 +76,7 @@ impl Committer {
             path: path.to_path_buf(),
             log_bytes,
             compact_after,
+            facts: Some(facts),
         };
         let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
         let (outbox, results) = mpsc::channel();
@@ -175,12 +177,15 @@ impl Writer {
             params![job.output, job.record],
         )
         .map_err(sql)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('facts', ?1)",
-            [&job.facts],
-        )
-        .map_err(sql)?;
+        if let Some(facts) = &self.facts {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('facts', ?1)",
+                [facts],
+            )
+            .map_err(sql)?;
+        }
         tx.commit().map_err(sql)?;
+        self.facts = None;
         self.log_bytes = if compact {
             0
         } else {

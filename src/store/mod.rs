@@ -76,6 +76,11 @@ struct FactShape {
     kind: String,
 }
 
+/// The ruleset's fact shapes as the `meta` table records them.
+fn fact_shapes_json(ruleset: &Ruleset) -> String {
+    serde_json::to_string(&fact_shapes(ruleset)).unwrap_or_default()
+}
+
 fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
     ruleset
         .facts
@@ -397,7 +402,7 @@ impl Store {
     /// Creates the tables and the layout's record in one transaction, so that a run killed
     /// meanwhile leaves either a whole state or an empty file.
     fn create(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
-        let facts = serde_json::to_string(&fact_shapes(ruleset)).unwrap_or_default();
+        let facts = fact_shapes_json(ruleset);
         let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
         tx.execute_batch(
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -603,7 +608,6 @@ impl Store {
             seen: changes.seen.iter().flat_map(|h| h.to_le_bytes()).collect(),
             output: output.to_string(),
             record: serde_json::to_string(run).map_err(|e| e.to_string())?,
-            facts: serde_json::to_string(&fact_shapes(ruleset)).map_err(|e| e.to_string())?,
         })
     }
 
@@ -617,7 +621,8 @@ impl Store {
         output: String,
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
-        let mut committer = commit::Committer::start(&self.path, self.compact_after)?;
+        let mut committer =
+            commit::Committer::start(&self.path, self.compact_after, fact_shapes_json(ruleset))?;
         Ok(Durability {
             every: every.max(1),
             skip: 0,
