@@ -15,7 +15,9 @@ use rust_decimal::Decimal;
 
 use super::event_csv::CsvColumns;
 use super::event_json::parse_event;
-use super::read::{classify_csv, csv_reader, CsvRecord, Flow, Position, RawText, Unit};
+use super::read::{
+    classify_csv, classify_line, csv_reader, CsvRecord, Flow, Line, Position, RawText, Unit,
+};
 use crate::model::Event;
 
 /// Lines per block: large enough to amortize the hand-over, small enough to keep memory flat.
@@ -224,26 +226,16 @@ fn read_block<P: Prepare>(
             lines.push((*at, Err(Parsed::Skipped)));
             continue;
         }
-        match std::str::from_utf8(scratch) {
-            Err(e) => lines.push((
-                *at,
-                Err(Parsed::Bad {
-                    line,
-                    reason: format!("line is not UTF-8: {e}"),
-                    raw: String::from_utf8_lossy(scratch).trim_end().to_string(),
-                }),
-            )),
-            Ok(t) => {
-                let t = t.trim_end_matches(['\n', '\r']);
-                if t.trim().is_empty() {
-                    lines.push((*at, Err(Parsed::Blank)));
-                } else {
-                    let start = text.len();
-                    text.push_str(t);
-                    lines.push((*at, Ok((line, start, text.len()))));
-                }
+        let pending = match classify_line(scratch) {
+            Line::Bad { reason, raw } => Err(Parsed::Bad { line, reason, raw }),
+            Line::Blank => Err(Parsed::Blank),
+            Line::Text(t) => {
+                let start = text.len();
+                text.push_str(t);
+                Ok((line, start, text.len()))
             }
-        }
+        };
+        lines.push((*at, pending));
     }
     if lines.is_empty() {
         return Ok(false);

@@ -80,35 +80,55 @@ pub fn read_jsonl(
         let unit = if line <= skip {
             Unit::Skipped
         } else {
-            match std::str::from_utf8(&buf) {
-                Err(e) => Unit::Bad {
-                    line,
-                    reason: format!("line is not UTF-8: {e}"),
-                    raw: String::from_utf8_lossy(&buf).trim_end().to_string(),
+            match classify_line(&buf) {
+                Line::Bad { reason, raw } => Unit::Bad { line, reason, raw },
+                Line::Blank => Unit::Blank,
+                Line::Text(text) => match parse_event(text) {
+                    Ok(event) => Unit::Event {
+                        line,
+                        event,
+                        raw: RawText::Line(text),
+                    },
+                    Err(reason) => Unit::Bad {
+                        line,
+                        reason,
+                        raw: text.to_string(),
+                    },
                 },
-                Ok(t) => {
-                    let text = t.trim_end_matches(['\n', '\r']);
-                    if text.trim().is_empty() {
-                        Unit::Blank
-                    } else {
-                        match parse_event(text) {
-                            Ok(event) => Unit::Event {
-                                line,
-                                event,
-                                raw: RawText::Line(text),
-                            },
-                            Err(reason) => Unit::Bad {
-                                line,
-                                reason,
-                                raw: text.to_string(),
-                            },
-                        }
-                    }
-                }
             }
         };
         if f(at, unit)?.is_break() {
             return Ok((at, true));
+        }
+    }
+}
+
+/// A line of JSON lines before it is parsed.
+pub(super) enum Line<'a> {
+    /// Not UTF-8.
+    Bad {
+        reason: String,
+        raw: String,
+    },
+    Blank,
+    /// The line without its line end.
+    Text(&'a str),
+}
+
+/// What the bytes of one line (line end included) are.
+pub(super) fn classify_line(bytes: &[u8]) -> Line<'_> {
+    match std::str::from_utf8(bytes) {
+        Err(e) => Line::Bad {
+            reason: format!("line is not UTF-8: {e}"),
+            raw: String::from_utf8_lossy(bytes).trim_end().to_string(),
+        },
+        Ok(t) => {
+            let text = t.trim_end_matches(['\n', '\r']);
+            if text.trim().is_empty() {
+                Line::Blank
+            } else {
+                Line::Text(text)
+            }
         }
     }
 }
