@@ -6,9 +6,9 @@
 
 use std::borrow::Cow;
 
-use rust_decimal::Decimal;
-use std::str::FromStr;
+use serde::de::value::Error as DeError;
 
+use super::event_json::{parse_amount, parse_at};
 use crate::model::Event;
 
 fn ws(b: &[u8], mut i: usize) -> usize {
@@ -135,24 +135,29 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     if ws(b, i + 1) != b.len() {
         return None;
     }
-    let decimal = |t: &str| Decimal::from_str(t.trim()).ok();
+    // The full parser's own readings of amounts and times, so the two cannot disagree.
+    let decimal = |field: &str, t: &str| parse_amount::<DeError>(field, t).ok();
     Some(Event {
         id: Cow::Borrowed(id?),
         kind: Cow::Borrowed(kind?),
-        at: chrono::DateTime::parse_from_rfc3339(at?.trim()).ok()?,
+        at: parse_at::<DeError>(at?).ok()?,
         customer: Cow::Borrowed(customer?),
         wallet: Cow::Borrowed(wallet?),
         card_product: card_product.map(Cow::Borrowed),
         card_role: card_role.map(Cow::Borrowed),
         merchant: merchant.map(Cow::Borrowed),
         amount: match amount {
-            Some(a) => Some(decimal(a)?),
+            Some(a) => Some(decimal("amount", a)?),
             None => None,
         },
         channel: channel.map(Cow::Borrowed),
         coupons: coupons.map(|v| v.into_iter().map(Cow::Borrowed).collect()),
         face_values: match face_values {
-            Some(v) => Some(v.into_iter().map(decimal).collect::<Option<Vec<_>>>()?),
+            Some(v) => Some(
+                v.into_iter()
+                    .map(|t| decimal("face_values", t))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
             None => None,
         },
         extra,
