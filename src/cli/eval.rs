@@ -13,7 +13,7 @@ use crate::engine::State;
 use crate::io::{load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, StreamSink};
 use crate::model::Money;
 use crate::rules::load_ruleset;
-use crate::store::{RunRecord, Store};
+use crate::store::{InputHead, RunRecord, Store};
 
 /// Arguments of `promo eval`.
 #[derive(Debug, clap::Args)]
@@ -163,12 +163,36 @@ pub fn run(args: &EvalArgs) -> Exit {
             Err(e) => return fatal(e),
         }
     }
+    // The head of the input, recorded with the run: a resume or a rerun must read the same
+    // input (or that input grown at its end), or it would skip lines of another file.
+    let stdin = args.input.as_os_str() == "-";
+    let recorded = match &start {
+        Start::Resume(r) | Start::Rerun(r) => r.input,
+        Start::Fresh => None,
+    };
+    let input_head = match (recorded, stdin || store.is_none()) {
+        (_, true) => None,
+        (Some(head), false) => match head.matches(&args.input) {
+            Ok(true) => Some(head),
+            Ok(false) => {
+                return fatal(format!(
+                    "the input {} is not the one the earlier run into {run_key} read (its first {} bytes differ); write to a new --output to evaluate it",
+                    args.input.display(),
+                    head.bytes
+                ))
+            }
+            Err(e) => return fatal(format!("cannot read {}: {e}", args.input.display())),
+        },
+        (None, false) => match InputHead::of(&args.input) {
+            Ok(head) => Some(head),
+            Err(e) => return fatal(format!("cannot read {}: {e}", args.input.display())),
+        },
+    };
     if let Some(path) = &args.customers {
         if let Err(e) = load_snapshot(path, &ruleset, &mut state, store.is_some()) {
             return fatal(format!("bad customer snapshot: {e}"));
         }
     }
-    let stdin = args.input.as_os_str() == "-";
     let input_format = args.format.unwrap_or(if has_ext(&args.input, "csv") {
         InputFormat::Csv
     } else {
@@ -252,10 +276,11 @@ pub fn run(args: &EvalArgs) -> Exit {
         if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
         }
-        let durability = match store.durability(&ruleset, run_key.clone(), args.checkpoint_every) {
-            Ok(d) => d,
-            Err(e) => return fatal(format!("{e}")),
-        };
+        let durability =
+            match store.durability(&ruleset, run_key.clone(), input_head, args.checkpoint_every) {
+                Ok(d) => d,
+                Err(e) => return fatal(format!("{e}")),
+            };
         batch.durability = Some(Durability {
             skip,
             rejects_known,

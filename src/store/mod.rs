@@ -66,6 +66,48 @@ pub struct RunRecord {
     pub rejects_bytes: u64,
     pub summary: Summary,
     pub complete: bool,
+    /// The head of the input the run read, to tell it from another input on a resume or
+    /// a rerun (`None` for standard input).
+    #[serde(default)]
+    pub input: Option<InputHead>,
+}
+
+/// The first bytes of an input file, hashed: enough to tell a resumed run's input from
+/// another file, while a file that only grew at its end still matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputHead {
+    /// How many bytes from the start are hashed: the whole file, up to 1 MiB.
+    pub bytes: u64,
+    /// xxh3-64 of those bytes.
+    pub hash: u64,
+}
+
+impl InputHead {
+    const MOST: u64 = 1 << 20;
+
+    /// The head of the file at `path`.
+    pub fn of(path: &Path) -> std::io::Result<InputHead> {
+        let head = Self::read(path, Self::MOST)?;
+        Ok(InputHead {
+            bytes: head.len() as u64,
+            hash: xxhash_rust::xxh3::xxh3_64(&head),
+        })
+    }
+
+    /// Whether the file at `path` starts with the bytes this head was taken from.
+    pub fn matches(&self, path: &Path) -> std::io::Result<bool> {
+        let head = Self::read(path, self.bytes)?;
+        Ok(head.len() as u64 == self.bytes && xxhash_rust::xxh3::xxh3_64(&head) == self.hash)
+    }
+
+    fn read(path: &Path, most: u64) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(path)?
+            .take(most)
+            .read_to_end(&mut head)?;
+        Ok(head)
+    }
 }
 
 /// A fact as the store records it, to tell a compatible ruleset from an incompatible one.
@@ -611,7 +653,8 @@ impl Store {
         })
     }
 
-    /// Checkpoints for a run that keeps its state here, recorded under `output`: every
+    /// Checkpoints for a run that keeps its state here, recorded under `output` (with the
+    /// head of its `input`): every
     /// `every` input units, with nothing skipped, no rejects known and no stop flag (the
     /// caller sets those for a resume, a rerun or Ctrl-C). Commits run on a thread of their
     /// own (see `commit`).
@@ -619,6 +662,7 @@ impl Store {
         &'r mut self,
         ruleset: &'r Ruleset,
         output: String,
+        input: Option<InputHead>,
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
         let mut committer =
@@ -635,6 +679,7 @@ impl Store {
                     rejects_bytes: at.rejects_bytes,
                     summary: summary.clone(),
                     complete: at.done,
+                    input,
                 };
                 let job = Self::job(ruleset, state, &output, &record, files)
                     .map_err(std::io::Error::other)?;

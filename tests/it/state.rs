@@ -965,6 +965,30 @@ fn a_csv_output_continued_by_a_rerun_keeps_one_header() {
     assert!(lines[2].starts_with("b2,bill-first-time,grant,"), "{text}");
 }
 
+#[test]
+fn a_rerun_over_another_input_is_refused_and_changes_nothing() {
+    let d = Dir::new("state-other-input");
+    let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
+    let b2 = bill("b2", "2019-12-20T11:00:00+08:00", "c2");
+    let input = d.write_jsonl("events.jsonl", std::slice::from_ref(&b1));
+    let e = Eval::new(&input, &d.path().join("out.jsonl")).state(&d.path().join("S"));
+    e.run().expect_code(0, "first run");
+    let before = (e.output_bytes(), inspect_json(&d.path().join("S"), &[]));
+    // Another file under the same name: its first line is not the one the run read.
+    d.write_jsonl("events.jsonl", &[b2, b1]);
+    let out = e.run();
+    out.expect_code(2, "rerun over another input");
+    assert!(
+        out.stderr.contains("is not the one the earlier run into"),
+        "{}",
+        out.stderr
+    );
+    eqnice(
+        before,
+        (e.output_bytes(), inspect_json(&d.path().join("S"), &[])),
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Directories that are not a usable state
 
