@@ -67,10 +67,7 @@ impl Committer {
             )?;
             Ok((c, u64::try_from(bytes).unwrap_or(0)))
         })
-        .map_err(|source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| StoreError::sqlite(path, source))?;
         let mut writer = Writer {
             conn,
             path: path.to_path_buf(),
@@ -155,10 +152,7 @@ impl Writer {
             })?;
         }
         let path = self.path.clone();
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sql = |source| StoreError::sqlite(&path, source);
         let compact = self.log_bytes + job.changes.len() as u64 > self.compact_after;
         let tx = self.conn.transaction().map_err(sql)?;
         tx.execute("INSERT INTO changes (blob) VALUES (?1)", [&job.changes])

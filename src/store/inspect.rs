@@ -150,10 +150,7 @@ pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
             detail: "no such state (run `promo eval --state DIR` first)".into(),
         });
     }
-    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
-        path: path.clone(),
-        detail: e.to_string(),
-    };
+    let corrupt = |e: rusqlite::Error| StoreError::corrupt(&path, e);
     let conn =
         Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(corrupt)?;
     let mut view = StateView::default();

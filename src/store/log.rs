@@ -254,10 +254,7 @@ pub fn each(
     path: &Path,
     f: &mut dyn FnMut(&ChangeSet<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let corrupt = |detail: String| StoreError::corrupt(path, detail);
     let mut stmt = conn
         .prepare("SELECT batch, blob FROM changes ORDER BY batch")
         .map_err(|e| corrupt(e.to_string()))?;

@@ -57,6 +57,24 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The database at `path` cannot be read as a state.
+    pub(crate) fn corrupt(path: &Path, detail: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A SQLite failure on the database at `path`.
+    pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
+        StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// Where a run of `eval` stands, keyed by its output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -162,14 +180,14 @@ impl Reader<'_> {
                 [],
                 |r| r.get(0),
             )
-            .map_err(|e| corrupt(self.path, e))
+            .map_err(|e| StoreError::corrupt(self.path, e))
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
-            .map_err(|e| corrupt(self.path, e))
+            .map_err(|e| StoreError::corrupt(self.path, e))
     }
 
     /// Checks the layout version and that every fact and counter the state holds still
@@ -181,7 +199,7 @@ impl Reader<'_> {
         };
         let layout = self
             .meta("layout")?
-            .ok_or_else(|| corrupt(self.path, rusqlite::Error::QueryReturnedNoRows))?;
+            .ok_or_else(|| StoreError::corrupt(self.path, rusqlite::Error::QueryReturnedNoRows))?;
         if layout != LAYOUT_VERSION.to_string() {
             return Err(incompatible(format!(
                 "its layout is version {layout}, this promo reads version {LAYOUT_VERSION}"
@@ -210,13 +228,13 @@ impl Reader<'_> {
         let mut stmt = self
             .conn
             .prepare("SELECT DISTINCT counter FROM counters")
-            .map_err(|e| corrupt(self.path, e))?;
+            .map_err(|e| StoreError::corrupt(self.path, e))?;
         let counters = stmt
             .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| corrupt(self.path, e))?;
+            .map_err(|e| StoreError::corrupt(self.path, e))?;
         let mut names = counters
             .collect::<Result<std::collections::BTreeSet<String>, _>>()
-            .map_err(|e| corrupt(self.path, e))?;
+            .map_err(|e| StoreError::corrupt(self.path, e))?;
         log::each(self.conn, self.path, &mut |set| {
             names.extend(set.counters.iter().map(|c| c.counter.to_string()));
             Ok(())
@@ -250,10 +268,7 @@ fn compact_log(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         }
         Ok(())
     })?;
-    let sql = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
+    let sql = |source| StoreError::sqlite(path, source);
     let mut put = conn
         .prepare_cached("INSERT OR REPLACE INTO facts (scope, owner, facts) VALUES (?1, ?2, ?3)")
         .map_err(sql)?;
@@ -293,13 +308,6 @@ fn compact_log(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     }
     conn.execute("DELETE FROM changes", []).map_err(sql)?;
     Ok(())
-}
-
-fn corrupt(path: &Path, e: rusqlite::Error) -> StoreError {
-    StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    }
 }
 
 /// An open state directory.
@@ -356,11 +364,8 @@ impl Store {
         }
         let fresh = !exists || Self::validate_read_only(&path, ruleset)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(&path, flags).map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
+        let conn = Connection::open_with_flags(&path, flags)
+            .map_err(|source| StoreError::sqlite(&path, source))?;
         let store = Store {
             conn,
             path,
@@ -391,21 +396,18 @@ impl Store {
                 path,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
-            .map_err(|e| corrupt(path, e))?;
+            .map_err(|e| StoreError::corrupt(path, e))?;
             rw.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map_err(|e| corrupt(path, e))?;
+            .map_err(|e| StoreError::corrupt(path, e))?;
         }
         let shm_existed = path.with_extension("db-shm").exists();
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| StoreError::corrupt(path, e))?;
         let reader = Reader { conn: &conn, path };
         let result = reader.tables().and_then(|n| {
             if n == 0 {
@@ -428,17 +430,11 @@ impl Store {
     }
 
     fn corrupt(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        }
+        StoreError::corrupt(&self.path, e)
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::sqlite(&self.path, source)
     }
 
     /// Creates the tables and the layout's record in one transaction, so that a run killed
@@ -471,10 +467,7 @@ impl Store {
 
     /// Loads the whole state into memory: the tables, then the change log in order.
     pub fn load(&self, ruleset: &Ruleset, state: &mut State) -> Result<(), StoreError> {
-        let bad = |what: String| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: what,
-        };
+        let bad = |what: String| StoreError::corrupt(&self.path, what);
         rows::facts(&self.conn, &self.path, &mut |row| {
             let values: std::collections::BTreeMap<String, String> =
                 serde_json::from_str(&row.facts)
@@ -563,13 +556,12 @@ impl Store {
         *state.tally_mut(key) = Tally {
             grants: u64::try_from(row.grants).unwrap_or(0),
             coupons: u64::try_from(row.coupons).unwrap_or(0),
-            value: row
-                .value
-                .parse::<Decimal>()
-                .map_err(|_| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("counter `{}` holds `{}`", row.counter, row.value),
-                })?,
+            value: row.value.parse::<Decimal>().map_err(|_| {
+                StoreError::corrupt(
+                    &self.path,
+                    format!("counter `{}` holds `{}`", row.counter, row.value),
+                )
+            })?,
         };
         Ok(())
     }
@@ -581,10 +573,7 @@ impl Store {
         row: rows::CouponRow,
     ) -> Result<(), StoreError> {
         let id = &row.coupon_id;
-        let bad = |what: String| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: what,
-        };
+        let bad = |what: String| StoreError::corrupt(&self.path, what);
         let date = |t: &str| {
             NaiveDate::parse_from_str(t, "%Y-%m-%d")
                 .map_err(|_| bad(format!("coupon `{id}` holds date `{t}`")))
@@ -624,9 +613,8 @@ impl Store {
             .optional()
             .map_err(|e| self.corrupt(e))?;
         text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("run record of `{output}`: {e}"),
+            serde_json::from_str(&t).map_err(|e| {
+                StoreError::corrupt(&self.path, format!("run record of `{output}`: {e}"))
             })
         })
         .transpose()

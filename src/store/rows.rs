@@ -44,10 +44,7 @@ fn each<T>(
     row: fn(&Row<'_>) -> rusqlite::Result<T>,
     f: &mut dyn FnMut(T) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    };
+    let corrupt = |e: rusqlite::Error| StoreError::corrupt(path, e);
     let mut stmt = conn.prepare(sql).map_err(corrupt)?;
     for r in stmt.query_map([], row).map_err(corrupt)? {
         f(r.map_err(corrupt)?)?;
