@@ -1,17 +1,13 @@
 //! Reading JSON lines or CSV records on a second core: one thread reads blocks of them and
 //! parses them, the caller's thread decides them in input order. The reading thread also does, for each
 //! event, whatever work can run ahead of deciding (`Prepare`: admitting it, for a batch).
-//! Parsed events cannot cross threads borrowing the block they were parsed from, so each is
-//! sent detached (its strings as spans of the block, or owned where they held escapes) and
-//! attached again on arrival.
+//! A block owns its text and the units parsed from it, which borrow that text
+//! (`ParsedBlock`), so events cross threads as parsed, and the caller's thread reads them in
+//! place.
 
-use std::borrow::Cow;
 use std::io::{self, BufRead};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-
-use chrono::{DateTime, FixedOffset};
-use rust_decimal::Decimal;
 
 use super::event_csv::CsvColumns;
 use super::event_json::parse_event;
@@ -24,89 +20,6 @@ use crate::model::Event;
 const BLOCK_LINES: usize = 2048;
 /// Blocks in flight between the threads.
 const IN_FLIGHT: usize = 4;
-
-/// A string of a detached event: a span of its block, or its own text.
-enum Text {
-    Span(usize, usize),
-    Own(String),
-}
-
-impl Text {
-    /// A span if `s` lies within `block` (it was borrowed from it), else a copy.
-    fn detach(s: &str, block: &str) -> Text {
-        let start = (s.as_ptr() as usize).wrapping_sub(block.as_ptr() as usize);
-        if start <= block.len() && s.len() <= block.len() - start {
-            return Text::Span(start, start + s.len());
-        }
-        Text::Own(s.to_string())
-    }
-
-    fn attach(self, block: &str) -> Cow<'_, str> {
-        match self {
-            Text::Span(a, b) => Cow::Borrowed(block.get(a..b).unwrap_or_default()),
-            Text::Own(s) => Cow::Owned(s),
-        }
-    }
-}
-
-/// An event with its strings as spans of its block.
-struct Detached {
-    id: Text,
-    kind: Text,
-    at: DateTime<FixedOffset>,
-    customer: Text,
-    wallet: Text,
-    card_product: Option<Text>,
-    card_role: Option<Text>,
-    merchant: Option<Text>,
-    amount: Option<Decimal>,
-    channel: Option<Text>,
-    coupons: Option<Vec<Text>>,
-    face_values: Option<Vec<Decimal>>,
-    extra: Vec<(Text, serde_json::Value)>,
-}
-
-impl Detached {
-    fn new(ev: Event<'_>, block: &str) -> Detached {
-        let t = |s: &Cow<'_, str>| Text::detach(s, block);
-        let o = |s: &Option<Cow<'_, str>>| s.as_ref().map(t);
-        Detached {
-            id: t(&ev.id),
-            kind: t(&ev.kind),
-            at: ev.at,
-            customer: t(&ev.customer),
-            wallet: t(&ev.wallet),
-            card_product: o(&ev.card_product),
-            card_role: o(&ev.card_role),
-            merchant: o(&ev.merchant),
-            amount: ev.amount,
-            channel: o(&ev.channel),
-            coupons: ev.coupons.as_ref().map(|c| c.iter().map(t).collect()),
-            face_values: ev.face_values,
-            extra: ev.extra.into_iter().map(|(k, v)| (t(&k), v)).collect(),
-        }
-    }
-
-    /// The event again, its strings borrowed from `block` (or moved out where owned).
-    fn attach(self, block: &str) -> Event<'_> {
-        let t = |t: Text| t.attach(block);
-        Event {
-            id: t(self.id),
-            kind: t(self.kind),
-            at: self.at,
-            customer: t(self.customer),
-            wallet: t(self.wallet),
-            card_product: self.card_product.map(t),
-            card_role: self.card_role.map(t),
-            merchant: self.merchant.map(t),
-            amount: self.amount,
-            channel: self.channel.map(t),
-            coupons: self.coupons.map(|c| c.into_iter().map(t).collect()),
-            face_values: self.face_values,
-            extra: self.extra.into_iter().map(|(k, v)| (t(k), v)).collect(),
-        }
-    }
-}
 
 /// Work done on the reading thread for each event it parses, ahead of the caller's thread.
 pub trait Prepare: Send {
@@ -128,94 +41,91 @@ pub struct ParallelEnd<P: Prepare> {
     pub unused: Vec<P::Out>,
 }
 
-#[allow(
-    clippy::large_enum_variant,
-    reason = "kept in a block's vector; boxing the event would allocate per event"
-)]
-enum Parsed<O> {
-    Skipped,
-    Blank,
-    Bad {
-        line: u64,
-        reason: String,
-        raw: String,
-    },
-    Event {
-        line: u64,
-        source: Source,
-        event: Detached,
-        prepared: O,
-    },
-}
-
-/// Where an event's text lies in its block: its strings are spans of that text.
-enum Source {
-    /// A JSON line: this span of the block's text.
-    Line(usize, usize),
-    /// A CSV record: the block's record of this index.
-    Record(usize),
-}
-
-/// What was prepared for the events among `units`.
-fn prepared_of<O>(
-    units: impl IntoIterator<Item = (Position, Parsed<O>)>,
-) -> impl Iterator<Item = O> {
-    units.into_iter().filter_map(|(_, p)| match p {
-        Parsed::Event { prepared, .. } => Some(prepared),
-        _ => None,
-    })
-}
-
-/// A line of a block being read: its number and span in the block's text, to parse once
-/// the text is complete, or a unit already decided (skipped, blank, not UTF-8).
-type Pending<O> = Result<(u64, usize, usize), Parsed<O>>;
-
-struct Block<O> {
-    /// JSON lines, one after another.
+/// The text a block's units borrow: JSON lines one after another, or CSV records (those
+/// beyond the block's units are kept for their buffers).
+#[derive(Default)]
+struct BlockText {
     text: String,
-    /// CSV records; those beyond the block's units are kept for their buffers.
     records: Vec<csv::StringRecord>,
-    units: Vec<(Position, Parsed<O>)>,
 }
 
-impl<O> Block<O> {
-    fn new() -> Self {
-        Block {
-            text: String::new(),
-            records: Vec::new(),
+/// The units of a block, in input order.
+type Units<'a> = Vec<(Position, Unit<'a>)>;
+
+self_cell::self_cell!(
+    /// A block's text and the units parsed from it.
+    struct ParsedBlock {
+        owner: BlockText,
+        #[covariant]
+        dependent: Units,
+    }
+);
+
+/// A block on its way to the caller: its units, and what was prepared for each of its
+/// events, in order.
+struct Block<O> {
+    parsed: ParsedBlock,
+    prepared: Vec<O>,
+}
+
+/// A decided block's buffers, handed back for the reader to fill again: fresh buffers of
+/// this size would be fresh pages for the kernel to zero, block after block.
+struct Buffers<O> {
+    text: BlockText,
+    units: Units<'static>,
+    prepared: Vec<O>,
+}
+
+impl<O> Default for Buffers<O> {
+    fn default() -> Self {
+        Buffers {
+            text: BlockText::default(),
             units: Vec::with_capacity(BLOCK_LINES),
+            prepared: Vec::with_capacity(BLOCK_LINES),
         }
     }
 }
 
-/// What the reading thread reuses from block to block.
-struct Scratch<O> {
-    line: Vec<u8>,
-    lines: Vec<(Position, Pending<O>)>,
+/// The vector emptied, its allocation kept for units of any text: the collect reuses the
+/// allocation in place, since the element type differs only in lifetime.
+fn recycled(mut units: Units<'_>) -> Units<'static> {
+    units.clear();
+    units.into_iter().map(|(at, _)| (at, Unit::Blank)).collect()
 }
 
-/// Reads one block into `block` (emptied first; its buffers are reused): the lines' text
-/// into one string, then each line parsed from it and prepared. False at the end of input.
+/// A line of a block being read: its number and span in the block's text, to parse once
+/// the text is complete, or a unit already known (skipped, blank, not UTF-8).
+type Pending = Result<(u64, usize, usize), Unit<'static>>;
+
+/// What the JSON reader reuses from block to block.
+struct LineScratch {
+    line: Vec<u8>,
+    lines: Vec<(Position, Pending)>,
+}
+
+/// Reads one block of JSON lines into `buffers`: the lines' text into one string, then each
+/// line parsed from it and prepared. `None` at the end of input.
 fn read_block<P: Prepare>(
     input: &mut impl BufRead,
     skip: u64,
     at: &mut Position,
-    scratch: &mut Scratch<P::Out>,
+    scratch: &mut LineScratch,
     prep: &mut P,
-    block: &mut Block<P::Out>,
-) -> io::Result<bool> {
-    let Block { text, units, .. } = block;
-    text.clear();
-    text.reserve(BLOCK_LINES * 256);
-    units.clear();
-    let Scratch {
-        line: scratch,
-        lines,
-    } = scratch;
+    buffers: Buffers<P::Out>,
+) -> io::Result<Option<Block<P::Out>>> {
+    let Buffers {
+        mut text,
+        units,
+        mut prepared,
+    } = buffers;
+    text.text.clear();
+    text.text.reserve(BLOCK_LINES * 256);
+    prepared.clear();
+    let LineScratch { line: buf, lines } = scratch;
     lines.clear();
     while lines.len() < BLOCK_LINES {
-        scratch.clear();
-        let n = input.read_until(b'\n', scratch)?;
+        buf.clear();
+        let n = input.read_until(b'\n', buf)?;
         if n == 0 {
             break;
         }
@@ -223,62 +133,80 @@ fn read_block<P: Prepare>(
         at.unit += 1;
         let line = at.unit;
         if line <= skip {
-            lines.push((*at, Err(Parsed::Skipped)));
+            lines.push((*at, Err(Unit::Skipped)));
             continue;
         }
-        let pending = match classify_line(scratch) {
-            Line::Bad { reason, raw } => Err(Parsed::Bad { line, reason, raw }),
-            Line::Blank => Err(Parsed::Blank),
+        let pending = match classify_line(buf) {
+            Line::Bad { reason, raw } => Err(Unit::Bad { line, reason, raw }),
+            Line::Blank => Err(Unit::Blank),
             Line::Text(t) => {
-                let start = text.len();
-                text.push_str(t);
-                Ok((line, start, text.len()))
+                let start = text.text.len();
+                text.text.push_str(t);
+                Ok((line, start, text.text.len()))
             }
         };
         lines.push((*at, pending));
     }
     if lines.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
-    units.extend(lines.drain(..).map(|(pos, l)| {
-        let parsed = match l {
-            Err(p) => p,
-            Ok((line, a, b)) => {
-                let raw = text.get(a..b).unwrap_or_default();
-                match parse_event(raw) {
-                    Ok(ev) => Parsed::Event {
-                        line,
-                        source: Source::Line(a, b),
-                        prepared: prep.prepare(&ev),
-                        event: Detached::new(ev, text),
-                    },
-                    Err(reason) => Parsed::Bad {
-                        line,
-                        reason,
-                        raw: raw.to_string(),
-                    },
+    let parsed = ParsedBlock::new(text, |text| {
+        let mut units: Units<'_> = units;
+        units.clear();
+        units.extend(lines.drain(..).map(|(pos, pending)| {
+            let unit = match pending {
+                Err(unit) => unit,
+                Ok((line, a, b)) => {
+                    let raw = text.text.get(a..b).unwrap_or_default();
+                    match parse_event(raw) {
+                        Ok(event) => {
+                            prepared.push(prep.prepare(&event));
+                            Unit::Event {
+                                line,
+                                event,
+                                raw: RawText::Line(raw),
+                            }
+                        }
+                        Err(reason) => Unit::Bad {
+                            line,
+                            reason,
+                            raw: raw.to_string(),
+                        },
+                    }
                 }
-            }
-        };
-        (pos, parsed)
-    }));
-    Ok(true)
+            };
+            (pos, unit)
+        }));
+        units
+    });
+    Ok(Some(Block { parsed, prepared }))
 }
 
-/// Reads CSV records into `block` (emptied first; its buffers are reused), each parsed and
-/// prepared, as `read::read_csv` reads them. False at the end of input.
+/// A CSV record of a block being read: where it ends, the line it starts on, and how
+/// reading it went (`None`: skipped).
+type PendingRecord = (Position, u64, Option<csv::Result<bool>>);
+
+/// Reads one block of CSV records into `buffers`, each parsed and prepared, as
+/// `read::read_csv` reads them. `None` at the end of input.
 fn read_csv_block<P: Prepare>(
     input: &mut csv::Reader<impl io::Read>,
     columns: &CsvColumns,
     skip: u64,
     at: &mut Position,
+    pending: &mut Vec<PendingRecord>,
     prep: &mut P,
-    block: &mut Block<P::Out>,
-) -> io::Result<bool> {
-    let Block { records, units, .. } = block;
-    units.clear();
-    while units.len() < BLOCK_LINES {
-        let n = units.len();
+    buffers: Buffers<P::Out>,
+) -> io::Result<Option<Block<P::Out>>> {
+    let Buffers {
+        mut text,
+        units,
+        mut prepared,
+    } = buffers;
+    prepared.clear();
+    pending.clear();
+    let records = &mut text.records;
+    while pending.len() < BLOCK_LINES {
+        let n = pending.len();
         if records.len() <= n {
             records.push(csv::StringRecord::new());
         }
@@ -292,23 +220,35 @@ fn read_csv_block<P: Prepare>(
         }
         at.unit += 1;
         at.bytes = input.position().byte();
-        let parsed = if at.unit <= skip {
-            Parsed::Skipped
-        } else {
-            match classify_csv(columns, record, read, line)? {
-                CsvRecord::Blank => Parsed::Blank,
-                CsvRecord::Event { line, event } => Parsed::Event {
-                    line,
-                    source: Source::Record(n),
-                    prepared: prep.prepare(&event),
-                    event: Detached::new(event, record.as_slice()),
-                },
-                CsvRecord::Bad { line, reason, raw } => Parsed::Bad { line, reason, raw },
-            }
-        };
-        units.push((*at, parsed));
+        pending.push((*at, line, (at.unit > skip).then_some(read)));
     }
-    Ok(!units.is_empty())
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let parsed = ParsedBlock::try_new(text, |text| -> io::Result<Units<'_>> {
+        let mut units: Units<'_> = units;
+        units.clear();
+        for ((pos, line, read), record) in pending.drain(..).zip(&text.records) {
+            let unit = match read {
+                None => Unit::Skipped,
+                Some(read) => match classify_csv(columns, record, read, line)? {
+                    CsvRecord::Blank => Unit::Blank,
+                    CsvRecord::Event { line, event } => {
+                        prepared.push(prep.prepare(&event));
+                        Unit::Event {
+                            line,
+                            event,
+                            raw: RawText::Record(record),
+                        }
+                    }
+                    CsvRecord::Bad { line, reason, raw } => Unit::Bad { line, reason, raw },
+                },
+            };
+            units.push((pos, unit));
+        }
+        Ok(units)
+    })?;
+    Ok(Some(Block { parsed, prepared }))
 }
 
 /// Reads JSON lines as `read::read_jsonl` does, parsing and preparing on another thread;
@@ -321,13 +261,13 @@ pub fn read_jsonl_parallel<P: Prepare>(
 ) -> ParallelEnd<P> {
     let mut input = input;
     let mut at = Position::default();
-    let mut scratch = Scratch {
+    let mut scratch = LineScratch {
         line: Vec::with_capacity(1024),
         lines: Vec::with_capacity(BLOCK_LINES),
     };
     read_parallel(
-        move |prep: &mut P, block: &mut Block<P::Out>| {
-            read_block(&mut input, skip, &mut at, &mut scratch, prep, block)
+        move |prep: &mut P, buffers| {
+            read_block(&mut input, skip, &mut at, &mut scratch, prep, buffers)
         },
         prepare,
         f,
@@ -353,36 +293,43 @@ pub fn read_csv_parallel<P: Prepare>(
         }
     };
     let mut at = Position::default();
+    let mut pending = Vec::with_capacity(BLOCK_LINES);
     read_parallel(
-        move |prep: &mut P, block: &mut Block<P::Out>| {
-            read_csv_block(&mut input, &columns, skip, &mut at, prep, block)
+        move |prep: &mut P, buffers| {
+            read_csv_block(
+                &mut input,
+                &columns,
+                skip,
+                &mut at,
+                &mut pending,
+                prep,
+                buffers,
+            )
         },
         prepare,
         f,
     )
 }
 
-/// Runs `fill` (which reads the next block, false at the end of input) on a second thread
-/// and hands the blocks' units to `f` in order.
+/// Runs `fill` (which reads the next block into the buffers it is given, `None` at the end
+/// of input) on a second thread and hands the blocks' units to `f` in order.
 fn read_parallel<P: Prepare>(
-    mut fill: impl FnMut(&mut P, &mut Block<P::Out>) -> io::Result<bool> + Send,
+    mut fill: impl FnMut(&mut P, Buffers<P::Out>) -> io::Result<Option<Block<P::Out>>> + Send,
     prepare: P,
     f: Handle<'_, P::Out>,
 ) -> ParallelEnd<P> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Block<P::Out>>>(IN_FLIGHT);
-    // Blocks handed back once decided, for the reader to fill again: fresh buffers of this
-    // size would be fresh pages for the kernel to zero, block after block.
-    let (recycle, recycled) = mpsc::channel::<Block<P::Out>>();
+    let (recycle, recycled) = mpsc::channel::<Buffers<P::Out>>();
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let stop = &stop;
         let reader = scope.spawn(move || {
             let mut prep = prepare;
             while !stop.load(Ordering::Relaxed) {
-                let mut block = recycled.try_recv().unwrap_or_else(|_| Block::new());
-                let sent = match fill(&mut prep, &mut block) {
-                    Ok(true) => tx.send(Ok(block)),
-                    Ok(false) => break,
+                let buffers = recycled.try_recv().unwrap_or_default();
+                let sent = match fill(&mut prep, buffers) {
+                    Ok(Some(block)) => tx.send(Ok(block)),
+                    Ok(None) => break,
                     Err(e) => {
                         let _ = tx.send(Err(e));
                         break;
@@ -401,7 +348,7 @@ fn read_parallel<P: Prepare>(
         // blocks in flight goes back unused.
         stop.store(true, Ordering::Relaxed);
         for block in rx.iter().flatten() {
-            unused.extend(prepared_of(block.units));
+            unused.extend(block.prepared);
         }
         let prepare = match reader.join() {
             Ok(p) => p,
@@ -416,64 +363,47 @@ fn read_parallel<P: Prepare>(
 }
 
 /// Gives `f` the units of each block as it arrives, until the input ends or `f` stops or
-/// fails; the prepared work of units left in the last block goes to `unused`.
+/// fails; the prepared work of events left in the last block goes to `unused`.
 fn hand_over<O>(
     rx: &mpsc::Receiver<io::Result<Block<O>>>,
     f: Handle<'_, O>,
     unused: &mut Vec<O>,
-    recycle: &mpsc::Sender<Block<O>>,
+    recycle: &mpsc::Sender<Buffers<O>>,
 ) -> io::Result<(Position, bool)> {
     let mut last = Position::default();
     for block in rx {
-        let mut block = block?;
         let Block {
-            text,
-            records,
-            units,
-        } = &mut block;
-        let (text, records) = (&*text, &*records);
-        let mut units = units.drain(..);
-        for (at, parsed) in units.by_ref() {
-            last = at;
-            let (unit, prepared) = match parsed {
-                Parsed::Skipped => (Unit::Skipped, None),
-                Parsed::Blank => (Unit::Blank, None),
-                Parsed::Bad { line, reason, raw } => (Unit::Bad { line, reason, raw }, None),
-                Parsed::Event {
-                    line,
-                    source,
-                    event,
-                    prepared,
-                } => {
-                    let (base, raw) = match source {
-                        Source::Line(a, b) => (
-                            text.as_str(),
-                            RawText::Line(text.get(a..b).unwrap_or_default()),
-                        ),
-                        Source::Record(i) => match records.get(i) {
-                            Some(r) => (r.as_slice(), RawText::Record(r)),
-                            None => ("", RawText::Line("")),
-                        },
-                    };
-                    (
-                        Unit::Event {
-                            line,
-                            event: event.attach(base),
-                            raw,
-                        },
-                        Some(prepared),
-                    )
+            mut parsed,
+            mut prepared,
+        } = block?;
+        let mut given = prepared.drain(..);
+        let (ended, units) = parsed.with_dependent_mut(|_, units| {
+            let mut ended = None;
+            for (at, unit) in units.drain(..) {
+                last = at;
+                let ready = match unit {
+                    Unit::Event { .. } => given.next(),
+                    _ => None,
+                };
+                let flow = f(at, unit, ready);
+                if !matches!(flow, Ok(std::ops::ControlFlow::Continue(()))) {
+                    ended = Some(flow.map(|_| (at, true)));
+                    break;
                 }
-            };
-            let flow = f(at, unit, prepared);
-            if !matches!(flow, Ok(std::ops::ControlFlow::Continue(()))) {
-                unused.extend(prepared_of(units));
-                return flow.map(|_| (at, true));
             }
+            (ended, recycled(std::mem::take(units)))
+        });
+        if let Some(ended) = ended {
+            unused.extend(given);
+            return ended;
         }
-        drop(units);
-        // The reader may have finished; then the block is simply dropped.
-        let _ = recycle.send(block);
+        drop(given);
+        // The reader may have finished; then the buffers are simply dropped.
+        let _ = recycle.send(Buffers {
+            text: parsed.into_owner(),
+            units,
+            prepared,
+        });
     }
     Ok((last, false))
 }
@@ -504,6 +434,23 @@ mod tests {
             self.0 += 1;
             self.0
         }
+    }
+
+    #[test]
+    fn recycled_units_keep_their_allocation() {
+        let text = String::from("x");
+        let mut units: Units<'_> = Vec::with_capacity(BLOCK_LINES);
+        units.push((
+            Position::default(),
+            Unit::Bad {
+                line: 1,
+                reason: text.clone(),
+                raw: text,
+            },
+        ));
+        let units = recycled(units);
+        assert!(units.is_empty());
+        assert!(units.capacity() >= BLOCK_LINES, "{}", units.capacity());
     }
 
     #[test]
