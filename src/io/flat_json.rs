@@ -21,6 +21,34 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The index of the first `"`, `\\` or control character in `b`, eight bytes at a time: the
+/// byte-at-a-time search was the bulk of parsing a line. In each word, a byte is flagged
+/// where it equals a quote or a backslash, or is below 0x20; borrows only carry upwards, so
+/// the lowest flag (the first byte, little-endian) is always a true one.
+fn special(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w;
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(word.try_into().ok()?);
+        let flags = (below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20))
+            & HIGH;
+        if flags != 0 {
+            return Some(at + flags.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| at + p)
+}
+
 /// A string starting at `b[*i] == '"'` with no escape or control character; moves past it.
 fn string<'a>(line: &'a str, i: &mut usize) -> Option<&'a str> {
     let b = line.as_bytes();
@@ -29,9 +57,7 @@ fn string<'a>(line: &'a str, i: &mut usize) -> Option<&'a str> {
     }
     let start = *i + 1;
     let rest = b.get(start..)?;
-    let len = rest
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    let len = special(rest)?;
     if rest.get(len) != Some(&b'"') {
         return None;
     }
@@ -162,4 +188,43 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
         },
         extra,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::special;
+
+    /// The byte-at-a-time search `special` must agree with.
+    fn reference(b: &[u8]) -> Option<usize> {
+        b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+    }
+
+    #[test]
+    fn the_word_search_finds_the_first_special_byte_wherever_it_is() {
+        // Every special and boundary byte, at every offset of strings up to three words
+        // long, after bytes that tempt borrows (0x00 below, 0x80 and up, 0x21, 0x5d).
+        let fillers = [b'a', 0x21, 0x5d, 0x7f, 0x80, 0xc3, 0xff];
+        let probes = [
+            b'"', b'\\', 0x00, 0x01, 0x1f, 0x20, 0x21, 0x5b, 0x5c, 0x5d, 0x80,
+        ];
+        for len in 0..24 {
+            for &fill in &fillers {
+                let mut b = vec![fill; len];
+                assert_eq!(special(&b), reference(&b), "{b:?}");
+                for at in 0..len {
+                    for &p in &probes {
+                        b[at] = p;
+                        assert_eq!(special(&b), reference(&b), "{b:?}");
+                        // A second special byte further on never hides the first.
+                        let last = len - 1;
+                        let keep = b[last];
+                        b[last] = 0;
+                        assert_eq!(special(&b), reference(&b), "{b:?}");
+                        b[last] = keep;
+                        b[at] = fill;
+                    }
+                }
+            }
+        }
+    }
 }
