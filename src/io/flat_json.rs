@@ -25,7 +25,7 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 /// byte-at-a-time search was the bulk of parsing a line. In each word, a byte is flagged
 /// where it equals a quote or a backslash, or is below 0x20; borrows only carry upwards, so
 /// the lowest flag (the first byte, little-endian) is always a true one.
-fn special(b: &[u8]) -> Option<usize> {
+pub(super) fn special(b: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w;

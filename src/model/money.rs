@@ -25,10 +25,11 @@ pub fn total<'a>(amounts: impl IntoIterator<Item = &'a Decimal>) -> Decimal {
         .fold(Decimal::ZERO, |sum, a| sum.saturating_add(*a))
 }
 
-impl fmt::Display for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Commercial rounding to cents, then whole units and cents as integers: a decision
-        // line prints several amounts, and Decimal's own formatting is the slow part of it.
+impl Money {
+    /// The amount rounded to cents (commercially): whether it is below zero, its whole
+    /// units, and its cents. Integers, because Decimal's own formatting was the slow part
+    /// of writing a decision line.
+    fn parts(&self) -> (bool, u128, u8) {
         let d = if self.0.scale() > 2 {
             self.0
                 .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
@@ -36,9 +37,26 @@ impl fmt::Display for Money {
             self.0
         };
         let cents = d.mantissa() * 10_i128.pow(2 - d.scale().min(2));
-        let sign = if cents < 0 { "-" } else { "" };
-        let cents = cents.unsigned_abs();
-        write!(f, "{sign}{}.{:02}", cents / 100, cents % 100)
+        let abs = cents.unsigned_abs();
+        (cents < 0, abs / 100, (abs % 100) as u8)
+    }
+
+    /// Appends the amount as `Display` prints it.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let (negative, units, cents) = self.parts();
+        if negative {
+            out.push(b'-');
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(units).as_bytes());
+        out.extend_from_slice(&[b'.', b'0' + cents / 10, b'0' + cents % 10]);
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (negative, units, cents) = self.parts();
+        let sign = if negative { "-" } else { "" };
+        write!(f, "{sign}{units}.{cents:02}")
     }
 }
 
@@ -65,6 +83,9 @@ mod tests {
         ] {
             let m = Money::parse(text).unwrap();
             assert_eq!(m.to_string(), shown);
+            let mut written = Vec::new();
+            m.write_to(&mut written);
+            assert_eq!(written, shown.as_bytes());
         }
         let m = Money::parse("123.45").unwrap();
         assert_eq!(Money::parse(&m.to_string()).unwrap(), m);
