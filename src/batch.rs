@@ -434,7 +434,8 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         });
         let undecided = end.unused.into_iter().filter_map(|a| match a {
             Admission::Fresh(a) => Some(a),
-            _ => None,
+            // nothing was remembered for these
+            Admission::Duplicate | Admission::Invalid(_) | Admission::Failed(_) => None,
         });
         self.state.restore_keys(end.prepare.keys, undecided);
         end.read

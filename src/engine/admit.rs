@@ -4,9 +4,10 @@
 //! facts, counters or coupons, so a reading thread can admit events ahead of the deciding
 //! thread while that one decides earlier events.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::evaluate::InvalidEvent;
+use super::seen::SeenIds;
 use crate::model::Event;
 use crate::rules::raw::RawScope;
 use crate::rules::Ruleset;
@@ -34,6 +35,9 @@ pub enum Admission {
     Duplicate,
     /// It cannot be decided under the ruleset: the line is rejected.
     Invalid(InvalidEvent),
+    /// Whether its id was decided before is unknown (the decided ids could not be read):
+    /// the line is rejected with this reason, and its id is not remembered.
+    Failed(String),
 }
 
 /// The index of `ev`'s event type, once the fields its type requires are checked.
@@ -74,14 +78,15 @@ pub(super) fn intern_in(ids: &mut NameIds, name: &str, new: impl FnOnce()) -> u3
 }
 
 /// The keys of a state: customer and wallet ids by name hash, and the hashes of decided
-/// event ids (16 bytes an event, the only state that grows with events rather than
-/// customers). Lent out (`State::lend_keys`) to admit events on another thread; the names
-/// stay with the state, which learns each new one from the admission that introduced it.
+/// event ids (the only state that grows with events rather than customers: in memory up to
+/// a budget, then mostly in temporary files, see `SeenIds`). Lent out (`State::lend_keys`)
+/// to admit events on another thread; the names stay with the state, which learns each new
+/// one from the admission that introduced it.
 #[derive(Debug, Default)]
 pub struct Keys {
     pub(super) customers: NameIds,
     pub(super) wallets: NameIds,
-    pub(super) seen: FxHashSet<u128>,
+    pub(super) seen: SeenIds,
 }
 
 impl Keys {
@@ -93,8 +98,14 @@ impl Keys {
             Err(e) => return Admission::Invalid(e),
         };
         let id_hash = name_hash(&ev.id);
-        if !self.seen.insert(id_hash) {
-            return Admission::Duplicate;
+        match self.seen.insert(id_hash) {
+            Ok(true) => {}
+            Ok(false) => return Admission::Duplicate,
+            Err(e) => {
+                return Admission::Failed(format!(
+                    "cannot check whether the id was decided before: {e}"
+                ))
+            }
         }
         let mut new_customer = None;
         let customer = intern_in(&mut self.customers, &ev.customer, || {

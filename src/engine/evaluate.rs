@@ -22,6 +22,9 @@ pub enum InvalidEvent {
     UnknownType(String),
     #[error("missing field `{field}`, required for `{kind}` events")]
     MissingField { field: String, kind: String },
+    /// Whether its id was decided before could not be checked (`Admission::Failed`).
+    #[error("{0}")]
+    Unchecked(String),
 }
 
 /// What happened to an event.
@@ -158,6 +161,7 @@ pub fn decide(
         Admission::Fresh(a) => a,
         Admission::Duplicate => return Ok(Outcome::Duplicate),
         Admission::Invalid(e) => return Err(e),
+        Admission::Failed(reason) => return Err(InvalidEvent::Unchecked(reason)),
     };
     let ctx = Ctx {
         ev,

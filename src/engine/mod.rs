@@ -4,9 +4,11 @@ pub mod admit;
 pub mod evaluate;
 pub mod explain;
 pub mod script_view;
+pub mod seen;
 pub mod state;
 
 pub use admit::{Admission, Admitted, Keys};
 pub use evaluate::{decide, evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};
 pub use explain::{explain, Explanation};
+pub use seen::SeenIds;
 pub use state::State;

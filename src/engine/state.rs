@@ -259,7 +259,7 @@ impl State {
     pub fn restore_keys(&mut self, keys: Keys, undecided: impl IntoIterator<Item = Admitted>) {
         self.keys = keys;
         for a in undecided {
-            self.keys.seen.remove(&a.id_hash);
+            self.keys.seen.remove(a.id_hash);
             self.learn_names(a);
         }
     }
@@ -280,7 +280,7 @@ impl State {
 
     /// Remembers a decided id (as a store loads them).
     pub fn remember_id(&mut self, hash: u128) {
-        self.keys.seen.insert(hash);
+        self.keys.seen.remember(hash);
     }
 
     /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a

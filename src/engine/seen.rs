@@ -1,0 +1,716 @@
+//! The hashes of decided event ids, kept exactly in memory bounded by a budget rather than
+//! by the number of events.
+//!
+//! Recent ids sit in an open-addressing table (16 bytes a slot, at most 3/4 full). Once the
+//! table is full at its budget, its ids are sorted and written to an anonymous temporary
+//! file as a *run*, and the table starts empty again. A run keeps in memory only a Bloom
+//! filter (about 10 bits an id), the first key of each 4 KiB page of its file (1/16 byte an
+//! id) and its length, so an id that is not in a run costs about one filter check per run,
+//! and one that is (or that the filter lets through) one positioned read of one page. Runs
+//! are merged two by two so that each is less than half the size of the one before it:
+//! about log2(ids / table size) runs, each id written O(log) times.
+//!
+//! Nothing is ever approximate: a filter only spares reads, and when a file cannot be
+//! written the ids stay in memory instead (past the budget); when a page cannot be read,
+//! `insert` says so rather than guess.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+
+use fastbloom::BloomFilter;
+use rustc_hash::FxHashSet;
+
+/// Bytes of one hash, in a slot or in a run's file.
+const KEY: usize = 16;
+/// Bytes of a page of a run's file: the unit of one lookup's read.
+const PAGE: usize = 4096;
+/// Keys in a full page.
+const KEYS_PER_PAGE: usize = PAGE / KEY;
+/// The default budget of the table: 2^21 slots.
+const DEFAULT_BUDGET: usize = 32 << 20;
+/// The fewest slots of a table, and its size when new.
+const MIN_SLOTS: usize = 16;
+/// Bits of a run's Bloom filter per id (about 1% false positives).
+const FILTER_BITS_PER_ID: usize = 10;
+/// The buffer of each file streamed while spilling or merging.
+const STREAM_BUFFER: usize = 64 << 10;
+
+/// Makes the file of a new run (`tempfile::tempfile`, or a failing stand-in in tests).
+type MakeFile = fn() -> io::Result<File>;
+
+/// An exact set of 128-bit hashes whose memory is bounded by a budget (see the module).
+pub struct SeenIds {
+    /// Open addressing with linear probing, indexed by a hash's low bits; a power of two
+    /// long, `0` meaning empty.
+    slots: Vec<u128>,
+    /// Occupied slots.
+    len: usize,
+    /// The most slots the table grows to before spilling: a power of two.
+    max_slots: usize,
+    /// Spilled ids, oldest first; no id is in two runs unless `remember` put it there.
+    runs: Vec<Run>,
+    /// Ids removed while a run may hold them: they read as not seen until inserted again.
+    removed: FxHashSet<u128>,
+    make_file: MakeFile,
+    warned_spill: bool,
+    warned_merge: bool,
+}
+
+/// Sorted ids in a temporary file.
+struct Run {
+    file: File,
+    /// Holds every id of the run (and about 1% of the others).
+    filter: BloomFilter,
+    /// The first id of each page of the file.
+    index: Vec<u128>,
+    /// Ids in the file.
+    len: usize,
+}
+
+impl Default for SeenIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for SeenIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runs: Vec<usize> = self.runs.iter().map(|r| r.len).collect();
+        f.debug_struct("SeenIds")
+            .field("in_table", &self.len)
+            .field("slots", &self.slots.len())
+            .field("max_slots", &self.max_slots)
+            .field("runs", &runs)
+            .field("removed", &self.removed.len())
+            .finish()
+    }
+}
+
+/// How a hash is stored: `0` marks an empty slot, so the hash 0 is kept as 1. That makes
+/// two of the 2^128 hashes one id (an id hashing to 0 is a repeat of one hashing to 1, and
+/// the other way round), odds far below those of two ids sharing a hash at all.
+fn stored(h: u128) -> u128 {
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// What a run's filter is given for a hash: its high half. The hashes are uniform already,
+/// and the table indexes by the low bits.
+fn filter_hash(h: u128) -> u64 {
+    (h >> 64) as u64
+}
+
+impl SeenIds {
+    /// An empty set with the default budget (32 MiB of slots).
+    pub fn new() -> Self {
+        Self::with_budget(DEFAULT_BUDGET)
+    }
+
+    /// An empty set whose table takes at most about `bytes` (the largest power of two of
+    /// 16-byte slots that fits, and at least 16 slots) before it spills to a file.
+    pub fn with_budget(bytes: usize) -> Self {
+        let fit = (bytes / KEY).max(MIN_SLOTS);
+        SeenIds {
+            slots: vec![0; MIN_SLOTS],
+            len: 0,
+            max_slots: 1 << fit.ilog2(),
+            runs: Vec::new(),
+            removed: FxHashSet::default(),
+            make_file: tempfile::tempfile,
+            warned_spill: false,
+            warned_merge: false,
+        }
+    }
+
+    /// The slot holding `h`, or else the empty slot where it goes.
+    fn probe(&self, h: u128) -> Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            match self.slots[i] {
+                s if s == h => return Ok(i),
+                0 => return Err(i),
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// Adds `h`; true when it was not in the set. An error means a run's page could not be
+    /// read, so it is unknown whether `h` was there: `h` is then not added.
+    pub fn insert(&mut self, h: u128) -> io::Result<bool> {
+        let h = stored(h);
+        let slot = match self.probe(h) {
+            Ok(_) => return Ok(false),
+            Err(slot) => slot,
+        };
+        if !self.runs.is_empty() {
+            if self.in_runs(h)? {
+                // A run holds it: seen, unless it was removed since, and then seen from now.
+                return Ok(self.removed.remove(&h));
+            }
+            if !self.removed.is_empty() {
+                self.removed.remove(&h);
+            }
+        }
+        self.put(slot, h);
+        Ok(true)
+    }
+
+    /// Adds `h` without asking whether it was there (as a store loads decided ids): never
+    /// reads a file. If a run holds it already, the table holds it too, which only costs
+    /// a slot: lookups find either, and a merge keeps one.
+    pub fn remember(&mut self, h: u128) {
+        let h = stored(h);
+        if !self.removed.is_empty() {
+            self.removed.remove(&h);
+        }
+        if let Err(slot) = self.probe(h) {
+            self.put(slot, h);
+        }
+    }
+
+    /// Stores `h` in an empty slot, then grows or spills the table if it is 3/4 full.
+    fn put(&mut self, slot: usize, h: u128) {
+        self.slots[slot] = h;
+        self.len += 1;
+        if self.len * 4 > self.slots.len() * 3 {
+            if self.slots.len() < self.max_slots {
+                self.rehash(self.slots.len() * 2);
+            } else {
+                self.spill();
+            }
+        }
+    }
+
+    /// Forgets `h`, which then reads as not seen (for ids admitted but never decided).
+    pub fn remove(&mut self, h: u128) {
+        let h = stored(h);
+        if let Ok(slot) = self.probe(h) {
+            self.delete(slot);
+        }
+        let probe = filter_hash(h);
+        if self.runs.iter().any(|r| r.filter.contains_hash(probe)) {
+            self.removed.insert(h);
+        }
+    }
+
+    /// Empties `slot` by backward shift: each entry after it in the same cluster that may
+    /// live there (its home is not cyclically within the gap and itself) moves back into
+    /// the gap, so no tombstones are needed.
+    fn delete(&mut self, slot: usize) {
+        let mask = self.slots.len() - 1;
+        let mut gap = slot;
+        let mut next = slot;
+        loop {
+            next = (next + 1) & mask;
+            let h = self.slots[next];
+            if h == 0 {
+                break;
+            }
+            let home = h as usize & mask;
+            let stays = if gap <= next {
+                gap < home && home <= next
+            } else {
+                gap < home || home <= next
+            };
+            if !stays {
+                self.slots[gap] = h;
+                gap = next;
+            }
+        }
+        self.slots[gap] = 0;
+        self.len -= 1;
+    }
+
+    /// Makes room for `n` more ids in the table without rehashing, as far as the budget
+    /// allows.
+    pub fn reserve(&mut self, n: usize) {
+        let need = self.len.saturating_add(n).saturating_mul(4).div_ceil(3);
+        let slots = need
+            .checked_next_power_of_two()
+            .unwrap_or(self.max_slots)
+            .min(self.max_slots);
+        if slots > self.slots.len() {
+            self.rehash(slots);
+        }
+    }
+
+    /// The ids held, in the table and in runs: removed ones that a run holds still count,
+    /// and so, twice, does an id `remember` added to the table while a run held it.
+    pub fn len(&self) -> usize {
+        self.len + self.runs.iter().map(|r| r.len).sum::<usize>()
+    }
+
+    /// Whether the set holds no id.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves the table's ids to a table of `slots` slots.
+    fn rehash(&mut self, slots: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![0; slots]);
+        for h in old {
+            if h != 0 {
+                if let Err(slot) = self.probe(h) {
+                    self.slots[slot] = h;
+                }
+            }
+        }
+    }
+
+    /// Writes the full table as a new run and empties it, then merges runs as due. If the
+    /// run cannot be written, the table doubles instead (past the budget) and a later
+    /// spill tries again.
+    fn spill(&mut self) {
+        self.slots.sort_unstable();
+        let first = self.slots.partition_point(|&s| s == 0);
+        let ids = self.slots.get(first..).unwrap_or_default();
+        let written = (self.make_file)().and_then(|file| {
+            let mut w = RunWriter::new(file, ids.len());
+            for &h in ids {
+                w.push(h)?;
+            }
+            w.finish()
+        });
+        match written {
+            Ok(run) => {
+                self.runs.push(run);
+                if self.slots.len() > self.max_slots {
+                    self.slots = vec![0; self.max_slots];
+                } else {
+                    self.slots.fill(0);
+                }
+                self.len = 0;
+                self.merge_runs();
+            }
+            Err(e) => {
+                if !self.warned_spill {
+                    self.warned_spill = true;
+                    tracing::warn!(
+                        "cannot write decided event ids to a temporary file ({e}): keeping \
+                         them in memory, past the budget"
+                    );
+                }
+                self.rehash(self.slots.len() * 2);
+            }
+        }
+    }
+
+    /// Merges the two newest runs while the newest is at least half the size of the one
+    /// before it. A merge that fails keeps both runs (warning once).
+    fn merge_runs(&mut self) {
+        while let [.., older, newer] = self.runs.as_slice() {
+            if newer.len * 2 < older.len {
+                break;
+            }
+            match (self.make_file)().and_then(|file| merge(file, older, newer)) {
+                Ok(run) => {
+                    self.runs.truncate(self.runs.len() - 2);
+                    self.runs.push(run);
+                }
+                Err(e) => {
+                    if !self.warned_merge {
+                        self.warned_merge = true;
+                        tracing::warn!("cannot merge files of decided event ids ({e})");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether a run holds `h`, newest run first.
+    fn in_runs(&self, h: u128) -> io::Result<bool> {
+        let probe = filter_hash(h);
+        for run in self.runs.iter().rev() {
+            if run.filter.contains_hash(probe) && run.holds(h)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The lengths of the runs, oldest first.
+    #[cfg(test)]
+    fn run_lens(&self) -> Vec<usize> {
+        self.runs.iter().map(|r| r.len).collect()
+    }
+}
+
+impl Run {
+    /// Whether the file holds `h`: one read of the one page that may.
+    fn holds(&self, h: u128) -> io::Result<bool> {
+        let Some(page) = self
+            .index
+            .partition_point(|&first| first <= h)
+            .checked_sub(1)
+        else {
+            return Ok(false);
+        };
+        let start = page * KEYS_PER_PAGE;
+        let keys = self.len.saturating_sub(start).min(KEYS_PER_PAGE);
+        let mut buf = [0u8; PAGE];
+        let Some(bytes) = buf.get_mut(..keys * KEY) else {
+            return Ok(false);
+        };
+        read_at(&self.file, bytes, (start * KEY) as u64)?;
+        let (keys, _) = bytes.as_chunks::<KEY>();
+        Ok(keys
+            .binary_search_by(|k| u128::from_le_bytes(*k).cmp(&h))
+            .is_ok())
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.seek(io::SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
+/// Writes sorted ids to a run's file, building its filter and index on the way.
+struct RunWriter {
+    out: BufWriter<File>,
+    filter: BloomFilter,
+    index: Vec<u128>,
+    len: usize,
+}
+
+impl RunWriter {
+    /// A writer of at most `expected` ids.
+    fn new(file: File, expected: usize) -> Self {
+        let bits = expected.saturating_mul(FILTER_BITS_PER_ID).max(64);
+        RunWriter {
+            out: BufWriter::with_capacity(STREAM_BUFFER, file),
+            filter: BloomFilter::with_num_bits(bits).expected_items(expected.max(1)),
+            index: Vec::with_capacity(expected.div_ceil(KEYS_PER_PAGE)),
+            len: 0,
+        }
+    }
+
+    /// Appends `h`, greater than every id before it.
+    fn push(&mut self, h: u128) -> io::Result<()> {
+        if self.len.is_multiple_of(KEYS_PER_PAGE) {
+            self.index.push(h);
+        }
+        self.filter.insert_hash(filter_hash(h));
+        self.out.write_all(&h.to_le_bytes())?;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<Run> {
+        let file = self
+            .out
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        Ok(Run {
+            file,
+            filter: self.filter,
+            index: self.index,
+            len: self.len,
+        })
+    }
+}
+
+/// Reads a run's ids in order from the start of its file.
+struct RunReader<'f> {
+    input: BufReader<&'f File>,
+    left: usize,
+}
+
+impl<'f> RunReader<'f> {
+    fn new(run: &'f Run) -> io::Result<Self> {
+        let mut file = &run.file;
+        file.rewind()?;
+        Ok(RunReader {
+            input: BufReader::with_capacity(STREAM_BUFFER, file),
+            left: run.len,
+        })
+    }
+
+    fn next(&mut self) -> io::Result<Option<u128>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let mut key = [0u8; KEY];
+        self.input.read_exact(&mut key)?;
+        self.left -= 1;
+        Ok(Some(u128::from_le_bytes(key)))
+    }
+}
+
+/// Streams the ids of two runs, in order and each once, into a new run in `file`.
+fn merge(file: File, a: &Run, b: &Run) -> io::Result<Run> {
+    let mut w = RunWriter::new(file, a.len + b.len);
+    let mut ra = RunReader::new(a)?;
+    let mut rb = RunReader::new(b)?;
+    let (mut x, mut y) = (ra.next()?, rb.next()?);
+    loop {
+        match (x, y) {
+            (Some(p), Some(q)) if p < q => {
+                w.push(p)?;
+                x = ra.next()?;
+            }
+            (Some(p), Some(q)) if q < p => {
+                w.push(q)?;
+                y = rb.next()?;
+            }
+            (Some(p), Some(_)) => {
+                w.push(p)?;
+                x = ra.next()?;
+                y = rb.next()?;
+            }
+            (Some(p), None) => {
+                w.push(p)?;
+                x = ra.next()?;
+            }
+            (None, Some(q)) => {
+                w.push(q)?;
+                y = rb.next()?;
+            }
+            (None, None) => break,
+        }
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// splitmix64: a deterministic stream of well-mixed numbers.
+    struct Mix(u64);
+
+    impl Mix {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn hash(&mut self) -> u128 {
+            (u128::from(self.next()) << 64) | u128::from(self.next())
+        }
+    }
+
+    /// Runs are each less than half the size of the one before them.
+    fn assert_logarithmic(s: &SeenIds) {
+        let lens = s.run_lens();
+        for pair in lens.windows(2) {
+            assert!(pair[1] * 2 < pair[0], "runs not merged: {lens:?}");
+        }
+    }
+
+    fn spill_fails() -> io::Result<File> {
+        Err(io::Error::other("no room"))
+    }
+
+    #[test]
+    fn matches_a_hash_set_through_spills_and_merges() {
+        let mut s = SeenIds::with_budget(2048);
+        let mut model = HashSet::new();
+        let mut history = Vec::new();
+        let mut mix = Mix(7);
+        let mut repeats = 0;
+        for i in 0..200_000u64 {
+            let roll = mix.next();
+            let h = if !history.is_empty() && roll.is_multiple_of(5) {
+                repeats += 1;
+                let back = if roll.is_multiple_of(3) {
+                    // a recent one, likely still in the table
+                    (mix.next() % 64) as usize
+                } else {
+                    // anywhere back, mostly in a run
+                    (mix.next() % history.len() as u64) as usize
+                };
+                history[history.len() - 1 - back.min(history.len() - 1)]
+            } else {
+                mix.hash()
+            };
+            history.push(h);
+            assert_eq!(s.insert(h).unwrap(), model.insert(h), "insert #{i}");
+        }
+        assert!(repeats > 30_000);
+        assert_eq!(s.len(), model.len());
+        let lens = s.run_lens();
+        // 128 slots spill at 97 ids: a run per 97 fresh ids, merged down to a few.
+        assert!(lens.len() >= 3, "{lens:?}");
+        assert!(
+            lens.len() <= (model.len() / 97).ilog2() as usize + 1,
+            "{lens:?}"
+        );
+        assert_logarithmic(&s);
+        // Every id, wherever it sits, reads as seen.
+        for &h in history.iter().step_by(7) {
+            assert!(!s.insert(h).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_removed_id_reads_as_new_once_even_from_a_run() {
+        let mut s = SeenIds::with_budget(1024);
+        let mut mix = Mix(11);
+        let ids: Vec<u128> = (0..500).map(|_| mix.hash()).collect();
+        for &h in &ids {
+            assert!(s.insert(h).unwrap());
+        }
+        assert!(!s.run_lens().is_empty());
+        assert!(s.len > 0, "some ids still in the table");
+        // The first ids are in runs, the last in the table.
+        let gone: Vec<u128> = ids.iter().step_by(10).copied().collect();
+        let last = *ids.last().unwrap();
+        for &h in gone.iter().chain([&last]) {
+            s.remove(h);
+        }
+        for &h in gone.iter().chain([&last]) {
+            assert!(s.insert(h).unwrap(), "{h:x} removed, so new");
+            assert!(!s.insert(h).unwrap(), "{h:x} inserted again, so seen");
+        }
+        for &h in ids.iter().skip(1).step_by(10) {
+            assert!(!s.insert(h).unwrap(), "{h:x} never removed");
+        }
+        // Removed again, it stays unseen through spills and merges.
+        s.remove(ids[0]);
+        for _ in 0..2000 {
+            assert!(s.insert(mix.hash()).unwrap());
+        }
+        assert!(s.insert(ids[0]).unwrap());
+        assert!(!s.insert(ids[0]).unwrap());
+        assert_logarithmic(&s);
+    }
+
+    #[test]
+    fn the_hash_zero_is_an_id_like_any_other() {
+        let mut s = SeenIds::with_budget(0);
+        assert!(s.insert(0).unwrap());
+        assert!(!s.insert(0).unwrap());
+        // kept as 1: the two are one id
+        assert!(!s.insert(1).unwrap());
+        s.remove(0);
+        assert!(s.insert(0).unwrap());
+        let mut mix = Mix(3);
+        for _ in 0..100 {
+            s.insert(mix.hash()).unwrap();
+        }
+        assert!(!s.run_lens().is_empty());
+        assert!(!s.insert(0).unwrap(), "0 from a run");
+        s.remove(0);
+        assert!(s.insert(0).unwrap());
+    }
+
+    #[test]
+    fn deleting_keeps_probe_chains_whole() {
+        // In 16 slots: two ids whose home is slot 3 (in 3, 4) and two whose home is 5 (in
+        // 5, 6), which must stay put when the gap passes them; across the end, one whose
+        // home is 15 (in 15), one whose home is 0 (in 0, to stay) and another whose home is
+        // 15 (in 1, to move back to 15).
+        let id = |k: u128, home: u128| (k << 64) | home;
+        let ids = [
+            id(1, 3),
+            id(2, 3),
+            id(3, 5),
+            id(4, 5),
+            id(5, 15),
+            id(6, 0),
+            id(7, 15),
+        ];
+        let mut s = SeenIds::with_budget(1 << 20);
+        for &h in &ids {
+            assert!(s.insert(h).unwrap());
+        }
+        assert_eq!(s.slots.len(), 16);
+        let gone = [ids[0], ids[4]];
+        for &h in &gone {
+            s.remove(h);
+        }
+        for &h in &ids {
+            assert_eq!(s.insert(h).unwrap(), gone.contains(&h), "{h:x}");
+        }
+        assert_eq!(s.len(), ids.len());
+    }
+
+    #[test]
+    fn remembered_ids_read_as_seen() {
+        let mut s = SeenIds::with_budget(1024);
+        let mut mix = Mix(5);
+        let ids: Vec<u128> = (0..300).map(|_| mix.hash()).collect();
+        s.reserve(ids.len());
+        assert_eq!(s.slots.len(), 64, "reserve stops at the budget");
+        for &h in &ids {
+            s.remember(h);
+        }
+        // remembered again while in a run: kept twice, merged once
+        for &h in &ids[..50] {
+            s.remember(h);
+        }
+        for &h in &ids {
+            assert!(!s.insert(h).unwrap());
+        }
+        for _ in 0..500 {
+            assert!(s.insert(mix.hash()).unwrap());
+        }
+        assert!(!s.insert(ids[0]).unwrap());
+    }
+
+    #[test]
+    fn a_failed_spill_keeps_the_ids_in_memory() {
+        let mut s = SeenIds::with_budget(1024);
+        s.make_file = spill_fails;
+        let mut mix = Mix(9);
+        let ids: Vec<u128> = (0..900).map(|_| mix.hash()).collect();
+        for &h in &ids {
+            assert!(s.insert(h).unwrap());
+        }
+        assert!(s.run_lens().is_empty());
+        assert!(s.slots.len() > 64);
+        for &h in &ids {
+            assert!(!s.insert(h).unwrap());
+        }
+        // Once files can be made again, the next spill writes them all.
+        s.make_file = tempfile::tempfile;
+        while s.run_lens().is_empty() {
+            assert!(s.insert(mix.hash()).unwrap());
+        }
+        assert_eq!(s.slots.len(), 64, "back to the budget");
+        for &h in &ids {
+            assert!(!s.insert(h).unwrap());
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_run_is_an_error_not_an_answer() {
+        fn write_only() -> io::Result<File> {
+            std::fs::OpenOptions::new().write(true).open("/dev/null")
+        }
+        let mut s = SeenIds::with_budget(0);
+        s.make_file = write_only;
+        let mut mix = Mix(13);
+        let ids: Vec<u128> = (0..13).map(|_| mix.hash()).collect();
+        for &h in &ids {
+            assert!(s.insert(h).unwrap());
+        }
+        assert_eq!(s.run_lens(), [13]);
+        assert!(s.insert(ids[0]).is_err());
+        assert!(s.insert(ids[0]).is_err(), "not added by the failed insert");
+    }
+
+    #[test]
+    fn is_send() {
+        fn send<T: Send>() {}
+        send::<SeenIds>();
+    }
+}
