@@ -444,7 +444,8 @@ struct Crashes {
 }
 
 /// Runs `b` from a fresh state, killing it with SIGKILL after a random
-/// `(50 + below(spread))` per mille of `wall` until `want` kills landed while it ran.
+/// `(50 + below(spread))` per mille of `wall` until `want` kills landed while it ran (and
+/// two of the killed reruns had resumed, see below).
 /// `None` if it finished on its own first (the caller starts over with smaller delays).
 fn crash_repeatedly(
     b: &Eval,
@@ -463,8 +464,14 @@ fn crash_repeatedly(
         resumed: 0,
         log: Vec::new(),
     };
-    while c.kills < want {
-        let per_mille = 50 + rng.below(spread);
+    // Past `want` kills, kills go on at the top of the range until two reruns had resumed
+    // (bounded): on a fast run, early kills can all land before the first checkpoint.
+    while c.kills < want || (c.resumed < 2 && c.kills < 4 * want) {
+        let per_mille = if c.kills < want {
+            50 + rng.below(spread)
+        } else {
+            50 + spread
+        };
         let delay = fraction(wall_us, per_mille);
         let (finished, stderr) = kill_after(&mut b.command(), delay);
         let resumed = stderr.contains("resuming after");
