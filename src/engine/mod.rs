@@ -7,7 +7,7 @@ pub mod script_view;
 pub mod seen;
 pub mod state;
 
-pub use admit::{Admission, Admitted, Keys};
+pub use admit::{Admission, Admitted, EventHashes, Keys};
 pub use evaluate::{decide, evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};
 pub use explain::{explain, Explanation};
 pub use seen::SeenIds;

@@ -139,6 +139,16 @@ impl SeenIds {
         }
     }
 
+    /// The slot where the probe for `h` starts, read to bring it into cache ahead of an
+    /// `insert` (see `Keys::warm`).
+    pub fn warm(&self, h: u128) -> u128 {
+        let mask = self.slots.len().wrapping_sub(1);
+        self.slots
+            .get(stored(h) as usize & mask)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Adds `h`; true when it was not in the set. An error means a run's page could not be
     /// read, so it is unknown whether `h` was there: `h` is then not added.
     pub fn insert(&mut self, h: u128) -> io::Result<bool> {

@@ -21,10 +21,34 @@ const BLOCK_LINES: usize = 2048;
 /// Blocks in flight between the threads.
 const IN_FLIGHT: usize = 4;
 
+/// Events prepared together (`Prepare::prepare_run`).
+pub const RUN: usize = 16;
+
 /// Work done on the reading thread for each event it parses, ahead of the caller's thread.
 pub trait Prepare: Send {
     type Out: Send;
     fn prepare(&mut self, ev: &Event<'_>) -> Self::Out;
+
+    /// Prepares a few consecutive events, in order, into `out`: a preparer may look at all
+    /// of them first (to warm its tables, say) before preparing each.
+    fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Self::Out>) {
+        out.extend(events.iter().map(|ev| self.prepare(ev)));
+    }
+}
+
+/// Prepares the events among `units` in runs of `RUN`.
+fn prepare_units<P: Prepare>(prep: &mut P, units: &[(Position, Unit<'_>)], out: &mut Vec<P::Out>) {
+    let mut run: Vec<&Event<'_>> = Vec::with_capacity(RUN);
+    for (_, unit) in units {
+        if let Unit::Event { event, .. } = unit {
+            run.push(event);
+            if run.len() == RUN {
+                prep.prepare_run(&run, out);
+                run.clear();
+            }
+        }
+    }
+    prep.prepare_run(&run, out);
 }
 
 /// What the caller does with each unit and what was prepared for it.
@@ -159,14 +183,11 @@ fn read_block<P: Prepare>(
                 Ok((line, a, b)) => {
                     let raw = text.text.get(a..b).unwrap_or_default();
                     match parse_event(raw) {
-                        Ok(event) => {
-                            prepared.push(prep.prepare(&event));
-                            Unit::Event {
-                                line,
-                                event,
-                                raw: RawText::Line(raw),
-                            }
-                        }
+                        Ok(event) => Unit::Event {
+                            line,
+                            event,
+                            raw: RawText::Line(raw),
+                        },
                         Err(reason) => Unit::Bad {
                             line,
                             reason,
@@ -177,6 +198,7 @@ fn read_block<P: Prepare>(
             };
             (pos, unit)
         }));
+        prepare_units(prep, &units, &mut prepared);
         units
     });
     Ok(Some(Block { parsed, prepared }))
@@ -233,19 +255,17 @@ fn read_csv_block<P: Prepare>(
                 None => Unit::Skipped,
                 Some(read) => match classify_csv(columns, record, read, line)? {
                     CsvRecord::Blank => Unit::Blank,
-                    CsvRecord::Event { line, event } => {
-                        prepared.push(prep.prepare(&event));
-                        Unit::Event {
-                            line,
-                            event,
-                            raw: RawText::Record(record),
-                        }
-                    }
+                    CsvRecord::Event { line, event } => Unit::Event {
+                        line,
+                        event,
+                        raw: RawText::Record(record),
+                    },
                     CsvRecord::Bad { line, reason, raw } => Unit::Bad { line, reason, raw },
                 },
             };
             units.push((pos, unit));
         }
+        prepare_units(prep, &units, &mut prepared);
         Ok(units)
     })?;
     Ok(Some(Block { parsed, prepared }))
