@@ -38,6 +38,24 @@ pub struct RuleCounts {
     pub script_errors: u64,
 }
 
+impl RuleCounts {
+    /// Adds `other`'s counts to these.
+    fn add(&mut self, other: RuleCounts) {
+        self.grants += other.grants;
+        self.granted_value = self.granted_value.saturating_add(other.granted_value);
+        self.approvals += other.approvals;
+        self.approved_value = self.approved_value.saturating_add(other.approved_value);
+        for (reason, n) in other.rejects {
+            *self.rejects.entry(reason).or_default() += n;
+        }
+        self.coupons_accepted += other.coupons_accepted;
+        for (reason, n) in other.coupons_rejected {
+            *self.coupons_rejected.entry(reason).or_default() += n;
+        }
+        self.script_errors += other.script_errors;
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
@@ -145,6 +163,9 @@ pub struct Batch<'r, W: Sink, X: Sink> {
     /// Parse JSON lines on a second thread (on by default where there is a second core).
     pub parallel: bool,
     evaluation: Evaluation,
+    /// Per-rule counts since they were last added to `summary`, by rule index: found per
+    /// decision without looking a rule id up.
+    rule_counts: Vec<RuleCounts>,
     /// The unit of input being handled.
     unit: u64,
 }
@@ -214,6 +235,11 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             durability: None,
             parallel: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             evaluation: Evaluation::default(),
+            rule_counts: ruleset
+                .rules
+                .iter()
+                .map(|_| RuleCounts::default())
+                .collect(),
             unit: 0,
         }
     }
@@ -283,10 +309,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                 for d in &self.evaluation.decisions {
                     self.out.write(self.ruleset, ev, d)?;
                     self.summary.decisions += 1;
-                    let Some(rule) = self.ruleset.rules.get(d.rule) else {
-                        continue;
-                    };
-                    let Some(c) = self.summary.rules.get_mut(&rule.id) else {
+                    let Some(c) = self.rule_counts.get_mut(d.rule) else {
                         continue;
                     };
                     let reason = d.reason.as_deref().unwrap_or_default();
@@ -323,6 +346,20 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         Ok(())
     }
 
+    /// Adds the per-rule counts gathered since the last call to the summary.
+    fn count_rules(&mut self) {
+        for (rule, counts) in self.ruleset.rules.iter().zip(&mut self.rule_counts) {
+            if *counts != RuleCounts::default() {
+                let counts = std::mem::take(counts);
+                self.summary
+                    .rules
+                    .entry(rule.id.clone())
+                    .or_default()
+                    .add(counts);
+            }
+        }
+    }
+
     /// Checkpoints after `unit` if one is due (or `done`); says whether to stop.
     fn checkpoint(&mut self, unit: u64, done: bool) -> io::Result<bool> {
         let Some(d) = &self.durability else {
@@ -346,6 +383,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             .into_iter()
             .flatten()
             .collect();
+        self.count_rules();
         if let Some(d) = &mut self.durability {
             (d.commit)(self.state, &self.summary, &at, files)?;
         }
@@ -357,7 +395,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     fn unit(
         &mut self,
         at: Position,
-        unit: Unit<'_>,
+        unit: &Unit<'_>,
         admission: Option<Admission>,
         progress: &mut dyn FnMut(u64),
     ) -> Flow {
@@ -366,11 +404,11 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             Unit::Skipped | Unit::Blank => {}
             Unit::Bad { line, reason, raw } => {
                 self.summary.read += 1;
-                self.reject(line, &reason, &raw)?;
+                self.reject(*line, reason, raw)?;
             }
             Unit::Event { line, event, raw } => {
                 self.summary.read += 1;
-                self.decide(line, &event, &raw, admission)?;
+                self.decide(*line, event, raw, admission)?;
             }
         }
         if at.unit.is_multiple_of(PROGRESS_EVERY) {
@@ -413,7 +451,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             })?
         } else {
             read_jsonl(input, skip, &mut |at, unit| {
-                self.unit(at, unit, None, progress)
+                self.unit(at, &unit, None, progress)
             })?
         };
         self.finish_reading(read, progress)
@@ -432,7 +470,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             })?
         } else {
             read_csv(input, skip, &mut |at, unit| {
-                self.unit(at, unit, None, progress)
+                self.unit(at, &unit, None, progress)
             })?
         };
         self.finish_reading(read, progress)
@@ -462,7 +500,8 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     }
 
     /// Flushes the outputs.
-    pub fn finish(self) -> io::Result<Summary> {
+    pub fn finish(mut self) -> io::Result<Summary> {
+        self.count_rules();
         self.out.finish()?;
         let mut rejects = self.rejects;
         rejects.flush()?;
