@@ -55,6 +55,10 @@ pub struct EvalArgs {
     /// bytes (0: at every checkpoint).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub compact_after: Option<u64>,
+    /// Memory for the ids of decided events before older ones go to temporary files
+    /// (default 32 MiB).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub id_memory: Option<usize>,
     /// After each event's decisions, a line saying which rules were considered and, for each
     /// that did not fire, the first condition that failed (by its name in the rule file).
     #[arg(long)]
@@ -133,6 +137,9 @@ pub fn run(args: &EvalArgs) -> Exit {
         Err(e) => return fatal(format!("invalid rules in {}:\n{e}", args.rules.display())),
     };
     let mut state = State::new(&ruleset);
+    if let Some(bytes) = args.id_memory {
+        state.limit_id_memory(bytes);
+    }
     let mut store = match &args.state {
         Some(dir) => match Store::open(dir, &ruleset) {
             Ok(store) => Some(store),

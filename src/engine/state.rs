@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::admit::{intern_in, Admission, Admitted, Keys};
+use super::seen::SeenIds;
 use crate::model::Event;
 use crate::rules::raw::{RawFactType, RawScope};
 use crate::rules::Ruleset;
@@ -155,6 +156,12 @@ impl State {
             coupons: FxHashMap::default(),
             dirty: None,
         }
+    }
+
+    /// Keeps at most about `bytes` of decided ids in memory, the rest in temporary files
+    /// (see `SeenIds`). For a fresh state: the ids it holds are forgotten.
+    pub fn limit_id_memory(&mut self, bytes: usize) {
+        self.keys.seen = SeenIds::with_budget(bytes);
     }
 
     /// Makes room for about `n` more decided events, so the set of their ids is not rebuilt
