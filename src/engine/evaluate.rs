@@ -325,7 +325,7 @@ fn decide_grant(
     for (n, (face_value, min_spend, usable_for)) in faces.into_iter().enumerate() {
         let coupon_id = format!("{}:{}:{}", ctx.ev.id, rule.id, n + 1);
         state.insert_coupon(
-            coupon_id.as_str().into(),
+            &coupon_id,
             CouponRecord {
                 wallet: ctx.wallet,
                 face_value,

@@ -3,6 +3,7 @@
 pub mod admit;
 pub mod evaluate;
 pub mod explain;
+pub mod ledger;
 pub mod script_view;
 pub mod seen;
 pub mod state;

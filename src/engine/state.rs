@@ -8,6 +8,7 @@ use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::admit::{intern_in, Admission, Admitted, Keys};
+use super::ledger::CouponLedger;
 use super::seen::SeenIds;
 use crate::model::Event;
 use crate::rules::raw::{RawFactType, RawScope};
@@ -126,7 +127,7 @@ pub struct State {
     pub customer_facts: FactTable,
     pub wallet_facts: FactTable,
     pub counters: FxHashMap<CounterKey, Tally>,
-    pub coupons: FxHashMap<Box<str>, CouponRecord>,
+    pub coupons: CouponLedger,
     /// What changed since the last checkpoint, when a store keeps the state (else `None`).
     pub dirty: Option<Dirty>,
 }
@@ -139,7 +140,8 @@ pub struct Dirty {
     pub customers: FixedBitSet,
     pub wallets: FixedBitSet,
     pub counters: FxHashSet<CounterKey>,
-    pub coupons: FxHashSet<Box<str>>,
+    /// Coupons by ledger index.
+    pub coupons: FixedBitSet,
     pub seen: Vec<u128>,
 }
 
@@ -153,7 +155,7 @@ impl State {
             customer_facts: FactTable::new(ruleset.facts_of(RawScope::Customer).count()),
             wallet_facts: FactTable::new(ruleset.facts_of(RawScope::Wallet).count()),
             counters: FxHashMap::default(),
-            coupons: FxHashMap::default(),
+            coupons: CouponLedger::default(),
             dirty: None,
         }
     }
@@ -201,19 +203,19 @@ impl State {
     }
 
     /// Adds a coupon to the ledger.
-    pub fn insert_coupon(&mut self, id: Box<str>, record: CouponRecord) {
+    pub fn insert_coupon(&mut self, id: &str, record: CouponRecord) {
+        let i = self.coupons.insert(id, record);
         if let Some(d) = &mut self.dirty {
-            d.coupons.insert(id.clone());
+            d.coupons.grow_and_insert(i);
         }
-        self.coupons.insert(id, record);
     }
 
     /// Marks a coupon spent.
     pub fn spend_coupon(&mut self, id: &str) {
-        if let Some(c) = self.coupons.get_mut(id) {
+        if let Some((i, c)) = self.coupons.get_mut(id) {
             c.used = true;
             if let Some(d) = &mut self.dirty {
-                d.coupons.insert(id.into());
+                d.coupons.grow_and_insert(i);
             }
         }
     }

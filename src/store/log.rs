@@ -157,8 +157,8 @@ pub fn change_set<'s>(ruleset: &'s Ruleset, state: &'s State, changes: &Dirty) -
             value: t.value.serialize(),
         });
     }
-    for id in &changes.coupons {
-        let Some((id, c)) = state.coupons.get_key_value(id) else {
+    for i in changes.coupons.ones() {
+        let Some((id, c)) = state.coupons.entry(i) else {
             continue;
         };
         set.coupons.push(CouponChange {

@@ -599,7 +599,7 @@ impl Store {
             valid_until: row.valid_until.as_deref().map(date).transpose()?,
             used: row.used,
         };
-        state.insert_coupon(row.coupon_id.as_str().into(), record);
+        state.insert_coupon(&row.coupon_id, record);
         Ok(())
     }
 
