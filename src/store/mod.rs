@@ -250,63 +250,94 @@ impl Reader<'_> {
     }
 }
 
-/// Folds the change log into the tables, a row per key with its last value, and empties it.
+/// Rows of the change log folded (the last value per key) before they are written: bounds
+/// the memory of a fold, at the cost of writing a key again when it changes in later sets.
+const FOLD_ROWS: usize = 1 << 16;
+
+/// Rows of the change log, the last value per key, not yet written to the tables.
+#[derive(Default)]
+struct Folded {
+    facts: std::collections::BTreeMap<(i64, String), rows::FactsRow>,
+    counters: std::collections::BTreeMap<(String, i64, String, i64), rows::CounterRow>,
+    coupons: std::collections::BTreeMap<String, rows::CouponRow>,
+}
+
+impl Folded {
+    fn len(&self) -> usize {
+        self.facts.len() + self.counters.len() + self.coupons.len()
+    }
+
+    /// Writes the rows into the tables (replacing older ones) and forgets them.
+    fn write(&mut self, conn: &Connection, path: &Path) -> Result<(), StoreError> {
+        let sql = |source| StoreError::sqlite(path, source);
+        let mut put = conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO facts (scope, owner, facts) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(sql)?;
+        for r in std::mem::take(&mut self.facts).values() {
+            put.execute(params![r.scope, r.owner, r.facts])
+                .map_err(sql)?;
+        }
+        let mut put = conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(sql)?;
+        for r in std::mem::take(&mut self.counters).values() {
+            put.execute(params![
+                r.counter, r.scope, r.owner, r.day, r.grants, r.coupons, r.value
+            ])
+            .map_err(sql)?;
+        }
+        let mut put = conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(sql)?;
+        for r in std::mem::take(&mut self.coupons).values() {
+            put.execute(params![
+                r.coupon_id,
+                r.wallet,
+                r.face_value,
+                r.min_spend,
+                r.usable_for,
+                r.credit_by,
+                r.valid_until,
+                r.used
+            ])
+            .map_err(sql)?;
+        }
+        Ok(())
+    }
+}
+
+/// Folds the change log into the tables, a row per key with its last value, and empties
+/// it. The log is read in order and written in folds of at most `FOLD_ROWS` rows, so a
+/// later value always replaces an earlier one.
 fn compact_log(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    use std::collections::BTreeMap;
-    let mut facts = BTreeMap::new();
-    let mut counters = BTreeMap::new();
-    let mut coupons = BTreeMap::new();
+    let mut folded = Folded::default();
     log::each(conn, path, &mut |set| {
         for r in set.fact_rows() {
-            facts.insert((r.scope, r.owner.clone()), r);
+            folded.facts.insert((r.scope, r.owner.clone()), r);
         }
         for r in set.counter_rows() {
-            counters.insert((r.counter.clone(), r.scope, r.owner.clone(), r.day), r);
+            folded
+                .counters
+                .insert((r.counter.clone(), r.scope, r.owner.clone(), r.day), r);
         }
         for r in set.coupon_rows() {
-            coupons.insert(r.coupon_id.clone(), r);
+            folded.coupons.insert(r.coupon_id.clone(), r);
+        }
+        if folded.len() >= FOLD_ROWS {
+            folded.write(conn, path)?;
         }
         Ok(())
     })?;
-    let sql = |source| StoreError::sqlite(path, source);
-    let mut put = conn
-        .prepare_cached("INSERT OR REPLACE INTO facts (scope, owner, facts) VALUES (?1, ?2, ?3)")
-        .map_err(sql)?;
-    for r in facts.values() {
-        put.execute(params![r.scope, r.owner, r.facts])
-            .map_err(sql)?;
-    }
-    let mut put = conn
-        .prepare_cached(
-            "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .map_err(sql)?;
-    for r in counters.values() {
-        put.execute(params![
-            r.counter, r.scope, r.owner, r.day, r.grants, r.coupons, r.value
-        ])
-        .map_err(sql)?;
-    }
-    let mut put = conn
-        .prepare_cached(
-            "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(sql)?;
-    for r in coupons.values() {
-        put.execute(params![
-            r.coupon_id,
-            r.wallet,
-            r.face_value,
-            r.min_spend,
-            r.usable_for,
-            r.credit_by,
-            r.valid_until,
-            r.used
-        ])
-        .map_err(sql)?;
-    }
-    conn.execute("DELETE FROM changes", []).map_err(sql)?;
+    folded.write(conn, path)?;
+    conn.execute("DELETE FROM changes", [])
+        .map_err(|source| StoreError::sqlite(path, source))?;
     Ok(())
 }
 
