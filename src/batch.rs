@@ -123,18 +123,16 @@ impl Prepare for Admit<'_> {
     fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Admission>) {
         const WARM: usize = crate::io::parallel::RUN;
         for run in events.chunks(WARM) {
-            let mut hashes = [None; WARM];
-            let mut warmed = 0;
-            for (h, ev) in hashes.iter_mut().zip(run) {
-                let eh = EventHashes::of(ev);
-                warmed ^= self.keys.warm(&eh);
-                *h = Some(eh);
-            }
+            let hashes: [Option<EventHashes>; WARM] =
+                std::array::from_fn(|i| run.get(i).map(|ev| EventHashes::of(ev)));
+            let warmed = hashes
+                .iter()
+                .flatten()
+                .fold(0, |w, h| w ^ self.keys.warm(h));
             std::hint::black_box(warmed);
-            out.extend(run.iter().zip(hashes).map(|(ev, h)| match h {
-                Some(h) => self.keys.admit_hashed(self.ruleset, ev, h),
-                None => self.keys.admit(self.ruleset, ev),
-            }));
+            for (ev, h) in run.iter().zip(hashes.into_iter().flatten()) {
+                out.push(self.keys.admit_hashed(self.ruleset, ev, h));
+            }
         }
     }
 }
