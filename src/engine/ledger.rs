@@ -4,6 +4,7 @@
 //! about a hundred bytes, against about 155 in a map of boxed ids, and adding one allocates
 //! nothing but the occasional doubling.
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use super::state::CouponRecord;
@@ -72,17 +73,28 @@ impl CouponLedger {
 
     /// Adds the coupon `id`, or replaces its record if it is there; returns its index.
     pub fn insert(&mut self, id: &str, record: CouponRecord) -> usize {
-        if let Some((i, r)) = self.get_mut(id) {
-            *r = record;
-            return i;
-        }
-        let i = self.records.len();
-        self.ids.push_str(id);
-        self.records.push((record, self.ids.len()));
         let (ids, records) = (&self.ids, &self.records);
-        self.index
-            .insert_unique(hash(id), i, |&j| hash(id_at(ids, records, j)));
-        i
+        let entry = self.index.entry(
+            hash(id),
+            |&i| id_at(ids, records, i) == id,
+            |&i| hash(id_at(ids, records, i)),
+        );
+        match entry {
+            Entry::Occupied(found) => {
+                let i = *found.get();
+                if let Some(r) = self.records.get_mut(i) {
+                    r.0 = record;
+                }
+                i
+            }
+            Entry::Vacant(slot) => {
+                let i = self.records.len();
+                slot.insert(i);
+                self.ids.push_str(id);
+                self.records.push((record, self.ids.len()));
+                i
+            }
+        }
     }
 }
 
