@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use super::event_csv::CsvColumns;
-use super::event_json::parse_event;
 use super::read::{
-    classify_csv, classify_line, csv_reader, CsvRecord, Flow, Line, Position, RawText, Unit,
+    classify_csv, classify_line, csv_reader, json_unit, CsvRecord, Flow, Line, Position, RawText,
+    Unit,
 };
 use crate::model::Event;
 
@@ -180,21 +180,7 @@ fn read_block<P: Prepare>(
         units.extend(lines.drain(..).map(|(pos, pending)| {
             let unit = match pending {
                 Err(unit) => unit,
-                Ok((line, a, b)) => {
-                    let raw = text.text.get(a..b).unwrap_or_default();
-                    match parse_event(raw) {
-                        Ok(event) => Unit::Event {
-                            line,
-                            event,
-                            raw: RawText::Line(raw),
-                        },
-                        Err(reason) => Unit::Bad {
-                            line,
-                            reason,
-                            raw: raw.to_string(),
-                        },
-                    }
-                }
+                Ok((line, a, b)) => json_unit(line, text.text.get(a..b).unwrap_or_default()),
             };
             (pos, unit)
         }));

@@ -83,23 +83,28 @@ pub fn read_jsonl(
             match classify_line(&buf) {
                 Line::Bad { reason, raw } => Unit::Bad { line, reason, raw },
                 Line::Blank => Unit::Blank,
-                Line::Text(text) => match parse_event(text) {
-                    Ok(event) => Unit::Event {
-                        line,
-                        event,
-                        raw: RawText::Line(text),
-                    },
-                    Err(reason) => Unit::Bad {
-                        line,
-                        reason,
-                        raw: text.to_string(),
-                    },
-                },
+                Line::Text(text) => json_unit(line, text),
             }
         };
         if f(at, unit)?.is_break() {
             return Ok((at, true));
         }
+    }
+}
+
+/// The unit of line number `line`, whose text is `text`: its event, or why it is none.
+pub(super) fn json_unit(line: u64, text: &str) -> Unit<'_> {
+    match parse_event(text) {
+        Ok(event) => Unit::Event {
+            line,
+            event,
+            raw: RawText::Line(text),
+        },
+        Err(reason) => Unit::Bad {
+            line,
+            reason,
+            raw: text.to_string(),
+        },
     }
 }
 
