@@ -2,6 +2,8 @@
 //! the coupon ledger and the ids of events already decided. Customers and wallets are
 //! interned to dense ids (`Keys`, `Names`) so that per-event lookups hash a string once.
 
+use std::borrow::Cow;
+
 use chrono::NaiveDate;
 use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
@@ -294,12 +296,12 @@ impl State {
 
     /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a
     /// snapshot column; each fact that names a column is parsed by its type.
-    pub fn apply_snapshot(
+    pub fn apply_snapshot<'v>(
         &mut self,
         ruleset: &Ruleset,
         customer: &str,
         wallet: Option<&str>,
-        value: impl Fn(&str) -> Option<SnapshotValue>,
+        value: impl Fn(&str) -> Option<SnapshotValue<'v>>,
     ) -> Result<(), String> {
         let cust = self.intern(RawScope::Customer, customer);
         let wal = wallet.map(|w| self.intern(RawScope::Wallet, w));
@@ -323,10 +325,11 @@ impl State {
     }
 }
 
-/// A raw snapshot cell: JSON and YAML keep their types, CSV gives text.
+/// A raw snapshot cell: JSON and YAML keep their types, CSV gives text, borrowed from the
+/// file where it can be.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SnapshotValue {
-    Text(String),
+pub enum SnapshotValue<'a> {
+    Text(Cow<'a, str>),
     Int(i64),
     Bool(bool),
 }

@@ -8,6 +8,8 @@ pub mod parallel;
 pub mod read;
 pub mod sink;
 pub mod snapshot;
+mod snapshot_json;
+mod timestamp;
 
 pub use output::{DecisionWriter, OutputFormat};
 pub use sink::{FileSink, Sink, StreamSink};

@@ -1,8 +1,10 @@
 //! The customer snapshot (`--customers`): JSONL, CSV or YAML rows of `customer`, `wallet`
 //! and the columns the ruleset's facts name.
 
+use std::borrow::Cow;
 use std::path::Path;
 
+use super::snapshot_json;
 use crate::engine::state::SnapshotValue;
 use crate::engine::State;
 use crate::rules::raw::RawScope;
@@ -17,16 +19,59 @@ pub struct SnapshotError {
     pub message: String,
 }
 
-fn json_cell(v: &serde_json::Value) -> Option<SnapshotValue> {
+/// A YAML cell as the snapshot takes it: see `snapshot_json::CellSeed` for JSONL.
+fn yaml_cell(v: &serde_json::Value) -> Option<SnapshotValue<'_>> {
+    let text = |t: String| Some(SnapshotValue::Text(Cow::Owned(t)));
     match v {
         serde_json::Value::Null => None,
         serde_json::Value::Bool(b) => Some(SnapshotValue::Bool(*b)),
-        serde_json::Value::Number(n) => Some(match n.as_i64() {
-            Some(i) => SnapshotValue::Int(i),
-            None => SnapshotValue::Text(n.to_string()),
-        }),
-        serde_json::Value::String(s) => Some(SnapshotValue::Text(s.clone())),
-        other => Some(SnapshotValue::Text(other.to_string())),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Some(SnapshotValue::Int(i)),
+            None => text(n.to_string()),
+        },
+        serde_json::Value::String(s) => Some(SnapshotValue::Text(Cow::Borrowed(s))),
+        other => text(other.to_string()),
+    }
+}
+
+/// Applies rows to a state, counting them and naming the file in errors.
+struct Loader<'s> {
+    file: String,
+    ruleset: &'s Ruleset,
+    state: &'s mut State,
+    skip_known: bool,
+    rows: usize,
+}
+
+impl Loader<'_> {
+    fn fail(&self, line: usize, message: impl Into<String>) -> SnapshotError {
+        SnapshotError {
+            file: self.file.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// Applies the row of `line` whose cells `cell` gives by column name.
+    fn apply<'r>(
+        &mut self,
+        line: usize,
+        cell: impl Fn(&str) -> Option<SnapshotValue<'r>>,
+    ) -> Result<(), SnapshotError> {
+        let text_of = |name: &str| match cell(name) {
+            Some(SnapshotValue::Text(t)) if !t.is_empty() => Some(t),
+            _ => None,
+        };
+        let customer = text_of("customer").ok_or_else(|| self.fail(line, "missing `customer`"))?;
+        let wallet = text_of("wallet");
+        if self.skip_known && self.state.id_of(RawScope::Customer, &customer).is_some() {
+            return Ok(());
+        }
+        self.state
+            .apply_snapshot(self.ruleset, &customer, wallet.as_deref(), cell)
+            .map_err(|e| self.fail(line, e))?;
+        self.rows += 1;
+        Ok(())
     }
 }
 
@@ -39,72 +84,51 @@ pub fn load_snapshot(
     state: &mut State,
     skip_known: bool,
 ) -> Result<usize, SnapshotError> {
-    let file = path.display().to_string();
-    let fail = |line: usize, message: String| SnapshotError {
-        file: file.clone(),
-        line,
-        message,
+    let mut loader = Loader {
+        file: path.display().to_string(),
+        ruleset,
+        state,
+        skip_known,
+        rows: 0,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(0, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| loader.fail(0, format!("cannot read: {e}")))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or_default();
-    let mut rows = 0;
-    let mut apply =
-        |line: usize, cell: &dyn Fn(&str) -> Option<SnapshotValue>| -> Result<(), SnapshotError> {
-            let text_of = |name: &str| match cell(name) {
-                Some(SnapshotValue::Text(t)) if !t.is_empty() => Some(t),
-                _ => None,
-            };
-            let customer =
-                text_of("customer").ok_or_else(|| fail(line, "missing `customer`".into()))?;
-            let wallet = text_of("wallet");
-            if skip_known && state.id_of(RawScope::Customer, &customer).is_some() {
-                return Ok(());
-            }
-            state
-                .apply_snapshot(ruleset, &customer, wallet.as_deref(), cell)
-                .map_err(|e| fail(line, e))?;
-            rows += 1;
-            Ok(())
-        };
     match ext {
         "csv" => {
             let mut reader = csv::Reader::from_reader(text.as_bytes());
             let header = reader
                 .headers()
-                .map_err(|e| fail(1, e.to_string()))?
+                .map_err(|e| loader.fail(1, e.to_string()))?
                 .clone();
             for rec in reader.records() {
                 let rec = rec.map_err(|e| {
-                    fail(e.position().map_or(0, |p| p.line() as usize), e.to_string())
+                    loader.fail(e.position().map_or(0, |p| p.line() as usize), e.to_string())
                 })?;
                 let line = rec.position().map_or(0, |p| p.line() as usize);
-                let cell = |name: &str| {
+                loader.apply(line, |name: &str| {
                     let i = header.iter().position(|h| h.trim() == name)?;
-                    rec.get(i).map(|v| SnapshotValue::Text(v.to_string()))
-                };
-                apply(line, &cell)?;
+                    rec.get(i).map(|v| SnapshotValue::Text(Cow::Borrowed(v)))
+                })?;
             }
         }
         "yaml" | "yml" => {
             let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_yaml::from_str(&text)
-                .map_err(|e| fail(e.location().map_or(0, |l| l.line()), e.to_string()))?;
+                .map_err(|e| loader.fail(e.location().map_or(0, |l| l.line()), e.to_string()))?;
             for (i, row) in rows.iter().enumerate() {
-                apply(i + 1, &|name: &str| row.get(name).and_then(json_cell))?;
+                loader.apply(i + 1, |name: &str| row.get(name).and_then(yaml_cell))?;
             }
         }
         _ => {
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let row: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(line).map_err(|e| fail(i + 1, e.to_string()))?;
-                apply(i + 1, &|name: &str| row.get(name).and_then(json_cell))?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            for (line, row) in snapshot_json::parse_rows(&text, threads) {
+                let row = row.map_err(|e| loader.fail(line, e))?;
+                loader.apply(line, |name: &str| row.get(name))?;
             }
         }
     }
-    Ok(rows)
+    Ok(loader.rows)
 }

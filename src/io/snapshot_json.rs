@@ -1,0 +1,282 @@
+//! JSONL snapshot rows, read with their strings borrowed from the line and split over the
+//! cores: a snapshot of every customer is read before the first event is decided, so its
+//! reading is a serial cost in front of the whole stream.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::engine::state::SnapshotValue;
+
+/// One row's cells in the order written; a later cell of the same name wins, as it does in
+/// a JSON map.
+#[derive(Debug, Default)]
+pub struct JsonRow<'a>(Vec<(Cow<'a, str>, Option<SnapshotValue<'a>>)>);
+
+impl<'a> JsonRow<'a> {
+    /// The value of column `name`; `None` when it is missing or `null`.
+    pub fn get(&self, name: &str) -> Option<SnapshotValue<'a>> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.clone())
+    }
+}
+
+/// A parsed row, or the message of the line that could not be.
+pub type Parsed<'a> = Result<JsonRow<'a>, String>;
+
+/// The non-blank lines of `text` with their 1-based numbers and parsed rows, in order; the
+/// lines are parsed on up to `threads` threads, each taking a contiguous share.
+pub fn parse_rows(text: &str, threads: usize) -> Vec<(usize, Parsed<'_>)> {
+    let shares = shares(text, threads.max(1));
+    if shares.len() == 1 {
+        return parse_share(text, 1);
+    }
+    std::thread::scope(|scope| {
+        let mut first_line = 1;
+        let handles: Vec<_> = shares
+            .iter()
+            .map(|&share| {
+                let from = first_line;
+                first_line += share.bytes().filter(|&b| b == b'\n').count();
+                scope.spawn(move || parse_share(share, from))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// `text` cut into about `n` pieces at line ends.
+fn shares(text: &str, n: usize) -> Vec<&str> {
+    let mut out = Vec::with_capacity(n);
+    let mut rest = text;
+    for left in (1..=n).rev() {
+        let cut = if left == 1 {
+            rest.len()
+        } else {
+            let aim = rest.len() / left;
+            rest.get(aim..)
+                .and_then(|tail| tail.find('\n'))
+                .map_or(rest.len(), |at| aim + at + 1)
+        };
+        let (share, tail) = rest.split_at(cut);
+        if !share.is_empty() {
+            out.push(share);
+        }
+        rest = tail;
+    }
+    if out.is_empty() {
+        out.push(text);
+    }
+    out
+}
+
+fn parse_share(share: &str, first_line: usize) -> Vec<(usize, Parsed<'_>)> {
+    let mut rows = Vec::new();
+    for (i, line) in share.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut de = serde_json::Deserializer::from_str(line);
+        let row = JsonRow::deserialize(&mut de)
+            .and_then(|row| de.end().map(|()| row))
+            .map_err(|e| e.to_string());
+        let failed = row.is_err();
+        rows.push((first_line + i, row));
+        if failed {
+            // Nothing after the first bad line is applied, so nothing after it is read.
+            break;
+        }
+    }
+    rows
+}
+
+impl<'de> Deserialize<'de> for JsonRow<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RowVisitor)
+    }
+}
+
+struct RowVisitor;
+
+/// A key, borrowed from the line unless it has escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de> Visitor<'de> for RowVisitor {
+    type Value = JsonRow<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut cells = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(Key(name)) = map.next_key()? {
+            cells.push((name, map.next_value_seed(CellSeed)?));
+        }
+        Ok(JsonRow(cells))
+    }
+}
+
+/// Reads a cell as the snapshot takes it: `null` as nothing, booleans and integers as
+/// they are, strings borrowed, and any other value (a fraction, a list, an object) as its
+/// JSON text, the way `serde_json::Value` prints it.
+struct CellSeed;
+
+impl<'de> DeserializeSeed<'de> for CellSeed {
+    type Value = Option<SnapshotValue<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn text<'a>(value: impl fmt::Display) -> Option<SnapshotValue<'a>> {
+    Some(SnapshotValue::Text(Cow::Owned(value.to_string())))
+}
+
+impl<'de> Visitor<'de> for CellSeed {
+    type Value = Option<SnapshotValue<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(SnapshotValue::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(SnapshotValue::Int(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Some(SnapshotValue::Int(i)),
+            Err(_) => text(v),
+        })
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).and_then(text))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(SnapshotValue::Text(Cow::Borrowed(v))))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(text(v))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(SnapshotValue::Text(Cow::Owned(v))))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let list = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(text(list))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let object = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(text(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How the snapshot read a cell before: through `serde_json::Value`.
+    fn through_value(line: &str, name: &str) -> Option<SnapshotValue<'static>> {
+        let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).ok()?;
+        match row.get(name)? {
+            serde_json::Value::Null => None,
+            serde_json::Value::Bool(b) => Some(SnapshotValue::Bool(*b)),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Some(SnapshotValue::Int(i)),
+                None => text(n),
+            },
+            serde_json::Value::String(s) => text(s),
+            other => text(other),
+        }
+    }
+
+    #[test]
+    fn cells_read_as_through_a_json_value() {
+        let line = r#"{"customer":"c1","n":-3,"big":18446744073709551615,"f":2.50,"e":1e3,
+            "yes":true,"none":null,"esc":"a\"b\u00e9","list":[1, "x" ,{"k":null}],
+            "obj":{"a" : [true]},"dup":"first","dup":"last","empty":""}"#
+            .replace('\n', "");
+        let row = parse_rows(&line, 1).remove(0).1.expect("a row");
+        for name in [
+            "customer", "n", "big", "f", "e", "yes", "none", "esc", "list", "obj", "dup", "empty",
+            "absent",
+        ] {
+            assert_eq!(row.get(name), through_value(&line, name), "{name}");
+        }
+        assert_eq!(
+            row.get("customer"),
+            Some(SnapshotValue::Text(Cow::Borrowed("c1")))
+        );
+    }
+
+    #[test]
+    fn shares_keep_every_line_in_order_with_its_number() {
+        let mut text = String::new();
+        for n in 1..=101 {
+            match n % 10 {
+                0 => text.push('\n'),
+                5 => text.push_str("  \r\n"),
+                _ => text.push_str(&format!("{{\"customer\":\"c{n}\"}}\r\n")),
+            }
+        }
+        let one = parse_rows(&text, 1);
+        assert_eq!(one.len(), 81);
+        for threads in [2, 3, 7, 200] {
+            let many = parse_rows(&text, threads);
+            assert_eq!(many.len(), one.len(), "{threads}");
+            for ((line, row), (line1, row1)) in many.iter().zip(&one) {
+                assert_eq!(line, line1);
+                let customer = row.as_ref().ok().and_then(|r| r.get("customer"));
+                assert_eq!(customer, row1.as_ref().ok().and_then(|r| r.get("customer")));
+                assert_eq!(
+                    customer,
+                    Some(SnapshotValue::Text(Cow::Owned(format!("c{line}"))))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_line_ends_its_share_with_its_number() {
+        let text = "{\"customer\":\"c1\"}\n{\"customer\":\n{\"customer\":\"c3\"}\n[1]\n";
+        for threads in [1, 2, 4] {
+            let rows = parse_rows(text, threads);
+            let bad: Vec<usize> = rows
+                .iter()
+                .filter(|(_, r)| r.is_err())
+                .map(|(line, _)| *line)
+                .collect();
+            assert_eq!(bad.first(), Some(&2), "{threads}: {rows:?}");
+            assert_eq!(rows.first().map(|r| r.0), Some(1));
+            // The lines before the first bad one are all there.
+            assert!(rows.iter().take_while(|r| r.1.is_ok()).count() == 1);
+        }
+        let rows = parse_rows("[1]\n", 1);
+        assert!(matches!(&rows[..], [(1, Err(m))] if m.contains("expected a map")));
+    }
+}
