@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{
     decide, evaluate, explain, Admission, Evaluation, EventHashes, Keys, Outcome, State,
 };
+use crate::io::output::write_reject_line;
 use crate::io::parallel::{read_csv_parallel, read_jsonl_parallel, Handle, ParallelEnd, Prepare};
 use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
 use crate::io::{DecisionWriter, Sink};
@@ -96,17 +97,6 @@ fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
     }
 }
 
-/// One line the run could not use, or a rule that failed on an event.
-#[derive(Debug, Serialize)]
-struct RejectLine<'a> {
-    line: u64,
-    reason: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    event_id: Option<&'a str>,
-}
-
 /// Admits events on the reading thread with keys lent by the state.
 struct Admit<'r> {
     ruleset: &'r Ruleset,
@@ -166,6 +156,8 @@ pub struct Batch<'r, W: Sink, X: Sink> {
     rule_counts: Vec<RuleCounts>,
     /// The unit of input being handled.
     unit: u64,
+    /// The rejects line being written.
+    reject_line: Vec<u8>,
 }
 
 /// Where a run stands at a checkpoint: everything before is decided and written (flushed to
@@ -239,20 +231,23 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                 .map(|_| RuleCounts::default())
                 .collect(),
             unit: 0,
+            reject_line: Vec::with_capacity(512),
         }
     }
 
     fn reject(&mut self, line: u64, reason: &str, raw: &str) -> io::Result<()> {
         self.summary.rejected += 1;
-        self.write_reject(&RejectLine {
-            line,
-            reason,
-            raw: Some(raw),
-            event_id: None,
-        })
+        self.write_reject(line, reason, Some(raw), None)
     }
 
-    fn write_reject(&mut self, r: &RejectLine<'_>) -> io::Result<()> {
+    /// Writes a line the run could not use (`raw`), or a rule that failed on an event.
+    fn write_reject(
+        &mut self,
+        line: u64,
+        reason: &str,
+        raw: Option<&str>,
+        event_id: Option<&str>,
+    ) -> io::Result<()> {
         if self
             .durability
             .as_ref()
@@ -260,8 +255,9 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         {
             return Ok(());
         }
-        serde_json::to_writer(&mut self.rejects, r)?;
-        self.rejects.write_all(b"\n")
+        self.reject_line.clear();
+        write_reject_line(&mut self.reject_line, line, reason, raw, event_id);
+        self.rejects.write_all(&self.reject_line)
     }
 
     fn decide(
@@ -331,12 +327,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                     if let Some(c) = self.summary.rules.get_mut(&e.rule) {
                         c.script_errors += 1;
                     }
-                    self.write_reject(&RejectLine {
-                        line,
-                        reason: &e.to_string(),
-                        raw: None,
-                        event_id: Some(&ev.id),
-                    })?;
+                    self.write_reject(line, &e.to_string(), None, Some(&ev.id))?;
                 }
                 self.evaluation.errors = errors;
             }

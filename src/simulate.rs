@@ -143,7 +143,7 @@ impl<'r> Simulation<'r> {
                     *pick(self.report.decisions.entry(key).or_default(), i) += 1;
 
                     self.line.clear();
-                    write_json_line(&mut self.line, side.ruleset, ev, d)?;
+                    write_json_line(&mut self.line, side.ruleset, ev, d);
                     let hash = xxhash_rust::xxh3::xxh3_64(&self.line);
                     let c = match self.customers.get_mut(ev.customer.as_ref()) {
                         Some(c) => c,

@@ -12,26 +12,49 @@ pub enum OutputFormat {
     Csv,
 }
 
-/// Appends `s` as a JSON string: as it is, between quotes, when nothing in it needs
-/// escaping (the usual case), else escaped by serde_json.
-fn json_str(out: &mut Vec<u8>, s: &str) -> io::Result<()> {
-    if super::flat_json::special(s.as_bytes()).is_none() {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-        Ok(())
-    } else {
-        serde_json::to_writer(&mut *out, s).map_err(io::Error::from)
+/// Appends `s` as a JSON string, escaped as serde_json escapes it: the runs between the
+/// bytes that need escaping are found a word at a time (`flat_json::special`) and copied
+/// whole, where serde_json looks at every byte.
+pub fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = s.as_bytes();
+    out.push(b'"');
+    while let Some(at) = super::flat_json::special(rest) {
+        let (run, tail) = rest.split_at(at);
+        out.extend_from_slice(run);
+        let Some((&c, tail)) = tail.split_first() else {
+            break;
+        };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 0xf)],
+            ]),
+        }
+        rest = tail;
     }
+    out.extend_from_slice(rest);
+    out.push(b'"');
 }
 
 /// Appends a comma, `"key":` and `s` as a JSON string.
-fn json_field(out: &mut Vec<u8>, key: &str, s: &str) -> io::Result<()> {
+fn json_field(out: &mut Vec<u8>, key: &str, s: &str) {
     out.push(b',');
     out.push(b'"');
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
-    json_str(out, s)
+    json_str(out, s);
 }
 
 /// Appends money as its two-decimal string, quoted.
@@ -71,9 +94,9 @@ fn json_date(out: &mut Vec<u8>, d: chrono::NaiveDate) {
 }
 
 /// Appends a coupon as the contract's JSON object.
-fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, channels: &[String]) -> io::Result<()> {
+fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, channels: &[String]) {
     out.extend_from_slice(b"{\"coupon_id\":");
-    json_str(out, &c.coupon_id)?;
+    json_str(out, &c.coupon_id);
     out.extend_from_slice(b",\"face_value\":");
     json_money(out, c.face_value);
     out.extend_from_slice(b",\"min_spend\":");
@@ -86,7 +109,7 @@ fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, channels: &[String]) -> io::
                 out.push(b',');
             }
             first = false;
-            json_str(out, name)?;
+            json_str(out, name);
         }
     }
     out.extend_from_slice(b"],\"credit_by\":");
@@ -96,49 +119,63 @@ fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, channels: &[String]) -> io::
         json_date(out, until);
     }
     out.push(b'}');
-    Ok(())
 }
 
 /// Appends one decision as a JSON line, in the contract's shape and field order. Written by
 /// hand rather than derived: serde's generic path was a seventh of a run.
-pub fn write_json_line(
-    out: &mut Vec<u8>,
-    ruleset: &Ruleset,
-    ev: &Event<'_>,
-    d: &Decision,
-) -> io::Result<()> {
+pub fn write_json_line(out: &mut Vec<u8>, ruleset: &Ruleset, ev: &Event<'_>, d: &Decision) {
     out.extend_from_slice(b"{\"event_id\":");
-    json_str(out, &ev.id)?;
+    json_str(out, &ev.id);
     json_field(
         out,
         "rule",
         ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str()),
-    )?;
-    json_field(out, "decision", d.kind.as_str())?;
-    json_field(out, "customer", &ev.customer)?;
-    json_field(out, "wallet", &ev.wallet)?;
+    );
+    json_field(out, "decision", d.kind.as_str());
+    json_field(out, "customer", &ev.customer);
+    json_field(out, "wallet", &ev.wallet);
     if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
         out.extend_from_slice(b",\"coupons\":[");
         for (i, c) in d.coupons.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            json_coupon(out, c, &ruleset.channels)?;
+            json_coupon(out, c, &ruleset.channels);
         }
         out.push(b']');
     }
     if let Some(id) = &d.coupon_id {
-        json_field(out, "coupon_id", id)?;
+        json_field(out, "coupon_id", id);
     }
     if let Some(reason) = &d.reason {
-        json_field(out, "reason", reason)?;
+        json_field(out, "reason", reason);
     }
     if let Some(points) = d.points {
         out.extend_from_slice(b",\"points\":");
         json_money(out, points);
     }
     out.extend_from_slice(b"}\n");
-    Ok(())
+}
+
+/// Appends a line of the rejects file: the input line's number and why it was rejected,
+/// with its text or the id of the event whose rule failed.
+pub fn write_reject_line(
+    out: &mut Vec<u8>,
+    line: u64,
+    reason: &str,
+    raw: Option<&str>,
+    event_id: Option<&str>,
+) {
+    out.extend_from_slice(b"{\"line\":");
+    out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+    json_field(out, "reason", reason);
+    if let Some(raw) = raw {
+        json_field(out, "raw", raw);
+    }
+    if let Some(id) = event_id {
+        json_field(out, "event_id", id);
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// Writes decisions in one format.
@@ -185,7 +222,7 @@ impl<W: Write> DecisionWriter<W> {
         match self.format {
             OutputFormat::Jsonl => {
                 self.line.clear();
-                write_json_line(&mut self.line, ruleset, ev, d)?;
+                write_json_line(&mut self.line, ruleset, ev, d);
                 self.out.write_all(&self.line)
             }
             OutputFormat::Csv => {
@@ -266,15 +303,26 @@ mod tests {
             "back\\slash",
             "tab\there",
             "\u{1}",
+            "\u{8}\u{c}\n\r\u{1f} \u{1b}[0m",
+            "{\"id\":\"E1\",\"at\":\"2019-12-01T00:00:21+08:00\",\"x\":\"a\\\\b\"}",
             "é✓",
             "\u{7f}",
         ] {
             let mut out = Vec::new();
-            json_str(&mut out, s).unwrap();
+            json_str(&mut out, s);
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 serde_json::to_string(s).unwrap()
             );
+            let mut out = Vec::new();
+            write_reject_line(&mut out, 42, s, Some(s), None);
+            write_reject_line(&mut out, 7, s, None, Some(s));
+            let quoted = serde_json::to_string(s).unwrap();
+            let expected = format!(
+                "{{\"line\":42,\"reason\":{quoted},\"raw\":{quoted}}}\n\
+                 {{\"line\":7,\"reason\":{quoted},\"event_id\":{quoted}}}\n"
+            );
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
         for (y, m, d) in [
             (2031, 1, 2),
