@@ -37,7 +37,11 @@ pub fn parse_amount<E: de::Error>(field: &str, text: &str) -> Result<Decimal, E>
 
 /// Parses an RFC 3339 timestamp with its offset.
 pub fn parse_at<E: de::Error>(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, E> {
-    DateTime::parse_from_rfc3339(text.trim()).map_err(|_| {
+    let text = text.trim();
+    if let Some(at) = super::timestamp::parse_common(text) {
+        return Ok(at);
+    }
+    DateTime::parse_from_rfc3339(text).map_err(|_| {
         E::custom(format!(
             "bad `at`: `{text}` is not an RFC 3339 timestamp with an offset"
         ))
