@@ -93,6 +93,67 @@ enum Value<'a> {
     List(Vec<&'a str>),
 }
 
+/// The contract's fields with the quote that closes their key, in the order lines usually
+/// give them: a key is matched against the field expected next first, so the common line's
+/// keys are recognized by one comparison each instead of being scanned as strings.
+const FIELDS: [&[u8]; 12] = [
+    b"id\"",
+    b"type\"",
+    b"at\"",
+    b"customer\"",
+    b"wallet\"",
+    b"card_product\"",
+    b"card_role\"",
+    b"merchant\"",
+    b"amount\"",
+    b"channel\"",
+    b"coupons\"",
+    b"face_values\"",
+];
+/// `FIELDS` that hold a list of strings; the others hold a string.
+const LISTS: std::ops::Range<usize> = 10..12;
+
+/// Sixteen bytes of `b` from `at` as one little-endian number, zeros past its end.
+fn word16(b: &[u8], at: usize) -> u128 {
+    let mut bytes = [0u8; 16];
+    let rest = b.get(at..).unwrap_or_default();
+    let n = rest.len().min(16);
+    if let (Some(to), Some(from)) = (bytes.get_mut(..n), rest.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    u128::from_le_bytes(bytes)
+}
+
+/// Each field's key as `word16` reads it, and the mask of its bytes: a key is compared in
+/// one step (every name with its quote fits in sixteen bytes).
+const KEY_WORDS: [(u128, u128); 12] = {
+    let mut words = [(0, 0); 12];
+    let mut f = 0;
+    while f < FIELDS.len() {
+        let name = FIELDS[f];
+        let mut i = 0;
+        while i < name.len() {
+            words[f].0 |= (name[i] as u128) << (8 * i);
+            words[f].1 |= 0xff << (8 * i);
+            i += 1;
+        }
+        f += 1;
+    }
+    words
+};
+
+/// The field whose key starts at `b[*i] == '"'`, trying `next` first; moves past the key.
+fn field(b: &[u8], i: &mut usize, next: usize) -> Option<usize> {
+    let key = word16(b, *i + 1);
+    let found = (next..FIELDS.len()).chain(0..next).find(|&f| {
+        KEY_WORDS
+            .get(f)
+            .is_some_and(|&(word, mask)| key & mask == word)
+    })?;
+    *i += 1 + FIELDS.get(found)?.len();
+    Some(found)
+}
+
 /// Parses a flat event line, or says `None` if the line needs the full parser.
 pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     let b = line.as_bytes();
@@ -101,16 +162,25 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
         return None;
     }
     i = ws(b, i + 1);
-    let (mut id, mut kind, mut at, mut customer, mut wallet) = (None, None, None, None, None);
-    let (mut card_product, mut card_role, mut merchant, mut amount, mut channel) =
-        (None, None, None, None, None);
-    let (mut coupons, mut face_values) = (None, None);
+    let mut texts: [Option<&str>; LISTS.start] = [None; LISTS.start];
+    let mut lists: [Option<Vec<&str>>; 2] = [None, None];
     let mut extra = Vec::new();
     if b.get(i) == Some(&b'}') {
         return None;
     }
+    let mut next = 0;
     loop {
-        let key = string(line, &mut i)?;
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let known = field(b, &mut i, next);
+        let key = match known {
+            Some(f) => {
+                next = f + 1;
+                None
+            }
+            None => Some(string(line, &mut i)?),
+        };
         i = ws(b, i);
         if b.get(i) != Some(&b':') {
             return None;
@@ -121,28 +191,16 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
             b'[' => Value::List(strings(line, &mut i)?),
             _ => return None,
         };
-        match (key, value) {
-            ("id", Value::Text(v)) => id = Some(v),
-            ("type", Value::Text(v)) => kind = Some(v),
-            ("at", Value::Text(v)) => at = Some(v),
-            ("customer", Value::Text(v)) => customer = Some(v),
-            ("wallet", Value::Text(v)) => wallet = Some(v),
-            ("card_product", Value::Text(v)) => card_product = Some(v),
-            ("card_role", Value::Text(v)) => card_role = Some(v),
-            ("merchant", Value::Text(v)) => merchant = Some(v),
-            ("amount", Value::Text(v)) => amount = Some(v),
-            ("channel", Value::Text(v)) => channel = Some(v),
-            ("coupons", Value::List(v)) => coupons = Some(v),
-            ("face_values", Value::List(v)) => face_values = Some(v),
-            (
-                "id" | "type" | "at" | "customer" | "wallet" | "card_product" | "card_role"
-                | "merchant" | "amount" | "channel" | "coupons" | "face_values",
-                _,
-            ) => return None,
-            (k, Value::Text(v)) => {
+        match (known, key, value) {
+            (Some(f), _, Value::Text(v)) if f < LISTS.start => *texts.get_mut(f)? = Some(v),
+            (Some(f), _, Value::List(v)) if LISTS.contains(&f) => {
+                *lists.get_mut(f - LISTS.start)? = Some(v)
+            }
+            (Some(_), _, _) => return None,
+            (None, Some(k), Value::Text(v)) => {
                 extra.push((Cow::Borrowed(k), serde_json::Value::String(v.to_string())))
             }
-            (k, Value::List(v)) => extra.push((
+            (None, Some(k), Value::List(v)) => extra.push((
                 Cow::Borrowed(k),
                 serde_json::Value::Array(
                     v.into_iter()
@@ -150,6 +208,7 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
                         .collect(),
                 ),
             )),
+            (None, None, _) => return None,
         }
         i = ws(b, i);
         match b.get(i)? {
@@ -161,6 +220,9 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     if ws(b, i + 1) != b.len() {
         return None;
     }
+    let [id, kind, at, customer, wallet, card_product, card_role, merchant, amount, channel] =
+        texts;
+    let [coupons, face_values] = lists;
     // The full parser's own readings of amounts and times, so the two cannot disagree.
     let decimal = |field: &str, t: &str| parse_amount::<DeError>(field, t).ok();
     Some(Event {
