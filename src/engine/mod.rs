@@ -4,6 +4,7 @@ pub mod admit;
 pub mod evaluate;
 pub mod explain;
 pub mod ledger;
+mod runs;
 pub mod script_view;
 pub mod seen;
 pub mod state;
