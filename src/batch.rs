@@ -271,10 +271,13 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         raw: &RawText<'_>,
         admission: Option<Admission>,
     ) -> io::Result<()> {
+        // A state that cannot be read back stops the run before anything of the event is
+        // written: a temporary file failing is not the line's fault, and with a store the
+        // last checkpoint stays whole for a rerun to resume from.
         let outcome = match admission {
             Some(a) => decide(self.ruleset, self.state, ev, a, &mut self.evaluation),
             None => evaluate(self.ruleset, self.state, ev, &mut self.evaluation),
-        };
+        }?;
         self.record(line, ev, raw, &outcome)?;
         if let Ok(outcome) = outcome {
             match &mut self.explain {

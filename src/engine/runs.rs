@@ -329,6 +329,24 @@ fn merge<const V: usize>(file: File, older: &Run<V>, newer: &Run<V>) -> io::Resu
     w.finish()
 }
 
+/// Stand-ins for `tempfile::tempfile` that fail, for the tests of the users of runs.
+#[cfg(test)]
+pub(super) mod failing {
+    use std::fs::File;
+    use std::io;
+
+    /// No file can be made: spills fail.
+    pub fn no_room() -> io::Result<File> {
+        Err(io::Error::other("no room"))
+    }
+
+    /// A file that takes writes and fails every read: lookups in its run fail.
+    #[cfg(unix)]
+    pub fn write_only() -> io::Result<File> {
+        std::fs::OpenOptions::new().write(true).open("/dev/null")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

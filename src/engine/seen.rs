@@ -262,8 +262,8 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::runs::failing;
     use std::collections::HashSet;
-    use std::fs::File;
 
     /// splitmix64: a deterministic stream of well-mixed numbers.
     struct Mix(u64);
@@ -288,10 +288,6 @@ mod tests {
         for pair in lens.windows(2) {
             assert!(pair[1] * 2 < pair[0], "runs not merged: {lens:?}");
         }
-    }
-
-    fn spill_fails() -> io::Result<File> {
-        Err(io::Error::other("no room"))
     }
 
     #[test]
@@ -444,7 +440,7 @@ mod tests {
     #[test]
     fn a_failed_spill_keeps_the_ids_in_memory() {
         let mut s = SeenIds::with_budget(1024);
-        s.runs.make_file = spill_fails;
+        s.runs.make_file = failing::no_room;
         let mut mix = Mix(9);
         let ids: Vec<u128> = (0..900).map(|_| mix.hash()).collect();
         for &h in &ids {
@@ -469,11 +465,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn an_unreadable_run_is_an_error_not_an_answer() {
-        fn write_only() -> io::Result<File> {
-            std::fs::OpenOptions::new().write(true).open("/dev/null")
-        }
         let mut s = SeenIds::with_budget(0);
-        s.runs.make_file = write_only;
+        s.runs.make_file = failing::write_only;
         let mut mix = Mix(13);
         let ids: Vec<u128> = (0..13).map(|_| mix.hash()).collect();
         for &h in &ids {
