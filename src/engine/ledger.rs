@@ -200,6 +200,15 @@ impl CouponLedger {
         }
     }
 
+    /// A ledger that spills every coupon at each settle into runs whose pages cannot be
+    /// read, for tests of what a run does when it meets one.
+    #[cfg(all(test, unix))]
+    pub(crate) fn with_unreadable_runs() -> Self {
+        let mut ledger = Self::with_budget(0);
+        ledger.cold.make_file = super::runs::failing::write_only;
+        ledger
+    }
+
     /// Coupons in memory.
     pub fn in_memory(&self) -> usize {
         self.records.len()
