@@ -267,10 +267,13 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         raw: &RawText<'_>,
         admission: Option<Admission>,
     ) -> io::Result<()> {
+        // A state that cannot be read back stops the run before anything of the event is
+        // written: a temporary file failing is not the line's fault, and with a store the
+        // last checkpoint stays whole for a rerun to resume from.
         let outcome = match admission {
             Some(a) => decide(self.ruleset, self.state, ev, a, &mut self.evaluation),
             None => evaluate(self.ruleset, self.state, ev, &mut self.evaluation),
-        };
+        }?;
         self.record(line, ev, raw, &outcome)?;
         if let Ok(outcome) = outcome {
             match &mut self.explain {
@@ -501,6 +504,86 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ledger::CouponLedger;
+    use crate::io::OutputFormat;
+
+    /// Writes a ruleset of two event types into `dir`: `gift` grants a coupon, `use`
+    /// spends the coupons it names unless they are spent already.
+    #[cfg(unix)]
+    fn coupon_ruleset(dir: &std::path::Path) -> Ruleset {
+        let files = [
+            (
+                "ruleset.yaml",
+                "name: spill\ntimezone: UTC\nphases: [spend, give]\nchannels: [web]\n\
+                 events:\n  gift: {}\n  use:\n    channel: web\n",
+            ),
+            (
+                "promotions/give.yaml",
+                "id: give\nphase: give\non: [gift]\ngrant:\n  coupons:\n    - face_value: \"5\"\n      \
+                 usable_for: [web]\n  credit_by:\n    days_after: 0\n",
+            ),
+            (
+                "promotions/spend.yaml",
+                "id: spend\nphase: spend\non: [use]\ndecides: coupon_use\ncoupon_use:\n  \
+                 max_per_event: 2\n  too_many: many\n  checks:\n    - { check: unused, reject: gone }\n",
+            ),
+        ];
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        crate::rules::load_ruleset(dir).unwrap()
+    }
+
+    /// A coupon in a run whose page cannot be read stops the run at the event naming it:
+    /// nothing of that event (or after it) is written, and the error says why.
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_coupon_stops_the_run_before_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let ruleset = coupon_ruleset(dir.path());
+        let line = |id: &str, kind: &str, coupons: &str| {
+            format!(
+                "{{\"id\":\"{id}\",\"type\":\"{kind}\",\"at\":\"2031-01-02T03:04:05Z\",\
+                 \"customer\":\"c\",\"wallet\":\"w\",\"coupons\":[{coupons}]}}\n"
+            )
+        };
+        // Each coupon goes to an unreadable run before the next event: writing them does
+        // not fail, reading one back does.
+        let input = [
+            line("X1", "gift", ""),
+            line("X2", "gift", ""),
+            line("X3", "gift", ""),
+            line("X4", "use", "\"X1:give:1\""),
+            line("X5", "gift", ""),
+        ]
+        .concat();
+        for parallel in [false, true] {
+            let mut state = State::new(&ruleset);
+            state.coupons = CouponLedger::with_unreadable_runs();
+            let mut batch = Batch::new(
+                &ruleset,
+                &mut state,
+                DecisionWriter::new(Vec::new(), OutputFormat::Jsonl),
+                Vec::new(),
+            );
+            batch.parallel = parallel;
+            let error = batch.run_jsonl(input.as_bytes(), &mut |_| {}).unwrap_err();
+            assert!(
+                error.to_string().contains("cannot read coupons back"),
+                "{error}"
+            );
+            assert_eq!(batch.summary.decided, 3, "{:?}", batch.summary);
+            assert!(batch.rejects.is_empty(), "not the line's fault");
+            let output = String::from_utf8(std::mem::take(batch.out.sink())).unwrap();
+            let events: Vec<&str> = output
+                .lines()
+                .map(|l| l.split('"').nth(3).unwrap_or_default())
+                .collect();
+            assert_eq!(events, ["X1", "X2", "X3"], "{output}");
+        }
+    }
 
     #[test]
     fn a_resumed_summary_keeps_the_saved_counts_and_the_rules_added_since() {

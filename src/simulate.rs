@@ -123,7 +123,7 @@ impl<'r> Simulation<'r> {
         let Some(side) = self.sides.get_mut(i) else {
             return Ok(());
         };
-        match evaluate(side.ruleset, &mut side.state, ev, &mut side.evaluation) {
+        match evaluate(side.ruleset, &mut side.state, ev, &mut side.evaluation)? {
             Err(_) => *pick(&mut self.report.rejected, i) += 1,
             Ok(Outcome::Duplicate) => *pick(&mut self.report.duplicates, i) += 1,
             Ok(Outcome::Decided) => {

@@ -59,6 +59,10 @@ pub struct EvalArgs {
     /// (default 32 MiB).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub id_memory: Option<usize>,
+    /// Memory for coupons before older ones go to temporary files (default 16 MiB); a run
+    /// given it says at its end where the coupons ended up.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub coupon_memory: Option<usize>,
     /// After each event's decisions, a line saying which rules were considered and, for each
     /// that did not fire, the first condition that failed (by its name in the rule file).
     #[arg(long)]
@@ -139,6 +143,9 @@ pub fn run(args: &EvalArgs) -> Exit {
     let mut state = State::new(&ruleset);
     if let Some(bytes) = args.id_memory {
         state.limit_id_memory(bytes);
+    }
+    if let Some(bytes) = args.coupon_memory {
+        state.limit_coupon_memory(bytes);
     }
     let mut store = match &args.state {
         Some(dir) => match Store::open(dir, &ruleset) {
@@ -325,6 +332,9 @@ pub fn run(args: &EvalArgs) -> Exit {
             "{}",
             render_summary(&summary, rejects_path.as_deref()).trim_end()
         );
+        if args.coupon_memory.is_some() {
+            errln!("coupon ledger: {}", state.coupons.stats());
+        }
         if matches!(start, Start::Rerun(_)) && summary.decided == 0 && summary.duplicates > 0 {
             errln!("nothing new: every event was decided by an earlier run with this state");
         }

@@ -1,5 +1,6 @@
 //! Deciding one event: coupon use, promotions and redemptions in phase order, then the
-//! event's fact updates. Pure: no I/O, no clock; the date is the event's, in the ruleset's zone.
+//! event's fact updates. No I/O of its own (the state reads back what it spilled to temporary
+//! files), no clock; the date is the event's, in the ruleset's zone.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use chrono::{Datelike, Days, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::admit::Admission;
+use super::ledger::LedgerUnreadable;
 use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
 use crate::model::{total, Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
 use crate::rules::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
@@ -137,13 +139,18 @@ enum Val<'e> {
     TextList(&'e [std::borrow::Cow<'e, str>]),
 }
 
+/// What deciding an event came to: an outcome, or why the event is rejected. Deciding
+/// fails as a whole (the outer error) only when the state cannot be read back from its
+/// temporary files: then nothing of the event was decided, and the run must stop.
+pub type Decided = Result<Result<Outcome, InvalidEvent>, LedgerUnreadable>;
+
 /// Evaluates `ev` against `ruleset`, updating `state`; decisions go to `out`.
 pub fn evaluate(
     ruleset: &Ruleset,
     state: &mut State,
     ev: &Event<'_>,
     out: &mut Evaluation,
-) -> Result<Outcome, InvalidEvent> {
+) -> Decided {
     let admission = state.admit(ruleset, ev);
     decide(ruleset, state, ev, admission, out)
 }
@@ -155,14 +162,16 @@ pub fn decide(
     ev: &Event<'_>,
     admission: Admission,
     out: &mut Evaluation,
-) -> Result<Outcome, InvalidEvent> {
+) -> Decided {
     out.clear();
     let admitted = match admission {
         Admission::Fresh(a) => a,
-        Admission::Duplicate => return Ok(Outcome::Duplicate),
-        Admission::Invalid(e) => return Err(e),
-        Admission::Failed(reason) => return Err(InvalidEvent::Unchecked(reason)),
+        Admission::Duplicate => return Ok(Ok(Outcome::Duplicate)),
+        Admission::Invalid(e) => return Ok(Err(e)),
+        Admission::Failed(reason) => return Ok(Err(InvalidEvent::Unchecked(reason))),
     };
+    // Before anything of the event changes the state.
+    state.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
     let ctx = Ctx {
         ev,
         kind: admitted.kind,
@@ -195,7 +204,7 @@ pub fn decide(
         out.trace.push(RuleTrace { rule: ri, failed });
     }
     apply_updates(ruleset, state, &ctx);
-    Ok(Outcome::Decided)
+    Ok(Ok(Outcome::Decided))
 }
 
 /// Runs a grant or redemption rule. Returns the first failed check, if any.

@@ -1,29 +1,119 @@
 //! The coupon ledger: every coupon granted, by id. It is the state that grows with grants
-//! rather than with customers, so it is held compactly: the ids back to back in one string,
-//! the records in one vector, and a table of record indices hashed by id. A coupon costs a
-//! 64-byte entry (its record and where its id ends), its id's text and an index slot, with no
-//! allocation of its own; a map of boxed ids cost an allocation per id and an entry-sized
-//! slot per table bucket.
+//! rather than with customers, so it keeps at most a budget of coupons in memory and the
+//! rest in temporary files.
+//!
+//! In memory the coupons are held compactly: the ids back to back in one string, the
+//! records in one vector, and a table of record indices hashed by id. A coupon costs a
+//! 64-byte entry (its record and where its id ends), its id's text and an index slot, with
+//! no allocation of its own; a map of boxed ids cost an allocation per id and an
+//! entry-sized slot per table bucket.
+//!
+//! Past the budget, at a point between events (`settle`), the coupons in memory go to a
+//! sorted run of fixed-width entries keyed by the 128-bit hash of their id (see `runs`),
+//! except those a store has yet to save, which stay in memory under new indices. A coupon
+//! in memory shadows its older copies in runs. Deciding an event only reads coupons in
+//! memory: those it names are brought back from the runs first (`promote`), so a spend
+//! marks the copy in memory. Lookups stay exact: two coupon ids sharing a 128-bit hash
+//! would be one coupon, the assumption `SeenIds` makes of event ids.
 
+use std::fmt;
+use std::io;
+
+use chrono::{Datelike, NaiveDate};
+use fixedbitset::FixedBitSet;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
+use rust_decimal::Decimal;
 
+use super::runs::Runs;
 use super::state::CouponRecord;
 
-/// Coupons by id, in the order they were added.
-#[derive(Debug, Default)]
+/// The default budget of coupons in memory.
+const DEFAULT_BUDGET: usize = 16 << 20;
+/// Bytes of a coupon in memory besides its id's text: its entry, and an index slot (a
+/// `usize` and a control byte, the table at most 7/8 full).
+const IN_MEMORY: usize =
+    std::mem::size_of::<(CouponRecord, usize)>() + (std::mem::size_of::<usize>() + 1) * 8 / 7;
+/// Bytes of a record in a run: wallet, face value, minimum spend, channels, credit date,
+/// whether and until when it is valid, whether it is used.
+const RECORD: usize = 4 + 16 + 16 + 8 + 4 + 1 + 4 + 1;
+
+/// Coupons by id: the recent ones in memory, in the order they were added, the others in
+/// runs.
 pub struct CouponLedger {
-    /// Every id, one after another.
+    /// Every id in memory, one after another.
     ids: String,
     /// Each coupon's record and where its id ends in `ids` (it starts where the one
     /// before ends).
     records: Vec<(CouponRecord, usize)>,
     /// Indices into `records`, by the hash of their id.
     index: HashTable<usize>,
+    /// Coupons spilled from memory, by `key` of their id.
+    cold: Runs<RECORD>,
+    /// Bytes of coupons in memory past which a spill is due.
+    budget: usize,
+    /// The budget, or more after a spill that had to keep many coupons in memory or
+    /// failed, so that the next one is not due at once.
+    spill_at: usize,
+    /// Runs written.
+    spills: u64,
+}
+
+/// A spilled coupon could not be read back: whether it exists and what it holds are
+/// unknown, so the event naming it cannot be decided. Not a fault of the input.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read coupons back from a temporary file ({0}); the run stops before the event that needed them")]
+pub struct LedgerUnreadable(io::Error);
+
+impl From<LedgerUnreadable> for io::Error {
+    fn from(e: LedgerUnreadable) -> io::Error {
+        io::Error::other(e)
+    }
+}
+
+/// Where a ledger's coupons are, for a run's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerStats {
+    pub in_memory: usize,
+    /// Entries in runs (a coupon spilled twice counts twice until the runs merge).
+    pub on_disk: usize,
+    pub runs: usize,
+    pub spills: u64,
+}
+
+impl fmt::Display for LedgerStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} coupons in memory, {} in {} temporary files after {} spills",
+            self.in_memory, self.on_disk, self.runs, self.spills
+        )
+    }
+}
+
+impl fmt::Debug for CouponLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CouponLedger")
+            .field("stats", &self.stats())
+            .field("runs", &self.cold.lens())
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+impl Default for CouponLedger {
+    fn default() -> Self {
+        Self::with_budget(DEFAULT_BUDGET)
+    }
 }
 
 fn hash(id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// What a coupon is known by in a run.
+fn key(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
 /// The id of record `i`.
@@ -36,16 +126,110 @@ fn id_at<'l>(ids: &'l str, records: &[(CouponRecord, usize)], i: usize) -> &'l s
     ids.get(start..end).unwrap_or_default()
 }
 
+/// A record as a run holds it.
+fn encode(r: &CouponRecord) -> [u8; RECORD] {
+    let valid_until = r.valid_until.map_or(0, |d| d.num_days_from_ce());
+    let fields: [&[u8]; 8] = [
+        &r.wallet.to_le_bytes(),
+        &r.face_value.serialize(),
+        &r.min_spend.serialize(),
+        &r.usable_for.to_le_bytes(),
+        &r.credit_by.num_days_from_ce().to_le_bytes(),
+        &[u8::from(r.valid_until.is_some())],
+        &valid_until.to_le_bytes(),
+        &[u8::from(r.used)],
+    ];
+    let mut out = [0u8; RECORD];
+    let mut at = 0;
+    for field in fields {
+        if let Some(to) = out.get_mut(at..at + field.len()) {
+            to.copy_from_slice(field);
+        }
+        at += field.len();
+    }
+    out
+}
+
+/// Reads the fields of an encoded record in order.
+struct Fields<'b>(&'b [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+}
+
+/// The record `encode` gave `bytes`; `None` if they hold no valid date.
+fn decode(bytes: &[u8; RECORD]) -> Option<CouponRecord> {
+    let mut r = Fields(bytes);
+    let wallet = u32::from_le_bytes(r.take()?);
+    let face_value = Decimal::deserialize(r.take()?);
+    let min_spend = Decimal::deserialize(r.take()?);
+    let usable_for = u64::from_le_bytes(r.take()?);
+    let credit_by = NaiveDate::from_num_days_from_ce_opt(i32::from_le_bytes(r.take()?))?;
+    let [valid] = r.take()?;
+    let valid_until = i32::from_le_bytes(r.take()?);
+    let [used] = r.take()?;
+    Some(CouponRecord {
+        wallet,
+        face_value,
+        min_spend,
+        usable_for,
+        credit_by,
+        valid_until: match valid {
+            0 => None,
+            _ => Some(NaiveDate::from_num_days_from_ce_opt(valid_until)?),
+        },
+        used: used != 0,
+    })
+}
+
 impl CouponLedger {
-    pub fn len(&self) -> usize {
+    /// An empty ledger keeping about `bytes` of coupons in memory before it spills.
+    pub fn with_budget(bytes: usize) -> Self {
+        CouponLedger {
+            ids: String::new(),
+            records: Vec::new(),
+            index: HashTable::new(),
+            cold: Runs::new("coupons"),
+            budget: bytes,
+            spill_at: bytes,
+            spills: 0,
+        }
+    }
+
+    /// A ledger that spills every coupon at each settle into runs whose pages cannot be
+    /// read, for tests of what a run does when it meets one.
+    #[cfg(all(test, unix))]
+    pub(crate) fn with_unreadable_runs() -> Self {
+        let mut ledger = Self::with_budget(0);
+        ledger.cold.make_file = super::runs::failing::write_only;
+        ledger
+    }
+
+    /// Coupons in memory.
+    pub fn in_memory(&self) -> usize {
         self.records.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+    /// Where the coupons are.
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            in_memory: self.records.len(),
+            on_disk: self.cold.len(),
+            runs: self.cold.lens().len(),
+            spills: self.spills,
+        }
     }
 
-    /// The index of the coupon `id`.
+    /// About the bytes the coupons in memory take.
+    fn bytes_in_memory(&self) -> usize {
+        self.records.len() * IN_MEMORY + self.ids.len()
+    }
+
+    /// The index of the coupon `id` in memory.
     fn find(&self, id: &str) -> Option<usize> {
         let (ids, records) = (&self.ids, &self.records);
         self.index
@@ -53,26 +237,27 @@ impl CouponLedger {
             .copied()
     }
 
-    /// The record of the coupon `id`.
+    /// The record of the coupon `id`, if it is in memory (see `promote`).
     pub fn get(&self, id: &str) -> Option<&CouponRecord> {
         self.find(id)
             .and_then(|i| self.records.get(i))
             .map(|r| &r.0)
     }
 
-    /// The index and record of the coupon `id`, to update.
+    /// The index and record of the coupon `id` in memory, to update.
     pub fn get_mut(&mut self, id: &str) -> Option<(usize, &mut CouponRecord)> {
         let i = self.find(id)?;
         self.records.get_mut(i).map(|r| (i, &mut r.0))
     }
 
-    /// The id and record of the coupon of index `i`.
+    /// The id and record of the coupon of index `i` in memory.
     pub fn entry(&self, i: usize) -> Option<(&str, &CouponRecord)> {
         let record = &self.records.get(i)?.0;
         Some((id_at(&self.ids, &self.records, i), record))
     }
 
-    /// Adds the coupon `id`, or replaces its record if it is there; returns its index.
+    /// Adds the coupon `id` in memory, or replaces its record there; returns its index. A
+    /// copy in a run is shadowed from now on.
     pub fn insert(&mut self, id: &str, record: CouponRecord) -> usize {
         let (ids, records) = (&self.ids, &self.records);
         let entry = self.index.entry(
@@ -97,13 +282,101 @@ impl CouponLedger {
             }
         }
     }
+
+    /// Brings the coupon `id` back into memory if only a run holds it, so that `get` finds
+    /// it. Never needed while nothing was spilled.
+    pub fn promote(&mut self, id: &str) -> Result<(), LedgerUnreadable> {
+        if self.cold.is_empty() || self.find(id).is_some() {
+            return Ok(());
+        }
+        let Some(bytes) = self.cold.find(key(id)).map_err(LedgerUnreadable)? else {
+            return Ok(());
+        };
+        let record = decode(&bytes).ok_or_else(|| {
+            LedgerUnreadable(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the record of coupon `{id}` holds an impossible date"),
+            ))
+        })?;
+        self.insert(id, record);
+        Ok(())
+    }
+
+    /// A point between events: past the budget, the coupons in memory go to a run, except
+    /// those of indices in `unsaved` (coupons a store has yet to write), which stay under
+    /// new indices, `unsaved` then marking those.
+    pub fn settle(&mut self, unsaved: Option<&mut FixedBitSet>) {
+        if self.bytes_in_memory() >= self.spill_at {
+            self.spill(unsaved);
+        }
+    }
+
+    /// Writes the coupons in memory not in `unsaved` as a run and keeps only the others.
+    /// If the run cannot be written, all stay (past the budget) until twice as many
+    /// bytes are held.
+    fn spill(&mut self, unsaved: Option<&mut FixedBitSet>) {
+        let keep = |i: usize| unsaved.as_deref().is_some_and(|u| u.contains(i));
+        let mut spilled: Vec<(u128, usize)> = (0..self.records.len())
+            .filter(|&i| !keep(i))
+            .map(|i| (key(id_at(&self.ids, &self.records, i)), i))
+            .collect();
+        spilled.sort_unstable_by_key(|&(k, _)| k);
+        let records = &self.records;
+        let entries = spilled
+            .iter()
+            .filter_map(|&(k, i)| Some((k, encode(&records.get(i)?.0))));
+        if !self.cold.spill(entries, spilled.len()) {
+            self.spill_at = self.bytes_in_memory().saturating_mul(2);
+            return;
+        }
+        drop(spilled);
+        self.spills += 1;
+        self.keep_only(unsaved);
+        self.spill_at = self.budget.max(self.bytes_in_memory().saturating_mul(2));
+    }
+
+    /// Keeps in memory only the coupons of indices in `keep` (none if `None`), in their
+    /// order, and makes `keep` mark their new indices.
+    fn keep_only(&mut self, keep: Option<&mut FixedBitSet>) {
+        let Some(keep) = keep else {
+            self.ids.clear();
+            self.records.clear();
+            self.index.clear();
+            return;
+        };
+        let mut ids = String::with_capacity(self.ids.capacity());
+        let (old_ids, mut i, mut start) = (&self.ids, 0, 0);
+        self.records.retain_mut(|(_, end)| {
+            let id = old_ids.get(start..*end).unwrap_or_default();
+            start = *end;
+            let kept = keep.contains(i);
+            i += 1;
+            if kept {
+                ids.push_str(id);
+                *end = ids.len();
+            }
+            kept
+        });
+        self.ids = ids;
+        self.index.clear();
+        let (ids, records) = (&self.ids, &self.records);
+        for i in 0..records.len() {
+            self.index
+                .insert_unique(hash(id_at(ids, records, i)), i, |&j| {
+                    hash(id_at(ids, records, j))
+                });
+        }
+        keep.clear();
+        keep.grow(records.len());
+        keep.insert_range(..records.len());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::NaiveDate;
-    use rust_decimal::Decimal;
+    use crate::engine::runs::failing;
+    use std::collections::HashMap;
 
     fn record(wallet: u32) -> CouponRecord {
         CouponRecord {
@@ -132,7 +405,7 @@ mod tests {
         for (n, id) in (0u32..).zip(&ids) {
             assert_eq!(ledger.insert(id, record(n)), n as usize);
         }
-        assert_eq!(ledger.len(), ids.len());
+        assert_eq!(ledger.in_memory(), ids.len());
         for (n, id) in (0u32..).zip(&ids) {
             assert_eq!(ledger.get(id).map(|r| r.wallet), Some(n), "{id}");
             assert_eq!(ledger.entry(n as usize).map(|e| e.0), Some(id.as_str()));
@@ -140,7 +413,7 @@ mod tests {
         assert!(ledger.get("E1:r").is_none());
         // Replacing keeps the index and the id; spending through `get_mut` sticks.
         assert_eq!(ledger.insert("E3:r:1", record(7)), 3);
-        assert_eq!(ledger.len(), ids.len());
+        assert_eq!(ledger.in_memory(), ids.len());
         if let Some((i, r)) = ledger.get_mut("E3:r:1") {
             assert_eq!(i, 3);
             r.used = true;
@@ -149,5 +422,237 @@ mod tests {
             ledger.get("E3:r:1").map(|r| (r.wallet, r.used)),
             Some((7, true))
         );
+    }
+
+    /// A deterministic stream of well-mixed numbers: the hashes of a counter.
+    struct Mix(u64);
+
+    impl Mix {
+        fn next(&mut self) -> u64 {
+            self.0 += 1;
+            xxhash_rust::xxh3::xxh3_64(&self.0.to_le_bytes())
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// A record with every field drawn from `mix`.
+    fn any_record(mix: &mut Mix) -> CouponRecord {
+        let day = |n: u64| NaiveDate::from_num_days_from_ce_opt(730_000 + (n % 5000) as i32);
+        CouponRecord {
+            wallet: mix.next() as u32,
+            face_value: Decimal::new(mix.next() as i64 % 1_000_000, (mix.next() % 5) as u32),
+            min_spend: Decimal::new(-(mix.next() as i64 % 4096), 2),
+            usable_for: mix.next(),
+            credit_by: day(mix.next()).unwrap(),
+            valid_until: mix
+                .next()
+                .is_multiple_of(3)
+                .then(|| day(mix.next()).unwrap()),
+            used: mix.next().is_multiple_of(2),
+        }
+    }
+
+    /// What deciding does with a coupon named by an event: bring it into memory, read it.
+    fn look_up(ledger: &mut CouponLedger, id: &str) -> Option<CouponRecord> {
+        ledger.promote(id).unwrap();
+        ledger.get(id).cloned()
+    }
+
+    #[test]
+    fn a_record_reads_back_from_a_run_as_written() {
+        let mut mix = Mix(1);
+        let edges = [
+            CouponRecord {
+                wallet: u32::MAX,
+                face_value: Decimal::MAX,
+                min_spend: Decimal::MIN,
+                usable_for: u64::MAX,
+                credit_by: NaiveDate::MIN,
+                valid_until: Some(NaiveDate::MAX),
+                used: true,
+            },
+            record(0),
+        ];
+        for r in edges
+            .into_iter()
+            .chain((0..512).map(|_| any_record(&mut mix)))
+        {
+            assert_eq!(decode(&encode(&r)), Some(r.clone()), "{r:?}");
+        }
+        let mut bad = encode(&record(1));
+        bad[44..48].copy_from_slice(&i32::MAX.to_le_bytes());
+        assert_eq!(decode(&bad), None, "a credit date out of range");
+    }
+
+    /// Grants, replacements, spends and lookups of coupons wherever they are, against a
+    /// map, with a spill due at (nearly) every settle; with `unsaved`, a store's view:
+    /// the coupons changed since its last save must stay reachable by index.
+    fn matches_a_map(track_unsaved: bool) {
+        let mut ledger = CouponLedger::with_budget(2048);
+        let mut model: HashMap<String, CouponRecord> = HashMap::new();
+        let mut granted: Vec<String> = Vec::new();
+        let mut unsaved = FixedBitSet::new();
+        let mut mix = Mix(if track_unsaved { 5 } else { 3 });
+        let (mut cold_spends, mut cold_hits) = (0, 0);
+        for event in 0..20_000 {
+            let roll = mix.below(100);
+            if track_unsaved && event % 997 == 0 {
+                // A store's checkpoint: every unsaved coupon is reachable by its index.
+                for i in unsaved.ones() {
+                    let (id, record) = ledger.entry(i).unwrap();
+                    assert_eq!(model.get(id), Some(record), "unsaved #{i} `{id}`");
+                }
+                unsaved.clear();
+            }
+            ledger.settle(track_unsaved.then_some(&mut unsaved));
+            let id = if roll < 50 || granted.is_empty() {
+                let id = format!("E{event}:r:{}", roll % 3);
+                granted.push(id.clone());
+                id
+            } else if roll < 75 {
+                // a recent one, likely still in memory
+                granted[granted.len() - 1 - mix.below(granted.len().min(40))].clone()
+            } else if roll < 98 {
+                granted[mix.below(granted.len())].clone()
+            } else {
+                format!("never-{event}")
+            };
+            let in_memory = ledger.find(&id).is_some();
+            match roll % 4 {
+                0 if !(50..75).contains(&roll) => {
+                    // a grant, or a replacement of the record of an earlier id
+                    let record = any_record(&mut mix);
+                    let i = ledger.insert(&id, record.clone());
+                    unsaved.grow_and_insert(i);
+                    model.insert(id, record);
+                }
+                1 => {
+                    // a spend, as `State::spend_coupon` after deciding
+                    ledger.promote(&id).unwrap();
+                    if let Some((i, r)) = ledger.get_mut(&id) {
+                        r.used = true;
+                        unsaved.grow_and_insert(i);
+                        cold_spends += usize::from(!in_memory);
+                    }
+                    if let Some(r) = model.get_mut(&id) {
+                        r.used = true;
+                    }
+                }
+                _ => {
+                    let found = look_up(&mut ledger, &id);
+                    cold_hits += usize::from(!in_memory && found.is_some());
+                    assert_eq!(found.as_ref(), model.get(&id), "event {event}: `{id}`");
+                }
+            }
+        }
+        let stats = ledger.stats();
+        assert!(stats.spills > 40, "{stats}");
+        assert!(
+            cold_spends > 200 && cold_hits > 200,
+            "{cold_spends} {cold_hits}"
+        );
+        let lens = ledger.cold.lens();
+        for pair in lens.windows(2) {
+            assert!(pair[1] * 2 < pair[0], "runs not merged: {lens:?}");
+        }
+        for id in &granted {
+            assert_eq!(look_up(&mut ledger, id).as_ref(), model.get(id), "`{id}`");
+        }
+    }
+
+    #[test]
+    fn matches_a_map_through_spills_and_merges() {
+        matches_a_map(false);
+    }
+
+    #[test]
+    fn matches_a_map_with_unsaved_coupons_kept_in_memory() {
+        matches_a_map(true);
+    }
+
+    #[test]
+    fn a_spill_keeps_unsaved_coupons_under_new_indices_in_order() {
+        let mut ledger = CouponLedger::with_budget(0);
+        let mut mix = Mix(7);
+        let records: Vec<CouponRecord> = (0..100).map(|_| any_record(&mut mix)).collect();
+        for (n, r) in records.iter().enumerate() {
+            ledger.insert(&format!("c{n}"), r.clone());
+        }
+        let mut unsaved = FixedBitSet::with_capacity(100);
+        for i in [3, 4, 50, 99] {
+            unsaved.insert(i);
+        }
+        ledger.settle(Some(&mut unsaved));
+        assert_eq!(ledger.stats().spills, 1);
+        assert_eq!(unsaved.ones().collect::<Vec<_>>(), [0, 1, 2, 3]);
+        for (new, old) in [3, 4, 50, 99].into_iter().enumerate() {
+            let id = format!("c{old}");
+            assert_eq!(ledger.entry(new), Some((id.as_str(), &records[old])));
+            assert_eq!(ledger.find(&id), Some(new));
+        }
+        assert_eq!(ledger.entry(4), None);
+        // The others are in the run only, and come back from it.
+        assert_eq!(ledger.get("c5"), None);
+        assert_eq!(look_up(&mut ledger, "c5"), Some(records[5].clone()));
+        assert_eq!(ledger.find("c5"), Some(4));
+        // Without a store, a spill leaves nothing in memory.
+        ledger.spill(None);
+        assert_eq!(ledger.in_memory(), 0);
+        assert_eq!(ledger.stats().spills, 2);
+        for (n, r) in records.iter().enumerate() {
+            assert_eq!(look_up(&mut ledger, &format!("c{n}")).as_ref(), Some(r));
+        }
+    }
+
+    #[test]
+    fn a_failed_spill_keeps_the_coupons_in_memory_until_twice_as_many() {
+        let mut ledger = CouponLedger::with_budget(1024);
+        ledger.cold.make_file = failing::no_room;
+        let mut n = 0;
+        let mut grant = |ledger: &mut CouponLedger| {
+            ledger.settle(None);
+            ledger.insert(&format!("c{n}"), record(n));
+            n += 1;
+        };
+        while ledger.bytes_in_memory() < 1024 {
+            grant(&mut ledger);
+        }
+        let due = ledger.in_memory();
+        grant(&mut ledger);
+        assert_eq!((ledger.stats().spills, ledger.in_memory()), (0, due + 1));
+        // Files can be made again, but the next spill waits for twice the bytes.
+        ledger.cold.make_file = tempfile::tempfile;
+        while ledger.stats().spills == 0 {
+            grant(&mut ledger);
+        }
+        assert_eq!(ledger.in_memory(), 1);
+        let spilled = n as usize - 1;
+        assert!(
+            spilled > due * 3 / 2,
+            "{spilled} coupons spilled, due at {due}"
+        );
+        for i in 0..n {
+            assert_eq!(look_up(&mut ledger, &format!("c{i}")), Some(record(i)));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_run_is_an_error_not_an_answer() {
+        let mut ledger = CouponLedger::with_budget(0);
+        ledger.cold.make_file = failing::write_only;
+        ledger.insert("c1", record(1));
+        ledger.settle(None);
+        assert_eq!(ledger.stats().spills, 1);
+        let error = ledger.promote("c1").unwrap_err();
+        assert!(error.to_string().contains("temporary file"), "{error}");
+        assert_eq!(ledger.get("c1"), None, "nothing made up");
+        assert!(ledger.promote("c1").is_err(), "still unknown");
+        // A coupon in memory needs no run.
+        ledger.insert("c2", record(2));
+        assert!(ledger.promote("c2").is_ok());
     }
 }

@@ -1,9 +1,11 @@
-//! The engine: evaluates events against a compiled ruleset and a state. No I/O.
+//! The engine: evaluates events against a compiled ruleset and a state. No I/O but the
+//! temporary files where the state keeps what exceeds its memory budgets.
 
 pub mod admit;
 pub mod evaluate;
 pub mod explain;
 pub mod ledger;
+mod runs;
 pub mod script_view;
 pub mod seen;
 pub mod state;

@@ -3,41 +3,26 @@
 //!
 //! Recent ids sit in an open-addressing table (16 bytes a slot, at most 3/4 full). Once the
 //! table is full at its budget, its ids are sorted and written to an anonymous temporary
-//! file as a *run*, and the table starts empty again. A run keeps in memory only a Bloom
-//! filter (about 10 bits an id), the first key of each 4 KiB page of its file (1/16 byte an
-//! id) and its length, so an id that is not in a run costs about one filter check per run,
-//! and one that is (or that the filter lets through) one positioned read of one page. Runs
-//! are merged two by two so that each is less than half the size of the one before it:
-//! about log2(ids / table size) runs, each id written O(log) times.
+//! file as a *run* (see `runs`: a Bloom filter and a page index in memory, merged
+//! logarithmically), and the table starts empty again.
 //!
 //! Nothing is ever approximate: a filter only spares reads, and when a file cannot be
 //! written the ids stay in memory instead (past the budget); when a page cannot be read,
 //! `insert` says so rather than guess.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io;
 
-use fastbloom::BloomFilter;
 use rustc_hash::FxHashSet;
 
-/// Bytes of one hash, in a slot or in a run's file.
-const KEY: usize = 16;
-/// Bytes of a page of a run's file: the unit of one lookup's read.
-const PAGE: usize = 4096;
-/// Keys in a full page.
-const KEYS_PER_PAGE: usize = PAGE / KEY;
+use super::runs::Runs;
+
+/// Bytes of one slot.
+const SLOT: usize = 16;
 /// The default budget of the table: 2^21 slots.
 const DEFAULT_BUDGET: usize = 32 << 20;
 /// The fewest slots of a table, and its size when new.
 const MIN_SLOTS: usize = 16;
-/// Bits of a run's Bloom filter per id (about 1% false positives).
-const FILTER_BITS_PER_ID: usize = 10;
-/// The buffer of each file streamed while spilling or merging.
-const STREAM_BUFFER: usize = 64 << 10;
-
-/// Makes the file of a new run (`tempfile::tempfile`, or a failing stand-in in tests).
-type MakeFile = fn() -> io::Result<File>;
 
 /// An exact set of 128-bit hashes whose memory is bounded by a budget (see the module).
 pub struct SeenIds {
@@ -48,24 +33,11 @@ pub struct SeenIds {
     len: usize,
     /// The most slots the table grows to before spilling: a power of two.
     max_slots: usize,
-    /// Spilled ids, oldest first; no id is in two runs unless `remember` put it there.
-    runs: Vec<Run>,
+    /// Spilled ids (keys without a value); no id is in two runs unless `remember` put it
+    /// there.
+    runs: Runs<0>,
     /// Ids removed while a run may hold them: they read as not seen until inserted again.
     removed: FxHashSet<u128>,
-    make_file: MakeFile,
-    warned_spill: bool,
-    warned_merge: bool,
-}
-
-/// Sorted ids in a temporary file.
-struct Run {
-    file: File,
-    /// Holds every id of the run (and about 1% of the others).
-    filter: BloomFilter,
-    /// The first id of each page of the file.
-    index: Vec<u128>,
-    /// Ids in the file.
-    len: usize,
 }
 
 impl Default for SeenIds {
@@ -76,12 +48,11 @@ impl Default for SeenIds {
 
 impl fmt::Debug for SeenIds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let runs: Vec<usize> = self.runs.iter().map(|r| r.len).collect();
         f.debug_struct("SeenIds")
             .field("in_table", &self.len)
             .field("slots", &self.slots.len())
             .field("max_slots", &self.max_slots)
-            .field("runs", &runs)
+            .field("runs", &self.runs.lens())
             .field("removed", &self.removed.len())
             .finish()
     }
@@ -98,12 +69,6 @@ fn stored(h: u128) -> u128 {
     }
 }
 
-/// What a run's filter is given for a hash: its high half. The hashes are uniform already,
-/// and the table indexes by the low bits.
-fn filter_hash(h: u128) -> u64 {
-    (h >> 64) as u64
-}
-
 impl SeenIds {
     /// An empty set with the default budget (32 MiB of slots).
     pub fn new() -> Self {
@@ -113,16 +78,13 @@ impl SeenIds {
     /// An empty set whose table takes at most about `bytes` (the largest power of two of
     /// 16-byte slots that fits, and at least 16 slots) before it spills to a file.
     pub fn with_budget(bytes: usize) -> Self {
-        let fit = (bytes / KEY).max(MIN_SLOTS);
+        let fit = (bytes / SLOT).max(MIN_SLOTS);
         SeenIds {
             slots: vec![0; MIN_SLOTS],
             len: 0,
             max_slots: 1 << fit.ilog2(),
-            runs: Vec::new(),
+            runs: Runs::new("decided event ids"),
             removed: FxHashSet::default(),
-            make_file: tempfile::tempfile,
-            warned_spill: false,
-            warned_merge: false,
         }
     }
 
@@ -158,7 +120,7 @@ impl SeenIds {
             Err(slot) => slot,
         };
         if !self.runs.is_empty() {
-            if self.in_runs(h)? {
+            if self.runs.find(h)?.is_some() {
                 // A run holds it: seen, unless it was removed since, and then seen from now.
                 return Ok(self.removed.remove(&h));
             }
@@ -202,8 +164,7 @@ impl SeenIds {
         if let Ok(slot) = self.probe(h) {
             self.delete(slot);
         }
-        let probe = filter_hash(h);
-        if self.runs.iter().any(|r| r.filter.contains_hash(probe)) {
+        if self.runs.may_hold(h) {
             self.removed.insert(h);
         }
     }
@@ -252,7 +213,7 @@ impl SeenIds {
     /// The ids held, in the table and in runs: removed ones that a run holds still count,
     /// and so, twice, does an id `remember` added to the table while a run held it.
     pub fn len(&self) -> usize {
-        self.len + self.runs.iter().map(|r| r.len).sum::<usize>()
+        self.len + self.runs.len()
     }
 
     /// Whether the set holds no id.
@@ -272,231 +233,36 @@ impl SeenIds {
         }
     }
 
-    /// Writes the full table as a new run and empties it, then merges runs as due. If the
+    /// Writes the full table as a new run and empties it (the runs merge as due). If the
     /// run cannot be written, the table doubles instead (past the budget) and a later
     /// spill tries again.
     fn spill(&mut self) {
         self.slots.sort_unstable();
         let first = self.slots.partition_point(|&s| s == 0);
         let ids = self.slots.get(first..).unwrap_or_default();
-        let written = (self.make_file)().and_then(|file| {
-            let mut w = RunWriter::new(file, ids.len());
-            for &h in ids {
-                w.push(h)?;
+        if self.runs.spill(ids.iter().map(|&h| (h, [])), ids.len()) {
+            if self.slots.len() > self.max_slots {
+                self.slots = vec![0; self.max_slots];
+            } else {
+                self.slots.fill(0);
             }
-            w.finish()
-        });
-        match written {
-            Ok(run) => {
-                self.runs.push(run);
-                if self.slots.len() > self.max_slots {
-                    self.slots = vec![0; self.max_slots];
-                } else {
-                    self.slots.fill(0);
-                }
-                self.len = 0;
-                self.merge_runs();
-            }
-            Err(e) => {
-                if !self.warned_spill {
-                    self.warned_spill = true;
-                    tracing::warn!(
-                        "cannot write decided event ids to a temporary file ({e}): keeping \
-                         them in memory, past the budget"
-                    );
-                }
-                self.rehash(self.slots.len() * 2);
-            }
+            self.len = 0;
+        } else {
+            self.rehash(self.slots.len() * 2);
         }
-    }
-
-    /// Merges the two newest runs while the newest is at least half the size of the one
-    /// before it. A merge that fails keeps both runs (warning once).
-    fn merge_runs(&mut self) {
-        while let [.., older, newer] = self.runs.as_slice() {
-            if newer.len * 2 < older.len {
-                break;
-            }
-            match (self.make_file)().and_then(|file| merge(file, older, newer)) {
-                Ok(run) => {
-                    self.runs.truncate(self.runs.len() - 2);
-                    self.runs.push(run);
-                }
-                Err(e) => {
-                    if !self.warned_merge {
-                        self.warned_merge = true;
-                        tracing::warn!("cannot merge files of decided event ids ({e})");
-                    }
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Whether a run holds `h`, newest run first.
-    fn in_runs(&self, h: u128) -> io::Result<bool> {
-        let probe = filter_hash(h);
-        for run in self.runs.iter().rev() {
-            if run.filter.contains_hash(probe) && run.holds(h)? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// The lengths of the runs, oldest first.
     #[cfg(test)]
     fn run_lens(&self) -> Vec<usize> {
-        self.runs.iter().map(|r| r.len).collect()
+        self.runs.lens()
     }
-}
-
-impl Run {
-    /// Whether the file holds `h`: one read of the one page that may.
-    fn holds(&self, h: u128) -> io::Result<bool> {
-        let Some(page) = self
-            .index
-            .partition_point(|&first| first <= h)
-            .checked_sub(1)
-        else {
-            return Ok(false);
-        };
-        let start = page * KEYS_PER_PAGE;
-        let keys = self.len.saturating_sub(start).min(KEYS_PER_PAGE);
-        let mut buf = [0u8; PAGE];
-        let Some(bytes) = buf.get_mut(..keys * KEY) else {
-            return Ok(false);
-        };
-        read_at(&self.file, bytes, (start * KEY) as u64)?;
-        let (keys, _) = bytes.as_chunks::<KEY>();
-        Ok(keys
-            .binary_search_by(|k| u128::from_le_bytes(*k).cmp(&h))
-            .is_ok())
-    }
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    file.seek(io::SeekFrom::Start(offset))?;
-    file.read_exact(buf)
-}
-
-/// Writes sorted ids to a run's file, building its filter and index on the way.
-struct RunWriter {
-    out: BufWriter<File>,
-    filter: BloomFilter,
-    index: Vec<u128>,
-    len: usize,
-}
-
-impl RunWriter {
-    /// A writer of at most `expected` ids.
-    fn new(file: File, expected: usize) -> Self {
-        let bits = expected.saturating_mul(FILTER_BITS_PER_ID).max(64);
-        RunWriter {
-            out: BufWriter::with_capacity(STREAM_BUFFER, file),
-            filter: BloomFilter::with_num_bits(bits).expected_items(expected.max(1)),
-            index: Vec::with_capacity(expected.div_ceil(KEYS_PER_PAGE)),
-            len: 0,
-        }
-    }
-
-    /// Appends `h`, greater than every id before it.
-    fn push(&mut self, h: u128) -> io::Result<()> {
-        if self.len.is_multiple_of(KEYS_PER_PAGE) {
-            self.index.push(h);
-        }
-        self.filter.insert_hash(filter_hash(h));
-        self.out.write_all(&h.to_le_bytes())?;
-        self.len += 1;
-        Ok(())
-    }
-
-    fn finish(self) -> io::Result<Run> {
-        let file = self
-            .out
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
-        Ok(Run {
-            file,
-            filter: self.filter,
-            index: self.index,
-            len: self.len,
-        })
-    }
-}
-
-/// Reads a run's ids in order from the start of its file.
-struct RunReader<'f> {
-    input: BufReader<&'f File>,
-    left: usize,
-}
-
-impl<'f> RunReader<'f> {
-    fn new(run: &'f Run) -> io::Result<Self> {
-        let mut file = &run.file;
-        file.rewind()?;
-        Ok(RunReader {
-            input: BufReader::with_capacity(STREAM_BUFFER, file),
-            left: run.len,
-        })
-    }
-
-    fn next(&mut self) -> io::Result<Option<u128>> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        let mut key = [0u8; KEY];
-        self.input.read_exact(&mut key)?;
-        self.left -= 1;
-        Ok(Some(u128::from_le_bytes(key)))
-    }
-}
-
-/// Streams the ids of two runs, in order and each once, into a new run in `file`.
-fn merge(file: File, a: &Run, b: &Run) -> io::Result<Run> {
-    let mut w = RunWriter::new(file, a.len + b.len);
-    let mut ra = RunReader::new(a)?;
-    let mut rb = RunReader::new(b)?;
-    let (mut x, mut y) = (ra.next()?, rb.next()?);
-    loop {
-        match (x, y) {
-            (Some(p), Some(q)) if p < q => {
-                w.push(p)?;
-                x = ra.next()?;
-            }
-            (Some(p), Some(q)) if q < p => {
-                w.push(q)?;
-                y = rb.next()?;
-            }
-            (Some(p), Some(_)) => {
-                w.push(p)?;
-                x = ra.next()?;
-                y = rb.next()?;
-            }
-            (Some(p), None) => {
-                w.push(p)?;
-                x = ra.next()?;
-            }
-            (None, Some(q)) => {
-                w.push(q)?;
-                y = rb.next()?;
-            }
-            (None, None) => break,
-        }
-    }
-    w.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::runs::failing;
     use std::collections::HashSet;
 
     /// splitmix64: a deterministic stream of well-mixed numbers.
@@ -522,10 +288,6 @@ mod tests {
         for pair in lens.windows(2) {
             assert!(pair[1] * 2 < pair[0], "runs not merged: {lens:?}");
         }
-    }
-
-    fn spill_fails() -> io::Result<File> {
-        Err(io::Error::other("no room"))
     }
 
     #[test]
@@ -678,7 +440,7 @@ mod tests {
     #[test]
     fn a_failed_spill_keeps_the_ids_in_memory() {
         let mut s = SeenIds::with_budget(1024);
-        s.make_file = spill_fails;
+        s.runs.make_file = failing::no_room;
         let mut mix = Mix(9);
         let ids: Vec<u128> = (0..900).map(|_| mix.hash()).collect();
         for &h in &ids {
@@ -690,7 +452,7 @@ mod tests {
             assert!(!s.insert(h).unwrap());
         }
         // Once files can be made again, the next spill writes them all.
-        s.make_file = tempfile::tempfile;
+        s.runs.make_file = tempfile::tempfile;
         while s.run_lens().is_empty() {
             assert!(s.insert(mix.hash()).unwrap());
         }
@@ -703,11 +465,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn an_unreadable_run_is_an_error_not_an_answer() {
-        fn write_only() -> io::Result<File> {
-            std::fs::OpenOptions::new().write(true).open("/dev/null")
-        }
         let mut s = SeenIds::with_budget(0);
-        s.make_file = write_only;
+        s.runs.make_file = failing::write_only;
         let mut mix = Mix(13);
         let ids: Vec<u128> = (0..13).map(|_| mix.hash()).collect();
         for &h in &ids {

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::admit::{intern_in, Admission, Admitted, Keys};
-use super::ledger::CouponLedger;
+use super::ledger::{CouponLedger, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
 use crate::rules::raw::{RawFactType, RawScope};
@@ -168,6 +168,12 @@ impl State {
         self.keys.seen = SeenIds::with_budget(bytes);
     }
 
+    /// Keeps at most about `bytes` of coupons in memory, the rest in temporary files (see
+    /// `CouponLedger`). For a fresh state: the coupons it holds are forgotten.
+    pub fn limit_coupon_memory(&mut self, bytes: usize) {
+        self.coupons = CouponLedger::with_budget(bytes);
+    }
+
     /// Makes room for about `n` more decided events, so the set of their ids is not rebuilt
     /// again and again as it grows.
     pub fn expect_events(&mut self, n: usize) {
@@ -210,6 +216,26 @@ impl State {
         if let Some(d) = &mut self.dirty {
             d.coupons.grow_and_insert(i);
         }
+    }
+
+    /// A point between events where the ledger may spill coupons to a file (keeping those
+    /// a store has yet to save in memory).
+    pub fn settle_coupons(&mut self) {
+        self.coupons
+            .settle(self.dirty.as_mut().map(|d| &mut d.coupons));
+    }
+
+    /// Readies the ledger for deciding an event that names the coupons `ids`: a spill if
+    /// one is due, then those coupons in memory, where deciding looks them up.
+    pub(super) fn prepare_coupons<'i>(
+        &mut self,
+        ids: impl IntoIterator<Item = &'i str>,
+    ) -> Result<(), LedgerUnreadable> {
+        self.settle_coupons();
+        for id in ids {
+            self.coupons.promote(id)?;
+        }
+        Ok(())
     }
 
     /// Marks a coupon spent.

@@ -631,6 +631,7 @@ impl Store {
             used: row.used,
         };
         state.insert_coupon(&row.coupon_id, record);
+        state.settle_coupons();
         Ok(())
     }
 

@@ -34,6 +34,7 @@ struct Eval {
     every: Option<u64>,
     compact_after: Option<u64>,
     id_memory: Option<usize>,
+    coupon_memory: Option<usize>,
 }
 
 impl Eval {
@@ -49,6 +50,7 @@ impl Eval {
             every: None,
             compact_after: None,
             id_memory: None,
+            coupon_memory: None,
         }
     }
 
@@ -82,6 +84,11 @@ impl Eval {
         self
     }
 
+    fn coupon_memory(mut self, bytes: usize) -> Eval {
+        self.coupon_memory = Some(bytes);
+        self
+    }
+
     /// The default rejects file of the output.
     fn rejects(&self) -> PathBuf {
         let mut name = self.output.clone().into_os_string();
@@ -112,6 +119,9 @@ impl Eval {
         }
         if let Some(n) = self.id_memory {
             cmd.arg("--id-memory").arg(n.to_string());
+        }
+        if let Some(n) = self.coupon_memory {
+            cmd.arg("--coupon-memory").arg(n.to_string());
         }
         cmd
     }
@@ -938,7 +948,14 @@ fn ids_spilled_to_disk_decide_exactly_as_in_memory() {
         &a.output_bytes(),
         &c.output_bytes(),
     );
-    let again = c.run();
+    assert_rerun_is_all_duplicates(&c, counts, &a.output_bytes());
+}
+
+/// Reruns `e` over the input it finished: every event is a duplicate of the run that
+/// counted `counts`, and the decisions are still `expected`.
+#[track_caller]
+fn assert_rerun_is_all_duplicates(e: &Eval, counts: Counts, expected: &[u8]) {
+    let again = e.run();
     again.expect_code(3, "the rerun");
     eqnice(
         Counts {
@@ -950,11 +967,111 @@ fn ids_spilled_to_disk_decide_exactly_as_in_memory() {
         },
         again.counts(),
     );
+    assert_same_bytes("decisions after the rerun", expected, &e.output_bytes());
+}
+
+/// The `spills` of the `coupon ledger:` line a run given `--coupon-memory` ends with.
+#[track_caller]
+fn coupon_spills(out: &Out) -> u64 {
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("coupon ledger: "))
+        .unwrap_or_else(|| panic!("no coupon ledger line on stderr:\n{}", out.stderr));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "spills").unwrap();
+    words[at - 1].parse().unwrap()
+}
+
+#[test]
+fn coupons_spilled_to_disk_decide_exactly_as_in_memory() {
+    let d = Dir::new("state-coupon-spill");
+    let (events, snapshot) = generated(&d, 37, 20_000, 500);
+    let a = Eval::new(&events, &d.path().join("a.jsonl")).customers(&snapshot);
+    let run_a = a.run();
+    run_a.expect_code(3, "in memory, default coupon memory");
+    let counts = run_a.counts();
+    let decisions = parse_jsonl(&a.output_bytes());
+    let granted: Vec<&str> = decisions
+        .iter()
+        .filter_map(|x| x["coupons"].as_array())
+        .flatten()
+        .map(|c| c["coupon_id"].as_str().unwrap())
+        .collect();
+    let accepted = decisions
+        .iter()
+        .filter(|x| x["decision"] == "accept_coupon")
+        .count();
+    let refused = decisions
+        .iter()
+        .filter(|x| x["decision"] == "reject_coupon")
+        .count();
+    assert!(
+        granted.len() > 1000 && accepted > 50 && refused > 50,
+        "{} granted, {accepted} accepted, {refused} refused",
+        granted.len()
+    );
+
+    // 2 KiB hold about twenty coupons: nearly every use finds its coupon in a run.
+    let b = Eval::new(&events, &d.path().join("b.jsonl"))
+        .customers(&snapshot)
+        .coupon_memory(2048);
+    let run_b = b.run();
+    run_b.expect_code(3, "in memory, 2 KiB of coupons");
+    eqnice(counts, run_b.counts());
+    assert_same_bytes("decisions", &a.output_bytes(), &b.output_bytes());
+    assert_same_bytes("rejects", &a.rejects_bytes(), &b.rejects_bytes());
+    let spills = coupon_spills(&run_b);
+    assert!(spills > 10, "{}", run_b.stderr);
+
+    // With a store, split in two runs over the same output: the second loads the coupons
+    // of the first (spilling them as it loads) and decides what the input gained since.
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let growing = d.write(
+        "growing.jsonl",
+        &format!("{}\n", lines[..lines.len() / 2].join("\n")),
+    );
+    let c = Eval::new(&growing, &d.path().join("c.jsonl"))
+        .customers(&snapshot)
+        .state(&d.path().join("S"))
+        .every(500)
+        .coupon_memory(2048);
+    let first_half = c.run();
+    first_half.expect_code(3, "with --state, 2 KiB of coupons, first half");
+    assert!(coupon_spills(&first_half) > 5, "{}", first_half.stderr);
+    std::fs::write(&growing, &text).unwrap();
+    let second_half = c.run();
+    second_half.expect_code(3, "the rerun over the grown input");
+    assert!(coupon_spills(&second_half) > 5, "{}", second_half.stderr);
     assert_same_bytes(
-        "decisions after the rerun",
+        "decisions with --state, in two runs",
         &a.output_bytes(),
         &c.output_bytes(),
     );
+    assert_same_bytes(
+        "rejects with --state, in two runs",
+        &a.rejects_bytes(),
+        &c.rejects_bytes(),
+    );
+    let (h1, h2) = (first_half.counts(), second_half.counts());
+    eqnice(
+        (counts.decided, counts.duplicates, counts.written),
+        (
+            h1.decided + h2.decided,
+            h2.duplicates - h1.decided,
+            h1.written + h2.written,
+        ),
+    );
+
+    // A rerun over the whole input is all duplicates, and the state holds every coupon
+    // as granted and spent.
+    assert_rerun_is_all_duplicates(&c, counts, &a.output_bytes());
+    let view = inspect_json(c.state.as_ref().unwrap(), &[]);
+    let coupons = view["coupons"].as_object().unwrap();
+    assert_eq!(coupons.len(), granted.len());
+    let used = coupons.values().filter(|c| c["status"] == "used").count();
+    assert_eq!(used, accepted);
 }
 
 #[test]
