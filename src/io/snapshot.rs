@@ -124,10 +124,10 @@ pub fn load_snapshot(
         }
         _ => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            for (line, row) in snapshot_json::parse_rows(&text, threads) {
+            snapshot_json::for_each_row(&text, threads, |line, row| {
                 let row = row.map_err(|e| loader.fail(line, e))?;
-                loader.apply(line, |name: &str| row.get(name))?;
-            }
+                loader.apply(line, |name: &str| row.get(name))
+            })?;
         }
     }
     Ok(loader.rows)

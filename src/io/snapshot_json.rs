@@ -29,15 +29,54 @@ impl<'a> JsonRow<'a> {
 /// A parsed row, or the message of the line that could not be.
 pub type Parsed<'a> = Result<JsonRow<'a>, String>;
 
-/// The non-blank lines of `text` with their 1-based numbers and parsed rows, in order; the
-/// lines are parsed on up to `threads` threads, each taking a contiguous share.
-pub fn parse_rows(text: &str, threads: usize) -> Vec<(usize, Parsed<'_>)> {
+/// Bytes of text parsed at once: the rows of a whole snapshot held together took more memory
+/// than the facts they become.
+const WINDOW: usize = 1 << 20;
+
+/// Gives `apply` each non-blank line of `text` with its 1-based number and parsed row, in
+/// order, until it fails; the text is read a window at a time, each window's lines parsed
+/// on up to `threads` threads. A row that cannot be parsed is given as its message.
+pub fn for_each_row<'t, E>(
+    text: &'t str,
+    threads: usize,
+    apply: impl FnMut(usize, Parsed<'t>) -> Result<(), E>,
+) -> Result<(), E> {
+    rows_by_window(text, threads, WINDOW, apply)
+}
+
+/// `for_each_row` with windows of about `window` bytes.
+fn rows_by_window<'t, E>(
+    text: &'t str,
+    threads: usize,
+    window: usize,
+    mut apply: impl FnMut(usize, Parsed<'t>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut first_line = 1;
+    for window in shares_of(text, window) {
+        let rows = parse_rows(window, threads, first_line);
+        first_line += window.bytes().filter(|&b| b == b'\n').count();
+        for (line, row) in rows {
+            apply(line, row)?;
+        }
+    }
+    Ok(())
+}
+
+/// `text` cut at line ends into pieces of about `bytes` each.
+fn shares_of(text: &str, bytes: usize) -> Vec<&str> {
+    shares(text, text.len().div_ceil(bytes.max(1)).max(1))
+}
+
+/// The non-blank lines of `text`, whose first line is number `first_line`, with their
+/// numbers and parsed rows, in order; parsed on up to `threads` threads, each taking a
+/// contiguous share.
+fn parse_rows(text: &str, threads: usize, first_line: usize) -> Vec<(usize, Parsed<'_>)> {
     let shares = shares(text, threads.max(1));
     if shares.len() == 1 {
-        return parse_share(text, 1);
+        return parse_share(text, first_line);
     }
     std::thread::scope(|scope| {
-        let mut first_line = 1;
+        let mut first_line = first_line;
         let handles: Vec<_> = shares
             .iter()
             .map(|&share| {
@@ -221,7 +260,7 @@ mod tests {
             "yes":true,"none":null,"esc":"a\"b\u00e9","list":[1, "x" ,{"k":null}],
             "obj":{"a" : [true]},"dup":"first","dup":"last","empty":""}"#
             .replace('\n', "");
-        let row = parse_rows(&line, 1).remove(0).1.expect("a row");
+        let row = parse_rows(&line, 1, 1).remove(0).1.expect("a row");
         for name in [
             "customer", "n", "big", "f", "e", "yes", "none", "esc", "list", "obj", "dup", "empty",
             "absent",
@@ -244,10 +283,10 @@ mod tests {
                 _ => text.push_str(&format!("{{\"customer\":\"c{n}\"}}\r\n")),
             }
         }
-        let one = parse_rows(&text, 1);
+        let one = parse_rows(&text, 1, 1);
         assert_eq!(one.len(), 81);
         for threads in [2, 3, 7, 200] {
-            let many = parse_rows(&text, threads);
+            let many = parse_rows(&text, threads, 1);
             assert_eq!(many.len(), one.len(), "{threads}");
             for ((line, row), (line1, row1)) in many.iter().zip(&one) {
                 assert_eq!(line, line1);
@@ -262,10 +301,39 @@ mod tests {
     }
 
     #[test]
+    fn windows_give_every_row_once_in_order_and_stop_at_a_failure() {
+        let text: String = (1..=500)
+            .map(|n| match n % 7 {
+                0 => "\n".to_string(),
+                _ => format!("{{\"customer\":\"c{n}\"}}\n"),
+            })
+            .collect();
+        let expected: Vec<usize> = (1..=500).filter(|n| n % 7 != 0).collect();
+        for (threads, window) in [(1, 1), (2, 100), (3, 1000), (2, 1 << 20)] {
+            let mut seen = Vec::new();
+            let run = rows_by_window(&text, threads, window, |line, row| {
+                let customer = row.ok().and_then(|r| r.get("customer"));
+                assert_eq!(
+                    customer,
+                    Some(SnapshotValue::Text(Cow::Owned(format!("c{line}"))))
+                );
+                seen.push(line);
+                if line == 400 {
+                    return Err(line);
+                }
+                Ok(())
+            });
+            assert_eq!(run, Err(400), "{threads} {window}");
+            let upto: Vec<usize> = expected.iter().copied().filter(|&n| n <= 400).collect();
+            assert_eq!(seen, upto, "{threads} {window}");
+        }
+    }
+
+    #[test]
     fn a_bad_line_ends_its_share_with_its_number() {
         let text = "{\"customer\":\"c1\"}\n{\"customer\":\n{\"customer\":\"c3\"}\n[1]\n";
         for threads in [1, 2, 4] {
-            let rows = parse_rows(text, threads);
+            let rows = parse_rows(text, threads, 1);
             let bad: Vec<usize> = rows
                 .iter()
                 .filter(|(_, r)| r.is_err())
@@ -276,7 +344,7 @@ mod tests {
             // The lines before the first bad one are all there.
             assert!(rows.iter().take_while(|r| r.1.is_ok()).count() == 1);
         }
-        let rows = parse_rows("[1]\n", 1);
+        let rows = parse_rows("[1]\n", 1, 1);
         assert!(matches!(&rows[..], [(1, Err(m))] if m.contains("expected a map")));
     }
 }
