@@ -29,24 +29,28 @@ pub(super) fn special(b: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w;
+    let flags = |w: u64| {
+        (below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20))
+            & HIGH
+    };
     let mut words = b.chunks_exact(8);
     let mut at = 0;
     for word in words.by_ref() {
-        let w = u64::from_le_bytes(word.try_into().ok()?);
-        let flags = (below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1)
-            | below(w, 0x20))
-            & HIGH;
-        if flags != 0 {
-            return Some(at + flags.trailing_zeros() as usize / 8);
+        let found = flags(u64::from_le_bytes(word.try_into().ok()?));
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
         }
         at += 8;
     }
-    words
-        .remainder()
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|p| at + p)
+    // The last few bytes as one more word, padded with a byte that is never special: short
+    // strings are mostly tail.
+    let mut tail = [b'a'; 8];
+    let rest = words.remainder();
+    tail.get_mut(..rest.len())?.copy_from_slice(rest);
+    let found = flags(u64::from_le_bytes(tail));
+    (found != 0).then(|| at + found.trailing_zeros() as usize / 8)
 }
 
 /// A string starting at `b[*i] == '"'` with no escape or control character; moves past it.

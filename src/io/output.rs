@@ -131,7 +131,10 @@ pub fn write_json_line(out: &mut Vec<u8>, ruleset: &Ruleset, ev: &Event<'_>, d: 
         "rule",
         ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str()),
     );
-    json_field(out, "decision", d.kind.as_str());
+    // The kinds' names are plain ASCII words: nothing to escape.
+    out.extend_from_slice(b",\"decision\":\"");
+    out.extend_from_slice(d.kind.as_str().as_bytes());
+    out.push(b'"');
     json_field(out, "customer", &ev.customer);
     json_field(out, "wallet", &ev.wallet);
     if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
