@@ -46,7 +46,7 @@ pub fn parse_common(text: &str) -> Option<DateTime<FixedOffset>> {
     if second > 59 {
         return None;
     }
-    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nano)?;
+    let local_seconds = (hour * 3600 + minute * 60 + second) as i32;
     let offset = match b.get(i..)? {
         b"Z" => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
@@ -64,9 +64,22 @@ pub fn parse_common(text: &str) -> Option<DateTime<FixedOffset>> {
         }
         _ => return None,
     };
-    FixedOffset::east_opt(offset)?
-        .from_local_datetime(&date.and_time(time))
-        .single()
+    let zone = FixedOffset::east_opt(offset)?;
+    if hour > 23 || minute > 59 {
+        return None;
+    }
+    // Most timestamps are on the same day in UTC: then only the time of day moves, and
+    // chrono's date arithmetic is not needed.
+    let utc_seconds = local_seconds - offset;
+    if (0..86_400).contains(&utc_seconds) {
+        let time = NaiveTime::from_num_seconds_from_midnight_opt(utc_seconds as u32, nano)?;
+        return Some(DateTime::from_naive_utc_and_offset(
+            date.and_time(time),
+            zone,
+        ));
+    }
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nano)?;
+    zone.from_local_datetime(&date.and_time(time)).single()
 }
 
 #[cfg(test)]
@@ -121,9 +134,18 @@ mod tests {
         // offsets either side of zero, with and without fractions.
         for month in 1..=12 {
             for day in [28, 29, 30, 31] {
-                for (sign, fraction) in [('+', ".7"), ('-', ""), ('+', ".000000001")] {
+                for (time, sign, fraction) in [
+                    ("12:34:56", '+', ".7"),
+                    ("12:34:56", '-', ""),
+                    ("12:34:56", '+', ".000000001"),
+                    ("00:00:00", '+', ""),
+                    ("00:00:00", '-', ".5"),
+                    ("23:59:59", '-', ".999999999"),
+                    ("23:59:59", '+', ""),
+                    ("24:00:00", '+', ""),
+                ] {
                     let t = format!(
-                        "2024-{month:02}-{day:02}T12:34:56{fraction}{sign}{:02}:{:02}",
+                        "2024-{month:02}-{day:02}T{time}{fraction}{sign}{:02}:{:02}",
                         month * 2 - 1,
                         day + month
                     );
