@@ -8,9 +8,10 @@
 //! no allocation of its own; a map of boxed ids cost an allocation per id and an
 //! entry-sized slot per table bucket.
 //!
-//! Past the budget, at a point between events (`settle`), the coupons in memory go to a
-//! sorted run of fixed-width entries keyed by the 128-bit hash of their id (see `runs`),
-//! except those a store has yet to save, which stay in memory under new indices. A coupon
+//! Past the budget, at a point between events (`settle`), the older half of the coupons in
+//! memory goes to a sorted run of fixed-width entries keyed by the 128-bit hash of their id
+//! (see `runs`), except those a store has yet to save; the newer half and those stay in
+//! memory under new indices. A coupon
 //! in memory shadows its older copies in runs. Deciding an event only reads coupons in
 //! memory: those it names are brought back from the runs first (`promote`), so a spend
 //! marks the copy in memory. Lookups stay exact: two coupon ids sharing a 128-bit hash
