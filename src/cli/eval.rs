@@ -327,6 +327,10 @@ pub fn run(args: &EvalArgs) -> Exit {
         );
         return Exit::Interrupted;
     }
+    // Shown even with --quiet: the run is right, but it used more memory than its budget.
+    for warning in state.storage_warnings() {
+        errln!("promo eval: warning: {warning}");
+    }
     if !args.quiet {
         errln!(
             "{}",

@@ -210,6 +210,11 @@ impl CouponLedger {
         ledger
     }
 
+    /// What went wrong first with the temporary files, if anything did.
+    pub fn warning(&self) -> Option<&str> {
+        self.cold.warning()
+    }
+
     /// Coupons in memory.
     pub fn in_memory(&self) -> usize {
         self.records.len()
@@ -636,6 +641,8 @@ mod tests {
         let due = ledger.in_memory();
         grant(&mut ledger);
         assert_eq!((ledger.stats().spills, ledger.in_memory()), (0, due + 1));
+        let warning = ledger.warning().unwrap_or_default();
+        assert!(warning.starts_with("cannot write coupons"), "{warning}");
         // Files can be made again, but the next spill waits for twice the bytes.
         ledger.cold.make_file = tempfile::tempfile;
         while ledger.stats().spills == 0 {

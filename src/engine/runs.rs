@@ -36,8 +36,9 @@ pub(super) struct Runs<const V: usize> {
     pub(super) make_file: MakeFile,
     /// What the entries are, for warnings.
     what: &'static str,
-    warned_spill: bool,
-    warned_merge: bool,
+    /// The first time a file could not be written or merged: said once, at the end of a
+    /// run (`State::storage_warnings`), not per failure.
+    warning: Option<String>,
 }
 
 /// Sorted entries in a temporary file.
@@ -64,13 +65,17 @@ impl<const V: usize> Runs<V> {
             runs: Vec::new(),
             make_file: tempfile::tempfile,
             what,
-            warned_spill: false,
-            warned_merge: false,
+            warning: None,
         }
     }
 
     pub(super) fn is_empty(&self) -> bool {
         self.runs.is_empty()
+    }
+
+    /// What went wrong first with the files, if anything did (no entry was lost).
+    pub(super) fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 
     /// Entries in all runs (a key in two runs counts twice).
@@ -125,14 +130,13 @@ impl<const V: usize> Runs<V> {
                 true
             }
             Err(e) => {
-                if !self.warned_spill {
-                    self.warned_spill = true;
-                    tracing::warn!(
-                        "cannot write {} to a temporary file ({e}): keeping them in memory, \
-                         past the budget",
+                self.warning.get_or_insert_with(|| {
+                    format!(
+                        "cannot write {} to a temporary file ({e}): kept them in memory, past \
+                         the budget",
                         self.what
-                    );
-                }
+                    )
+                });
                 false
             }
         }
@@ -151,10 +155,9 @@ impl<const V: usize> Runs<V> {
                     self.runs.push(run);
                 }
                 Err(e) => {
-                    if !self.warned_merge {
-                        self.warned_merge = true;
-                        tracing::warn!("cannot merge files of {} ({e})", self.what);
-                    }
+                    self.warning.get_or_insert_with(|| {
+                        format!("cannot merge temporary files of {} ({e})", self.what)
+                    });
                     break;
                 }
             }

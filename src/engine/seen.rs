@@ -212,6 +212,11 @@ impl SeenIds {
 
     /// The ids held, in the table and in runs: removed ones that a run holds still count,
     /// and so, twice, does an id `remember` added to the table while a run held it.
+    /// What went wrong first with the temporary files, if anything did.
+    pub fn warning(&self) -> Option<&str> {
+        self.runs.warning()
+    }
+
     pub fn len(&self) -> usize {
         self.len + self.runs.len()
     }
@@ -448,6 +453,11 @@ mod tests {
         }
         assert!(s.run_lens().is_empty());
         assert!(s.slots.len() > 64);
+        let warning = s.warning().unwrap_or_default();
+        assert!(
+            warning.starts_with("cannot write decided event ids"),
+            "{warning}"
+        );
         for &h in &ids {
             assert!(!s.insert(h).unwrap());
         }

@@ -180,6 +180,15 @@ impl State {
         self.keys.seen.reserve(n);
     }
 
+    /// What went wrong with the temporary files of decided ids and coupons, once each: a
+    /// file that could not be written leaves its entries in memory, past the budget, and
+    /// one that could not be merged leaves more files; nothing is lost either way.
+    pub fn storage_warnings(&self) -> impl Iterator<Item = &str> {
+        [self.keys.seen.warning(), self.coupons.warning()]
+            .into_iter()
+            .flatten()
+    }
+
     /// Starts recording changes for a store's checkpoints.
     pub fn track_changes(&mut self) {
         self.dirty.get_or_insert_with(Dirty::default);

@@ -1481,3 +1481,41 @@ fn without_state_eval_is_unchanged() {
     );
     eqnice(p.counts(), s.counts());
 }
+
+/// With nowhere to write temporary files, ids and coupons past their budgets stay in
+/// memory: the run decides exactly as one within budget, and says once of each what
+/// happened, even with `--quiet`.
+#[cfg(unix)]
+#[test]
+fn spills_that_cannot_be_written_keep_everything_in_memory_and_say_so() {
+    let d = Dir::new("state-spill-nowhere");
+    let (events, snapshot) = generated(&d, 41, 5_000, 200);
+    let a = Eval::new(&events, &d.path().join("a.jsonl")).customers(&snapshot);
+    let run_a = a.run();
+    run_a.expect_code(3, "within budget");
+    let b = Eval::new(&events, &d.path().join("b.jsonl"))
+        .customers(&snapshot)
+        .id_memory(1024)
+        .coupon_memory(2048);
+    let out = b
+        .command()
+        .arg("--quiet")
+        .env("TMPDIR", d.path().join("no-such-dir"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let run_b = Out::from(out);
+    run_b.expect_code(3, "no temporary files");
+    assert_same_bytes("decisions", &a.output_bytes(), &b.output_bytes());
+    assert_same_bytes("rejects", &a.rejects_bytes(), &b.rejects_bytes());
+    for what in ["decided event ids", "coupons"] {
+        let warning = format!("promo eval: warning: cannot write {what} to a temporary file");
+        assert_eq!(
+            run_b.stderr.matches(&warning).count(),
+            1,
+            "{what}:\n{}",
+            run_b.stderr
+        );
+    }
+    assert!(!run_a.stderr.contains("warning"), "{}", run_a.stderr);
+}
