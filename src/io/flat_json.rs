@@ -119,6 +119,9 @@ const LISTS: std::ops::Range<usize> = 10..12;
 
 /// Sixteen bytes of `b` from `at` as one little-endian number, zeros past its end.
 fn word16(b: &[u8], at: usize) -> u128 {
+    if let Some(word) = b.get(at..).and_then(|rest| rest.first_chunk::<16>()) {
+        return u128::from_le_bytes(*word);
+    }
     let mut bytes = [0u8; 16];
     let rest = b.get(at..).unwrap_or_default();
     let n = rest.len().min(16);
@@ -149,11 +152,12 @@ const KEY_WORDS: [(u128, u128); 12] = {
 /// The field whose key starts at `b[*i] == '"'`, trying `next` first; moves past the key.
 fn field(b: &[u8], i: &mut usize, next: usize) -> Option<usize> {
     let key = word16(b, *i + 1);
-    let found = (next..FIELDS.len()).chain(0..next).find(|&f| {
-        KEY_WORDS
-            .get(f)
-            .is_some_and(|&(word, mask)| key & mask == word)
-    })?;
+    let is = |f: usize| KEY_WORDS.get(f).is_some_and(|&(word, mask)| key & mask == word);
+    let found = if is(next) {
+        next
+    } else {
+        (0..FIELDS.len()).find(|&f| is(f))?
+    };
     *i += 1 + FIELDS.get(found)?.len();
     Some(found)
 }
