@@ -31,16 +31,20 @@ pub fn parse_event_full(line: &str) -> Result<Event<'_>, String> {
 
 /// Parses a decimal amount, refusing anything but a plain decimal string.
 pub fn parse_amount<E: de::Error>(field: &str, text: &str) -> Result<Decimal, E> {
+    if let Some(amount) = super::digits::amount(text) {
+        return Ok(amount);
+    }
     Decimal::from_str(text.trim())
         .map_err(|_| E::custom(format!("bad `{field}`: `{text}` is not a decimal amount")))
 }
 
 /// Parses an RFC 3339 timestamp with its offset.
 pub fn parse_at<E: de::Error>(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, E> {
-    let text = text.trim();
-    if let Some(at) = super::timestamp::parse_common(text) {
+    // Values rarely have spaces around them: the common shape is tried before trimming.
+    if let Some(at) = super::digits::timestamp(text) {
         return Ok(at);
     }
+    let text = text.trim();
     DateTime::parse_from_rfc3339(text).map_err(|_| {
         E::custom(format!(
             "bad `at`: `{text}` is not an RFC 3339 timestamp with an offset"

@@ -152,7 +152,11 @@ const KEY_WORDS: [(u128, u128); 12] = {
 /// The field whose key starts at `b[*i] == '"'`, trying `next` first; moves past the key.
 fn field(b: &[u8], i: &mut usize, next: usize) -> Option<usize> {
     let key = word16(b, *i + 1);
-    let is = |f: usize| KEY_WORDS.get(f).is_some_and(|&(word, mask)| key & mask == word);
+    let is = |f: usize| {
+        KEY_WORDS
+            .get(f)
+            .is_some_and(|&(word, mask)| key & mask == word)
+    };
     let found = if is(next) {
         next
     } else {

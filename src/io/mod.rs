@@ -1,5 +1,6 @@
 //! Reading events and snapshots, writing decisions and rejected lines.
 
+mod digits;
 pub mod event_csv;
 pub mod event_json;
 pub mod flat_json;
@@ -9,7 +10,6 @@ pub mod read;
 pub mod sink;
 pub mod snapshot;
 mod snapshot_json;
-mod timestamp;
 
 pub use output::{DecisionWriter, OutputFormat};
 pub use sink::{FileSink, Sink, StreamSink};
