@@ -189,6 +189,15 @@ impl State {
             .flatten()
     }
 
+    /// Makes room for about `n` more customers and wallets, as a snapshot of `n` rows will
+    /// bring, so their tables are not rebuilt again and again as they grow.
+    pub fn expect_customers(&mut self, n: usize) {
+        self.keys.customers.reserve(n);
+        self.keys.wallets.reserve(n);
+        self.customers.0.reserve(n);
+        self.wallets.0.reserve(n);
+    }
+
     /// Starts recording changes for a store's checkpoints.
     pub fn track_changes(&mut self) {
         self.dirty.get_or_insert_with(Dirty::default);
@@ -391,9 +400,7 @@ fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactVa
     let bad = || format!("expected {}, found `{text}`", describe(kind));
     Ok(match kind {
         RawFactType::Count => FactValue::Int(text.parse().map_err(|_| bad())?),
-        RawFactType::Date => {
-            FactValue::Date(NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())?)
-        }
+        RawFactType::Date => FactValue::Date(crate::model::digits::date(text).ok_or_else(bad)?),
         RawFactType::Flag => FactValue::Bool(match text {
             "true" | "TRUE" | "True" | "1" | "yes" => true,
             "false" | "FALSE" | "False" | "0" | "no" => false,

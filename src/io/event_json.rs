@@ -31,7 +31,7 @@ pub fn parse_event_full(line: &str) -> Result<Event<'_>, String> {
 
 /// Parses a decimal amount, refusing anything but a plain decimal string.
 pub fn parse_amount<E: de::Error>(field: &str, text: &str) -> Result<Decimal, E> {
-    if let Some(amount) = super::digits::amount(text) {
+    if let Some(amount) = crate::model::digits::amount(text) {
         return Ok(amount);
     }
     Decimal::from_str(text.trim())
@@ -41,7 +41,7 @@ pub fn parse_amount<E: de::Error>(field: &str, text: &str) -> Result<Decimal, E>
 /// Parses an RFC 3339 timestamp with its offset.
 pub fn parse_at<E: de::Error>(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, E> {
     // Values rarely have spaces around them: the common shape is tried before trimming.
-    if let Some(at) = super::digits::timestamp(text) {
+    if let Some(at) = crate::model::digits::timestamp(text) {
         return Ok(at);
     }
     let text = text.trim();

@@ -1,6 +1,5 @@
 //! Reading events and snapshots, writing decisions and rejected lines.
 
-mod digits;
 pub mod event_csv;
 pub mod event_json;
 pub mod flat_json;

@@ -10,12 +10,15 @@ use serde::Deserialize;
 
 use crate::engine::state::SnapshotValue;
 
+/// A column's name and value, as a row gives it.
+type Cell<'a> = (Cow<'a, str>, Option<SnapshotValue<'a>>);
+
 /// One row's cells in the order written; a later cell of the same name wins, as it does in
 /// a JSON map.
-#[derive(Debug, Default)]
-pub struct JsonRow<'a>(Vec<(Cow<'a, str>, Option<SnapshotValue<'a>>)>);
+#[derive(Debug, Clone, Copy)]
+pub struct JsonRow<'r, 'a>(&'r [Cell<'a>]);
 
-impl<'a> JsonRow<'a> {
+impl<'a> JsonRow<'_, 'a> {
     /// The value of column `name`; `None` when it is missing or `null`.
     pub fn get(&self, name: &str) -> Option<SnapshotValue<'a>> {
         self.0
@@ -27,7 +30,28 @@ impl<'a> JsonRow<'a> {
 }
 
 /// A parsed row, or the message of the line that could not be.
-pub type Parsed<'a> = Result<JsonRow<'a>, String>;
+pub type Parsed<'r, 'a> = Result<JsonRow<'r, 'a>, String>;
+
+/// The parsed lines of a share of the text: every row's cells in one vector (a row is a
+/// range of it), so that rows cost no allocation each.
+#[derive(Debug, Default)]
+struct Share<'a> {
+    cells: Vec<Cell<'a>>,
+    rows: Vec<(usize, Result<std::ops::Range<usize>, String>)>,
+}
+
+impl<'a> Share<'a> {
+    /// The rows in order, with their line numbers.
+    fn rows(&self) -> impl Iterator<Item = (usize, Parsed<'_, 'a>)> {
+        self.rows.iter().map(|(line, row)| {
+            let row = match row {
+                Ok(range) => Ok(JsonRow(self.cells.get(range.clone()).unwrap_or_default())),
+                Err(e) => Err(e.clone()),
+            };
+            (*line, row)
+        })
+    }
+}
 
 /// Bytes of text parsed at once: the rows of a whole snapshot held together took more memory
 /// than the facts they become.
@@ -39,7 +63,7 @@ const WINDOW: usize = 1 << 20;
 pub fn for_each_row<'t, E>(
     text: &'t str,
     threads: usize,
-    apply: impl FnMut(usize, Parsed<'t>) -> Result<(), E>,
+    apply: impl FnMut(usize, Parsed<'_, 't>) -> Result<(), E>,
 ) -> Result<(), E> {
     rows_by_window(text, threads, WINDOW, apply)
 }
@@ -49,13 +73,13 @@ fn rows_by_window<'t, E>(
     text: &'t str,
     threads: usize,
     window: usize,
-    mut apply: impl FnMut(usize, Parsed<'t>) -> Result<(), E>,
+    mut apply: impl FnMut(usize, Parsed<'_, 't>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut first_line = 1;
     for window in shares_of(text, window) {
-        let rows = parse_rows(window, threads, first_line);
+        let shares = parse_rows(window, threads, first_line);
         first_line += window.bytes().filter(|&b| b == b'\n').count();
-        for (line, row) in rows {
+        for (line, row) in shares.iter().flat_map(Share::rows) {
             apply(line, row)?;
         }
     }
@@ -70,10 +94,10 @@ fn shares_of(text: &str, bytes: usize) -> Vec<&str> {
 /// The non-blank lines of `text`, whose first line is number `first_line`, with their
 /// numbers and parsed rows, in order; parsed on up to `threads` threads, each taking a
 /// contiguous share.
-fn parse_rows(text: &str, threads: usize, first_line: usize) -> Vec<(usize, Parsed<'_>)> {
+fn parse_rows(text: &str, threads: usize, first_line: usize) -> Vec<Share<'_>> {
     let shares = shares(text, threads.max(1));
     if shares.len() == 1 {
-        return parse_share(text, first_line);
+        return vec![parse_share(text, first_line)];
     }
     std::thread::scope(|scope| {
         let mut first_line = first_line;
@@ -87,7 +111,10 @@ fn parse_rows(text: &str, threads: usize, first_line: usize) -> Vec<(usize, Pars
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     })
 }
@@ -117,51 +144,54 @@ fn shares(text: &str, n: usize) -> Vec<&str> {
     out
 }
 
-fn parse_share(share: &str, first_line: usize) -> Vec<(usize, Parsed<'_>)> {
-    let mut rows = Vec::new();
+fn parse_share(share: &str, first_line: usize) -> Share<'_> {
+    // A row of a few short columns takes about sixty bytes, a cell about fifteen.
+    let mut out = Share {
+        cells: Vec::with_capacity(share.len() / 16),
+        rows: Vec::with_capacity(share.len() / 64),
+    };
     for (i, line) in share.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
+        let start = out.cells.len();
         let mut de = serde_json::Deserializer::from_str(line);
-        let row = JsonRow::deserialize(&mut de)
-            .and_then(|row| de.end().map(|()| row))
+        let row = de
+            .deserialize_map(RowVisitor(&mut out.cells))
+            .and_then(|()| de.end())
+            .map(|()| start..out.cells.len())
             .map_err(|e| e.to_string());
         let failed = row.is_err();
-        rows.push((first_line + i, row));
+        out.rows.push((first_line + i, row));
         if failed {
             // Nothing after the first bad line is applied, so nothing after it is read.
+            out.cells.truncate(start);
             break;
         }
     }
-    rows
+    out
 }
 
-impl<'de> Deserialize<'de> for JsonRow<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(RowVisitor)
-    }
-}
-
-struct RowVisitor;
+/// Reads a row's cells onto the end of a share's.
+struct RowVisitor<'v, 'a>(&'v mut Vec<Cell<'a>>);
 
 /// A key, borrowed from the line unless it has escapes.
 #[derive(Deserialize)]
 struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
-impl<'de> Visitor<'de> for RowVisitor {
-    type Value = JsonRow<'de>;
+impl<'de> Visitor<'de> for RowVisitor<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a map")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut cells = Vec::with_capacity(map.size_hint().unwrap_or(8));
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(name)) = map.next_key()? {
-            cells.push((name, map.next_value_seed(CellSeed)?));
+            let value = map.next_value_seed(CellSeed)?;
+            self.0.push((name, value));
         }
-        Ok(JsonRow(cells))
+        Ok(())
     }
 }
 
@@ -260,7 +290,9 @@ mod tests {
             "yes":true,"none":null,"esc":"a\"b\u00e9","list":[1, "x" ,{"k":null}],
             "obj":{"a" : [true]},"dup":"first","dup":"last","empty":""}"#
             .replace('\n', "");
-        let row = parse_rows(&line, 1, 1).remove(0).1.expect("a row");
+        let shares = parse_rows(&line, 1, 1);
+        let (_, row) = shares[0].rows().next().expect("a line");
+        let row = row.expect("a row");
         for name in [
             "customer", "n", "big", "f", "e", "yes", "none", "esc", "list", "obj", "dup", "empty",
             "absent",
@@ -284,9 +316,11 @@ mod tests {
             }
         }
         let one = parse_rows(&text, 1, 1);
+        let one: Vec<_> = one.iter().flat_map(Share::rows).collect();
         assert_eq!(one.len(), 81);
         for threads in [2, 3, 7, 200] {
             let many = parse_rows(&text, threads, 1);
+            let many: Vec<_> = many.iter().flat_map(Share::rows).collect();
             assert_eq!(many.len(), one.len(), "{threads}");
             for ((line, row), (line1, row1)) in many.iter().zip(&one) {
                 assert_eq!(line, line1);
@@ -333,7 +367,8 @@ mod tests {
     fn a_bad_line_ends_its_share_with_its_number() {
         let text = "{\"customer\":\"c1\"}\n{\"customer\":\n{\"customer\":\"c3\"}\n[1]\n";
         for threads in [1, 2, 4] {
-            let rows = parse_rows(text, threads, 1);
+            let shares = parse_rows(text, threads, 1);
+            let rows: Vec<_> = shares.iter().flat_map(Share::rows).collect();
             let bad: Vec<usize> = rows
                 .iter()
                 .filter(|(_, r)| r.is_err())
@@ -344,7 +379,8 @@ mod tests {
             // The lines before the first bad one are all there.
             assert!(rows.iter().take_while(|r| r.1.is_ok()).count() == 1);
         }
-        let rows = parse_rows("[1]\n", 1, 1);
+        let shares = parse_rows("[1]\n", 1, 1);
+        let rows: Vec<_> = shares.iter().flat_map(Share::rows).collect();
         assert!(matches!(&rows[..], [(1, Err(m))] if m.contains("expected a map")));
     }
 }

@@ -1,6 +1,7 @@
 //! Plain data with no I/O: money, events as read from a stream, and decisions.
 
 pub mod decision;
+pub mod digits;
 pub mod event;
 pub mod money;
 

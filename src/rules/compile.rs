@@ -109,8 +109,8 @@ pub(crate) fn parse_decimal(v: &Value) -> Result<Decimal, String> {
 }
 
 pub(crate) fn parse_date(text: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("`{text}` is not a date; expected YYYY-MM-DD"))
+    crate::model::digits::date(text.trim())
+        .ok_or_else(|| format!("`{text}` is not a date; expected YYYY-MM-DD"))
 }
 
 fn literal(v: &Value, ty: Ty) -> Result<Literal, String> {

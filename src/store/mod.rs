@@ -14,7 +14,6 @@ mod rows;
 
 use std::path::{Path, PathBuf};
 
-use chrono::NaiveDate;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -166,7 +165,7 @@ fn encode(v: FactValue) -> Option<String> {
 fn decode(kind: RawFactType, text: &str) -> Option<FactValue> {
     Some(match kind {
         RawFactType::Count => FactValue::Int(text.parse().ok()?),
-        RawFactType::Date => FactValue::Date(NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?),
+        RawFactType::Date => FactValue::Date(crate::model::digits::date(text)?),
         RawFactType::Flag => FactValue::Bool(text.parse().ok()?),
         RawFactType::Decimal => FactValue::Decimal(text.parse().ok()?),
     })
@@ -606,8 +605,8 @@ impl Store {
         let id = &row.coupon_id;
         let bad = |what: String| StoreError::corrupt(&self.path, what);
         let date = |t: &str| {
-            NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .map_err(|_| bad(format!("coupon `{id}` holds date `{t}`")))
+            crate::model::digits::date(t)
+                .ok_or_else(|| bad(format!("coupon `{id}` holds date `{t}`")))
         };
         let dec = |t: &str| {
             t.parse::<Decimal>()
