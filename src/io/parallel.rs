@@ -110,6 +110,24 @@ impl<O> Default for Buffers<O> {
     }
 }
 
+impl<O> Block<O> {
+    /// The buffers of a decided block, to fill again. Run on the reading thread, which
+    /// made the block: its events' allocations are freed where they were made.
+    fn into_buffers(self) -> Buffers<O> {
+        let Block {
+            mut parsed,
+            mut prepared,
+        } = self;
+        let units = parsed.with_dependent_mut(|_, units| recycled(std::mem::take(units)));
+        prepared.clear();
+        Buffers {
+            text: parsed.into_owner(),
+            units,
+            prepared,
+        }
+    }
+}
+
 /// The vector emptied, its allocation kept for units of any text: the collect reuses the
 /// allocation in place, since the element type differs only in lifetime.
 fn recycled(mut units: Units<'_>) -> Units<'static> {
@@ -387,14 +405,17 @@ fn read_parallel<P: Prepare>(
     f: Handle<'_, P::Out>,
 ) -> ParallelEnd<P> {
     let (tx, rx) = mpsc::sync_channel::<io::Result<Block<P::Out>>>(IN_FLIGHT);
-    let (recycle, recycled) = mpsc::channel::<Buffers<P::Out>>();
+    let (recycle, recycled) = mpsc::channel::<Block<P::Out>>();
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let stop = &stop;
         let reader = scope.spawn(move || {
             let mut prep = prepare;
             while !stop.load(Ordering::Relaxed) {
-                let buffers = recycled.try_recv().unwrap_or_default();
+                let buffers = recycled
+                    .try_recv()
+                    .map(Block::into_buffers)
+                    .unwrap_or_default();
                 let sent = match fill(&mut prep, buffers) {
                     Ok(Some(block)) => tx.send(Ok(block)),
                     Ok(None) => break,
@@ -436,7 +457,7 @@ fn hand_over<O>(
     rx: &mpsc::Receiver<io::Result<Block<O>>>,
     f: Handle<'_, O>,
     unused: &mut Vec<O>,
-    recycle: &mpsc::Sender<Buffers<O>>,
+    recycle: &mpsc::Sender<Block<O>>,
 ) -> io::Result<(Position, bool)> {
     let mut last = Position::default();
     for block in rx {
@@ -445,7 +466,7 @@ fn hand_over<O>(
             mut prepared,
         } = block?;
         let mut given = prepared.drain(..);
-        let (ended, units) = parsed.with_dependent_mut(|_, units| {
+        let ended = parsed.with_dependent_mut(|_, units| {
             let mut ended = None;
             // Units are lent, not moved out: an event is a few hundred bytes.
             for &(at, ref unit) in units.iter() {
@@ -460,19 +481,16 @@ fn hand_over<O>(
                     break;
                 }
             }
-            (ended, recycled(std::mem::take(units)))
+            ended
         });
         if let Some(ended) = ended {
             unused.extend(given);
             return ended;
         }
         drop(given);
-        // The reader may have finished; then the buffers are simply dropped.
-        let _ = recycle.send(Buffers {
-            text: parsed.into_owner(),
-            units,
-            prepared,
-        });
+        // The block goes back whole, to be emptied on the reading thread; if that has
+        // finished, the block is simply dropped.
+        let _ = recycle.send(Block { parsed, prepared });
     }
     Ok((last, false))
 }
