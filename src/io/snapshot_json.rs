@@ -68,22 +68,53 @@ pub fn for_each_row<'t, E>(
     rows_by_window(text, threads, WINDOW, apply)
 }
 
-/// `for_each_row` with windows of about `window` bytes.
+/// `for_each_row` with windows of about `window` bytes. With more than one thread, one
+/// thread parses the windows ahead (over the other threads but this one) while this one
+/// applies them: applying rows was as long as parsing them.
 fn rows_by_window<'t, E>(
     text: &'t str,
     threads: usize,
     window: usize,
     mut apply: impl FnMut(usize, Parsed<'_, 't>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut first_line = 1;
-    for window in shares_of(text, window) {
-        let shares = parse_rows(window, threads, first_line);
-        first_line += window.bytes().filter(|&b| b == b'\n').count();
-        for (line, row) in shares.iter().flat_map(Share::rows) {
-            apply(line, row)?;
+    let windows = shares_of(text, window);
+    let lines_in = |window: &str| window.bytes().filter(|&b| b == b'\n').count();
+    if threads < 2 || windows.len() < 2 {
+        let mut first_line = 1;
+        for window in windows {
+            let shares = parse_rows(window, threads, first_line);
+            first_line += lines_in(window);
+            for (line, row) in shares.iter().flat_map(Share::rows) {
+                apply(line, row)?;
+            }
         }
+        return Ok(());
     }
-    Ok(())
+    std::thread::scope(|scope| {
+        let (parsed, ready) = std::sync::mpsc::sync_channel(2);
+        let parser = scope.spawn(move || {
+            let mut first_line = 1;
+            for window in windows {
+                let shares = parse_rows(window, threads - 1, first_line);
+                first_line += lines_in(window);
+                // A closed channel: applying stopped at a row.
+                if parsed.send(shares).is_err() {
+                    break;
+                }
+            }
+        });
+        let applied = ready.iter().try_for_each(|shares: Vec<Share<'t>>| {
+            shares
+                .iter()
+                .flat_map(Share::rows)
+                .try_for_each(|(line, row)| apply(line, row))
+        });
+        drop(ready);
+        if let Err(panic) = parser.join() {
+            std::panic::resume_unwind(panic);
+        }
+        applied
+    })
 }
 
 /// `text` cut at line ends into pieces of about `bytes` each.
