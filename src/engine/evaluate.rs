@@ -590,14 +590,24 @@ fn compare(v: &Val, lit: &Literal) -> Option<Ordering> {
     }
 }
 
+/// Whether `v` equals `lit`: texts of other lengths differ without a byte compared, which
+/// most items of an `in` list do.
+fn equals(v: &Val, lit: &Literal) -> bool {
+    match (v, lit) {
+        (Val::Text(a), Literal::Text(b)) => **a == **b,
+        (Val::Owned(a), Literal::Text(b)) => **a == **b,
+        _ => compare(v, lit).is_some_and(Ordering::is_eq),
+    }
+}
+
 fn apply(op: &Op, v: &Val) -> bool {
     let is = |lit: &Literal, want: fn(Ordering) -> bool| compare(v, lit).is_some_and(want);
     match op {
-        Op::Eq(l) => is(l, Ordering::is_eq),
+        Op::Eq(l) => equals(v, l),
         // Absent is not equal to anything, so `ne` and `not_in` hold for absent values.
-        Op::Ne(l) => !is(l, Ordering::is_eq),
-        Op::In(ls) => ls.iter().any(|l| is(l, Ordering::is_eq)),
-        Op::NotIn(ls) => !ls.iter().any(|l| is(l, Ordering::is_eq)),
+        Op::Ne(l) => !equals(v, l),
+        Op::In(ls) => ls.iter().any(|l| equals(v, l)),
+        Op::NotIn(ls) => !ls.iter().any(|l| equals(v, l)),
         Op::Gt(l) => is(l, Ordering::is_gt),
         Op::Gte(l) => is(l, Ordering::is_ge),
         Op::Lt(l) => is(l, Ordering::is_lt),
