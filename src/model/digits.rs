@@ -105,24 +105,23 @@ pub fn date(text: &str) -> Option<NaiveDate> {
 /// as rust_decimal keeps it.
 pub fn amount(text: &str) -> Option<Decimal> {
     let b = text.as_bytes();
-    let (whole, fraction) = match memchr::memchr(b'.', b) {
-        Some(point) => (b.get(..point)?, b.get(point + 1..)?),
-        None => (b, &b[b.len()..]),
-    };
-    if whole.is_empty()
-        || whole.len() + fraction.len() > 18
-        || (fraction.is_empty() && whole.len() < b.len())
-    {
+    if b.is_empty() || b.len() > 19 {
         return None;
     }
-    let mut mantissa: i64 = 0;
-    for &c in whole.iter().chain(fraction) {
-        if !c.is_ascii_digit() {
-            return None;
+    let (mut mantissa, mut point) = (0i64, None);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => mantissa = mantissa.checked_mul(10)?.checked_add(i64::from(c - b'0'))?,
+            b'.' if point.is_none() && i > 0 && i + 1 < b.len() => point = Some(i),
+            _ => return None,
         }
-        mantissa = mantissa * 10 + i64::from(c - b'0');
     }
-    Some(Decimal::new(mantissa, fraction.len() as u32))
+    let scale = point.map_or(0, |p| b.len() - p - 1);
+    // Eighteen digits at most, as the fast path promises.
+    if b.len() - usize::from(point.is_some()) > 18 {
+        return None;
+    }
+    Some(Decimal::new(mantissa, scale as u32))
 }
 
 #[cfg(test)]
