@@ -47,8 +47,10 @@ pub(super) fn special(b: &[u8]) -> Option<usize> {
     // The last few bytes as one more word, padded with a byte that is never special: short
     // strings are mostly tail.
     let mut tail = [b'a'; 8];
-    let rest = words.remainder();
-    tail.get_mut(..rest.len())?.copy_from_slice(rest);
+    // Byte by byte: a call to `memcpy` for at most seven bytes cost more than the search.
+    for (to, &from) in tail.iter_mut().zip(words.remainder()) {
+        *to = from;
+    }
     let found = flags(u64::from_le_bytes(tail));
     (found != 0).then(|| at + found.trailing_zeros() as usize / 8)
 }
