@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::engine::{evaluate, Evaluation, Outcome, State};
-use crate::io::output::write_json_line;
+use crate::io::output::{write_json_line, LineHeads};
 use crate::io::read::Unit;
 use crate::model::{DecisionKind, Event};
 use crate::rules::Ruleset;
@@ -65,6 +65,7 @@ struct Side<'r> {
     ruleset: &'r Ruleset,
     state: State,
     evaluation: Evaluation,
+    heads: LineHeads,
 }
 
 /// Runs two rulesets side by side over one stream.
@@ -90,6 +91,7 @@ impl<'r> Simulation<'r> {
             ruleset,
             state,
             evaluation: Evaluation::default(),
+            heads: LineHeads::default(),
         };
         Simulation {
             sides: [side(baseline), side(new)],
@@ -143,7 +145,7 @@ impl<'r> Simulation<'r> {
                     *pick(self.report.decisions.entry(key).or_default(), i) += 1;
 
                     self.line.clear();
-                    write_json_line(&mut self.line, side.ruleset, ev, d);
+                    write_json_line(&mut self.line, &mut side.heads, side.ruleset, ev, d);
                     let hash = xxhash_rust::xxh3::xxh3_64(&self.line);
                     let c = match self.customers.get_mut(ev.customer.as_ref()) {
                         Some(c) => c,

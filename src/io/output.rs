@@ -121,21 +121,53 @@ fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, channels: &[String]) {
     out.push(b'}');
 }
 
+/// Decision kinds: `DecisionKind as usize` is below this.
+const KINDS: usize = 5;
+
+/// The part of a decision line from its rule to the key of its customer
+/// (`,"rule":"…","decision":"…","customer":`), by rule and kind. It is the same for every
+/// decision of a rule and kind, so it is rendered once, not per line. For one ruleset.
+#[derive(Debug, Default)]
+pub struct LineHeads(Vec<Vec<u8>>);
+
+impl LineHeads {
+    fn head(&mut self, ruleset: &Ruleset, rule: usize, kind: DecisionKind) -> &[u8] {
+        let i = rule * KINDS + kind as usize;
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, Vec::new);
+        }
+        let Some(head) = self.0.get_mut(i) else {
+            return &[];
+        };
+        if head.is_empty() {
+            json_field(
+                head,
+                "rule",
+                ruleset.rules.get(rule).map_or("", |r| r.id.as_str()),
+            );
+            // The kinds' names are plain ASCII words: nothing to escape.
+            head.extend_from_slice(b",\"decision\":\"");
+            head.extend_from_slice(kind.as_str().as_bytes());
+            head.extend_from_slice(b"\",\"customer\":");
+        }
+        head
+    }
+}
+
 /// Appends one decision as a JSON line, in the contract's shape and field order. Written by
-/// hand rather than derived: serde's generic path was a seventh of a run.
-pub fn write_json_line(out: &mut Vec<u8>, ruleset: &Ruleset, ev: &Event<'_>, d: &Decision) {
+/// hand rather than derived: serde's generic path was a seventh of a run. `heads` belong to
+/// `ruleset`.
+pub fn write_json_line(
+    out: &mut Vec<u8>,
+    heads: &mut LineHeads,
+    ruleset: &Ruleset,
+    ev: &Event<'_>,
+    d: &Decision,
+) {
     out.extend_from_slice(b"{\"event_id\":");
     json_str(out, &ev.id);
-    json_field(
-        out,
-        "rule",
-        ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str()),
-    );
-    // The kinds' names are plain ASCII words: nothing to escape.
-    out.extend_from_slice(b",\"decision\":\"");
-    out.extend_from_slice(d.kind.as_str().as_bytes());
-    out.push(b'"');
-    json_field(out, "customer", &ev.customer);
+    out.extend_from_slice(heads.head(ruleset, d.rule, d.kind));
+    json_str(out, &ev.customer);
     json_field(out, "wallet", &ev.wallet);
     if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
         out.extend_from_slice(b",\"coupons\":[");
@@ -188,6 +220,7 @@ pub struct DecisionWriter<W: Write> {
     header_written: bool,
     /// One line at a time, written to `out` whole: serde writes many small pieces.
     line: Vec<u8>,
+    heads: LineHeads,
 }
 
 const CSV_HEADER: &str = "event_id,rule,decision,customer,wallet,coupon_id,reason,points,coupon_ids,face_values,min_spends,usable_for,credit_by,valid_until\n";
@@ -200,6 +233,7 @@ impl<W: Write> DecisionWriter<W> {
             format,
             header_written: false,
             line: Vec::with_capacity(1024),
+            heads: LineHeads::default(),
         }
     }
 
@@ -225,7 +259,7 @@ impl<W: Write> DecisionWriter<W> {
         match self.format {
             OutputFormat::Jsonl => {
                 self.line.clear();
-                write_json_line(&mut self.line, ruleset, ev, d);
+                write_json_line(&mut self.line, &mut self.heads, ruleset, ev, d);
                 self.out.write_all(&self.line)
             }
             OutputFormat::Csv => {
