@@ -38,7 +38,12 @@ impl Money {
         };
         let cents = d.mantissa() * 10_i128.pow(2 - d.scale().min(2));
         let abs = cents.unsigned_abs();
-        (cents < 0, abs / 100, (abs % 100) as u8)
+        // In 64 bits when it fits, as amounts do: dividing a u128 is a library call.
+        let (units, cents_part) = match u64::try_from(abs) {
+            Ok(a) => (u128::from(a / 100), (a % 100) as u8),
+            Err(_) => (abs / 100, (abs % 100) as u8),
+        };
+        (cents < 0, units, cents_part)
     }
 
     /// Appends the amount as `Display` prints it.
@@ -47,7 +52,12 @@ impl Money {
         if negative {
             out.push(b'-');
         }
-        out.extend_from_slice(itoa::Buffer::new().format(units).as_bytes());
+        let mut digits = itoa::Buffer::new();
+        let units = match u64::try_from(units) {
+            Ok(u) => digits.format(u),
+            Err(_) => digits.format(units),
+        };
+        out.extend_from_slice(units.as_bytes());
         out.extend_from_slice(&[b'.', b'0' + cents / 10, b'0' + cents % 10]);
     }
 }
@@ -80,6 +90,14 @@ mod tests {
             ("-1.5", "-1.50"),
             ("-0.004", "0.00"),
             ("0.125", "0.13"),
+            // Past 64 bits of cents, and at the edge of them.
+            (
+                "79228162514264337593543950335",
+                "79228162514264337593543950335.00",
+            ),
+            ("184467440737095516.15", "184467440737095516.15"),
+            ("184467440737095516.16", "184467440737095516.16"),
+            ("-98765432109876543210.99", "-98765432109876543210.99"),
         ] {
             let m = Money::parse(text).unwrap();
             assert_eq!(m.to_string(), shown);
