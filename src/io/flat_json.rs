@@ -11,7 +11,7 @@ use serde::de::value::Error as DeError;
 use super::event_json::{parse_amount, parse_at};
 use crate::model::Event;
 
-fn ws(b: &[u8], mut i: usize) -> usize {
+pub(super) fn ws(b: &[u8], mut i: usize) -> usize {
     while let Some(c) = b.get(i) {
         if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
             break;
@@ -56,7 +56,7 @@ pub(super) fn special(b: &[u8]) -> Option<usize> {
 }
 
 /// A string starting at `b[*i] == '"'` with no escape or control character; moves past it.
-fn string<'a>(line: &'a str, i: &mut usize) -> Option<&'a str> {
+pub(super) fn string<'a>(line: &'a str, i: &mut usize) -> Option<&'a str> {
     let b = line.as_bytes();
     if b.get(*i) != Some(&b'"') {
         return None;
