@@ -406,7 +406,12 @@ fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactVa
             "false" | "FALSE" | "False" | "0" | "no" => false,
             _ => return Err(bad()),
         }),
-        RawFactType::Decimal => FactValue::Decimal(text.parse().map_err(|_| bad())?),
+        // A JSON snapshot gives numbers as written: `2.50`, or `7e2`.
+        RawFactType::Decimal => FactValue::Decimal(
+            text.parse()
+                .or_else(|_| Decimal::from_scientific(text))
+                .map_err(|_| bad())?,
+        ),
     })
 }
 
@@ -416,5 +421,23 @@ fn describe(kind: RawFactType) -> &'static str {
         RawFactType::Date => "a date YYYY-MM-DD",
         RawFactType::Flag => "true or false",
         RawFactType::Decimal => "a decimal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_decimals_are_read_as_written() {
+        let decimal =
+            |t: &str| parse_snapshot_value(RawFactType::Decimal, &SnapshotValue::Text(t.into()));
+        match decimal("2.50") {
+            Ok(FactValue::Decimal(d)) => assert_eq!((d.mantissa(), d.scale()), (250, 2)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decimal("7e2"), Ok(FactValue::Decimal(Decimal::from(700))));
+        assert_eq!(decimal(" 0.1 "), Ok(FactValue::Decimal(Decimal::new(1, 1))));
+        assert!(decimal("ten").is_err());
     }
 }
