@@ -126,7 +126,7 @@ pub fn load_snapshot(
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             loader
                 .state
-                .expect_customers(memchr::memchr_iter(b'\n', text.as_bytes()).count());
+                .expect_customers(snapshot_json::line_ends(&text));
             snapshot_json::for_each_row(&text, threads, |line, row| {
                 let row = row.map_err(|e| loader.fail(line, e))?;
                 loader.apply(line, |name: &str| row.get(name))

@@ -118,7 +118,7 @@ fn rows_by_window<'t, E>(
 }
 
 /// The line ends in `text`.
-fn line_ends(text: &str) -> usize {
+pub(super) fn line_ends(text: &str) -> usize {
     memchr::memchr_iter(b'\n', text.as_bytes()).count()
 }
 
