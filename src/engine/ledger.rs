@@ -35,6 +35,8 @@ const DEFAULT_BUDGET: usize = 16 << 20;
 /// `usize` and a control byte, the table at most 7/8 full).
 const IN_MEMORY: usize =
     std::mem::size_of::<(CouponRecord, usize)>() + (std::mem::size_of::<usize>() + 1) * 8 / 7;
+/// Bytes of a coupon id, as a guess to reserve room by.
+const ID_GUESS: usize = 24;
 /// Bytes of a record in a run: wallet, face value, minimum spend, channels, credit date,
 /// whether and until when it is valid, whether it is used.
 const RECORD: usize = 4 + 16 + 16 + 8 + 4 + 1 + 4 + 1;
@@ -231,6 +233,17 @@ impl CouponLedger {
     }
 
     /// About the bytes the coupons in memory take.
+    /// Makes room for about `n` more coupons, as many as the budget holds at most, so that
+    /// the tables are not copied again and again as they grow.
+    pub fn reserve(&mut self, n: usize) {
+        let room = self.budget.saturating_sub(self.bytes_in_memory()) / (IN_MEMORY + ID_GUESS);
+        let n = n.min(room);
+        self.records.reserve(n);
+        self.ids.reserve(n * ID_GUESS);
+        let (ids, records) = (&self.ids, &self.records);
+        self.index.reserve(n, |&i| hash(id_at(ids, records, i)));
+    }
+
     fn bytes_in_memory(&self) -> usize {
         self.records.len() * IN_MEMORY + self.ids.len()
     }

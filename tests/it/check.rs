@@ -251,3 +251,22 @@ fn fact_updates_take_only_fields_that_fit_the_fact() {
         "rules/ruleset.yaml:82:9: error[bad_update]: update of fact `points_authorized`: field `merchant` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal",
     );
 }
+
+/// Which fact rows each event type's deciding uses, as the compiled ruleset says (the
+/// engine reads them ahead of deciding): bill payments read and count the customer's,
+/// points redemptions read the wallet's, purchases (coupon use only) neither.
+#[test]
+fn the_ruleset_knows_which_fact_rows_each_event_type_uses() {
+    let ruleset = promo::rules::load_ruleset(&crate::util::shipped_rules()).unwrap();
+    let rows = |kind: &str| {
+        let t = ruleset.event_type(kind).unwrap();
+        let r = ruleset.rows_by_type[t];
+        (r.customer, r.wallet)
+    };
+    assert_eq!(rows("bill_payment"), (true, false));
+    assert_eq!(rows("autopay_activation"), (true, false));
+    assert_eq!(rows("points_redemption"), (false, true));
+    assert_eq!(rows("points_authorization"), (false, true));
+    assert_eq!(rows("purchase"), (false, false));
+    assert_eq!(rows("card_link"), (false, false));
+}
