@@ -12,6 +12,7 @@ use super::admit::Admission;
 use super::ledger::LedgerUnreadable;
 use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
 use crate::model::{total, Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
+use crate::rules::calendar::Calendar;
 use crate::rules::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
 use crate::rules::ruleset::*;
 use crate::rules::script::ScriptError;
@@ -59,7 +60,8 @@ pub struct RuleTrace {
     pub failed: Option<Failed>,
 }
 
-/// The result of evaluating one event; reused across events to avoid allocation.
+/// The result of evaluating one event; reused across events to avoid allocation, with one
+/// ruleset (it keeps what it worked out from that ruleset's zone and calendars).
 #[derive(Debug, Default)]
 pub struct Evaluation {
     pub decisions: Vec<Decision>,
@@ -67,15 +69,21 @@ pub struct Evaluation {
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
     zone: ZoneCache,
+    credit: CreditCache,
 }
 
 /// The ruleset zone's offset for the last quarter hour of UTC seen: zones change offset only
 /// on quarter hours, and streams come roughly in time order, so the zone's transition table
-/// is searched about once per quarter hour of events rather than once per event.
+/// is searched about once per quarter hour of events rather than once per event. The local
+/// date of the last local day seen is kept too, as working it out from a day number is
+/// most of the rest.
 #[derive(Debug)]
 struct ZoneCache {
     quarter: i64,
     offset: i64,
+    /// Local days since the Unix epoch of `date`.
+    day: i64,
+    date: NaiveDate,
 }
 
 impl Default for ZoneCache {
@@ -83,6 +91,8 @@ impl Default for ZoneCache {
         ZoneCache {
             quarter: i64::MIN,
             offset: 0,
+            day: i64::MIN,
+            date: NaiveDate::MIN,
         }
     }
 }
@@ -104,8 +114,45 @@ impl ZoneCache {
             );
             self.quarter = quarter;
         }
-        chrono::DateTime::from_timestamp(ts + self.offset, 0)
-            .map_or_else(|| at.with_timezone(zone).date_naive(), |d| d.date_naive())
+        let local = ts + self.offset;
+        let day = local.div_euclid(86_400);
+        if day != self.day {
+            match chrono::DateTime::from_timestamp(local, 0) {
+                Some(d) => {
+                    self.date = d.date_naive();
+                    self.day = day;
+                }
+                None => return at.with_timezone(zone).date_naive(),
+            }
+        }
+        self.date
+    }
+}
+
+/// The last credit date worked out from a calendar: coupons granted on the same day by the
+/// same rule are credited on the same day, and counting working days walks the calendar.
+#[derive(Debug, Default)]
+struct CreditCache {
+    last: Option<((usize, NaiveDate, u32), NaiveDate)>,
+}
+
+impl CreditCache {
+    fn working_days_after(
+        &mut self,
+        calendars: &[Calendar],
+        calendar: usize,
+        date: NaiveDate,
+        days: u32,
+    ) -> Option<NaiveDate> {
+        let key = (calendar, date, days);
+        if let Some((k, credit)) = self.last {
+            if k == key {
+                return Some(credit);
+            }
+        }
+        let credit = calendars.get(calendar)?.working_days_after(date, days)?;
+        self.last = Some((key, credit));
+        Some(credit)
     }
 }
 
@@ -326,7 +373,7 @@ fn decide_grant(
         }
     }
 
-    let credit_by = credit_date(ruleset, &grant.credit_by, ctx.date);
+    let credit_by = credit_date(ruleset, &grant.credit_by, ctx.date, &mut out.credit);
     let valid_until = grant
         .valid_days
         .and_then(|days| credit_by.checked_add_days(Days::new(u64::from(days.max(1) - 1))));
@@ -408,16 +455,20 @@ fn fits(bounds: &[Bound], tally: &Tally, coupons: u64, value: Decimal) -> bool {
     })
 }
 
-fn credit_date(ruleset: &Ruleset, spec: &CreditBy, date: NaiveDate) -> NaiveDate {
+fn credit_date(
+    ruleset: &Ruleset,
+    spec: &CreditBy,
+    date: NaiveDate,
+    cache: &mut CreditCache,
+) -> NaiveDate {
     if let Some((_, fixed)) = spec.overrides.iter().find(|(before, _)| date < *before) {
         return *fixed;
     }
     match spec.after {
         CreditAfter::Days(n) => date.checked_add_days(Days::new(u64::from(n))),
-        CreditAfter::WorkingDays { days, calendar } => ruleset
-            .calendars
-            .get(calendar)
-            .and_then(|c| c.working_days_after(date, days)),
+        CreditAfter::WorkingDays { days, calendar } => {
+            cache.working_days_after(&ruleset.calendars, calendar, date, days)
+        }
     }
     .unwrap_or(date)
 }
@@ -680,5 +731,74 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
             (RawFactOp::SetField, old) => field_value().unwrap_or(old),
         };
         state.set_fact(fact.scope, owner, fact.slot, new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn credit_dates_are_kept_per_calendar_date_and_count() {
+        use chrono::Weekday::{Fri, Sat, Sun};
+        let calendars = [
+            Calendar::new("weekend".into(), &[Sat, Sun], [d("2031-12-25")]),
+            Calendar::new("fridays".into(), &[Fri], []),
+        ];
+        let mut cache = CreditCache::default();
+        // Each asked twice in a row and again later, against the calendar itself.
+        let asks = [
+            (0, "2031-12-24", 2),
+            (0, "2031-12-24", 1),
+            (1, "2031-12-24", 2),
+            (0, "2031-12-23", 2),
+            (0, "2031-12-24", 2),
+        ];
+        for (calendar, date, days) in asks.into_iter().chain(asks) {
+            let expected = calendars[calendar].working_days_after(d(date), days);
+            for _ in 0..2 {
+                assert_eq!(
+                    cache.working_days_after(&calendars, calendar, d(date), days),
+                    expected,
+                    "{calendar} {date} {days}"
+                );
+            }
+        }
+        assert_eq!(
+            cache.working_days_after(&calendars, 2, d("2031-12-24"), 2),
+            None
+        );
+    }
+
+    #[test]
+    fn local_dates_match_chrono_back_and_forth_across_midnights_and_zone_changes() {
+        let zones: [chrono_tz::Tz; 3] = [
+            chrono_tz::Asia::Hong_Kong,
+            chrono_tz::Europe::London,
+            chrono_tz::America::St_Johns,
+        ];
+        for zone in zones {
+            let mut cache = ZoneCache::default();
+            // Around the end of March (London's change) and steps of odd sizes both ways.
+            let mut ts = chrono::DateTime::parse_from_rfc3339("2031-03-29T20:00:00+00:00")
+                .unwrap()
+                .timestamp();
+            for step in (0..400).map(|i| if i % 7 == 3 { -5_000 } else { 1_789 + i }) {
+                ts += step;
+                let offset = chrono::FixedOffset::east_opt(if step % 2 == 0 { 0 } else { 3600 });
+                let at = chrono::DateTime::from_timestamp(ts, 0)
+                    .unwrap()
+                    .with_timezone(&offset.unwrap());
+                assert_eq!(
+                    cache.local_date(&zone, &at),
+                    at.with_timezone(&zone).date_naive(),
+                    "{zone} {at}"
+                );
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use crate::model::{Decision, DecisionKind, Event, IssuedCoupon, Money};
+use crate::rules::ruleset::ChannelMask;
 use crate::rules::Ruleset;
 
 /// The output format of decisions.
@@ -94,25 +95,15 @@ fn json_date(out: &mut Vec<u8>, d: chrono::NaiveDate) {
 }
 
 /// Appends a coupon as the contract's JSON object.
-fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, channels: &[String]) {
+fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, heads: &mut LineHeads, channels: &[String]) {
     out.extend_from_slice(b"{\"coupon_id\":");
     json_str(out, &c.coupon_id);
     out.extend_from_slice(b",\"face_value\":");
     json_money(out, c.face_value);
     out.extend_from_slice(b",\"min_spend\":");
     json_money(out, c.min_spend);
-    out.extend_from_slice(b",\"usable_for\":[");
-    let mut first = true;
-    for (i, name) in channels.iter().enumerate() {
-        if c.usable_for & (1 << i) != 0 {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            json_str(out, name);
-        }
-    }
-    out.extend_from_slice(b"],\"credit_by\":");
+    out.extend_from_slice(heads.usable_for(c.usable_for, channels));
+    out.extend_from_slice(b",\"credit_by\":");
     json_date(out, c.credit_by);
     if let Some(until) = c.valid_until {
         out.extend_from_slice(b",\"valid_until\":");
@@ -124,19 +115,53 @@ fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, channels: &[String]) {
 /// Decision kinds: `DecisionKind as usize` is below this.
 const KINDS: usize = 5;
 
-/// The part of a decision line from its rule to the key of its customer
-/// (`,"rule":"…","decision":"…","customer":`), by rule and kind. It is the same for every
-/// decision of a rule and kind, so it is rendered once, not per line. For one ruleset.
+/// The parts of decision lines that are the same for every decision of a rule and kind, or
+/// every coupon usable for the same channels, rendered once rather than per line: the part
+/// from a line's rule to the key of its customer (`,"rule":"…","decision":"…","customer":`),
+/// by rule and kind, and a coupon's `"usable_for":[…]`, by channels. For one ruleset.
 #[derive(Debug, Default)]
-pub struct LineHeads(Vec<Vec<u8>>);
+pub struct LineHeads {
+    heads: Vec<Vec<u8>>,
+    /// The last few sets of channels rendered, the latest last.
+    usable_for: Vec<(ChannelMask, Vec<u8>)>,
+}
+
+/// Sets of channels `LineHeads` keeps rendered: rules grant coupons for a few.
+const USABLE_FOR_KEPT: usize = 8;
 
 impl LineHeads {
+    fn usable_for(&mut self, mask: ChannelMask, channels: &[String]) -> &[u8] {
+        let i = match self.usable_for.iter().position(|(m, _)| *m == mask) {
+            Some(i) => i,
+            None => {
+                if self.usable_for.len() == USABLE_FOR_KEPT {
+                    self.usable_for.remove(0);
+                }
+                let mut text = b",\"usable_for\":[".to_vec();
+                let names = channels
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0);
+                for (n, (_, name)) in names.enumerate() {
+                    if n > 0 {
+                        text.push(b',');
+                    }
+                    json_str(&mut text, name);
+                }
+                text.push(b']');
+                self.usable_for.push((mask, text));
+                self.usable_for.len() - 1
+            }
+        };
+        self.usable_for.get(i).map_or(&[], |(_, text)| text)
+    }
+
     fn head(&mut self, ruleset: &Ruleset, rule: usize, kind: DecisionKind) -> &[u8] {
         let i = rule * KINDS + kind as usize;
-        if self.0.len() <= i {
-            self.0.resize_with(i + 1, Vec::new);
+        if self.heads.len() <= i {
+            self.heads.resize_with(i + 1, Vec::new);
         }
-        let Some(head) = self.0.get_mut(i) else {
+        let Some(head) = self.heads.get_mut(i) else {
             return &[];
         };
         if head.is_empty() {
@@ -175,7 +200,7 @@ pub fn write_json_line(
             if i > 0 {
                 out.push(b',');
             }
-            json_coupon(out, c, &ruleset.channels);
+            json_coupon(out, c, heads, &ruleset.channels);
         }
         out.push(b']');
     }
@@ -373,6 +398,42 @@ mod tests {
             json_date(&mut out, date);
             let expected = serde_json::to_string(&date.to_string()).unwrap();
             assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn coupons_list_their_channels_however_many_sets_of_them_come() {
+        // More sets of channels than are kept rendered, each coming back after others.
+        let channels: Vec<String> = (0..12).map(|i| format!("ch\"{i}")).collect();
+        let masks: Vec<u64> = (1..=3 * USABLE_FOR_KEPT as u64)
+            .map(|m| m * 37 % 4096)
+            .collect();
+        let mut heads = LineHeads::default();
+        for &mask in masks.iter().chain(masks.iter().rev()).chain(&masks) {
+            let coupon = IssuedCoupon {
+                coupon_id: "c".into(),
+                face_value: Money(rust_decimal::Decimal::ONE),
+                min_spend: Money(rust_decimal::Decimal::TEN),
+                usable_for: mask,
+                credit_by: chrono::NaiveDate::MIN,
+                valid_until: None,
+            };
+            let mut out = Vec::new();
+            json_coupon(&mut out, &coupon, &mut heads, &channels);
+            let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let expected: Vec<&String> = channels
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, c)| c)
+                .collect();
+            assert_eq!(
+                parsed["usable_for"],
+                serde_json::json!(expected),
+                "{mask:b}"
+            );
+            assert_eq!(parsed["min_spend"], "10.00");
+            assert_eq!(parsed["credit_by"], chrono::NaiveDate::MIN.to_string());
         }
     }
 }
