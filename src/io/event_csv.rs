@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use serde::de::value::Error as DeError;
 
 use super::event_json::{parse_amount, parse_at};
+use super::flat_json::plain;
 use crate::model::{Event, Field};
 
 /// Column positions of the contract's fields (in the order of `Field::KNOWN`), resolved
@@ -74,12 +75,14 @@ impl CsvColumns {
             ),
             None => None,
         };
+        let (id, customer, wallet) = (req(0)?, req(3)?, req(4)?);
+        let plain = [&id, &customer, &wallet].iter().all(|s| plain(s));
         Ok(Event {
-            id: req(0)?,
+            id,
             kind: req(1)?,
             at,
-            customer: req(3)?,
-            wallet: req(4)?,
+            customer,
+            wallet,
             card_product: opt(5),
             card_role: opt(6),
             merchant: opt(7),
@@ -98,6 +101,7 @@ impl CsvColumns {
                     ))
                 })
                 .collect(),
+            plain,
         })
     }
 }

@@ -9,6 +9,7 @@ use chrono::DateTime;
 use rust_decimal::Decimal;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
+use super::flat_json::plain;
 use crate::model::Event;
 
 /// A string that borrows from the input where it can.
@@ -122,12 +123,17 @@ impl<'de> Visitor<'de> for EventVisitor {
                 _ => extra.push((key.0, map.next_value::<serde_json::Value>()?)),
             }
         }
+        let id: Cow<'de, str> = id.ok_or_else(|| de::Error::missing_field("id"))?;
+        let customer: Cow<'de, str> =
+            customer.ok_or_else(|| de::Error::missing_field("customer"))?;
+        let wallet: Cow<'de, str> = wallet.ok_or_else(|| de::Error::missing_field("wallet"))?;
+        let plain = [&id, &customer, &wallet].iter().all(|s| plain(s));
         Ok(Event {
-            id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+            id,
             kind: kind.ok_or_else(|| de::Error::missing_field("type"))?,
             at: at.ok_or_else(|| de::Error::missing_field("at"))?,
-            customer: customer.ok_or_else(|| de::Error::missing_field("customer"))?,
-            wallet: wallet.ok_or_else(|| de::Error::missing_field("wallet"))?,
+            customer,
+            wallet,
             card_product: ev_card_product,
             card_role,
             merchant,
@@ -136,6 +142,7 @@ impl<'de> Visitor<'de> for EventVisitor {
             coupons,
             face_values,
             extra,
+            plain,
         })
     }
 }

@@ -55,6 +55,11 @@ pub(super) fn special(b: &[u8]) -> Option<usize> {
     (found != 0).then(|| at + found.trailing_zeros() as usize / 8)
 }
 
+/// Whether `s` goes into a JSON string as it is: no quote, backslash or control character.
+pub(super) fn plain(s: &str) -> bool {
+    special(s.as_bytes()).is_none()
+}
+
 /// A string starting at `b[*i] == '"'` with no escape or control character; moves past it.
 pub(super) fn string<'a>(line: &'a str, i: &mut usize) -> Option<&'a str> {
     let b = line.as_bytes();
@@ -263,6 +268,7 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
             None => None,
         },
         extra,
+        plain: true,
     })
 }
 
@@ -300,6 +306,28 @@ mod tests {
                         b[at] = fill;
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn events_it_reads_are_plain_and_escaped_ones_are_left_to_the_full_parser() {
+        let line = |id: &str| {
+            format!("{{\"id\":\"{id}\",\"type\":\"t\",\"at\":\"2031-01-02T03:04:05Z\",\"customer\":\"C\",\"wallet\":\"W\"}}")
+        };
+        for id in ["E1", "é✓", "a b", "\\u0041", "q\\\"", "tab\\t"] {
+            let text = line(id);
+            let full: crate::model::Event<'_> = serde_json::from_str(&text).unwrap();
+            // The full parser says plain when the text is, after unescaping.
+            assert_eq!(full.plain, super::plain(&full.id), "{text}");
+            match super::parse_flat(&text) {
+                Some(ev) => {
+                    assert!(ev.plain, "{text}");
+                    let mut quoted = Vec::new();
+                    crate::io::output::json_str(&mut quoted, &ev.id);
+                    assert_eq!(quoted, format!("\"{}\"", ev.id).into_bytes(), "{text}");
+                }
+                None => assert!(id.contains('\\'), "{text}"),
             }
         }
     }

@@ -49,6 +49,17 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Appends `s` as a JSON string; `plain` when it is known to need no escaping.
+fn json_text(out: &mut Vec<u8>, s: &str, plain: bool) {
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        json_str(out, s);
+    }
+}
+
 /// Appends a comma, `"key":` and `s` as a JSON string.
 fn json_field(out: &mut Vec<u8>, key: &str, s: &str) {
     out.push(b',');
@@ -99,63 +110,106 @@ fn json_coupon(out: &mut Vec<u8>, c: &IssuedCoupon, heads: &mut LineHeads, chann
     out.extend_from_slice(b"{\"coupon_id\":");
     json_str(out, &c.coupon_id);
     out.extend_from_slice(b",\"face_value\":");
-    json_money(out, c.face_value);
+    out.extend_from_slice(heads.money.get(c.face_value.0.serialize(), |text| {
+        json_money(text, c.face_value)
+    }));
     out.extend_from_slice(b",\"min_spend\":");
-    json_money(out, c.min_spend);
-    out.extend_from_slice(heads.usable_for(c.usable_for, channels));
+    out.extend_from_slice(heads.money.get(c.min_spend.0.serialize(), |text| {
+        json_money(text, c.min_spend)
+    }));
+    out.extend_from_slice(b",\"usable_for\":");
+    out.extend_from_slice(heads.usable_for.get(c.usable_for, |text| {
+        text.push(b'[');
+        let names = channels
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.usable_for & (1 << i) != 0);
+        for (n, (_, name)) in names.enumerate() {
+            if n > 0 {
+                text.push(b',');
+            }
+            json_str(text, name);
+        }
+        text.push(b']');
+    }));
     out.extend_from_slice(b",\"credit_by\":");
-    json_date(out, c.credit_by);
+    out.extend_from_slice(
+        heads
+            .dates
+            .get(c.credit_by, |text| json_date(text, c.credit_by)),
+    );
     if let Some(until) = c.valid_until {
         out.extend_from_slice(b",\"valid_until\":");
-        json_date(out, until);
+        out.extend_from_slice(heads.dates.get(until, |text| json_date(text, until)));
     }
     out.push(b'}');
+}
+
+/// Values of one kind most recently rendered, with their renderings: face values, channel
+/// sets and credit dates repeat from line to line, and looking a few up costs less than
+/// rendering them again.
+#[derive(Debug)]
+struct Rendered<K> {
+    items: Vec<(K, Vec<u8>)>,
+    /// The item to replace next, once all are in use.
+    next: usize,
+}
+
+/// Values `Rendered` keeps.
+const RENDERED_KEPT: usize = 8;
+
+impl<K> Default for Rendered<K> {
+    fn default() -> Self {
+        Rendered {
+            items: Vec::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<K: PartialEq + Copy> Rendered<K> {
+    /// The rendering of `key`, made by `render` unless kept.
+    fn get(&mut self, key: K, render: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        let i = match self.items.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let mut text = Vec::new();
+                render(&mut text);
+                if self.items.len() < RENDERED_KEPT {
+                    self.items.push((key, text));
+                    self.items.len() - 1
+                } else {
+                    let i = self.next;
+                    self.next = (i + 1) % RENDERED_KEPT;
+                    if let Some(item) = self.items.get_mut(i) {
+                        *item = (key, text);
+                    }
+                    i
+                }
+            }
+        };
+        self.items.get(i).map_or(&[], |(_, text)| text)
+    }
 }
 
 /// Decision kinds: `DecisionKind as usize` is below this.
 const KINDS: usize = 5;
 
-/// The parts of decision lines that are the same for every decision of a rule and kind, or
-/// every coupon usable for the same channels, rendered once rather than per line: the part
-/// from a line's rule to the key of its customer (`,"rule":"…","decision":"…","customer":`),
-/// by rule and kind, and a coupon's `"usable_for":[…]`, by channels. For one ruleset.
+/// The parts of decision lines that are the same for every decision of a rule and kind,
+/// rendered once rather than per line: from a line's rule to the key of its customer
+/// (`,"rule":"…","decision":"…","customer":`), by rule and kind. With the values of coupons
+/// rendered last (`Rendered`). For one ruleset.
 #[derive(Debug, Default)]
 pub struct LineHeads {
     heads: Vec<Vec<u8>>,
-    /// The last few sets of channels rendered, the latest last.
-    usable_for: Vec<(ChannelMask, Vec<u8>)>,
+    usable_for: Rendered<ChannelMask>,
+    /// By `Decimal::serialize`: equal bytes are equal amounts, and comparing them is
+    /// cheaper than comparing decimals.
+    money: Rendered<[u8; 16]>,
+    dates: Rendered<chrono::NaiveDate>,
 }
 
-/// Sets of channels `LineHeads` keeps rendered: rules grant coupons for a few.
-const USABLE_FOR_KEPT: usize = 8;
-
 impl LineHeads {
-    fn usable_for(&mut self, mask: ChannelMask, channels: &[String]) -> &[u8] {
-        let i = match self.usable_for.iter().position(|(m, _)| *m == mask) {
-            Some(i) => i,
-            None => {
-                if self.usable_for.len() == USABLE_FOR_KEPT {
-                    self.usable_for.remove(0);
-                }
-                let mut text = b",\"usable_for\":[".to_vec();
-                let names = channels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| mask & (1 << i) != 0);
-                for (n, (_, name)) in names.enumerate() {
-                    if n > 0 {
-                        text.push(b',');
-                    }
-                    json_str(&mut text, name);
-                }
-                text.push(b']');
-                self.usable_for.push((mask, text));
-                self.usable_for.len() - 1
-            }
-        };
-        self.usable_for.get(i).map_or(&[], |(_, text)| text)
-    }
-
     fn head(&mut self, ruleset: &Ruleset, rule: usize, kind: DecisionKind) -> &[u8] {
         let i = rule * KINDS + kind as usize;
         if self.heads.len() <= i {
@@ -190,10 +244,11 @@ pub fn write_json_line(
     d: &Decision,
 ) {
     out.extend_from_slice(b"{\"event_id\":");
-    json_str(out, &ev.id);
+    json_text(out, &ev.id, ev.plain);
     out.extend_from_slice(heads.head(ruleset, d.rule, d.kind));
-    json_str(out, &ev.customer);
-    json_field(out, "wallet", &ev.wallet);
+    json_text(out, &ev.customer, ev.plain);
+    out.extend_from_slice(b",\"wallet\":");
+    json_text(out, &ev.wallet, ev.plain);
     if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
         out.extend_from_slice(b",\"coupons\":[");
         for (i, c) in d.coupons.iter().enumerate() {
@@ -402,21 +457,31 @@ mod tests {
     }
 
     #[test]
-    fn coupons_list_their_channels_however_many_sets_of_them_come() {
-        // More sets of channels than are kept rendered, each coming back after others.
+    fn coupons_render_their_values_however_many_distinct_ones_come() {
+        // More distinct channel sets, amounts and dates than are kept rendered, each
+        // coming back after others.
         let channels: Vec<String> = (0..12).map(|i| format!("ch\"{i}")).collect();
-        let masks: Vec<u64> = (1..=3 * USABLE_FOR_KEPT as u64)
-            .map(|m| m * 37 % 4096)
-            .collect();
+        let n = 3 * RENDERED_KEPT as u64;
+        let masks: Vec<u64> = (1..=n).map(|m| m * 37 % 4096).collect();
         let mut heads = LineHeads::default();
-        for &mask in masks.iter().chain(masks.iter().rev()).chain(&masks) {
+        let base = chrono::NaiveDate::from_ymd_opt(2031, 12, 30).unwrap();
+        for (k, &mask) in masks
+            .iter()
+            .chain(masks.iter().rev())
+            .chain(&masks)
+            .enumerate()
+        {
+            let face = Money(rust_decimal::Decimal::new(mask as i64 % 13 * 250 - 500, 2));
+            let spend = Money(rust_decimal::Decimal::new(k as i64 % 11, 3));
+            let credit_by = base + chrono::Days::new(mask % 17);
+            let valid_until = (k % 3 != 0).then(|| credit_by + chrono::Days::new(k as u64 % 5));
             let coupon = IssuedCoupon {
                 coupon_id: "c".into(),
-                face_value: Money(rust_decimal::Decimal::ONE),
-                min_spend: Money(rust_decimal::Decimal::TEN),
+                face_value: face,
+                min_spend: spend,
                 usable_for: mask,
-                credit_by: chrono::NaiveDate::MIN,
-                valid_until: None,
+                credit_by,
+                valid_until,
             };
             let mut out = Vec::new();
             json_coupon(&mut out, &coupon, &mut heads, &channels);
@@ -432,8 +497,13 @@ mod tests {
                 serde_json::json!(expected),
                 "{mask:b}"
             );
-            assert_eq!(parsed["min_spend"], "10.00");
-            assert_eq!(parsed["credit_by"], chrono::NaiveDate::MIN.to_string());
+            assert_eq!(parsed["face_value"], face.to_string());
+            assert_eq!(parsed["min_spend"], spend.to_string());
+            assert_eq!(parsed["credit_by"], credit_by.to_string());
+            match valid_until {
+                Some(d) => assert_eq!(parsed["valid_until"], d.to_string()),
+                None => assert!(parsed.get("valid_until").is_none()),
+            }
         }
     }
 }

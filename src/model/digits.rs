@@ -5,7 +5,7 @@
 //! leap second, ten fraction digits; a sign, an exponent, nineteen digits) says `None` here
 //! and goes to them, so the two can only agree.
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 
 /// The number written by `N` ASCII digits.
@@ -70,18 +70,22 @@ pub fn timestamp(text: &str) -> Option<DateTime<FixedOffset>> {
     if hour > 23 || minute > 59 {
         return None;
     }
-    // Most timestamps are on the same day in UTC: then only the time of day moves, and
-    // chrono's date arithmetic is not needed.
+    // The offset moves the time by less than a day: the UTC date is the local date, the day
+    // before or the day after, and chrono's general date arithmetic is not needed.
     let utc_seconds = local_seconds - offset;
-    if (0..86_400).contains(&utc_seconds) {
-        let time = NaiveTime::from_num_seconds_from_midnight_opt(utc_seconds as u32, nano)?;
-        return Some(DateTime::from_naive_utc_and_offset(
-            date.and_time(time),
-            zone,
-        ));
-    }
-    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nano)?;
-    zone.from_local_datetime(&date.and_time(time)).single()
+    let (utc_date, utc_seconds) = if utc_seconds < 0 {
+        (date.pred_opt()?, utc_seconds + 86_400)
+    } else if utc_seconds >= 86_400 {
+        (date.succ_opt()?, utc_seconds - 86_400)
+    } else {
+        (date, utc_seconds)
+    };
+    let time =
+        NaiveTime::from_num_seconds_from_midnight_opt(u32::try_from(utc_seconds).ok()?, nano)?;
+    Some(DateTime::from_naive_utc_and_offset(
+        utc_date.and_time(time),
+        zone,
+    ))
 }
 
 /// `text` as a `%Y-%m-%d` date, as chrono reads that format: the common ten-byte shape
