@@ -1,13 +1,16 @@
 //! Admitting an event before it is decided: its type is declared and carries the fields the
-//! type requires, its id was not decided before, and its customer and wallet have ids. That
+//! type requires, its id was not decided before, and its customer and wallet have ids; it
+//! is dated in the ruleset's zone on the way. That
 //! takes only the ruleset and the keys of a state (interned names and decided ids), never
 //! facts, counters or coupons, so a reading thread can admit events ahead of the deciding
 //! thread while that one decides earlier events.
 
+use chrono::NaiveDate;
 use rustc_hash::FxHashMap;
 
 use super::evaluate::InvalidEvent;
 use super::seen::SeenIds;
+use super::zone::LocalDates;
 use crate::model::Event;
 use crate::rules::raw::RawScope;
 use crate::rules::Ruleset;
@@ -21,6 +24,8 @@ pub struct Admitted {
     pub id_hash: u128,
     pub customer: u32,
     pub wallet: u32,
+    /// Its date in the ruleset's zone.
+    pub date: NaiveDate,
     /// The customer's name, if admitting gave it its id.
     pub new_customer: Option<Box<str>>,
     /// The wallet's name, if admitting gave it its id.
@@ -92,6 +97,8 @@ pub struct Keys {
     pub(super) customers: NameIds,
     pub(super) wallets: NameIds,
     pub(super) seen: SeenIds,
+    /// Admitting an event also dates it in the ruleset's zone.
+    dates: LocalDates,
 }
 
 /// The hashes admitting an event looks up: its id's, its customer's and its wallet's.
@@ -156,6 +163,7 @@ impl Keys {
             id_hash,
             customer,
             wallet,
+            date: self.dates.local_date(&ruleset.timezone, &ev.at),
             new_customer,
             new_wallet,
         })

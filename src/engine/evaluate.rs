@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use chrono::{Datelike, Days, NaiveDate};
+use chrono::{Days, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::admit::Admission;
@@ -61,72 +61,14 @@ pub struct RuleTrace {
 }
 
 /// The result of evaluating one event; reused across events to avoid allocation, with one
-/// ruleset (it keeps what it worked out from that ruleset's zone and calendars).
+/// ruleset (it keeps what it worked out from that ruleset's calendars).
 #[derive(Debug, Default)]
 pub struct Evaluation {
     pub decisions: Vec<Decision>,
     /// Scripts that failed: their rules decided nothing for this event.
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
-    zone: ZoneCache,
     credit: CreditCache,
-}
-
-/// The ruleset zone's offset for the last quarter hour of UTC seen: zones change offset only
-/// on quarter hours, and streams come roughly in time order, so the zone's transition table
-/// is searched about once per quarter hour of events rather than once per event. The local
-/// date of the last local day seen is kept too, as working it out from a day number is
-/// most of the rest.
-#[derive(Debug)]
-struct ZoneCache {
-    quarter: i64,
-    offset: i64,
-    /// Local days since the Unix epoch of `date`.
-    day: i64,
-    date: NaiveDate,
-}
-
-impl Default for ZoneCache {
-    fn default() -> Self {
-        ZoneCache {
-            quarter: i64::MIN,
-            offset: 0,
-            day: i64::MIN,
-            date: NaiveDate::MIN,
-        }
-    }
-}
-
-impl ZoneCache {
-    fn local_date(
-        &mut self,
-        zone: &chrono_tz::Tz,
-        at: &chrono::DateTime<chrono::FixedOffset>,
-    ) -> NaiveDate {
-        use chrono::{Offset, TimeZone};
-        let ts = at.timestamp();
-        let quarter = ts.div_euclid(900);
-        if quarter != self.quarter {
-            self.offset = i64::from(
-                zone.offset_from_utc_datetime(&at.naive_utc())
-                    .fix()
-                    .local_minus_utc(),
-            );
-            self.quarter = quarter;
-        }
-        let local = ts + self.offset;
-        let day = local.div_euclid(86_400);
-        if day != self.day {
-            match chrono::DateTime::from_timestamp(local, 0) {
-                Some(d) => {
-                    self.date = d.date_naive();
-                    self.day = day;
-                }
-                None => return at.with_timezone(zone).date_naive(),
-            }
-        }
-        self.date
-    }
 }
 
 /// The last credit date worked out from a calendar: coupons granted on the same day by the
@@ -222,7 +164,7 @@ pub fn decide(
     let ctx = Ctx {
         ev,
         kind: admitted.kind,
-        date: out.zone.local_date(&ruleset.timezone, &ev.at),
+        date: admitted.date,
         customer: admitted.customer,
         wallet: admitted.wallet,
     };
@@ -431,20 +373,14 @@ fn coupon_id(event: &str, rule: &str, n: usize) -> String {
 }
 
 fn counter_key(limit: &Limit, ctx: &Ctx) -> CounterKey {
-    CounterKey {
-        counter: limit.counter as u32,
-        per: limit.per,
-        owner: match limit.per {
-            RawScope::Customer => ctx.customer,
-            RawScope::Wallet => ctx.wallet,
-            RawScope::All => 0,
-        },
-        day: if limit.daily {
-            ctx.date.num_days_from_ce()
-        } else {
-            i32::MIN
-        },
-    }
+    CounterKey::new(
+        limit.counter,
+        limit.per,
+        ctx.customer,
+        ctx.wallet,
+        ctx.date,
+        limit.daily,
+    )
 }
 
 fn fits(bounds: &[Bound], tally: &Tally, coupons: u64, value: Decimal) -> bool {
@@ -772,33 +708,5 @@ mod tests {
             cache.working_days_after(&calendars, 2, d("2031-12-24"), 2),
             None
         );
-    }
-
-    #[test]
-    fn local_dates_match_chrono_back_and_forth_across_midnights_and_zone_changes() {
-        let zones: [chrono_tz::Tz; 3] = [
-            chrono_tz::Asia::Hong_Kong,
-            chrono_tz::Europe::London,
-            chrono_tz::America::St_Johns,
-        ];
-        for zone in zones {
-            let mut cache = ZoneCache::default();
-            // Around the end of March (London's change) and steps of odd sizes both ways.
-            let mut ts = chrono::DateTime::parse_from_rfc3339("2031-03-29T20:00:00+00:00")
-                .unwrap()
-                .timestamp();
-            for step in (0..400).map(|i| if i % 7 == 3 { -5_000 } else { 1_789 + i }) {
-                ts += step;
-                let offset = chrono::FixedOffset::east_opt(if step % 2 == 0 { 0 } else { 3600 });
-                let at = chrono::DateTime::from_timestamp(ts, 0)
-                    .unwrap()
-                    .with_timezone(&offset.unwrap());
-                assert_eq!(
-                    cache.local_date(&zone, &at),
-                    at.with_timezone(&zone).date_naive(),
-                    "{zone} {at}"
-                );
-            }
-        }
     }
 }

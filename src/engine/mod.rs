@@ -9,6 +9,7 @@ mod runs;
 pub mod script_view;
 pub mod seen;
 pub mod state;
+mod zone;
 
 pub use admit::{Admission, Admitted, EventHashes, Keys};
 pub use evaluate::{decide, evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -112,6 +112,33 @@ pub struct CounterKey {
     pub owner: u32,
     /// Days since the common era of the window's day, or `i32::MIN` for no window.
     pub day: i32,
+}
+
+impl CounterKey {
+    /// The key of `counter`, kept per `per`, for an event of this customer, wallet and date.
+    pub fn new(
+        counter: usize,
+        per: RawScope,
+        customer: u32,
+        wallet: u32,
+        date: NaiveDate,
+        daily: bool,
+    ) -> Self {
+        CounterKey {
+            counter: counter as u32,
+            per,
+            owner: match per {
+                RawScope::Customer => customer,
+                RawScope::Wallet => wallet,
+                RawScope::All => 0,
+            },
+            day: if daily {
+                date.num_days_from_ce()
+            } else {
+                i32::MIN
+            },
+        }
+    }
 }
 
 /// What a counter has counted.
@@ -339,21 +366,25 @@ impl State {
         }
     }
 
-    /// Reads the fact rows that deciding the admitted events among `next`, soon, will use,
-    /// and discards what it read: the tables are far larger than the caches, so reading the
-    /// rows of a few events at once lets their cache misses overlap instead of stalling
-    /// deciding one by one (see `Consume::ahead`).
+    /// Reads what deciding the admitted events among `next`, soon, will read (their fact
+    /// rows and the counters of their rules' limits), and discards it: the tables are far
+    /// larger than the caches, so reading what a few events need at once lets their cache
+    /// misses overlap instead of stalling deciding one by one (see `Consume::ahead`).
     pub fn warm(&self, ruleset: &Ruleset, next: &[Admission]) {
-        let set = next.iter().fold(0u32, |n, a| {
+        let found = next.iter().fold(0u32, |n, a| {
             let Admission::Fresh(a) = a else { return n };
-            let Some(rows) = ruleset.rows_by_type.get(a.kind) else {
+            let Some(reads) = ruleset.reads_by_type.get(a.kind) else {
                 return n;
             };
-            let customer = rows.customer && self.customer_facts.touch(a.customer);
-            let wallet = rows.wallet && self.wallet_facts.touch(a.wallet);
-            n + u32::from(customer) + u32::from(wallet)
+            let customer = reads.customer && self.customer_facts.touch(a.customer);
+            let wallet = reads.wallet && self.wallet_facts.touch(a.wallet);
+            let counters = reads.counters.iter().filter(|&&(counter, per, daily)| {
+                let key = CounterKey::new(counter, per, a.customer, a.wallet, a.date, daily);
+                self.counters.contains_key(&key)
+            });
+            n + u32::from(customer) + u32::from(wallet) + counters.count() as u32
         });
-        std::hint::black_box(set);
+        std::hint::black_box(found);
     }
 
     /// Records what admitting `a` changed in the keys: new names, and the decided id for

@@ -35,8 +35,8 @@ pub struct Ruleset {
     pub rules_by_type: Vec<Vec<usize>>,
     /// For each event type, the fact updates it triggers.
     pub updates_by_type: Vec<Vec<FactUpdate>>,
-    /// For each event type, the fact rows deciding it may read or write.
-    pub rows_by_type: Vec<RowUse>,
+    /// For each event type, what of the state deciding it may read or write.
+    pub reads_by_type: Vec<Reads>,
     pub scripts: Scripts,
     type_index: FxHashMap<String, usize>,
 }
@@ -90,23 +90,29 @@ impl Ruleset {
                     .collect()
             })
             .collect();
-        let rows_by_type = rules_by_type
+        let reads_by_type = rules_by_type
             .iter()
             .zip(&updates_by_type)
             .map(|(of_type, updates)| {
-                let mut rows = RowUse::default();
+                let mut reads = Reads::default();
                 for u in updates {
-                    rows.add_fact(&facts, u.fact);
+                    reads.add_fact(&facts, u.fact);
                 }
                 for rule in of_type.iter().filter_map(|&r| rules.get(r)) {
                     rule.when
                         .iter()
-                        .for_each(|c| rows.add_test(&facts, &c.test));
+                        .for_each(|c| reads.add_test(&facts, &c.test));
                     if let Some(p) = &rule.points {
-                        rows.add_fact(&facts, p.balance_fact);
+                        reads.add_fact(&facts, p.balance_fact);
+                    }
+                    for limit in &rule.limits {
+                        let counter = (limit.counter, limit.per, limit.daily);
+                        if !reads.counters.contains(&counter) {
+                            reads.counters.push(counter);
+                        }
                     }
                 }
-                rows
+                reads
             })
             .collect();
         Ruleset {
@@ -122,7 +128,7 @@ impl Ruleset {
             rules,
             rules_by_type,
             updates_by_type,
-            rows_by_type,
+            reads_by_type,
             scripts,
             type_index,
         }
@@ -159,14 +165,17 @@ impl Ruleset {
     }
 }
 
-/// Which fact rows deciding an event may read or write: its customer's, its wallet's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RowUse {
+/// What of the state deciding an event may read or write: the fact rows of its customer and
+/// of its wallet, and counters of limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
     pub customer: bool,
     pub wallet: bool,
+    /// Each counter a limit counts on: its index, whose it is and whether it is daily.
+    pub counters: Vec<(usize, RawScope, bool)>,
 }
 
-impl RowUse {
+impl Reads {
     fn add_fact(&mut self, facts: &[Fact], fact: usize) {
         match facts.get(fact).map(|f| f.scope) {
             Some(RawScope::Customer) => self.customer = true,

@@ -1,0 +1,94 @@
+//! Dating events in the ruleset's zone, quickly for streams that come roughly in time order.
+
+use chrono::NaiveDate;
+
+/// The ruleset zone's offset for the last quarter hour of UTC seen: zones change offset only
+/// on quarter hours, and streams come roughly in time order, so the zone's transition table
+/// is searched about once per quarter hour of events rather than once per event. The local
+/// date of the last local day seen is kept too, as working it out from a day number is
+/// most of the rest.
+#[derive(Debug)]
+pub struct LocalDates {
+    quarter: i64,
+    offset: i64,
+    /// Local days since the Unix epoch of `date`.
+    day: i64,
+    date: NaiveDate,
+}
+
+impl Default for LocalDates {
+    fn default() -> Self {
+        LocalDates {
+            quarter: i64::MIN,
+            offset: 0,
+            day: i64::MIN,
+            date: NaiveDate::MIN,
+        }
+    }
+}
+
+impl LocalDates {
+    /// The date of `at` in `zone`.
+    pub fn local_date(
+        &mut self,
+        zone: &chrono_tz::Tz,
+        at: &chrono::DateTime<chrono::FixedOffset>,
+    ) -> NaiveDate {
+        use chrono::{Offset, TimeZone};
+        let ts = at.timestamp();
+        let quarter = ts.div_euclid(900);
+        if quarter != self.quarter {
+            self.offset = i64::from(
+                zone.offset_from_utc_datetime(&at.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            );
+            self.quarter = quarter;
+        }
+        let local = ts + self.offset;
+        let day = local.div_euclid(86_400);
+        if day != self.day {
+            match chrono::DateTime::from_timestamp(local, 0) {
+                Some(d) => {
+                    self.date = d.date_naive();
+                    self.day = day;
+                }
+                None => return at.with_timezone(zone).date_naive(),
+            }
+        }
+        self.date
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_dates_match_chrono_back_and_forth_across_midnights_and_zone_changes() {
+        let zones: [chrono_tz::Tz; 3] = [
+            chrono_tz::Asia::Hong_Kong,
+            chrono_tz::Europe::London,
+            chrono_tz::America::St_Johns,
+        ];
+        for zone in zones {
+            let mut cache = LocalDates::default();
+            // Around the end of March (London's change) and steps of odd sizes both ways.
+            let mut ts = chrono::DateTime::parse_from_rfc3339("2031-03-29T20:00:00+00:00")
+                .unwrap()
+                .timestamp();
+            for step in (0..400).map(|i| if i % 7 == 3 { -5_000 } else { 1_789 + i }) {
+                ts += step;
+                let offset = chrono::FixedOffset::east_opt(if step % 2 == 0 { 0 } else { 3600 });
+                let at = chrono::DateTime::from_timestamp(ts, 0)
+                    .unwrap()
+                    .with_timezone(&offset.unwrap());
+                assert_eq!(
+                    cache.local_date(&zone, &at),
+                    at.with_timezone(&zone).date_naive(),
+                    "{zone} {at}"
+                );
+            }
+        }
+    }
+}
