@@ -6,9 +6,9 @@
 //! thread while that one decides earlier events.
 
 use chrono::NaiveDate;
-use rustc_hash::FxHashMap;
 
 use super::evaluate::InvalidEvent;
+use super::name_ids::NameIds;
 use super::seen::SeenIds;
 use super::zone::LocalDates;
 use crate::model::Event;
@@ -66,12 +66,6 @@ fn name_hash(name: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(name.as_bytes())
 }
 
-/// Ids by the hash of their name. Keyed by a 128-bit hash, not the name: a lookup then
-/// touches one table slot instead of also chasing a pointer to the name's bytes for the
-/// comparison, which made interning a tenth of `eval`. Two names with the same hash would
-/// be one customer; with n names the odds are about n²/2¹²⁹.
-pub(super) type NameIds = FxHashMap<u128, u32>;
-
 /// The id of `name` in `ids`, assigning the next one (and calling `new`) if it is new.
 pub(super) fn intern_in(ids: &mut NameIds, name: &str, new: impl FnOnce()) -> u32 {
     intern_hashed(ids, name_hash(name), new)
@@ -79,9 +73,8 @@ pub(super) fn intern_in(ids: &mut NameIds, name: &str, new: impl FnOnce()) -> u3
 
 /// `intern_in`, by the name's hash.
 fn intern_hashed(ids: &mut NameIds, hash: u128, new: impl FnOnce()) -> u32 {
-    let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-    let id = *ids.entry(hash).or_insert(next);
-    if id == next {
+    let (id, is_new) = ids.intern(hash);
+    if is_new {
         new();
     }
     id
@@ -130,8 +123,7 @@ impl Keys {
     /// of no meaning: the tables are far larger than the caches, so warming the slots of a
     /// few events at once lets their cache misses overlap instead of stalling one by one.
     pub fn warm(&self, h: &EventHashes) -> u128 {
-        let id = |ids: &NameIds, h| ids.get(&h).copied().map_or(0, u128::from);
-        self.seen.warm(h.id) ^ id(&self.customers, h.customer) ^ id(&self.wallets, h.wallet)
+        self.seen.warm(h.id) ^ self.customers.warm(h.customer) ^ self.wallets.warm(h.wallet)
     }
 
     /// `admit`, with the event's hashes computed already.
@@ -176,6 +168,6 @@ impl Keys {
         } else {
             &self.customers
         };
-        ids.get(&name_hash(name)).copied()
+        ids.get(name_hash(name))
     }
 }

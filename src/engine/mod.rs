@@ -5,6 +5,7 @@ pub mod admit;
 pub mod evaluate;
 pub mod explain;
 pub mod ledger;
+mod name_ids;
 mod runs;
 pub mod script_view;
 pub mod seen;
