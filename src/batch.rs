@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufRead};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -90,11 +91,41 @@ impl Summary {
 }
 
 /// Counts one more `key`, allocating its key only the first time.
-fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+fn count(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
     match counts.get_mut(key) {
-        Some(n) => *n += 1,
+        Some(m) => *m += n,
         None => {
-            counts.insert(key.to_string(), 1);
+            counts.insert(key.to_string(), n);
+        }
+    }
+}
+
+/// Rejections of one rule since they were last added to its `RuleCounts`: each reason (as
+/// the ruleset holds it, so found by address before text), whether it rejected a coupon,
+/// and how many times. Bumping one costs less than looking its text up in a map.
+#[derive(Debug, Default)]
+struct Rejections(Vec<(Arc<str>, bool, u64)>);
+
+impl Rejections {
+    fn bump(&mut self, reason: &Arc<str>, coupon: bool) {
+        let same = |(r, c, _): &&mut (Arc<str>, bool, u64)| {
+            *c == coupon && (Arc::ptr_eq(r, reason) || **r == **reason)
+        };
+        match self.0.iter_mut().find(same) {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((reason.clone(), coupon, 1)),
+        }
+    }
+
+    /// Adds these to `counts` and starts again from none.
+    fn add_to(&mut self, counts: &mut RuleCounts) {
+        for (reason, coupon, n) in self.0.drain(..) {
+            let to = if coupon {
+                &mut counts.coupons_rejected
+            } else {
+                &mut counts.rejects
+            };
+            count(to, &reason, n);
         }
     }
 }
@@ -172,6 +203,10 @@ pub struct Batch<'r, W: Sink, X: Sink> {
     /// Per-rule counts since they were last added to `summary`, by rule index: found per
     /// decision without looking a rule id up.
     rule_counts: Vec<RuleCounts>,
+    /// Rejections by rule index, not yet in `rule_counts`.
+    rejections: Vec<Rejections>,
+    /// The reason of a rejection that has none (counted as the empty text).
+    no_reason: Arc<str>,
     /// The unit of input being handled.
     unit: u64,
     /// The rejects line being written.
@@ -248,6 +283,12 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                 .iter()
                 .map(|_| RuleCounts::default())
                 .collect(),
+            rejections: ruleset
+                .rules
+                .iter()
+                .map(|_| Rejections::default())
+                .collect(),
+            no_reason: Arc::from(""),
             unit: 0,
             reject_line: Vec::with_capacity(512),
         }
@@ -327,7 +368,6 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                     let Some(c) = self.rule_counts.get_mut(d.rule) else {
                         continue;
                     };
-                    let reason = d.reason.as_deref().unwrap_or_default();
                     match d.kind {
                         DecisionKind::Grant => {
                             c.grants += 1;
@@ -337,9 +377,15 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                             c.approvals += 1;
                             c.approved_value = c.approved_value.saturating_add(d.value().0);
                         }
-                        DecisionKind::Reject => count(&mut c.rejects, reason),
+                        DecisionKind::Reject | DecisionKind::RejectCoupon => {
+                            if let Some(r) = self.rejections.get_mut(d.rule) {
+                                r.bump(
+                                    d.reason.as_ref().unwrap_or(&self.no_reason),
+                                    d.kind == DecisionKind::RejectCoupon,
+                                );
+                            }
+                        }
                         DecisionKind::AcceptCoupon => c.coupons_accepted += 1,
-                        DecisionKind::RejectCoupon => count(&mut c.coupons_rejected, reason),
                     }
                 }
                 let errors = std::mem::take(&mut self.evaluation.errors);
@@ -358,6 +404,9 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
 
     /// Adds the per-rule counts gathered since the last call to the summary.
     fn count_rules(&mut self) {
+        for (counts, rejections) in self.rule_counts.iter_mut().zip(&mut self.rejections) {
+            rejections.add_to(counts);
+        }
         for (rule, counts) in self.ruleset.rules.iter().zip(&mut self.rule_counts) {
             if *counts != RuleCounts::default() {
                 let counts = std::mem::take(counts);
