@@ -8,7 +8,10 @@ use std::borrow::Cow;
 
 use serde::de::value::Error as DeError;
 
+use chrono::{DateTime, FixedOffset};
+
 use super::event_json::{parse_amount, parse_at};
+use crate::model::digits::timestamp_prefix;
 use crate::model::Event;
 
 pub(super) fn ws(b: &[u8], mut i: usize) -> usize {
@@ -102,7 +105,12 @@ fn strings<'a>(line: &'a str, i: &mut usize) -> Option<Vec<&'a str>> {
 enum Value<'a> {
     Text(&'a str),
     List(Vec<&'a str>),
+    /// An `at` of the common shape, read in place.
+    Time(DateTime<FixedOffset>),
 }
+
+/// The index of `at` in `FIELDS`.
+const AT: usize = 2;
 
 /// The contract's fields with the quote that closes their key, in the order lines usually
 /// give them: a key is matched against the field expected next first, so the common line's
@@ -182,12 +190,15 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     }
     i = ws(b, i + 1);
     let mut texts: [Option<&str>; LISTS.start] = [None; LISTS.start];
+    // `at` read in place, or its text when it is not of the common shape.
+    let mut at: Option<Result<DateTime<FixedOffset>, &str>> = None;
     let mut lists: [Option<Vec<&str>>; 2] = [None, None];
     let mut extra = Vec::new();
     if b.get(i) == Some(&b'}') {
         return None;
     }
     let mut next = 0;
+    let mut given = 0u16;
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
@@ -195,6 +206,12 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
         let known = field(b, &mut i, next);
         let key = match known {
             Some(f) => {
+                // A field given twice is left to the full parser, which reads (and may
+                // refuse) each of its values in turn.
+                if given & (1 << f) != 0 {
+                    return None;
+                }
+                given |= 1 << f;
                 next = f + 1;
                 None
             }
@@ -206,11 +223,21 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
         }
         i = ws(b, i + 1);
         let value = match b.get(i)? {
+            b'"' if known == Some(AT) => match b.get(i + 1..).and_then(timestamp_prefix) {
+                // Every byte of it was read as a digit or separator: no escape to find.
+                Some((at, len)) if b.get(i + 1 + len) == Some(&b'"') => {
+                    i += len + 2;
+                    Value::Time(at)
+                }
+                _ => Value::Text(string(line, &mut i)?),
+            },
             b'"' => Value::Text(string(line, &mut i)?),
             b'[' => Value::List(strings(line, &mut i)?),
             _ => return None,
         };
         match (known, key, value) {
+            (Some(AT), _, Value::Time(t)) => at = Some(Ok(t)),
+            (Some(AT), _, Value::Text(v)) => at = Some(Err(v)),
             (Some(f), _, Value::Text(v)) if f < LISTS.start => *texts.get_mut(f)? = Some(v),
             (Some(f), _, Value::List(v)) if LISTS.contains(&f) => {
                 *lists.get_mut(f - LISTS.start)? = Some(v)
@@ -227,7 +254,7 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
                         .collect(),
                 ),
             )),
-            (None, None, _) => return None,
+            (None, _, Value::Time(_)) | (None, None, _) => return None,
         }
         i = ws(b, i);
         match b.get(i)? {
@@ -239,15 +266,17 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     if ws(b, i + 1) != b.len() {
         return None;
     }
-    let [id, kind, at, customer, wallet, card_product, card_role, merchant, amount, channel] =
-        texts;
+    let [id, kind, _, customer, wallet, card_product, card_role, merchant, amount, channel] = texts;
     let [coupons, face_values] = lists;
     // The full parser's own readings of amounts and times, so the two cannot disagree.
     let decimal = |field: &str, t: &str| parse_amount::<DeError>(field, t).ok();
     Some(Event {
         id: Cow::Borrowed(id?),
         kind: Cow::Borrowed(kind?),
-        at: parse_at::<DeError>(at?).ok()?,
+        at: match at? {
+            Ok(at) => at,
+            Err(text) => parse_at::<DeError>(text).ok()?,
+        },
         customer: Cow::Borrowed(customer?),
         wallet: Cow::Borrowed(wallet?),
         card_product: card_product.map(Cow::Borrowed),

@@ -18,16 +18,43 @@ fn number<const N: usize>(b: &[u8]) -> Option<u32> {
 
 /// `text` as a timestamp, when it has the common shape.
 pub fn timestamp(text: &str) -> Option<DateTime<FixedOffset>> {
-    let b = text.as_bytes();
-    let at = |i: usize, c: u8| b.get(i) == Some(&c);
-    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
-        return None;
+    match timestamp_prefix(text.as_bytes()) {
+        Some((at, len)) if len == text.len() => Some(at),
+        _ => None,
+    }
+}
+
+std::thread_local! {
+    /// The date part (`YYYY-MM-DD`) of the last timestamp read on this thread, and its date:
+    /// events of a stream mostly fall on the day of the one before.
+    static LAST_DATE: std::cell::Cell<([u8; 10], NaiveDate)> =
+        const { std::cell::Cell::new(([0; 10], NaiveDate::MIN)) };
+}
+
+/// The date written as `YYYY-MM-DD` at the start of `b`.
+fn date_part(b: &[u8]) -> Option<NaiveDate> {
+    let text: [u8; 10] = b.get(..10)?.try_into().ok()?;
+    let (last, date) = LAST_DATE.get();
+    if last == text {
+        return Some(date);
     }
     let date = NaiveDate::from_ymd_opt(
         number::<4>(b)? as i32,
         number::<2>(b.get(5..)?)?,
         number::<2>(b.get(8..)?)?,
     )?;
+    LAST_DATE.set((text, date));
+    Some(date)
+}
+
+/// A timestamp of the common shape at the start of `b`, and its length in bytes: every byte
+/// of it is a digit or one of `-T:.+Z`, so a JSON string holding it needs no escape check.
+pub fn timestamp_prefix(b: &[u8]) -> Option<(DateTime<FixedOffset>, usize)> {
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return None;
+    }
+    let date = date_part(b)?;
     let (hour, minute, second) = (
         number::<2>(b.get(11..)?)?,
         number::<2>(b.get(14..)?)?,
@@ -49,20 +76,17 @@ pub fn timestamp(text: &str) -> Option<DateTime<FixedOffset>> {
         return None;
     }
     let local_seconds = (hour * 3600 + minute * 60 + second) as i32;
-    let offset = match b.get(i..)? {
-        b"Z" => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+    let (offset, len) = match b.get(i..)? {
+        [b'Z', ..] => (0, i + 1),
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2, ..] => {
             let hours = number::<2>(&[*h1, *h2])?;
             let minutes = number::<2>(&[*m1, *m2])?;
             if hours > 23 || minutes > 59 {
                 return None;
             }
             let seconds = (hours * 3600 + minutes * 60) as i32;
-            if *sign == b'-' {
-                -seconds
-            } else {
-                seconds
-            }
+            let offset = if *sign == b'-' { -seconds } else { seconds };
+            (offset, i + 6)
         }
         _ => return None,
     };
@@ -82,9 +106,9 @@ pub fn timestamp(text: &str) -> Option<DateTime<FixedOffset>> {
     };
     let time =
         NaiveTime::from_num_seconds_from_midnight_opt(u32::try_from(utc_seconds).ok()?, nano)?;
-    Some(DateTime::from_naive_utc_and_offset(
-        utc_date.and_time(time),
-        zone,
+    Some((
+        DateTime::from_naive_utc_and_offset(utc_date.and_time(time), zone),
+        len,
     ))
 }
 
@@ -273,6 +297,28 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_last_date_read_is_remembered_without_changing_any_answer() {
+        // Alternating days, an impossible date between two readings of the same day, and
+        // the same text as a prefix of a longer string.
+        let texts = [
+            "2031-01-02T03:04:05Z",
+            "2031-01-02T23:59:59+08:00",
+            "2031-01-03T00:00:00-01:00",
+            "2031-01-02T12:00:00Z",
+            "2031-02-29T12:00:00Z",
+            "2031-01-02T12:00:00Z",
+            "2031-02-28T12:00:00Z",
+        ];
+        for t in texts.iter().chain(texts.iter().rev()) {
+            assert_eq!(timestamp(t), DateTime::parse_from_rfc3339(t).ok(), "{t}");
+            let quoted = format!("{t}\",\"customer\"");
+            let prefix = timestamp_prefix(quoted.as_bytes());
+            assert_eq!(prefix.map(|(at, _)| at), timestamp(t), "{t}");
+            assert!(prefix.is_none_or(|(_, len)| len == t.len()), "{t}");
         }
     }
 }
