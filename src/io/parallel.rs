@@ -16,10 +16,13 @@ use super::read::{
 };
 use crate::model::Event;
 
-/// Lines per block: large enough to amortize the hand-over, small enough to keep memory flat.
-const BLOCK_LINES: usize = 2048;
+/// Lines per block: enough to amortize the hand-over, few enough that a block's text and
+/// events (a few hundred bytes a line) are still in the caches when the other thread comes
+/// to them. Blocks of 2048 lines (about 1.4 MB, past a core's 1 MiB L2) took both threads
+/// together about 15% more CPU time on the 1,000,000-event bench than blocks of 128.
+const BLOCK_LINES: usize = 128;
 /// Blocks in flight between the threads.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 8;
 
 /// Events prepared together (`Prepare::prepare_run`).
 pub const RUN: usize = 16;
