@@ -750,10 +750,12 @@ fn eval(files: &Files, format: InputFormat, keep_state: bool, output: &Path) -> 
     let run_key = std::path::absolute(output)?.display().to_string();
     let out: Box<dyn Sink> = Box::new(FileSink::new(File::create(output)?, 0));
     let rejects: Box<dyn Sink> = Box::new(FileSink::new(File::create(rejects_path(output))?, 0));
-    let input: Box<dyn io::Read + Send> = match format {
-        InputFormat::Jsonl => Box::new(File::open(files.events_jsonl())?),
-        InputFormat::Csv => Box::new(File::open(files.events_csv())?),
-    };
+    let input = File::open(match format {
+        InputFormat::Jsonl => files.events_jsonl(),
+        InputFormat::Csv => files.events_csv(),
+    })?;
+    // As `promo eval` sizes the state for an input file.
+    state.expect_input(input.metadata()?.len());
     let mut batch = Batch::new(
         &ruleset,
         &mut state,

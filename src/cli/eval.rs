@@ -255,8 +255,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     };
 
     if let Some(bytes) = total {
-        // Event lines run to about two hundred bytes.
-        state.expect_events(usize::try_from(bytes / 160).unwrap_or(0));
+        state.expect_input(bytes);
     }
     let bar = progress_bar(total, args.quiet);
     let mut progress = |bytes: u64| bar.set_position(bytes);

@@ -224,6 +224,12 @@ impl State {
         self.coupons.reserve(n / COUPON_EVERY);
     }
 
+    /// Makes room for the events of an input of `bytes` bytes (`expect_events`): event
+    /// lines run to about two hundred bytes.
+    pub fn expect_input(&mut self, bytes: u64) {
+        self.expect_events(usize::try_from(bytes / 160).unwrap_or(0));
+    }
+
     /// What went wrong with the temporary files of decided ids and coupons, once each: a
     /// file that could not be written leaves its entries in memory, past the budget, and
     /// one that could not be merged leaves more files; nothing is lost either way.
