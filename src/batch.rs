@@ -143,18 +143,20 @@ impl Prepare for Admit<'_> {
         self.keys.admit(self.ruleset, ev)
     }
 
+    /// Admits the events a run at a time, with the table slots of the next run read first:
+    /// the loads of a run's slots are in flight while the run before is admitted.
     fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Admission>) {
         const WARM: usize = crate::io::parallel::RUN;
-        for run in events.chunks(WARM) {
-            let hashes: [Option<EventHashes>; WARM] =
-                std::array::from_fn(|i| run.get(i).map(|ev| EventHashes::of(ev)));
-            let warmed = hashes
-                .iter()
-                .flatten()
-                .fold(0, |w, h| w ^ self.keys.warm(h));
-            std::hint::black_box(warmed);
-            for (ev, h) in run.iter().zip(hashes.into_iter().flatten()) {
-                out.push(self.keys.admit_hashed(self.ruleset, ev, h));
+        let hashes: Vec<EventHashes> = events.iter().map(|ev| EventHashes::of(ev)).collect();
+        let warm = |keys: &Keys, run: &[EventHashes]| {
+            std::hint::black_box(run.iter().fold(0, |w, h| w ^ keys.warm(h)));
+        };
+        warm(&self.keys, hashes.get(..WARM).unwrap_or(&hashes));
+        for (k, (run, run_hashes)) in events.chunks(WARM).zip(hashes.chunks(WARM)).enumerate() {
+            let next = hashes.get((k + 1) * WARM..).unwrap_or_default();
+            warm(&self.keys, next.get(..WARM).unwrap_or(next));
+            for (ev, h) in run.iter().zip(run_hashes) {
+                out.push(self.keys.admit_hashed(self.ruleset, ev, *h));
             }
         }
     }

@@ -24,7 +24,8 @@ const BLOCK_LINES: usize = 128;
 /// Blocks in flight between the threads.
 const IN_FLIGHT: usize = 8;
 
-/// Events prepared together (`Prepare::prepare_run`).
+/// Events warmed together: by the preparer (`Prepare::prepare_run`) and by the caller
+/// (`Consume::ahead`).
 pub const RUN: usize = 16;
 
 /// Work done on the reading thread for each event it parses, ahead of the caller's thread.
@@ -32,26 +33,23 @@ pub trait Prepare: Send {
     type Out: Send;
     fn prepare(&mut self, ev: &Event<'_>) -> Self::Out;
 
-    /// Prepares a few consecutive events, in order, into `out`: a preparer may look at all
-    /// of them first (to warm its tables, say) before preparing each.
+    /// Prepares consecutive events (those of a block), in order, into `out`: a preparer may
+    /// look ahead of the event it prepares (to warm its tables, say).
     fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Self::Out>) {
         out.extend(events.iter().map(|ev| self.prepare(ev)));
     }
 }
 
-/// Prepares the events among `units` in runs of `RUN`.
+/// Prepares the events among `units`.
 fn prepare_units<P: Prepare>(prep: &mut P, units: &[(Position, Unit<'_>)], out: &mut Vec<P::Out>) {
-    let mut run: Vec<&Event<'_>> = Vec::with_capacity(RUN);
-    for (_, unit) in units {
-        if let Unit::Event { event, .. } = unit {
-            run.push(event);
-            if run.len() == RUN {
-                prep.prepare_run(&run, out);
-                run.clear();
-            }
-        }
-    }
-    prep.prepare_run(&run, out);
+    let events: Vec<&Event<'_>> = units
+        .iter()
+        .filter_map(|(_, unit)| match unit {
+            Unit::Event { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect();
+    prep.prepare_run(&events, out);
 }
 
 /// What the caller's thread does with the units, in input order.
@@ -631,7 +629,8 @@ mod tests {
             .shown
             .iter()
             .filter(|&&(n, given)| n as usize <= given + RUN);
-        assert!(early.count() <= 4 * RUN);
+        let blocks = text.lines().count().div_ceil(BLOCK_LINES);
+        assert!(early.count() <= blocks * RUN);
     }
 
     #[test]
