@@ -746,16 +746,19 @@ fn eval(files: &Files, format: InputFormat, keep_state: bool, output: &Path) -> 
     } else {
         None
     };
-    load_snapshot(&files.customers(), &ruleset, &mut state, store.is_some())?;
+    let input_path = match format {
+        InputFormat::Jsonl => files.events_jsonl(),
+        InputFormat::Csv => files.events_csv(),
+    };
+    // As `promo eval` sizes the state for an input file while it reads the snapshot.
+    let input_len = std::fs::metadata(&input_path)?.len();
+    state.expect_input_while(input_len, |state| {
+        load_snapshot(&files.customers(), &ruleset, state, store.is_some())
+    })?;
     let run_key = std::path::absolute(output)?.display().to_string();
     let out: Box<dyn Sink> = Box::new(FileSink::new(File::create(output)?, 0));
     let rejects: Box<dyn Sink> = Box::new(FileSink::new(File::create(rejects_path(output))?, 0));
-    let input = File::open(match format {
-        InputFormat::Jsonl => files.events_jsonl(),
-        InputFormat::Csv => files.events_csv(),
-    })?;
-    // As `promo eval` sizes the state for an input file.
-    state.expect_input(input.metadata()?.len());
+    let input = File::open(input_path)?;
     let mut batch = Batch::new(
         &ruleset,
         &mut state,

@@ -202,10 +202,21 @@ pub fn run(args: &EvalArgs) -> Exit {
             Err(e) => return fatal(format!("cannot read {}: {e}", args.input.display())),
         },
     };
-    if let Some(path) = &args.customers {
-        if let Err(e) = load_snapshot(path, &ruleset, &mut state, store.is_some()) {
-            return fatal(format!("bad customer snapshot: {e}"));
-        }
+    let snapshot = |state: &mut State| match &args.customers {
+        Some(path) => load_snapshot(path, &ruleset, state, store.is_some()),
+        None => Ok(0),
+    };
+    let input_len = if stdin {
+        None
+    } else {
+        std::fs::metadata(&args.input).ok().map(|m| m.len())
+    };
+    let loaded = match input_len {
+        Some(bytes) => state.expect_input_while(bytes, snapshot),
+        None => snapshot(&mut state),
+    };
+    if let Err(e) = loaded {
+        return fatal(format!("bad customer snapshot: {e}"));
     }
     let input_format = args.format.unwrap_or(if has_ext(&args.input, "csv") {
         InputFormat::Csv
@@ -254,9 +265,6 @@ pub fn run(args: &EvalArgs) -> Exit {
         }
     };
 
-    if let Some(bytes) = total {
-        state.expect_input(bytes);
-    }
     let bar = progress_bar(total, args.quiet);
     let mut progress = |bytes: u64| bar.set_position(bytes);
     let mut batch = Batch::new(

@@ -210,6 +210,15 @@ impl SeenIds {
         }
     }
 
+    /// Writes to every page of the table, so that the kernel provides them now.
+    pub fn touch_pages(&mut self) {
+        const PER_PAGE: usize = 4096 / SLOT;
+        for slot in self.slots.iter_mut().step_by(PER_PAGE) {
+            // What the slot holds, written back: a store the compiler cannot drop.
+            *slot = std::hint::black_box(*slot);
+        }
+    }
+
     /// The ids held, in the table and in runs: removed ones that a run holds still count,
     /// and so, twice, does an id `remember` added to the table while a run held it.
     /// What went wrong first with the temporary files, if anything did.

@@ -224,10 +224,30 @@ impl State {
         self.coupons.reserve(n / COUPON_EVERY);
     }
 
-    /// Makes room for the events of an input of `bytes` bytes (`expect_events`): event
-    /// lines run to about two hundred bytes.
-    pub fn expect_input(&mut self, bytes: u64) {
-        self.expect_events(usize::try_from(bytes / 160).unwrap_or(0));
+    /// Runs `load` (reading a customer snapshot, say) while another thread makes room for
+    /// the events of an input of `bytes` bytes (`expect_events`; event lines run to about
+    /// two hundred bytes) and touches every page of the decided-ids table: a fresh table's
+    /// pages are otherwise provided by the kernel one fault at a time as the first events
+    /// land on them, on the reading thread, when the second core has little to do during
+    /// `load`.
+    pub fn expect_input_while<T>(&mut self, bytes: u64, load: impl FnOnce(&mut State) -> T) -> T {
+        let events = usize::try_from(bytes / 160).unwrap_or(0);
+        let mut seen = std::mem::take(&mut self.keys.seen);
+        let (out, seen) = std::thread::scope(|scope| {
+            let ready = scope.spawn(move || {
+                seen.reserve(events);
+                seen.touch_pages();
+                seen
+            });
+            let out = load(self);
+            (out, ready.join())
+        });
+        match seen {
+            Ok(seen) => self.keys.seen = seen,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        self.coupons.reserve(events / COUPON_EVERY);
+        out
     }
 
     /// What went wrong with the temporary files of decided ids and coupons, once each: a

@@ -1519,3 +1519,32 @@ fn spills_that_cannot_be_written_keep_everything_in_memory_and_say_so() {
     }
     assert!(!run_a.stderr.contains("warning"), "{}", run_a.stderr);
 }
+
+/// `promo eval` makes room for its input (and touches the decided-ids table's pages) on a
+/// second thread while it reads the snapshot: the ids decided before, as a store loads them,
+/// stay decided, and the snapshot's work is done on the state as usual.
+#[test]
+fn making_room_for_an_input_while_loading_keeps_the_decided_ids() {
+    use promo::engine::{Admission, State};
+    let ruleset = promo::rules::load_ruleset(&shipped_rules()).unwrap();
+    let mut state = State::new(&ruleset);
+    state.limit_id_memory(64 << 10);
+    let line = |i: usize| {
+        format!(
+            r#"{{"id":"E{i}","type":"card_link","at":"2019-12-20T10:00:00+08:00","customer":"C{i}","wallet":"W{i}"}}"#
+        )
+    };
+    let lines: Vec<String> = (0..20_000).map(line).collect();
+    for l in &lines {
+        let ev = promo::io::event_json::parse_event(l).unwrap();
+        assert!(matches!(state.admit(&ruleset, &ev), Admission::Fresh(_)));
+    }
+    let interned = state.expect_input_while(160 * 1_000_000, |s| {
+        s.intern(promo::rules::raw::RawScope::Customer, "C-new")
+    });
+    assert_eq!(interned, 20_000);
+    for l in &lines {
+        let ev = promo::io::event_json::parse_event(l).unwrap();
+        assert_eq!(state.admit(&ruleset, &ev), Admission::Duplicate, "{l}");
+    }
+}
