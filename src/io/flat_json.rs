@@ -1,8 +1,9 @@
 //! A fast path for the common event line: one flat JSON object whose values are strings
 //! without escapes, lists of such strings, or `null`. It does in one scan what serde_json's
 //! generic path does per token, and says `None` for anything else (escapes, numbers, nested
-//! values, malformed text), which the full parser then reads or rejects with its message. So
-//! it can only ever agree with the full parser, and a test holds it to that.
+//! values, a field given twice, malformed text), which the full parser then reads or rejects
+//! with its message. So it can only ever agree with the full parser, and a test holds it to
+//! that.
 
 use std::borrow::Cow;
 
