@@ -14,9 +14,7 @@ use crate::engine::{
     decide, evaluate, explain, Admission, Evaluation, EventHashes, Keys, Outcome, State,
 };
 use crate::io::output::write_reject_line;
-use crate::io::parallel::{
-    read_csv_parallel, read_jsonl_parallel, Consume, Handle, ParallelEnd, Prepare,
-};
+use crate::io::parallel::{read_csv_parallel, read_jsonl_parallel, Handle, ParallelEnd, Prepare};
 use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
 use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
@@ -159,22 +157,6 @@ impl Prepare for Admit<'_> {
                 out.push(self.keys.admit_hashed(self.ruleset, ev, *h));
             }
         }
-    }
-}
-
-/// A batch deciding the events a reading thread admitted.
-struct Deciding<'b, 'r, W: Sink, X: Sink> {
-    batch: &'b mut Batch<'r, W, X>,
-    progress: &'b mut dyn FnMut(u64),
-}
-
-impl<W: Sink, X: Sink> Consume<Admission> for Deciding<'_, '_, W, X> {
-    fn unit(&mut self, at: Position, unit: &Unit<'_>, admission: Option<Admission>) -> Flow {
-        self.batch.unit(at, unit, admission, self.progress)
-    }
-
-    fn ahead(&mut self, next: &[Admission]) {
-        self.batch.state.warm(self.batch.ruleset, next);
     }
 }
 
@@ -548,13 +530,9 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             ruleset: self.ruleset,
             keys: self.state.lend_keys(),
         };
-        let end = read(
-            admit,
-            &mut Deciding {
-                batch: &mut *self,
-                progress,
-            },
-        );
+        let end = read(admit, &mut |at, unit, admission| {
+            self.unit(at, unit, admission, progress)
+        });
         let undecided = end.unused.into_iter().filter_map(|a| match a {
             Admission::Fresh(a) => Some(a),
             // nothing was remembered for these

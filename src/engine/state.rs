@@ -87,13 +87,6 @@ impl FactTable {
             .unwrap_or_default()
     }
 
-    /// Whether the first or last slot of `id` was ever set: read to bring the row (which
-    /// may straddle two cache lines) into cache.
-    fn touch(&self, id: u32) -> bool {
-        let last = self.stride.saturating_sub(1);
-        (self.get(id, 0) != FactValue::Absent) | (self.get(id, last) != FactValue::Absent)
-    }
-
     /// Sets slot `slot` of `id`.
     pub fn set(&mut self, id: u32, slot: usize, value: FactValue) {
         self.ensure(id);
@@ -390,27 +383,6 @@ impl State {
             self.keys.seen.remove(a.id_hash);
             self.learn_names(a);
         }
-    }
-
-    /// Reads what deciding the admitted events among `next`, soon, will read (their fact
-    /// rows and the counters of their rules' limits), and discards it: the tables are far
-    /// larger than the caches, so reading what a few events need at once lets their cache
-    /// misses overlap instead of stalling deciding one by one (see `Consume::ahead`).
-    pub fn warm(&self, ruleset: &Ruleset, next: &[Admission]) {
-        let found = next.iter().fold(0u32, |n, a| {
-            let Admission::Fresh(a) = a else { return n };
-            let Some(reads) = ruleset.reads_by_type.get(a.kind) else {
-                return n;
-            };
-            let customer = reads.customer && self.customer_facts.touch(a.customer);
-            let wallet = reads.wallet && self.wallet_facts.touch(a.wallet);
-            let counters = reads.counters.iter().filter(|&&(counter, per, daily)| {
-                let key = CounterKey::new(counter, per, a.customer, a.wallet, a.date, daily);
-                self.counters.contains_key(&key)
-            });
-            n + u32::from(customer) + u32::from(wallet) + counters.count() as u32
-        });
-        std::hint::black_box(found);
     }
 
     /// Records what admitting `a` changed in the keys: new names, and the decided id for
