@@ -88,7 +88,7 @@ impl Summary {
     }
 }
 
-/// Counts one more `key`, allocating its key only the first time.
+/// Counts `n` more of `key`, allocating its key only the first time.
 fn count(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
     match counts.get_mut(key) {
         Some(m) => *m += n,
@@ -144,7 +144,7 @@ impl Prepare for Admit<'_> {
     /// Admits the events a run at a time, with the table slots of the next run read first:
     /// the loads of a run's slots are in flight while the run before is admitted.
     fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Admission>) {
-        const WARM: usize = crate::io::parallel::RUN;
+        const WARM: usize = 16;
         let hashes: Vec<EventHashes> = events.iter().map(|ev| EventHashes::of(ev)).collect();
         let warm = |keys: &Keys, run: &[EventHashes]| {
             std::hint::black_box(run.iter().fold(0, |w, h| w ^ keys.warm(h)));

@@ -253,19 +253,15 @@ pub fn run(args: &EvalArgs) -> Exit {
         },
         None => Box::new(StreamSink::new(io::stderr())),
     };
-    let (input, total): (Box<dyn io::Read + Send>, Option<u64>) = if stdin {
-        (Box::new(io::stdin()), None)
+    let input: Box<dyn io::Read + Send> = if stdin {
+        Box::new(io::stdin())
     } else {
         match File::open(&args.input) {
-            Ok(f) => {
-                let len = f.metadata().ok().map(|m| m.len());
-                (Box::new(f), len)
-            }
+            Ok(f) => Box::new(f),
             Err(e) => return fatal(format!("cannot open {}: {e}", args.input.display())),
         }
     };
-
-    let bar = progress_bar(total, args.quiet);
+    let bar = progress_bar(input_len, args.quiet);
     let mut progress = |bytes: u64| bar.set_position(bytes);
     let mut batch = Batch::new(
         &ruleset,

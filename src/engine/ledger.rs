@@ -11,11 +11,11 @@
 //! Past the budget, at a point between events (`settle`), the older half of the coupons in
 //! memory goes to a sorted run of fixed-width entries keyed by the 128-bit hash of their id
 //! (see `runs`), except those a store has yet to save; the newer half and those stay in
-//! memory under new indices. A coupon
-//! in memory shadows its older copies in runs. Deciding an event only reads coupons in
-//! memory: those it names are brought back from the runs first (`promote`), so a spend
-//! marks the copy in memory. Lookups stay exact: two coupon ids sharing a 128-bit hash
-//! would be one coupon, the assumption `SeenIds` makes of event ids.
+//! memory under new indices. A coupon in memory shadows its older copies in runs. Deciding
+//! an event only reads coupons in memory: those it names are brought back from the runs
+//! first (`promote`), so a spend marks the copy in memory. Lookups stay exact: two coupon
+//! ids sharing a 128-bit hash would be one coupon, the assumption `SeenIds` makes of event
+//! ids.
 
 use std::fmt;
 use std::io;
@@ -232,7 +232,6 @@ impl CouponLedger {
         }
     }
 
-    /// About the bytes the coupons in memory take.
     /// Makes room for about `n` more coupons, as many as the budget holds at most, so that
     /// the tables are not copied again and again as they grow.
     pub fn reserve(&mut self, n: usize) {
@@ -244,6 +243,7 @@ impl CouponLedger {
         self.index.reserve(n, |&i| hash(id_at(ids, records, i)));
     }
 
+    /// About the bytes the coupons in memory take.
     fn bytes_in_memory(&self) -> usize {
         self.records.len() * IN_MEMORY + self.ids.len()
     }

@@ -219,13 +219,13 @@ impl SeenIds {
         }
     }
 
-    /// The ids held, in the table and in runs: removed ones that a run holds still count,
-    /// and so, twice, does an id `remember` added to the table while a run held it.
     /// What went wrong first with the temporary files, if anything did.
     pub fn warning(&self) -> Option<&str> {
         self.runs.warning()
     }
 
+    /// The ids held, in the table and in runs: removed ones that a run holds still count,
+    /// and so, twice, does an id `remember` added to the table while a run held it.
     pub fn len(&self) -> usize {
         self.len + self.runs.len()
     }

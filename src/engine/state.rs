@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -105,33 +105,6 @@ pub struct CounterKey {
     pub owner: u32,
     /// Days since the common era of the window's day, or `i32::MIN` for no window.
     pub day: i32,
-}
-
-impl CounterKey {
-    /// The key of `counter`, kept per `per`, for an event of this customer, wallet and date.
-    pub fn new(
-        counter: usize,
-        per: RawScope,
-        customer: u32,
-        wallet: u32,
-        date: NaiveDate,
-        daily: bool,
-    ) -> Self {
-        CounterKey {
-            counter: counter as u32,
-            per,
-            owner: match per {
-                RawScope::Customer => customer,
-                RawScope::Wallet => wallet,
-                RawScope::All => 0,
-            },
-            day: if daily {
-                date.num_days_from_ce()
-            } else {
-                i32::MIN
-            },
-        }
-    }
 }
 
 /// What a counter has counted.

@@ -24,9 +24,6 @@ const BLOCK_LINES: usize = 128;
 /// Blocks in flight between the threads.
 const IN_FLIGHT: usize = 8;
 
-/// Events a preparer warms together (`Prepare::prepare_run`).
-pub const RUN: usize = 16;
-
 /// Work done on the reading thread for each event it parses, ahead of the caller's thread.
 pub trait Prepare: Send {
     type Out: Send;
