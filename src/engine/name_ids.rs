@@ -8,19 +8,12 @@
 //! known from the hash alone: `warm` reads it with one load, and the loads of many names
 //! are in flight at once.
 
+use super::seen::stored;
+
 /// An empty slot's hash. The hash 0 is kept as 1 (`stored`), as `SeenIds` keeps ids.
 const EMPTY: u128 = 0;
 /// The fewest slots of a table.
 const MIN_SLOTS: usize = 16;
-
-/// How a hash is stored: `0` marks an empty slot, so the hash 0 is kept as 1.
-fn stored(h: u128) -> u128 {
-    if h == EMPTY {
-        1
-    } else {
-        h
-    }
-}
 
 /// A stored hash, as two halves (a `u128` would align slots to 16 bytes, and make them 32
 /// bytes long instead of 24), and its id.

@@ -60,8 +60,9 @@ impl fmt::Debug for SeenIds {
 
 /// How a hash is stored: `0` marks an empty slot, so the hash 0 is kept as 1. That makes
 /// two of the 2^128 hashes one id (an id hashing to 0 is a repeat of one hashing to 1, and
-/// the other way round), odds far below those of two ids sharing a hash at all.
-fn stored(h: u128) -> u128 {
+/// the other way round), odds far below those of two ids sharing a hash at all. Names are
+/// kept the same way (`NameIds`).
+pub(super) fn stored(h: u128) -> u128 {
     if h == 0 {
         1
     } else {
