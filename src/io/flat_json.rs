@@ -25,38 +25,43 @@ pub(super) fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index of the first `"`, `\\` or control character in `b`, eight bytes at a time: the
-/// byte-at-a-time search was the bulk of parsing a line. In each word, a byte is flagged
-/// where it equals a quote or a backslash, or is below 0x20; borrows only carry upwards, so
-/// the lowest flag (the first byte, little-endian) is always a true one.
-pub(super) fn special(b: &[u8]) -> Option<usize> {
+/// Flags, in each byte's high bit, the bytes of a little-endian word that are a quote, a
+/// backslash or below 0x20. Borrows only carry upwards, so the lowest flag (the first byte)
+/// is always a true one.
+fn flags(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w;
-    let flags = |w: u64| {
-        (below(w ^ (ONES * u64::from(b'"')), 1)
-            | below(w ^ (ONES * u64::from(b'\\')), 1)
-            | below(w, 0x20))
-            & HIGH
-    };
-    let mut words = b.chunks_exact(8);
-    let mut at = 0;
-    for word in words.by_ref() {
-        let found = flags(u64::from_le_bytes(word.try_into().ok()?));
+    (below(w ^ (ONES * u64::from(b'"')), 1)
+        | below(w ^ (ONES * u64::from(b'\\')), 1)
+        | below(w, 0x20))
+        & HIGH
+}
+
+/// The index of the first `"`, `\\` or control character in `b`, eight bytes at a time: the
+/// byte-at-a-time search was the bulk of parsing a line.
+pub(super) fn special(b: &[u8]) -> Option<usize> {
+    special_from(b, 0)
+}
+
+/// `special` from `b[at]` on, as an index into `b`. Inlined where strings are read: a line's
+/// strings are short, so the call and the set-up of a word iterator cost as much as the search.
+#[inline(always)]
+fn special_from(b: &[u8], mut at: usize) -> Option<usize> {
+    while let Some(word) = b.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let found = flags(u64::from_le_bytes(*word));
         if found != 0 {
             return Some(at + found.trailing_zeros() as usize / 8);
         }
         at += 8;
     }
-    // The last few bytes as one more word, padded with a byte that is never special: short
-    // strings are mostly tail.
-    let mut tail = [b'a'; 8];
-    // Byte by byte: a call to `memcpy` for at most seven bytes cost more than the search.
-    for (to, &from) in tail.iter_mut().zip(words.remainder()) {
-        *to = from;
-    }
-    let found = flags(u64::from_le_bytes(tail));
-    (found != 0).then(|| at + found.trailing_zeros() as usize / 8)
+    // The last few bytes of the text, one at a time: a call to `memcpy` to pad them into a
+    // word cost more than the search.
+    let tail = b.get(at..)?;
+    let found = tail
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    Some(at + found)
 }
 
 /// Whether `s` goes into a JSON string as it is: no quote, backslash or control character.
@@ -65,23 +70,27 @@ pub(super) fn plain(s: &str) -> bool {
 }
 
 /// A string starting at `b[*i] == '"'` with no escape or control character; moves past it.
+#[inline]
 pub(super) fn string<'a>(line: &'a str, i: &mut usize) -> Option<&'a str> {
     let b = line.as_bytes();
     if b.get(*i) != Some(&b'"') {
         return None;
     }
     let start = *i + 1;
-    let rest = b.get(start..)?;
-    let len = special(rest)?;
-    if rest.get(len) != Some(&b'"') {
+    let end = special_from(b, start)?;
+    if b.get(end) != Some(&b'"') {
         return None;
     }
-    *i = start + len + 1;
-    line.get(start..start + len)
+    *i = end + 1;
+    line.get(start..end)
 }
 
-/// A list of strings starting at `b[*i] == '['`; moves past it.
-fn strings<'a>(line: &'a str, i: &mut usize) -> Option<Vec<&'a str>> {
+/// A list of strings starting at `b[*i] == '['`, each as `item` reads it; moves past it.
+fn strings<'a, T>(
+    line: &'a str,
+    i: &mut usize,
+    mut item: impl FnMut(&'a str) -> Option<T>,
+) -> Option<Vec<T>> {
     let b = line.as_bytes();
     *i = ws(b, *i + 1);
     let mut out = Vec::new();
@@ -90,7 +99,7 @@ fn strings<'a>(line: &'a str, i: &mut usize) -> Option<Vec<&'a str>> {
         return Some(out);
     }
     loop {
-        out.push(string(line, i)?);
+        out.push(item(string(line, i)?)?);
         *i = ws(b, *i);
         match b.get(*i)? {
             b',' => *i = ws(b, *i + 1),
@@ -101,13 +110,6 @@ fn strings<'a>(line: &'a str, i: &mut usize) -> Option<Vec<&'a str>> {
             _ => return None,
         }
     }
-}
-
-enum Value<'a> {
-    Text(&'a str),
-    List(Vec<&'a str>),
-    /// An `at` of the common shape, read in place.
-    Time(DateTime<FixedOffset>),
 }
 
 /// The index of `at` in `FIELDS`.
@@ -165,6 +167,30 @@ const KEY_WORDS: [(u128, u128); 12] = {
     words
 };
 
+/// Each field as a compact line gives it, from the quote opening its key to the quote or
+/// bracket opening its value (`"amount":"`, `"coupons":[`), as `word16` reads it, the mask
+/// of those bytes, and their count: the field a line usually gives next is recognized, with
+/// its colon and the start of its value, by one comparison.
+const MEMBER_WORDS: [(u128, u128, usize); 12] = {
+    let mut words = [(0, 0, 0); 12];
+    let mut f = 0;
+    while f < FIELDS.len() {
+        let name = FIELDS[f];
+        let opens = if f >= LISTS.start { b'[' } else { b'"' };
+        let (word, mask) = KEY_WORDS[f];
+        let n = name.len();
+        words[f] = (
+            (word << 8 | b'"' as u128)
+                | (b':' as u128) << (8 * (n + 1))
+                | (opens as u128) << (8 * (n + 2)),
+            mask << 8 | 0xff | 0xffff << (8 * (n + 1)),
+            n + 3,
+        );
+        f += 1;
+    }
+    words
+};
+
 /// The field whose key starts at `b[*i] == '"'`, trying `next` first; moves past the key.
 fn field(b: &[u8], i: &mut usize, next: usize) -> Option<usize> {
     let key = word16(b, *i + 1);
@@ -182,6 +208,41 @@ fn field(b: &[u8], i: &mut usize, next: usize) -> Option<usize> {
     Some(found)
 }
 
+/// Past `:` and the whitespace around it, from `b[i]`.
+fn colon(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) == Some(&b':') && b.get(i + 1).is_some_and(|&c| c == b'"' || c == b'[') {
+        return Some(i + 1);
+    }
+    let i = ws(b, i);
+    (b.get(i) == Some(&b':')).then(|| ws(b, i + 1))
+}
+
+/// `at`'s value starting at `b[*i]`: read in place when it has the common shape (every
+/// byte of it a digit or separator, so there is no escape to find), else its text.
+fn time<'a>(line: &'a str, i: &mut usize) -> Option<Result<DateTime<FixedOffset>, &'a str>> {
+    let b = line.as_bytes();
+    if b.get(*i) != Some(&b'"') {
+        return None;
+    }
+    match b.get(*i + 1..).and_then(timestamp_prefix) {
+        Some((at, len)) if b.get(*i + 1 + len) == Some(&b'"') => {
+            *i += len + 2;
+            Some(Ok(at))
+        }
+        _ => string(line, i).map(Err),
+    }
+}
+
+/// An unknown field's value starting at `b[*i]`, as serde_json would keep it.
+fn extra_value(line: &str, i: &mut usize) -> Option<serde_json::Value> {
+    let text = |s: &str| serde_json::Value::String(s.to_string());
+    Some(match line.as_bytes().get(*i)? {
+        b'"' => text(string(line, i)?),
+        b'[' => serde_json::Value::Array(strings(line, i, |s| Some(text(s)))?),
+        _ => return None,
+    })
+}
+
 /// Parses a flat event line, or says `None` if the line needs the full parser.
 pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     let b = line.as_bytes();
@@ -193,19 +254,32 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     let mut texts: [Option<&str>; LISTS.start] = [None; LISTS.start];
     // `at` read in place, or its text when it is not of the common shape.
     let mut at: Option<Result<DateTime<FixedOffset>, &str>> = None;
-    let mut lists: [Option<Vec<&str>>; 2] = [None, None];
+    let mut coupons = None;
+    let mut face_values = None;
+    // The full parser's own readings of amounts and times, so the two cannot disagree.
+    let decimal = |field: &str, t: &str| parse_amount::<DeError>(field, t).ok();
     let mut extra = Vec::new();
-    if b.get(i) == Some(&b'}') {
-        return None;
-    }
     let mut next = 0;
     let mut given = 0u16;
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let known = field(b, &mut i, next);
-        let key = match known {
+        // The field expected next, written compactly; else any field, or an unknown key.
+        let known = match MEMBER_WORDS.get(next) {
+            Some(&(word, mask, len)) if word16(b, i) & mask == word => {
+                i += len - 1;
+                Some(next)
+            }
+            _ => match field(b, &mut i, next) {
+                Some(f) => {
+                    i = colon(b, i)?;
+                    Some(f)
+                }
+                None => None,
+            },
+        };
+        match known {
             Some(f) => {
                 // A field given twice is left to the full parser, which reads (and may
                 // refuse) each of its values in turn.
@@ -214,63 +288,41 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
                 }
                 given |= 1 << f;
                 next = f + 1;
-                None
-            }
-            None => Some(string(line, &mut i)?),
-        };
-        i = ws(b, i);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = ws(b, i + 1);
-        let value = match b.get(i)? {
-            b'"' if known == Some(AT) => match b.get(i + 1..).and_then(timestamp_prefix) {
-                // Every byte of it was read as a digit or separator: no escape to find.
-                Some((at, len)) if b.get(i + 1 + len) == Some(&b'"') => {
-                    i += len + 2;
-                    Value::Time(at)
+                if f == AT {
+                    at = Some(time(line, &mut i)?);
+                } else if let Some(text) = texts.get_mut(f) {
+                    *text = Some(string(line, &mut i)?);
+                } else if b.get(i) != Some(&b'[') {
+                    return None;
+                } else if f == LISTS.start {
+                    coupons = Some(strings(line, &mut i, |s| Some(Cow::Borrowed(s)))?);
+                } else {
+                    face_values = Some(strings(line, &mut i, |t| decimal("face_values", t))?);
                 }
-                _ => Value::Text(string(line, &mut i)?),
-            },
-            b'"' => Value::Text(string(line, &mut i)?),
-            b'[' => Value::List(strings(line, &mut i)?),
-            _ => return None,
-        };
-        match (known, key, value) {
-            (Some(AT), _, Value::Time(t)) => at = Some(Ok(t)),
-            (Some(AT), _, Value::Text(v)) => at = Some(Err(v)),
-            (Some(f), _, Value::Text(v)) if f < LISTS.start => *texts.get_mut(f)? = Some(v),
-            (Some(f), _, Value::List(v)) if LISTS.contains(&f) => {
-                *lists.get_mut(f - LISTS.start)? = Some(v)
             }
-            (Some(_), _, _) => return None,
-            (None, Some(k), Value::Text(v)) => {
-                extra.push((Cow::Borrowed(k), serde_json::Value::String(v.to_string())))
+            None => {
+                let key = string(line, &mut i)?;
+                i = colon(b, i)?;
+                extra.push((Cow::Borrowed(key), extra_value(line, &mut i)?));
             }
-            (None, Some(k), Value::List(v)) => extra.push((
-                Cow::Borrowed(k),
-                serde_json::Value::Array(
-                    v.into_iter()
-                        .map(|s| serde_json::Value::String(s.to_string()))
-                        .collect(),
-                ),
-            )),
-            (None, _, Value::Time(_)) | (None, None, _) => return None,
         }
-        i = ws(b, i);
         match b.get(i)? {
             b',' => i = ws(b, i + 1),
             b'}' => break,
-            _ => return None,
+            _ => {
+                i = ws(b, i);
+                match b.get(i)? {
+                    b',' => i = ws(b, i + 1),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
         }
     }
     if ws(b, i + 1) != b.len() {
         return None;
     }
     let [id, kind, _, customer, wallet, card_product, card_role, merchant, amount, channel] = texts;
-    let [coupons, face_values] = lists;
-    // The full parser's own readings of amounts and times, so the two cannot disagree.
-    let decimal = |field: &str, t: &str| parse_amount::<DeError>(field, t).ok();
     Some(Event {
         id: Cow::Borrowed(id?),
         kind: Cow::Borrowed(kind?),
@@ -288,15 +340,8 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
             None => None,
         },
         channel: channel.map(Cow::Borrowed),
-        coupons: coupons.map(|v| v.into_iter().map(Cow::Borrowed).collect()),
-        face_values: match face_values {
-            Some(v) => Some(
-                v.into_iter()
-                    .map(|t| decimal("face_values", t))
-                    .collect::<Option<Vec<_>>>()?,
-            ),
-            None => None,
-        },
+        coupons,
+        face_values,
         extra,
         plain: true,
     })
