@@ -14,7 +14,9 @@ use crate::engine::{
     decide, evaluate, explain, Admission, Evaluation, EventHashes, Keys, Outcome, State,
 };
 use crate::io::output::write_reject_line;
-use crate::io::parallel::{read_csv_parallel, read_jsonl_parallel, Handle, ParallelEnd, Prepare};
+use crate::io::parallel::{
+    read_csv_parallel, read_jsonl_parallel, Consume, Handle, ParallelEnd, Prepare,
+};
 use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
 use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
@@ -141,22 +143,36 @@ impl Prepare for Admit<'_> {
         self.keys.admit(self.ruleset, ev)
     }
 
-    /// Admits the events a run at a time, with the table slots of the next run read first:
-    /// the loads of a run's slots are in flight while the run before is admitted.
+    /// Admits the events in order, with the table slots of the event `AHEAD` places on
+    /// prefetched as each is admitted: their cache misses are in flight meanwhile.
     fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Admission>) {
-        const WARM: usize = 16;
+        const AHEAD: usize = 16;
         let hashes: Vec<EventHashes> = events.iter().map(|ev| EventHashes::of(ev)).collect();
-        let warm = |keys: &Keys, run: &[EventHashes]| {
-            std::hint::black_box(run.iter().fold(0, |w, h| w ^ keys.warm(h)));
-        };
-        warm(&self.keys, hashes.get(..WARM).unwrap_or(&hashes));
-        for (k, (run, run_hashes)) in events.chunks(WARM).zip(hashes.chunks(WARM)).enumerate() {
-            let next = hashes.get((k + 1) * WARM..).unwrap_or_default();
-            warm(&self.keys, next.get(..WARM).unwrap_or(next));
-            for (ev, h) in run.iter().zip(run_hashes) {
-                out.push(self.keys.admit_hashed(self.ruleset, ev, *h));
-            }
+        for h in hashes.iter().take(AHEAD) {
+            self.keys.prefetch(h);
         }
+        for (i, (ev, h)) in events.iter().zip(&hashes).enumerate() {
+            if let Some(ahead) = hashes.get(i + AHEAD) {
+                self.keys.prefetch(ahead);
+            }
+            out.push(self.keys.admit_hashed(self.ruleset, ev, *h));
+        }
+    }
+}
+
+/// A batch deciding the events a reading thread admitted.
+struct Deciding<'b, 'r, W: Sink, X: Sink> {
+    batch: &'b mut Batch<'r, W, X>,
+    progress: &'b mut dyn FnMut(u64),
+}
+
+impl<W: Sink, X: Sink> Consume<Admission> for Deciding<'_, '_, W, X> {
+    fn unit(&mut self, at: Position, unit: &Unit<'_>, admission: Option<Admission>) -> Flow {
+        self.batch.unit(at, unit, admission, self.progress)
+    }
+
+    fn ahead(&mut self, next: &[Admission]) {
+        self.batch.state.prefetch(self.batch.ruleset, next);
     }
 }
 
@@ -530,9 +546,13 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             ruleset: self.ruleset,
             keys: self.state.lend_keys(),
         };
-        let end = read(admit, &mut |at, unit, admission| {
-            self.unit(at, unit, admission, progress)
-        });
+        let end = read(
+            admit,
+            &mut Deciding {
+                batch: &mut *self,
+                progress,
+            },
+        );
         let undecided = end.unused.into_iter().filter_map(|a| match a {
             Admission::Fresh(a) => Some(a),
             // nothing was remembered for these

@@ -119,11 +119,13 @@ impl Keys {
         self.admit_hashed(ruleset, ev, EventHashes::of(ev))
     }
 
-    /// Looks up what admitting an event with these hashes will look up, and returns a value
-    /// of no meaning: the tables are far larger than the caches, so warming the slots of a
-    /// few events at once lets their cache misses overlap instead of stalling one by one.
-    pub fn warm(&self, h: &EventHashes) -> u128 {
-        self.seen.warm(h.id) ^ self.customers.warm(h.customer) ^ self.wallets.warm(h.wallet)
+    /// Prefetches what admitting an event with these hashes will look up: the tables are
+    /// far larger than the caches, so fetching the slots of a few events ahead lets their
+    /// cache misses overlap instead of stalling one by one.
+    pub fn prefetch(&self, h: &EventHashes) {
+        self.seen.prefetch(h.id);
+        self.customers.prefetch(h.customer);
+        self.wallets.prefetch(h.wallet);
     }
 
     /// `admit`, with the event's hashes computed already.

@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod ledger;
 mod name_ids;
+mod prefetch;
 mod runs;
 pub mod script_view;
 pub mod seen;

@@ -5,8 +5,8 @@
 //! `eval`. Two names with the same hash would be one customer; with n names the odds are
 //! about n²/2¹²⁹. The table is open-addressed (linear probing from the hash's low bits, at
 //! most 3/4 full) rather than a general hash map so that the slot a lookup starts at is
-//! known from the hash alone: `warm` reads it with one load, and the loads of many names
-//! are in flight at once.
+//! known from the hash alone: it is prefetched ahead of the lookup, and the misses of many
+//! names are in flight at once.
 
 use super::seen::stored;
 
@@ -83,13 +83,12 @@ impl NameIds {
         }
     }
 
-    /// The slot where a lookup of `h` starts, read to bring it into cache ahead of the
-    /// lookup (see `Keys::warm`).
-    pub fn warm(&self, h: u128) -> u128 {
+    /// Prefetches the slot where a lookup of `h` starts, ahead of the lookup.
+    pub fn prefetch(&self, h: u128) {
         let mask = self.slots.len() - 1;
-        self.slots
-            .get(stored(h) as usize & mask)
-            .map_or(0, |&([lo, _], _)| u128::from(lo))
+        if let Some(slot) = self.slots.get(stored(h) as usize & mask) {
+            super::prefetch::prefetch(slot);
+        }
     }
 
     /// Makes room for `n` more names without growing again.

@@ -102,14 +102,12 @@ impl SeenIds {
         }
     }
 
-    /// The slot where the probe for `h` starts, read to bring it into cache ahead of an
-    /// `insert` (see `Keys::warm`).
-    pub fn warm(&self, h: u128) -> u128 {
+    /// Prefetches the slot where the probe for `h` starts, ahead of an `insert`.
+    pub fn prefetch(&self, h: u128) {
         let mask = self.slots.len().wrapping_sub(1);
-        self.slots
-            .get(stored(h) as usize & mask)
-            .copied()
-            .unwrap_or(0)
+        if let Some(slot) = self.slots.get(stored(h) as usize & mask) {
+            super::prefetch::prefetch(slot);
+        }
     }
 
     /// Adds `h`; true when it was not in the set. An error means a run's page could not be

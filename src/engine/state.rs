@@ -87,6 +87,17 @@ impl FactTable {
             .unwrap_or_default()
     }
 
+    /// Prefetches the row of `id`: its first and last slots, as it may straddle two cache
+    /// lines.
+    fn prefetch(&self, id: u32) {
+        let first = id as usize * self.stride;
+        for at in [first, first + self.stride.saturating_sub(1)] {
+            if let Some(value) = self.values.get(at) {
+                super::prefetch::prefetch(value);
+            }
+        }
+    }
+
     /// Sets slot `slot` of `id`.
     pub fn set(&mut self, id: u32, slot: usize, value: FactValue) {
         self.ensure(id);
@@ -355,6 +366,25 @@ impl State {
         for a in undecided {
             self.keys.seen.remove(a.id_hash);
             self.learn_names(a);
+        }
+    }
+
+    /// Prefetches the fact rows that deciding the admitted events among `next`, soon, will
+    /// read: the tables are far larger than the caches, so fetching the rows of a few events
+    /// ahead lets their cache misses overlap instead of stalling deciding one by one (see
+    /// `Consume::ahead`).
+    pub fn prefetch(&self, ruleset: &Ruleset, next: &[Admission]) {
+        for a in next {
+            let Admission::Fresh(a) = a else { continue };
+            let Some(reads) = ruleset.reads_by_type.get(a.kind) else {
+                continue;
+            };
+            if reads.customer {
+                self.customer_facts.prefetch(a.customer);
+            }
+            if reads.wallet {
+                self.wallet_facts.prefetch(a.wallet);
+            }
         }
     }
 

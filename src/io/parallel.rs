@@ -24,13 +24,16 @@ const BLOCK_LINES: usize = 128;
 /// Blocks in flight between the threads.
 const IN_FLIGHT: usize = 8;
 
+/// Events a caller is shown ahead of deciding them (`Consume::ahead`).
+pub const RUN: usize = 16;
+
 /// Work done on the reading thread for each event it parses, ahead of the caller's thread.
 pub trait Prepare: Send {
     type Out: Send;
     fn prepare(&mut self, ev: &Event<'_>) -> Self::Out;
 
     /// Prepares consecutive events (those of a block), in order, into `out`: a preparer may
-    /// look ahead of the event it prepares (to warm its tables, say).
+    /// look ahead of the event it prepares (to prefetch its tables, say).
     fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Self::Out>) {
         out.extend(events.iter().map(|ev| self.prepare(ev)));
     }
@@ -48,8 +51,25 @@ fn prepare_units<P: Prepare>(prep: &mut P, units: &[(Position, Unit<'_>)], out: 
     prep.prepare_run(&events, out);
 }
 
+/// What the caller's thread does with the units, in input order.
+pub trait Consume<O> {
+    /// Handles one unit, with what was prepared for it if it is an event.
+    fn unit(&mut self, at: Position, unit: &Unit<'_>, prepared: Option<O>) -> Flow;
+
+    /// Called with what was prepared for the next few events (up to `RUN`), a run before
+    /// they are given: a consumer may prefetch what it will look up for them, so that their
+    /// cache misses overlap instead of stalling one event at a time.
+    fn ahead(&mut self, _next: &[O]) {}
+}
+
+impl<O, F: FnMut(Position, &Unit<'_>, Option<O>) -> Flow> Consume<O> for F {
+    fn unit(&mut self, at: Position, unit: &Unit<'_>, prepared: Option<O>) -> Flow {
+        self(at, unit, prepared)
+    }
+}
+
 /// What the caller does with each unit and what was prepared for it.
-pub type Handle<'f, O> = &'f mut dyn FnMut(Position, &Unit<'_>, Option<O>) -> Flow;
+pub type Handle<'f, O> = &'f mut dyn Consume<O>;
 
 /// How a parallel read ended.
 pub struct ParallelEnd<P: Prepare> {
@@ -448,6 +468,12 @@ fn read_parallel<P: Prepare>(
     })
 }
 
+/// The run of up to `RUN` items of `items` from `from`.
+fn run_at<O>(items: &[O], from: usize) -> &[O] {
+    let rest = items.get(from..).unwrap_or_default();
+    rest.get(..RUN).unwrap_or(rest)
+}
+
 /// Gives `f` the units of each block as it arrives, until the input ends or `f` stops or
 /// fails; the prepared work of events left in the last block goes to `unused`.
 fn hand_over<O>(
@@ -463,16 +489,25 @@ fn hand_over<O>(
             mut prepared,
         } = block?;
         let mut given = prepared.drain(..);
+        f.ahead(run_at(given.as_slice(), 0));
+        let mut since_ahead = RUN;
         let ended = parsed.with_dependent_mut(|_, units| {
             let mut ended = None;
             // Units are lent, not moved out: an event is a few hundred bytes.
             for &(at, ref unit) in units.iter() {
                 last = at;
                 let ready = match unit {
-                    Unit::Event { .. } => given.next(),
+                    Unit::Event { .. } => {
+                        if since_ahead == RUN {
+                            f.ahead(run_at(given.as_slice(), RUN));
+                            since_ahead = 0;
+                        }
+                        since_ahead += 1;
+                        given.next()
+                    }
                     _ => None,
                 };
-                let flow = f(at, unit, ready);
+                let flow = f.unit(at, unit, ready);
                 if !matches!(flow, Ok(std::ops::ControlFlow::Continue(()))) {
                     ended = Some(flow.map(|_| (at, true)));
                     break;
@@ -538,6 +573,65 @@ mod tests {
         }
     }
 
+    /// A closure as a consumer, its argument types spelt out for it.
+    fn each(f: impl FnMut(Position, &Unit<'_>, Option<u32>) -> Flow) -> impl Consume<u32> {
+        f
+    }
+
+    /// Records what it is given and what it is shown ahead.
+    #[derive(Default)]
+    struct Lookahead {
+        given: Vec<u32>,
+        /// Each preparation shown ahead, with how many had been given by then.
+        shown: Vec<(u32, usize)>,
+        largest: usize,
+    }
+
+    impl Consume<u32> for Lookahead {
+        fn unit(&mut self, _: Position, _: &Unit<'_>, prepared: Option<u32>) -> Flow {
+            self.given.extend(prepared);
+            Ok(ControlFlow::Continue(()))
+        }
+
+        fn ahead(&mut self, next: &[u32]) {
+            self.largest = self.largest.max(next.len());
+            let given = self.given.len();
+            self.shown.extend(next.iter().map(|&n| (n, given)));
+        }
+    }
+
+    #[test]
+    fn every_event_is_shown_ahead_once_before_it_is_given() {
+        // Events and other lines mixed, across several blocks.
+        let mut text = String::new();
+        for i in 0..(3 * BLOCK_LINES + 77) {
+            if i % 5 == 0 {
+                text.push_str("not json\n");
+            } else {
+                text.push_str(&format!("{{\"id\":\"E{i}\",\"type\":\"t\",\"at\":\"2031-01-02T03:04:05Z\",\"customer\":\"C\",\"wallet\":\"W\"}}\n"));
+            }
+        }
+        let mut seen = Lookahead::default();
+        let end = read_jsonl_parallel(text.as_bytes(), 0, Count(0), &mut seen);
+        end.read.unwrap();
+        let events = end.prepare.0;
+        assert!(events as usize > 2 * BLOCK_LINES);
+        assert_eq!(seen.given, (1..=events).collect::<Vec<_>>());
+        let shown: Vec<u32> = seen.shown.iter().map(|&(n, _)| n).collect();
+        assert_eq!(shown, seen.given);
+        assert!(seen.largest <= RUN && seen.largest > 1);
+        // Shown while still to be given; apart from each block's first run, a run ahead.
+        for &(n, given) in &seen.shown {
+            assert!((n as usize) > given, "{n} shown after {given} were given");
+        }
+        let early = seen
+            .shown
+            .iter()
+            .filter(|&&(n, given)| n as usize <= given + RUN);
+        let blocks = text.lines().count().div_ceil(BLOCK_LINES);
+        assert!(early.count() <= blocks * RUN);
+    }
+
     #[test]
     fn recycled_units_keep_their_allocation() {
         let text = String::from("x");
@@ -589,11 +683,16 @@ mod tests {
             .unwrap();
             let mut par = Vec::new();
             let mut numbers = Vec::new();
-            let end = read_jsonl_parallel(&text[..], skip, Count(0), &mut |at, u, n| {
-                numbers.extend(n);
-                par.push(render(at, u));
-                Ok(ControlFlow::Continue(()))
-            });
+            let end = read_jsonl_parallel(
+                &text[..],
+                skip,
+                Count(0),
+                &mut each(|at, u, n| {
+                    numbers.extend(n);
+                    par.push(render(at, u));
+                    Ok(ControlFlow::Continue(()))
+                }),
+            );
             assert_eq!(a, end.read.unwrap());
             assert_eq!(seq, par);
             assert!(end.unused.is_empty());
@@ -608,14 +707,19 @@ mod tests {
         }
         // Stopping early stops the reader too, and what it prepared beyond comes back.
         let mut given = Vec::new();
-        let end = read_jsonl_parallel(&text[..], 0, Count(0), &mut |_, _, p| {
-            given.extend(p);
-            Ok(if given.len() == 2000 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            })
-        });
+        let end = read_jsonl_parallel(
+            &text[..],
+            0,
+            Count(0),
+            &mut each(|_, _, p| {
+                given.extend(p);
+                Ok(if given.len() == 2000 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            }),
+        );
         let (at, stopped) = end.read.unwrap();
         assert!(stopped);
         assert!(at.unit > 2000 && at.unit < 5000);
@@ -646,10 +750,15 @@ mod tests {
             })
             .unwrap();
             let mut par = Vec::new();
-            let end = read_csv_parallel(text.as_bytes(), skip, Count(0), &mut |at, u, _| {
-                par.push(render(at, u));
-                Ok(ControlFlow::Continue(()))
-            });
+            let end = read_csv_parallel(
+                text.as_bytes(),
+                skip,
+                Count(0),
+                &mut each(|at, u, _| {
+                    par.push(render(at, u));
+                    Ok(ControlFlow::Continue(()))
+                }),
+            );
             assert_eq!(a, end.read.unwrap());
             assert_eq!(seq.len(), 5000);
             assert_eq!(seq, par);
@@ -657,9 +766,12 @@ mod tests {
             assert_eq!(end.prepare.0 as usize, events);
             assert!(skip > 4000 || events > 2000, "{events} events");
         }
-        let end = read_csv_parallel(&b"id,type\n\xff\n"[..], 0, Count(0), &mut |_, _, _| {
-            Ok(ControlFlow::Continue(()))
-        });
+        let end = read_csv_parallel(
+            &b"id,type\n\xff\n"[..],
+            0,
+            Count(0),
+            &mut each(|_, _, _| Ok(ControlFlow::Continue(()))),
+        );
         assert!(end.read.is_ok(), "a bad record is a unit, not a failure");
     }
 }

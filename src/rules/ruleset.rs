@@ -35,6 +35,8 @@ pub struct Ruleset {
     pub rules_by_type: Vec<Vec<usize>>,
     /// For each event type, the fact updates it triggers.
     pub updates_by_type: Vec<Vec<FactUpdate>>,
+    /// For each event type, what of the state deciding it may read or write.
+    pub reads_by_type: Vec<Reads>,
     pub scripts: Scripts,
     type_index: FxHashMap<String, usize>,
 }
@@ -59,7 +61,7 @@ impl Ruleset {
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        let rules_by_type = (0..event_types.len())
+        let rules_by_type: Vec<Vec<usize>> = (0..event_types.len())
             .map(|t| {
                 rules
                     .iter()
@@ -69,7 +71,7 @@ impl Ruleset {
                     .collect()
             })
             .collect();
-        let updates_by_type = (0..event_types.len())
+        let updates_by_type: Vec<Vec<FactUpdate>> = (0..event_types.len())
             .map(|t| {
                 facts
                     .iter()
@@ -88,6 +90,31 @@ impl Ruleset {
                     .collect()
             })
             .collect();
+        let reads_by_type = rules_by_type
+            .iter()
+            .zip(&updates_by_type)
+            .map(|(of_type, updates)| {
+                let mut reads = Reads::default();
+                for u in updates {
+                    reads.add_fact(&facts, u.fact);
+                }
+                for rule in of_type.iter().filter_map(|&r| rules.get(r)) {
+                    rule.when
+                        .iter()
+                        .for_each(|c| reads.add_test(&facts, &c.test));
+                    if let Some(p) = &rule.points {
+                        reads.add_fact(&facts, p.balance_fact);
+                    }
+                    for limit in &rule.limits {
+                        let counter = (limit.counter, limit.per, limit.daily);
+                        if !reads.counters.contains(&counter) {
+                            reads.counters.push(counter);
+                        }
+                    }
+                }
+                reads
+            })
+            .collect();
         Ruleset {
             name,
             timezone,
@@ -101,6 +128,7 @@ impl Ruleset {
             rules,
             rules_by_type,
             updates_by_type,
+            reads_by_type,
             scripts,
             type_index,
         }
@@ -134,6 +162,44 @@ impl Ruleset {
             .filter(|(i, _)| mask & (1 << i) != 0)
             .map(|(_, c)| c.as_str())
             .collect()
+    }
+}
+
+/// What of the state deciding an event may read or write: the fact rows of its customer and
+/// of its wallet, and counters of limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub customer: bool,
+    pub wallet: bool,
+    /// Each counter a limit counts on: its index, whose it is and whether it is daily.
+    pub counters: Vec<(usize, RawScope, bool)>,
+}
+
+impl Reads {
+    fn add_fact(&mut self, facts: &[Fact], fact: usize) {
+        match facts.get(fact).map(|f| f.scope) {
+            Some(RawScope::Customer) => self.customer = true,
+            Some(RawScope::Wallet) => self.wallet = true,
+            Some(RawScope::All) | None => {}
+        }
+    }
+
+    fn add_test(&mut self, facts: &[Fact], test: &Test) {
+        match test {
+            Test::All(tests) | Test::Any(tests) => {
+                tests.iter().for_each(|t| self.add_test(facts, t));
+            }
+            Test::Compare {
+                operand: Operand::Fact(fact),
+                ..
+            } => self.add_fact(facts, *fact),
+            Test::Compare { .. } => {}
+            // Scripts see every fact of both.
+            Test::Script(_) => {
+                self.customer = true;
+                self.wallet = true;
+            }
+        }
     }
 }
 

@@ -251,3 +251,43 @@ fn fact_updates_take_only_fields_that_fit_the_fact() {
         "rules/ruleset.yaml:82:9: error[bad_update]: update of fact `points_authorized`: field `merchant` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal",
     );
 }
+
+/// Which fact rows and counters each event type's deciding uses, as the compiled ruleset
+/// says (the engine reads them ahead of deciding): bill payments read and count the
+/// customer's facts and count on reward 1 once (two rules share it), points redemptions read
+/// the wallet's and count on a daily counter per wallet, purchases (coupon use only) neither.
+#[test]
+fn the_ruleset_knows_which_fact_rows_and_counters_each_event_type_uses() {
+    let ruleset = promo::rules::load_ruleset(&crate::util::shipped_rules()).unwrap();
+    let rows = |kind: &str| {
+        let t = ruleset.event_type(kind).unwrap();
+        let r = &ruleset.reads_by_type[t];
+        (r.customer, r.wallet)
+    };
+    assert_eq!(rows("bill_payment"), (true, false));
+    assert_eq!(rows("autopay_activation"), (true, false));
+    assert_eq!(rows("points_redemption"), (false, true));
+    assert_eq!(rows("points_authorization"), (false, true));
+    assert_eq!(rows("purchase"), (false, false));
+    assert_eq!(rows("card_link"), (false, false));
+    let counters = |kind: &str| {
+        let t = ruleset.event_type(kind).unwrap();
+        let reads = &ruleset.reads_by_type[t];
+        let named = reads
+            .counters
+            .iter()
+            .map(|&(c, per, daily)| (ruleset.counters[c].clone(), format!("{per:?}"), daily));
+        named.collect::<Vec<_>>()
+    };
+    let c = |name: &str, per: &str, daily| (name.to_string(), per.to_string(), daily);
+    assert_eq!(counters("bill_payment"), [c("reward-1", "Customer", false)]);
+    assert_eq!(
+        counters("autopay_payment"),
+        [c("reward-2", "Customer", false)]
+    );
+    assert_eq!(
+        counters("points_redemption"),
+        [c("points-daily", "Wallet", true)]
+    );
+    assert_eq!(counters("purchase"), []);
+}
