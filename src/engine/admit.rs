@@ -128,6 +128,14 @@ impl Keys {
         self.wallets.prefetch(h.wallet);
     }
 
+    /// Prefetches the table slots where interning these names will look.
+    pub fn prefetch_names(&self, customer: &str, wallet: Option<&str>) {
+        self.customers.prefetch(name_hash(customer));
+        if let Some(wallet) = wallet {
+            self.wallets.prefetch(name_hash(wallet));
+        }
+    }
+
     /// `admit`, with the event's hashes computed already.
     pub fn admit_hashed(&mut self, ruleset: &Ruleset, ev: &Event<'_>, h: EventHashes) -> Admission {
         let kind = match event_kind(ruleset, ev) {

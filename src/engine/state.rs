@@ -348,6 +348,11 @@ impl State {
         intern_in(ids, name, || names.0.push(name.into()))
     }
 
+    /// Prefetches where interning these names will look (see `Keys::prefetch`).
+    pub fn prefetch_names(&self, customer: &str, wallet: Option<&str>) {
+        self.keys.prefetch_names(customer, wallet);
+    }
+
     /// The id of a customer's or wallet's name, if known.
     pub fn id_of(&self, scope: RawScope, name: &str) -> Option<u32> {
         self.keys.id_of(scope, name)

@@ -75,6 +75,30 @@ impl Loader<'_> {
     }
 }
 
+impl<'t> snapshot_json::Rows<'t> for Loader<'_> {
+    type Error = SnapshotError;
+
+    fn apply(
+        &mut self,
+        line: usize,
+        row: snapshot_json::Parsed<'_, 't>,
+    ) -> Result<(), SnapshotError> {
+        let row = row.map_err(|e| self.fail(line, e))?;
+        Loader::apply(self, line, |name: &str| row.get(name))
+    }
+
+    fn ahead(&mut self, row: &snapshot_json::JsonRow<'_, 't>) {
+        let text = |name: &str| match row.get(name) {
+            Some(SnapshotValue::Text(t)) => Some(t),
+            _ => None,
+        };
+        if let Some(customer) = text("customer") {
+            self.state
+                .prefetch_names(&customer, text("wallet").as_deref());
+        }
+    }
+}
+
 /// Loads a snapshot into `state`, by the file's extension. With `skip_known`, rows of
 /// customers the state already knows are left out: a kept state is newer than the bank's
 /// records at the start of its first stream. Returns the number of rows applied.
@@ -127,10 +151,7 @@ pub fn load_snapshot(
             loader
                 .state
                 .expect_customers(snapshot_json::line_ends(&text));
-            snapshot_json::for_each_row(&text, threads, |line, row| {
-                let row = row.map_err(|e| loader.fail(line, e))?;
-                loader.apply(line, |name: &str| row.get(name))
-            })?;
+            snapshot_json::for_each_row(&text, threads, &mut loader)?;
         }
     }
     Ok(loader.rows)

@@ -46,11 +46,53 @@ impl<'a> Share<'a> {
     fn rows(&self) -> impl Iterator<Item = (usize, Parsed<'_, 'a>)> {
         self.rows.iter().map(|(line, row)| {
             let row = match row {
-                Ok(range) => Ok(JsonRow(self.cells.get(range.clone()).unwrap_or_default())),
+                Ok(range) => Ok(self.row(range)),
                 Err(e) => Err(e.clone()),
             };
             (*line, row)
         })
+    }
+
+    fn row(&self, range: &std::ops::Range<usize>) -> JsonRow<'_, 'a> {
+        JsonRow(self.cells.get(range.clone()).unwrap_or_default())
+    }
+
+    /// Gives `to` the rows in order, and shows it each parsed row `AHEAD` rows before.
+    fn give<R: Rows<'a>>(&self, to: &mut R) -> Result<(), R::Error> {
+        let mut lead = self.rows.iter().filter_map(|(_, row)| row.as_ref().ok());
+        for range in lead.by_ref().take(AHEAD) {
+            to.ahead(&self.row(range));
+        }
+        for (line, row) in self.rows() {
+            if let Some(range) = lead.next() {
+                to.ahead(&self.row(range));
+            }
+            to.apply(line, row)?;
+        }
+        Ok(())
+    }
+}
+
+/// How many rows ahead of applying them a `Rows` is shown them.
+const AHEAD: usize = 8;
+
+/// What is done with a snapshot's rows, in order.
+pub trait Rows<'t> {
+    type Error;
+
+    /// Applies the row of `line`, or fails.
+    fn apply(&mut self, line: usize, row: Parsed<'_, 't>) -> Result<(), Self::Error>;
+
+    /// Shown each parsed row a few rows before it is applied: to prefetch what applying it
+    /// will look up, so that the cache misses of several rows overlap.
+    fn ahead(&mut self, _row: &JsonRow<'_, 't>) {}
+}
+
+impl<'t, E, F: FnMut(usize, Parsed<'_, 't>) -> Result<(), E>> Rows<'t> for F {
+    type Error = E;
+
+    fn apply(&mut self, line: usize, row: Parsed<'_, 't>) -> Result<(), E> {
+        self(line, row)
     }
 }
 
@@ -61,31 +103,31 @@ const WINDOW: usize = 1 << 20;
 /// Gives `apply` each non-blank line of `text` with its 1-based number and parsed row, in
 /// order, until it fails; the text is read a window at a time, each window's lines parsed
 /// on up to `threads` threads. A row that cannot be parsed is given as its message.
-pub fn for_each_row<'t, E>(
+pub fn for_each_row<'t, R: Rows<'t>>(
     text: &'t str,
     threads: usize,
-    apply: impl FnMut(usize, Parsed<'_, 't>) -> Result<(), E>,
-) -> Result<(), E> {
-    rows_by_window(text, threads, WINDOW, apply)
+    to: &mut R,
+) -> Result<(), R::Error> {
+    rows_by_window(text, threads, WINDOW, to)
 }
 
 /// `for_each_row` with windows of about `window` bytes. With more than one thread, one
 /// thread parses the windows ahead (over the other threads but this one) while this one
 /// applies them: applying rows was as long as parsing them.
-fn rows_by_window<'t, E>(
+fn rows_by_window<'t, R: Rows<'t>>(
     text: &'t str,
     threads: usize,
     window: usize,
-    mut apply: impl FnMut(usize, Parsed<'_, 't>) -> Result<(), E>,
-) -> Result<(), E> {
+    to: &mut R,
+) -> Result<(), R::Error> {
     let windows = shares_of(text, window);
     if threads < 2 || windows.len() < 2 {
         let mut first_line = 1;
         for window in windows {
             let shares = parse_rows(window, threads, first_line);
             first_line += line_ends(window);
-            for (line, row) in shares.iter().flat_map(Share::rows) {
-                apply(line, row)?;
+            for share in &shares {
+                share.give(to)?;
             }
         }
         return Ok(());
@@ -104,10 +146,7 @@ fn rows_by_window<'t, E>(
             }
         });
         let applied = ready.iter().try_for_each(|shares: Vec<Share<'t>>| {
-            shares
-                .iter()
-                .flat_map(Share::rows)
-                .try_for_each(|(line, row)| apply(line, row))
+            shares.iter().try_for_each(|share| share.give(to))
         });
         drop(ready);
         if let Err(panic) = parser.join() {
@@ -453,7 +492,7 @@ mod tests {
         let expected: Vec<usize> = (1..=500).filter(|n| n % 7 != 0).collect();
         for (threads, window) in [(1, 1), (2, 100), (3, 999), (2, 1 << 20)] {
             let mut seen = Vec::new();
-            let run = rows_by_window(&text, threads, window, |line, row| {
+            let run = rows_by_window(&text, threads, window, &mut |line, row: Parsed<'_, '_>| {
                 let customer = row.ok().and_then(|r| r.get("customer"));
                 assert_eq!(
                     customer,
@@ -468,6 +507,71 @@ mod tests {
             assert_eq!(run, Err(400), "{threads} {window}");
             let upto: Vec<usize> = expected.iter().copied().filter(|&n| n <= 400).collect();
             assert_eq!(seen, upto, "{threads} {window}");
+        }
+    }
+
+    /// Records the customers it is shown ahead and those it applies.
+    #[derive(Default)]
+    struct Lookahead {
+        applied: Vec<String>,
+        /// Each customer shown ahead, with how many rows had been applied by then.
+        shown: Vec<(String, usize)>,
+    }
+
+    fn customer(row: &JsonRow<'_, '_>) -> String {
+        match row.get("customer") {
+            Some(SnapshotValue::Text(t)) => t.into_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    impl<'t> Rows<'t> for Lookahead {
+        type Error = ();
+
+        fn apply(&mut self, _: usize, row: Parsed<'_, 't>) -> Result<(), ()> {
+            self.applied
+                .push(row.as_ref().map_or("bad".into(), customer));
+            Ok(())
+        }
+
+        fn ahead(&mut self, row: &JsonRow<'_, 't>) {
+            self.shown.push((customer(row), self.applied.len()));
+        }
+    }
+
+    #[test]
+    fn every_parsed_row_is_shown_ahead_before_it_is_applied() {
+        let text: String = (1..=300)
+            .map(|n| match n % 11 {
+                0 => "\n".to_string(),
+                _ => format!("{{\"customer\":\"c{n}\"}}\n"),
+            })
+            .collect();
+        for (threads, window) in [(1, 1 << 20), (2, 100), (3, 999)] {
+            let mut rows = Lookahead::default();
+            rows_by_window(&text, threads, window, &mut rows).unwrap();
+            let expected: Vec<String> = (1..=300)
+                .filter(|n| n % 11 != 0)
+                .map(|n| format!("c{n}"))
+                .collect();
+            assert_eq!(rows.applied, expected);
+            let shown: Vec<&String> = rows.shown.iter().map(|(c, _)| c).collect();
+            assert_eq!(
+                shown,
+                expected.iter().collect::<Vec<_>>(),
+                "{threads} {window}"
+            );
+            for (c, applied) in &rows.shown {
+                let at = rows.applied.iter().position(|a| a == c).unwrap();
+                assert!(at >= *applied, "{c} shown after it was applied");
+            }
+            // With one share, each row past the first few is shown `AHEAD` rows early.
+            if threads == 1 {
+                let early = rows.shown.iter().filter(|(c, applied)| {
+                    rows.applied.iter().position(|a| a == c).unwrap() >= applied + AHEAD
+                });
+                assert!(early.count() >= expected.len() - AHEAD);
+            }
         }
     }
 
