@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use chrono::{Datelike, Days, NaiveDate};
+use chrono::{Days, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::admit::Admission;
@@ -373,20 +373,12 @@ fn coupon_id(event: &str, rule: &str, n: usize) -> String {
 }
 
 fn counter_key(limit: &Limit, ctx: &Ctx) -> CounterKey {
-    CounterKey {
-        counter: limit.counter as u32,
-        per: limit.per,
-        owner: match limit.per {
-            RawScope::Customer => ctx.customer,
-            RawScope::Wallet => ctx.wallet,
-            RawScope::All => 0,
-        },
-        day: if limit.daily {
-            ctx.date.num_days_from_ce()
-        } else {
-            i32::MIN
-        },
-    }
+    CounterKey::new(
+        limit.counter,
+        limit.per,
+        limit.daily,
+        (ctx.customer, ctx.wallet, ctx.date),
+    )
 }
 
 fn fits(bounds: &[Bound], tally: &Tally, coupons: u64, value: Decimal) -> bool {

@@ -4,12 +4,13 @@
 
 use std::borrow::Cow;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::admit::{intern_in, Admission, Admitted, Keys};
+use super::counters::CounterTable;
 use super::ledger::{CouponLedger, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
@@ -118,6 +119,32 @@ pub struct CounterKey {
     pub day: i32,
 }
 
+impl CounterKey {
+    /// The key of `counter`, kept per `per` (and per day when `daily`), for an event of
+    /// this customer, wallet and date.
+    pub fn new(
+        counter: usize,
+        per: RawScope,
+        daily: bool,
+        (customer, wallet, date): (u32, u32, NaiveDate),
+    ) -> Self {
+        CounterKey {
+            counter: counter as u32,
+            per,
+            owner: match per {
+                RawScope::Customer => customer,
+                RawScope::Wallet => wallet,
+                RawScope::All => 0,
+            },
+            day: if daily {
+                date.num_days_from_ce()
+            } else {
+                i32::MIN
+            },
+        }
+    }
+}
+
 /// What a counter has counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tally {
@@ -148,7 +175,7 @@ pub struct State {
     pub wallets: Names,
     pub customer_facts: FactTable,
     pub wallet_facts: FactTable,
-    pub counters: FxHashMap<CounterKey, Tally>,
+    pub counters: CounterTable,
     pub coupons: CouponLedger,
     /// What changed since the last checkpoint, when a store keeps the state (else `None`).
     pub dirty: Option<Dirty>,
@@ -176,7 +203,7 @@ impl State {
             wallets: Names::default(),
             customer_facts: FactTable::new(ruleset.facts_of(RawScope::Customer).count()),
             wallet_facts: FactTable::new(ruleset.facts_of(RawScope::Wallet).count()),
-            counters: FxHashMap::default(),
+            counters: CounterTable::default(),
             coupons: CouponLedger::default(),
             dirty: None,
         }
@@ -275,7 +302,7 @@ impl State {
         if let Some(d) = &mut self.dirty {
             d.counters.insert(key);
         }
-        self.counters.entry(key).or_default()
+        self.counters.tally_mut(key)
     }
 
     /// Adds a coupon to the ledger.
@@ -374,10 +401,10 @@ impl State {
         }
     }
 
-    /// Prefetches the fact rows that deciding the admitted events among `next`, soon, will
-    /// read: the tables are far larger than the caches, so fetching the rows of a few events
-    /// ahead lets their cache misses overlap instead of stalling deciding one by one (see
-    /// `Consume::ahead`).
+    /// Prefetches the fact rows and limit counters that deciding the admitted events among
+    /// `next`, soon, will read: the tables are far larger than the caches, so fetching what
+    /// a few events need ahead lets their cache misses overlap instead of stalling deciding
+    /// one by one (see `Consume::ahead`).
     pub fn prefetch(&self, ruleset: &Ruleset, next: &[Admission]) {
         for a in next {
             let Admission::Fresh(a) = a else { continue };
@@ -389,6 +416,10 @@ impl State {
             }
             if reads.wallet {
                 self.wallet_facts.prefetch(a.wallet);
+            }
+            for &(counter, per, daily) in &reads.counters {
+                let key = CounterKey::new(counter, per, daily, (a.customer, a.wallet, a.date));
+                self.counters.prefetch(&key);
             }
         }
     }
