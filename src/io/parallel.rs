@@ -674,7 +674,17 @@ mod tests {
         text.push_str("{\"id\":\"last\"}");
         bytes.extend_from_slice(text.as_bytes());
         let text = bytes;
-        for skip in [0, 10, 4999, 6000] {
+        // The input's buffer holding all of it, a few lines, or less than a line: lines
+        // cross its ends.
+        for (skip, capacity) in [
+            (0, None),
+            (10, None),
+            (4999, None),
+            (6000, None),
+            (0, Some(7)),
+            (10, Some(300)),
+            (0, Some(4096)),
+        ] {
             let mut seq = Vec::new();
             let a = super::super::read::read_jsonl(&text[..], skip, &mut |at, u| {
                 seq.push(render(at, &u));
@@ -683,16 +693,21 @@ mod tests {
             .unwrap();
             let mut par = Vec::new();
             let mut numbers = Vec::new();
-            let end = read_jsonl_parallel(
-                &text[..],
-                skip,
-                Count(0),
-                &mut each(|at, u, n| {
-                    numbers.extend(n);
-                    par.push(render(at, u));
-                    Ok(ControlFlow::Continue(()))
-                }),
-            );
+            let mut record = each(|at, u, n| {
+                numbers.extend(n);
+                par.push(render(at, u));
+                Ok(ControlFlow::Continue(()))
+            });
+            let end = match capacity {
+                None => read_jsonl_parallel(&text[..], skip, Count(0), &mut record),
+                Some(capacity) => read_jsonl_parallel(
+                    io::BufReader::with_capacity(capacity, &text[..]),
+                    skip,
+                    Count(0),
+                    &mut record,
+                ),
+            };
+            drop(record);
             assert_eq!(a, end.read.unwrap());
             assert_eq!(seq, par);
             assert!(end.unused.is_empty());
