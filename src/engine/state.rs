@@ -88,11 +88,12 @@ impl FactTable {
             .unwrap_or_default()
     }
 
-    /// Prefetches the row of `id`: its first and last slots, as it may straddle two cache
-    /// lines.
+    /// Prefetches the row of `id`: a slot in each cache line it may span, and its last.
     fn prefetch(&self, id: u32) {
         let first = id as usize * self.stride;
-        for at in [first, first + self.stride.saturating_sub(1)] {
+        let last = first + self.stride.saturating_sub(1);
+        let per_line = (64 / std::mem::size_of::<FactValue>()).max(1);
+        for at in (first..last).step_by(per_line).chain([last]) {
             if let Some(value) = self.values.get(at) {
                 super::prefetch::prefetch(value);
             }

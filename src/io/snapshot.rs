@@ -53,7 +53,7 @@ impl Loader<'_> {
     }
 
     /// Applies the row of `line` whose cells `cell` gives by column name.
-    fn apply<'r>(
+    fn apply_cells<'r>(
         &mut self,
         line: usize,
         cell: impl Fn(&str) -> Option<SnapshotValue<'r>>,
@@ -84,7 +84,7 @@ impl<'t> snapshot_json::Rows<'t> for Loader<'_> {
         row: snapshot_json::Parsed<'_, 't>,
     ) -> Result<(), SnapshotError> {
         let row = row.map_err(|e| self.fail(line, e))?;
-        Loader::apply(self, line, |name: &str| row.get(name))
+        self.apply_cells(line, |name: &str| row.get(name))
     }
 
     fn ahead(&mut self, row: &snapshot_json::JsonRow<'_, 't>) {
@@ -133,7 +133,7 @@ pub fn load_snapshot(
                     loader.fail(e.position().map_or(0, |p| p.line() as usize), e.to_string())
                 })?;
                 let line = rec.position().map_or(0, |p| p.line() as usize);
-                loader.apply(line, |name: &str| {
+                loader.apply_cells(line, |name: &str| {
                     let i = header.iter().position(|h| h.trim() == name)?;
                     rec.get(i).map(|v| SnapshotValue::Text(Cow::Borrowed(v)))
                 })?;
@@ -143,7 +143,7 @@ pub fn load_snapshot(
             let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_yaml::from_str(&text)
                 .map_err(|e| loader.fail(e.location().map_or(0, |l| l.line()), e.to_string()))?;
             for (i, row) in rows.iter().enumerate() {
-                loader.apply(i + 1, |name: &str| row.get(name).and_then(yaml_cell))?;
+                loader.apply_cells(i + 1, |name: &str| row.get(name).and_then(yaml_cell))?;
             }
         }
         _ => {
