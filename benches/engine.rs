@@ -752,7 +752,7 @@ fn eval(files: &Files, format: InputFormat, keep_state: bool, output: &Path) -> 
     };
     // As `promo eval` sizes the state for an input file while it reads the snapshot.
     let input_len = std::fs::metadata(&input_path)?.len();
-    state.expect_input_while(input_len, |state| {
+    state.expect_input_while(format.events_in(input_len), |state| {
         load_snapshot(&files.customers(), &ruleset, state, store.is_some())
     })?;
     let run_key = std::path::absolute(output)?.display().to_string();

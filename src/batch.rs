@@ -29,6 +29,20 @@ pub enum InputFormat {
     Csv,
 }
 
+impl InputFormat {
+    /// About how many events an input of `bytes` bytes holds, to size the state for it
+    /// (`State::expect_input_while`): event lines run to about two hundred bytes, CSV
+    /// records (which name no fields) to about a hundred. Rather too many than too few: a
+    /// table sized too small is rebuilt as it grows.
+    pub fn events_in(self, bytes: u64) -> usize {
+        let per_event = match self {
+            InputFormat::Jsonl => 160,
+            InputFormat::Csv => 80,
+        };
+        usize::try_from(bytes / per_event).unwrap_or(usize::MAX)
+    }
+}
+
 /// Per-rule counts of a run.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleCounts {

@@ -211,18 +211,18 @@ pub fn run(args: &EvalArgs) -> Exit {
     } else {
         std::fs::metadata(&args.input).ok().map(|m| m.len())
     };
-    let loaded = match input_len {
-        Some(bytes) => state.expect_input_while(bytes, snapshot),
-        None => snapshot(&mut state),
-    };
-    if let Err(e) = loaded {
-        return fatal(format!("bad customer snapshot: {e}"));
-    }
     let input_format = args.format.unwrap_or(if has_ext(&args.input, "csv") {
         InputFormat::Csv
     } else {
         InputFormat::Jsonl
     });
+    let loaded = match input_len {
+        Some(bytes) => state.expect_input_while(input_format.events_in(bytes), snapshot),
+        None => snapshot(&mut state),
+    };
+    if let Err(e) = loaded {
+        return fatal(format!("bad customer snapshot: {e}"));
+    }
     let output_format = args.output_format.unwrap_or(match &args.output {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
         _ => OutputFormat::Jsonl,

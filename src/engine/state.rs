@@ -230,13 +230,15 @@ impl State {
     }
 
     /// Runs `load` (reading a customer snapshot, say) while another thread makes room for
-    /// the events of an input of `bytes` bytes (`expect_events`; event lines run to about
-    /// two hundred bytes) and touches every page of the decided-ids table: a fresh table's
-    /// pages are otherwise provided by the kernel one fault at a time as the first events
-    /// land on them, on the reading thread, when the second core has little to do during
-    /// `load`.
-    pub fn expect_input_while<T>(&mut self, bytes: u64, load: impl FnOnce(&mut State) -> T) -> T {
-        let events = usize::try_from(bytes / 160).unwrap_or(0);
+    /// about `events` events (`expect_events`) and touches every page of the decided-ids
+    /// table: a fresh table's pages are otherwise provided by the kernel one fault at a
+    /// time as the first events land on them, on the reading thread, when the second core
+    /// has little to do during `load`.
+    pub fn expect_input_while<T>(
+        &mut self,
+        events: usize,
+        load: impl FnOnce(&mut State) -> T,
+    ) -> T {
         let mut seen = std::mem::take(&mut self.keys.seen);
         let (out, seen) = std::thread::scope(|scope| {
             let ready = scope.spawn(move || {

@@ -349,3 +349,31 @@ fn customer_snapshot_in_jsonl_csv_and_yaml() {
         assert_decisions(&expected, &run);
     }
 }
+
+#[test]
+fn the_size_estimate_of_an_input_errs_high_in_both_formats() {
+    use crate::gen::{write_csv_event, write_csv_header, write_jsonl_event, GenConfig, Generator};
+    use promo::batch::InputFormat;
+    let (mut jsonl, mut csv) = (Vec::new(), Vec::new());
+    write_csv_header(&mut csv).unwrap();
+    let events = 5_000;
+    for e in Generator::new(&GenConfig {
+        seed: 3,
+        events,
+        customers: 500,
+    }) {
+        write_jsonl_event(&mut jsonl, &e).unwrap();
+        write_csv_event(&mut csv, &e).unwrap();
+    }
+    for (format, bytes) in [
+        (InputFormat::Jsonl, jsonl.len()),
+        (InputFormat::Csv, csv.len()),
+    ] {
+        let estimate = format.events_in(bytes as u64);
+        // High, so the tables need not grow, but not wildly so.
+        assert!(
+            (events..events * 2).contains(&estimate),
+            "{format:?}: {estimate} for {events} events in {bytes} bytes"
+        );
+    }
+}

@@ -1539,7 +1539,7 @@ fn making_room_for_an_input_while_loading_keeps_the_decided_ids() {
         let ev = promo::io::event_json::parse_event(l).unwrap();
         assert!(matches!(state.admit(&ruleset, &ev), Admission::Fresh(_)));
     }
-    let interned = state.expect_input_while(160 * 1_000_000, |s| {
+    let interned = state.expect_input_while(1_000_000, |s| {
         s.intern(promo::rules::raw::RawScope::Customer, "C-new")
     });
     assert_eq!(interned, 20_000);
