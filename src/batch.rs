@@ -148,6 +148,8 @@ impl Rejections {
 struct Admit<'r> {
     ruleset: &'r Ruleset,
     keys: Keys,
+    /// The hashes of the block's events being admitted, kept from block to block.
+    hashes: Vec<EventHashes>,
 }
 
 impl Prepare for Admit<'_> {
@@ -161,11 +163,13 @@ impl Prepare for Admit<'_> {
     /// prefetched as each is admitted: their cache misses are in flight meanwhile.
     fn prepare_run(&mut self, events: &[&Event<'_>], out: &mut Vec<Admission>) {
         const AHEAD: usize = 16;
-        let hashes: Vec<EventHashes> = events.iter().map(|ev| EventHashes::of(ev)).collect();
+        let hashes = &mut self.hashes;
+        hashes.clear();
+        hashes.extend(events.iter().map(|ev| EventHashes::of(ev)));
         for h in hashes.iter().take(AHEAD) {
             self.keys.prefetch(h);
         }
-        for (i, (ev, h)) in events.iter().zip(&hashes).enumerate() {
+        for (i, (ev, h)) in events.iter().zip(hashes.iter()).enumerate() {
             if let Some(ahead) = hashes.get(i + AHEAD) {
                 self.keys.prefetch(ahead);
             }
@@ -559,6 +563,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         let admit = Admit {
             ruleset: self.ruleset,
             keys: self.state.lend_keys(),
+            hashes: Vec::new(),
         };
         let end = read(
             admit,

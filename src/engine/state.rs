@@ -253,7 +253,8 @@ impl State {
             Ok(seen) => self.keys.seen = seen,
             Err(panic) => std::panic::resume_unwind(panic),
         }
-        self.coupons.reserve(events / COUPON_EVERY);
+        // The decided ids have their room already: this reserves the ledger's.
+        self.expect_events(events);
         out
     }
 

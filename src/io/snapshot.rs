@@ -58,12 +58,8 @@ impl Loader<'_> {
         line: usize,
         cell: impl Fn(&str) -> Option<SnapshotValue<'r>>,
     ) -> Result<(), SnapshotError> {
-        let text_of = |name: &str| match cell(name) {
-            Some(SnapshotValue::Text(t)) if !t.is_empty() => Some(t),
-            _ => None,
-        };
-        let customer = text_of("customer").ok_or_else(|| self.fail(line, "missing `customer`"))?;
-        let wallet = text_of("wallet");
+        let (customer, wallet) = owners(&cell);
+        let customer = customer.ok_or_else(|| self.fail(line, "missing `customer`"))?;
         if self.skip_known && self.state.id_of(RawScope::Customer, &customer).is_some() {
             return Ok(());
         }
@@ -88,15 +84,21 @@ impl<'t> snapshot_json::Rows<'t> for Loader<'_> {
     }
 
     fn ahead(&mut self, row: &snapshot_json::JsonRow<'_, 't>) {
-        let text = |name: &str| match row.get(name) {
-            Some(SnapshotValue::Text(t)) => Some(t),
-            _ => None,
-        };
-        if let Some(customer) = text("customer") {
-            self.state
-                .prefetch_names(&customer, text("wallet").as_deref());
+        if let (Some(customer), wallet) = owners(&|name: &str| row.get(name)) {
+            self.state.prefetch_names(&customer, wallet.as_deref());
         }
     }
+}
+
+/// The customer and wallet a row names (as non-empty text), from its cells by column name.
+fn owners<'r>(
+    cell: &impl Fn(&str) -> Option<SnapshotValue<'r>>,
+) -> (Option<Cow<'r, str>>, Option<Cow<'r, str>>) {
+    let text_of = |name: &str| match cell(name) {
+        Some(SnapshotValue::Text(t)) if !t.is_empty() => Some(t),
+        _ => None,
+    };
+    (text_of("customer"), text_of("wallet"))
 }
 
 /// Loads a snapshot into `state`, by the file's extension. With `skip_known`, rows of

@@ -83,7 +83,7 @@ pub struct Event<'a> {
     pub face_values: Option<Vec<Decimal>>,
     pub extra: Vec<(Cow<'a, str>, ExtraValue)>,
     /// `id`, `customer` and `wallet` are known to hold no quote, backslash or control
-    /// character (the fast JSON reader checked): written into JSON as they are.
+    /// character (the reader checked): written into JSON as they are.
     pub plain: bool,
 }
 
