@@ -12,5 +12,6 @@ pub mod golden;
 pub mod io;
 pub mod model;
 pub mod rules;
+pub mod serve;
 pub mod simulate;
 pub mod store;

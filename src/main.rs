@@ -49,6 +49,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "rule")]
         kind: promo::rules::schema::SchemaKind,
     },
+    /// Decide events live over HTTP/JSON; rule edits swap in once they pass their tests.
+    Serve(cli::serve::ServeArgs),
     /// What a rule change would have decided differently over a stream: per rule, per kind of
     /// decision and per customer, in count and value; both rulesets in one pass.
     Simulate(cli::simulate::SimulateArgs),
@@ -83,6 +85,7 @@ fn main() -> Exit {
         Command::Check { rules_dir, format } => cli::check::run(&rules_dir, format),
         Command::Eval(args) => cli::eval::run(&args),
         Command::Schema { kind } => cli::schema::run(kind),
+        Command::Serve(args) => cli::serve::run(&args),
         Command::Simulate(args) => cli::simulate::run(&args),
         Command::State(StateCommand::Inspect(args)) => cli::state::run(&args),
         Command::Test {

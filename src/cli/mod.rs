@@ -19,6 +19,7 @@ macro_rules! errln {
 pub mod check;
 pub mod eval;
 pub mod schema;
+pub mod serve;
 pub mod simulate;
 pub mod state;
 pub mod test;

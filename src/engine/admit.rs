@@ -62,7 +62,7 @@ pub fn event_kind(ruleset: &Ruleset, ev: &Event<'_>) -> Result<usize, InvalidEve
 }
 
 /// The hash a name or event id is known by.
-fn name_hash(name: &str) -> u128 {
+pub(super) fn name_hash(name: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(name.as_bytes())
 }
 

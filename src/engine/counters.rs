@@ -46,6 +46,11 @@ impl CounterTable {
         }
     }
 
+    /// Every counter with its tally, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&CounterKey, &Tally)> {
+        self.slots.iter().flatten().map(|(k, t)| (k, t))
+    }
+
     /// The tally of `key`, if it has counted anything.
     pub fn get(&self, key: &CounterKey) -> Option<&Tally> {
         let i = self.probe(key)?;

@@ -131,6 +131,16 @@ impl SeenIds {
         Ok(true)
     }
 
+    /// Whether `h` is in the set, changing nothing. An error means a run's page could not
+    /// be read.
+    pub fn contains(&self, h: u128) -> io::Result<bool> {
+        let h = stored(h);
+        if self.probe(h).is_ok() {
+            return Ok(true);
+        }
+        Ok(self.runs.find(h)?.is_some() && !self.removed.contains(&h))
+    }
+
     /// Adds `h` without asking whether it was there (as a store loads decided ids): never
     /// reads a file. If a run holds it already, the table holds it too, which only costs
     /// a slot: lookups find either, and a merge keeps one.

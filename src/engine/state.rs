@@ -9,8 +9,9 @@ use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashSet;
 
-use super::admit::{intern_in, Admission, Admitted, Keys};
+use super::admit::{event_kind, intern_in, name_hash, Admission, Admitted, Keys};
 use super::counters::CounterTable;
+use super::evaluate::InvalidEvent;
 use super::ledger::{CouponLedger, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
@@ -445,6 +446,110 @@ impl State {
     /// Remembers a decided id (as a store loads them).
     pub fn remember_id(&mut self, hash: u128) {
         self.keys.seen.remember(hash);
+    }
+
+    /// The coupons of a wallet, in the order they were granted; `None` when some coupons
+    /// are in temporary files (see `limit_coupon_memory`), where they cannot be listed.
+    pub fn wallet_coupons(&self, wallet: &str) -> Option<Vec<(&str, &CouponRecord)>> {
+        if self.coupons.stats().on_disk > 0 {
+            return None;
+        }
+        let Some(id) = self.id_of(RawScope::Wallet, wallet) else {
+            return Some(Vec::new());
+        };
+        Some(
+            (0..self.coupons.in_memory())
+                .filter_map(|i| self.coupons.entry(i))
+                .filter(|(_, c)| c.wallet == id)
+                .collect(),
+        )
+    }
+
+    /// The counters kept per customer (or per wallet) for `owner`, with their tallies.
+    pub fn counters_of(&self, per: RawScope, owner: u32) -> Vec<(CounterKey, Tally)> {
+        self.counters
+            .iter()
+            .filter(|(k, _)| k.per == per && k.owner == owner)
+            .map(|(k, t)| (*k, *t))
+            .collect()
+    }
+
+    /// Whether an event with this id was decided, changing nothing. An error means the
+    /// decided ids could not be read back from their temporary files.
+    pub fn decided(&self, id: &str) -> std::io::Result<bool> {
+        self.keys.seen.contains(name_hash(id))
+    }
+
+    /// Copies into `scratch` what deciding `ev` reads of this state and `scratch` does not
+    /// hold yet: its customer's and wallet's facts, the counters its type's limits count on
+    /// (for its date) and the coupons it names. Deciding events on a scratch state so filled
+    /// (one by one, in order) decides what they would decide here, and changes nothing
+    /// here: a dry run.
+    pub fn copy_into(
+        &mut self,
+        scratch: &mut State,
+        ruleset: &Ruleset,
+        ev: &Event<'_>,
+    ) -> Result<Result<(), InvalidEvent>, LedgerUnreadable> {
+        let kind = match event_kind(ruleset, ev) {
+            Ok(kind) => kind,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
+        let here = (
+            self.id_of(RawScope::Customer, &ev.customer),
+            self.id_of(RawScope::Wallet, &ev.wallet),
+        );
+        let there = (
+            self.adopt(scratch, ruleset, RawScope::Customer, &ev.customer),
+            self.adopt(scratch, ruleset, RawScope::Wallet, &ev.wallet),
+        );
+        let date = ev.at.with_timezone(&ruleset.timezone).date_naive();
+        let reads = ruleset
+            .reads_by_type
+            .get(kind)
+            .map(|r| r.counters.as_slice());
+        for &(counter, per, daily) in reads.unwrap_or_default() {
+            let known = match per {
+                RawScope::Customer => here.0.is_some(),
+                RawScope::Wallet => here.1.is_some(),
+                RawScope::All => true,
+            };
+            let from = (here.0.unwrap_or(0), here.1.unwrap_or(0), date);
+            let key = CounterKey::new(counter, per, daily, from);
+            let to = CounterKey::new(counter, per, daily, (there.0, there.1, date));
+            if let Some(t) = self.counters.get(&key).filter(|_| known) {
+                if scratch.counters.get(&to).is_none() {
+                    *scratch.counters.tally_mut(to) = *t;
+                }
+            }
+        }
+        for id in ev.coupons.iter().flatten() {
+            if scratch.coupons.get(id).is_some() {
+                continue;
+            }
+            if let Some(record) = self.coupons.get(id) {
+                let mut record = record.clone();
+                let owner = self.wallets.name(record.wallet);
+                record.wallet = self.adopt(scratch, ruleset, RawScope::Wallet, owner);
+                scratch.insert_coupon(id, record);
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The id of a customer or wallet in `scratch`; one new to it gets its facts from here.
+    fn adopt(&self, scratch: &mut State, ruleset: &Ruleset, scope: RawScope, name: &str) -> u32 {
+        if let Some(id) = scratch.id_of(scope, name) {
+            return id;
+        }
+        let to = scratch.intern(scope, name);
+        if let Some(from) = self.id_of(scope, name) {
+            for f in ruleset.facts_of(scope) {
+                scratch.set_fact(scope, to, f.slot, self.table(scope).get(from, f.slot));
+            }
+        }
+        to
     }
 
     /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a

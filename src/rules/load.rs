@@ -85,3 +85,35 @@ pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
         }),
     }
 }
+
+/// The version of the ruleset in `dir`: a hash of the contents of every file under it but
+/// the golden cases (`tests/`), by path, as 16 hex digits. Any edit to a rule, the manifest,
+/// a calendar or a script gives a new version; the same files always give the same one.
+pub fn ruleset_version(dir: &Path) -> std::io::Result<String> {
+    fn walk(dir: &Path, top: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                if path.parent() == Some(top) && path.file_name() == Some("tests".as_ref()) {
+                    continue;
+                }
+                walk(&path, top, files)?;
+            } else {
+                files.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    files.sort();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for path in files {
+        let name = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy();
+        let bytes = std::fs::read(&path)?;
+        hasher.update(name.as_bytes());
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(format!("{:016x}", hasher.digest()))
+}

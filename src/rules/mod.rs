@@ -10,5 +10,5 @@ pub mod schema;
 pub mod script;
 
 pub use error::{Diagnostic, RulesetError};
-pub use load::load_ruleset;
+pub use load::{load_ruleset, ruleset_version};
 pub use ruleset::Ruleset;

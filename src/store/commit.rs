@@ -24,9 +24,10 @@ pub struct Job {
     pub changes: Vec<u8>,
     /// Hashes of the ids decided since the last checkpoint, 16 bytes each.
     pub seen: Vec<u8>,
-    /// The run's output, and its record as JSON.
-    pub output: String,
-    pub record: String,
+    /// The run's output and its record as JSON (a batch run), if any.
+    pub run: Option<(String, String)>,
+    /// The answers the service gave for the events decided since the last commit.
+    pub answers: Vec<super::StoredAnswer>,
 }
 
 /// The committing thread and the way to it.
@@ -166,11 +167,26 @@ impl Writer {
             tx.execute("INSERT INTO seen (hashes) VALUES (?1)", [&job.seen])
                 .map_err(sql)?;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO runs (output, record) VALUES (?1, ?2)",
-            params![job.output, job.record],
-        )
-        .map_err(sql)?;
+        if let Some((output, record)) = &job.run {
+            tx.execute(
+                "INSERT OR REPLACE INTO runs (output, record) VALUES (?1, ?2)",
+                params![output, record],
+            )
+            .map_err(sql)?;
+        }
+        if !job.answers.is_empty() {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO answers (event_id, body_hash, version, decisions)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
+            for a in &job.answers {
+                insert
+                    .execute(params![a.event_id, a.body_hash, a.version, a.decisions])
+                    .map_err(sql)?;
+            }
+        }
         if let Some(facts) = &self.facts {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('facts', ?1)",

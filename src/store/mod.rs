@@ -24,6 +24,52 @@ use crate::engine::State;
 use crate::rules::raw::{RawFactType, RawScope};
 use crate::rules::Ruleset;
 
+/// The service's answers, by event id (see `Store::group_commits`).
+const ANSWERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS answers (event_id TEXT PRIMARY KEY,
+    body_hash BLOB NOT NULL, version TEXT NOT NULL, decisions TEXT NOT NULL) WITHOUT ROWID;";
+
+/// The answer the service gave for one event, kept so that its id replays it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub event_id: String,
+    /// A hash of the event as it was sent, to tell a replay from another event reusing
+    /// the id.
+    pub body_hash: Vec<u8>,
+    /// The version of the ruleset that decided it.
+    pub version: String,
+    /// Its decisions, a JSON array of decision lines.
+    pub decisions: String,
+}
+
+/// The service's group commits (`Store::group_commits`).
+pub struct GroupCommits {
+    committer: commit::Committer,
+}
+
+impl GroupCommits {
+    /// Hands over what `state` changed since the last commit, with `answers`, once the
+    /// commit before is durable; with `wait`, returns once this one is durable too.
+    pub fn submit(
+        &mut self,
+        ruleset: &Ruleset,
+        state: &mut State,
+        answers: Vec<StoredAnswer>,
+        wait: bool,
+    ) -> Result<(), StoreError> {
+        let mut job = Store::changes_job(ruleset, state).map_err(|detail| StoreError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(detail),
+        })?;
+        job.answers = answers;
+        self.committer.submit(job, wait)
+    }
+
+    /// Waits for the commit in flight, if any.
+    pub fn wait(&mut self) -> Result<(), StoreError> {
+        self.committer.wait()
+    }
+}
+
 /// The database's file name inside a state directory.
 pub const DB_FILE: &str = "promo-state.db";
 /// The layout this build writes and reads.
@@ -660,16 +706,67 @@ impl Store {
         run: &RunRecord,
         files: Vec<std::fs::File>,
     ) -> Result<commit::Job, String> {
+        let record = serde_json::to_string(run).map_err(|e| e.to_string())?;
+        let mut job = Self::changes_job(ruleset, state)?;
+        job.files = files;
+        job.run = Some((output.to_string(), record));
+        Ok(job)
+    }
+
+    /// Encodes everything `state` changed since the last commit.
+    fn changes_job(ruleset: &Ruleset, state: &mut State) -> Result<commit::Job, String> {
         let changes = state.take_changes();
         let set = log::change_set(ruleset, state, &changes);
         Ok(commit::Job {
-            files,
+            files: Vec::new(),
             changes: postcard::to_stdvec(&set)
                 .map_err(|e| format!("cannot encode the changes: {e}"))?,
             seen: changes.seen.iter().flat_map(|h| h.to_le_bytes()).collect(),
-            output: output.to_string(),
-            record: serde_json::to_string(run).map_err(|e| e.to_string())?,
+            run: None,
+            answers: Vec::new(),
         })
+    }
+
+    /// Group commits for the service (`promo serve`): each commit holds what the state
+    /// changed since the one before and the answers given for the events decided meanwhile,
+    /// so that an answered event is replayed after a crash. Commits run on a thread of
+    /// their own, one in flight.
+    pub fn group_commits(&self, ruleset: &Ruleset) -> Result<GroupCommits, StoreError> {
+        self.conn
+            .execute_batch(ANSWERS_TABLE)
+            .map_err(|e| self.sql(e))?;
+        Ok(GroupCommits {
+            committer: commit::Committer::start(
+                &self.path,
+                self.compact_after,
+                fact_shapes_json(ruleset),
+            )?,
+        })
+    }
+
+    /// The answer the service gave for the event `id`, if it gave one.
+    pub fn answer(&self, id: &str) -> Result<Option<StoredAnswer>, StoreError> {
+        let found = self
+            .conn
+            .prepare_cached("SELECT body_hash, version, decisions FROM answers WHERE event_id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([id], |r| {
+                    Ok(StoredAnswer {
+                        event_id: id.to_string(),
+                        body_hash: r.get(0)?,
+                        version: r.get(1)?,
+                        decisions: r.get(2)?,
+                    })
+                })
+                .optional()
+            });
+        match found {
+            // A state no service has answered from has no such table yet.
+            Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("no such table") => {
+                Ok(None)
+            }
+            other => other.map_err(|e| self.corrupt(e)),
+        }
     }
 
     /// Checkpoints for a run that keeps its state here, recorded under `output` (with the

@@ -1,0 +1,2 @@
+//! The service load benchmark (in progress).
+fn main() {}

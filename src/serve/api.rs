@@ -1,0 +1,464 @@
+//! The routes: request bodies and parameters in, the decider or the state's views out.
+//! Every schema of the OpenAPI document is derived from the types here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::decider::{self, Answer, Incoming, Job, Msg, SharedState};
+use super::error::{ApiError, ErrorBody};
+use super::live::{Live, Rejection};
+use super::metrics::Metrics;
+use super::reload::{Reload, ReloadOutcome};
+use super::views::{self, CouponsView, CustomerView};
+
+/// What every handler shares.
+pub struct App {
+    pub live: ArcSwap<Live>,
+    pub last_rejected: Mutex<Option<Rejection>>,
+    pub state: SharedState,
+    pub jobs: std::sync::mpsc::SyncSender<Msg>,
+    pub reloads: mpsc::Sender<Reload>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub max_batch: usize,
+    /// The default `on` date of coupon statuses; today in the ruleset's zone if unset.
+    pub today: Option<NaiveDate>,
+}
+
+pub type Shared = Arc<App>;
+
+/// An event of the contract (PRODUCT.md): the fields the seed's event types use; any other
+/// field is kept and visible to scripts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the shape; bodies are read by the engine's parser"
+)]
+pub struct EventIn {
+    /// The event id, the idempotency key.
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    /// RFC 3339 with offset, e.g. `2019-12-20T10:00:00+08:00`.
+    at: String,
+    customer: String,
+    wallet: String,
+    card_product: Option<String>,
+    card_role: Option<String>,
+    merchant: Option<String>,
+    /// A decimal string, e.g. `"160.00"`.
+    amount: Option<String>,
+    channel: Option<String>,
+    coupons: Option<Vec<String>>,
+    face_values: Option<Vec<String>>,
+}
+
+/// One event or an array of events.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "documents the shape")]
+pub enum EventsIn {
+    One(Box<EventIn>),
+    Many(Vec<EventIn>),
+}
+
+/// A coupon a decision issues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedCouponOut {
+    pub coupon_id: String,
+    pub face_value: String,
+    pub min_spend: String,
+    pub usable_for: Vec<String>,
+    /// `YYYY-MM-DD`.
+    pub credit_by: String,
+    pub valid_until: Option<String>,
+}
+
+/// One decision, as `promo eval` writes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionOut {
+    pub event_id: String,
+    pub rule: String,
+    /// `grant`, `approve`, `reject`, `accept_coupon` or `reject_coupon`.
+    pub decision: String,
+    pub customer: String,
+    pub wallet: String,
+    pub coupons: Option<Vec<IssuedCouponOut>>,
+    pub coupon_id: Option<String>,
+    pub reason: Option<String>,
+    pub points: Option<String>,
+}
+
+/// What was decided for one event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResult {
+    pub event_id: String,
+    /// The version of the ruleset that made the decisions.
+    pub ruleset_version: String,
+    /// The event id was decided before: these are the decisions first given.
+    pub replay: bool,
+    pub dry_run: bool,
+    pub decisions: Vec<DecisionOut>,
+}
+
+/// One result for one event, an array of results for an array.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventsOut {
+    One(EventResult),
+    Many(Vec<EventResult>),
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Decide without changing anything.
+    dry_run: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct CouponsQuery {
+    /// The date statuses are given for, `YYYY-MM-DD`; default today in the ruleset's zone.
+    on: Option<String>,
+}
+
+/// The live ruleset.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetOut {
+    pub version: String,
+    pub loaded_at: String,
+    pub rules: Vec<String>,
+    pub last_rejected: Option<Rejection>,
+}
+
+/// What a reload came to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReloadOut {
+    /// `swapped`, `unchanged` or `rejected`.
+    pub outcome: ReloadOutcome,
+    pub ruleset: RulesetOut,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    pub status: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "promo",
+        description = "Live promotion decisions: the same events, decisions and state as `promo eval`."
+    ),
+    paths(
+        post_events,
+        wallet_coupons,
+        customer,
+        ruleset,
+        reload,
+        healthz,
+        readyz,
+        metrics
+    ),
+    components(schemas(
+        EventIn,
+        EventsIn,
+        EventsOut,
+        EventResult,
+        DecisionOut,
+        IssuedCouponOut,
+        ErrorBody,
+        RulesetOut,
+        ReloadOut,
+        Status,
+        CouponsView,
+        CustomerView
+    ))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document, as served at `/openapi.json` and kept in `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// Decide events.
+#[utoipa::path(post, path = "/v1/events", params(EventsQuery),
+    request_body(content = EventsIn, description = "One event, or an array of at most --max-batch events"),
+    responses(
+        (status = 200, description = "The decisions of each event, in order", body = EventsOut),
+        (status = 400, description = "Unreadable body or event", body = ErrorBody),
+        (status = 409, description = "An event id decided before with another body", body = ErrorBody),
+        (status = 413, description = "Body too large, or too many events", body = ErrorBody),
+        (status = 422, description = "An event the ruleset cannot decide", body = ErrorBody),
+        (status = 503, description = "The state cannot be written", body = ErrorBody),
+    ))]
+pub async fn post_events(
+    Extract(app): Extract<Shared>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()).at("dry_run")
+    })?;
+    let body = body.map_err(body_error)?;
+    let (events, many) = split_events(&body, app.max_batch)?;
+    let (reply, answer) = oneshot::channel();
+    let job = Job {
+        live: app.live.load_full(),
+        events,
+        dry_run: query.dry_run.unwrap_or(false),
+        reply,
+    };
+    // The queue is bounded: when it is full, wait on a blocking thread, not on this one.
+    let jobs = app.jobs.clone();
+    tokio::task::spawn_blocking(move || jobs.send(Msg::Decide(job)))
+        .await
+        .map_err(|_| ApiError::unavailable("the deciding thread is gone"))?
+        .map_err(|_| ApiError::unavailable("the deciding thread is gone"))?;
+    let answers = answer
+        .await
+        .map_err(|_| ApiError::unavailable("the deciding thread is gone"))??;
+    Ok(json_response(&render_answers(&answers, many)))
+}
+
+fn body_error(e: BytesRejection) -> ApiError {
+    let status = e.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "bad_body"
+    };
+    ApiError::new(status, code, e.body_text())
+}
+
+/// The events of a body, each with the hash of its canonical JSON; and whether the body
+/// was an array.
+fn split_events(body: &[u8], max: usize) -> Result<(Vec<Incoming>, bool), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", m);
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("the body is not UTF-8: {e}")))?;
+    let trimmed = text.trim_start();
+    let many = trimmed.starts_with('[');
+    let raws: Vec<&RawValue> = if many {
+        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON array of events: {e}")))?
+    } else {
+        vec![serde_json::from_str(text).map_err(|e| bad(format!("not a JSON event: {e}")))?]
+    };
+    if raws.is_empty() {
+        return Err(bad("an empty array: send at least one event".into()));
+    }
+    if raws.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!("{} events in one request; at most {max}", raws.len()),
+        ));
+    }
+    let mut events = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.into_iter().enumerate() {
+        let value: serde_json::Value =
+            serde_json::from_str(raw.get()).map_err(|e| bad(e.to_string()))?;
+        if !value.is_object() {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_event",
+                "an event is a JSON object",
+            );
+            return Err(if many { e.at(format!("[{i}]")) } else { e });
+        }
+        // serde_json's maps are sorted: the same event in any key order or spacing hashes
+        // the same.
+        let canonical = value.to_string();
+        events.push(Incoming {
+            text: raw.get().to_string(),
+            hash: xxhash_rust::xxh3::xxh3_128(canonical.as_bytes()).to_le_bytes(),
+        });
+    }
+    Ok((events, many))
+}
+
+fn render_answers(answers: &[Answer], many: bool) -> String {
+    let one = |a: &Answer| {
+        format!(
+            "{{\"event_id\":{},\"ruleset_version\":{},\"replay\":{},\"dry_run\":{},\"decisions\":{}}}",
+            serde_json::Value::from(a.event_id.as_str()),
+            serde_json::Value::from(a.version.as_str()),
+            a.replay,
+            a.dry_run,
+            a.decisions
+        )
+    };
+    if many {
+        let all: Vec<String> = answers.iter().map(one).collect();
+        format!("[{}]", all.join(","))
+    } else {
+        answers.first().map(one).unwrap_or_default()
+    }
+}
+
+fn json_response(body: &str) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A wallet's coupons with their status on a date.
+#[utoipa::path(get, path = "/v1/wallets/{wallet}/coupons", params(("wallet" = String, Path, description = "The wallet id"), CouponsQuery),
+    responses(
+        (status = 200, description = "The wallet's coupons", body = CouponsView),
+        (status = 400, description = "A bad date", body = ErrorBody),
+        (status = 503, description = "Coupons are in temporary files", body = ErrorBody),
+    ))]
+pub async fn wallet_coupons(
+    Extract(app): Extract<Shared>,
+    Path(wallet): Path<String>,
+    query: Result<Query<CouponsQuery>, QueryRejection>,
+) -> Result<Json<CouponsView>, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()).at("on"))?;
+    let live = app.live.load_full();
+    let on = match query.on {
+        Some(text) => crate::model::digits::date(&text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_date",
+                format!("`{text}` is not a date YYYY-MM-DD"),
+            )
+            .at("on")
+        })?,
+        None => app.today.unwrap_or_else(|| {
+            chrono::Utc::now()
+                .with_timezone(&live.ruleset.timezone)
+                .date_naive()
+        }),
+    };
+    let state = decider::lock(&app.state);
+    views::coupons(&live.ruleset, &state, &wallet, on).map(Json)
+}
+
+/// A customer's facts and counters.
+#[utoipa::path(get, path = "/v1/customers/{customer}", params(("customer" = String, Path, description = "The customer id")),
+    responses((status = 200, description = "The customer's facts and counters", body = CustomerView)))]
+pub async fn customer(
+    Extract(app): Extract<Shared>,
+    Path(customer): Path<String>,
+) -> Json<CustomerView> {
+    let live = app.live.load_full();
+    let state = decider::lock(&app.state);
+    Json(views::customer(&live.ruleset, &state, &customer))
+}
+
+fn ruleset_out(app: &App) -> RulesetOut {
+    let live = app.live.load();
+    RulesetOut {
+        version: live.version.clone(),
+        loaded_at: live.loaded_at.to_rfc3339(),
+        rules: live.ruleset.rules.iter().map(|r| r.id.clone()).collect(),
+        last_rejected: app
+            .last_rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    }
+}
+
+/// The live ruleset and the last rejected reload.
+#[utoipa::path(get, path = "/v1/ruleset", responses((status = 200, description = "The live ruleset", body = RulesetOut)))]
+pub async fn ruleset(Extract(app): Extract<Shared>) -> Json<RulesetOut> {
+    Json(ruleset_out(&app))
+}
+
+/// Try the rules directory now: load, check, golden tests, state, swap.
+#[utoipa::path(post, path = "/v1/ruleset/reload", responses(
+    (status = 200, description = "What the reload came to", body = ReloadOut),
+    (status = 503, description = "The reloader is gone", body = ErrorBody)))]
+pub async fn reload(Extract(app): Extract<Shared>) -> Result<Json<ReloadOut>, ApiError> {
+    let (reply, outcome) = oneshot::channel();
+    let gone = || ApiError::unavailable("the reloader is gone");
+    app.reloads
+        .send(Reload { reply: Some(reply) })
+        .await
+        .map_err(|_| gone())?;
+    let outcome = outcome.await.map_err(|_| gone())?;
+    Ok(Json(ReloadOut {
+        outcome,
+        ruleset: ruleset_out(&app),
+    }))
+}
+
+/// Alive.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process runs", body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
+}
+
+/// Ready to decide: the ruleset is loaded and the state open.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Ready", body = Status),
+    (status = 503, description = "Not deciding", body = Status)))]
+pub async fn readyz(Extract(app): Extract<Shared>) -> (StatusCode, Json<Status>) {
+    if app.ready.load(Ordering::Acquire) {
+        (
+            StatusCode::OK,
+            Json(Status {
+                status: "ready".into(),
+            }),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status {
+                status: "unavailable".into(),
+            }),
+        )
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(Extract(app): Extract<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Response {
+    json_response(&openapi_json())
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /openapi.json",
+    )
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /openapi.json",
+    )
+}

@@ -1,0 +1,154 @@
+//! The service's Prometheus metrics (`GET /metrics`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleDecision {
+    rule: String,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: String,
+}
+
+/// Every metric the service keeps, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    latency: Family<Route, Histogram>,
+    decisions: Family<RuleDecision, Counter>,
+    reloads: Family<Outcome, Counter>,
+    ruleset: Family<Version, Gauge>,
+    commits: Histogram,
+}
+
+fn seconds() -> Histogram {
+    // 50 µs to about 13 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(seconds),
+            decisions: Family::default(),
+            reloads: Family::default(),
+            ruleset: Family::default(),
+            commits: seconds(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "promo_http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "promo_http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.latency.clone(),
+        );
+        r.register(
+            "promo_decisions",
+            "Decisions made, by rule and kind (dry runs and replays not counted)",
+            m.decisions.clone(),
+        );
+        r.register(
+            "promo_reloads",
+            "Rules reloads by outcome (ok: swapped in; rejected: the last good rules kept serving)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "promo_ruleset_info",
+            "The live ruleset's version (1 for the live one)",
+            m.ruleset.clone(),
+        );
+        r.register(
+            "promo_state_commit_duration_seconds",
+            "Time to commit one group of decisions to the state",
+            m.commits.clone(),
+        );
+        m
+    }
+
+    pub fn request(&self, route: &str, status: u16, took: Duration) {
+        let route = route.to_string();
+        self.requests
+            .get_or_create(&RouteStatus {
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&Route { route })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn decision(&self, rule: &str, decision: &'static str) {
+        self.decisions
+            .get_or_create(&RuleDecision {
+                rule: rule.to_string(),
+                decision,
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "rejected" };
+        self.reloads.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn live_version(&self, version: &str) {
+        self.ruleset.clear();
+        self.ruleset
+            .get_or_create(&Version {
+                version: version.to_string(),
+            })
+            .set(1);
+    }
+
+    pub fn commit(&self, took: Duration) {
+        self.commits.observe(took.as_secs_f64());
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,254 @@
+//! `promo serve`: live decisions over HTTP with the engine, the state and the rules of
+//! `promo eval`; edited rules swap in once they pass `check` and their golden tests. See
+//! `docs/service.md`.
+//!
+//! | module | job |
+//! |---|---|
+//! | `api` | routes, request and answer shapes, the OpenAPI document |
+//! | `decider` | the deciding thread: one event at a time, group commits |
+//! | `live` | the live ruleset and the gate a new one passes |
+//! | `reload` | reload triggers: file edits, SIGHUP, the reload route |
+//! | `views` | coupons and facts as the read routes show them |
+//! | `metrics`, `error` | Prometheus metrics; the `{code, message, field}` error answer |
+
+pub mod api;
+mod decider;
+mod error;
+mod live;
+mod metrics;
+mod reload;
+mod views;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State as Extract};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::NaiveDate;
+use tokio::sync::mpsc;
+
+use self::api::{App, Shared};
+use self::decider::{Decider, Durable, Msg};
+use self::live::{try_load, Gate, Live};
+use self::metrics::Metrics;
+use crate::engine::State;
+use crate::store::Store;
+
+pub use self::api::openapi_json;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub rules: PathBuf,
+    pub state: Option<PathBuf>,
+    pub customers: Option<PathBuf>,
+    pub bind: SocketAddr,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub today: Option<NaiveDate>,
+    /// How long rule edits must settle before a reload.
+    pub debounce: Duration,
+}
+
+/// Runs the service until SIGTERM or Ctrl-C. An error is why it could not start.
+pub fn run(opts: Options) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(serve(opts))
+}
+
+/// The first ruleset: it must pass the same gate as every reload.
+fn first_ruleset(opts: &Options) -> Result<Live, String> {
+    match try_load(&opts.rules, None, chrono::Utc::now()) {
+        Gate::Passed(live) => Ok(live),
+        Gate::Unchanged => Err("the rules could not be read".into()),
+        Gate::Rejected(r) => {
+            let errors: Vec<String> = r
+                .errors
+                .iter()
+                .map(|e| {
+                    let at = match (&e.file, e.line, e.column) {
+                        (Some(f), Some(l), Some(c)) => format!("{f}:{l}:{c}: "),
+                        (Some(f), _, _) => format!("{f}: "),
+                        _ => String::new(),
+                    };
+                    format!("{at}error[{}]: {}", e.code, e.message)
+                })
+                .collect();
+            Err(format!(
+                "the rules in `{}` cannot serve ({:?} failed):\n{}",
+                opts.rules.display(),
+                r.stage,
+                errors.join("\n")
+            ))
+        }
+    }
+}
+
+/// The state, loaded from `--state` (and its group commits) or fresh in memory, with the
+/// customer snapshot applied.
+fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>), String> {
+    let ruleset = &live.ruleset;
+    let mut state = State::new(ruleset);
+    // Coupons stay in memory, where a wallet's can be listed.
+    state.limit_coupon_memory(usize::MAX);
+    let mut durable = match &opts.state {
+        Some(dir) => {
+            let store = Store::open(dir, ruleset).map_err(|e| e.to_string())?;
+            store.load(ruleset, &mut state).map_err(|e| e.to_string())?;
+            state.track_changes();
+            let commits = store.group_commits(ruleset).map_err(|e| e.to_string())?;
+            Some(Durable { store, commits })
+        }
+        None => {
+            tracing::warn!(
+                "no --state: decisions are kept in memory only and lost when the service stops"
+            );
+            None
+        }
+    };
+    if let Some(path) = &opts.customers {
+        let rows = crate::io::load_snapshot(path, ruleset, &mut state, durable.is_some())
+            .map_err(|e| format!("bad customer snapshot: {e}"))?;
+        tracing::info!(rows, file = %path.display(), "customer snapshot loaded");
+    }
+    if let Some(d) = &mut durable {
+        d.commits
+            .submit(ruleset, &mut state, Vec::new(), true)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((state, durable))
+}
+
+async fn serve(opts: Options) -> Result<(), String> {
+    let live = first_ruleset(&opts)?;
+    let (state, durable) = open_state(&opts, &live)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.live_version(&live.version);
+    tracing::info!(version = %live.version, rules = live.ruleset.rules.len(), "ruleset loaded");
+    let ready = Arc::new(AtomicBool::new(true));
+    let (jobs, inbox) = std::sync::mpsc::sync_channel::<Msg>(4096);
+    let (reloads, reload_inbox) = mpsc::channel(16);
+    let state = Arc::new(Mutex::new(state));
+    let decider = Decider {
+        jobs: inbox,
+        state: Arc::clone(&state),
+        durable,
+        metrics: Arc::clone(&metrics),
+        ready: Arc::clone(&ready),
+        answers: Default::default(),
+        eval: Default::default(),
+        heads: Default::default(),
+    };
+    let deciding = std::thread::Builder::new()
+        .name("promo-decide".into())
+        .spawn(move || decider.run())
+        .map_err(|e| format!("cannot start the deciding thread: {e}"))?;
+    let app: Shared = Arc::new(App {
+        live: ArcSwap::from_pointee(live),
+        last_rejected: Mutex::new(None),
+        state,
+        jobs: jobs.clone(),
+        reloads: reloads.clone(),
+        metrics,
+        ready,
+        max_batch: opts.max_batch,
+        today: opts.today,
+    });
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.bind))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    let reloader = tokio::spawn(reload::reloader(
+        Arc::clone(&app),
+        opts.rules.clone(),
+        reload_inbox,
+    ));
+    let hup = tokio::spawn(reload::on_sighup(reloads.clone()));
+    let watcher = reload::watch(&opts.rules, opts.debounce, reloads)
+        .map_err(|e| format!("cannot watch `{}`: {e}", opts.rules.display()))?;
+    let router = router(Arc::clone(&app), &opts);
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    tracing::info!("stopping: committing what was decided");
+    drop(watcher);
+    hup.abort();
+    reloader.abort();
+    let _ = jobs.send(Msg::Stop);
+    let joined = tokio::task::spawn_blocking(move || deciding.join()).await;
+    served.map_err(|e| format!("the server failed: {e}"))?;
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        _ => Err("the deciding thread failed".into()),
+    }
+}
+
+fn router(app: Shared, opts: &Options) -> Router {
+    Router::new()
+        .route("/v1/events", post(api::post_events))
+        .route("/v1/wallets/{wallet}/coupons", get(api::wallet_coupons))
+        .route("/v1/customers/{customer}", get(api::customer))
+        .route("/v1/ruleset", get(api::ruleset))
+        .route("/v1/ruleset/reload", post(api::reload))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(api::openapi))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            track,
+        ))
+        .layer(DefaultBodyLimit::max(opts.max_body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            opts.request_timeout,
+        ))
+        .with_state(app)
+}
+
+/// Counts each request by route and status, with its latency.
+async fn track(Extract(app): Extract<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    app.metrics
+        .request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
