@@ -594,7 +594,6 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ledger::CouponLedger;
     use crate::io::OutputFormat;
 
     /// Writes a ruleset of two event types into `dir`: `gift` grants a coupon, `use`
@@ -651,7 +650,7 @@ mod tests {
         .concat();
         for parallel in [false, true] {
             let mut state = State::new(&ruleset);
-            state.coupons = CouponLedger::with_unreadable_runs();
+            state.make_coupon_runs_unreadable();
             let mut batch = Batch::new(
                 &ruleset,
                 &mut state,

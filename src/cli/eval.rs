@@ -340,7 +340,7 @@ pub fn run(args: &EvalArgs) -> Exit {
             render_summary(&summary, rejects_path.as_deref()).trim_end()
         );
         if args.coupon_memory.is_some() {
-            errln!("coupon ledger: {}", state.coupons.stats());
+            errln!("coupon ledger: {}", state.coupon_stats());
         }
         if matches!(start, Start::Rerun(_)) && summary.decided == 0 && summary.duplicates > 0 {
             errln!("nothing new: every event was decided by an earlier run with this state");

@@ -179,7 +179,7 @@ pub fn decide(
             continue;
         };
         let failed = match &rule.kind {
-            RuleKind::CouponUse(cu) => decide_coupon_use(ruleset, state, &ctx, ri, cu, out),
+            RuleKind::CouponUse(cu) => decide_coupon_use(ruleset, state, &ctx, ri, cu, out)?,
             RuleKind::Grant | RuleKind::Redemption => {
                 match decide_grant(ruleset, state, &ctx, ri, rule, out) {
                     Ok(failed) => failed,
@@ -267,11 +267,7 @@ fn decide_grant(
     let coupons = faces.len() as u64;
 
     for (i, limit) in rule.limits.iter().enumerate() {
-        let tally = state
-            .counters
-            .get(&counter_key(limit, ctx))
-            .copied()
-            .unwrap_or_default();
+        let tally = state.tally(&counter_key(limit, ctx)).unwrap_or_default();
         if !fits(&limit.bounds, &tally, coupons, value) {
             reject(out, &limit.reject);
             return Ok(Some(Failed::Limit(i)));
@@ -285,7 +281,7 @@ fn decide_grant(
             let balance = ruleset
                 .facts
                 .get(p.balance_fact)
-                .map(|f| (f.slot, state.wallet_facts.get(ctx.wallet, f.slot)));
+                .map(|f| (f.slot, state.fact(RawScope::Wallet, ctx.wallet, f.slot)));
             if let Some((slot, FactValue::Decimal(balance))) = balance {
                 if needed > balance {
                     reject(out, &Some(p.reject.clone()));
@@ -407,6 +403,8 @@ fn credit_date(
     .unwrap_or(date)
 }
 
+/// Runs a rule deciding coupon use. The coupons it reads were loaded by `prepare_coupons`,
+/// so the error (a temporary file unreadable) cannot come after the event changed the state.
 fn decide_coupon_use(
     ruleset: &Ruleset,
     state: &mut State,
@@ -414,9 +412,9 @@ fn decide_coupon_use(
     ri: usize,
     cu: &CouponUse,
     out: &mut Evaluation,
-) -> Option<Failed> {
+) -> Result<Option<Failed>, LedgerUnreadable> {
     let Some(ids) = ctx.ev.coupons.as_deref().filter(|ids| !ids.is_empty()) else {
-        return Some(Failed::NoCoupon);
+        return Ok(Some(Failed::NoCoupon));
     };
     let decide = |id: &str, kind: DecisionKind, reason: Option<Arc<str>>| Decision {
         rule: ri,
@@ -434,7 +432,7 @@ fn decide_coupon_use(
                 Some(cu.too_many.clone()),
             ));
         }
-        return None;
+        return Ok(None);
     }
     let channel = match ruleset.event_types.get(ctx.kind).map(|t| &t.channel) {
         Some(ChannelSource::Fixed(c)) => Some(*c),
@@ -442,7 +440,7 @@ fn decide_coupon_use(
         _ => None,
     };
     for id in ids {
-        let record = state.coupons.get(id.as_ref());
+        let record = state.coupon(id)?;
         let failed = cu.checks.iter().find(|(check, _)| {
             let Some(c) = record else {
                 return true;
@@ -464,7 +462,7 @@ fn decide_coupon_use(
                     .push(decide(id, DecisionKind::RejectCoupon, Some(reason.clone())))
             }
             (None, Some(_)) => {
-                state.spend_coupon(id);
+                state.spend_coupon(id)?;
                 out.decisions
                     .push(decide(id, DecisionKind::AcceptCoupon, None));
             }
@@ -472,7 +470,7 @@ fn decide_coupon_use(
             (None, None) => {}
         }
     }
-    None
+    Ok(None)
 }
 
 fn test(
@@ -550,7 +548,7 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
             } else {
                 ctx.customer
             };
-            match (state.table(fact.scope).get(owner, fact.slot), fact.kind) {
+            match (state.fact(fact.scope, owner, fact.slot), fact.kind) {
                 (FactValue::Absent, RawFactType::Count) => Val::Int(0),
                 (FactValue::Absent, RawFactType::Flag) => Val::Bool(false),
                 (FactValue::Absent, _) => Val::Absent,
@@ -636,7 +634,7 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
         } else {
             ctx.customer
         };
-        let old = state.table(fact.scope).get(owner, fact.slot);
+        let old = state.fact(fact.scope, owner, fact.slot);
         let field_value = || match u.field.as_ref() {
             Some(Field::At) => Some(FactValue::Date(ctx.date)),
             Some(Field::Amount) => ctx.ev.amount.map(FactValue::Decimal),

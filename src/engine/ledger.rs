@@ -11,9 +11,9 @@
 //! Past the budget, at a point between events (`settle`), the older half of the coupons in
 //! memory goes to a sorted run of fixed-width entries keyed by the 128-bit hash of their id
 //! (see `runs`), except those a store has yet to save; the newer half and those stay in
-//! memory under new indices. A coupon in memory shadows its older copies in runs. Deciding
-//! an event only reads coupons in memory: those it names are brought back from the runs
-//! first (`promote`), so a spend marks the copy in memory. Lookups stay exact: two coupon
+//! memory under new indices. A coupon in memory shadows its older copies in runs. A coupon
+//! is read by id only once it is in memory: `load` brings it back from the runs first, so a
+//! spend marks the copy in memory. Lookups stay exact: two coupon
 //! ids sharing a 128-bit hash would be one coupon, the assumption `SeenIds` makes of event
 //! ids.
 
@@ -256,17 +256,20 @@ impl CouponLedger {
             .copied()
     }
 
-    /// The record of the coupon `id`, if it is in memory (see `promote`).
-    pub fn get(&self, id: &str) -> Option<&CouponRecord> {
-        self.find(id)
-            .and_then(|i| self.records.get(i))
-            .map(|r| &r.0)
+    /// The record of the coupon `id`, if it is in memory.
+    #[cfg(test)]
+    fn get(&self, id: &str) -> Option<&CouponRecord> {
+        self.find(id).and_then(|i| self.record(i))
     }
 
-    /// The index and record of the coupon `id` in memory, to update.
-    pub fn get_mut(&mut self, id: &str) -> Option<(usize, &mut CouponRecord)> {
-        let i = self.find(id)?;
-        self.records.get_mut(i).map(|r| (i, &mut r.0))
+    /// The record of the coupon of index `i` in memory.
+    pub fn record(&self, i: usize) -> Option<&CouponRecord> {
+        self.records.get(i).map(|r| &r.0)
+    }
+
+    /// The record of the coupon of index `i` in memory, to update.
+    pub fn record_mut(&mut self, i: usize) -> Option<&mut CouponRecord> {
+        self.records.get_mut(i).map(|r| &mut r.0)
     }
 
     /// The id and record of the coupon of index `i` in memory.
@@ -302,14 +305,18 @@ impl CouponLedger {
         }
     }
 
-    /// Brings the coupon `id` back into memory if only a run holds it, so that `get` finds
-    /// it. Never needed while nothing was spilled.
-    pub fn promote(&mut self, id: &str) -> Result<(), LedgerUnreadable> {
-        if self.cold.is_empty() || self.find(id).is_some() {
-            return Ok(());
+    /// The index in memory of the coupon `id`, brought back first if only a run holds it;
+    /// `None` if no coupon has that id. Reading coupons by id goes through here, so that a
+    /// spilled one never reads as unknown.
+    pub fn load(&mut self, id: &str) -> Result<Option<usize>, LedgerUnreadable> {
+        if let Some(i) = self.find(id) {
+            return Ok(Some(i));
+        }
+        if self.cold.is_empty() {
+            return Ok(None);
         }
         let Some(bytes) = self.cold.find(key(id)).map_err(LedgerUnreadable)? else {
-            return Ok(());
+            return Ok(None);
         };
         let record = decode(&bytes).ok_or_else(|| {
             LedgerUnreadable(io::Error::new(
@@ -317,8 +324,16 @@ impl CouponLedger {
                 format!("the record of coupon `{id}` holds an impossible date"),
             ))
         })?;
-        self.insert(id, record);
-        Ok(())
+        Ok(Some(self.insert(id, record)))
+    }
+
+    /// Brings the coupon `id` back into memory if only a run holds it (see `load`), without
+    /// a lookup while nothing was spilled.
+    pub fn promote(&mut self, id: &str) -> Result<(), LedgerUnreadable> {
+        if self.cold.is_empty() {
+            return Ok(());
+        }
+        self.load(id).map(drop)
     }
 
     /// A point between events: past the budget, the coupons in memory go to a run, except
@@ -437,11 +452,11 @@ mod tests {
             assert_eq!(ledger.entry(n as usize).map(|e| e.0), Some(id.as_str()));
         }
         assert!(ledger.get("E1:r").is_none());
-        // Replacing keeps the index and the id; spending through `get_mut` sticks.
+        // Replacing keeps the index and the id; spending through `record_mut` sticks.
         assert_eq!(ledger.insert("E3:r:1", record(7)), 3);
         assert_eq!(ledger.in_memory(), ids.len());
-        if let Some((i, r)) = ledger.get_mut("E3:r:1") {
-            assert_eq!(i, 3);
+        assert_eq!(ledger.load("E3:r:1").unwrap(), Some(3));
+        if let Some(r) = ledger.record_mut(3) {
             r.used = true;
         }
         assert_eq!(
@@ -484,7 +499,9 @@ mod tests {
     /// What deciding does with a coupon named by an event: bring it into memory, read it.
     fn look_up(ledger: &mut CouponLedger, id: &str) -> Option<CouponRecord> {
         ledger.promote(id).unwrap();
-        ledger.get(id).cloned()
+        let i = ledger.load(id).unwrap();
+        assert_eq!(i, ledger.find(id), "`{id}` is in memory once promoted");
+        i.and_then(|i| ledger.record(i)).cloned()
     }
 
     #[test]
@@ -556,10 +573,11 @@ mod tests {
                     model.insert(id, record);
                 }
                 1 => {
-                    // a spend, as `State::spend_coupon` after deciding
-                    ledger.promote(&id).unwrap();
-                    if let Some((i, r)) = ledger.get_mut(&id) {
-                        r.used = true;
+                    // a spend, as `State::spend_coupon` does
+                    if let Some(i) = ledger.load(&id).unwrap() {
+                        if let Some(r) = ledger.record_mut(i) {
+                            r.used = true;
+                        }
                         unsaved.grow_and_insert(i);
                         cold_spends += usize::from(!in_memory);
                     }
@@ -682,9 +700,10 @@ mod tests {
         let error = ledger.promote("c1").unwrap_err();
         assert!(error.to_string().contains("temporary file"), "{error}");
         assert_eq!(ledger.get("c1"), None, "nothing made up");
-        assert!(ledger.promote("c1").is_err(), "still unknown");
+        assert!(ledger.load("c1").is_err(), "still unknown");
         // A coupon in memory needs no run.
         ledger.insert("c2", record(2));
         assert!(ledger.promote("c2").is_ok());
+        assert_eq!(ledger.load("c2").unwrap(), Some(0));
     }
 }

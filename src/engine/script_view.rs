@@ -89,7 +89,7 @@ pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -
             } else {
                 customer
             };
-            let v = match state.table(f.scope).get(owner, f.slot) {
+            let v = match state.fact(f.scope, owner, f.slot) {
                 // As in conditions: a count never set is 0, a flag never set is false.
                 FactValue::Absent => match f.kind {
                     RawFactType::Count => Dynamic::from(0_i64),

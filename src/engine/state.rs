@@ -12,7 +12,7 @@ use rustc_hash::FxHashSet;
 use super::admit::{event_kind, intern_in, name_hash, Admission, Admitted, Keys};
 use super::counters::CounterTable;
 use super::evaluate::InvalidEvent;
-use super::ledger::{CouponLedger, LedgerUnreadable};
+use super::ledger::{CouponLedger, LedgerStats, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
 use crate::rules::raw::{RawFactType, RawScope};
@@ -38,11 +38,11 @@ pub enum FactValue {
 /// name in the state's `Keys`; a name is learnt here when the event that introduced it is
 /// decided, or when a snapshot or a store interns it.
 #[derive(Debug, Default)]
-pub struct Names(Vec<Box<str>>);
+struct Names(Vec<Box<str>>);
 
 impl Names {
     /// The name of an id.
-    pub fn name(&self, id: u32) -> &str {
+    fn name(&self, id: u32) -> &str {
         self.0.get(id as usize).map_or("", |n| n)
     }
 
@@ -102,7 +102,7 @@ impl FactTable {
     }
 
     /// Sets slot `slot` of `id`.
-    pub fn set(&mut self, id: u32, slot: usize, value: FactValue) {
+    fn set(&mut self, id: u32, slot: usize, value: FactValue) {
         self.ensure(id);
         if let Some(v) = self.values.get_mut(id as usize * self.stride + slot) {
             *v = value;
@@ -167,33 +167,81 @@ pub struct CouponRecord {
     pub used: bool,
 }
 
-/// Everything the engine remembers.
+/// Everything the engine remembers. Its fields are private: every change goes through a
+/// method that records it for the store (`set_fact`, `tally_mut`, `insert_coupon`,
+/// `spend_coupon`), and coupons are read through `coupon`, which loads a spilled one first.
 #[derive(Debug)]
 pub struct State {
     /// Customer and wallet ids by name, and the decided event ids: lent to the reading
     /// thread during a parallel run (`lend_keys`).
     keys: Keys,
-    pub customers: Names,
-    pub wallets: Names,
-    pub customer_facts: FactTable,
-    pub wallet_facts: FactTable,
-    pub counters: CounterTable,
-    pub coupons: CouponLedger,
+    customers: Names,
+    wallets: Names,
+    customer_facts: FactTable,
+    wallet_facts: FactTable,
+    counters: CounterTable,
+    coupons: CouponLedger,
     /// What changed since the last checkpoint, when a store keeps the state (else `None`).
-    pub dirty: Option<Dirty>,
+    dirty: Option<Dirty>,
 }
 
 /// What changed since the last checkpoint: the rows a store must write.
 #[derive(Debug, Default)]
-pub struct Dirty {
+struct Dirty {
     /// Customer ids, a bit each: cheaper to mark than a set to insert into, and they list
     /// in id order, which walks the fact table forwards.
-    pub customers: FixedBitSet,
-    pub wallets: FixedBitSet,
-    pub counters: FxHashSet<CounterKey>,
-    /// Coupons by ledger index.
-    pub coupons: FixedBitSet,
-    pub seen: Vec<u128>,
+    customers: FixedBitSet,
+    wallets: FixedBitSet,
+    counters: FxHashSet<CounterKey>,
+    /// Coupons by ledger index: the ledger keeps them in memory (see `settle_coupons`).
+    coupons: FixedBitSet,
+    seen: Vec<u128>,
+}
+
+/// What changed since the last checkpoint, read from the state it changed. It borrows the
+/// state, so no spill renumbers the coupons it lists while it is read.
+#[derive(Debug)]
+pub struct Changes<'s> {
+    state: &'s State,
+    dirty: Dirty,
+}
+
+impl<'s> Changes<'s> {
+    /// The state the changes are in, to read their values from.
+    pub fn state(&self) -> &'s State {
+        self.state
+    }
+
+    /// The customers (or wallets) whose facts changed, in id order.
+    pub fn owners(&self, scope: RawScope) -> impl Iterator<Item = u32> + '_ {
+        let owners = if scope == RawScope::Wallet {
+            &self.dirty.wallets
+        } else {
+            &self.dirty.customers
+        };
+        owners.ones().filter_map(|o| u32::try_from(o).ok())
+    }
+
+    /// The counters that changed, with their tallies.
+    pub fn counters(&self) -> impl Iterator<Item = (CounterKey, Tally)> + '_ {
+        let state = self.state;
+        let counters = self.dirty.counters.iter();
+        counters.filter_map(move |k| Some((*k, state.tally(k)?)))
+    }
+
+    /// The coupons granted or spent, with their ids.
+    pub fn coupons(&self) -> impl Iterator<Item = (&'s str, &'s CouponRecord)> + '_ {
+        let ledger = &self.state.coupons;
+        self.dirty
+            .coupons
+            .ones()
+            .filter_map(move |i| ledger.entry(i))
+    }
+
+    /// The hashes of the ids of the events decided.
+    pub fn seen(&self) -> &[u128] {
+        &self.dirty.seen
+    }
 }
 
 impl State {
@@ -286,8 +334,30 @@ impl State {
     }
 
     /// Takes the changes recorded since the last call.
-    pub fn take_changes(&mut self) -> Dirty {
-        self.dirty.as_mut().map(std::mem::take).unwrap_or_default()
+    pub fn take_changes(&mut self) -> Changes<'_> {
+        let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
+        Changes { state: self, dirty }
+    }
+
+    /// The name of a customer's or wallet's id.
+    pub fn name(&self, scope: RawScope, id: u32) -> &str {
+        if scope == RawScope::Wallet {
+            self.wallets.name(id)
+        } else {
+            self.customers.name(id)
+        }
+    }
+
+    /// A fact of a customer or wallet.
+    #[inline]
+    pub fn fact(&self, scope: RawScope, owner: u32, slot: usize) -> FactValue {
+        self.table(scope).get(owner, slot)
+    }
+
+    /// The tally of a counter, if it has counted anything.
+    #[inline]
+    pub fn tally(&self, key: &CounterKey) -> Option<Tally> {
+        self.counters.get(key).copied()
     }
 
     /// Sets a fact of a customer or wallet.
@@ -326,7 +396,9 @@ impl State {
     }
 
     /// Readies the ledger for deciding an event that names the coupons `ids`: a spill if
-    /// one is due, then those coupons in memory, where deciding looks them up.
+    /// one is due, then those coupons in memory, so that one that cannot be read back
+    /// stops the event before anything of it changed, and `coupon` finds them without a
+    /// read.
     pub(super) fn prepare_coupons<'i>(
         &mut self,
         ids: impl IntoIterator<Item = &'i str>,
@@ -338,14 +410,39 @@ impl State {
         Ok(())
     }
 
-    /// Marks a coupon spent.
-    pub fn spend_coupon(&mut self, id: &str) {
-        if let Some((i, c)) = self.coupons.get_mut(id) {
+    /// The coupon `id`, brought back into memory first if it was spilled, so that it never
+    /// reads as unknown; an error if it could not be read back. After `prepare_coupons`
+    /// named it, it is in memory already.
+    #[inline]
+    pub fn coupon(&mut self, id: &str) -> Result<Option<&CouponRecord>, LedgerUnreadable> {
+        let i = self.coupons.load(id)?;
+        Ok(i.and_then(|i| self.coupons.record(i)))
+    }
+
+    /// Marks a coupon spent (bringing it back into memory first, as `coupon`).
+    pub fn spend_coupon(&mut self, id: &str) -> Result<(), LedgerUnreadable> {
+        let Some(i) = self.coupons.load(id)? else {
+            return Ok(());
+        };
+        if let Some(c) = self.coupons.record_mut(i) {
             c.used = true;
-            if let Some(d) = &mut self.dirty {
-                d.coupons.grow_and_insert(i);
-            }
         }
+        if let Some(d) = &mut self.dirty {
+            d.coupons.grow_and_insert(i);
+        }
+        Ok(())
+    }
+
+    /// Where the coupons are, for a run's statistics.
+    pub fn coupon_stats(&self) -> LedgerStats {
+        self.coupons.stats()
+    }
+
+    /// Makes the ledger spill every coupon at each settle into runs that cannot be read
+    /// back, for tests of what a run does when it meets one.
+    #[cfg(all(test, unix))]
+    pub(crate) fn make_coupon_runs_unreadable(&mut self) {
+        self.coupons = CouponLedger::with_unreadable_runs();
     }
 
     /// The fact table of a scope.
@@ -518,17 +615,17 @@ impl State {
             let from = (here.0.unwrap_or(0), here.1.unwrap_or(0), date);
             let key = CounterKey::new(counter, per, daily, from);
             let to = CounterKey::new(counter, per, daily, (there.0, there.1, date));
-            if let Some(t) = self.counters.get(&key).filter(|_| known) {
-                if scratch.counters.get(&to).is_none() {
-                    *scratch.counters.tally_mut(to) = *t;
+            if let Some(t) = self.tally(&key).filter(|_| known) {
+                if scratch.tally(&to).is_none() {
+                    *scratch.tally_mut(to) = t;
                 }
             }
         }
         for id in ev.coupons.iter().flatten() {
-            if scratch.coupons.get(id).is_some() {
+            if scratch.coupon(id)?.is_some() {
                 continue;
             }
-            if let Some(record) = self.coupons.get(id) {
+            if let Some(record) = self.coupon(id)? {
                 let mut record = record.clone();
                 let owner = self.wallets.name(record.wallet);
                 record.wallet = self.adopt(scratch, ruleset, RawScope::Wallet, owner);
@@ -546,7 +643,7 @@ impl State {
         let to = scratch.intern(scope, name);
         if let Some(from) = self.id_of(scope, name) {
             for f in ruleset.facts_of(scope) {
-                scratch.set_fact(scope, to, f.slot, self.table(scope).get(from, f.slot));
+                scratch.set_fact(scope, to, f.slot, self.fact(scope, from, f.slot));
             }
         }
         to

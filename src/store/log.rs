@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rows::{CounterRow, CouponRow, FactsRow};
 use super::{encode, StoreError};
-use crate::engine::state::{Dirty, FactValue, State};
+use crate::engine::state::{Changes, FactValue, State};
 use crate::rules::raw::RawScope;
 use crate::rules::Ruleset;
 
@@ -107,27 +107,20 @@ fn scope_of(code: u8) -> RawScope {
     }
 }
 
-/// The change set of `changes`, with its values read from `state`.
-pub fn change_set<'s>(ruleset: &'s Ruleset, state: &'s State, changes: &Dirty) -> ChangeSet<'s> {
+/// The change set of `changes`, with its values read from the state they are in.
+pub fn change_set<'s>(ruleset: &'s Ruleset, changes: &Changes<'s>) -> ChangeSet<'s> {
+    let state = changes.state();
     let names = |scope| ruleset.facts_of(scope).map(|f| f.name.as_str()).collect();
     let mut set = ChangeSet {
         fact_names: [names(RawScope::Customer), names(RawScope::Wallet)],
         ..ChangeSet::default()
     };
-    for (code, scope, owners) in [
-        (0u8, RawScope::Customer, &changes.customers),
-        (1u8, RawScope::Wallet, &changes.wallets),
-    ] {
-        let interner = if scope == RawScope::Wallet {
-            &state.wallets
-        } else {
-            &state.customers
-        };
+    for (code, scope) in [(0u8, RawScope::Customer), (1u8, RawScope::Wallet)] {
         let table = state.table(scope);
-        for owner in owners.ones().filter_map(|o| u32::try_from(o).ok()) {
+        for owner in changes.owners(scope) {
             set.facts.push(FactChange {
                 scope: code,
-                owner: interner.name(owner),
+                owner: state.name(scope, owner),
                 values: ruleset
                     .facts_of(scope)
                     .map(|f| store_value(table.get(owner, f.slot)))
@@ -135,13 +128,10 @@ pub fn change_set<'s>(ruleset: &'s Ruleset, state: &'s State, changes: &Dirty) -
             });
         }
     }
-    for key in &changes.counters {
-        let Some(t) = state.counters.get(key) else {
-            continue;
-        };
+    for (key, t) in changes.counters() {
         let (scope, owner) = match key.per {
-            RawScope::Customer => (0, state.customers.name(key.owner)),
-            RawScope::Wallet => (1, state.wallets.name(key.owner)),
+            RawScope::Customer => (0, state.name(RawScope::Customer, key.owner)),
+            RawScope::Wallet => (1, state.name(RawScope::Wallet, key.owner)),
             RawScope::All => (2, ""),
         };
         set.counters.push(CounterChange {
@@ -157,13 +147,10 @@ pub fn change_set<'s>(ruleset: &'s Ruleset, state: &'s State, changes: &Dirty) -
             value: t.value.serialize(),
         });
     }
-    for i in changes.coupons.ones() {
-        let Some((id, c)) = state.coupons.entry(i) else {
-            continue;
-        };
+    for (id, c) in changes.coupons() {
         set.coupons.push(CouponChange {
             id,
-            wallet: state.wallets.name(c.wallet),
+            wallet: state.name(RawScope::Wallet, c.wallet),
             face_value: c.face_value.serialize(),
             min_spend: c.min_spend.serialize(),
             usable_for: ruleset.channel_names(c.usable_for),

@@ -716,12 +716,16 @@ impl Store {
     /// Encodes everything `state` changed since the last commit.
     fn changes_job(ruleset: &Ruleset, state: &mut State) -> Result<commit::Job, String> {
         let changes = state.take_changes();
-        let set = log::change_set(ruleset, state, &changes);
+        let set = log::change_set(ruleset, &changes);
         Ok(commit::Job {
             files: Vec::new(),
             changes: postcard::to_stdvec(&set)
                 .map_err(|e| format!("cannot encode the changes: {e}"))?,
-            seen: changes.seen.iter().flat_map(|h| h.to_le_bytes()).collect(),
+            seen: changes
+                .seen()
+                .iter()
+                .flat_map(|h| h.to_le_bytes())
+                .collect(),
             run: None,
             answers: Vec::new(),
         })
