@@ -22,8 +22,10 @@ pub enum LogFormat {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:
   promo serve --rules rules --state state/ --customers examples/customers.jsonl
-  curl -s localhost:8080/v1/events -d '{\"id\":\"e1\",\"type\":\"bill_payment\",\"at\":\"2019-12-20T10:00:00+08:00\",\"customer\":\"C1\",\"wallet\":\"W1\",\"card_product\":\"citi_prestige\",\"card_role\":\"principal\",\"merchant\":\"CLP_POWER\",\"amount\":\"200.00\"}'
-  curl -s localhost:8080/v1/wallets/W1/coupons?on=2020-01-02
+  curl -s localhost:8080/v1/events -d @event.json          # one event, or an array
+  curl -s 'localhost:8080/v1/events?dry_run=true' -d @event.json
+  curl -s localhost:8080/v1/wallets/W1/coupons
+  curl -s localhost:8080/v1/ruleset                         # version, last rejected reload
 
 SIGTERM or Ctrl-C: stop accepting, finish the requests in flight, commit, exit 0.")]
 pub struct ServeArgs {
@@ -46,7 +48,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// The most events one request may carry.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1_000)]
     pub max_batch: usize,
     /// The largest request body, in bytes.
     #[arg(long, default_value_t = 4 << 20)]

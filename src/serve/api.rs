@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::decider::{self, Answer, Incoming, Job, Msg, SharedState};
+use super::body::split_events;
+use super::decider::{self, Answer, Job, Msg, SharedState};
 use super::error::{ApiError, ErrorBody};
 use super::live::{Live, Rejection};
 use super::metrics::Metrics;
@@ -29,7 +29,7 @@ pub struct App {
     pub live: ArcSwap<Live>,
     pub last_rejected: Mutex<Option<Rejection>>,
     pub state: SharedState,
-    pub jobs: std::sync::mpsc::SyncSender<Msg>,
+    pub jobs: mpsc::Sender<Msg>,
     pub reloads: mpsc::Sender<Reload>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
@@ -53,18 +53,28 @@ pub struct EventIn {
     #[serde(rename = "type")]
     kind: String,
     /// RFC 3339 with offset, e.g. `2019-12-20T10:00:00+08:00`.
+    #[schema(format = DateTime)]
     at: String,
     customer: String,
     wallet: String,
     card_product: Option<String>,
     card_role: Option<String>,
     merchant: Option<String>,
-    /// A decimal string, e.g. `"160.00"`.
+    /// A decimal string, e.g. `"12.30"`.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     amount: Option<String>,
     channel: Option<String>,
     coupons: Option<Vec<String>>,
+    /// Decimal strings, e.g. `["12.30", "4"]`.
+    #[schema(inline, value_type = Option<Vec<Amount>>)]
     face_values: Option<Vec<String>>,
 }
+
+/// A decimal string, e.g. `"12.30"`.
+#[derive(Debug, ToSchema)]
+#[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
+#[allow(dead_code, reason = "documents the shape")]
+struct Amount(String);
 
 /// One event or an array of events.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -222,11 +232,9 @@ pub async fn post_events(
         dry_run: query.dry_run.unwrap_or(false),
         reply,
     };
-    // The queue is bounded: when it is full, wait on a blocking thread, not on this one.
-    let jobs = app.jobs.clone();
-    tokio::task::spawn_blocking(move || jobs.send(Msg::Decide(job)))
+    app.jobs
+        .send(Msg::Decide(job))
         .await
-        .map_err(|_| ApiError::unavailable("the deciding thread is gone"))?
         .map_err(|_| ApiError::unavailable("the deciding thread is gone"))?;
     let answers = answer
         .await
@@ -242,51 +250,6 @@ fn body_error(e: BytesRejection) -> ApiError {
         "bad_body"
     };
     ApiError::new(status, code, e.body_text())
-}
-
-/// The events of a body, each with the hash of its canonical JSON; and whether the body
-/// was an array.
-fn split_events(body: &[u8], max: usize) -> Result<(Vec<Incoming>, bool), ApiError> {
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", m);
-    let text = std::str::from_utf8(body).map_err(|e| bad(format!("the body is not UTF-8: {e}")))?;
-    let trimmed = text.trim_start();
-    let many = trimmed.starts_with('[');
-    let raws: Vec<&RawValue> = if many {
-        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON array of events: {e}")))?
-    } else {
-        vec![serde_json::from_str(text).map_err(|e| bad(format!("not a JSON event: {e}")))?]
-    };
-    if raws.is_empty() {
-        return Err(bad("an empty array: send at least one event".into()));
-    }
-    if raws.len() > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_events",
-            format!("{} events in one request; at most {max}", raws.len()),
-        ));
-    }
-    let mut events = Vec::with_capacity(raws.len());
-    for (i, raw) in raws.into_iter().enumerate() {
-        let value: serde_json::Value =
-            serde_json::from_str(raw.get()).map_err(|e| bad(e.to_string()))?;
-        if !value.is_object() {
-            let e = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_event",
-                "an event is a JSON object",
-            );
-            return Err(if many { e.at(format!("[{i}]")) } else { e });
-        }
-        // serde_json's maps are sorted: the same event in any key order or spacing hashes
-        // the same.
-        let canonical = value.to_string();
-        events.push(Incoming {
-            text: raw.get().to_string(),
-            hash: xxhash_rust::xxh3::xxh3_128(canonical.as_bytes()).to_le_bytes(),
-        });
-    }
-    Ok((events, many))
 }
 
 fn render_answers(answers: &[Answer], many: bool) -> String {
@@ -461,4 +424,25 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method; see /openapi.json",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/openapi.json` is the document the code generates; `PROMO_BLESS=1 cargo test`
+    /// rewrites it after a change to the API.
+    #[test]
+    fn the_kept_openapi_document_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+        let generated = format!("{}\n", openapi_json());
+        if std::env::var_os("PROMO_BLESS").is_some() {
+            std::fs::write(&path, &generated).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let kept = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            kept == generated,
+            "docs/openapi.json differs from the generated document: run `PROMO_BLESS=1 cargo test --lib openapi` and commit it"
+        );
+    }
 }

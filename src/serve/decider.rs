@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::http::StatusCode;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
@@ -117,7 +118,7 @@ impl Decider {
         let mut stopping = false;
         while !stopping {
             let first = if waiting.is_empty() {
-                self.jobs.recv().unwrap_or(Msg::Stop)
+                self.jobs.blocking_recv().unwrap_or(Msg::Stop)
             } else {
                 match self.jobs.try_recv() {
                     Ok(msg) => msg,

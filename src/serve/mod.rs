@@ -5,6 +5,7 @@
 //! | module | job |
 //! |---|---|
 //! | `api` | routes, request and answer shapes, the OpenAPI document |
+//! | `body` | the events of a request body, read and hashed |
 //! | `decider` | the deciding thread: one event at a time, group commits |
 //! | `live` | the live ruleset and the gate a new one passes |
 //! | `reload` | reload triggers: file edits, SIGHUP, the reload route |
@@ -12,6 +13,7 @@
 //! | `metrics`, `error` | Prometheus metrics; the `{code, message, field}` error answer |
 
 pub mod api;
+mod body;
 mod decider;
 mod error;
 mod live;
@@ -137,7 +139,7 @@ async fn serve(opts: Options) -> Result<(), String> {
     metrics.live_version(&live.version);
     tracing::info!(version = %live.version, rules = live.ruleset.rules.len(), "ruleset loaded");
     let ready = Arc::new(AtomicBool::new(true));
-    let (jobs, inbox) = std::sync::mpsc::sync_channel::<Msg>(4096);
+    let (jobs, inbox) = mpsc::channel::<Msg>(4096);
     let (reloads, reload_inbox) = mpsc::channel(16);
     let state = Arc::new(Mutex::new(state));
     let decider = Decider {
@@ -189,7 +191,7 @@ async fn serve(opts: Options) -> Result<(), String> {
     drop(watcher);
     hup.abort();
     reloader.abort();
-    let _ = jobs.send(Msg::Stop);
+    let _ = jobs.send(Msg::Stop).await;
     let joined = tokio::task::spawn_blocking(move || deciding.join()).await;
     served.map_err(|e| format!("the server failed: {e}"))?;
     match joined {

@@ -55,3 +55,6 @@ mod state;
 
 // The fast path for flat JSON lines against serde_json.
 mod parse;
+
+// `promo serve`: the HTTP service, started as a process on loopback and driven over HTTP.
+mod serve;

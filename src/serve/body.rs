@@ -1,0 +1,192 @@
+//! Reading the body of `POST /v1/events`: one event or an array of them, each read by the
+//! engine's event parser (so a request is refused whole, before anything is decided, when
+//! one of its events is unreadable) and hashed in a canonical form, to tell a replay of an
+//! event from another event reusing its id.
+
+use axum::http::StatusCode;
+use serde_json::value::RawValue;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::decider::Incoming;
+use super::error::ApiError;
+use crate::io::event_json::parse_event;
+use crate::model::Event;
+
+/// The events of a body, each with its canonical hash; and whether the body was an array.
+pub fn split_events(body: &[u8], max: usize) -> Result<(Vec<Incoming>, bool), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", m);
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("the body is not UTF-8: {e}")))?;
+    let many = text.trim_start().starts_with('[');
+    let raws: Vec<&RawValue> = if many {
+        serde_json::from_str(text).map_err(|e| bad(format!("not a JSON array of events: {e}")))?
+    } else {
+        vec![serde_json::from_str(text).map_err(|e| bad(format!("not a JSON event: {e}")))?]
+    };
+    if raws.is_empty() {
+        return Err(bad("an empty array: send at least one event".into()));
+    }
+    if raws.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!("{} events in one request; at most {max}", raws.len()),
+        ));
+    }
+    let mut events = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.into_iter().enumerate() {
+        let text = raw.get();
+        let hash = match parse_event(text) {
+            Ok(ev) => canonical_hash(&ev),
+            Err(message) => return Err(unreadable(many, i, text, message)),
+        };
+        events.push(Incoming {
+            text: text.to_string(),
+            hash,
+        });
+    }
+    Ok((events, many))
+}
+
+/// The error for an event the parser refused, naming the field it names.
+fn unreadable(many: bool, i: usize, text: &str, message: String) -> ApiError {
+    let (message, field) = if text.trim_start().starts_with('{') {
+        let field = named_field(&message).map(str::to_string);
+        (message, field)
+    } else {
+        ("an event is a JSON object".to_string(), None)
+    };
+    let at = match (many, field) {
+        (true, Some(f)) => Some(format!("[{i}].{f}")),
+        (true, None) => Some(format!("[{i}]")),
+        (false, f) => f,
+    };
+    let e = ApiError::new(StatusCode::BAD_REQUEST, "bad_event", message);
+    match at {
+        Some(at) => e.at(at),
+        None => e,
+    }
+}
+
+/// The field a parse error is about: "missing field `id`", "bad `at`: ...".
+fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("bad `"))?;
+    rest.split('`').next().filter(|f| !f.is_empty())
+}
+
+/// A hash of what the event says, whatever its key order, spacing or escapes: its fields
+/// as read (amounts as numbers, so `"200"` and `"200.00"` are the same amount), and its
+/// extra fields by name.
+fn canonical_hash(ev: &Event<'_>) -> [u8; 16] {
+    let mut h = Xxh3::new();
+    let mut text = |tag: u8, value: Option<&str>| {
+        h.update(&[tag]);
+        if let Some(v) = value {
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(v.as_bytes());
+        }
+    };
+    text(1, Some(&ev.id));
+    text(2, Some(&ev.kind));
+    text(3, Some(&ev.at.to_rfc3339()));
+    text(4, Some(&ev.customer));
+    text(5, Some(&ev.wallet));
+    text(6, ev.card_product.as_deref());
+    text(7, ev.card_role.as_deref());
+    text(8, ev.merchant.as_deref());
+    text(9, ev.amount.map(|a| a.normalize().to_string()).as_deref());
+    text(10, ev.channel.as_deref());
+    for c in ev.coupons.iter().flatten() {
+        text(11, Some(c));
+    }
+    for f in ev.face_values.iter().flatten() {
+        text(12, Some(&f.normalize().to_string()));
+    }
+    let mut extra: Vec<_> = ev.extra.iter().filter(|(_, v)| !v.is_null()).collect();
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, value) in extra {
+        text(13, Some(name));
+        text(14, Some(&value.to_string()));
+    }
+    h.digest128().to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(body: &[u8]) -> Option<[u8; 16]> {
+        split_events(body, 10).ok().map(|(e, _)| e[0].hash)
+    }
+
+    const EVENT: &[u8] = br#"{"id":"e1","type":"t","at":"2031-05-06T07:08:09+08:00","customer":"c","wallet":"w","amount":"1.00","note":{"a":1}}"#;
+
+    #[test]
+    fn the_same_event_in_any_key_order_or_spacing_hashes_the_same() {
+        let same = br#"{ "note" : {"a": 1}, "amount":"1.0", "wallet":"w","customer":"c",
+            "at":"2031-05-06T07:08:09+08:00", "type":"t", "id":"\u0065\u0031" }"#;
+        assert!(hash(EVENT).is_some());
+        assert_eq!(hash(EVENT), hash(same));
+    }
+
+    #[test]
+    fn any_other_value_hashes_otherwise() {
+        let text = std::str::from_utf8(EVENT).unwrap_or_default();
+        for (from, to) in [
+            ("\"1.00\"", "\"1.01\""),
+            ("\"c\"", "\"c2\""),
+            ("+08:00", "+09:00"),
+            ("{\"a\":1}", "{\"a\":2}"),
+            ("\"t\"", "\"u\""),
+        ] {
+            let other = text.replace(from, to);
+            assert_ne!(hash(EVENT), hash(other.as_bytes()), "{from} -> {to}");
+        }
+    }
+
+    type Refusal = Option<(u16, String, Option<String>)>;
+
+    fn refusal(body: &[u8], max: usize) -> Refusal {
+        split_events(body, max)
+            .err()
+            .map(|e| (e.status.as_u16(), e.body.code, e.body.field))
+    }
+
+    #[test]
+    fn a_body_is_one_event_or_a_bounded_non_empty_array_of_readable_events() {
+        let count = |body: &[u8]| split_events(body, 2).ok().map(|(e, many)| (e.len(), many));
+        let two = [EVENT, b",", EVENT].concat();
+        assert_eq!(count(EVENT), Some((1, false)));
+        assert_eq!(count(&[b"[", &two[..], b"]"].concat()), Some((2, true)));
+        let three = [b"[", &two[..], b",", EVENT, b"]"].concat();
+        assert_eq!(
+            refusal(&three, 2),
+            Some((413, "too_many_events".into(), None))
+        );
+        assert_eq!(refusal(b"[]", 5), Some((400, "bad_json".into(), None)));
+        assert_eq!(refusal(b"{", 5), Some((400, "bad_json".into(), None)));
+        assert_eq!(refusal(b"\xff", 5), Some((400, "bad_json".into(), None)));
+        let with_number = [b"[", EVENT, b", 3]"].concat();
+        assert_eq!(
+            refusal(&with_number, 5),
+            Some((400, "bad_event".into(), Some("[1]".into())))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_event_names_its_field() {
+        let text = std::str::from_utf8(EVENT).unwrap_or_default();
+        let no_id = text.replace("\"id\":\"e1\",", "");
+        assert_eq!(
+            refusal(no_id.as_bytes(), 5),
+            Some((400, "bad_event".into(), Some("id".into())))
+        );
+        let bad_at = text.replace("2031-05-06T07:08:09+08:00", "yesterday");
+        let batch = format!("[{text},{bad_at}]");
+        assert_eq!(
+            refusal(batch.as_bytes(), 5),
+            Some((400, "bad_event".into(), Some("[1].at".into())))
+        );
+    }
+}
