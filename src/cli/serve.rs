@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// How long rule edits must settle before they are tried, in milliseconds.
     #[arg(long, default_value_t = 300)]
     pub debounce_ms: u64,
+    /// Size the state's tables for this many decided events at start (memory taken up
+    /// front; past it, the tables grow as they fill).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub expect_events: usize,
 }
 
 fn init_logs(format: LogFormat) {
@@ -90,6 +94,7 @@ pub fn run(args: &ServeArgs) -> Exit {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         today: args.today,
         debounce: Duration::from_millis(args.debounce_ms),
+        expect_events: args.expect_events,
     };
     match crate::serve::run(opts) {
         Ok(()) => Exit::Success,

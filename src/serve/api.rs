@@ -224,10 +224,18 @@ pub async fn post_events(
         ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()).at("dry_run")
     })?;
     let body = body.map_err(body_error)?;
+    let body = String::from_utf8(body.to_vec()).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("the body is not UTF-8: {e}"),
+        )
+    })?;
     let (events, many) = split_events(&body, app.max_batch)?;
     let (reply, answer) = oneshot::channel();
     let job = Job {
         live: app.live.load_full(),
+        body,
         events,
         dry_run: query.dry_run.unwrap_or(false),
         reply,
@@ -239,7 +247,7 @@ pub async fn post_events(
     let answers = answer
         .await
         .map_err(|_| ApiError::unavailable("the deciding thread is gone"))??;
-    Ok(json_response(&render_answers(&answers, many)))
+    Ok(json_response(render_answers(&answers, many)))
 }
 
 fn body_error(e: BytesRejection) -> ApiError {
@@ -253,30 +261,41 @@ fn body_error(e: BytesRejection) -> ApiError {
 }
 
 fn render_answers(answers: &[Answer], many: bool) -> String {
-    let one = |a: &Answer| {
-        format!(
-            "{{\"event_id\":{},\"ruleset_version\":{},\"replay\":{},\"dry_run\":{},\"decisions\":{}}}",
-            serde_json::Value::from(a.event_id.as_str()),
-            serde_json::Value::from(a.version.as_str()),
-            a.replay,
-            a.dry_run,
-            a.decisions
-        )
-    };
+    use crate::io::output::json_str;
+    let size: usize = answers.iter().map(|a| a.decisions.len() + 128).sum();
+    let mut out = Vec::with_capacity(size);
     if many {
-        let all: Vec<String> = answers.iter().map(one).collect();
-        format!("[{}]", all.join(","))
-    } else {
-        answers.first().map(one).unwrap_or_default()
+        out.push(b'[');
     }
+    for (i, a) in answers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"event_id\":");
+        json_str(&mut out, &a.event_id);
+        out.extend_from_slice(b",\"ruleset_version\":");
+        json_str(&mut out, &a.version);
+        let flag = |on: bool| if on { &b"true"[..] } else { &b"false"[..] };
+        out.extend_from_slice(b",\"replay\":");
+        out.extend_from_slice(flag(a.replay));
+        out.extend_from_slice(b",\"dry_run\":");
+        out.extend_from_slice(flag(a.dry_run));
+        out.extend_from_slice(b",\"decisions\":");
+        out.extend_from_slice(a.decisions.as_bytes());
+        out.push(b'}');
+        if !many {
+            break;
+        }
+    }
+    if many {
+        out.push(b']');
+    }
+    // Every piece is UTF-8: strings escaped from strings, and ASCII.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn json_response(body: &str) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A wallet's coupons with their status on a date.
@@ -407,7 +426,7 @@ pub async fn metrics(Extract(app): Extract<Shared>) -> Response {
 }
 
 pub async fn openapi() -> Response {
-    json_response(&openapi_json())
+    json_response(openapi_json())
 }
 
 pub async fn not_found() -> ApiError {

@@ -16,22 +16,28 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
+use super::answers::Answers;
 use super::error::ApiError;
 use super::live::Live;
 use super::metrics::Metrics;
 use crate::engine::{evaluate, Evaluation, InvalidEvent, Outcome, State};
 use crate::io::event_json::parse_event;
 use crate::io::output::{write_json_line, LineHeads};
-use crate::model::Event;
+use crate::model::{DecisionKind, Event};
 use crate::store::{GroupCommits, Store, StoredAnswer};
+use prometheus_client::metrics::counter::Counter;
+use rustc_hash::FxHashMap;
+
+/// The body hash of an id decided by a batch run, which kept no answer: any body replays.
+const NO_HASH: [u8; 16] = [0; 16];
 
 /// The most requests decided and committed as one group.
 const MAX_GROUP: usize = 512;
 
-/// One event of a request: its JSON text and the hash of its canonical form.
+/// One event of a request: where its JSON is in the body, and the hash of what it says.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    pub text: String,
+    pub range: std::ops::Range<usize>,
     pub hash: [u8; 16],
 }
 
@@ -40,6 +46,8 @@ pub struct Incoming {
 pub struct Job {
     /// The ruleset live when the request came: it decides the request.
     pub live: Arc<Live>,
+    /// The request's body, and its events in it.
+    pub body: String,
     pub events: Vec<Incoming>,
     pub dry_run: bool,
     pub reply: oneshot::Sender<Result<Vec<Answer>, ApiError>>,
@@ -88,15 +96,21 @@ pub struct Decider {
     pub metrics: Arc<Metrics>,
     /// Cleared when a commit fails: the service then decides nothing more.
     pub ready: Arc<AtomicBool>,
-    /// Answers not yet committed (all of them, in memory), by event id.
-    pub answers: HashMap<String, StoredAnswer>,
+    /// The answers given, by event id.
+    pub answers: Answers,
     pub eval: Evaluation,
-    /// Line heads of the ruleset they were made for (by version).
-    pub heads: (String, LineHeads),
+    /// Requests decided and not yet handed to a commit, and the ruleset of the last.
+    pub decided: Waiting,
+    pub live: Option<Arc<Live>>,
+    /// The commit in flight: its requests, its batch of answers, when it was handed over.
+    pub committing: Option<(Waiting, Option<i64>, Instant)>,
+    /// What is kept per ruleset (by version): its line heads, and the metric counters of
+    /// its rules' decisions.
+    pub per_ruleset: (String, LineHeads, FxHashMap<(usize, DecisionKind), Counter>),
 }
 
 /// Requests decided, waiting for their commit to be answered.
-type Waiting = Vec<(
+pub type Waiting = Vec<(
     oneshot::Sender<Result<Vec<Answer>, ApiError>>,
     Result<Vec<Answer>, ApiError>,
 )>;
@@ -111,19 +125,20 @@ enum Plan {
 }
 
 impl Decider {
-    /// Decides requests until every sender is gone, then commits and answers the last.
+    /// Decides requests until told to stop (or every sender is gone), then commits and
+    /// answers the last.
     pub fn run(mut self) {
-        let mut waiting: Waiting = Vec::new();
-        let mut in_flight: Vec<String> = Vec::new();
         let mut stopping = false;
         while !stopping {
-            let first = if waiting.is_empty() {
+            let idle = self.decided.is_empty() && self.committing.is_none();
+            let first = if idle {
                 self.jobs.blocking_recv().unwrap_or(Msg::Stop)
             } else {
                 match self.jobs.try_recv() {
                     Ok(msg) => msg,
                     Err(TryRecvError::Empty) => {
-                        self.finish(&mut waiting, &mut in_flight);
+                        // Nothing to decide meanwhile: wait for the commit in flight.
+                        self.advance(true);
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => Msg::Stop,
@@ -143,83 +158,85 @@ impl Decider {
                     next = self.jobs.try_recv().ok();
                 }
             }
-            if !group.is_empty() {
-                self.group(group, &mut waiting, &mut in_flight);
-            }
+            self.group(group);
+            self.advance(false);
         }
-        self.finish(&mut waiting, &mut in_flight);
+        while !self.decided.is_empty() || self.committing.is_some() {
+            self.advance(true);
+        }
     }
 
-    /// Decides a group, answers the group before it once its commit is durable, and hands
-    /// this group's commit over.
-    fn group(&mut self, group: Vec<Job>, waiting: &mut Waiting, in_flight: &mut Vec<String>) {
+    /// Decides a group of requests. Their answers wait for a commit (but dry runs', and all
+    /// of them without a state directory).
+    fn group(&mut self, group: Vec<Job>) {
         let state = Arc::clone(&self.state);
-        let mut decided: Waiting = Vec::with_capacity(group.len());
-        let mut answers = Vec::new();
-        let mut last_live = None;
-        {
-            let mut state = lock(&state);
-            for job in group {
-                let result = if self.ready.load(Ordering::Acquire) {
-                    self.job(&mut state, &job, &mut answers)
-                } else {
-                    Err(ApiError::unavailable(
-                        "the state could not be committed; the service decides nothing more",
-                    ))
-                };
-                if job.dry_run || self.durable.is_none() {
-                    let _ = job.reply.send(result);
-                } else {
-                    decided.push((job.reply, result));
-                }
-                last_live = Some(job.live);
+        let mut state = lock(&state);
+        for job in group {
+            let result = if self.ready.load(Ordering::Acquire) {
+                self.job(&mut state, &job)
+            } else {
+                Err(ApiError::unavailable(
+                    "the state could not be committed; the service decides nothing more",
+                ))
+            };
+            if job.dry_run || self.durable.is_none() {
+                let _ = job.reply.send(result);
+            } else {
+                self.decided.push((job.reply, result));
+                self.live = Some(job.live);
             }
-        }
-        self.finish(waiting, in_flight);
-        let (Some(durable), Some(live)) = (&mut self.durable, last_live) else {
-            return;
-        };
-        if answers.is_empty() && decided.is_empty() {
-            return;
-        }
-        let ids: Vec<String> = answers.iter().map(|a| a.event_id.clone()).collect();
-        let submitted = {
-            let mut state = lock(&state);
-            durable
-                .commits
-                .submit(&live.ruleset, &mut state, answers, false)
-        };
-        match submitted {
-            Ok(()) => {
-                *waiting = decided;
-                *in_flight = ids;
-            }
-            Err(e) => self.fail(decided, &e.to_string()),
         }
     }
 
-    /// Waits for the commit in flight and answers the requests it held.
-    fn finish(&mut self, waiting: &mut Waiting, in_flight: &mut Vec<String>) {
-        if waiting.is_empty() && in_flight.is_empty() {
-            return;
-        }
+    /// Once the commit in flight is done (waiting for it with `block`), answers its
+    /// requests, then hands over one commit of everything decided since. A slow commit so
+    /// gathers more requests into the next one, and deciding never waits while there is
+    /// something to decide.
+    fn advance(&mut self, block: bool) {
         let Some(durable) = &mut self.durable else {
             return;
         };
-        let started = Instant::now();
-        let committed = durable.commits.wait();
-        self.metrics.commit(started.elapsed());
-        let waiting = std::mem::take(waiting);
-        for id in in_flight.drain(..) {
-            self.answers.remove(&id);
-        }
-        match committed {
-            Ok(()) => {
-                for (reply, result) in waiting {
-                    let _ = reply.send(result);
+        if let Some((waiting, batch, started)) = self.committing.take() {
+            let result = if block {
+                Some(durable.commits.wait())
+            } else {
+                durable.commits.poll()
+            };
+            let Some(result) = result else {
+                self.committing = Some((waiting, batch, started));
+                return;
+            };
+            self.metrics.commit(started.elapsed());
+            match result {
+                Ok(()) => {
+                    if let Some(batch) = batch {
+                        self.answers.committed(batch);
+                    }
+                    for (reply, result) in waiting {
+                        let _ = reply.send(result);
+                    }
                 }
+                Err(e) => self.fail(waiting, &e.to_string()),
             }
-            Err(e) => self.fail(waiting, &e.to_string()),
+        }
+        let (Some(durable), Some(live)) = (&mut self.durable, &self.live) else {
+            return;
+        };
+        if self.decided.is_empty() {
+            return;
+        }
+        let decided = std::mem::take(&mut self.decided);
+        let batch = self.answers.seal();
+        let sealed = batch.map(|(b, _)| b);
+        let submitted = {
+            let mut state = lock(&self.state);
+            durable
+                .commits
+                .submit(&live.ruleset, &mut state, batch, false)
+        };
+        match submitted {
+            Ok(()) => self.committing = Some((decided, sealed, Instant::now())),
+            Err(e) => self.fail(decided, &e.to_string()),
         }
     }
 
@@ -239,16 +256,12 @@ impl Decider {
     }
 
     /// Decides one request: all of it, or (on an error before deciding) none of it.
-    fn job(
-        &mut self,
-        state: &mut State,
-        job: &Job,
-        committed: &mut Vec<StoredAnswer>,
-    ) -> Result<Vec<Answer>, ApiError> {
+    fn job(&mut self, state: &mut State, job: &Job) -> Result<Vec<Answer>, ApiError> {
         let ruleset = &job.live.ruleset;
         let mut events = Vec::with_capacity(job.events.len());
         for (i, e) in job.events.iter().enumerate() {
-            let ev = parse_event(&e.text).map_err(|m| bad_event(job, i, m))?;
+            let text = job.body.get(e.range.clone()).unwrap_or_default();
+            let ev = parse_event(text).map_err(|m| bad_event(job, i, m))?;
             crate::engine::admit::event_kind(ruleset, &ev)
                 .map_err(|err| invalid_event(job, i, &err))?;
             events.push(ev);
@@ -275,14 +288,12 @@ impl Decider {
                 Plan::Decide => {
                     let decisions = self.decide(state, scratch.as_mut(), &job.live, ev)?;
                     if !job.dry_run {
-                        let stored = StoredAnswer {
+                        self.answers.record(StoredAnswer {
                             event_id: ev.id.to_string(),
-                            body_hash: incoming.hash.to_vec(),
+                            body_hash: incoming.hash,
                             version: job.live.version.clone(),
                             decisions: decisions.clone(),
-                        };
-                        self.answers.insert(stored.event_id.clone(), stored.clone());
-                        committed.push(stored);
+                        });
                     }
                     Answer {
                         event_id: ev.id.to_string(),
@@ -315,7 +326,7 @@ impl Decider {
             }
             first.insert(id, i);
             match self.answer_for(state, id)? {
-                Some(a) if !a.body_hash.is_empty() && a.body_hash != incoming.hash => {
+                Some(a) if a.body_hash != NO_HASH && a.body_hash != incoming.hash => {
                     return Err(conflict(job, i, id))
                 }
                 Some(a) => plans.push(Plan::Replay(a)),
@@ -328,25 +339,21 @@ impl Decider {
     /// The answer given for `id`, if it was decided. An id a batch run decided has no
     /// answer kept: it replays with no decisions (that run's output holds them).
     fn answer_for(&self, state: &State, id: &str) -> Result<Option<StoredAnswer>, ApiError> {
-        if let Some(a) = self.answers.get(id) {
-            return Ok(Some(a.clone()));
-        }
+        // Every id answered is among the decided ones, which are cheaper to ask.
         let decided = state
             .decided(id)
             .map_err(|e| ApiError::unavailable(format!("cannot read the decided ids: {e}")))?;
         if !decided {
             return Ok(None);
         }
-        let stored = match &self.durable {
-            Some(d) => d
-                .store
-                .answer(id)
-                .map_err(|e| ApiError::unavailable(e.to_string()))?,
-            None => None,
-        };
-        Ok(Some(stored.unwrap_or_else(|| StoredAnswer {
+        let store = self.durable.as_ref().map(|d| &d.store);
+        let given = self
+            .answers
+            .find(store, id)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(Some(given.unwrap_or_else(|| StoredAnswer {
             event_id: id.to_string(),
-            body_hash: Vec::new(),
+            body_hash: NO_HASH,
             version: String::new(),
             decisions: "[]".into(),
         })))
@@ -397,22 +404,33 @@ impl Decider {
         for e in &self.eval.errors {
             tracing::warn!(event = %ev.id, error = %e, "a rule's script failed; it decided nothing");
         }
-        if self.heads.0 != live.version {
-            self.heads = (live.version.clone(), LineHeads::default());
+        if self.per_ruleset.0 != live.version {
+            self.per_ruleset = (
+                live.version.clone(),
+                LineHeads::default(),
+                FxHashMap::default(),
+            );
         }
+        let (_, heads, counters) = &mut self.per_ruleset;
         let mut json = Vec::with_capacity(256);
         json.push(b'[');
         for (i, d) in self.eval.decisions.iter().enumerate() {
             if i > 0 {
                 json.push(b',');
             }
-            write_json_line(&mut json, &mut self.heads.1, ruleset, ev, d);
+            write_json_line(&mut json, heads, ruleset, ev, d);
             if json.last() == Some(&b'\n') {
                 json.pop();
             }
             if !dry_run {
-                let rule = ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str());
-                self.metrics.decision(rule, d.kind.as_str());
+                let metrics = &self.metrics;
+                counters
+                    .entry((d.rule, d.kind))
+                    .or_insert_with(|| {
+                        let rule = ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str());
+                        metrics.decisions(rule, d.kind.as_str())
+                    })
+                    .inc();
             }
         }
         json.push(b']');

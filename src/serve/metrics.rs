@@ -111,13 +111,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn decision(&self, rule: &str, decision: &'static str) {
+    /// The counter of decisions of one kind by one rule (to keep: finding it allocates).
+    pub fn decisions(&self, rule: &str, decision: &'static str) -> Counter {
         self.decisions
             .get_or_create(&RuleDecision {
                 rule: rule.to_string(),
                 decision,
             })
-            .inc();
+            .clone()
     }
 
     pub fn reload(&self, ok: bool) {

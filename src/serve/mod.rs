@@ -5,6 +5,7 @@
 //! | module | job |
 //! |---|---|
 //! | `api` | routes, request and answer shapes, the OpenAPI document |
+//! | `answers` | the answers given, by event id, for replays |
 //! | `body` | the events of a request body, read and hashed |
 //! | `decider` | the deciding thread: one event at a time, group commits |
 //! | `live` | the live ruleset and the gate a new one passes |
@@ -12,6 +13,7 @@
 //! | `views` | coupons and facts as the read routes show them |
 //! | `metrics`, `error` | Prometheus metrics; the `{code, message, field}` error answer |
 
+mod answers;
 pub mod api;
 mod body;
 mod decider;
@@ -36,6 +38,7 @@ use axum::Router;
 use chrono::NaiveDate;
 use tokio::sync::mpsc;
 
+use self::answers::Answers;
 use self::api::{App, Shared};
 use self::decider::{Decider, Durable, Msg};
 use self::live::{try_load, Gate, Live};
@@ -58,6 +61,8 @@ pub struct Options {
     pub today: Option<NaiveDate>,
     /// How long rule edits must settle before a reload.
     pub debounce: Duration,
+    /// How many events to size the state's tables for at start.
+    pub expect_events: usize,
 }
 
 /// Runs the service until SIGTERM or Ctrl-C. An error is why it could not start.
@@ -99,7 +104,7 @@ fn first_ruleset(opts: &Options) -> Result<Live, String> {
 
 /// The state, loaded from `--state` (and its group commits) or fresh in memory, with the
 /// customer snapshot applied.
-fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>), String> {
+fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, Answers), String> {
     let ruleset = &live.ruleset;
     let mut state = State::new(ruleset);
     // Coupons stay in memory, where a wallet's can be listed.
@@ -119,22 +124,30 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>), S
             None
         }
     };
-    if let Some(path) = &opts.customers {
-        let rows = crate::io::load_snapshot(path, ruleset, &mut state, durable.is_some())
-            .map_err(|e| format!("bad customer snapshot: {e}"))?;
-        tracing::info!(rows, file = %path.display(), "customer snapshot loaded");
-    }
+    // The tables are sized (and their pages touched, on another thread) while the snapshot
+    // loads: growing them under load stalled deciding on rehashes and fresh pages.
+    let skip_known = durable.is_some();
+    let loaded = state.expect_input_while(opts.expect_events, |state| match &opts.customers {
+        Some(path) => crate::io::load_snapshot(path, ruleset, state, skip_known)
+            .map(|rows| tracing::info!(rows, file = %path.display(), "customer snapshot loaded"))
+            .map_err(|e| format!("bad customer snapshot: {e}")),
+        None => Ok(()),
+    });
+    loaded?;
     if let Some(d) = &mut durable {
         d.commits
-            .submit(ruleset, &mut state, Vec::new(), true)
+            .submit(ruleset, &mut state, None, true)
             .map_err(|e| e.to_string())?;
     }
-    Ok((state, durable))
+    let mut answers =
+        Answers::load(durable.as_ref().map(|d| &d.store)).map_err(|e| e.to_string())?;
+    answers.reserve(opts.expect_events);
+    Ok((state, durable, answers))
 }
 
 async fn serve(opts: Options) -> Result<(), String> {
     let live = first_ruleset(&opts)?;
-    let (state, durable) = open_state(&opts, &live)?;
+    let (state, durable, answers) = open_state(&opts, &live)?;
     let metrics = Arc::new(Metrics::new());
     metrics.live_version(&live.version);
     tracing::info!(version = %live.version, rules = live.ruleset.rules.len(), "ruleset loaded");
@@ -146,11 +159,14 @@ async fn serve(opts: Options) -> Result<(), String> {
         jobs: inbox,
         state: Arc::clone(&state),
         durable,
+        answers,
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
-        answers: Default::default(),
         eval: Default::default(),
-        heads: Default::default(),
+        per_ruleset: Default::default(),
+        decided: Vec::new(),
+        live: None,
+        committing: None,
     };
     let deciding = std::thread::Builder::new()
         .name("promo-decide".into())

@@ -26,8 +26,9 @@ pub struct Job {
     pub seen: Vec<u8>,
     /// The run's output and its record as JSON (a batch run), if any.
     pub run: Option<(String, String)>,
-    /// The answers the service gave for the events decided since the last commit.
-    pub answers: Vec<super::StoredAnswer>,
+    /// The answers the service gave for the events decided since the last commit: their
+    /// batch number and the batch, encoded (`answers`).
+    pub answers: Option<(i64, Vec<u8>)>,
 }
 
 /// The committing thread and the way to it.
@@ -120,6 +121,22 @@ impl Committer {
         Ok(())
     }
 
+    /// The result of the commit in flight if it is done (or of none, if none is in flight),
+    /// without waiting for it.
+    pub fn poll(&mut self) -> Option<Result<(), StoreError>> {
+        if !self.in_flight {
+            return Some(Ok(()));
+        }
+        match self.results.try_recv() {
+            Ok(result) => {
+                self.in_flight = false;
+                Some(result)
+            }
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(self.wait()),
+        }
+    }
+
     /// Waits for the commit in flight, if any.
     pub fn wait(&mut self) -> Result<(), StoreError> {
         if !std::mem::take(&mut self.in_flight) {
@@ -174,18 +191,12 @@ impl Writer {
             )
             .map_err(sql)?;
         }
-        if !job.answers.is_empty() {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO answers (event_id, body_hash, version, decisions)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(sql)?;
-            for a in &job.answers {
-                insert
-                    .execute(params![a.event_id, a.body_hash, a.version, a.decisions])
-                    .map_err(sql)?;
-            }
+        if let Some((batch, blob)) = &job.answers {
+            tx.execute(
+                "INSERT INTO answers (batch, blob) VALUES (?1, ?2)",
+                params![batch, blob],
+            )
+            .map_err(sql)?;
         }
         if let Some(facts) = &self.facts {
             tx.execute(

@@ -7,6 +7,7 @@
 //! log), WAL gives durable commits with concurrent readers (what `serve` needs), and a copy of
 //! the file is a copy of the state (what `simulate` needs).
 
+mod answers;
 mod commit;
 pub mod inspect;
 mod log;
@@ -18,57 +19,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use self::answers::{AnswerBatch, GroupCommits, StoredAnswer};
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
 use crate::engine::State;
 use crate::rules::raw::{RawFactType, RawScope};
 use crate::rules::Ruleset;
-
-/// The service's answers, by event id (see `Store::group_commits`).
-const ANSWERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS answers (event_id TEXT PRIMARY KEY,
-    body_hash BLOB NOT NULL, version TEXT NOT NULL, decisions TEXT NOT NULL) WITHOUT ROWID;";
-
-/// The answer the service gave for one event, kept so that its id replays it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredAnswer {
-    pub event_id: String,
-    /// A hash of the event as it was sent, to tell a replay from another event reusing
-    /// the id.
-    pub body_hash: Vec<u8>,
-    /// The version of the ruleset that decided it.
-    pub version: String,
-    /// Its decisions, a JSON array of decision lines.
-    pub decisions: String,
-}
-
-/// The service's group commits (`Store::group_commits`).
-pub struct GroupCommits {
-    committer: commit::Committer,
-}
-
-impl GroupCommits {
-    /// Hands over what `state` changed since the last commit, with `answers`, once the
-    /// commit before is durable; with `wait`, returns once this one is durable too.
-    pub fn submit(
-        &mut self,
-        ruleset: &Ruleset,
-        state: &mut State,
-        answers: Vec<StoredAnswer>,
-        wait: bool,
-    ) -> Result<(), StoreError> {
-        let mut job = Store::changes_job(ruleset, state).map_err(|detail| StoreError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(detail),
-        })?;
-        job.answers = answers;
-        self.committer.submit(job, wait)
-    }
-
-    /// Waits for the commit in flight, if any.
-    pub fn wait(&mut self) -> Result<(), StoreError> {
-        self.committer.wait()
-    }
-}
 
 /// The database's file name inside a state directory.
 pub const DB_FILE: &str = "promo-state.db";
@@ -714,7 +670,7 @@ impl Store {
     }
 
     /// Encodes everything `state` changed since the last commit.
-    fn changes_job(ruleset: &Ruleset, state: &mut State) -> Result<commit::Job, String> {
+    pub(super) fn changes_job(ruleset: &Ruleset, state: &mut State) -> Result<commit::Job, String> {
         let changes = state.take_changes();
         let set = log::change_set(ruleset, &changes);
         Ok(commit::Job {
@@ -727,50 +683,8 @@ impl Store {
                 .flat_map(|h| h.to_le_bytes())
                 .collect(),
             run: None,
-            answers: Vec::new(),
+            answers: None,
         })
-    }
-
-    /// Group commits for the service (`promo serve`): each commit holds what the state
-    /// changed since the one before and the answers given for the events decided meanwhile,
-    /// so that an answered event is replayed after a crash. Commits run on a thread of
-    /// their own, one in flight.
-    pub fn group_commits(&self, ruleset: &Ruleset) -> Result<GroupCommits, StoreError> {
-        self.conn
-            .execute_batch(ANSWERS_TABLE)
-            .map_err(|e| self.sql(e))?;
-        Ok(GroupCommits {
-            committer: commit::Committer::start(
-                &self.path,
-                self.compact_after,
-                fact_shapes_json(ruleset),
-            )?,
-        })
-    }
-
-    /// The answer the service gave for the event `id`, if it gave one.
-    pub fn answer(&self, id: &str) -> Result<Option<StoredAnswer>, StoreError> {
-        let found = self
-            .conn
-            .prepare_cached("SELECT body_hash, version, decisions FROM answers WHERE event_id = ?1")
-            .and_then(|mut stmt| {
-                stmt.query_row([id], |r| {
-                    Ok(StoredAnswer {
-                        event_id: id.to_string(),
-                        body_hash: r.get(0)?,
-                        version: r.get(1)?,
-                        decisions: r.get(2)?,
-                    })
-                })
-                .optional()
-            });
-        match found {
-            // A state no service has answered from has no such table yet.
-            Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("no such table") => {
-                Ok(None)
-            }
-            other => other.map_err(|e| self.corrupt(e)),
-        }
     }
 
     /// Checkpoints for a run that keeps its state here, recorded under `output` (with the

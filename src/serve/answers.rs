@@ -1,0 +1,124 @@
+//! The answers the service gave, by event id, to replay them. Answers are kept in numbered
+//! batches, one per group of requests; with a state directory a batch is written by its
+//! group's commit and, once committed, read back from the state only to replay one of its
+//! events, so memory holds just an index entry per answered id.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use crate::store::{Store, StoreError, StoredAnswer};
+
+/// Where each answered id's answer is, and the batches still in memory.
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// By the hash of the event id: its batch and its place in it.
+    index: FxHashMap<u128, (i64, u32)>,
+    /// Batches in memory: every one without a state directory; with one, those not yet
+    /// committed.
+    held: BTreeMap<i64, Vec<StoredAnswer>>,
+    /// The batch answers are recorded into now.
+    open: i64,
+}
+
+fn key(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+impl Answers {
+    /// The index of the answers a state holds (none without one).
+    pub fn load(store: Option<&Store>) -> Result<Self, StoreError> {
+        let mut answers = Answers::default();
+        if let Some(store) = store {
+            store.each_answer_batch(&mut |(batch, list)| {
+                for (i, a) in list.iter().enumerate() {
+                    let at = u32::try_from(i).unwrap_or(u32::MAX);
+                    answers.index.insert(key(&a.event_id), (batch, at));
+                }
+                answers.open = answers.open.max(batch + 1);
+            })?;
+        }
+        Ok(answers)
+    }
+
+    /// The answer given for `id`, if one was.
+    pub fn find(
+        &self,
+        store: Option<&Store>,
+        id: &str,
+    ) -> Result<Option<StoredAnswer>, StoreError> {
+        let Some(&(batch, at)) = self.index.get(&key(id)) else {
+            return Ok(None);
+        };
+        let found = match (self.held.get(&batch), store) {
+            (Some(list), _) => list.get(at as usize).cloned(),
+            (None, Some(store)) => store.answer_batch(batch)?.into_iter().nth(at as usize),
+            (None, None) => None,
+        };
+        Ok(found.filter(|a| a.event_id == id))
+    }
+
+    /// Makes room for `n` more answers.
+    pub fn reserve(&mut self, n: usize) {
+        self.index.reserve(n);
+    }
+
+    /// Records an answer in the open batch.
+    pub fn record(&mut self, answer: StoredAnswer) {
+        let list = self.held.entry(self.open).or_default();
+        let at = u32::try_from(list.len()).unwrap_or(u32::MAX);
+        self.index.insert(key(&answer.event_id), (self.open, at));
+        list.push(answer);
+    }
+
+    /// Closes the open batch, if it holds any answer: its number and answers, to commit.
+    pub fn seal(&mut self) -> Option<(i64, &[StoredAnswer])> {
+        let batch = self.open;
+        if !self.held.contains_key(&batch) {
+            return None;
+        }
+        self.open += 1;
+        self.held.get(&batch).map(|list| (batch, list.as_slice()))
+    }
+
+    /// A batch is committed: it is read from the state from now on.
+    pub fn committed(&mut self, batch: i64) {
+        self.held.remove(&batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: &str) -> StoredAnswer {
+        StoredAnswer {
+            event_id: id.into(),
+            body_hash: [7; 16],
+            version: "v".into(),
+            decisions: format!("[\"{id}\"]"),
+        }
+    }
+
+    #[test]
+    fn answers_are_found_by_id_through_sealed_batches_in_memory() {
+        let mut answers = Answers::default();
+        answers.record(answer("a"));
+        answers.record(answer("b"));
+        assert_eq!(answers.seal().map(|(b, l)| (b, l.len())), Some((0, 2)));
+        assert!(answers.seal().is_none(), "an empty batch is not sealed");
+        answers.record(answer("c"));
+        assert_eq!(answers.seal().map(|(b, l)| (b, l.len())), Some((1, 1)));
+        for id in ["a", "b", "c"] {
+            assert_eq!(answers.find(None, id).ok().flatten(), Some(answer(id)));
+        }
+        assert_eq!(answers.find(None, "d").ok().flatten(), None);
+        answers.committed(0);
+        assert_eq!(
+            answers.find(None, "a").ok().flatten(),
+            None,
+            "committed: in the state only"
+        );
+        assert_eq!(answers.find(None, "c").ok().flatten(), Some(answer("c")));
+    }
+}

@@ -1,0 +1,124 @@
+//! The service's answers, kept so that an event id answered once is replayed after a
+//! restart. Like the change log, each group commit appends its answers as one blob (a
+//! numbered batch of the `answers` table) rather than a row per event: a row per event, a
+//! B-tree insert by text key each, was a third of the service's time at batch loads. The
+//! service keeps an index of which batch holds which id (`each_answer_batch` at start), and
+//! reads a batch back only to replay one of its events.
+
+use std::path::PathBuf;
+
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+
+use super::{commit, fact_shapes_json, Store, StoreError};
+use crate::engine::State;
+use crate::rules::Ruleset;
+
+const TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS answers (batch INTEGER PRIMARY KEY, blob BLOB NOT NULL);";
+
+/// The answer the service gave for one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    pub event_id: String,
+    /// A hash of the event as it was sent, to tell a replay from another event reusing
+    /// the id.
+    pub body_hash: [u8; 16],
+    /// The version of the ruleset that decided it.
+    pub version: String,
+    /// Its decisions, a JSON array of decision lines.
+    pub decisions: String,
+}
+
+/// The answers of one group commit, numbered.
+pub type AnswerBatch = (i64, Vec<StoredAnswer>);
+
+/// The service's group commits (`Store::group_commits`).
+pub struct GroupCommits {
+    committer: commit::Committer,
+}
+
+impl GroupCommits {
+    /// Hands over what `state` changed since the last commit, with the batch of answers
+    /// given meanwhile, once the commit before is durable; with `wait`, returns once this
+    /// one is durable too.
+    pub fn submit(
+        &mut self,
+        ruleset: &Ruleset,
+        state: &mut State,
+        answers: Option<(i64, &[StoredAnswer])>,
+        wait: bool,
+    ) -> Result<(), StoreError> {
+        let failed = |detail: String| StoreError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(detail),
+        };
+        let mut job = Store::changes_job(ruleset, state).map_err(failed)?;
+        if let Some((batch, answers)) = answers {
+            let blob = postcard::to_stdvec(answers)
+                .map_err(|e| failed(format!("cannot encode the answers: {e}")))?;
+            // Decision lines repeat their ids and field names: compressed, a batch is a
+            // fraction of the bytes to write and sync.
+            job.answers = Some((batch, lz4_flex::compress_prepend_size(&blob)));
+        }
+        self.committer.submit(job, wait)
+    }
+
+    /// Waits for the commit in flight, if any.
+    pub fn wait(&mut self) -> Result<(), StoreError> {
+        self.committer.wait()
+    }
+
+    /// The result of the commit in flight if it is done, without waiting.
+    pub fn poll(&mut self) -> Option<Result<(), StoreError>> {
+        self.committer.poll()
+    }
+}
+
+impl Store {
+    /// Group commits for the service (`promo serve`): each commit holds what the state
+    /// changed since the one before and the batch of answers given for the events decided
+    /// meanwhile. Commits run on a thread of their own, one in flight.
+    pub fn group_commits(&self, ruleset: &Ruleset) -> Result<GroupCommits, StoreError> {
+        self.conn.execute_batch(TABLE).map_err(|e| self.sql(e))?;
+        Ok(GroupCommits {
+            committer: commit::Committer::start(
+                &self.path,
+                self.compact_after,
+                fact_shapes_json(ruleset),
+            )?,
+        })
+    }
+
+    /// Calls `each` with every batch of answers, in order.
+    pub fn each_answer_batch(&self, each: &mut dyn FnMut(AnswerBatch)) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT batch, blob FROM answers ORDER BY batch")
+            .map_err(|e| self.corrupt(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.corrupt(e))?;
+        for row in rows {
+            let (batch, blob) = row.map_err(|e| self.corrupt(e))?;
+            each((batch, self.decode(batch, &blob)?));
+        }
+        Ok(())
+    }
+
+    /// The answers of one batch (none if there is no such batch).
+    pub fn answer_batch(&self, batch: i64) -> Result<Vec<StoredAnswer>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT blob FROM answers WHERE batch = ?1")
+            .and_then(|mut stmt| stmt.query_row([batch], |r| r.get(0)).optional())
+            .map_err(|e| self.corrupt(e))?;
+        blob.map_or(Ok(Vec::new()), |b| self.decode(batch, &b))
+    }
+
+    fn decode(&self, batch: i64, blob: &[u8]) -> Result<Vec<StoredAnswer>, StoreError> {
+        let bad = |e: String| StoreError::corrupt(&self.path, format!("answer batch {batch}: {e}"));
+        let bytes = lz4_flex::decompress_size_prepended(blob).map_err(|e| bad(e.to_string()))?;
+        postcard::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
+    }
+}
