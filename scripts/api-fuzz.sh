@@ -5,13 +5,14 @@
 # schema-invalid request that is not refused. The server runs on a loopback port with a
 # fresh state and a copy of the shipped rules, and must stop cleanly on SIGTERM.
 #
-#   scripts/api-fuzz.sh [PROMO_BINARY] [SECONDS]     # defaults: target/debug/promo, 60
+#   scripts/api-fuzz.sh [PROMO_BINARY] [SECONDS]     # defaults: the debug build, 60
 set -euo pipefail
 cd "$(dirname "$0")/.."
-promo=${1:-target/debug/promo}
+target=${CARGO_TARGET_DIR:-target}
+promo=${1:-$target/debug/promo}
 seconds=${2:-60}
 [ -x "$promo" ] || cargo build --locked
-venv=target/schemathesis-venv
+venv=$(realpath -m "$target")/schemathesis-venv
 if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
@@ -30,9 +31,10 @@ done
 base=$(sed -n 's/^listening on //p' "$work/out")
 [ -n "$base" ] || { echo "api-fuzz: the server did not start:"; cat "$work/log"; exit 1; }
 status=0
-timeout $((seconds + 120)) "$venv/bin/schemathesis" run "$base/openapi.json" \
+# Run from the scratch directory: schemathesis leaves a cache folder where it runs.
+(cd "$work" && timeout $((seconds + 120)) "$venv/bin/schemathesis" run "$base/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
-  --max-time "$seconds" --workers 2 --suppress-health-check all || status=$?
+  --max-time "$seconds" --workers 2 --suppress-health-check all) || status=$?
 kill -TERM "$server"
 rc=0
 wait "$server" || rc=$?
