@@ -1057,21 +1057,7 @@ fn daily_limit_holds_under_concurrency() {
             )
         })
         .collect();
-    let barrier = Barrier::new(events.len());
-    let results: Vec<Value> = std::thread::scope(|s| {
-        let handles: Vec<_> = events
-            .iter()
-            .map(|e| {
-                let client = client.clone();
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    client.decide(e)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = decide_at_once(&client, &events);
 
     let mut approved = Vec::new();
     let mut rejected = 0;
@@ -1137,21 +1123,7 @@ fn total_budget_holds_under_concurrency() {
     let events: Vec<Value> = (0..50)
         .map(|i| octopus(&format!("ob{i:02}"), at, &format!("obc{i:02}")))
         .collect();
-    let barrier = Barrier::new(events.len());
-    let results: Vec<Value> = std::thread::scope(|s| {
-        let handles: Vec<_> = events
-            .iter()
-            .map(|e| {
-                let client = client.clone();
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    client.decide(e)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = decide_at_once(&client, &events);
 
     let mut granted = Vec::new();
     for (r, e) in results.iter().zip(&events) {
@@ -1551,4 +1523,23 @@ fn operations_routes() {
             "{path} in the OpenAPI paths"
         );
     }
+}
+
+/// Sends each event from a thread of its own, all released at once; their results in order.
+fn decide_at_once(client: &Client, events: &[Value]) -> Vec<Value> {
+    let barrier = Barrier::new(events.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = events
+            .iter()
+            .map(|e| {
+                let client = client.clone();
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    client.decide(e)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
