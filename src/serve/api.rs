@@ -231,12 +231,12 @@ pub async fn post_events(
             format!("the body is not UTF-8: {e}"),
         )
     })?;
-    let (events, many) = split_events(&body, app.max_batch)?;
+    let (events, many) = split_events(body, app.max_batch)?;
     let (reply, answer) = oneshot::channel();
     let job = Job {
         live: app.live.load_full(),
-        body,
         events,
+        many,
         dry_run: query.dry_run.unwrap_or(false),
         reply,
     };

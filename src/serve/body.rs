@@ -7,16 +7,40 @@ use axum::http::StatusCode;
 use serde_json::value::RawValue;
 use xxhash_rust::xxh3::Xxh3;
 
-use super::decider::Incoming;
 use super::error::ApiError;
 use crate::io::event_json::parse_event;
 use crate::model::Event;
 
-/// The events of a body (where each is in `text`, and its canonical hash); and whether the
-/// body was an array.
-pub fn split_events(text: &str, max: usize) -> Result<(Vec<Incoming>, bool), ApiError> {
+/// The events of a body, each with the hash of what it says.
+type Events<'a> = Vec<(Event<'a>, [u8; 16])>;
+
+self_cell::self_cell!(
+    /// A request's body and the events read from it, to be decided as they are.
+    pub struct ParsedBody {
+        owner: String,
+        #[covariant]
+        dependent: Events,
+    }
+
+    impl {Debug}
+);
+
+impl ParsedBody {
+    /// The events, each with the hash of what it says.
+    pub fn events(&self) -> &[(Event<'_>, [u8; 16])] {
+        self.borrow_dependent()
+    }
+}
+
+/// Reads the events of a body; and whether the body was an array.
+pub fn split_events(body: String, max: usize) -> Result<(ParsedBody, bool), ApiError> {
+    let many = body.trim_start().starts_with('[');
+    let parsed = ParsedBody::try_new(body, |text| read_events(text, many, max))?;
+    Ok((parsed, many))
+}
+
+fn read_events(text: &str, many: bool, max: usize) -> Result<Events<'_>, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", m);
-    let many = text.trim_start().starts_with('[');
     let raws: Vec<&RawValue> = if many {
         serde_json::from_str(text).map_err(|e| bad(format!("not a JSON array of events: {e}")))?
     } else {
@@ -35,18 +59,15 @@ pub fn split_events(text: &str, max: usize) -> Result<(Vec<Incoming>, bool), Api
     let mut events = Vec::with_capacity(raws.len());
     for (i, raw) in raws.into_iter().enumerate() {
         let event = raw.get();
-        let hash = match parse_event(event) {
-            Ok(ev) => canonical_hash(&ev),
+        match parse_event(event) {
+            Ok(ev) => {
+                let hash = canonical_hash(&ev);
+                events.push((ev, hash));
+            }
             Err(message) => return Err(unreadable(many, i, event, message)),
-        };
-        // A raw value borrows from the body: its place there is its address's offset.
-        let start = (event.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
-        events.push(Incoming {
-            range: start..start + event.len(),
-            hash,
-        });
+        }
     }
-    Ok((events, many))
+    Ok(events)
 }
 
 /// The error for an event the parser refused, naming the field it names.
@@ -126,9 +147,10 @@ mod tests {
     use super::*;
 
     fn hash(body: &[u8]) -> Option<[u8; 16]> {
-        split_events(std::str::from_utf8(body).unwrap_or("\u{0}"), 10)
+        let text = String::from_utf8_lossy(body).into_owned();
+        split_events(text, 10)
             .ok()
-            .map(|(e, _)| e[0].hash)
+            .and_then(|(e, _)| e.events().first().map(|e| e.1))
     }
 
     const EVENT: &[u8] = br#"{"id":"e1","type":"t","at":"2031-05-06T07:08:09+08:00","customer":"c","wallet":"w","amount":"1.00","note":{"a":1}}"#;
@@ -159,8 +181,8 @@ mod tests {
     type Refusal = Option<(u16, String, Option<String>)>;
 
     fn refusal(body: &[u8], max: usize) -> Refusal {
-        let text = String::from_utf8_lossy(body);
-        split_events(&text, max)
+        let text = String::from_utf8_lossy(body).into_owned();
+        split_events(text, max)
             .err()
             .map(|e| (e.status.as_u16(), e.body.code, e.body.field))
     }
@@ -168,9 +190,9 @@ mod tests {
     #[test]
     fn a_body_is_one_event_or_a_bounded_non_empty_array_of_readable_events() {
         let count = |body: &[u8]| {
-            split_events(std::str::from_utf8(body).unwrap_or_default(), 2)
+            split_events(String::from_utf8_lossy(body).into_owned(), 2)
                 .ok()
-                .map(|(e, many)| (e.len(), many))
+                .map(|(e, many)| (e.events().len(), many))
         };
         let two = [EVENT, b",", EVENT].concat();
         assert_eq!(count(EVENT), Some((1, false)));

@@ -17,11 +17,11 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::answers::Answers;
+use super::body::ParsedBody;
 use super::error::ApiError;
 use super::live::Live;
 use super::metrics::Metrics;
 use crate::engine::{evaluate, Evaluation, InvalidEvent, Outcome, State};
-use crate::io::event_json::parse_event;
 use crate::io::output::{write_json_line, LineHeads};
 use crate::model::{DecisionKind, Event};
 use crate::store::{GroupCommits, Store, StoredAnswer};
@@ -34,21 +34,15 @@ const NO_HASH: [u8; 16] = [0; 16];
 /// The most requests decided and committed as one group.
 const MAX_GROUP: usize = 512;
 
-/// One event of a request: where its JSON is in the body, and the hash of what it says.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub range: std::ops::Range<usize>,
-    pub hash: [u8; 16],
-}
-
 /// A request for decisions.
 #[derive(Debug)]
 pub struct Job {
     /// The ruleset live when the request came: it decides the request.
     pub live: Arc<Live>,
-    /// The request's body, and its events in it.
-    pub body: String,
-    pub events: Vec<Incoming>,
+    /// The request's events, read.
+    pub events: ParsedBody,
+    /// Whether they came as an array (errors name fields as `[i].name`).
+    pub many: bool,
     pub dry_run: bool,
     pub reply: oneshot::Sender<Result<Vec<Answer>, ApiError>>,
 }
@@ -258,18 +252,15 @@ impl Decider {
     /// Decides one request: all of it, or (on an error before deciding) none of it.
     fn job(&mut self, state: &mut State, job: &Job) -> Result<Vec<Answer>, ApiError> {
         let ruleset = &job.live.ruleset;
-        let mut events = Vec::with_capacity(job.events.len());
-        for (i, e) in job.events.iter().enumerate() {
-            let text = job.body.get(e.range.clone()).unwrap_or_default();
-            let ev = parse_event(text).map_err(|m| bad_event(job, i, m))?;
-            crate::engine::admit::event_kind(ruleset, &ev)
+        let events = job.events.events();
+        for (i, (ev, _)) in events.iter().enumerate() {
+            crate::engine::admit::event_kind(ruleset, ev)
                 .map_err(|err| invalid_event(job, i, &err))?;
-            events.push(ev);
         }
-        let plans = self.plans(state, job, &events)?;
+        let plans = self.plans(state, job, events)?;
         let mut scratch = job.dry_run.then(|| State::new(ruleset));
         let mut out: Vec<Answer> = Vec::with_capacity(events.len());
-        for ((ev, incoming), plan) in events.iter().zip(&job.events).zip(plans) {
+        for ((ev, hash), plan) in events.iter().zip(plans) {
             let answer = match plan {
                 Plan::Replay(a) => Answer {
                     event_id: a.event_id,
@@ -290,7 +281,7 @@ impl Decider {
                     if !job.dry_run {
                         self.answers.record(StoredAnswer {
                             event_id: ev.id.to_string(),
-                            body_hash: incoming.hash,
+                            body_hash: *hash,
                             version: job.live.version.clone(),
                             decisions: decisions.clone(),
                         });
@@ -311,13 +302,18 @@ impl Decider {
 
     /// How each event of a request is to be answered; an id already decided with another
     /// body refuses the whole request.
-    fn plans(&self, state: &State, job: &Job, events: &[Event<'_>]) -> Result<Vec<Plan>, ApiError> {
+    fn plans(
+        &self,
+        state: &State,
+        job: &Job,
+        events: &[(Event<'_>, [u8; 16])],
+    ) -> Result<Vec<Plan>, ApiError> {
         let mut first: HashMap<&str, usize> = HashMap::new();
         let mut plans = Vec::with_capacity(events.len());
-        for (i, (ev, incoming)) in events.iter().zip(&job.events).enumerate() {
+        for (i, (ev, hash)) in events.iter().enumerate() {
             let id: &str = &ev.id;
             if let Some(&earlier) = first.get(id) {
-                let same = job.events.get(earlier).map(|e| e.hash) == Some(incoming.hash);
+                let same = events.get(earlier).map(|e| &e.1) == Some(hash);
                 if !same {
                     return Err(conflict(job, i, id));
                 }
@@ -326,7 +322,7 @@ impl Decider {
             }
             first.insert(id, i);
             match self.answer_for(state, id)? {
-                Some(a) if a.body_hash != NO_HASH && a.body_hash != incoming.hash => {
+                Some(a) if a.body_hash != NO_HASH && a.body_hash != *hash => {
                     return Err(conflict(job, i, id))
                 }
                 Some(a) => plans.push(Plan::Replay(a)),
@@ -439,23 +435,10 @@ impl Decider {
 }
 
 fn field(job: &Job, i: usize, name: &str) -> String {
-    if job.events.len() == 1 {
+    if !job.many {
         name.to_string()
     } else {
         format!("[{i}].{name}")
-    }
-}
-
-fn bad_event(job: &Job, i: usize, message: String) -> ApiError {
-    let at = if job.events.len() == 1 {
-        None
-    } else {
-        Some(format!("[{i}]"))
-    };
-    let e = ApiError::new(StatusCode::BAD_REQUEST, "bad_event", message);
-    match at {
-        Some(at) => e.at(at),
-        None => e,
     }
 }
 
