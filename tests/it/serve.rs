@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -1542,4 +1542,36 @@ fn decide_at_once(client: &Client, events: &[Value]) -> Vec<Value> {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// SIGHUP reloads the rules: with the watcher made too slow to see the edit within the
+/// test, only the signal can bring the new rule in.
+#[test]
+fn sighup_reloads_the_rules() {
+    let dir = Dir::new("serve-sighup");
+    let rules = dir.copy_rules();
+    let server = Serve::new(&rules, &dir.path().join("serve.log"))
+        .opt("--debounce-ms", "600000")
+        .start();
+    let v1 = server.version();
+    put(
+        &dir,
+        &rules,
+        "promotions/octopus-welcome.yaml",
+        OCTOPUS_WELCOME,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.version(), v1, "the watcher is held off");
+    server.signal("-HUP");
+    let after = server.wait_ruleset("a new version after SIGHUP", |r| r["version"] != json!(v1));
+    assert!(after["rules"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("octopus-welcome")));
+    let ok = metric(
+        &server.metrics(),
+        "promo_reloads_total",
+        &[("outcome", "ok")],
+    );
+    assert!(ok >= Some(1), "reloads ok: {ok:?}");
 }
