@@ -1,10 +1,10 @@
 //! The deciding thread. Requests queue here; the thread takes every request waiting (a
-//! group), decides their events one at a time against the one state, in the order they
-//! came, then commits the group's changes and answers in one transaction and answers the
-//! group's requests once that commit is durable. Deciding one event at a time is what makes
-//! limits exact under any concurrency; committing a group at a time is what makes a durable
-//! answer cheap (one sync for every request waiting). While a group's commit is in flight
-//! the next group is decided.
+//! group) and decides their events one at a time against the one state, in the order they
+//! came. Once no commit is in flight, everything decided since the last commit (its
+//! changes and its answers) is committed in one transaction, and those requests are
+//! answered once that commit is durable. Deciding one event at a time is what makes limits
+//! exact under any concurrency; committing many requests at a time is what makes a durable
+//! answer cheap (one sync for every request waiting). While a commit syncs, deciding goes on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
