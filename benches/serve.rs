@@ -94,6 +94,10 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 // The deterministic event generator shared with the integration tests.
+#[path = "common/report.rs"]
+mod report;
+use report::{fixed, grouped, load_average, nanos_since, per_second};
+
 #[path = "../tests/gen/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod gen;
@@ -1574,54 +1578,3 @@ fn stop_problems(name: &str, s: &Stopped) -> usize {
 
 // ---------------------------------------------------------------------------------------
 // Formatting, in integers.
-
-/// `num / den` with `places` decimals, rounded half up; `-` when `den` is 0.
-fn fixed(num: u128, den: u128, places: u32) -> String {
-    if den == 0 {
-        return "-".to_string();
-    }
-    let scale = 10u128.pow(places);
-    let q = (num * scale + den / 2) / den;
-    if places == 0 {
-        return q.to_string();
-    }
-    format!(
-        "{}.{:0width$}",
-        q / scale,
-        q % scale,
-        width = places as usize
-    )
-}
-
-/// Per second.
-fn per_second(count: u64, nanos: u64) -> u64 {
-    if nanos == 0 {
-        return 0;
-    }
-    (u128::from(count) * 1_000_000_000 / u128::from(nanos)) as u64
-}
-
-/// `1234567` as `1,234,567`.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-fn nanos_since(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The 1-minute load average (Linux), as text.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "n/a".to_string())
-}

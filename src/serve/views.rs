@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::api::IssuedCouponOut;
 use super::error::ApiError;
 use crate::engine::state::{CouponRecord, FactValue};
 use crate::engine::State;
@@ -41,12 +42,8 @@ impl CouponStatus {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CouponView {
-    pub coupon_id: String,
-    pub face_value: String,
-    pub min_spend: String,
-    pub usable_for: Vec<String>,
-    pub credit_by: String,
-    pub valid_until: Option<String>,
+    #[serde(flatten)]
+    pub coupon: IssuedCouponOut,
     pub status: CouponStatus,
 }
 
@@ -99,18 +96,18 @@ pub fn coupons(
     let coupons = listed
         .into_iter()
         .map(|(id, c)| CouponView {
-            coupon_id: id.to_string(),
-            face_value: Money(c.face_value).to_string(),
-            min_spend: Money(c.min_spend).to_string(),
-            usable_for: ruleset
-                .channels
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| c.usable_for & (1 << i) != 0)
-                .map(|(_, name)| name.clone())
-                .collect(),
-            credit_by: c.credit_by.to_string(),
-            valid_until: c.valid_until.map(|d| d.to_string()),
+            coupon: IssuedCouponOut {
+                coupon_id: id.to_string(),
+                face_value: Money(c.face_value).to_string(),
+                min_spend: Money(c.min_spend).to_string(),
+                usable_for: ruleset
+                    .channel_names(c.usable_for)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                credit_by: c.credit_by.to_string(),
+                valid_until: c.valid_until.map(|d| d.to_string()),
+            },
             status: CouponStatus::of(c, on),
         })
         .collect();
