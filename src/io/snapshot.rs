@@ -119,6 +119,8 @@ pub fn load_snapshot(
     };
     let text =
         std::fs::read_to_string(path).map_err(|e| loader.fail(0, format!("cannot read: {e}")))?;
+    // A byte order mark is no part of the first row, whatever the format.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -142,7 +144,7 @@ pub fn load_snapshot(
             }
         }
         "yaml" | "yml" => {
-            let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_yaml::from_str(&text)
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_yaml::from_str(text)
                 .map_err(|e| loader.fail(e.location().map_or(0, |l| l.line()), e.to_string()))?;
             for (i, row) in rows.iter().enumerate() {
                 loader.apply_cells(i + 1, |name: &str| row.get(name).and_then(yaml_cell))?;
@@ -152,8 +154,8 @@ pub fn load_snapshot(
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             loader
                 .state
-                .expect_customers(snapshot_json::line_ends(&text));
-            snapshot_json::for_each_row(&text, threads, &mut loader)?;
+                .expect_customers(snapshot_json::line_ends(text));
+            snapshot_json::for_each_row(text, threads, &mut loader)?;
         }
     }
     Ok(loader.rows)

@@ -1,0 +1,115 @@
+//! Issue 18: defects that lost data or gave wrong coupons with exit 0, one test each,
+//! written to fail before its fix.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn promo(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+/// Runs `promo eval` with the shipped rules over standard input; the decisions and rejects.
+fn eval_stdin(d: &Dir, input: &[u8], format: &str, customers: Option<&Path>) -> Run {
+    use std::io::Write as _;
+    let out = d.path().join("stdin.out.jsonl");
+    let rejects = d.path().join("stdin.rejects.jsonl");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
+    cmd.args(["eval", "--input", "-", "--format", format])
+        .arg("--rules")
+        .arg(shipped_rules())
+        .arg("--output")
+        .arg(&out)
+        .arg("--rejects")
+        .arg(&rejects)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(c) = customers {
+        cmd.arg("--customers").arg(c);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let read = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| parse_jsonl(&b))
+            .unwrap_or_default()
+    };
+    Run::new(
+        d.path(),
+        read(&out),
+        read(&rejects),
+        text(&o.stderr),
+        o.status.code(),
+    )
+}
+
+// Defect 10: a byte order mark starts any event or snapshot input, JSONL or CSV, file or
+// standard input, and is no part of its first line.
+#[test]
+fn a_byte_order_mark_is_accepted_at_the_start_of_every_input() {
+    let at = "2019-12-19T10:00:00+08:00";
+    let b1 = bill("b1", at, "c1");
+    let bom = "\u{feff}";
+    let d = Dir::new("bom");
+    let jsonl = format!("{bom}{b1}\n");
+    let csv = format!(
+        "{bom}id,type,at,customer,wallet,card_product,card_role,merchant,amount\nb1,bill_payment,{at},c1,{},citi_gold,principal,WSD,200.00\n",
+        wallet("c1")
+    );
+    // c1 paid before: its payment is a returning one.
+    let row = customer("c1").set("prior_bill_payments", 1);
+    let snapshot_jsonl = d.write("customers.jsonl", &format!("{bom}{row}\n"));
+    let snapshot_csv = d.write(
+        "customers.csv",
+        &format!(
+            "{bom}customer,wallet,prior_bill_payments,autopay_activated_on\nc1,{},1,\n",
+            wallet("c1")
+        ),
+    );
+    let snapshot_yaml = d.write(
+        "customers.yaml",
+        &format!(
+            "{bom}- {{customer: c1, wallet: {}, prior_bill_payments: 1, autopay_activated_on: ''}}\n",
+            wallet("c1")
+        ),
+    );
+    let events_jsonl = d.write("events.jsonl", &jsonl);
+    let events_csv = d.write("events.csv", &csv);
+    for snapshot in [&snapshot_jsonl, &snapshot_csv, &snapshot_yaml] {
+        let runs = [
+            d.eval(&shipped_rules(), &events_jsonl, Some(snapshot)),
+            d.eval(&shipped_rules(), &events_csv, Some(snapshot)),
+            eval_stdin(&d, jsonl.as_bytes(), "jsonl", Some(snapshot)),
+            eval_stdin(&d, csv.as_bytes(), "csv", Some(snapshot)),
+        ];
+        for run in runs {
+            run.assert_clean();
+            let rules: Vec<&str> = run
+                .decisions
+                .iter()
+                .filter_map(|d| d.get("rule").and_then(Value::as_str))
+                .collect();
+            eqnice(vec!["bill-returning"], rules);
+        }
+    }
+}
