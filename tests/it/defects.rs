@@ -27,6 +27,105 @@ fn example(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// The line number and reason of each rejected line.
+fn rejected(run: &Run) -> Vec<(u64, String)> {
+    run.rejects
+        .iter()
+        .map(|r| {
+            (
+                r.get("line").and_then(Value::as_u64).unwrap_or_default(),
+                r.get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+// Defect 2: empty `id`, `customer` or `wallet` is a rejected line naming the field.
+#[test]
+fn empty_ids_customers_and_wallets_are_rejected_lines() {
+    let at = "2019-12-19T10:00:00+08:00";
+    let events = [
+        bill("b1", at, "c1").set("customer", "").set("wallet", ""),
+        bill("", at, "c2"),
+        bill("b3", at, "c3").set("wallet", ""),
+        bill("b4", at, "c4"),
+    ];
+    let run = eval("empty-ids", &events, &[]);
+    eqnice(Some(3), run.code);
+    let got = rejected(&run);
+    eqnice(vec![1, 2, 3], got.iter().map(|r| r.0).collect::<Vec<_>>());
+    for ((_, reason), field) in got.iter().zip(["customer", "id", "wallet"]) {
+        assert!(reason.contains(&format!("`{field}`")), "{reason}");
+    }
+    eqnice(
+        vec!["b4"],
+        run.decisions
+            .iter()
+            .filter_map(|d| d.get("event_id").and_then(Value::as_str))
+            .collect::<Vec<_>>(),
+    );
+}
+
+// Defects 3 and 12: only plain decimal strings within the currency's decimals are amounts.
+#[test]
+fn odd_amounts_are_rejected_lines_naming_the_field() {
+    let at = "2019-12-19T10:00:00+08:00";
+    let bad = [
+        "-5",
+        "1e3",
+        "100.123",
+        "159.9999999999999999999999999999",
+        "1.6e2",
+        "1_6_0",
+        "+200",
+        ".5",
+        "200.",
+        " 160 ",
+        "99999999999999999999999999999999999",
+        "160.000",
+    ];
+    let mut events: Vec<Value> = bad
+        .iter()
+        .enumerate()
+        .map(|(i, a)| bill(&format!("b{i}"), at, &format!("c{i}")).set("amount", *a))
+        .collect();
+    events.push(redeem("r1", at, "cr", &["50", "50.001"]));
+    events.push(bill("ok", at, "cz").set("amount", "160.5"));
+    let run = eval("odd-amounts", &events, &[]);
+    eqnice(Some(3), run.code);
+    let got = rejected(&run);
+    eqnice(
+        (1..=bad.len() as u64 + 1).collect::<Vec<_>>(),
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+    );
+    for (i, (_, reason)) in got.iter().enumerate() {
+        let field = if i < bad.len() {
+            "amount"
+        } else {
+            "face_values"
+        };
+        assert!(reason.contains(&format!("`{field}`")), "{reason}");
+    }
+    eqnice(1, run.decisions.len());
+    // CSV reads amounts by the same rule.
+    let d = Dir::new("odd-amounts-csv");
+    let mut csv =
+        String::from("id,type,at,customer,wallet,card_product,card_role,merchant,amount\n");
+    for (i, a) in ["-5", "1e3", "100.123", "200.00"].iter().enumerate() {
+        csv += &format!("b{i},bill_payment,{at},c{i},w{i},citi_gold,principal,WSD,{a}\n");
+    }
+    let input = d.write("events.csv", &csv);
+    let run = d.eval(&shipped_rules(), &input, None);
+    eqnice(
+        vec![2, 3, 4],
+        rejected(&run).iter().map(|r| r.0).collect::<Vec<_>>(),
+    );
+    eqnice(1, run.decisions.len());
+}
+
 /// Runs `promo eval` with the shipped rules over standard input; the decisions and rejects.
 fn eval_stdin(d: &Dir, input: &[u8], format: &str, customers: Option<&Path>) -> Run {
     use std::io::Write as _;
