@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::batch::{Batch, ExplainMode};
 use crate::engine::State;
+use crate::io::paths::{distinct_outputs, Named};
 use crate::io::{load_snapshot, DecisionWriter, OutputFormat};
 use crate::rules::Ruleset;
 
@@ -298,6 +299,13 @@ fn diff_values(path: &str, e: &Value, a: &Value, out: &mut Vec<(String, String, 
 /// file changed.
 pub fn bless(result: &CaseResult) -> io::Result<bool> {
     let path = result.case.dir.join(EXPECTED);
+    // A linked `expected.jsonl` must not overwrite the case's inputs.
+    let inputs: Vec<PathBuf> = ["events", "customers"]
+        .iter()
+        .filter_map(|stem| find(&result.case.dir, stem))
+        .collect();
+    let named: Vec<Named<'_>> = inputs.iter().map(|p| Named::new("input", p)).collect();
+    distinct_outputs(&named, &[], &[Named::new("--bless", &path)]).map_err(io::Error::other)?;
     let mut text = result.actual.join("\n");
     if !text.is_empty() {
         text.push('\n');

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::Exit;
 use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
 use crate::engine::State;
+use crate::io::paths::{distinct_outputs, Named};
 use crate::io::{load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, StreamSink};
 use crate::model::Money;
 use crate::rules::load_ruleset;
@@ -136,6 +137,40 @@ fn open_sink(
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Exit {
+    let rejects_path = args.rejects.clone().or_else(|| {
+        args.output.as_ref().map(|o| {
+            let mut name = o.clone().into_os_string();
+            name.push(".rejects.jsonl");
+            PathBuf::from(name)
+        })
+    });
+    // Before anything is opened for writing: no output may be an input or another output.
+    // The state's database (and SQLite's files beside it) is read and written by the run.
+    let state_files: Vec<PathBuf> = args
+        .state
+        .iter()
+        .flat_map(|dir| {
+            ["", "-wal", "-shm"].map(|end| dir.join(format!("{}{end}", crate::store::DB_FILE)))
+        })
+        .collect();
+    let mut inputs = vec![Named::new("--input", &args.input)];
+    inputs.extend(
+        args.customers
+            .as_deref()
+            .map(|c| Named::new("--customers", c)),
+    );
+    inputs.extend(state_files.iter().map(|f| Named::new("--state", f)));
+    let dirs = [Named::new("--rules", &args.rules)];
+    let mut outputs: Vec<Named<'_>> = args
+        .output
+        .as_deref()
+        .map(|o| Named::new("--output", o))
+        .into_iter()
+        .collect();
+    outputs.extend(rejects_path.as_deref().map(|r| Named::new("--rejects", r)));
+    if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
+        return fatal(e);
+    }
     let ruleset = match load_ruleset(&args.rules) {
         Ok(r) => r,
         Err(e) => return fatal(format!("invalid rules in {}:\n{e}", args.rules.display())),
@@ -239,13 +274,6 @@ pub fn run(args: &EvalArgs) -> Exit {
         Ok(n) => n,
         Err(e) => return fatal(format!("cannot write the output: {e}")),
     };
-    let rejects_path = args.rejects.clone().or_else(|| {
-        args.output.as_ref().map(|o| {
-            let mut name = o.clone().into_os_string();
-            name.push(".rejects.jsonl");
-            PathBuf::from(name)
-        })
-    });
     let rejects: Box<dyn Sink> = match &rejects_path {
         Some(p) => match open_sink(p, &start, |r| r.rejects_bytes) {
             Ok(f) => Box::new(f),

@@ -5,6 +5,7 @@ pub mod event_json;
 pub mod flat_json;
 pub mod output;
 pub mod parallel;
+pub mod paths;
 pub mod read;
 pub mod sink;
 pub mod snapshot;

@@ -27,6 +27,118 @@ fn example(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+// Defect 1: an output that is an input (or another output) is refused before anything is
+// written, and the input is intact.
+#[test]
+fn an_output_that_is_an_input_or_another_output_is_refused() {
+    let d = Dir::new("same-output");
+    let events = std::fs::read_to_string(example("events.jsonl")).unwrap();
+    let customers = std::fs::read_to_string(example("customers.jsonl")).unwrap();
+    let input = d.write("same.jsonl", &events);
+    let snapshot = d.write("customers.jsonl", &customers);
+    let rules = shipped_rules();
+    let out = d.path().join("out.jsonl");
+    let dotted = d.path().join(".").join("same.jsonl");
+    let cases: Vec<Vec<&dyn AsRef<std::ffi::OsStr>>> = vec![
+        // --output = --input
+        vec![
+            &"eval",
+            &"--rules",
+            &rules,
+            &"--input",
+            &input,
+            &"--customers",
+            &snapshot,
+            &"--output",
+            &input,
+        ],
+        // the same file by another name
+        vec![
+            &"eval",
+            &"--rules",
+            &rules,
+            &"--input",
+            &input,
+            &"--output",
+            &dotted,
+        ],
+        // --output = the snapshot
+        vec![
+            &"eval",
+            &"--rules",
+            &rules,
+            &"--input",
+            &input,
+            &"--customers",
+            &snapshot,
+            &"--output",
+            &snapshot,
+        ],
+        // --rejects = --input
+        vec![
+            &"eval",
+            &"--rules",
+            &rules,
+            &"--input",
+            &input,
+            &"--output",
+            &out,
+            &"--rejects",
+            &input,
+        ],
+        // --rejects = --output (not yet existing)
+        vec![
+            &"eval",
+            &"--rules",
+            &rules,
+            &"--input",
+            &input,
+            &"--output",
+            &out,
+            &"--rejects",
+            &out,
+        ],
+        // simulate --customers-out = --input
+        vec![
+            &"simulate",
+            &"--rules",
+            &rules,
+            &"--baseline",
+            &rules,
+            &"--input",
+            &input,
+            &"--customers-out",
+            &input,
+        ],
+    ];
+    for args in cases {
+        let o = promo(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("same file as"), "{err}");
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), events);
+        assert_eq!(std::fs::read_to_string(&snapshot).unwrap(), customers);
+        assert!(!out.exists(), "nothing is written: {err}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn bless_does_not_write_through_a_link_to_the_events() {
+    let d = Dir::new("bless-link");
+    let rules = d.copy_rules();
+    let case = rules.join("tests/s03-first-time-80");
+    let events = std::fs::read_to_string(case.join("events.jsonl")).unwrap();
+    std::fs::remove_file(case.join("expected.jsonl")).unwrap();
+    std::os::unix::fs::symlink(case.join("events.jsonl"), case.join("expected.jsonl")).unwrap();
+    let o = promo(&[&"test", &rules, &"s03", &"--bless"]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert_eq!(
+        std::fs::read_to_string(case.join("events.jsonl")).unwrap(),
+        events
+    );
+}
+
 /// The line number and reason of each rejected line.
 fn rejected(run: &Run) -> Vec<(u64, String)> {
     run.rejects
