@@ -139,6 +139,14 @@ fn bless_does_not_write_through_a_link_to_the_events() {
     );
 }
 
+// Defect 11: a filter matching no case exits 1.
+#[test]
+fn a_filter_matching_no_case_fails() {
+    let o = promo(&[&"test", &shipped_rules(), &"nosuchcase"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("matching `nosuchcase`"));
+}
+
 /// The line number and reason of each rejected line.
 fn rejected(run: &Run) -> Vec<(u64, String)> {
     run.rejects
@@ -323,4 +331,116 @@ fn a_byte_order_mark_is_accepted_at_the_start_of_every_input() {
             eqnice(vec!["bill-returning"], rules);
         }
     }
+}
+
+fn promo_test(rules: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"test", &rules];
+    for e in extra {
+        args.push(e);
+    }
+    let o = promo(&args);
+    (o.status.code(), text(&o.stdout) + text(&o.stderr).as_str())
+}
+
+// Defect 8: a run with script errors (or rejected lines) is never blessed.
+#[test]
+fn bless_refuses_runs_with_script_errors_or_rejected_lines() {
+    let d = Dir::new("bless-broken");
+    let rules = d.copy_rules();
+    let rule = rules.join("promotions/bill-returning.yaml");
+    let yaml = std::fs::read_to_string(&rule).unwrap();
+    let broken = yaml.replace(
+        "  - name: returning_user\n",
+        "  - name: hk_merchant\n    script: 'event.merchant.startswith(\"HK\")'\n  - name: returning_user\n",
+    );
+    assert_ne!(broken, yaml);
+    std::fs::write(&rule, broken).unwrap();
+    let before: Vec<String> = promo::golden::discover(&rules, None)
+        .unwrap()
+        .iter()
+        .map(|c| std::fs::read_to_string(c.dir.join("expected.jsonl")).unwrap())
+        .collect();
+    let (code, out) = promo_test(&rules, &["--bless"]);
+    eqnice(Some(1), code);
+    assert!(out.contains("not blessed: the run had"), "{out}");
+    assert!(!out.contains(" rewritten"), "{out}");
+    let after: Vec<String> = promo::golden::discover(&rules, None)
+        .unwrap()
+        .iter()
+        .map(|c| std::fs::read_to_string(c.dir.join("expected.jsonl")).unwrap())
+        .collect();
+    assert!(before == after, "no expected file changed");
+
+    // A rejected line: not blessed either.
+    std::fs::write(&rule, &yaml).unwrap();
+    let case = rules.join("tests/s03-first-time-80");
+    let mut events = std::fs::read_to_string(case.join("events.jsonl")).unwrap();
+    events.push_str("{\"id\":\"x\"}\n");
+    std::fs::write(case.join("events.jsonl"), events).unwrap();
+    let expected = std::fs::read_to_string(case.join("expected.jsonl")).unwrap();
+    let (code, out) = promo_test(&rules, &["s03", "--bless"]);
+    eqnice(Some(1), code);
+    assert!(
+        out.contains("not blessed: the run had 1 rejected lines"),
+        "{out}"
+    );
+    eqnice(
+        expected,
+        std::fs::read_to_string(case.join("expected.jsonl")).unwrap(),
+    );
+}
+
+// Defect 8: a new case without expected decisions fails, and --bless records them.
+#[test]
+fn a_new_case_is_blessed_into_its_expected_file() {
+    let d = Dir::new("bless-new");
+    let rules = d.copy_rules();
+    let from = rules.join("tests/s03-first-time-80");
+    let case = rules.join("tests/s99-new");
+    std::fs::create_dir(&case).unwrap();
+    for f in ["events.jsonl", "customers.jsonl"] {
+        std::fs::copy(from.join(f), case.join(f)).unwrap();
+    }
+    let (code, out) = promo_test(&rules, &["s99"]);
+    eqnice(Some(1), code);
+    assert!(out.contains("no expected.jsonl yet"), "{out}");
+    let (code, out) = promo_test(&rules, &["s99", "--bless"]);
+    eqnice(Some(0), code);
+    assert!(out.contains("blessed: "), "{out}");
+    eqnice(
+        std::fs::read_to_string(from.join("expected.jsonl")).unwrap(),
+        std::fs::read_to_string(case.join("expected.jsonl")).unwrap(),
+    );
+    let (code, _) = promo_test(&rules, &["s99"]);
+    eqnice(Some(0), code);
+}
+
+// Defect 9: a failing case explains a repeated event id by the occurrence that decided.
+#[test]
+fn a_repeated_id_is_explained_by_its_first_occurrence() {
+    let d = Dir::new("explain-duplicate");
+    let rules = d.copy_rules();
+    let rule = rules.join("promotions/bill-first-time.yaml");
+    let yaml = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(
+        &rule,
+        yaml.replace("face_value: \"80\"", "face_value: \"90\""),
+    )
+    .unwrap();
+    let (code, out) = promo_test(&rules, &["s18"]);
+    eqnice(Some(1), code);
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == "event e01:")
+        .unwrap_or_else(|| panic!("{out}"));
+    let why = lines[at..]
+        .iter()
+        .find(|l| l.trim_start().starts_with("why: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        !why.trim_start().starts_with("why: duplicate") && why.contains("bill-first-time"),
+        "{why}\n{out}"
+    );
+    assert!(why.contains("repeats this id"), "{why}");
 }
