@@ -164,7 +164,13 @@ fn evaluate_case(ruleset: &Ruleset, case: &Case, result: &mut CaseResult) -> Res
     let events = find(&case.dir, "events").ok_or("no events.jsonl (or events.csv)")?;
     let mut state = State::new(ruleset);
     if let Some(snapshot) = find(&case.dir, "customers") {
-        load_snapshot(&snapshot, ruleset, &mut state, false).map_err(|e| e.to_string())?;
+        let load =
+            load_snapshot(&snapshot, ruleset, &mut state, false).map_err(|e| e.to_string())?;
+        // Rejected rows and ignored columns fail the case, as rejected event lines do.
+        for w in load.warnings(&snapshot) {
+            result.rejected += 1;
+            result.mismatches.push(Mismatch::Rejected { line: w });
+        }
     }
     let mut batch = Batch::new(
         ruleset,
@@ -180,7 +186,7 @@ fn evaluate_case(ruleset: &Ruleset, case: &Case, result: &mut CaseResult) -> Res
         batch.run_jsonl(BufReader::new(file), &mut |_| {})
     };
     read.map_err(|e| e.to_string())?;
-    result.rejected = batch.summary.rejected;
+    result.rejected += batch.summary.rejected;
     result.rule_errors = batch.summary.rule_errors;
     if let ExplainMode::Collect(lines) = std::mem::take(&mut batch.explain) {
         result.explanations = explanations_by_id(lines);

@@ -11,7 +11,9 @@ use super::Exit;
 use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
 use crate::engine::State;
 use crate::io::paths::{distinct_outputs, Named};
-use crate::io::{load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, StreamSink};
+use crate::io::{
+    load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, SnapshotLoad, StreamSink,
+};
 use crate::model::Money;
 use crate::rules::load_ruleset;
 use crate::store::{InputHead, RunRecord, Store};
@@ -239,7 +241,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     };
     let snapshot = |state: &mut State| match &args.customers {
         Some(path) => load_snapshot(path, &ruleset, state, store.is_some()),
-        None => Ok(0),
+        None => Ok(SnapshotLoad::default()),
     };
     let input_len = if stdin {
         None
@@ -255,8 +257,15 @@ pub fn run(args: &EvalArgs) -> Exit {
         Some(bytes) => state.expect_input_while(input_format.events_in(bytes), snapshot),
         None => snapshot(&mut state),
     };
-    if let Err(e) = loaded {
-        return fatal(format!("bad customer snapshot: {e}"));
+    // Rows rejected and columns no fact declares: shown now and at the end, and the run
+    // exits 3, as for rejected lines.
+    let snapshot_warnings = match (loaded, &args.customers) {
+        (Err(e), _) => return fatal(format!("bad customer snapshot: {e}")),
+        (Ok(load), Some(path)) => load.warnings(path),
+        (Ok(_), None) => Vec::new(),
+    };
+    for w in &snapshot_warnings {
+        errln!("promo eval: warning: {w}");
     }
     let output_format = args.output_format.unwrap_or(match &args.output {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
@@ -374,7 +383,13 @@ pub fn run(args: &EvalArgs) -> Exit {
             errln!("nothing new: every event was decided by an earlier run with this state");
         }
     }
-    if summary.rejected > 0 || summary.rule_errors > 0 {
+    if !snapshot_warnings.is_empty() && !args.quiet {
+        errln!(
+            "{} customer snapshot warnings (rejected rows, undeclared columns) are above",
+            snapshot_warnings.len()
+        );
+    }
+    if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
         Exit::Rejected
     } else {
         Exit::Success

@@ -60,8 +60,11 @@ fn side<'r>(
 ) -> Result<(&'r Ruleset, State), String> {
     let mut state = State::new(ruleset);
     if let Some(path) = customers {
-        load_snapshot(path, ruleset, &mut state, false)
+        let load = load_snapshot(path, ruleset, &mut state, false)
             .map_err(|e| format!("bad customer snapshot: {e}"))?;
+        for w in load.warnings(path) {
+            errln!("promo simulate: warning: {w}");
+        }
     }
     Ok((ruleset, state))
 }

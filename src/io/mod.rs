@@ -13,4 +13,4 @@ mod snapshot_json;
 
 pub use output::{DecisionWriter, OutputFormat};
 pub use sink::{FileSink, Sink, StreamSink};
-pub use snapshot::load_snapshot;
+pub use snapshot::{load_snapshot, SnapshotLoad};

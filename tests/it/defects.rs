@@ -1,6 +1,5 @@
 //! Issue 18: defects that lost data or gave wrong coupons with exit 0, one test each,
 //! written to fail before its fix.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -443,4 +442,135 @@ fn a_repeated_id_is_explained_by_its_first_occurrence() {
         "{why}\n{out}"
     );
     assert!(why.contains("repeats this id"), "{why}");
+}
+
+// Defect 6: a snapshot without a column the ruleset's facts start from is refused; a column
+// no fact declares is a warning, and the run exits 3.
+#[test]
+fn a_snapshot_lacking_a_declared_column_is_refused() {
+    let d = Dir::new("snapshot-columns");
+    let rules = d.copy_rules();
+    let manifest = rules.join("ruleset.yaml");
+    let yaml = std::fs::read_to_string(&manifest).unwrap();
+    let renamed = yaml.replace(
+        "snapshot: prior_bill_payments",
+        "snapshot: prior_bill_payment",
+    );
+    assert_ne!(renamed, yaml);
+    std::fs::write(&manifest, renamed).unwrap();
+    let at = "2019-12-19T10:00:00+08:00";
+    let events = d.write_jsonl("events.jsonl", &[bill("b1", at, "c1")]);
+    let row = customer("c1").set("prior_bill_payments", 3);
+    let snapshot = d.write_jsonl("customers.jsonl", std::slice::from_ref(&row));
+    let run = d.eval(&rules, &events, Some(&snapshot));
+    eqnice(Some(2), run.code);
+    assert!(
+        run.stderr.contains("`prior_bill_payment`") && run.stderr.contains("`prior_bill_payments`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.decisions.is_empty());
+    // The same in CSV, whose header names the columns.
+    let csv = d.write(
+        "customers.csv",
+        &format!(
+            "customer,wallet,prior_bill_payments,autopay_activated_on\nc1,{},3,\n",
+            wallet("c1")
+        ),
+    );
+    let run = d.eval(&rules, &events, Some(&csv));
+    eqnice(Some(2), run.code);
+
+    // With the shipped rules: an extra column is a warning, and the run exits 3.
+    let snapshot = d.write_jsonl("extra.jsonl", &[row.set("segment", "gold")]);
+    let run = d.eval(&shipped_rules(), &events, Some(&snapshot));
+    eqnice(Some(3), run.code);
+    assert!(run.stderr.contains("`segment`"), "{}", run.stderr);
+    eqnice(1, run.decisions.len());
+    eqnice(
+        Some("bill-returning"),
+        run.decisions[0].get("rule").and_then(Value::as_str),
+    );
+}
+
+// Defect 7: conflicting duplicate snapshot rows are rejected with their line numbers;
+// identical ones are accepted.
+#[test]
+fn conflicting_duplicate_snapshot_rows_are_rejected() {
+    let d = Dir::new("snapshot-duplicates");
+    let at = "2019-12-19T10:00:00+08:00";
+    let events = d.write_jsonl(
+        "events.jsonl",
+        &[bill("b1", at, "c1"), bill("b2", at, "c2")],
+    );
+    let rows = [
+        customer("c1"),
+        customer("c2").set("prior_bill_payments", 2),
+        customer("c1").set("prior_bill_payments", 5),
+        customer("c2").set("prior_bill_payments", 2),
+    ];
+    let snapshot = d.write_jsonl("customers.jsonl", &rows);
+    let run = d.eval(&shipped_rules(), &events, Some(&snapshot));
+    eqnice(Some(3), run.code);
+    let file = snapshot.display().to_string();
+    assert!(
+        run.stderr
+            .contains(&format!("{file}:3: `prior_bill_payments`"))
+            && run.stderr.contains("conflicting with line 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(&format!("{file}:4")), "{}", run.stderr);
+    let rules: Vec<&str> = run
+        .decisions
+        .iter()
+        .filter_map(|d| d.get("rule").and_then(Value::as_str))
+        .collect();
+    // The first row of c1 stands; c2's rows agree.
+    eqnice(vec!["bill-first-time", "bill-returning"], rules);
+
+    let same = d.write_jsonl("same.jsonl", &[customer("c1"), customer("c1")]);
+    d.eval(&shipped_rules(), &events, Some(&same))
+        .assert_clean();
+}
+
+// Defect 13: a negative count in a snapshot is a rejected row with its file line.
+#[test]
+fn a_negative_snapshot_count_is_a_rejected_row() {
+    let d = Dir::new("snapshot-negative");
+    let at = "2019-12-19T10:00:00+08:00";
+    let events = d.write_jsonl(
+        "events.jsonl",
+        &[bill("b1", at, "c1"), bill("b2", at, "c2")],
+    );
+    let snapshot = d.write_jsonl(
+        "customers.jsonl",
+        &[
+            customer("c2").set("prior_bill_payments", 1),
+            customer("c1").set("prior_bill_payments", -1),
+        ],
+    );
+    let run = d.eval(&shipped_rules(), &events, Some(&snapshot));
+    eqnice(Some(3), run.code);
+    assert!(
+        run.stderr
+            .contains(&format!("{}:2: `prior_bill_payments`", snapshot.display())),
+        "{}",
+        run.stderr
+    );
+    eqnice(2, run.decisions.len());
+    let csv = d.write(
+        "customers.csv",
+        &format!(
+            "customer,wallet,prior_bill_payments,autopay_activated_on\nc1,{},-1,\n",
+            wallet("c1")
+        ),
+    );
+    let run = d.eval(&shipped_rules(), &events, Some(&csv));
+    eqnice(Some(3), run.code);
+    assert!(
+        run.stderr.contains(":2: `prior_bill_payments`"),
+        "{}",
+        run.stderr
+    );
 }
