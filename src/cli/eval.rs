@@ -15,7 +15,7 @@ use crate::io::{
     load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, SnapshotLoad, StreamSink,
 };
 use crate::model::Money;
-use crate::rules::load_ruleset;
+use crate::rules::{load_ruleset, ruleset_version};
 use crate::store::{InputHead, RunRecord, Store};
 
 /// Arguments of `promo eval`.
@@ -202,6 +202,13 @@ pub fn run(args: &EvalArgs) -> Exit {
         })
         .unwrap_or_else(|| "-".into());
     let mut start = Start::Fresh;
+    // The version of the rules, recorded with the run: a resume or a rerun into the same
+    // output with other rules would mix the decisions of two rulesets in one output.
+    let version = match store.is_some().then(|| ruleset_version(&args.rules)) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return fatal(format!("cannot read {}: {e}", args.rules.display())),
+        None => None,
+    };
     if let Some(store) = &store {
         if let Err(e) = store.load(&ruleset, &mut state) {
             return fatal(e);
@@ -212,6 +219,23 @@ pub fn run(args: &EvalArgs) -> Exit {
             Ok(Some(r)) => start = Start::Rerun(r),
             Ok(None) => {}
             Err(e) => return fatal(e),
+        }
+    }
+    if let Start::Resume(RunRecord {
+        ruleset: Some(recorded),
+        ..
+    })
+    | Start::Rerun(RunRecord {
+        ruleset: Some(recorded),
+        ..
+    }) = &start
+    {
+        if version.as_ref().is_some_and(|v| v != recorded) {
+            return fatal(format!(
+                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
+                args.rules.display(),
+                version.as_deref().unwrap_or_default()
+            ));
         }
     }
     // The head of the input, recorded with the run: a resume or a rerun must read the same
@@ -330,11 +354,16 @@ pub fn run(args: &EvalArgs) -> Exit {
         if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
         }
-        let durability =
-            match store.durability(&ruleset, run_key.clone(), input_head, args.checkpoint_every) {
-                Ok(d) => d,
-                Err(e) => return fatal(format!("{e}")),
-            };
+        let durability = match store.durability(
+            &ruleset,
+            run_key.clone(),
+            input_head,
+            version.clone(),
+            args.checkpoint_every,
+        ) {
+            Ok(d) => d,
+            Err(e) => return fatal(format!("{e}")),
+        };
         batch.durability = Some(Durability {
             skip,
             rejects_known,

@@ -574,3 +574,49 @@ fn a_negative_snapshot_count_is_a_rejected_row() {
         run.stderr
     );
 }
+
+// Defect 16: continuing a run into the same output with edited rules is refused; a new
+// output may use them.
+#[test]
+fn continuing_a_run_with_edited_rules_is_refused() {
+    let d = Dir::new("resume-edited-rules");
+    let rules = d.copy_rules();
+    let at = "2019-12-19T10:00:00+08:00";
+    let input = d.write_jsonl("events.jsonl", &[bill("b1", at, "c1")]);
+    let state = d.path().join("S");
+    let out = d.path().join("out.jsonl");
+    let run = |output: &Path| {
+        promo(&[
+            &"eval",
+            &"--rules",
+            &rules,
+            &"--input",
+            &input,
+            &"--state",
+            &state,
+            &"--output",
+            &output,
+        ])
+    };
+    let first = run(&out);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let decided = std::fs::read_to_string(&out).unwrap();
+    // The day's file grows, and a face value changes.
+    let mut more = std::fs::read_to_string(&input).unwrap();
+    more += &format!("{}\n", bill("b2", at, "c2"));
+    std::fs::write(&input, more).unwrap();
+    let rule = rules.join("promotions/bill-first-time.yaml");
+    let yaml = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(
+        &rule,
+        yaml.replace("face_value: \"80\"", "face_value: \"90\""),
+    )
+    .unwrap();
+    let again = run(&out);
+    let err = text(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{err}");
+    assert!(err.contains("ruleset version"), "{err}");
+    eqnice(decided, std::fs::read_to_string(&out).unwrap());
+    let other = run(&d.path().join("new.jsonl"));
+    assert_eq!(other.status.code(), Some(0), "{}", text(&other.stderr));
+}
