@@ -573,6 +573,19 @@ fn a_negative_snapshot_count_is_a_rejected_row() {
         "{}",
         run.stderr
     );
+    // YAML: the file line where the row begins, not the row's number.
+    let yaml = d.write(
+        "customers.yaml",
+        "# the bank's records\n- customer: c2\n  wallet: w-c2\n  prior_bill_payments: 1\n  autopay_activated_on: ''\n- customer: c1\n  wallet: w-c1\n  prior_bill_payments: -1\n  autopay_activated_on: ''\n",
+    );
+    let run = d.eval(&shipped_rules(), &events, Some(&yaml));
+    eqnice(Some(3), run.code);
+    assert!(
+        run.stderr
+            .contains("customers.yaml:6: `prior_bill_payments`"),
+        "{}",
+        run.stderr
+    );
 }
 
 // Defect 16: continuing a run into the same output with edited rules is refused; a new
