@@ -412,6 +412,10 @@ pub fn run(args: &EvalArgs) -> Exit {
             errln!("nothing new: every event was decided by an earlier run with this state");
         }
     }
+    // Standard input has no extension to tell CSV by.
+    if stdin && args.format.is_none() && summary.decided == 0 && summary.rejected > 0 {
+        errln!("promo eval: hint: no line of standard input was a JSON event; if it is CSV, add --format csv");
+    }
     if !snapshot_warnings.is_empty() && !args.quiet {
         errln!(
             "{} customer snapshot warnings (rejected rows, undeclared columns) are above",

@@ -251,8 +251,11 @@ fn eval_stdin(d: &Dir, input: &[u8], format: &str, customers: Option<&Path>) -> 
     let out = d.path().join("stdin.out.jsonl");
     let rejects = d.path().join("stdin.rejects.jsonl");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
-    cmd.args(["eval", "--input", "-", "--format", format])
-        .arg("--rules")
+    cmd.args(["eval", "--input", "-"]);
+    if !format.is_empty() {
+        cmd.args(["--format", format]);
+    }
+    cmd.arg("--rules")
         .arg(shipped_rules())
         .arg("--output")
         .arg(&out)
@@ -632,4 +635,14 @@ fn continuing_a_run_with_edited_rules_is_refused() {
     eqnice(decided, std::fs::read_to_string(&out).unwrap());
     let other = run(&d.path().join("new.jsonl"));
     assert_eq!(other.status.code(), Some(0), "{}", text(&other.stderr));
+}
+
+// Reporting: CSV on standard input without --format csv gets a hint.
+#[test]
+fn csv_on_standard_input_without_a_format_gets_a_hint() {
+    let d = Dir::new("stdin-csv-hint");
+    let csv = "id,type,at,customer,wallet\ne1,card_link,2019-12-19T10:00:00+08:00,c1,w1\n";
+    let run = eval_stdin(&d, csv.as_bytes(), "", None);
+    eqnice(Some(3), run.code);
+    assert!(run.stderr.contains("--format csv"), "{}", run.stderr);
 }
