@@ -43,6 +43,20 @@ pub enum InvalidEvent {
     Unchecked(String),
 }
 
+impl InvalidEvent {
+    /// The field at fault, if one is.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            InvalidEvent::UnknownType(_) => Some("type"),
+            InvalidEvent::MissingField { field, .. } => Some(field),
+            InvalidEvent::EmptyField(field) | InvalidEvent::AmountDecimals { field, .. } => {
+                Some(field)
+            }
+            InvalidEvent::Unchecked(_) => None,
+        }
+    }
+}
+
 /// What happened to an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -43,6 +43,14 @@ pub fn parse_amount<E: de::Error>(field: &str, text: &str) -> Result<Decimal, E>
     })
 }
 
+/// The field a parse error is about: "missing field `id`", "bad `at`: ...".
+pub fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("bad `"))?;
+    rest.split('`').next().filter(|f| !f.is_empty())
+}
+
 /// Parses an RFC 3339 timestamp with its offset.
 pub fn parse_at<E: de::Error>(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, E> {
     // Values rarely have spaces around them: the common shape is tried before trimming.

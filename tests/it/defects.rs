@@ -179,6 +179,18 @@ fn empty_ids_customers_and_wallets_are_rejected_lines() {
     for ((_, reason), field) in got.iter().zip(["customer", "id", "wallet"]) {
         assert!(reason.contains(&format!("`{field}`")), "{reason}");
     }
+    // Each rejects line names the field, and the event id where there is one.
+    eqnice(
+        vec![
+            (Some("b1"), Some("customer")),
+            (None, Some("id")),
+            (Some("b3"), Some("wallet")),
+        ],
+        run.rejects
+            .iter()
+            .map(|r| (r["event_id"].as_str(), r["field"].as_str()))
+            .collect::<Vec<_>>(),
+    );
     eqnice(
         vec!["b4"],
         run.decisions
@@ -227,6 +239,7 @@ fn odd_amounts_are_rejected_lines_naming_the_field() {
             "face_values"
         };
         assert!(reason.contains(&format!("`{field}`")), "{reason}");
+        eqnice(Some(field), run.rejects[i]["field"].as_str());
     }
     eqnice(1, run.decisions.len());
     // CSV reads amounts by the same rule.
