@@ -324,23 +324,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         field: Option<&str>,
     ) -> io::Result<()> {
         self.summary.rejected += 1;
-        if self
-            .durability
-            .as_ref()
-            .is_some_and(|d| self.unit <= d.rejects_known)
-        {
-            return Ok(());
-        }
-        self.reject_line.clear();
-        write_reject_line(
-            &mut self.reject_line,
-            line,
-            reason,
-            Some(raw),
-            event_id,
-            field,
-        );
-        self.rejects.write_all(&self.reject_line)
+        self.write_reject(line, reason, Some(raw), event_id, field)
     }
 
     /// Writes a line the run could not use (`raw`), or a rule that failed on an event.
@@ -350,6 +334,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         reason: &str,
         raw: Option<&str>,
         event_id: Option<&str>,
+        field: Option<&str>,
     ) -> io::Result<()> {
         if self
             .durability
@@ -359,7 +344,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             return Ok(());
         }
         self.reject_line.clear();
-        write_reject_line(&mut self.reject_line, line, reason, raw, event_id, None);
+        write_reject_line(&mut self.reject_line, line, reason, raw, event_id, field);
         self.rejects.write_all(&self.reject_line)
     }
 
@@ -441,7 +426,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                     if let Some(c) = self.summary.rules.get_mut(&e.rule) {
                         c.script_errors += 1;
                     }
-                    self.write_reject(line, &e.to_string(), None, Some(&ev.id))?;
+                    self.write_reject(line, &e.to_string(), None, Some(&ev.id), None)?;
                 }
                 self.evaluation.errors = errors;
             }
