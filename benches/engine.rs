@@ -758,7 +758,8 @@ fn eval(files: &Files, format: InputFormat, keep_state: bool, output: &Path) -> 
         rejects,
     );
     if let Some(store) = store.as_mut() {
-        batch.durability = Some(store.durability(&ruleset, run_key, None, CHECKPOINT_EVERY)?);
+        batch.durability =
+            Some(store.durability(&ruleset, run_key, None, None, CHECKPOINT_EVERY)?);
     }
     let reader = BufReader::with_capacity(BUF, input);
     let mut progress = |_: u64| {};

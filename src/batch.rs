@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{
     decide, evaluate, explain, Admission, Evaluation, EventHashes, Keys, Outcome, State,
 };
+use crate::io::event_json::named_field;
 use crate::io::output::write_reject_line;
 use crate::io::parallel::{
     read_csv_parallel, read_jsonl_parallel, Consume, Handle, ParallelEnd, Prepare,
@@ -312,9 +313,18 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         }
     }
 
-    fn reject(&mut self, line: u64, reason: &str, raw: &str) -> io::Result<()> {
+    /// Rejects the input line `line` (its text `raw`), naming its event id and the field
+    /// at fault where they are known.
+    fn reject(
+        &mut self,
+        line: u64,
+        reason: &str,
+        raw: &str,
+        event_id: Option<&str>,
+        field: Option<&str>,
+    ) -> io::Result<()> {
         self.summary.rejected += 1;
-        self.write_reject(line, reason, Some(raw), None)
+        self.write_reject(line, reason, Some(raw), event_id, field)
     }
 
     /// Writes a line the run could not use (`raw`), or a rule that failed on an event.
@@ -324,6 +334,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         reason: &str,
         raw: Option<&str>,
         event_id: Option<&str>,
+        field: Option<&str>,
     ) -> io::Result<()> {
         if self
             .durability
@@ -333,7 +344,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             return Ok(());
         }
         self.reject_line.clear();
-        write_reject_line(&mut self.reject_line, line, reason, raw, event_id);
+        write_reject_line(&mut self.reject_line, line, reason, raw, event_id, field);
         self.rejects.write_all(&self.reject_line)
     }
 
@@ -376,7 +387,10 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         outcome: &Result<Outcome, crate::engine::InvalidEvent>,
     ) -> io::Result<()> {
         match outcome {
-            Err(invalid) => return self.reject(line, &invalid.to_string(), &raw.text()),
+            Err(invalid) => {
+                let id = Some(ev.id.as_ref()).filter(|id| !id.is_empty());
+                return self.reject(line, &invalid.to_string(), &raw.text(), id, invalid.field());
+            }
             Ok(Outcome::Duplicate) => self.summary.duplicates += 1,
             Ok(Outcome::Decided) => {
                 self.summary.decided += 1;
@@ -412,7 +426,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                     if let Some(c) = self.summary.rules.get_mut(&e.rule) {
                         c.script_errors += 1;
                     }
-                    self.write_reject(line, &e.to_string(), None, Some(&ev.id))?;
+                    self.write_reject(line, &e.to_string(), None, Some(&ev.id), None)?;
                 }
                 self.evaluation.errors = errors;
             }
@@ -481,7 +495,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             Unit::Skipped | Unit::Blank => {}
             Unit::Bad { line, reason, raw } => {
                 self.summary.read += 1;
-                self.reject(*line, reason, raw)?;
+                self.reject(*line, reason, raw, None, named_field(reason))?;
             }
             Unit::Event { line, event, raw } => {
                 self.summary.read += 1;

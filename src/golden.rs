@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::batch::{Batch, ExplainMode};
 use crate::engine::State;
+use crate::io::paths::{distinct_outputs, Named};
 use crate::io::{load_snapshot, DecisionWriter, OutputFormat};
 use crate::rules::Ruleset;
 
@@ -80,6 +81,8 @@ pub enum Mismatch {
     Order,
     /// An input line was rejected.
     Rejected { line: String },
+    /// The case has no expected decisions yet (a new case): `--bless` records them.
+    NoExpected,
 }
 
 impl Mismatch {
@@ -89,7 +92,7 @@ impl Mismatch {
             Mismatch::Field { event_id, .. }
             | Mismatch::Missing { event_id, .. }
             | Mismatch::Unexpected { event_id, .. } => Some(event_id),
-            Mismatch::Order | Mismatch::Rejected { .. } => None,
+            Mismatch::Order | Mismatch::Rejected { .. } | Mismatch::NoExpected => None,
         }
     }
 }
@@ -105,12 +108,30 @@ pub struct CaseResult {
     pub explanations: BTreeMap<String, String>,
     /// The case could not run (missing or unreadable files).
     pub error: Option<String>,
+    /// Input lines the run rejected.
+    pub rejected: u64,
+    /// Rule evaluations that failed (script errors).
+    pub rule_errors: u64,
 }
 
 impl CaseResult {
     /// Whether the case passed.
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.mismatches.is_empty()
+    }
+
+    /// Why the run's decisions must not become the expected ones, if they must not: the
+    /// case did not run, or the run rejected lines or had script errors.
+    pub fn unblessable(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("the case did not run: {e}"));
+        }
+        (self.rejected > 0 || self.rule_errors > 0).then(|| {
+            format!(
+                "the run had {} rejected lines and {} script errors; fix them, then bless",
+                self.rejected, self.rule_errors
+            )
+        })
     }
 }
 
@@ -129,6 +150,8 @@ pub fn run_case(ruleset: &Ruleset, case: &Case) -> CaseResult {
         mismatches: Vec::new(),
         explanations: BTreeMap::new(),
         error: None,
+        rejected: 0,
+        rule_errors: 0,
     };
     match evaluate_case(ruleset, case, &mut result) {
         Ok(()) => {}
@@ -141,7 +164,13 @@ fn evaluate_case(ruleset: &Ruleset, case: &Case, result: &mut CaseResult) -> Res
     let events = find(&case.dir, "events").ok_or("no events.jsonl (or events.csv)")?;
     let mut state = State::new(ruleset);
     if let Some(snapshot) = find(&case.dir, "customers") {
-        load_snapshot(&snapshot, ruleset, &mut state, false).map_err(|e| e.to_string())?;
+        let load =
+            load_snapshot(&snapshot, ruleset, &mut state, false).map_err(|e| e.to_string())?;
+        // Rejected rows and ignored columns fail the case, as rejected event lines do.
+        for w in load.warnings(&snapshot) {
+            result.rejected += 1;
+            result.mismatches.push(Mismatch::Rejected { line: w });
+        }
     }
     let mut batch = Batch::new(
         ruleset,
@@ -157,8 +186,10 @@ fn evaluate_case(ruleset: &Ruleset, case: &Case, result: &mut CaseResult) -> Res
         batch.run_jsonl(BufReader::new(file), &mut |_| {})
     };
     read.map_err(|e| e.to_string())?;
+    result.rejected += batch.summary.rejected;
+    result.rule_errors = batch.summary.rule_errors;
     if let ExplainMode::Collect(lines) = std::mem::take(&mut batch.explain) {
-        result.explanations = lines.into_iter().collect();
+        result.explanations = explanations_by_id(lines);
     }
     let rejects = std::mem::take(&mut batch.rejects);
     let out = std::mem::replace(
@@ -177,8 +208,14 @@ fn evaluate_case(ruleset: &Ruleset, case: &Case, result: &mut CaseResult) -> Res
     }
 
     let expected_path = case.dir.join(EXPECTED);
-    let expected_text = std::fs::read_to_string(&expected_path)
-        .map_err(|e| format!("cannot read {}: {e}", expected_path.display()))?;
+    let expected_text = match std::fs::read_to_string(&expected_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            result.mismatches.push(Mismatch::NoExpected);
+            return Ok(());
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", expected_path.display())),
+    };
     let parse = |lines: &mut dyn Iterator<Item = &str>, what: &str| -> Result<Vec<Value>, String> {
         lines
             .filter(|l| !l.trim().is_empty())
@@ -192,6 +229,32 @@ fn evaluate_case(ruleset: &Ruleset, case: &Case, result: &mut CaseResult) -> Res
     let actual = parse(&mut result.actual.iter().map(String::as_str), "output")?;
     result.mismatches.extend(compare(&expected, &actual));
     Ok(())
+}
+
+/// Each event id's explanation: that of its first occurrence, the one that decided (later
+/// lines with the id are skipped as duplicates and decide nothing), with a note of how
+/// many later lines repeated it.
+fn explanations_by_id(lines: Vec<(String, String)>) -> BTreeMap<String, String> {
+    let mut first: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for (id, why) in lines {
+        match first.get_mut(&id) {
+            Some((_, repeats)) => *repeats += 1,
+            None => {
+                first.insert(id, (why, 0));
+            }
+        }
+    }
+    first
+        .into_iter()
+        .map(|(id, (why, repeats))| {
+            let why = match repeats {
+                0 => why,
+                1 => format!("{why} (a later line repeats this id: skipped as a duplicate)"),
+                n => format!("{why} ({n} later lines repeat this id: skipped as duplicates)"),
+            };
+            (id, why)
+        })
+        .collect()
 }
 
 fn event_of(v: &Value) -> String {
@@ -298,6 +361,13 @@ fn diff_values(path: &str, e: &Value, a: &Value, out: &mut Vec<(String, String, 
 /// file changed.
 pub fn bless(result: &CaseResult) -> io::Result<bool> {
     let path = result.case.dir.join(EXPECTED);
+    // A linked `expected.jsonl` must not overwrite the case's inputs.
+    let inputs: Vec<PathBuf> = ["events", "customers"]
+        .iter()
+        .filter_map(|stem| find(&result.case.dir, stem))
+        .collect();
+    let named: Vec<Named<'_>> = inputs.iter().map(|p| Named::new("input", p)).collect();
+    distinct_outputs(&named, &[], &[Named::new("--bless", &path)]).map_err(io::Error::other)?;
     let mut text = result.actual.join("\n");
     if !text.is_empty() {
         text.push('\n');

@@ -10,9 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::Exit;
 use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
 use crate::engine::State;
-use crate::io::{load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, StreamSink};
+use crate::io::paths::{distinct_outputs, Named};
+use crate::io::{
+    load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, SnapshotLoad, StreamSink,
+};
 use crate::model::Money;
-use crate::rules::load_ruleset;
+use crate::rules::{load_ruleset, ruleset_version};
 use crate::store::{InputHead, RunRecord, Store};
 
 /// Arguments of `promo eval`.
@@ -136,6 +139,40 @@ fn open_sink(
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Exit {
+    let rejects_path = args.rejects.clone().or_else(|| {
+        args.output.as_ref().map(|o| {
+            let mut name = o.clone().into_os_string();
+            name.push(".rejects.jsonl");
+            PathBuf::from(name)
+        })
+    });
+    // Before anything is opened for writing: no output may be an input or another output.
+    // The state's database (and SQLite's files beside it) is read and written by the run.
+    let state_files: Vec<PathBuf> = args
+        .state
+        .iter()
+        .flat_map(|dir| {
+            ["", "-wal", "-shm"].map(|end| dir.join(format!("{}{end}", crate::store::DB_FILE)))
+        })
+        .collect();
+    let mut inputs = vec![Named::new("--input", &args.input)];
+    inputs.extend(
+        args.customers
+            .as_deref()
+            .map(|c| Named::new("--customers", c)),
+    );
+    inputs.extend(state_files.iter().map(|f| Named::new("--state", f)));
+    let dirs = [Named::new("--rules", &args.rules)];
+    let mut outputs: Vec<Named<'_>> = args
+        .output
+        .as_deref()
+        .map(|o| Named::new("--output", o))
+        .into_iter()
+        .collect();
+    outputs.extend(rejects_path.as_deref().map(|r| Named::new("--rejects", r)));
+    if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
+        return fatal(e);
+    }
     let ruleset = match load_ruleset(&args.rules) {
         Ok(r) => r,
         Err(e) => return fatal(format!("invalid rules in {}:\n{e}", args.rules.display())),
@@ -165,6 +202,13 @@ pub fn run(args: &EvalArgs) -> Exit {
         })
         .unwrap_or_else(|| "-".into());
     let mut start = Start::Fresh;
+    // The version of the rules, recorded with the run: a resume or a rerun into the same
+    // output with other rules would mix the decisions of two rulesets in one output.
+    let version = match store.is_some().then(|| ruleset_version(&args.rules)) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return fatal(format!("cannot read {}: {e}", args.rules.display())),
+        None => None,
+    };
     if let Some(store) = &store {
         if let Err(e) = store.load(&ruleset, &mut state) {
             return fatal(e);
@@ -175,6 +219,23 @@ pub fn run(args: &EvalArgs) -> Exit {
             Ok(Some(r)) => start = Start::Rerun(r),
             Ok(None) => {}
             Err(e) => return fatal(e),
+        }
+    }
+    if let Start::Resume(RunRecord {
+        ruleset: Some(recorded),
+        ..
+    })
+    | Start::Rerun(RunRecord {
+        ruleset: Some(recorded),
+        ..
+    }) = &start
+    {
+        if version.as_ref().is_some_and(|v| v != recorded) {
+            return fatal(format!(
+                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
+                args.rules.display(),
+                version.as_deref().unwrap_or_default()
+            ));
         }
     }
     // The head of the input, recorded with the run: a resume or a rerun must read the same
@@ -204,7 +265,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     };
     let snapshot = |state: &mut State| match &args.customers {
         Some(path) => load_snapshot(path, &ruleset, state, store.is_some()),
-        None => Ok(0),
+        None => Ok(SnapshotLoad::default()),
     };
     let input_len = if stdin {
         None
@@ -220,8 +281,15 @@ pub fn run(args: &EvalArgs) -> Exit {
         Some(bytes) => state.expect_input_while(input_format.events_in(bytes), snapshot),
         None => snapshot(&mut state),
     };
-    if let Err(e) = loaded {
-        return fatal(format!("bad customer snapshot: {e}"));
+    // Rows rejected and columns no fact declares: shown now and at the end, and the run
+    // exits 3, as for rejected lines.
+    let snapshot_warnings = match (loaded, &args.customers) {
+        (Err(e), _) => return fatal(format!("bad customer snapshot: {e}")),
+        (Ok(load), Some(path)) => load.warnings(path),
+        (Ok(_), None) => Vec::new(),
+    };
+    for w in &snapshot_warnings {
+        errln!("promo eval: warning: {w}");
     }
     let output_format = args.output_format.unwrap_or(match &args.output {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
@@ -239,13 +307,6 @@ pub fn run(args: &EvalArgs) -> Exit {
         Ok(n) => n,
         Err(e) => return fatal(format!("cannot write the output: {e}")),
     };
-    let rejects_path = args.rejects.clone().or_else(|| {
-        args.output.as_ref().map(|o| {
-            let mut name = o.clone().into_os_string();
-            name.push(".rejects.jsonl");
-            PathBuf::from(name)
-        })
-    });
     let rejects: Box<dyn Sink> = match &rejects_path {
         Some(p) => match open_sink(p, &start, |r| r.rejects_bytes) {
             Ok(f) => Box::new(f),
@@ -293,11 +354,16 @@ pub fn run(args: &EvalArgs) -> Exit {
         if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
         }
-        let durability =
-            match store.durability(&ruleset, run_key.clone(), input_head, args.checkpoint_every) {
-                Ok(d) => d,
-                Err(e) => return fatal(format!("{e}")),
-            };
+        let durability = match store.durability(
+            &ruleset,
+            run_key.clone(),
+            input_head,
+            version.clone(),
+            args.checkpoint_every,
+        ) {
+            Ok(d) => d,
+            Err(e) => return fatal(format!("{e}")),
+        };
         batch.durability = Some(Durability {
             skip,
             rejects_known,
@@ -346,7 +412,17 @@ pub fn run(args: &EvalArgs) -> Exit {
             errln!("nothing new: every event was decided by an earlier run with this state");
         }
     }
-    if summary.rejected > 0 || summary.rule_errors > 0 {
+    // Standard input has no extension to tell CSV by.
+    if stdin && args.format.is_none() && summary.decided == 0 && summary.rejected > 0 {
+        errln!("promo eval: hint: no line of standard input was a JSON event; if it is CSV, add --format csv");
+    }
+    if !snapshot_warnings.is_empty() && !args.quiet {
+        errln!(
+            "{} customer snapshot warnings (rejected rows, undeclared columns) are above",
+            snapshot_warnings.len()
+        );
+    }
+    if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
         Exit::Rejected
     } else {
         Exit::Success

@@ -11,6 +11,7 @@ use super::Exit;
 use crate::batch::InputFormat;
 use crate::engine::State;
 use crate::io::load_snapshot;
+use crate::io::paths::{distinct_outputs, Named};
 use crate::io::read::{read_csv, read_jsonl};
 use crate::model::Money;
 use crate::rules::{load_ruleset, Ruleset};
@@ -59,14 +60,36 @@ fn side<'r>(
 ) -> Result<(&'r Ruleset, State), String> {
     let mut state = State::new(ruleset);
     if let Some(path) = customers {
-        load_snapshot(path, ruleset, &mut state, false)
+        let load = load_snapshot(path, ruleset, &mut state, false)
             .map_err(|e| format!("bad customer snapshot: {e}"))?;
+        for w in load.warnings(path) {
+            errln!("promo simulate: warning: {w}");
+        }
     }
     Ok((ruleset, state))
 }
 
 /// Runs `simulate`.
 pub fn run(args: &SimulateArgs) -> Exit {
+    let mut inputs = vec![Named::new("--input", &args.input)];
+    inputs.extend(
+        args.customers
+            .as_deref()
+            .map(|c| Named::new("--customers", c)),
+    );
+    let dirs = [
+        Named::new("--rules", &args.rules),
+        Named::new("--baseline", &args.baseline),
+    ];
+    let outputs: Vec<Named<'_>> = args
+        .customers_out
+        .as_deref()
+        .map(|o| Named::new("--customers-out", o))
+        .into_iter()
+        .collect();
+    if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
+        return fatal(e);
+    }
     let load = |dir: &Path| {
         load_ruleset(dir).map_err(|e| format!("invalid rules in {}:\n{e}", dir.display()))
     };

@@ -36,6 +36,10 @@ pub fn run(dir: &Path, filter: Option<&str>, bless_failures: bool) -> Exit {
                 .map(|f| format!(" matching `{f}`"))
                 .unwrap_or_default()
         );
+        // A filter that matches nothing is a mistake, not a pass.
+        if filter.is_some() {
+            return Exit::Failure;
+        }
     }
     let paint = Paint(std::io::stdout().is_terminal());
     let (mut passed, mut failed, mut blessed) = (0, 0, 0);
@@ -59,7 +63,9 @@ pub fn run(dir: &Path, filter: Option<&str>, bless_failures: bool) -> Exit {
         failed += 1;
         outln!("{} {}{}", paint.red("FAILED"), case.name, about);
         outln!("{}", render_failure(&ruleset, &result, &paint).trim_end());
-        if bless_failures && result.error.is_none() {
+        if let (true, Some(why)) = (bless_failures, result.unblessable()) {
+            outln!("       not blessed: {why}");
+        } else if bless_failures {
             match bless(&result) {
                 Ok(true) => {
                     blessed += 1;
@@ -129,6 +135,13 @@ pub fn render_failure(ruleset: &Ruleset, r: &CaseResult, paint: &Paint) -> Strin
             }
             Mismatch::Order => out += "    the same decisions, in another order\n",
             Mismatch::Rejected { line } => out += &format!("    input line rejected: {line}\n"),
+            Mismatch::NoExpected => {
+                out += &format!(
+                "    no {} yet: the rules made {} decisions; `promo test --bless` records them\n",
+                crate::golden::EXPECTED,
+                r.actual.len()
+            )
+            }
         }
         if let Some(id) = m.event_id() {
             if explained.insert(id.to_string()) {

@@ -6,6 +6,7 @@
 //! thread while that one decides earlier events.
 
 use chrono::NaiveDate;
+use rust_decimal::Decimal;
 
 use super::evaluate::InvalidEvent;
 use super::name_ids::NameIds;
@@ -45,8 +46,31 @@ pub enum Admission {
     Failed(String),
 }
 
-/// The index of `ev`'s event type, once the fields its type requires are checked.
+/// The index of `ev`'s event type, once the fields its type requires are checked: `id`,
+/// `customer` and `wallet` are not empty, and no amount has more decimals than the
+/// ruleset's currency.
 pub fn event_kind(ruleset: &Ruleset, ev: &Event<'_>) -> Result<usize, InvalidEvent> {
+    for (field, value) in [
+        ("id", &ev.id),
+        ("customer", &ev.customer),
+        ("wallet", &ev.wallet),
+    ] {
+        if value.is_empty() {
+            return Err(InvalidEvent::EmptyField(field));
+        }
+    }
+    let allowed = ruleset.amount_decimals;
+    if let Some(a) = ev.amount.filter(|a| a.scale() > allowed) {
+        return Err(too_many_decimals(ruleset, "amount", a));
+    }
+    if let Some(a) = ev
+        .face_values
+        .iter()
+        .flatten()
+        .find(|a| a.scale() > allowed)
+    {
+        return Err(too_many_decimals(ruleset, "face_values", *a));
+    }
     let kind = ruleset
         .event_type(&ev.kind)
         .ok_or_else(|| InvalidEvent::UnknownType(ev.kind.to_string()))?;
@@ -59,6 +83,21 @@ pub fn event_kind(ruleset: &Ruleset, ev: &Event<'_>) -> Result<usize, InvalidEve
         }
     }
     Ok(kind)
+}
+
+#[cold]
+fn too_many_decimals(ruleset: &Ruleset, field: &'static str, amount: Decimal) -> InvalidEvent {
+    InvalidEvent::AmountDecimals {
+        field,
+        amount,
+        decimals: amount.scale(),
+        allowed: ruleset.amount_decimals,
+        currency: ruleset
+            .currency
+            .as_deref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default(),
+    }
 }
 
 /// The hash a name or event id is known by.

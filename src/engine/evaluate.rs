@@ -25,9 +25,36 @@ pub enum InvalidEvent {
     UnknownType(String),
     #[error("missing field `{field}`, required for `{kind}` events")]
     MissingField { field: String, kind: String },
+    /// `id`, `customer` or `wallet` is the empty string.
+    #[error("empty `{0}`: an event needs a non-empty `{0}`")]
+    EmptyField(&'static str),
+    /// An amount with more decimals than the ruleset's currency has.
+    #[error("bad `{field}`: `{amount}` has {decimals} decimals, more than the {allowed} of the ruleset's currency{currency}")]
+    AmountDecimals {
+        field: &'static str,
+        amount: Decimal,
+        decimals: u32,
+        allowed: u32,
+        /// ` (XYZ)`, or empty.
+        currency: String,
+    },
     /// Whether its id was decided before could not be checked (`Admission::Failed`).
     #[error("{0}")]
     Unchecked(String),
+}
+
+impl InvalidEvent {
+    /// The field at fault, if one is.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            InvalidEvent::UnknownType(_) => Some("type"),
+            InvalidEvent::MissingField { field, .. } => Some(field),
+            InvalidEvent::EmptyField(field) | InvalidEvent::AmountDecimals { field, .. } => {
+                Some(field)
+            }
+            InvalidEvent::Unchecked(_) => None,
+        }
+    }
 }
 
 /// What happened to an event.

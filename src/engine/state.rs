@@ -649,18 +649,56 @@ impl State {
         to
     }
 
-    /// Seeds the facts of one snapshot row. `value(name)` gives the row's raw value of a
-    /// snapshot column; each fact that names a column is parsed by its type.
+    /// Seeds the facts of one snapshot row, the row of `line`. `value(name)` gives the
+    /// row's raw value of a snapshot column; each fact that names a column is parsed by its
+    /// type. Nothing of a row is applied if one of its values is not of its fact's type, or
+    /// if an earlier row of the same load (`seen`) gave one of its owners' facts another
+    /// value: a conflicting duplicate. A row repeating an earlier one is applied (a no-op).
     pub fn apply_snapshot<'v>(
         &mut self,
         ruleset: &Ruleset,
         customer: &str,
         wallet: Option<&str>,
         value: impl Fn(&str) -> Option<SnapshotValue<'v>>,
+        line: usize,
+        seen: &mut SnapshotSeen,
     ) -> Result<(), String> {
         let cust = self.intern(RawScope::Customer, customer);
         let wal = wallet.map(|w| self.intern(RawScope::Wallet, w));
-        for fact in &ruleset.facts {
+        let mut values = std::mem::take(&mut seen.values);
+        values.clear();
+        let parsed = self.snapshot_values(ruleset, cust, wal, value, line, seen, &mut values);
+        if parsed.is_ok() {
+            for &(fact, owner, v) in &values {
+                if let Some(f) = ruleset.facts.get(fact) {
+                    self.set_fact(f.scope, owner, f.slot, v);
+                }
+            }
+            seen.mark(RawScope::Customer, cust, line);
+            if let Some(w) = wal {
+                seen.mark(RawScope::Wallet, w, line);
+            }
+        }
+        seen.values = values;
+        parsed
+    }
+
+    /// The facts a snapshot row sets, checked against what earlier rows of the load set.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one row, taken apart once"
+    )]
+    fn snapshot_values<'v>(
+        &self,
+        ruleset: &Ruleset,
+        cust: u32,
+        wal: Option<u32>,
+        value: impl Fn(&str) -> Option<SnapshotValue<'v>>,
+        line: usize,
+        seen: &SnapshotSeen,
+        values: &mut Vec<(usize, u32, FactValue)>,
+    ) -> Result<(), String> {
+        for (i, fact) in ruleset.facts.iter().enumerate() {
             let Some(column) = &fact.snapshot else {
                 continue;
             };
@@ -674,9 +712,76 @@ impl State {
                 },
                 _ => cust,
             };
-            self.set_fact(fact.scope, owner, fact.slot, parsed);
+            if let Some(first) = seen.first_line(fact.scope, owner) {
+                let earlier = self.fact(fact.scope, owner, fact.slot);
+                if earlier != parsed && first != line {
+                    let whose = if fact.scope == RawScope::Wallet {
+                        "wallet"
+                    } else {
+                        "customer"
+                    };
+                    return Err(format!(
+                        "`{column}`: a duplicate row of this {whose}, conflicting with line {first}: {} there, {} here",
+                        earlier.describe(),
+                        parsed.describe()
+                    ));
+                }
+            }
+            values.push((i, owner, parsed));
         }
         Ok(())
+    }
+}
+
+/// The owners one snapshot load has set facts of, with the line of the first row that did,
+/// to find duplicate rows; and a scratch list of a row's values.
+#[derive(Debug, Default)]
+pub struct SnapshotSeen {
+    customers: Vec<u32>,
+    wallets: Vec<u32>,
+    values: Vec<(usize, u32, FactValue)>,
+}
+
+impl SnapshotSeen {
+    /// The line of the first row of this load that named `owner`.
+    pub fn first_line(&self, scope: RawScope, owner: u32) -> Option<usize> {
+        let lines = if scope == RawScope::Wallet {
+            &self.wallets
+        } else {
+            &self.customers
+        };
+        lines
+            .get(owner as usize)
+            .filter(|&&l| l != 0)
+            .map(|&l| l as usize)
+    }
+
+    fn mark(&mut self, scope: RawScope, owner: u32, line: usize) {
+        let lines = if scope == RawScope::Wallet {
+            &mut self.wallets
+        } else {
+            &mut self.customers
+        };
+        let i = owner as usize;
+        if lines.len() <= i {
+            lines.resize(i + 1, 0);
+        }
+        if let Some(l) = lines.get_mut(i).filter(|l| **l == 0) {
+            *l = u32::try_from(line).unwrap_or(u32::MAX).max(1);
+        }
+    }
+}
+
+impl FactValue {
+    /// The value as a snapshot would give it, for messages.
+    fn describe(&self) -> String {
+        match self {
+            FactValue::Absent => "none".into(),
+            FactValue::Int(i) => i.to_string(),
+            FactValue::Date(d) => d.to_string(),
+            FactValue::Bool(b) => b.to_string(),
+            FactValue::Decimal(d) => d.to_string(),
+        }
     }
 }
 
@@ -696,7 +801,8 @@ fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactVa
         S::Text(t) => t.trim(),
         S::Int(i) => {
             return match kind {
-                RawFactType::Count => Ok(FactValue::Int(*i)),
+                RawFactType::Count if *i >= 0 => Ok(FactValue::Int(*i)),
+                RawFactType::Count => Err(format!("expected {}, found {i}", describe(kind))),
                 RawFactType::Decimal => Ok(FactValue::Decimal(Decimal::from(*i))),
                 _ => Err(format!("expected {}, found the number {i}", describe(kind))),
             }
@@ -710,7 +816,12 @@ fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactVa
     };
     let bad = || format!("expected {}, found `{text}`", describe(kind));
     Ok(match kind {
-        RawFactType::Count => FactValue::Int(text.parse().map_err(|_| bad())?),
+        RawFactType::Count => FactValue::Int(
+            text.parse()
+                .ok()
+                .filter(|n: &i64| *n >= 0)
+                .ok_or_else(bad)?,
+        ),
         RawFactType::Date => FactValue::Date(crate::model::digits::date(text).ok_or_else(bad)?),
         RawFactType::Flag => FactValue::Bool(match text {
             "true" | "TRUE" | "True" | "1" | "yes" => true,
@@ -728,7 +839,7 @@ fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactVa
 
 fn describe(kind: RawFactType) -> &'static str {
     match kind {
-        RawFactType::Count => "a whole number",
+        RawFactType::Count => "a whole number, 0 or more",
         RawFactType::Date => "a date YYYY-MM-DD",
         RawFactType::Flag => "true or false",
         RawFactType::Decimal => "a decimal",

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::DateTime;
 use rust_decimal::Decimal;
@@ -30,13 +29,26 @@ pub fn parse_event_full(line: &str) -> Result<Event<'_>, String> {
     serde_json::from_str::<Event<'_>>(line).map_err(|e| e.to_string())
 }
 
-/// Parses a decimal amount, refusing anything but a plain decimal string.
+/// Parses a decimal amount, refusing anything but a plain decimal string: digits, with an
+/// optional point and digits after it, read exactly (no sign, exponent, separator, space or
+/// rounding). How many decimals the currency allows is admission's check.
 pub fn parse_amount<E: de::Error>(field: &str, text: &str) -> Result<Decimal, E> {
     if let Some(amount) = crate::model::digits::amount(text) {
         return Ok(amount);
     }
-    Decimal::from_str(text.trim())
-        .map_err(|_| E::custom(format!("bad `{field}`: `{text}` is not a decimal amount")))
+    crate::model::digits::plain_amount(text).ok_or_else(|| {
+        E::custom(format!(
+            "bad `{field}`: `{text}` is not a decimal amount (digits, with an optional point and digits after it)"
+        ))
+    })
+}
+
+/// The field a parse error is about: "missing field `id`", "bad `at`: ...".
+pub fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("bad `"))?;
+    rest.split('`').next().filter(|f| !f.is_empty())
 }
 
 /// Parses an RFC 3339 timestamp with its offset.

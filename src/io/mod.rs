@@ -5,6 +5,7 @@ pub mod event_json;
 pub mod flat_json;
 pub mod output;
 pub mod parallel;
+pub mod paths;
 pub mod read;
 pub mod sink;
 pub mod snapshot;
@@ -12,4 +13,4 @@ mod snapshot_json;
 
 pub use output::{DecisionWriter, OutputFormat};
 pub use sink::{FileSink, Sink, StreamSink};
-pub use snapshot::load_snapshot;
+pub use snapshot::{load_snapshot, SnapshotLoad};

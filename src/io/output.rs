@@ -273,13 +273,15 @@ pub fn write_json_line(
 }
 
 /// Appends a line of the rejects file: the input line's number and why it was rejected,
-/// with its text or the id of the event whose rule failed.
+/// with its text, the id of its event where it could be read (or of the event whose rule
+/// failed) and the field at fault where one is.
 pub fn write_reject_line(
     out: &mut Vec<u8>,
     line: u64,
     reason: &str,
     raw: Option<&str>,
     event_id: Option<&str>,
+    field: Option<&str>,
 ) {
     out.extend_from_slice(b"{\"line\":");
     out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
@@ -289,6 +291,9 @@ pub fn write_reject_line(
     }
     if let Some(id) = event_id {
         json_field(out, "event_id", id);
+    }
+    if let Some(field) = field {
+        json_field(out, "field", field);
     }
     out.extend_from_slice(b"}\n");
 }
@@ -432,12 +437,12 @@ mod tests {
                 serde_json::to_string(s).unwrap()
             );
             let mut out = Vec::new();
-            write_reject_line(&mut out, 42, s, Some(s), None);
-            write_reject_line(&mut out, 7, s, None, Some(s));
+            write_reject_line(&mut out, 42, s, Some(s), None, None);
+            write_reject_line(&mut out, 7, s, None, Some(s), Some(s));
             let quoted = serde_json::to_string(s).unwrap();
             let expected = format!(
                 "{{\"line\":42,\"reason\":{quoted},\"raw\":{quoted}}}\n\
-                 {{\"line\":7,\"reason\":{quoted},\"event_id\":{quoted}}}\n"
+                 {{\"line\":7,\"reason\":{quoted},\"event_id\":{quoted},\"field\":{quoted}}}\n"
             );
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }

@@ -246,6 +246,9 @@ fn read_block<P: Prepare>(
         at.bytes += n as u64;
         at.unit += 1;
         let line = at.unit;
+        if line == 1 {
+            super::read::strip_bom(&mut bytes, start);
+        }
         if line <= skip {
             bytes.truncate(start);
             lines.push((*at, Err(Unit::Skipped)));

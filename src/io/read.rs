@@ -77,6 +77,9 @@ pub fn read_jsonl(
         at.bytes += n as u64;
         at.unit += 1;
         let line = at.unit;
+        if line == 1 {
+            strip_bom(&mut buf, 0);
+        }
         let unit = if line <= skip {
             Unit::Skipped
         } else {
@@ -89,6 +92,17 @@ pub fn read_jsonl(
         if f(at, unit)?.is_break() {
             return Ok((at, true));
         }
+    }
+}
+
+/// The byte order mark a UTF-8 file may begin with.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Removes a byte order mark at `start` of `bytes` (where the first line of an input
+/// begins): it is no part of the line, in JSONL as in CSV.
+pub(super) fn strip_bom(bytes: &mut Vec<u8>, start: usize) {
+    if bytes.get(start..).is_some_and(|b| b.starts_with(BOM)) {
+        bytes.drain(start..start + BOM.len());
     }
 }
 

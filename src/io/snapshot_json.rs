@@ -28,6 +28,11 @@ impl<'a> JsonRow<'_, 'a> {
             .find(|(k, _)| k == name)
             .and_then(|(_, v)| v.clone())
     }
+
+    /// The names of the row's columns, in the order written.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_ref())
+    }
 }
 
 /// A parsed row, or the message of the line that could not be.

@@ -152,6 +152,25 @@ pub fn amount(text: &str) -> Option<Decimal> {
     Some(Decimal::new(mantissa, scale as u32))
 }
 
+/// `text` as a decimal when it is a plain decimal string (digits, with an optional point
+/// between digits) that `Decimal` holds exactly; `None` for anything else: a sign, an
+/// exponent, separators, spaces, more digits than `Decimal` keeps (it would round them) or
+/// a value past its range.
+pub fn plain_amount(text: &str) -> Option<Decimal> {
+    let b = text.as_bytes();
+    let point = b.iter().position(|&c| c == b'.');
+    let (int, frac) = match point {
+        Some(p) => (b.get(..p)?, b.get(p + 1..)?),
+        None => (b, &b""[..]),
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    if !digits(int) || (point.is_some() && !digits(frac)) {
+        return None;
+    }
+    let d = Decimal::from_str_exact(text).ok()?;
+    (d.scale() as usize == frac.len()).then_some(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +242,37 @@ mod tests {
         }
         for t in deferred {
             assert_eq!(amount(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn plain_amounts_are_digits_with_an_optional_point_read_exactly() {
+        for (t, ok) in [
+            ("0", true),
+            ("175", true),
+            ("007.50", true),
+            ("1234567890123456789.25", true),
+            ("159.9999999999999999999999999999", false),
+            ("99999999999999999999999999999999", false),
+            ("-5", false),
+            ("+200", false),
+            ("1e3", false),
+            ("1.6e2", false),
+            ("1_6_0", false),
+            (".5", false),
+            ("200.", false),
+            (" 175 ", false),
+            ("1.2.3", false),
+            ("", false),
+            (".", false),
+            ("١٢", false),
+        ] {
+            let got = plain_amount(t);
+            assert_eq!(got.is_some(), ok, "{t}: {got:?}");
+            if let Some(d) = got {
+                let theirs: Decimal = t.parse().unwrap();
+                assert_eq!((d, d.scale()), (theirs, theirs.scale()), "{t}");
+            }
         }
     }
 

@@ -17,12 +17,38 @@ pub type ChannelMask = u64;
 /// A bit per event type, in the order of `Ruleset::event_types`.
 pub type TypeMask = u64;
 
+/// The decimals of amounts in `currency`, by its ISO 4217 code: the few codes whose minor
+/// unit is not the cent are listed; any other code, and no currency, has two.
+pub fn minor_units(currency: Option<&str>) -> u32 {
+    const NONE: &[&str] = &[
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+        "VUV", "XAF", "XOF", "XPF",
+    ];
+    const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+    const FOUR: &[&str] = &["CLF", "UYW"];
+    let Some(code) = currency.map(|c| c.trim().to_ascii_uppercase()) else {
+        return 2;
+    };
+    if NONE.contains(&code.as_str()) {
+        0
+    } else if THREE.contains(&code.as_str()) {
+        3
+    } else if FOUR.contains(&code.as_str()) {
+        4
+    } else {
+        2
+    }
+}
+
 /// A ruleset ready to evaluate events.
 #[derive(Debug)]
 pub struct Ruleset {
     pub name: String,
     pub timezone: chrono_tz::Tz,
     pub currency: Option<String>,
+    /// The most decimals an amount may have: the currency's minor units (ISO 4217), two
+    /// without a currency (money is written with two decimals).
+    pub amount_decimals: u32,
     pub phases: Vec<String>,
     pub event_types: Vec<EventType>,
     pub channels: Vec<String>,
@@ -118,6 +144,7 @@ impl Ruleset {
         Ruleset {
             name,
             timezone,
+            amount_decimals: minor_units(currency.as_deref()),
             currency,
             phases,
             event_types,

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::error::ApiError;
-use crate::io::event_json::parse_event;
+use crate::io::event_json::{named_field, parse_event};
 use crate::model::Event;
 
 /// The events of a body, each with the hash of what it says.
@@ -88,14 +88,6 @@ fn unreadable(many: bool, i: usize, text: &str, message: String) -> ApiError {
         Some(at) => e.at(at),
         None => e,
     }
-}
-
-/// The field a parse error is about: "missing field `id`", "bad `at`: ...".
-fn named_field(message: &str) -> Option<&str> {
-    let rest = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("bad `"))?;
-    rest.split('`').next().filter(|f| !f.is_empty())
 }
 
 /// A hash of what the event says, whatever its key order, spacing or escapes: its fields

@@ -451,6 +451,9 @@ fn invalid_event(job: &Job, i: usize, err: &InvalidEvent) -> ApiError {
     match err {
         InvalidEvent::UnknownType(_) => e.at(field(job, i, "type")),
         InvalidEvent::MissingField { field: f, .. } => e.at(field(job, i, f)),
+        InvalidEvent::EmptyField(f) | InvalidEvent::AmountDecimals { field: f, .. } => {
+            e.at(field(job, i, f))
+        }
         InvalidEvent::Unchecked(_) => e,
     }
 }

@@ -183,6 +183,7 @@ fn describe(m: &Mismatch) -> String {
         }
         Mismatch::Order => "the decisions came in another order".into(),
         Mismatch::Rejected { line } => format!("an input line was rejected: {line}"),
+        Mismatch::NoExpected => "the case has no expected.jsonl".into(),
     }
 }
 

@@ -129,7 +129,12 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
     let skip_known = durable.is_some();
     let loaded = state.expect_input_while(opts.expect_events, |state| match &opts.customers {
         Some(path) => crate::io::load_snapshot(path, ruleset, state, skip_known)
-            .map(|rows| tracing::info!(rows, file = %path.display(), "customer snapshot loaded"))
+            .map(|load| {
+                for w in load.warnings(path) {
+                    tracing::warn!(file = %path.display(), "{w}");
+                }
+                tracing::info!(rows = load.rows, file = %path.display(), "customer snapshot loaded")
+            })
             .map_err(|e| format!("bad customer snapshot: {e}")),
         None => Ok(()),
     });

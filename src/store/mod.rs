@@ -89,6 +89,11 @@ pub struct RunRecord {
     /// a rerun (`None` for standard input).
     #[serde(default)]
     pub input: Option<InputHead>,
+    /// The version of the ruleset the run started with (`ruleset_version`): a resume or a
+    /// rerun into the same output must use the same rules. `None` in records written
+    /// before versions were recorded.
+    #[serde(default)]
+    pub ruleset: Option<String>,
 }
 
 /// The first bytes of an input file, hashed: enough to tell a resumed run's input from
@@ -697,6 +702,7 @@ impl Store {
         ruleset: &'r Ruleset,
         output: String,
         input: Option<InputHead>,
+        ruleset_version: Option<String>,
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
         let mut committer =
@@ -714,6 +720,7 @@ impl Store {
                     summary: summary.clone(),
                     complete: at.done,
                     input,
+                    ruleset: ruleset_version.clone(),
                 };
                 let job = Self::job(ruleset, state, &output, &record, files)
                     .map_err(std::io::Error::other)?;

@@ -58,3 +58,6 @@ mod parse;
 
 // `promo serve`: the HTTP service, started as a process on loopback and driven over HTTP.
 mod serve;
+
+// Issue 18: defects that lost data or gave wrong coupons, one test each.
+mod defects;

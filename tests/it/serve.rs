@@ -771,6 +771,30 @@ fn bad_requests_are_4xx_json() {
             Some(json!("at")),
         );
     });
+    // Issue 18, defects 2 and 3: an empty id, customer or wallet, and an amount that is not
+    // a plain decimal within the currency's decimals, are refused naming the field.
+    for name in ["id", "customer", "wallet"] {
+        p.check(&format!("empty {name}"), || {
+            let e = bill(&format!("x9-{name}"), at, "xe").set(name, "");
+            let r = client.post("/v1/events", &e);
+            assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+            assert_error(
+                &format!("empty {name}"),
+                &r,
+                r.status,
+                None,
+                Some(json!(name)),
+            );
+        });
+    }
+    for amount in ["-5", "1e3", "100.123", " 160 "] {
+        p.check(&format!("amount {amount}"), || {
+            let e = bill("x9-amount", at, "xe").set("amount", amount);
+            let r = client.post("/v1/events", &e);
+            assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
+            assert_error(amount, &r, r.status, None, Some(json!("amount")));
+        });
+    }
     p.check("a bad event in a batch", || {
         let good = bill("x5", at, "xg");
         let bad = event("x6", "login", at, "xc");

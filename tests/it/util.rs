@@ -155,6 +155,24 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run of `promo` made some other way than [`Dir::eval`].
+    pub fn new(
+        dir: &Path,
+        decisions: Vec<Value>,
+        rejects: Vec<Value>,
+        stderr: String,
+        code: Option<i32>,
+    ) -> Run {
+        Run {
+            _dir: None,
+            dir: dir.to_path_buf(),
+            decisions,
+            rejects,
+            stderr,
+            code,
+        }
+    }
+
     /// Asserts the run exited 0 and rejected nothing; prints everything otherwise.
     #[track_caller]
     pub fn assert_clean(&self) -> &Run {
