@@ -61,6 +61,29 @@ fn shipped_rules_check_clean() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 5 rules"));
 }
 
+/// `promo check` on the shipped rules, exactly: its standard output in text (the fixture,
+/// captured before the front end was rebuilt) and in JSON, nothing on standard error.
+#[test]
+fn shipped_rules_check_output_is_unchanged() {
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+            .args(["check", "--format", format])
+            .arg("rules")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        eqnice(Some(0), out.status.code());
+        eqnice(
+            String::new(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let expected = std::fs::read_to_string(fixture("check/shipped.txt")).unwrap();
+    eqnice(expected, run("human"));
+    eqnice("[]\n".to_string(), run("json"));
+}
+
 #[test]
 fn yaml_syntax_error_is_located() {
     assert_reports(
