@@ -142,8 +142,10 @@ pub fn load_snapshot(
             }
         }
         "yaml" | "yml" => {
-            let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_yaml::from_str(&text)
-                .map_err(|e| loader.fail(e.location().map_or(0, |l| l.line()), e.to_string()))?;
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+                serde_saphyr::from_str(&text).map_err(|e| {
+                    loader.fail(e.location().map_or(0, |l| l.line() as usize), e.to_string())
+                })?;
             for (i, row) in rows.iter().enumerate() {
                 loader.apply_cells(i + 1, |name: &str| row.get(name).and_then(yaml_cell))?;
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::calendar::{parse_weekday, Calendar};
 use super::error::{did_you_mean, Diagnostics, SourceFile};
@@ -1226,17 +1226,16 @@ fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
             }
         },
         Value::String(s) => s.clone().into(),
-        Value::Sequence(items) => items
+        Value::Array(items) => items
             .iter()
             .map(yaml_to_dynamic)
             .collect::<rhai::Array>()
             .into(),
-        Value::Mapping(m) => m
+        Value::Object(m) => m
             .iter()
-            .map(|(k, v)| (scalar_text(k).into(), yaml_to_dynamic(v)))
+            .map(|(k, v)| (k.as_str().into(), yaml_to_dynamic(v)))
             .collect::<rhai::Map>()
             .into(),
-        Value::Tagged(t) => yaml_to_dynamic(&t.value),
     }
 }
 

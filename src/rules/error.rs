@@ -152,39 +152,57 @@ impl Diagnostics {
         });
     }
 
-    /// Records a YAML syntax or shape error.
-    pub fn yaml(&mut self, file: &Path, err: &serde_yaml::Error) {
-        let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
-        // serde_yaml appends " at line L column C" to its message; the location is ours to print.
-        let text = err.to_string();
-        let message = match text.find(" at line ") {
-            Some(i) => text.get(..i).unwrap_or(&text).to_string(),
-            None => text,
+    /// Records a YAML syntax or shape error, at the error's place or, where the reader
+    /// gives none, at the end of the file.
+    pub fn yaml(&mut self, src: &SourceFile, err: &serde_saphyr::Error) {
+        use serde_saphyr::Error as E;
+        let err = err.without_snippet();
+        let (line, column) = match err.location() {
+            Some(l) if l.line() > 0 => (l.line() as usize, l.column() as usize),
+            _ => src.line_col(src.text.trim_end().len()),
         };
-        // serde names unknown keys as "unknown field `x`, expected one of `a`, `b`": offer the
-        // closest expected key.
-        if let Some(rest) = message.split("unknown field `").nth(1) {
-            let found = rest.split('`').next().unwrap_or_default().to_string();
-            let expected: Vec<&str> = rest
-                .split("expected ")
-                .nth(1)
-                .unwrap_or_default()
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .collect();
-            self.push(file, line, column, "unknown_key", message.clone());
-            if let Some(last) = self.list.last_mut() {
-                last.help = did_you_mean(&found, expected);
+        let quoted = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match err {
+            E::SerdeUnknownField {
+                field, expected, ..
+            } => {
+                let message = format!(
+                    "unknown field `{field}`, expected one of {}",
+                    quoted(expected)
+                );
+                self.push(&src.path, line, column, "unknown_key", message);
+                if let Some(last) = self.list.last_mut() {
+                    last.help = did_you_mean(field, expected.iter().copied());
+                }
             }
-            return;
+            E::SerdeUnknownVariant {
+                variant, expected, ..
+            } => {
+                let message = format!(
+                    "unknown variant `{variant}`, expected one of {}",
+                    quoted(expected)
+                );
+                self.push(&src.path, line, column, "unknown_value", message);
+                if let Some(last) = self.list.last_mut() {
+                    last.help = did_you_mean(variant, expected.iter().copied());
+                }
+            }
+            other => {
+                // The reader appends " at line L, column C"; the location is ours to print.
+                let text = other.to_string();
+                let message = match text.rfind(" at line ") {
+                    Some(i) => text.get(..i).unwrap_or(&text).to_string(),
+                    None => text,
+                };
+                self.push(&src.path, line, column, "yaml", message);
+            }
         }
-        let code = if message.contains("unknown variant") {
-            "unknown_value"
-        } else {
-            "yaml"
-        };
-        self.push(file, line, column, code, message);
     }
 }
 

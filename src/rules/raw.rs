@@ -4,14 +4,15 @@
 //! Every type also derives [`JsonSchema`], so `promo schema` prints the JSON Schema of rule
 //! files straight from these shapes (see [`super::schema`]). The `///` comments on fields
 //! become the descriptions editors show while an author types: write them for the people
-//! who write rules, with an example. Fields held as a YAML `Value` name a schema-only shape
+//! who write rules, with an example. Fields held as an untyped `Value` (YAML's scalars, lists
+//! and maps, read into JSON's data model) name a schema-only shape
 //! (`#[schemars(with = ...)]`) from [`super::schema`].
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::schema::{Amount, MinSpendByFaceValue, Scalar};
 

@@ -93,7 +93,105 @@ fn yaml_syntax_error_is_located() {
             "on: [bill_payment]",
             "on: [bill_payment",
         ),
-        "rules/promotions/bill-first-time.yaml:5:5: error[yaml]: did not find expected ',' or ']'",
+        "rules/promotions/bill-first-time.yaml:5:5: error[yaml]: illegal placement of ':' indicator",
+    );
+}
+
+/// Runs `promo check` on the shipped rules with `file` replaced by `bytes`.
+fn check_bytes(name: &str, file: &str, bytes: &[u8]) -> (Option<i32>, Vec<String>, String) {
+    let dir = Dir::new(name);
+    let rules = dir.copy_rules();
+    std::fs::write(rules.join(file), bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    let heads = stderr
+        .lines()
+        .filter(|l| l.starts_with("rules/"))
+        .map(String::from)
+        .collect();
+    (out.status.code(), heads, stderr)
+}
+
+fn shipped(file: &str) -> Vec<u8> {
+    std::fs::read(shipped_rules().join(file)).unwrap()
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_in_rule_files_manifest_and_calendars() {
+    for (i, file) in [
+        "promotions/bill-first-time.yaml",
+        "ruleset.yaml",
+        "calendars/hk.yaml",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend(shipped(file));
+        let (code, _, stderr) = check_bytes(&format!("check-bom-{i}"), file, &bytes);
+        assert_eq!(Some(0), code, "{file}: {stderr}");
+    }
+}
+
+#[test]
+fn a_rule_file_that_is_not_utf8_is_located() {
+    let text = shipped("promotions/bill-first-time.yaml");
+    let mut bytes = text.clone();
+    let at = text.windows(7).position(|w| w == b"phase: ").unwrap() + 7;
+    bytes.insert(at, 0xff);
+    assert_reports(
+        check_bytes("check-utf8", "promotions/bill-first-time.yaml", &bytes),
+        "rules/promotions/bill-first-time.yaml:3:8: error[not_utf8]: this file is not UTF-8 text: save it as UTF-8",
+    );
+}
+
+#[test]
+fn a_truncated_rule_file_is_located_inside_it() {
+    let text = shipped("promotions/bill-first-time.yaml");
+    let cut = text.windows(9).position(|w| w == b"between: ").unwrap() + 18;
+    let (code, heads, stderr) = check_bytes(
+        "check-truncated",
+        "promotions/bill-first-time.yaml",
+        text.get(..cut).unwrap(),
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(
+            |h| h.starts_with("rules/promotions/bill-first-time.yaml:9:")
+                && h.contains("error[yaml]")
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_alias_bomb_is_refused_and_located() {
+    let mut text = String::from_utf8(shipped("promotions/bill-first-time.yaml")).unwrap();
+    let mut bomb = String::from("params:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 10].join(", ");
+        bomb += &format!("  {}: &{} [{refs}]\n", w[1], w[1]);
+    }
+    text = text.replacen("when:\n", &format!("{bomb}when:\n"), 1);
+    let (code, heads, stderr) = check_bytes(
+        "check-bomb",
+        "promotions/bill-first-time.yaml",
+        text.as_bytes(),
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with("rules/promotions/bill-first-time.yaml:")
+                && !h.starts_with("rules/promotions/bill-first-time.yaml: ")
+                && h.contains("error[yaml]")),
+        "{stderr}"
     );
 }
 
