@@ -14,6 +14,7 @@ use super::error::{did_you_mean, Diagnostics, SourceFile};
 use super::raw::*;
 use super::ruleset::*;
 use super::script::{ScriptLimits, ScriptOrigin, Scripts};
+use super::span::{Pos, Sp};
 use crate::model::Field;
 
 /// A parsed rule file with its source.
@@ -194,12 +195,20 @@ impl Context<'_> {
     }
 
     fn fact(&self, name: &str, src: &SourceFile, key: &str, d: &mut Diagnostics) -> Option<usize> {
+        self.fact_in(name, src, src.locate(key, name).into(), d)
+    }
+
+    /// The fact a rule names, reported at the name when the manifest declares none.
+    fn fact_at(&self, name: &Sp<String>, src: &SourceFile, d: &mut Diagnostics) -> Option<usize> {
+        self.fact_in(name, src, name.pos(), d)
+    }
+
+    fn fact_in(&self, name: &str, src: &SourceFile, at: Pos, d: &mut Diagnostics) -> Option<usize> {
         let found = self.facts.iter().position(|f| f.name == name);
         if found.is_none() {
-            d.at_with_help(
+            d.at_pos_with_help(
                 src,
-                key,
-                name,
+                at,
                 "unknown_fact",
                 format!("unknown fact `{name}`; facts are declared in the manifest"),
                 did_you_mean(name, self.facts.iter().map(|f| f.name.as_str())),
@@ -208,15 +217,24 @@ impl Context<'_> {
         found
     }
 
-    fn list(&self, name: &str, src: &SourceFile, d: &mut Diagnostics) -> Option<&Vec<Value>> {
-        let found = self.manifest.lists.get(name);
+    /// The values of the manifest's list a condition names, reported at the name when the
+    /// manifest declares none.
+    fn list_at(
+        &self,
+        name: &Sp<String>,
+        src: &SourceFile,
+        d: &mut Diagnostics,
+    ) -> Option<&Vec<Value>> {
+        let found = self.manifest.lists.get(name.as_str());
         if found.is_none() {
-            d.at_with_help(
+            d.at_pos_with_help(
                 src,
-                "in_list",
-                name,
+                name.pos(),
                 "unknown_list",
-                format!("unknown list `{name}`; lists are declared in the manifest"),
+                format!(
+                    "unknown list `{}`; lists are declared in the manifest",
+                    **name
+                ),
                 did_you_mean(name, self.manifest.lists.keys().map(String::as_str)),
             );
         }
@@ -225,6 +243,15 @@ impl Context<'_> {
 
     /// The field of that name, if it is the contract's or a declared extra field.
     fn field(&self, name: &str, src: &SourceFile, key: &str, d: &mut Diagnostics) -> Field {
+        self.field_in(name, src, src.locate(key, name).into(), d)
+    }
+
+    /// The field a condition names, reported at the name when it is not known.
+    fn field_at(&self, name: &Sp<String>, src: &SourceFile, d: &mut Diagnostics) -> Field {
+        self.field_in(name, src, name.pos(), d)
+    }
+
+    fn field_in(&self, name: &str, src: &SourceFile, at: Pos, d: &mut Diagnostics) -> Field {
         let field = Field::from_name(name);
         if let Field::Extra(extra) = &field {
             if !self.manifest.extra_fields.iter().any(|f| f == &**extra) {
@@ -232,10 +259,9 @@ impl Context<'_> {
                     .iter()
                     .map(|(n, _)| *n)
                     .chain(self.manifest.extra_fields.iter().map(String::as_str));
-                d.at_with_help(
+                d.at_pos_with_help(
                     src,
-                    key,
-                    name,
+                    at,
                     "unknown_field",
                     format!("unknown event field `{name}`; fields beyond the contract's are declared in the manifest's `extra_fields`"),
                     did_you_mean(name, known),
@@ -633,43 +659,9 @@ fn compile_rule(
 
     let mut when = Vec::new();
     for c in &r.when {
-        let Some(name) = c.name.clone() else {
-            d.at(
-                src,
-                "when",
-                "when",
-                "missing_name",
-                "every condition of `when` needs a `name`".into(),
-            );
-            continue;
-        };
-        if c.reject.is_some() && !rejects_allowed {
-            d.at(
-                src,
-                &name,
-                "reject",
-                "reject_not_allowed",
-                format!(
-                    "condition `{name}`: only `decides: redemption` rules reject with a reason"
-                ),
-            );
-        }
-        let before = d.list.len();
-        let test = compile_test(c, src, &name, &r.id, ctx, scripts, d);
-        if let Some(clause) = &c.clause {
-            // Tie each problem to the sentence of the terms the condition encodes.
-            for diag in d.list.iter_mut().skip(before) {
-                diag.clause
-                    .get_or_insert_with(|| format!("condition `{name}` encodes: {clause}"));
-            }
-        }
-        if let Some(test) = test {
-            when.push(Condition {
-                name,
-                clause: c.clause.clone(),
-                test,
-                reject: c.reject.as_deref().map(Arc::from),
-            });
+        if let Some(condition) = compile_condition(c, src, &r.id, rejects_allowed, ctx, scripts, d)
+        {
+            when.push(condition);
         }
     }
 
@@ -929,12 +921,155 @@ fn compile_grant(g: &RawGrant, src: &SourceFile, ctx: &Context, d: &mut Diagnost
     }
 }
 
+/// One named condition of `when`; its problems are tied to the clause it encodes.
 #[allow(
     clippy::too_many_arguments,
-    reason = "recursive over the condition tree"
+    reason = "the rule's parts a condition depends on"
 )]
+fn compile_condition(
+    c: &Sp<RawCondition>,
+    src: &SourceFile,
+    rule: &str,
+    rejects_allowed: bool,
+    ctx: &Context,
+    scripts: &mut Scripts,
+    d: &mut Diagnostics,
+) -> Option<Condition> {
+    let Some(name) = c.name.as_deref().cloned() else {
+        d.at_pos(
+            src,
+            c.pos(),
+            "missing_name",
+            "every condition of `when` needs a `name`".into(),
+        );
+        return None;
+    };
+    if let (Some(reject), false) = (&c.reject, rejects_allowed) {
+        d.at_pos(
+            src,
+            reject.pos(),
+            "reject_not_allowed",
+            format!("condition `{name}`: only `decides: redemption` rules reject with a reason"),
+        );
+    }
+    let before = d.list.len();
+    let test = compile_test(c, src, &name, rule, ctx, scripts, d);
+    if let Some(clause) = &c.clause {
+        // Tie each problem to the sentence of the terms the condition encodes.
+        for diag in d.list.iter_mut().skip(before) {
+            diag.clause
+                .get_or_insert_with(|| format!("condition `{name}` encodes: {}", **clause));
+        }
+    }
+    Some(Condition {
+        name,
+        clause: c.clause.as_deref().cloned(),
+        test: test?,
+        reject: c.reject.as_deref().map(|r| Arc::from(r.as_str())),
+    })
+}
+
+/// The condition's operand, its type and name, or `None` when it has none or an unknown fact.
+fn operand(
+    c: &Sp<RawCondition>,
+    src: &SourceFile,
+    ctx: &Context,
+    d: &mut Diagnostics,
+) -> Option<(Operand, Ty, String)> {
+    let list_field = |f: &Sp<String>, key: &str, want: Ty, d: &mut Diagnostics| {
+        let field = ctx.field_at(f, src, d);
+        let ok = match want {
+            Ty::DecimalList => field_type(&field) == Ty::DecimalList,
+            _ => field_type(&field).is_list(),
+        };
+        if !ok {
+            let example = if want == Ty::DecimalList {
+                "a list of decimals such as `face_values`"
+            } else {
+                "a list field such as `coupons`"
+            };
+            d.at_pos(
+                src,
+                f.pos(),
+                "bad_field_type",
+                format!("`{key}` needs {example}, not `{}`", **f),
+            );
+        }
+        field
+    };
+    if let Some(f) = &c.field {
+        let field = ctx.field_at(f, src, d);
+        let ty = field_type(&field);
+        Some((Operand::Field(field), ty, f.to_string()))
+    } else if let Some(f) = &c.fact {
+        let fi = ctx.fact_at(f, src, d)?;
+        let ty = fact_type(ctx.facts.get(fi)?.kind);
+        Some((Operand::Fact(fi), ty, f.to_string()))
+    } else if let Some(f) = &c.sum_of {
+        let field = list_field(f, "sum_of", Ty::DecimalList, d);
+        Some((Operand::SumOf(field), Ty::Decimal, f.to_string()))
+    } else if let Some(f) = &c.count_of {
+        let field = list_field(f, "count_of", Ty::TextList, d);
+        Some((Operand::CountOf(field), Ty::Int, f.to_string()))
+    } else {
+        None
+    }
+}
+
+/// A script condition, written inline or in a file beside the rule file.
+fn compile_script(
+    c: &Sp<RawCondition>,
+    src: &SourceFile,
+    name: &str,
+    rule: &str,
+    scripts: &mut Scripts,
+    d: &mut Diagnostics,
+) -> Option<Test> {
+    let (text, file, at) = if let Some(text) = &c.script {
+        let at = text.pos();
+        (text.to_string(), src.path.clone(), at)
+    } else {
+        let path = c.script_file.as_ref()?;
+        let full = src
+            .path
+            .parent()
+            .map(|p| p.join(path.as_str()))
+            .unwrap_or_else(|| path.as_str().into());
+        match std::fs::read_to_string(&full) {
+            Ok(t) => (t, full, Pos { line: 1, column: 1 }),
+            Err(e) => {
+                d.at_pos(
+                    src,
+                    path.pos(),
+                    "unreadable_script",
+                    format!("cannot read script `{}`: {e}", full.display()),
+                );
+                return None;
+            }
+        }
+    };
+    let origin = ScriptOrigin {
+        file,
+        first_line: at.line,
+        first_column: at.column,
+        rule: rule.to_string(),
+        condition: name.to_string(),
+    };
+    match scripts.compile(&text, origin) {
+        Ok(i) => Some(Test::Script(i)),
+        Err((location, message)) => {
+            d.list.push(located(
+                &location,
+                "script_syntax",
+                format!("script of condition `{name}`: {message}"),
+            ));
+            None
+        }
+    }
+}
+
 fn compile_test(
-    c: &RawCondition,
+    c: &Sp<RawCondition>,
     src: &SourceFile,
     name: &str,
     rule: &str,
@@ -942,259 +1077,207 @@ fn compile_test(
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
-    let operands = [
+    let kinds = [
         c.field.is_some(),
         c.fact.is_some(),
         c.sum_of.is_some(),
         c.count_of.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    let groups = [
         c.all.is_some(),
         c.any.is_some(),
         c.script.is_some(),
         c.script_file.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    if operands + groups != 1 {
-        d.at(
+    ];
+    if kinds.iter().filter(|x| **x).count() != 1 {
+        d.at_pos(
             src,
-            name,
-            name,
+            c.pos(),
             "bad_condition",
             format!("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`"),
         );
         return None;
     }
-    let sub = |list: &Vec<RawCondition>, scripts: &mut Scripts, d: &mut Diagnostics| -> Vec<Test> {
+    let mut sub = |list: &Vec<Sp<RawCondition>>| -> Vec<Test> {
         list.iter()
             .filter_map(|c| compile_test(c, src, name, rule, ctx, scripts, d))
             .collect()
     };
     if let Some(list) = &c.all {
-        return Some(Test::All(sub(list, scripts, d)));
+        return Some(Test::All(sub(list)));
     }
     if let Some(list) = &c.any {
-        return Some(Test::Any(sub(list, scripts, d)));
+        return Some(Test::Any(sub(list)));
     }
-    if let Some(text) = &c.script {
-        let first = text
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-            .trim();
-        let (first_line, first_column) = src.locate("script", first);
-        let origin = ScriptOrigin {
-            file: src.path.clone(),
-            first_line,
-            first_column,
-            rule: rule.to_string(),
-            condition: name.to_string(),
-        };
-        return match scripts.compile(text, origin) {
-            Ok(i) => Some(Test::Script(i)),
-            Err((location, message)) => {
-                d.list.push(located(
-                    &location,
-                    "script_syntax",
-                    format!("script of condition `{name}`: {message}"),
-                ));
-                None
-            }
-        };
+    if c.script.is_some() || c.script_file.is_some() {
+        return compile_script(c, src, name, rule, scripts, d);
     }
-    if let Some(path) = &c.script_file {
-        let full = src
-            .path
-            .parent()
-            .map(|p| p.join(path))
-            .unwrap_or_else(|| path.into());
-        let text = match std::fs::read_to_string(&full) {
-            Ok(t) => t,
-            Err(e) => {
-                d.at(
-                    src,
-                    "script_file",
-                    path,
-                    "unreadable_script",
-                    format!("cannot read script `{}`: {e}", full.display()),
-                );
-                return None;
-            }
-        };
-        let origin = ScriptOrigin {
-            file: full,
-            first_line: 1,
-            first_column: 1,
-            rule: rule.to_string(),
-            condition: name.to_string(),
-        };
-        return match scripts.compile(&text, origin) {
-            Ok(i) => Some(Test::Script(i)),
-            Err((location, message)) => {
-                d.list.push(located(
-                    &location,
-                    "script_syntax",
-                    format!("script of condition `{name}`: {message}"),
-                ));
-                None
-            }
-        };
-    }
-
-    let (operand, ty, key, needle) = if let Some(f) = &c.field {
-        let field = ctx.field(f, src, "field", d);
-        let ty = field_type(&field);
-        (Operand::Field(field), ty, "field", f.as_str())
-    } else if let Some(f) = &c.fact {
-        let fi = ctx.fact(f, src, "fact", d)?;
-        let ty = fact_type(ctx.facts.get(fi)?.kind);
-        (Operand::Fact(fi), ty, "fact", f.as_str())
-    } else if let Some(f) = &c.sum_of {
-        let field = ctx.field(f, src, "sum_of", d);
-        if field_type(&field) != Ty::DecimalList {
-            d.at(
-                src,
-                "sum_of",
-                f,
-                "bad_field_type",
-                format!("`sum_of` needs a list of decimals such as `face_values`, not `{f}`"),
-            );
-        }
-        (Operand::SumOf(field), Ty::Decimal, "sum_of", f.as_str())
-    } else if let Some(f) = &c.count_of {
-        let field = ctx.field(f, src, "count_of", d);
-        if !field_type(&field).is_list() {
-            d.at(
-                src,
-                "count_of",
-                f,
-                "bad_field_type",
-                format!("`count_of` needs a list field such as `coupons`, not `{f}`"),
-            );
-        }
-        (Operand::CountOf(field), Ty::Int, "count_of", f.as_str())
-    } else {
-        return None;
+    let (operand, ty, operand_name) = operand(c, src, ctx, d)?;
+    let tests = Tests {
+        src,
+        ty,
+        operand: &operand_name,
+        ctx,
     };
+    let ops = tests.ops(c, d);
+    if tests_named(c) == 0 {
+        d.at_pos(src, c.pos(), "no_test", format!("condition `{name}` names `{operand_name}` but no test such as `eq`, `in_list` or `between`"));
+        return None;
+    }
+    // A test already reported (a bad operator or literal) leaves the condition out.
+    (ops.len() == tests_named(c)).then_some(Test::Compare { operand, ops })
+}
 
-    let mut ops = Vec::new();
-    let lit = |v: &Value, op: &str, d: &mut Diagnostics| -> Option<Literal> {
-        if ty.is_list() && !matches!(op, "each_in") {
-            d.at(src, op, op, "bad_operator", format!("`{op}` does not apply to the list `{needle}`; use `each_in`, `not_empty` or `count_of`"));
-            return None;
+/// How many tests a condition names (each `in_list` or `not_in_list` counts as one).
+fn tests_named(c: &RawCondition) -> usize {
+    [
+        c.eq.is_some(),
+        c.ne.is_some(),
+        c.in_.is_some(),
+        c.not_in.is_some(),
+        c.in_list.is_some(),
+        c.not_in_list.is_some(),
+        c.gt.is_some(),
+        c.gte.is_some(),
+        c.lt.is_some(),
+        c.lte.is_some(),
+        c.between.is_some(),
+        c.present.is_some(),
+        c.not_empty.is_some(),
+        c.each_in.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count()
+}
+
+/// Makes a test of a list of literals (`in`, `not_in`, `each_in`).
+type MakeListOp = fn(Vec<Literal>) -> Op;
+
+/// A written list of literals, and each of them, with their places.
+type Literals = Sp<Vec<Sp<Value>>>;
+
+/// The tests of one compare condition: its operand's name and type, to check literals against.
+struct Tests<'a> {
+    src: &'a SourceFile,
+    ty: Ty,
+    operand: &'a str,
+    ctx: &'a Context<'a>,
+}
+
+impl Tests<'_> {
+    /// Whether `op` applies to the operand; reports at `at` when it does not.
+    fn applies(&self, op: &str, at: Pos, d: &mut Diagnostics) -> bool {
+        let (ty, needle) = (self.ty, self.operand);
+        let problem = if ty.is_list() && !matches!(op, "each_in" | "not_empty") {
+            Some(format!("`{op}` does not apply to the list `{needle}`; use `each_in`, `not_empty` or `count_of`"))
+        } else if matches!(op, "gt" | "gte" | "lt" | "lte" | "between") && !ty.is_ordered() {
+            Some(format!(
+                "`{op}` needs a number or a date, and `{needle}` is {}",
+                ty.describe()
+            ))
+        } else if matches!(op, "each_in" | "not_empty") && !ty.is_list() {
+            Some(format!(
+                "`{op}` applies to list fields, and `{needle}` is {}",
+                ty.describe()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = &problem {
+            d.at_pos(self.src, at, "bad_operator", message.clone());
         }
-        if matches!(op, "gt" | "gte" | "lt" | "lte" | "between") && !ty.is_ordered() {
-            d.at(
-                src,
-                op,
-                op,
-                "bad_operator",
-                format!(
-                    "`{op}` needs a number or a date, and `{needle}` is {}",
-                    ty.describe()
-                ),
-            );
-            return None;
-        }
-        literal(v, ty)
+        problem.is_none()
+    }
+
+    /// A literal of the operand's type, or a `bad_literal` at `at`.
+    fn literal(&self, v: &Value, at: Pos, d: &mut Diagnostics) -> Option<Literal> {
+        literal(v, self.ty)
             .map_err(|e| {
-                d.at(
-                    src,
-                    op,
-                    &scalar_text(v),
-                    "bad_literal",
-                    format!(
-                        "{e} (`{needle}` is compared as {})",
-                        ty.element().describe()
-                    ),
-                )
+                let message = format!(
+                    "{e} (`{}` is compared as {})",
+                    self.operand,
+                    self.ty.element().describe()
+                );
+                d.at_pos(self.src, at, "bad_literal", message);
             })
             .ok()
-    };
-    let list = |vs: &[Value], op: &str, d: &mut Diagnostics| -> Vec<Literal> {
-        vs.iter().filter_map(|v| lit(v, op, d)).collect()
-    };
-    if let Some(v) = &c.eq {
-        ops.extend(lit(v, "eq", d).map(Op::Eq));
     }
-    if let Some(v) = &c.ne {
-        ops.extend(lit(v, "ne", d).map(Op::Ne));
+
+    /// The literals of a written list, each checked at its own place.
+    fn literals(&self, vs: &[Sp<Value>], d: &mut Diagnostics) -> Option<Vec<Literal>> {
+        let out: Vec<Literal> = vs
+            .iter()
+            .filter_map(|v| self.literal(v, v.pos(), d))
+            .collect();
+        (out.len() == vs.len()).then_some(out)
     }
-    if let Some(vs) = &c.in_ {
-        ops.push(Op::In(list(vs, "in", d)));
+
+    /// The literals of a manifest list named at `at`.
+    fn named_list(&self, l: &Sp<String>, d: &mut Diagnostics) -> Option<Vec<Literal>> {
+        let vs = self.ctx.list_at(l, self.src, d)?;
+        let out: Vec<Literal> = vs
+            .iter()
+            .filter_map(|v| self.literal(v, l.pos(), d))
+            .collect();
+        (out.len() == vs.len()).then_some(out)
     }
-    if let Some(vs) = &c.not_in {
-        ops.push(Op::NotIn(list(vs, "not_in", d)));
-    }
-    if let Some(l) = &c.in_list {
-        if let Some(vs) = ctx.list(l, src, d) {
-            ops.push(Op::In(list(vs, "in_list", d)));
+
+    fn ops(&self, c: &RawCondition, d: &mut Diagnostics) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let mut one =
+            |v: &Option<Sp<Value>>, op: &str, make: fn(Literal) -> Op, d: &mut Diagnostics| {
+                if let Some(v) = v {
+                    if self.applies(op, v.pos(), d) {
+                        ops.extend(self.literal(v, v.pos(), d).map(make));
+                    }
+                }
+            };
+        one(&c.eq, "eq", Op::Eq, d);
+        one(&c.ne, "ne", Op::Ne, d);
+        one(&c.gt, "gt", Op::Gt, d);
+        one(&c.gte, "gte", Op::Gte, d);
+        one(&c.lt, "lt", Op::Lt, d);
+        one(&c.lte, "lte", Op::Lte, d);
+        let lists: [(&Option<Literals>, &str, MakeListOp); 3] = [
+            (&c.in_, "in", Op::In),
+            (&c.not_in, "not_in", Op::NotIn),
+            (&c.each_in, "each_in", Op::EachIn),
+        ];
+        for (vs, op, make) in lists {
+            if let Some(vs) = vs {
+                if self.applies(op, vs.pos(), d) {
+                    ops.extend(self.literals(vs, d).map(make));
+                }
+            }
         }
-    }
-    if let Some(l) = &c.not_in_list {
-        if let Some(vs) = ctx.list(l, src, d) {
-            ops.push(Op::NotIn(list(vs, "not_in_list", d)));
+        let named: [(&Option<Sp<String>>, &str, MakeListOp); 2] = [
+            (&c.in_list, "in_list", Op::In),
+            (&c.not_in_list, "not_in_list", Op::NotIn),
+        ];
+        for (l, op, make) in named {
+            if let Some(l) = l {
+                if self.applies(op, l.pos(), d) {
+                    ops.extend(self.named_list(l, d).map(make));
+                }
+            }
         }
-    }
-    for (v, op, make) in [
-        (&c.gt, "gt", Op::Gt as fn(Literal) -> Op),
-        (&c.gte, "gte", Op::Gte),
-        (&c.lt, "lt", Op::Lt),
-        (&c.lte, "lte", Op::Lte),
-    ] {
-        if let Some(v) = v {
-            ops.extend(lit(v, op, d).map(make));
+        if let Some((a, b)) = &c.between {
+            if self.applies("between", a.pos(), d) {
+                let (a, b) = (self.literal(a, a.pos(), d), self.literal(b, b.pos(), d));
+                if let (Some(a), Some(b)) = (a, b) {
+                    ops.push(Op::Between(a, b));
+                }
+            }
         }
-    }
-    if let Some((a, b)) = &c.between {
-        if let (Some(a), Some(b)) = (lit(a, "between", d), lit(b, "between", d)) {
-            ops.push(Op::Between(a, b));
+        if let Some(p) = &c.present {
+            ops.push(Op::Present(**p));
         }
-    }
-    if let Some(p) = c.present {
-        ops.push(Op::Present(p));
-    }
-    if let Some(n) = c.not_empty {
-        if !ty.is_list() {
-            d.at(
-                src,
-                "not_empty",
-                "not_empty",
-                "bad_operator",
-                format!(
-                    "`not_empty` applies to list fields, and `{needle}` is {}",
-                    ty.describe()
-                ),
-            );
+        if let Some(n) = &c.not_empty {
+            if self.applies("not_empty", n.pos(), d) {
+                ops.push(Op::NotEmpty(**n));
+            }
         }
-        ops.push(Op::NotEmpty(n));
+        ops
     }
-    if let Some(vs) = &c.each_in {
-        if !ty.is_list() {
-            d.at(
-                src,
-                "each_in",
-                "each_in",
-                "bad_operator",
-                format!(
-                    "`each_in` applies to list fields, and `{needle}` is {}",
-                    ty.describe()
-                ),
-            );
-        }
-        ops.push(Op::EachIn(list(vs, "each_in", d)));
-    }
-    let named_a_test = c.in_list.is_some() || c.not_in_list.is_some();
-    if ops.is_empty() && !named_a_test {
-        d.at(src, key, needle, "no_test", format!("condition `{name}` names `{needle}` but no test such as `eq`, `in_list` or `between`"));
-        return None;
-    }
-    Some(Test::Compare { operand, ops })
 }
 
 fn located(location: &str, code: &'static str, message: String) -> super::error::Diagnostic {

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::span::Pos;
+
 /// One problem found in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -105,15 +107,7 @@ impl Diagnostics {
         message: String,
     ) {
         let (line, column) = src.locate(key, needle);
-        self.list.push(Diagnostic {
-            file: src.path.clone(),
-            line,
-            column,
-            code,
-            message,
-            help: None,
-            clause: None,
-        });
+        self.at_pos(src, Pos { line, column }, code, message);
     }
 
     /// Like `at`, with a help line (e.g. a "did you mean").
@@ -126,7 +120,25 @@ impl Diagnostics {
         message: String,
         help: Option<String>,
     ) {
-        self.at(src, key, needle, code, message);
+        let (line, column) = src.locate(key, needle);
+        self.at_pos_with_help(src, Pos { line, column }, code, message, help);
+    }
+
+    /// Records a problem at a position the YAML reader gave.
+    pub fn at_pos(&mut self, src: &SourceFile, at: Pos, code: &'static str, message: String) {
+        self.push(&src.path, at.line, at.column, code, message);
+    }
+
+    /// Like `at_pos`, with a help line (e.g. a "did you mean").
+    pub fn at_pos_with_help(
+        &mut self,
+        src: &SourceFile,
+        at: Pos,
+        code: &'static str,
+        message: String,
+        help: Option<String>,
+    ) {
+        self.at_pos(src, at, code, message);
         if let Some(last) = self.list.last_mut() {
             last.help = help;
         }

@@ -8,6 +8,7 @@ pub mod raw;
 pub mod ruleset;
 pub mod schema;
 pub mod script;
+pub mod span;
 
 pub use error::{Diagnostic, RulesetError};
 pub use load::{load_ruleset, ruleset_version};

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::schema::{Amount, MinSpendByFaceValue, Scalar};
+pub use super::span::{Pos, Sp};
 
 /// `ruleset.yaml`, the manifest of a ruleset: its time zone, phases, event types, channels,
 /// lists and facts. Rule files refer to what it declares by name.
@@ -248,7 +249,7 @@ pub struct RawRule {
     /// The named conditions an event must pass, checked in order.
     /// Example: `- { name: gold_card, field: card_product, in_list: gold_cards }`.
     #[serde(default)]
-    pub when: Vec<RawCondition>,
+    pub when: Vec<Sp<RawCondition>>,
     /// Limits on how often or how much the rule may grant, on counters rules may share.
     /// Example: `- { name: once_each, counter: offer-1, per: customer, max_grants: 1 }`.
     #[serde(default)]
@@ -280,81 +281,81 @@ pub enum RawDecides {
 pub struct RawCondition {
     /// The condition's name, shown in explanations; every condition of `when` needs one.
     /// Example: `in_offer_period`.
-    pub name: Option<String>,
+    pub name: Option<Sp<String>>,
     /// The clause of the terms this condition implements.
     /// Example: `"T1: payments from 2031-03-01 to 2031-03-31 inclusive, local date"`.
-    pub clause: Option<String>,
+    pub clause: Option<Sp<String>>,
     /// The reason a `decides: redemption` rule rejects with when this condition fails.
     /// Example: `not_a_gold_card`.
-    pub reject: Option<String>,
+    pub reject: Option<Sp<String>>,
     // operands
     /// The event field to test. Example: `card_product`, `amount`, or `at` (compared by its
     /// date in the ruleset's time zone); any other name is an extra field of the event.
-    pub field: Option<String>,
+    pub field: Option<Sp<String>>,
     /// The fact to test, as declared in the manifest. Example: `past_payments`.
-    pub fact: Option<String>,
+    pub fact: Option<Sp<String>>,
     /// A list-of-amounts field whose sum is tested. Example: `face_values`.
-    pub sum_of: Option<String>,
+    pub sum_of: Option<Sp<String>>,
     /// A list field whose number of items is tested. Example: `coupons`.
-    pub count_of: Option<String>,
+    pub count_of: Option<Sp<String>>,
     // tests
     /// Passes when the value equals this. Example: `eq: 0`, `eq: gold_visa`, `eq: true`.
     #[schemars(with = "Option<Scalar>")]
-    pub eq: Option<Value>,
+    pub eq: Option<Sp<Value>>,
     /// Passes when the value differs from this. Example: `ne: basic_card`.
     #[schemars(with = "Option<Scalar>")]
-    pub ne: Option<Value>,
+    pub ne: Option<Sp<Value>>,
     /// Passes when the value is one of these. Example: `in: [gold_visa, gold_mastercard]`.
     #[serde(rename = "in")]
     #[schemars(with = "Option<Vec<Scalar>>")]
-    pub in_: Option<Vec<Value>>,
+    pub in_: Option<Sp<Vec<Sp<Value>>>>,
     /// Passes when the value is none of these. Example: `not_in: [basic_card]`.
     #[schemars(with = "Option<Vec<Scalar>>")]
-    pub not_in: Option<Vec<Value>>,
+    pub not_in: Option<Sp<Vec<Sp<Value>>>>,
     /// Passes when the value is in a list of the manifest. Example: `in_list: gold_cards`.
-    pub in_list: Option<String>,
+    pub in_list: Option<Sp<String>>,
     /// Passes when the value is not in a list of the manifest.
     /// Example: `not_in_list: excluded_merchants`.
-    pub not_in_list: Option<String>,
+    pub not_in_list: Option<Sp<String>>,
     /// Passes when the value is greater than this (numbers, amounts, dates).
     /// Example: `gt: "12.50"`.
     #[schemars(with = "Option<Scalar>")]
-    pub gt: Option<Value>,
+    pub gt: Option<Sp<Value>>,
     /// Passes when the value is at least this (numbers, amounts, dates).
     /// Example: `gte: 2031-03-01`.
     #[schemars(with = "Option<Scalar>")]
-    pub gte: Option<Value>,
+    pub gte: Option<Sp<Value>>,
     /// Passes when the value is less than this (numbers, amounts, dates). Example: `lt: "999.99"`.
     #[schemars(with = "Option<Scalar>")]
-    pub lt: Option<Value>,
+    pub lt: Option<Sp<Value>>,
     /// Passes when the value is at most this (numbers, amounts, dates). Example: `lte: 2031-03-31`.
     #[schemars(with = "Option<Scalar>")]
-    pub lte: Option<Value>,
+    pub lte: Option<Sp<Value>>,
     /// Passes when the value lies between the two, both included (numbers, amounts, dates).
     /// Example: `between: [2031-03-01, 2031-03-31]`.
     #[schemars(with = "Option<(Scalar, Scalar)>")]
-    pub between: Option<(Value, Value)>,
+    pub between: Option<(Sp<Value>, Sp<Value>)>,
     /// `true` passes when the event has the field (or the fact has a value); `false` when
     /// it has not. Example: `present: false`.
-    pub present: Option<bool>,
+    pub present: Option<Sp<bool>>,
     /// `true` passes when the list field has at least one item. Example: `not_empty: true`.
-    pub not_empty: Option<bool>,
+    pub not_empty: Option<Sp<bool>>,
     /// Passes when every item of the list field is one of these. Example: `each_in: ["10", "25"]`.
     #[schemars(with = "Option<Vec<Scalar>>")]
-    pub each_in: Option<Vec<Value>>,
+    pub each_in: Option<Sp<Vec<Sp<Value>>>>,
     // groups and scripts
     /// Passes when every condition listed passes.
     /// Example: `all: [{ field: card_role, eq: main }, { field: amount, gte: "12.50" }]`.
-    pub all: Option<Vec<RawCondition>>,
+    pub all: Option<Vec<Sp<RawCondition>>>,
     /// Passes when at least one condition listed passes.
     /// Example: `any: [{ fact: paid_on, present: false }, { fact: paid_on, gte: 2031-03-01 }]`.
-    pub any: Option<Vec<RawCondition>>,
+    pub any: Option<Vec<Sp<RawCondition>>>,
     /// A Rhai expression that passes when it returns `true`; it sees `event`, `facts` and
     /// `params`, and money is a decimal. Example: `event.amount >= params.threshold * 2`.
-    pub script: Option<String>,
+    pub script: Option<Sp<String>>,
     /// A Rhai script file, relative to this rule file, used like `script`.
     /// Example: `big_spender.rhai`.
-    pub script_file: Option<String>,
+    pub script_file: Option<Sp<String>>,
 }
 
 /// A limit on how often or how much a rule may grant.

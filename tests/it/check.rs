@@ -412,3 +412,61 @@ fn the_ruleset_knows_which_fact_rows_and_counters_each_event_type_uses() {
     );
     assert_eq!(counters("purchase"), []);
 }
+
+/// The reproduction of issue 15: a second condition with a bad operator is reported once,
+/// at its own line, with no false `no_test`.
+#[test]
+fn a_bad_operator_is_reported_once_at_its_own_condition() {
+    let (code, heads, stderr) = check_with(
+        "check-second-condition",
+        "promotions/bill-first-time.yaml",
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: merchant_range\n    field: merchant\n    between: [a, b]\n",
+    );
+    eqnice(Some(1), code);
+    eqnice(
+        vec!["rules/promotions/bill-first-time.yaml:12:15: error[bad_operator]: `between` needs a number or a date, and `merchant` is text".to_string()],
+        heads,
+    );
+    assert!(stderr.contains("1 error(s)"), "{stderr}");
+}
+
+#[test]
+fn condition_shapes_are_located_at_the_condition() {
+    let case = |name: &str, to: &str| {
+        check_with(
+            name,
+            "promotions/bill-first-time.yaml",
+            "  - name: designated_card\n",
+            to,
+        )
+    };
+    assert_reports(
+        case("check-no-test", "  - name: just_a_field\n    field: merchant\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:10:5: error[no_test]: condition `just_a_field` names `merchant` but no test such as `eq`, `in_list` or `between`",
+    );
+    assert_reports(
+        case("check-missing-name", "  - field: merchant\n    eq: x\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:10:5: error[missing_name]: every condition of `when` needs a `name`",
+    );
+    assert_reports(
+        case("check-two-operands", "  - name: two\n    field: merchant\n    fact: bill_payments\n    eq: x\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:10:5: error[bad_condition]: condition `two` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`",
+    );
+    assert_reports(
+        case("check-reject", "  - name: rejecting\n    field: merchant\n    eq: x\n    reject: no\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:13:13: error[reject_not_allowed]: condition `rejecting`: only `decides: redemption` rules reject with a reason",
+    );
+    assert_reports(
+        case("check-sum-of", "  - name: summed\n    sum_of: merchant\n    gte: \"1\"\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:11:13: error[bad_field_type]: `sum_of` needs a list of decimals such as `face_values`, not `merchant`",
+    );
+    assert_reports(
+        case("check-list-op", "  - name: listed\n    field: coupons\n    eq: x\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:12:9: error[bad_operator]: `eq` does not apply to the list `coupons`; use `each_in`, `not_empty` or `count_of`",
+    );
+    assert_reports(
+        case("check-in-literal", "  - name: amounts\n    field: amount\n    in: [\"1\", x]\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:12:15: error[bad_literal]: `x` is not a decimal; expected a decimal string such as \"40.00\" (`amount` is compared as a decimal string such as \"100.00\")",
+    );
+}
