@@ -784,20 +784,57 @@ fn compile_rule(
     })
 }
 
+/// Which amounts a key takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sign {
+    /// More than zero (a face value).
+    Positive,
+    /// Zero or more (a minimum spend).
+    NotNegative,
+}
+
+/// An amount of money a rule writes, reported at its place when it is not a decimal or has
+/// the wrong sign.
+fn amount(
+    v: &Sp<Value>,
+    src: &SourceFile,
+    key: &str,
+    sign: Sign,
+    d: &mut Diagnostics,
+) -> Option<Decimal> {
+    let value = parse_decimal(v)
+        .map_err(|e| d.at_pos(src, v.pos(), "bad_decimal", e))
+        .ok()?;
+    let wrong = match sign {
+        Sign::Positive => (value <= Decimal::ZERO).then_some("more than zero"),
+        Sign::NotNegative => (value < Decimal::ZERO).then_some("zero or more"),
+    };
+    match wrong {
+        Some(want) => {
+            d.at_pos(
+                src,
+                v.pos(),
+                "bad_amount",
+                format!("`{key}: {}` must be {want}", scalar_text(v)),
+            );
+            None
+        }
+        None => Some(value),
+    }
+}
+
 fn compile_grant(g: &RawGrant, src: &SourceFile, ctx: &Context, d: &mut Diagnostics) -> Grant {
     let mut coupons = Vec::new();
     for c in &g.coupons {
         let usable_for = ctx.channel_mask(&c.usable_for, src, d);
-        let min_spend = c.min_spend.as_ref().and_then(|v| {
-            parse_decimal(v)
-                .map_err(|e| d.at(src, "min_spend", &scalar_text(v), "bad_decimal", e))
-                .ok()
-        });
+        let min_spend = c
+            .min_spend
+            .as_ref()
+            .and_then(|v| amount(v, src, "min_spend", Sign::NotNegative, d));
         match (&c.face_value, &c.from_field) {
             (Some(fv), None) => {
-                let face_value = parse_decimal(fv)
-                    .map_err(|e| d.at(src, "face_value", &scalar_text(fv), "bad_decimal", e))
-                    .unwrap_or_default();
+                let face_value =
+                    amount(fv, src, "face_value", Sign::Positive, d).unwrap_or_default();
                 if c.min_spend_by_face_value.is_some() {
                     d.at(
                         src,
@@ -913,11 +950,19 @@ fn compile_grant(g: &RawGrant, src: &SourceFile, ctx: &Context, d: &mut Diagnost
             (_, Err(e)) => d.at(src, "date", &o.date, "bad_date", e),
         }
     }
+    if let Some(days) = g.valid_days.as_ref().filter(|v| ***v == 0) {
+        d.at_pos(
+            src,
+            days.pos(),
+            "bad_number",
+            "`valid_days: 0` leaves a coupon no day to be used; it must be at least 1".into(),
+        );
+    }
     Grant {
         clause: g.clause.clone(),
         coupons,
         credit_by: CreditBy { after, overrides },
-        valid_days: g.valid_days,
+        valid_days: g.valid_days.as_deref().copied(),
     }
 }
 
@@ -1202,6 +1247,20 @@ impl Tests<'_> {
             .ok()
     }
 
+    /// Reports a test that no value passes: the rule it belongs to could never decide.
+    fn never_holds(&self, at: Pos, message: String, d: &mut Diagnostics) {
+        d.at_pos_with_help(
+            self.src,
+            at,
+            "never_holds",
+            message,
+            Some(
+                "check the values against the terms; a rule that can never decide is a mistake"
+                    .into(),
+            ),
+        );
+    }
+
     /// The literals of a written list, each checked at its own place.
     fn literals(&self, vs: &[Sp<Value>], d: &mut Diagnostics) -> Option<Vec<Literal>> {
         let out: Vec<Literal> = vs
@@ -1244,7 +1303,10 @@ impl Tests<'_> {
         ];
         for (vs, op, make) in lists {
             if let Some(vs) = vs {
-                if self.applies(op, vs.pos(), d) {
+                if op == "in" && vs.is_empty() {
+                    let message = "`in: []` lists no value, so the condition never holds".into();
+                    self.never_holds(vs.pos(), message, d);
+                } else if self.applies(op, vs.pos(), d) {
                     ops.extend(self.literals(vs, d).map(make));
                 }
             }
@@ -1262,9 +1324,14 @@ impl Tests<'_> {
         }
         if let Some((a, b)) = &c.between {
             if self.applies("between", a.pos(), d) {
-                let (a, b) = (self.literal(a, a.pos(), d), self.literal(b, b.pos(), d));
-                if let (Some(a), Some(b)) = (a, b) {
-                    ops.push(Op::Between(a, b));
+                let (lo, hi) = (self.literal(a, a.pos(), d), self.literal(b, b.pos(), d));
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    if lo.order(&hi) == Some(std::cmp::Ordering::Greater) {
+                        let message = format!("`between: [{}, {}]` is empty: its first bound is after its second, so the condition never holds", scalar_text(a), scalar_text(b));
+                        self.never_holds(a.pos(), message, d);
+                    } else {
+                        ops.push(Op::Between(lo, hi));
+                    }
                 }
             }
         }
@@ -1495,16 +1562,7 @@ fn exclusive(a: &Rule, b: &Rule) -> bool {
 /// op pins the value to a finite set, try each; otherwise compare the bounds.
 fn unsatisfiable<'a>(ops: impl Iterator<Item = &'a Op> + Clone) -> bool {
     use std::cmp::Ordering;
-    let cmp = |x: &Literal, y: &Literal| -> Option<Ordering> {
-        match (x, y) {
-            (Literal::Int(p), Literal::Int(q)) => Some(p.cmp(q)),
-            (Literal::Decimal(p), Literal::Decimal(q)) => Some(p.cmp(q)),
-            (Literal::Date(p), Literal::Date(q)) => Some(p.cmp(q)),
-            (Literal::Text(p), Literal::Text(q)) => Some(p.cmp(q)),
-            (Literal::Bool(p), Literal::Bool(q)) => Some(p.cmp(q)),
-            _ => None,
-        }
-    };
+    let cmp = Literal::order;
     // `None`: the op does not decide on this value (e.g. list tests); treat it as passing.
     let passes = |v: &Literal, op: &Op| -> bool {
         let is = |l: &Literal, want: fn(Ordering) -> bool| cmp(v, l).is_none_or(want);

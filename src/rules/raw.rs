@@ -424,7 +424,7 @@ pub struct RawGrant {
     /// When the coupons are credited: `working_days_after` with a `calendar`, or `days_after`.
     pub credit_by: RawCreditBy,
     /// How many days a coupon is valid, counting its credit day. Example: `60`.
-    pub valid_days: Option<u32>,
+    pub valid_days: Option<Sp<u32>>,
 }
 
 /// A coupon template: fixed, or one per value of a list field.
@@ -434,14 +434,14 @@ pub struct RawCoupon {
     /// The coupon's value, as a quoted decimal or a whole number. Example: `"10"`.
     /// Not with `from_field`.
     #[schemars(with = "Option<Amount>")]
-    pub face_value: Option<Value>,
+    pub face_value: Option<Sp<Value>>,
     /// A list-of-amounts event field: one coupon per value in it. Example: `face_values`.
     /// Not with `face_value`.
     pub from_field: Option<String>,
     /// The least a payment must be for the coupon to be used; defaults to the face value.
     /// Example: `"30"`.
     #[schemars(with = "Option<Amount>")]
-    pub min_spend: Option<Value>,
+    pub min_spend: Option<Sp<Value>>,
     /// With `from_field`: the minimum spend for each face value.
     /// Example: `{ "10": "30", "25": "60" }`.
     #[schemars(with = "Option<MinSpendByFaceValue>")]

@@ -218,7 +218,7 @@ fn misspelt_key_gets_a_did_you_mean() {
 fn amount_that_is_not_a_decimal() {
     assert_reports(
         check_with("check-amount", "promotions/bill-returning.yaml", "face_value: \"40\"", "face_value: \"4O\""),
-        "rules/promotions/bill-returning.yaml:27:20: error[bad_decimal]: `4O` is not a decimal; expected a decimal string such as \"40.00\"",
+        "rules/promotions/bill-returning.yaml:27:19: error[bad_decimal]: `4O` is not a decimal; expected a decimal string such as \"40.00\"",
     );
 }
 
@@ -468,5 +468,46 @@ fn condition_shapes_are_located_at_the_condition() {
     assert_reports(
         case("check-in-literal", "  - name: amounts\n    field: amount\n    in: [\"1\", x]\n  - name: designated_card\n"),
         "rules/promotions/bill-first-time.yaml:12:15: error[bad_literal]: `x` is not a decimal; expected a decimal string such as \"40.00\" (`amount` is compared as a decimal string such as \"100.00\")",
+    );
+}
+
+/// Issue 18 item 5: a condition no value passes is a located error.
+#[test]
+fn a_condition_that_never_holds_is_an_error() {
+    assert_reports(
+        check_with("check-reversed", "promotions/bill-first-time.yaml", "between: [2019-12-19, 2020-01-31]", "between: [2020-02-14, 2019-12-19]"),
+        "rules/promotions/bill-first-time.yaml:9:15: error[never_holds]: `between: [2020-02-14, 2019-12-19]` is empty: its first bound is after its second, so the condition never holds",
+    );
+    assert_reports(
+        check_with("check-in-empty", "promotions/bill-first-time.yaml", "    between: [2019-12-19, 2020-01-31]\n", "    between: [2019-12-19, 2020-01-31]\n  - name: no_merchant\n    field: merchant\n    in: []\n"),
+        "rules/promotions/bill-first-time.yaml:12:9: error[never_holds]: `in: []` lists no value, so the condition never holds",
+    );
+}
+
+/// Issue 18 item 4: a face value is more than zero, a minimum spend zero or more, and a
+/// coupon is valid for at least a day.
+#[test]
+fn face_values_min_spends_and_valid_days_have_bounds() {
+    for (i, fv) in ["\"-10\"", "\"0\"", "0"].into_iter().enumerate() {
+        assert_reports(
+            check_with(&format!("check-face-{i}"), "promotions/bill-returning.yaml", "face_value: \"40\"", &format!("face_value: {fv}")),
+            &format!("rules/promotions/bill-returning.yaml:27:19: error[bad_amount]: `face_value: {}` must be more than zero", fv.trim_matches('"')),
+        );
+    }
+    assert_reports(
+        check_with("check-min-spend", "promotions/bill-returning.yaml", "min_spend: \"80\"", "min_spend: \"-1\""),
+        "rules/promotions/bill-returning.yaml:28:18: error[bad_amount]: `min_spend: -1` must be zero or more",
+    );
+    let (code, _, stderr) = check_with(
+        "check-min-spend-zero",
+        "promotions/bill-returning.yaml",
+        "min_spend: \"80\"",
+        "min_spend: \"0\"",
+    );
+    eqnice(Some(0), code);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_reports(
+        check_with("check-valid-days", "promotions/bill-first-time.yaml", "valid_days: 90", "valid_days: 0"),
+        "rules/promotions/bill-first-time.yaml:33:15: error[bad_number]: `valid_days: 0` leaves a coupon no day to be used; it must be at least 1",
     );
 }
