@@ -144,6 +144,8 @@ fn literal(v: &Value, ty: Ty) -> Result<Literal, String> {
 /// Names shared by every rule file: what the manifest declares.
 struct Context<'m> {
     manifest: &'m RawManifest,
+    /// The manifest's text, where problems of its lists are reported.
+    manifest_src: &'m SourceFile,
     event_types: Vec<String>,
     facts: Vec<Fact>,
     calendars: Vec<Calendar>,
@@ -224,7 +226,7 @@ impl Context<'_> {
         name: &Sp<String>,
         src: &SourceFile,
         d: &mut Diagnostics,
-    ) -> Option<&Vec<Value>> {
+    ) -> Option<&Vec<Sp<Value>>> {
         let found = self.manifest.lists.get(name.as_str());
         if found.is_none() {
             d.at_pos_with_help(
@@ -363,6 +365,7 @@ pub fn compile(
 
     let mut ctx = Context {
         manifest: m,
+        manifest_src: msrc,
         event_types,
         facts: Vec::new(),
         calendars: Vec::new(),
@@ -1270,12 +1273,18 @@ impl Tests<'_> {
         (out.len() == vs.len()).then_some(out)
     }
 
-    /// The literals of a manifest list named at `at`.
+    /// The literals of the manifest's list a condition names. A value of the list that is
+    /// not of the operand's type is reported once, at its line of the manifest, however
+    /// many conditions name the list.
     fn named_list(&self, l: &Sp<String>, d: &mut Diagnostics) -> Option<Vec<Literal>> {
         let vs = self.ctx.list_at(l, self.src, d)?;
+        let in_manifest = Tests {
+            src: self.ctx.manifest_src,
+            ..*self
+        };
         let out: Vec<Literal> = vs
             .iter()
-            .filter_map(|v| self.literal(v, l.pos(), d))
+            .filter_map(|v| in_manifest.literal(v, v.pos(), d))
             .collect();
         (out.len() == vs.len()).then_some(out)
     }

@@ -126,7 +126,7 @@ impl Diagnostics {
 
     /// Records a problem at a position the YAML reader gave.
     pub fn at_pos(&mut self, src: &SourceFile, at: Pos, code: &'static str, message: String) {
-        self.push(&src.path, at.line, at.column, code, message);
+        self.at_pos_with_help(src, at, code, message, None);
     }
 
     /// Like `at_pos`, with a help line (e.g. a "did you mean").
@@ -138,13 +138,11 @@ impl Diagnostics {
         message: String,
         help: Option<String>,
     ) {
-        self.at_pos(src, at, code, message);
-        if let Some(last) = self.list.last_mut() {
-            last.help = help;
-        }
+        self.push_with_help(&src.path, at.line, at.column, code, message, help);
     }
 
-    /// Records a problem with a known position.
+    /// Records a problem with a known position, once: a problem reached again from another
+    /// place (a manifest list every rule names) is the same problem, not a new one.
     pub fn push(
         &mut self,
         file: &Path,
@@ -153,15 +151,31 @@ impl Diagnostics {
         code: &'static str,
         message: String,
     ) {
-        self.list.push(Diagnostic {
+        self.push_with_help(file, line, column, code, message, None);
+    }
+
+    /// Like `push`, with a help line.
+    fn push_with_help(
+        &mut self,
+        file: &Path,
+        line: usize,
+        column: usize,
+        code: &'static str,
+        message: String,
+        help: Option<String>,
+    ) {
+        let diagnostic = Diagnostic {
             file: file.to_path_buf(),
             line,
             column,
             code,
             message,
-            help: None,
+            help,
             clause: None,
-        });
+        };
+        if !self.list.contains(&diagnostic) {
+            self.list.push(diagnostic);
+        }
     }
 
     /// Records a YAML syntax or shape error, at the error's place or, where the reader

@@ -54,7 +54,7 @@ pub struct RawManifest {
     /// Example: `gold_cards: [gold_visa, gold_mastercard]`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<Scalar>>")]
-    pub lists: BTreeMap<String, Vec<Value>>,
+    pub lists: BTreeMap<String, Vec<Sp<Value>>>,
     /// Facts kept per customer or per wallet (counts, dates, flags, balances), by name;
     /// conditions test them with `fact:`.
     /// Example: `past_payments: { scope: customer, type: count }`.

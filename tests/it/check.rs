@@ -511,3 +511,46 @@ fn face_values_min_spends_and_valid_days_have_bounds() {
         "rules/promotions/bill-first-time.yaml:33:15: error[bad_number]: `valid_days: 0` leaves a coupon no day to be used; it must be at least 1",
     );
 }
+
+/// A bad value in a manifest list that several conditions name is one error, at its line of
+/// the manifest: not one per condition, nor at the conditions.
+#[test]
+fn a_bad_value_of_a_manifest_list_is_reported_once_at_the_manifest() {
+    let dir = Dir::new("check-list-cascade");
+    let rules = dir.copy_rules();
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = rules.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "`{from}` not in {file}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(
+        "ruleset.yaml",
+        "lists:\n",
+        "lists:\n  closed_days:\n    - 2019-12-25\n    - 2019-12-32\n",
+    );
+    for rule in [
+        "bill-first-time",
+        "bill-returning",
+        "autopay-first-activation",
+    ] {
+        edit(
+            &format!("promotions/{rule}.yaml"),
+            "when:\n",
+            "when:\n  - name: open_day\n    field: at\n    not_in_list: closed_days\n",
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    let heads: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rules/")).collect();
+    eqnice(Some(1), out.status.code());
+    eqnice(
+        vec!["rules/ruleset.yaml:41:7: error[bad_literal]: `2019-12-32` is not a date; expected YYYY-MM-DD (`at` is compared as a date YYYY-MM-DD)"],
+        heads,
+    );
+}
