@@ -1064,6 +1064,27 @@ fn operand(
     }
 }
 
+/// Where each character of an inline script is in the rule file, line by line of the
+/// script; empty when the scalar's source could not be read back to the script.
+fn script_lines(src: &SourceFile, text: &Sp<String>) -> Vec<Vec<Pos>> {
+    let Some(positions) = text
+        .offset()
+        .and_then(|o| super::scalar::char_positions(&src.text, o, text))
+    else {
+        return Vec::new();
+    };
+    let mut lines = vec![Vec::new()];
+    for (c, p) in text.chars().zip(positions) {
+        if let Some(line) = lines.last_mut() {
+            line.push(p);
+        }
+        if c == '\n' {
+            lines.push(Vec::new());
+        }
+    }
+    lines
+}
+
 /// A script condition, written inline or in a file beside the rule file.
 fn compile_script(
     c: &Sp<RawCondition>,
@@ -1073,9 +1094,10 @@ fn compile_script(
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
-    let (text, file, at) = if let Some(text) = &c.script {
+    let (text, file, at, lines) = if let Some(text) = &c.script {
         let at = text.pos();
-        (text.to_string(), src.path.clone(), at)
+        let lines = script_lines(src, text);
+        (text.to_string(), src.path.clone(), at, lines)
     } else {
         let path = c.script_file.as_ref()?;
         let full = src
@@ -1084,7 +1106,7 @@ fn compile_script(
             .map(|p| p.join(path.as_str()))
             .unwrap_or_else(|| path.as_str().into());
         match std::fs::read_to_string(&full) {
-            Ok(t) => (t, full, Pos { line: 1, column: 1 }),
+            Ok(t) => (t, full, Pos { line: 1, column: 1 }, Vec::new()),
             Err(e) => {
                 d.at_pos(
                     src,
@@ -1100,6 +1122,7 @@ fn compile_script(
         file,
         first_line: at.line,
         first_column: at.column,
+        lines,
         rule: rule.to_string(),
         condition: name.to_string(),
     };

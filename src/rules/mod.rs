@@ -6,6 +6,7 @@ pub mod error;
 pub mod load;
 pub mod raw;
 pub mod ruleset;
+pub mod scalar;
 pub mod schema;
 pub mod script;
 pub mod span;

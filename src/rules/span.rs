@@ -30,6 +30,15 @@ impl<T> Sp<T> {
             column: usize::try_from(at.column()).unwrap_or(0),
         }
     }
+
+    /// The byte offset in the file's text where the value starts, when the reader knows it.
+    pub fn offset(&self) -> Option<usize> {
+        self.0
+            .referenced
+            .span()
+            .byte_offset()
+            .and_then(|o| usize::try_from(o).ok())
+    }
 }
 
 impl<T> Deref for Sp<T> {

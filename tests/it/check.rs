@@ -554,3 +554,46 @@ fn a_bad_value_of_a_manifest_list_is_reported_once_at_the_manifest() {
         heads,
     );
 }
+
+/// A script's syntax error is shown at its own line and column of the rule file, also when
+/// the script is a double-quoted string with `\n` escapes or a folded `>` block.
+#[test]
+fn script_errors_are_located_inside_quoted_and_folded_scalars() {
+    let condition = |script: &str| {
+        format!("    between: [2019-12-19, 2020-01-31]\n  - name: scripted\n{script}")
+    };
+    let case = |name: &str, script: &str| {
+        check_with(
+            name,
+            "promotions/bill-first-time.yaml",
+            "    between: [2019-12-19, 2020-01-31]\n",
+            &condition(script),
+        )
+    };
+    // Line 11 holds the script; the error (the second `>`) is on its escaped second line,
+    // which the file still shows on line 11.
+    let (code, heads, stderr) = case(
+        "check-script-quoted",
+        "    script: \"let a = 1;\\n  a > > 3\"\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads
+            .iter()
+            .any(|h| h
+                .starts_with("rules/promotions/bill-first-time.yaml:11:32: error[script_syntax]")),
+        "{stderr}"
+    );
+    let (code, heads, stderr) = case(
+        "check-script-folded",
+        "    script: >\n      event.amount\n      > > 3\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(
+            |h| h.starts_with("rules/promotions/bill-first-time.yaml:13:")
+                && h.contains("error[script_syntax]")
+        ),
+        "{stderr}"
+    );
+}
