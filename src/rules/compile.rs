@@ -154,21 +154,14 @@ struct Context<'m> {
 }
 
 impl Context<'_> {
-    fn type_mask(
-        &self,
-        names: &[String],
-        src: &SourceFile,
-        key: &str,
-        d: &mut Diagnostics,
-    ) -> TypeMask {
+    fn type_mask(&self, names: &[Sp<String>], src: &SourceFile, d: &mut Diagnostics) -> TypeMask {
         let mut mask = 0;
         for name in names {
-            match self.event_types.iter().position(|t| t == name) {
+            match self.event_types.iter().position(|t| *t == **name) {
                 Some(i) => mask |= 1 << i,
-                None => d.at_with_help(
+                None => d.at_pos_with_help(
                     src,
-                    key,
-                    name,
+                    name.pos(),
                     "unknown_event_type",
                     format!("unknown event type `{name}`"),
                     did_you_mean(name, self.event_types.iter().map(String::as_str)),
@@ -178,15 +171,19 @@ impl Context<'_> {
         mask
     }
 
-    fn channel_mask(&self, names: &[String], src: &SourceFile, d: &mut Diagnostics) -> ChannelMask {
+    fn channel_mask(
+        &self,
+        names: &[Sp<String>],
+        src: &SourceFile,
+        d: &mut Diagnostics,
+    ) -> ChannelMask {
         let mut mask = 0;
         for name in names {
-            match self.channels.iter().position(|c| c == name) {
+            match self.channels.iter().position(|c| *c == **name) {
                 Some(i) => mask |= 1 << i,
-                None => d.at_with_help(
+                None => d.at_pos_with_help(
                     src,
-                    "usable_for",
-                    name,
+                    name.pos(),
                     "unknown_channel",
                     format!("unknown channel `{name}`"),
                     did_you_mean(name, self.channels.iter().map(String::as_str)),
@@ -194,10 +191,6 @@ impl Context<'_> {
             }
         }
         mask
-    }
-
-    fn fact(&self, name: &str, src: &SourceFile, key: &str, d: &mut Diagnostics) -> Option<usize> {
-        self.fact_in(name, src, src.locate(key, name).into(), d)
     }
 
     /// The fact a rule names, reported at the name when the manifest declares none.
@@ -243,16 +236,12 @@ impl Context<'_> {
         found
     }
 
-    /// The field of that name, if it is the contract's or a declared extra field.
-    fn field(&self, name: &str, src: &SourceFile, key: &str, d: &mut Diagnostics) -> Field {
-        self.field_in(name, src, src.locate(key, name).into(), d)
-    }
-
     /// The field a condition names, reported at the name when it is not known.
     fn field_at(&self, name: &Sp<String>, src: &SourceFile, d: &mut Diagnostics) -> Field {
         self.field_in(name, src, name.pos(), d)
     }
 
+    /// The field of that name, if it is the contract's or a declared extra field.
     fn field_in(&self, name: &str, src: &SourceFile, at: Pos, d: &mut Diagnostics) -> Field {
         let field = Field::from_name(name);
         if let Field::Extra(extra) = &field {
@@ -393,7 +382,7 @@ pub fn compile(
         let slot = slots.entry(scope_key).or_insert(0);
         let mut updates = Vec::new();
         for u in &f.updates {
-            let on = ctx.type_mask(&u.on, msrc, "on", d);
+            let on = ctx.type_mask(&u.on, msrc, d);
             let needs_field = matches!(u.op, RawFactOp::AddField | RawFactOp::SetField);
             if needs_field != u.field.is_some() {
                 d.at(
@@ -535,11 +524,10 @@ pub fn compile(
     let mut compiled = Vec::new();
     let mut seen_ids: BTreeSet<String> = BTreeSet::new();
     for rule in &rules {
-        if !seen_ids.insert(rule.raw.id.clone()) {
-            d.at(
+        if !seen_ids.insert(rule.raw.id.to_string()) {
+            d.at_pos(
                 &rule.src,
-                "id",
-                &rule.raw.id,
+                rule.raw.id.pos(),
                 "duplicate_rule_id",
                 format!("rule id `{}` is used by another rule file", rule.raw.id),
             );
@@ -587,77 +575,17 @@ fn compile_rule(
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
-    if r.id != stem {
-        d.at(
+    if *r.id != stem {
+        d.at_pos(
             src,
-            "id",
-            &r.id,
+            r.id.pos(),
             "id_mismatch",
             format!("rule id `{}` differs from its file name `{stem}.yaml`; a rule's id is its file name", r.id),
         );
     }
-    let phase = match ctx.manifest.phases.iter().position(|ph| *ph == r.phase) {
-        Some(i) => i,
-        None => {
-            d.at_with_help(
-                src,
-                "phase",
-                &r.phase,
-                "unknown_phase",
-                format!(
-                    "unknown phase `{}`; the manifest's phases are {:?}",
-                    r.phase, ctx.manifest.phases
-                ),
-                did_you_mean(&r.phase, ctx.manifest.phases.iter().map(String::as_str)),
-            );
-            0
-        }
-    };
-    let on = ctx.type_mask(&r.on, src, "on", d);
-
-    let kind = match (r.decides, &r.coupon_use, &r.grant) {
-        (RawDecides::CouponUse, Some(cu), None) => RuleKind::CouponUse(CouponUse {
-            max_per_event: cu.max_per_event,
-            too_many: cu.too_many.as_str().into(),
-            checks: cu
-                .checks
-                .iter()
-                .map(|c| (c.check, Arc::from(c.reject.as_str())))
-                .collect(),
-        }),
-        (RawDecides::CouponUse, _, _) => {
-            d.at(
-                src,
-                "decides",
-                "coupon_use",
-                "bad_rule_shape",
-                "a `coupon_use` rule needs a `coupon_use` block and no `grant`".into(),
-            );
-            return None;
-        }
-        (_, Some(_), _) => {
-            d.at(
-                src,
-                "coupon_use",
-                "coupon_use",
-                "bad_rule_shape",
-                "a `coupon_use` block needs `decides: coupon_use`".into(),
-            );
-            return None;
-        }
-        (_, None, None) => {
-            d.at(
-                src,
-                "id",
-                &r.id,
-                "bad_rule_shape",
-                "this rule grants nothing: add a `grant` block".into(),
-            );
-            return None;
-        }
-        (RawDecides::Grant, None, Some(_)) => RuleKind::Grant,
-        (RawDecides::Redemption, None, Some(_)) => RuleKind::Redemption,
-    };
+    let phase = rule_phase(r, src, ctx, d);
+    let on = ctx.type_mask(&r.on, src, d);
+    let kind = rule_kind(r, src, d)?;
     let rejects_allowed = matches!(kind, RuleKind::Redemption);
 
     let mut when = Vec::new();
@@ -667,106 +595,16 @@ fn compile_rule(
             when.push(condition);
         }
     }
-
-    let mut limits = Vec::new();
-    for l in &r.limits {
-        if l.reject.is_some() && !rejects_allowed {
-            d.at(
-                src,
-                &l.name,
-                "reject",
-                "reject_not_allowed",
-                format!(
-                    "limit `{}`: only `decides: redemption` rules reject with a reason",
-                    l.name
-                ),
-            );
-        }
-        let mut bounds = Vec::new();
-        if let Some(n) = l.max_grants {
-            bounds.push(Bound::Grants(n));
-        }
-        if let Some(n) = l.max_coupons {
-            bounds.push(Bound::Coupons(n));
-        }
-        if let Some(v) = &l.max_value {
-            match parse_decimal(v) {
-                Ok(v) => bounds.push(Bound::Value(v)),
-                Err(e) => d.at(src, "max_value", &scalar_text(v), "bad_decimal", e),
-            }
-        }
-        if bounds.is_empty() {
-            d.at(
-                src,
-                &l.name,
-                &l.name,
-                "empty_limit",
-                format!(
-                    "limit `{}` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
-                    l.name
-                ),
-            );
-        }
-        limits.push(Limit {
-            name: l.name.clone(),
-            clause: l.clause.clone(),
-            counter: ctx.counter(&l.counter),
-            per: l.per,
-            daily: l.window.is_some(),
-            bounds,
-            reject: l.reject.as_deref().map(Arc::from),
-        });
-    }
-
-    let points = match &r.points {
-        Some(_) if !rejects_allowed => {
-            d.at(
-                src,
-                "points",
-                "points",
-                "points_not_allowed",
-                "`points` apply to `decides: redemption` rules only".into(),
-            );
-            None
-        }
-        Some(pt) => {
-            let fact = ctx.fact(&pt.balance_fact, src, "balance_fact", d);
-            if let Some(f) = fact.and_then(|f| ctx.facts.get(f)) {
-                if f.kind != RawFactType::Decimal || f.scope != RawScope::Wallet {
-                    d.at(
-                        src,
-                        "balance_fact",
-                        &pt.balance_fact,
-                        "bad_fact_type",
-                        format!(
-                            "`{}` must be a decimal fact kept per wallet",
-                            pt.balance_fact
-                        ),
-                    );
-                }
-            }
-            let rate = match &pt.rate {
-                Some(v) => match parse_decimal(v) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        d.at(src, "rate", &scalar_text(v), "bad_decimal", e);
-                        None
-                    }
-                },
-                None => None,
-            };
-            fact.map(|balance_fact| Points {
-                clause: pt.clause.clone(),
-                balance_fact,
-                rate,
-                reject: pt.reject.as_str().into(),
-            })
-        }
-        None => None,
-    };
-
+    let limits = r
+        .limits
+        .iter()
+        .map(|l| compile_limit(l, src, rejects_allowed, ctx, d))
+        .collect();
+    let points = r
+        .points
+        .as_ref()
+        .and_then(|pt| compile_points(pt, src, rejects_allowed, ctx, d));
     let grant = r.grant.as_ref().map(|g| compile_grant(g, src, ctx, d));
-
     let params = r
         .params
         .iter()
@@ -774,7 +612,7 @@ fn compile_rule(
         .collect();
 
     Some(Rule {
-        id: r.id.clone(),
+        id: r.id.to_string(),
         clause: r.clause.clone(),
         phase,
         on,
@@ -784,6 +622,148 @@ fn compile_rule(
         points,
         grant,
         params,
+    })
+}
+
+/// The index of the rule's phase among the manifest's.
+fn rule_phase(r: &RawRule, src: &SourceFile, ctx: &Context, d: &mut Diagnostics) -> usize {
+    let found = ctx.manifest.phases.iter().position(|ph| *ph == *r.phase);
+    if found.is_none() {
+        d.at_pos_with_help(
+            src,
+            r.phase.pos(),
+            "unknown_phase",
+            format!(
+                "unknown phase `{}`; the manifest's phases are {:?}",
+                r.phase, ctx.manifest.phases
+            ),
+            did_you_mean(&r.phase, ctx.manifest.phases.iter().map(String::as_str)),
+        );
+    }
+    found.unwrap_or(0)
+}
+
+/// What the rule decides, from `decides` and the block that goes with it.
+fn rule_kind(r: &RawRule, src: &SourceFile, d: &mut Diagnostics) -> Option<RuleKind> {
+    let problem = match (*r.decides, &r.coupon_use, &r.grant) {
+        (RawDecides::CouponUse, Some(cu), None) => {
+            return Some(RuleKind::CouponUse(CouponUse {
+                max_per_event: cu.max_per_event,
+                too_many: cu.too_many.as_str().into(),
+                checks: cu
+                    .checks
+                    .iter()
+                    .map(|c| (c.check, Arc::from(c.reject.as_str())))
+                    .collect(),
+            }))
+        }
+        (RawDecides::Grant, None, Some(_)) => return Some(RuleKind::Grant),
+        (RawDecides::Redemption, None, Some(_)) => return Some(RuleKind::Redemption),
+        (RawDecides::CouponUse, _, _) => (
+            r.decides.pos(),
+            "a `coupon_use` rule needs a `coupon_use` block and no `grant`",
+        ),
+        (_, Some(cu), _) => (cu.pos(), "a `coupon_use` block needs `decides: coupon_use`"),
+        (_, None, None) => (r.id.pos(), "this rule grants nothing: add a `grant` block"),
+    };
+    let (at, message) = problem;
+    d.at_pos(src, at, "bad_rule_shape", message.into());
+    None
+}
+
+fn compile_limit(
+    l: &Sp<RawLimit>,
+    src: &SourceFile,
+    rejects_allowed: bool,
+    ctx: &mut Context,
+    d: &mut Diagnostics,
+) -> Limit {
+    if let (Some(reject), false) = (&l.reject, rejects_allowed) {
+        d.at_pos(
+            src,
+            reject.pos(),
+            "reject_not_allowed",
+            format!(
+                "limit `{}`: only `decides: redemption` rules reject with a reason",
+                l.name
+            ),
+        );
+    }
+    let mut bounds = Vec::new();
+    if let Some(n) = l.max_grants {
+        bounds.push(Bound::Grants(n));
+    }
+    if let Some(n) = l.max_coupons {
+        bounds.push(Bound::Coupons(n));
+    }
+    if let Some(v) = &l.max_value {
+        match parse_decimal(v) {
+            Ok(v) => bounds.push(Bound::Value(v)),
+            Err(e) => d.at_pos(src, v.pos(), "bad_decimal", e),
+        }
+    }
+    if bounds.is_empty() {
+        d.at_pos(
+            src,
+            l.name.pos(),
+            "empty_limit",
+            format!(
+                "limit `{}` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
+                l.name
+            ),
+        );
+    }
+    Limit {
+        name: l.name.to_string(),
+        clause: l.clause.clone(),
+        counter: ctx.counter(&l.counter),
+        per: l.per,
+        daily: l.window.is_some(),
+        bounds,
+        reject: l.reject.as_deref().map(|r| Arc::from(r.as_str())),
+    }
+}
+
+fn compile_points(
+    pt: &Sp<RawPoints>,
+    src: &SourceFile,
+    rejects_allowed: bool,
+    ctx: &Context,
+    d: &mut Diagnostics,
+) -> Option<Points> {
+    if !rejects_allowed {
+        d.at_pos(
+            src,
+            pt.pos(),
+            "points_not_allowed",
+            "`points` apply to `decides: redemption` rules only".into(),
+        );
+        return None;
+    }
+    let fact = ctx.fact_at(&pt.balance_fact, src, d);
+    if let Some(f) = fact.and_then(|f| ctx.facts.get(f)) {
+        if f.kind != RawFactType::Decimal || f.scope != RawScope::Wallet {
+            d.at_pos(
+                src,
+                pt.balance_fact.pos(),
+                "bad_fact_type",
+                format!(
+                    "`{}` must be a decimal fact kept per wallet",
+                    pt.balance_fact
+                ),
+            );
+        }
+    }
+    let rate = pt.rate.as_ref().and_then(|v| {
+        parse_decimal(v)
+            .map_err(|e| d.at_pos(src, v.pos(), "bad_decimal", e))
+            .ok()
+    });
+    fact.map(|balance_fact| Points {
+        clause: pt.clause.clone(),
+        balance_fact,
+        rate,
+        reject: pt.reject.as_str().into(),
     })
 }
 
@@ -827,130 +807,18 @@ fn amount(
 }
 
 fn compile_grant(g: &RawGrant, src: &SourceFile, ctx: &Context, d: &mut Diagnostics) -> Grant {
-    let mut coupons = Vec::new();
-    for c in &g.coupons {
-        let usable_for = ctx.channel_mask(&c.usable_for, src, d);
-        let min_spend = c
-            .min_spend
-            .as_ref()
-            .and_then(|v| amount(v, src, "min_spend", Sign::NotNegative, d));
-        match (&c.face_value, &c.from_field) {
-            (Some(fv), None) => {
-                let face_value =
-                    amount(fv, src, "face_value", Sign::Positive, d).unwrap_or_default();
-                if c.min_spend_by_face_value.is_some() {
-                    d.at(
-                        src,
-                        "min_spend_by_face_value",
-                        "min_spend_by_face_value",
-                        "conflicting_keys",
-                        "`min_spend_by_face_value` goes with `from_field`".into(),
-                    );
-                }
-                coupons.push(CouponTemplate::Fixed {
-                    face_value,
-                    min_spend: min_spend.unwrap_or(face_value),
-                    usable_for,
-                    count: c.count.unwrap_or(1),
-                });
-            }
-            (None, Some(field)) => {
-                let field = ctx.field(field, src, "from_field", d);
-                if field_type(&field) != Ty::DecimalList {
-                    d.at(
-                        src,
-                        "from_field",
-                        field.name(),
-                        "bad_field_type",
-                        format!(
-                            "`from_field` needs a list of decimals such as `face_values`, not `{}`",
-                            field.name()
-                        ),
-                    );
-                }
-                let mut by_value = Vec::new();
-                for (k, v) in c.min_spend_by_face_value.iter().flatten() {
-                    match (Decimal::from_str(k.trim()), parse_decimal(v)) {
-                        (Ok(k), Ok(v)) => by_value.push((k, v)),
-                        (Err(_), _) => d.at(
-                            src,
-                            "min_spend_by_face_value",
-                            k,
-                            "bad_decimal",
-                            format!("`{k}` is not a decimal"),
-                        ),
-                        (_, Err(e)) => d.at(
-                            src,
-                            "min_spend_by_face_value",
-                            &scalar_text(v),
-                            "bad_decimal",
-                            e,
-                        ),
-                    }
-                }
-                if c.count.is_some() {
-                    d.at(
-                        src,
-                        "count",
-                        "count",
-                        "conflicting_keys",
-                        "`count` goes with a fixed `face_value`".into(),
-                    );
-                }
-                coupons.push(CouponTemplate::PerValue {
-                    field,
-                    min_spend,
-                    min_spend_by_face_value: by_value,
-                    usable_for,
-                });
-            }
-            _ => d.at(
-                src,
-                "coupons",
-                "coupons",
-                "bad_coupon",
-                "a coupon has either a `face_value` or a `from_field`".into(),
-            ),
-        }
-    }
+    let coupons = g
+        .coupons
+        .iter()
+        .filter_map(|c| compile_coupon(c, src, ctx, d))
+        .collect();
     let cb = &g.credit_by;
-    let after = match (cb.working_days_after, cb.days_after) {
-        (Some(days), None) => {
-            let name = cb.calendar.clone().unwrap_or_default();
-            let calendar = match ctx.calendars.iter().position(|c| c.id == name) {
-                Some(i) => i,
-                None => {
-                    d.at_with_help(
-                        src,
-                        "calendar",
-                        &name,
-                        "unknown_calendar",
-                        format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
-                        did_you_mean(&name, ctx.calendars.iter().map(|c| c.id.as_str())),
-                    );
-                    0
-                }
-            };
-            CreditAfter::WorkingDays { days, calendar }
-        }
-        (None, Some(days)) => CreditAfter::Days(days),
-        _ => {
-            d.at(
-                src,
-                "credit_by",
-                "credit_by",
-                "bad_credit_by",
-                "`credit_by` needs exactly one of `working_days_after` or `days_after`".into(),
-            );
-            CreditAfter::Days(0)
-        }
-    };
     let mut overrides = Vec::new();
     for o in &cb.overrides {
         match (parse_date(&o.before), parse_date(&o.date)) {
             (Ok(b), Ok(dt)) => overrides.push((b, dt)),
-            (Err(e), _) => d.at(src, "before", &o.before, "bad_date", e),
-            (_, Err(e)) => d.at(src, "date", &o.date, "bad_date", e),
+            (Err(e), _) => d.at_pos(src, o.before.pos(), "bad_date", e),
+            (_, Err(e)) => d.at_pos(src, o.date.pos(), "bad_date", e),
         }
     }
     if let Some(days) = g.valid_days.as_ref().filter(|v| ***v == 0) {
@@ -964,9 +832,156 @@ fn compile_grant(g: &RawGrant, src: &SourceFile, ctx: &Context, d: &mut Diagnost
     Grant {
         clause: g.clause.clone(),
         coupons,
-        credit_by: CreditBy { after, overrides },
+        credit_by: CreditBy {
+            after: credit_after(cb, src, ctx, d),
+            overrides,
+        },
         valid_days: g.valid_days.as_deref().copied(),
     }
+}
+
+/// When coupons are credited: working days by a calendar, or calendar days.
+fn credit_after(
+    cb: &Sp<RawCreditBy>,
+    src: &SourceFile,
+    ctx: &Context,
+    d: &mut Diagnostics,
+) -> CreditAfter {
+    match (cb.working_days_after, cb.days_after) {
+        (Some(days), None) => {
+            let calendar = match &cb.calendar {
+                Some(name) => ctx.calendars.iter().position(|c| c.id == **name).or_else(|| {
+                    d.at_pos_with_help(
+                        src,
+                        name.pos(),
+                        "unknown_calendar",
+                        format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
+                        did_you_mean(name, ctx.calendars.iter().map(|c| c.id.as_str())),
+                    );
+                    None
+                }),
+                None => {
+                    d.at_pos(
+                        src,
+                        cb.pos(),
+                        "unknown_calendar",
+                        "`working_days_after` needs a `calendar` declared in the manifest".into(),
+                    );
+                    None
+                }
+            };
+            CreditAfter::WorkingDays {
+                days,
+                calendar: calendar.unwrap_or(0),
+            }
+        }
+        (None, Some(days)) => CreditAfter::Days(days),
+        _ => {
+            d.at_pos(
+                src,
+                cb.pos(),
+                "bad_credit_by",
+                "`credit_by` needs exactly one of `working_days_after` or `days_after`".into(),
+            );
+            CreditAfter::Days(0)
+        }
+    }
+}
+
+/// One coupon template of a grant.
+fn compile_coupon(
+    c: &Sp<RawCoupon>,
+    src: &SourceFile,
+    ctx: &Context,
+    d: &mut Diagnostics,
+) -> Option<CouponTemplate> {
+    let usable_for = ctx.channel_mask(&c.usable_for, src, d);
+    let min_spend = c
+        .min_spend
+        .as_ref()
+        .and_then(|v| amount(v, src, "min_spend", Sign::NotNegative, d));
+    match (&c.face_value, &c.from_field) {
+        (Some(fv), None) => {
+            let face_value = amount(fv, src, "face_value", Sign::Positive, d).unwrap_or_default();
+            if let Some(by) = &c.min_spend_by_face_value {
+                d.at_pos(
+                    src,
+                    by.pos(),
+                    "conflicting_keys",
+                    "`min_spend_by_face_value` goes with `from_field`".into(),
+                );
+            }
+            Some(CouponTemplate::Fixed {
+                face_value,
+                min_spend: min_spend.unwrap_or(face_value),
+                usable_for,
+                count: c.count.as_deref().copied().unwrap_or(1),
+            })
+        }
+        (None, Some(field)) => {
+            let field = ctx.field_at(field, src, d);
+            if field_type(&field) != Ty::DecimalList {
+                let at = c.from_field.as_ref().map_or(c.pos(), |f| f.pos());
+                d.at_pos(
+                    src,
+                    at,
+                    "bad_field_type",
+                    format!(
+                        "`from_field` needs a list of decimals such as `face_values`, not `{}`",
+                        field.name()
+                    ),
+                );
+            }
+            if let Some(count) = &c.count {
+                d.at_pos(
+                    src,
+                    count.pos(),
+                    "conflicting_keys",
+                    "`count` goes with a fixed `face_value`".into(),
+                );
+            }
+            Some(CouponTemplate::PerValue {
+                field,
+                min_spend,
+                min_spend_by_face_value: min_spends_by_face_value(c, src, d),
+                usable_for,
+            })
+        }
+        _ => {
+            d.at_pos(
+                src,
+                c.pos(),
+                "bad_coupon",
+                "a coupon has either a `face_value` or a `from_field`".into(),
+            );
+            None
+        }
+    }
+}
+
+/// The minimum spend of each face value of a `from_field` coupon.
+fn min_spends_by_face_value(
+    c: &RawCoupon,
+    src: &SourceFile,
+    d: &mut Diagnostics,
+) -> Vec<(Decimal, Decimal)> {
+    let Some(by) = &c.min_spend_by_face_value else {
+        return Vec::new();
+    };
+    let mut by_value = Vec::new();
+    for (k, v) in by.iter() {
+        match (Decimal::from_str(k.trim()), parse_decimal(v)) {
+            (Ok(k), Ok(v)) => by_value.push((k, v)),
+            (Err(_), _) => d.at_pos(
+                src,
+                by.pos(),
+                "bad_decimal",
+                format!("`{k}` is not a decimal"),
+            ),
+            (_, Err(e)) => d.at_pos(src, v.pos(), "bad_decimal", e),
+        }
+    }
+    by_value
 }
 
 /// One named condition of `when`; its problems are tied to the clause it encodes.
@@ -1531,7 +1546,7 @@ fn check_order(rules: &[Rule], sources: &[Parsed<RawRule>], ctx: &Context, d: &m
             if exclusive(a, b) {
                 continue;
             }
-            let Some(src) = sources.iter().find(|p| p.raw.id == b.id) else {
+            let Some(src) = sources.iter().find(|p| *p.raw.id == b.id) else {
                 continue;
             };
             let kind = ctx
@@ -1546,10 +1561,16 @@ fn check_order(rules: &[Rule], sources: &[Parsed<RawRule>], ctx: &Context, d: &m
                 .get(counter)
                 .map(String::as_str)
                 .unwrap_or_default();
-            d.at_with_help(
+            // At the second rule's limit on the shared counter.
+            let at = src
+                .raw
+                .limits
+                .iter()
+                .find(|l| *l.counter == counter)
+                .map_or(src.raw.id.pos(), |l| l.counter.pos());
+            d.at_pos_with_help(
                 &src.src,
-                "counter",
-                counter,
+                at,
                 "ambiguous_order",
                 format!(
                     "rules `{}` and `{}` both count on `{counter}` for `{kind}` events in phase `{}`, so which one decides first depends on their order",

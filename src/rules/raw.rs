@@ -133,7 +133,7 @@ pub enum RawFactType {
 #[serde(deny_unknown_fields)]
 pub struct RawFactUpdate {
     /// The event types that update the fact. Example: `[card_payment, refund]`.
-    pub on: Vec<String>,
+    pub on: Vec<Sp<String>>,
     /// What the update does to the fact's value.
     pub op: RawFactOp,
     /// The event field an `add_field` / `set_field` op reads.
@@ -229,18 +229,18 @@ pub struct RawHoliday {
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// The rule's id: the file's name without `.yaml`. Example: `spring-dining`.
-    pub id: String,
+    pub id: Sp<String>,
     /// The clause of the terms this rule implements, quoted in explanations.
     /// Example: `"Offer 1: a EUR 10 coupon for a first dinner paid by card (T2)"`.
     pub clause: Option<String>,
     /// The phase the rule runs in; one of the manifest's `phases`. Example: `reward`.
-    pub phase: String,
+    pub phase: Sp<String>,
     /// The event types the rule listens to; declared in the manifest's `events`.
     /// Example: `[card_payment]`.
-    pub on: Vec<String>,
+    pub on: Vec<Sp<String>>,
     /// What the rule decides: `grant` (the default), `redemption` or `coupon_use`.
     #[serde(default)]
-    pub decides: RawDecides,
+    pub decides: Sp<RawDecides>,
     /// Free parameters, visible to scripts as `params`.
     /// Example: `{ terminals: [T1, T2], threshold: "12.50" }`.
     #[serde(default)]
@@ -253,13 +253,13 @@ pub struct RawRule {
     /// Limits on how often or how much the rule may grant, on counters rules may share.
     /// Example: `- { name: once_each, counter: offer-1, per: customer, max_grants: 1 }`.
     #[serde(default)]
-    pub limits: Vec<RawLimit>,
+    pub limits: Vec<Sp<RawLimit>>,
     /// Points debited for an approval (`decides: redemption` rules only).
-    pub points: Option<RawPoints>,
+    pub points: Option<Sp<RawPoints>>,
     /// The coupons the rule grants and when they are credited.
-    pub grant: Option<RawGrant>,
+    pub grant: Option<Sp<RawGrant>>,
     /// The coupon use checks of a `decides: coupon_use` rule.
-    pub coupon_use: Option<RawCouponUse>,
+    pub coupon_use: Option<Sp<RawCouponUse>>,
 }
 
 /// What a rule decides.
@@ -363,13 +363,13 @@ pub struct RawCondition {
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
     /// The limit's name, shown in explanations. Example: `once_each`.
-    pub name: String,
+    pub name: Sp<String>,
     /// The clause of the terms this limit implements.
     /// Example: `"T5: offer 1 at most once per customer"`.
     pub clause: Option<String>,
     /// Counter name; rules naming the same counter share it.
     /// Example: `offer-1`.
-    pub counter: String,
+    pub counter: Sp<String>,
     /// Whose counter it is: `customer`, `wallet`, or `all` for one total.
     pub per: RawScope,
     /// When the counter starts again from zero: `day` (each calendar day); absent, never.
@@ -380,10 +380,10 @@ pub struct RawLimit {
     pub max_coupons: Option<u64>,
     /// The most coupon value (sum of face values) the counter allows. Example: `"2500"`.
     #[schemars(with = "Option<Amount>")]
-    pub max_value: Option<Value>,
+    pub max_value: Option<Sp<Value>>,
     /// The reason a `decides: redemption` rule rejects with when the limit is reached.
     /// Example: `over_the_daily_cap`.
-    pub reject: Option<String>,
+    pub reject: Option<Sp<String>>,
 }
 
 /// The time window a counter resets on.
@@ -402,11 +402,11 @@ pub struct RawPoints {
     pub clause: Option<String>,
     /// The fact holding the points balance: a `decimal` fact kept per `wallet`.
     /// Example: `miles_left`.
-    pub balance_fact: String,
+    pub balance_fact: Sp<String>,
     /// Points per unit of face value (e.g. per EUR 1); absent, no points are debited.
     /// Example: `"120"`.
     #[schemars(with = "Option<Amount>")]
-    pub rate: Option<Value>,
+    pub rate: Option<Sp<Value>>,
     /// The reason to reject with when the balance is too low. Example: `not_enough_miles`.
     pub reject: String,
 }
@@ -420,9 +420,9 @@ pub struct RawGrant {
     pub clause: Option<String>,
     /// The coupons granted.
     /// Example: `- { face_value: "10", min_spend: "30", usable_for: [shop, web] }`.
-    pub coupons: Vec<RawCoupon>,
+    pub coupons: Vec<Sp<RawCoupon>>,
     /// When the coupons are credited: `working_days_after` with a `calendar`, or `days_after`.
-    pub credit_by: RawCreditBy,
+    pub credit_by: Sp<RawCreditBy>,
     /// How many days a coupon is valid, counting its credit day. Example: `60`.
     pub valid_days: Option<Sp<u32>>,
 }
@@ -437,7 +437,7 @@ pub struct RawCoupon {
     pub face_value: Option<Sp<Value>>,
     /// A list-of-amounts event field: one coupon per value in it. Example: `face_values`.
     /// Not with `face_value`.
-    pub from_field: Option<String>,
+    pub from_field: Option<Sp<String>>,
     /// The least a payment must be for the coupon to be used; defaults to the face value.
     /// Example: `"30"`.
     #[schemars(with = "Option<Amount>")]
@@ -445,12 +445,12 @@ pub struct RawCoupon {
     /// With `from_field`: the minimum spend for each face value.
     /// Example: `{ "10": "30", "25": "60" }`.
     #[schemars(with = "Option<MinSpendByFaceValue>")]
-    pub min_spend_by_face_value: Option<BTreeMap<String, Value>>,
+    pub min_spend_by_face_value: Option<Sp<BTreeMap<String, Sp<Value>>>>,
     /// The channels the coupon can be used on; from the manifest's `channels`.
     /// Example: `[shop, web]`.
-    pub usable_for: Vec<String>,
+    pub usable_for: Vec<Sp<String>>,
     /// With `face_value`: how many such coupons are granted (default 1). Example: `2`.
-    pub count: Option<u32>,
+    pub count: Option<Sp<u32>>,
 }
 
 /// When granted coupons are credited.
@@ -460,7 +460,7 @@ pub struct RawCreditBy {
     /// Credited this many working days after the event's date, by `calendar`. Example: `2`.
     pub working_days_after: Option<u32>,
     /// The working-day calendar for `working_days_after`, as the manifest names it. Example: `fr`.
-    pub calendar: Option<String>,
+    pub calendar: Option<Sp<String>>,
     /// Credited this many calendar days after the event's date; `0` is the same day.
     pub days_after: Option<u32>,
     /// Fixed credit dates for events before some day.
@@ -476,9 +476,9 @@ pub struct RawCreditOverride {
     /// The clause of the terms this implements.
     pub clause: Option<String>,
     /// Applies to events dated before this day, `YYYY-MM-DD`. Example: `2031-03-05`.
-    pub before: String,
+    pub before: Sp<String>,
     /// The credit date for those events, `YYYY-MM-DD`. Example: `2031-03-10`.
-    pub date: String,
+    pub date: Sp<String>,
 }
 
 /// Coupon-use checks.

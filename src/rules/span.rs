@@ -41,6 +41,17 @@ impl<T> Sp<T> {
     }
 }
 
+/// A value the file leaves out, at no position (line 0: the file as a whole).
+impl<T: Default> Default for Sp<T> {
+    fn default() -> Sp<T> {
+        Sp(serde_saphyr::Spanned {
+            value: T::default(),
+            referenced: serde_saphyr::Location::UNKNOWN,
+            defined: serde_saphyr::Location::UNKNOWN,
+        })
+    }
+}
+
 impl<T> Deref for Sp<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -66,5 +77,11 @@ impl<T: JsonSchema> JsonSchema for Sp<T> {
 impl From<(usize, usize)> for Pos {
     fn from((line, column): (usize, usize)) -> Pos {
         Pos { line, column }
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Sp<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.value.fmt(f)
     }
 }
