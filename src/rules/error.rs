@@ -57,7 +57,9 @@ impl fmt::Display for RulesetError {
     }
 }
 
-/// A rule file's text, kept so that later checks can point into it.
+/// A rule file's text, kept to show the line a diagnostic points at and to read a
+/// scalar's source (`super::scalar`); positions come from the YAML reader, never from
+/// searching this text.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     pub path: PathBuf,
@@ -65,22 +67,6 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Line and column (1-based) of the first occurrence of `needle` at or after the line
-    /// holding `key:`, falling back to the first occurrence anywhere, then to 1:1.
-    pub fn locate(&self, key: &str, needle: &str) -> (usize, usize) {
-        let key_at = self.text.find(&format!("{key}:")).unwrap_or(0);
-        let at = self
-            .text
-            .get(key_at..)
-            .and_then(|rest| rest.find(needle))
-            .map(|i| i + key_at)
-            .or_else(|| self.text.find(needle));
-        match at {
-            Some(i) => self.line_col(i),
-            None => (1, 1),
-        }
-    }
-
     /// Line and column (1-based) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = self.text.get(..offset).unwrap_or(&self.text);
@@ -97,33 +83,6 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    /// Records a problem located at `needle` (searched after `key:`) in `src`.
-    pub fn at(
-        &mut self,
-        src: &SourceFile,
-        key: &str,
-        needle: &str,
-        code: &'static str,
-        message: String,
-    ) {
-        let (line, column) = src.locate(key, needle);
-        self.at_pos(src, Pos { line, column }, code, message);
-    }
-
-    /// Like `at`, with a help line (e.g. a "did you mean").
-    pub fn at_with_help(
-        &mut self,
-        src: &SourceFile,
-        key: &str,
-        needle: &str,
-        code: &'static str,
-        message: String,
-        help: Option<String>,
-    ) {
-        let (line, column) = src.locate(key, needle);
-        self.at_pos_with_help(src, Pos { line, column }, code, message, help);
-    }
-
     /// Records a problem at a position the YAML reader gave.
     pub fn at_pos(&mut self, src: &SourceFile, at: Pos, code: &'static str, message: String) {
         self.at_pos_with_help(src, at, code, message, None);
@@ -272,15 +231,5 @@ mod tests {
             Some("did you mean `visit_count`?".into())
         );
         assert_eq!(did_you_mean("zzz", ["visit_count"]), None);
-    }
-
-    #[test]
-    fn locates_needle_after_key() {
-        let src = SourceFile {
-            path: "x.yaml".into(),
-            text: "a: foo\nb:\n  c: foo\n".into(),
-        };
-        assert_eq!(src.locate("b", "foo"), (3, 6));
-        assert_eq!(src.locate("a", "foo"), (1, 4));
     }
 }

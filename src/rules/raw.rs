@@ -27,7 +27,7 @@ pub struct RawManifest {
     pub name: Option<String>,
     /// The IANA time zone in which event dates are taken: a rule's dates (`between`,
     /// `credit_by`) are calendar days in this zone. Example: `Europe/Paris`.
-    pub timezone: String,
+    pub timezone: Sp<String>,
     /// The currency of all amounts, for reports. Example: `EUR`.
     pub currency: Option<String>,
     /// The phases rules run in, in order, within one event; each rule names its `phase`.
@@ -39,7 +39,7 @@ pub struct RawManifest {
     pub calendars: BTreeMap<String, String>,
     /// The event types the ruleset accepts, by name; a line of any other type is rejected.
     /// Example: `card_payment: { requires: [amount], channel: shop }`.
-    pub events: BTreeMap<String, RawEventType>,
+    pub events: Sp<BTreeMap<String, RawEventType>>,
     /// The payment channels coupons can be usable for.
     /// Example: `[shop, web, app]`.
     pub channels: Vec<String>,
@@ -59,7 +59,7 @@ pub struct RawManifest {
     /// conditions test them with `fact:`.
     /// Example: `past_payments: { scope: customer, type: count }`.
     #[serde(default)]
-    pub facts: BTreeMap<String, RawFact>,
+    pub facts: BTreeMap<String, Sp<RawFact>>,
     /// Sandbox limits for scripts; defaults apply where absent.
     #[serde(default)]
     pub script_limits: RawScriptLimits,
@@ -75,7 +75,7 @@ pub struct RawEventType {
     pub requires: Vec<String>,
     /// The channel a payment of this type counts as when coupons are used on it; one of
     /// the manifest's `channels`. Example: `shop`. Not with `channel_field`.
-    pub channel: Option<String>,
+    pub channel: Option<Sp<String>>,
     /// The event field that holds the payment's channel, for types paid on several
     /// channels. Example: `channel`. Not with `channel`.
     pub channel_field: Option<String>,
@@ -89,7 +89,7 @@ pub struct RawFact {
     /// Example: `"T4: every card payment, any date, counts as an earlier payment"`.
     pub clause: Option<String>,
     /// Whose fact it is: `customer` or `wallet`.
-    pub scope: RawScope,
+    pub scope: Sp<RawScope>,
     /// The type of the fact's value: `count`, `date`, `flag` or `decimal`.
     #[serde(rename = "type")]
     pub kind: RawFactType,
@@ -99,7 +99,7 @@ pub struct RawFact {
     /// How events update the fact, after all rules ran on them.
     /// Example: `- { on: [card_payment], op: increment }`.
     #[serde(default)]
-    pub updates: Vec<RawFactUpdate>,
+    pub updates: Vec<Sp<RawFactUpdate>>,
 }
 
 /// Whose fact it is, or whose counter.
@@ -135,9 +135,9 @@ pub struct RawFactUpdate {
     /// The event types that update the fact. Example: `[card_payment, refund]`.
     pub on: Vec<Sp<String>>,
     /// What the update does to the fact's value.
-    pub op: RawFactOp,
+    pub op: Sp<RawFactOp>,
     /// The event field an `add_field` / `set_field` op reads.
-    pub field: Option<String>,
+    pub field: Option<Sp<String>>,
 }
 
 /// Fact update operations.
@@ -200,12 +200,12 @@ pub struct RawScriptLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawCalendar {
     /// The calendar's name as the manifest's `calendars` gives it. Example: `fr`.
-    pub id: Option<String>,
+    pub id: Option<Sp<String>>,
     /// A readable name. Example: `French working days`.
     pub name: Option<String>,
     /// The weekday names that are never working days. Example: `[saturday, sunday]`.
     #[serde(default)]
-    pub weekend: Vec<String>,
+    pub weekend: Vec<Sp<String>>,
     /// The holidays, each a date and a name.
     /// Example: `- { date: 2031-05-01, name: "May Day" }`.
     #[serde(default)]
@@ -217,7 +217,7 @@ pub struct RawCalendar {
 #[serde(deny_unknown_fields)]
 pub struct RawHoliday {
     /// The holiday's date, `YYYY-MM-DD`. Example: `2031-05-01`.
-    pub date: String,
+    pub date: Sp<String>,
     /// The holiday's name. Example: `May Day`.
     pub name: Option<String>,
 }

@@ -360,7 +360,7 @@ fn fact_updates_take_only_fields_that_fit_the_fact() {
             "        op: increment\n",
             "        op: add_field\n        field: amount\n",
         ),
-        "rules/ruleset.yaml:65:9: error[bad_update]: update `add_field` does not apply to fact `bill_payments` of type count",
+        "rules/ruleset.yaml:65:13: error[bad_update]: update `add_field` does not apply to fact `bill_payments` of type count",
     );
     assert_reports(
         check_with(
@@ -369,7 +369,7 @@ fn fact_updates_take_only_fields_that_fit_the_fact() {
             "        op: set_true\n",
             "        op: set_field\n        field: merchant\n",
         ),
-        "rules/ruleset.yaml:82:9: error[bad_update]: update of fact `points_authorized`: field `merchant` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal",
+        "rules/ruleset.yaml:82:16: error[bad_update]: update of fact `points_authorized`: field `merchant` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal",
     );
 }
 
