@@ -6,6 +6,54 @@ use std::path::{Path, PathBuf};
 
 use super::span::Pos;
 
+/// Every diagnostic code `check` reports, in one list: a code is stable once shipped (tools
+/// and tests match on it), and `tests/it/check.rs` asserts each of them at its exact
+/// file:line:col (a test fails if a code here has none).
+pub const CODES: &[&str] = &[
+    "ambiguous_order",
+    "bad_amount",
+    "bad_condition",
+    "bad_coupon",
+    "bad_credit_by",
+    "bad_decimal",
+    "bad_fact_type",
+    "bad_field_type",
+    "bad_literal",
+    "bad_number",
+    "bad_operator",
+    "bad_rule_shape",
+    "bad_scope",
+    "bad_update",
+    "bad_weekday",
+    "bad_date",
+    "conflicting_keys",
+    "duplicate_rule_id",
+    "empty_limit",
+    "id_mismatch",
+    "missing_name",
+    "never_holds",
+    "no_test",
+    "not_utf8",
+    "points_not_allowed",
+    "reject_not_allowed",
+    "script_limit",
+    "script_syntax",
+    "too_many",
+    "unknown_calendar",
+    "unknown_channel",
+    "unknown_event_type",
+    "unknown_fact",
+    "unknown_field",
+    "unknown_key",
+    "unknown_list",
+    "unknown_phase",
+    "unknown_timezone",
+    "unknown_value",
+    "unreadable",
+    "unreadable_script",
+    "yaml",
+];
+
 /// One problem found in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {

@@ -581,7 +581,7 @@ fn script_errors_are_located_inside_quoted_and_folded_scalars() {
         heads
             .iter()
             .any(|h| h
-                .starts_with("rules/promotions/bill-first-time.yaml:11:32: error[script_syntax]")),
+                .starts_with("rules/promotions/bill-first-time.yaml:11:32: error[script_syntax]: script of condition `scripted`: Unexpected")),
         "{stderr}"
     );
     let (code, heads, stderr) = case(
@@ -594,6 +594,152 @@ fn script_errors_are_located_inside_quoted_and_folded_scalars() {
             |h| h.starts_with("rules/promotions/bill-first-time.yaml:13:")
                 && h.contains("error[script_syntax]")
         ),
+        "{stderr}"
+    );
+}
+
+/// A script that breaks the sandbox's limits on a probe event fails the check at the
+/// statement that ran away.
+#[test]
+fn a_runaway_script_is_located_at_its_loop() {
+    let (code, heads, stderr) = check_with(
+        "check-script-limit",
+        "promotions/bill-first-time.yaml",
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: spinning\n    script: |\n      let n = 0;\n      while n >= 0 { n += 1; }\n      true\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(|h| h.starts_with(
+            "rules/promotions/bill-first-time.yaml:13:13: error[script_limit]: script of condition `spinning` in rule `bill-first-time` breaks the sandbox's limits"
+        )),
+        "{stderr}"
+    );
+}
+
+/// Every code of the registry is asserted by some test, at its exact place: this fails when a
+/// code is added without one.
+#[test]
+fn every_diagnostic_code_has_a_located_test() {
+    let tests = [include_str!("check.rs"), include_str!("scripts.rs")].concat();
+    let untested: Vec<&str> = promo::rules::error::CODES
+        .iter()
+        .copied()
+        .filter(|code| !tests.contains(&format!("error[{code}]: ")))
+        .collect();
+    eqnice(Vec::<&str>::new(), untested);
+}
+
+#[test]
+fn manifest_and_calendar_codes_are_located() {
+    let case = |name: &str, file: &str, from: &str, to: &str| check_with(name, file, from, to);
+    assert_reports(
+        case("check-tz", "ruleset.yaml", "timezone: Asia/Hong_Kong", "timezone: Asia/Hong_Kongg"),
+        "rules/ruleset.yaml:5:11: error[unknown_timezone]: unknown time zone `Asia/Hong_Kongg`; expected an IANA name such as `Europe/Paris`",
+    );
+    let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
+    assert_reports(
+        case(
+            "check-too-many",
+            "ruleset.yaml",
+            "channels: [in_store, bill_payment, autopay, services, online]",
+            &format!(
+                "channels: [in_store, bill_payment, autopay, services, online, {}]",
+                many.join(", ")
+            ),
+        ),
+        "rules/ruleset.yaml:20:3: error[too_many]: at most 64 event types and 64 channels",
+    );
+    assert_reports(
+        case("check-channel-both", "ruleset.yaml", "    channel: autopay\n", "    channel: autopay\n    channel_field: channel\n"),
+        "rules/ruleset.yaml:27:14: error[conflicting_keys]: event type `autopay_payment` has both `channel` and `channel_field`; keep one",
+    );
+    assert_reports(
+        case("check-scope", "ruleset.yaml", "    scope: customer\n", "    scope: all\n"),
+        "rules/ruleset.yaml:60:12: error[bad_scope]: fact `bill_payments` must be kept per `customer` or per `wallet`",
+    );
+    assert_reports(
+        case("check-weekday", "calendars/hk.yaml", "weekend: [saturday, sunday]", "weekend: [saturday, sundy]"),
+        "rules/calendars/hk.yaml:5:21: error[bad_weekday]: `sundy` is not a weekday name such as `saturday`",
+    );
+    assert_reports(
+        case("check-holiday", "calendars/hk.yaml", "date: 2019-01-01,", "date: 2019-01-32,"),
+        "rules/calendars/hk.yaml:7:13: error[bad_date]: `2019-01-32` is not a date; expected YYYY-MM-DD",
+    );
+    assert_reports(
+        case("check-cal-id", "calendars/hk.yaml", "id: hk", "id: hkg"),
+        "rules/calendars/hk.yaml:3:5: error[id_mismatch]: calendar id `hkg` differs from the manifest's name `hk` for this file",
+    );
+    assert_reports(
+        case("check-per", "promotions/bill-first-time.yaml", "per: customer", "per: custmer"),
+        "rules/promotions/bill-first-time.yaml:22:10: error[unknown_value]: unknown variant `custmer`, expected one of `customer`, `wallet`, `all`",
+    );
+}
+
+#[test]
+fn rule_file_codes_are_located() {
+    let case = |name: &str, from: &str, to: &str| {
+        check_with(name, "promotions/bill-first-time.yaml", from, to)
+    };
+    assert_reports(
+        case("check-phase", "phase: promotion", "phase: promotoin"),
+        "rules/promotions/bill-first-time.yaml:3:8: error[unknown_phase]: unknown phase `promotoin`; the manifest's phases are [\"coupon_use\", \"promotion\"]",
+    );
+    assert_reports(
+        case("check-rule-id", "id: bill-first-time", "id: bill-first"),
+        "rules/promotions/bill-first-time.yaml:1:5: error[id_mismatch]: rule id `bill-first` differs from its file name `bill-first-time.yaml`; a rule's id is its file name",
+    );
+    assert_reports(
+        case("check-shape", "phase: promotion\n", "phase: promotion\ndecides: coupon_use\n"),
+        "rules/promotions/bill-first-time.yaml:4:10: error[bad_rule_shape]: a `coupon_use` rule needs a `coupon_use` block and no `grant`",
+    );
+    assert_reports(
+        case("check-points", "phase: promotion\n", "phase: promotion\npoints: { balance_fact: points_balance, reject: low }\n"),
+        "rules/promotions/bill-first-time.yaml:4:9: error[points_not_allowed]: `points` apply to `decides: redemption` rules only",
+    );
+    assert_reports(
+        case("check-empty-limit", "    max_grants: 1\n", ""),
+        "rules/promotions/bill-first-time.yaml:19:11: error[empty_limit]: limit `reward_1_once_per_customer` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
+    );
+    assert_reports(
+        case("check-coupon", "    - face_value: \"80\"\n", "    - from_field: face_values\n      face_value: \"80\"\n"),
+        "rules/promotions/bill-first-time.yaml:27:7: error[bad_coupon]: a coupon has either a `face_value` or a `from_field`",
+    );
+    assert_reports(
+        case("check-credit-by", "    working_days_after: 2\n", "    working_days_after: 2\n    days_after: 1\n"),
+        "rules/promotions/bill-first-time.yaml:31:5: error[bad_credit_by]: `credit_by` needs exactly one of `working_days_after` or `days_after`",
+    );
+    let (code, heads, stderr) = case(
+        "check-script-file",
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: scripted\n    script_file: nope.rhai\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(|h| h.starts_with("rules/promotions/bill-first-time.yaml:11:18: error[unreadable_script]: cannot read script `")),
+        "{stderr}"
+    );
+    assert_reports(
+        check_with("check-balance-fact", "promotions/points-conversion.yaml", "balance_fact: points_balance", "balance_fact: bill_payments"),
+        "rules/promotions/points-conversion.yaml:39:17: error[bad_fact_type]: `bill_payments` must be a decimal fact kept per wallet",
+    );
+}
+
+#[test]
+fn a_ruleset_without_rule_files_is_unreadable() {
+    let dir = Dir::new("check-no-promotions");
+    let rules = dir.copy_rules();
+    std::fs::remove_dir_all(rules.join("promotions")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    eqnice(Some(1), out.status.code());
+    assert!(
+        stderr.starts_with("rules/promotions: error[unreadable]: cannot list rule files: "),
         "{stderr}"
     );
 }
