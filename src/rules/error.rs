@@ -201,34 +201,28 @@ impl Diagnostics {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        match err {
+        // An unknown key or value: what the reader expected instead, with the closest.
+        let unknown = match err {
             E::SerdeUnknownField {
                 field, expected, ..
-            } => {
-                let message = format!(
-                    "unknown field `{field}`, expected one of {}",
-                    quoted(expected)
-                );
-                self.push(&src.path, line, column, "unknown_key", message);
-                if let Some(last) = self.list.last_mut() {
-                    last.help = did_you_mean(field, expected.iter().copied());
-                }
-            }
+            } => Some(("unknown_key", "field", field, expected)),
             E::SerdeUnknownVariant {
                 variant, expected, ..
-            } => {
+            } => Some(("unknown_value", "variant", variant, expected)),
+            _ => None,
+        };
+        match unknown {
+            Some((code, what, found, expected)) => {
                 let message = format!(
-                    "unknown variant `{variant}`, expected one of {}",
+                    "unknown {what} `{found}`, expected one of {}",
                     quoted(expected)
                 );
-                self.push(&src.path, line, column, "unknown_value", message);
-                if let Some(last) = self.list.last_mut() {
-                    last.help = did_you_mean(variant, expected.iter().copied());
-                }
+                let help = did_you_mean(found, expected.iter().copied());
+                self.push_with_help(&src.path, line, column, code, message, help);
             }
-            other => {
+            None => {
                 // The reader appends " at line L, column C"; the location is ours to print.
-                let text = other.to_string();
+                let text = err.to_string();
                 let message = match text.rfind(" at line ") {
                     Some(i) => text.get(..i).unwrap_or(&text).to_string(),
                     None => text,

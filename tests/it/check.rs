@@ -681,34 +681,53 @@ fn rule_file_codes_are_located() {
     let case = |name: &str, from: &str, to: &str| {
         check_with(name, "promotions/bill-first-time.yaml", from, to)
     };
-    assert_reports(
-        case("check-phase", "phase: promotion", "phase: promotoin"),
-        "rules/promotions/bill-first-time.yaml:3:8: error[unknown_phase]: unknown phase `promotoin`; the manifest's phases are [\"coupon_use\", \"promotion\"]",
-    );
-    assert_reports(
-        case("check-rule-id", "id: bill-first-time", "id: bill-first"),
-        "rules/promotions/bill-first-time.yaml:1:5: error[id_mismatch]: rule id `bill-first` differs from its file name `bill-first-time.yaml`; a rule's id is its file name",
-    );
-    assert_reports(
-        case("check-shape", "phase: promotion\n", "phase: promotion\ndecides: coupon_use\n"),
-        "rules/promotions/bill-first-time.yaml:4:10: error[bad_rule_shape]: a `coupon_use` rule needs a `coupon_use` block and no `grant`",
-    );
-    assert_reports(
-        case("check-points", "phase: promotion\n", "phase: promotion\npoints: { balance_fact: points_balance, reject: low }\n"),
-        "rules/promotions/bill-first-time.yaml:4:9: error[points_not_allowed]: `points` apply to `decides: redemption` rules only",
-    );
-    assert_reports(
-        case("check-empty-limit", "    max_grants: 1\n", ""),
-        "rules/promotions/bill-first-time.yaml:19:11: error[empty_limit]: limit `reward_1_once_per_customer` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
-    );
-    assert_reports(
-        case("check-coupon", "    - face_value: \"80\"\n", "    - from_field: face_values\n      face_value: \"80\"\n"),
-        "rules/promotions/bill-first-time.yaml:27:7: error[bad_coupon]: a coupon has either a `face_value` or a `from_field`",
-    );
-    assert_reports(
-        case("check-credit-by", "    working_days_after: 2\n", "    working_days_after: 2\n    days_after: 1\n"),
-        "rules/promotions/bill-first-time.yaml:31:5: error[bad_credit_by]: `credit_by` needs exactly one of `working_days_after` or `days_after`",
-    );
+    let cases: [(&str, &str, &str, &str); 7] = [
+        (
+            "check-phase",
+            "phase: promotion",
+            "phase: promotoin",
+            "rules/promotions/bill-first-time.yaml:3:8: error[unknown_phase]: unknown phase `promotoin`; the manifest's phases are [\"coupon_use\", \"promotion\"]",
+        ),
+        (
+            "check-rule-id",
+            "id: bill-first-time",
+            "id: bill-first",
+            "rules/promotions/bill-first-time.yaml:1:5: error[id_mismatch]: rule id `bill-first` differs from its file name `bill-first-time.yaml`; a rule's id is its file name",
+        ),
+        (
+            "check-shape",
+            "phase: promotion\n",
+            "phase: promotion\ndecides: coupon_use\n",
+            "rules/promotions/bill-first-time.yaml:4:10: error[bad_rule_shape]: a `coupon_use` rule needs a `coupon_use` block and no `grant`",
+        ),
+        (
+            "check-points",
+            "phase: promotion\n",
+            "phase: promotion\npoints: { balance_fact: points_balance, reject: low }\n",
+            "rules/promotions/bill-first-time.yaml:4:9: error[points_not_allowed]: `points` apply to `decides: redemption` rules only",
+        ),
+        (
+            "check-empty-limit",
+            "    max_grants: 1\n",
+            "",
+            "rules/promotions/bill-first-time.yaml:19:11: error[empty_limit]: limit `reward_1_once_per_customer` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
+        ),
+        (
+            "check-coupon",
+            "    - face_value: \"80\"\n",
+            "    - from_field: face_values\n      face_value: \"80\"\n",
+            "rules/promotions/bill-first-time.yaml:27:7: error[bad_coupon]: a coupon has either a `face_value` or a `from_field`",
+        ),
+        (
+            "check-credit-by",
+            "    working_days_after: 2\n",
+            "    working_days_after: 2\n    days_after: 1\n",
+            "rules/promotions/bill-first-time.yaml:31:5: error[bad_credit_by]: `credit_by` needs exactly one of `working_days_after` or `days_after`",
+        ),
+    ];
+    for (name, from, to, expected) in cases {
+        assert_reports(case(name, from, to), expected);
+    }
     let (code, heads, stderr) = case(
         "check-script-file",
         "    between: [2019-12-19, 2020-01-31]\n",
