@@ -85,3 +85,11 @@ impl<T: std::fmt::Display> std::fmt::Display for Sp<T> {
         self.0.value.fmt(f)
     }
 }
+
+/// Serialized as its value: the JSON Schema of a field with a default shows the default
+/// (`weekend: []`) as it did before values carried their positions.
+impl<T: serde::Serialize> serde::Serialize for Sp<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.value.serialize(serializer)
+    }
+}
