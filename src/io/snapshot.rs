@@ -220,23 +220,6 @@ fn owners<'r>(
     (text_of("customer"), text_of("wallet"))
 }
 
-/// The file lines where the rows of a YAML snapshot begin: the lines starting with `- ` (a
-/// block sequence at the top level, as snapshots are written), when there is one per row;
-/// otherwise none, and rows are numbered instead.
-fn yaml_row_lines(text: &str, rows: usize) -> Vec<usize> {
-    let lines: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l == &"-" || l.starts_with("- ") || l.starts_with("-\t"))
-        .map(|(i, _)| i + 1)
-        .collect();
-    if lines.len() == rows {
-        lines
-    } else {
-        Vec::new()
-    }
-}
-
 /// Loads a snapshot into `state`, by the file's extension. With `skip_known`, rows of
 /// customers the state already knows are left out: a kept state is newer than the bank's
 /// records at the start of its first stream. Returns the rows applied, the rows rejected
@@ -296,12 +279,15 @@ pub fn load_snapshot(
             }
         }
         "yaml" | "yml" => {
-            let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_yaml::from_str(text)
-                .map_err(|e| loader.fail(e.location().map_or(0, |l| l.line()), e.to_string()))?;
-            let lines = yaml_row_lines(text, rows.len());
-            for (i, row) in rows.iter().enumerate() {
+            // Spanned rows give each row the file line it starts on, for the row errors.
+            let rows: Vec<serde_saphyr::Spanned<serde_json::Map<String, serde_json::Value>>> =
+                serde_saphyr::from_str(text).map_err(|e| {
+                    loader.fail(e.location().map_or(0, |l| l.line() as usize), e.to_string())
+                })?;
+            for spanned in &rows {
+                let row = &spanned.value;
                 loader.columns(row.keys().map(String::as_str));
-                let line = lines.get(i).copied().unwrap_or(i + 1);
+                let line = spanned.referenced.line() as usize;
                 loader.apply_cells(line, |name: &str| row.get(name).and_then(yaml_cell))?;
             }
         }

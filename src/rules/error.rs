@@ -4,6 +4,56 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::span::Pos;
+
+/// Every diagnostic code `check` reports, in one list: a code is stable once shipped (tools
+/// and tests match on it), and `tests/it/check.rs` asserts each of them at its exact
+/// file:line:col (a test fails if a code here has none).
+pub const CODES: &[&str] = &[
+    "ambiguous_order",
+    "bad_amount",
+    "bad_condition",
+    "bad_coupon",
+    "bad_credit_by",
+    "bad_decimal",
+    "bad_fact_type",
+    "bad_field_type",
+    "bad_literal",
+    "bad_number",
+    "bad_operator",
+    "bad_rule_shape",
+    "bad_scope",
+    "bad_update",
+    "bad_weekday",
+    "bad_date",
+    "conflicting_keys",
+    "duplicate_rule_id",
+    "empty_limit",
+    "id_mismatch",
+    "missing_name",
+    "never_holds",
+    "no_test",
+    "not_utf8",
+    "points_not_allowed",
+    "reject_not_allowed",
+    "script_limit",
+    "script_syntax",
+    "too_many",
+    "unknown_calendar",
+    "unknown_channel",
+    "unknown_event_type",
+    "unknown_fact",
+    "unknown_field",
+    "unknown_key",
+    "unknown_list",
+    "unknown_phase",
+    "unknown_timezone",
+    "unknown_value",
+    "unreadable",
+    "unreadable_script",
+    "yaml",
+];
+
 /// One problem found in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -55,7 +105,9 @@ impl fmt::Display for RulesetError {
     }
 }
 
-/// A rule file's text, kept so that later checks can point into it.
+/// A rule file's text, kept to show the line a diagnostic points at and to read a
+/// scalar's source (`super::scalar`); positions come from the YAML reader, never from
+/// searching this text.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     pub path: PathBuf,
@@ -63,22 +115,6 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// Line and column (1-based) of the first occurrence of `needle` at or after the line
-    /// holding `key:`, falling back to the first occurrence anywhere, then to 1:1.
-    pub fn locate(&self, key: &str, needle: &str) -> (usize, usize) {
-        let key_at = self.text.find(&format!("{key}:")).unwrap_or(0);
-        let at = self
-            .text
-            .get(key_at..)
-            .and_then(|rest| rest.find(needle))
-            .map(|i| i + key_at)
-            .or_else(|| self.text.find(needle));
-        match at {
-            Some(i) => self.line_col(i),
-            None => (1, 1),
-        }
-    }
-
     /// Line and column (1-based) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = self.text.get(..offset).unwrap_or(&self.text);
@@ -95,44 +131,25 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    /// Records a problem located at `needle` (searched after `key:`) in `src`.
-    pub fn at(
-        &mut self,
-        src: &SourceFile,
-        key: &str,
-        needle: &str,
-        code: &'static str,
-        message: String,
-    ) {
-        let (line, column) = src.locate(key, needle);
-        self.list.push(Diagnostic {
-            file: src.path.clone(),
-            line,
-            column,
-            code,
-            message,
-            help: None,
-            clause: None,
-        });
+    /// Records a problem at a position the YAML reader gave.
+    pub fn at_pos(&mut self, src: &SourceFile, at: Pos, code: &'static str, message: String) {
+        self.at_pos_with_help(src, at, code, message, None);
     }
 
-    /// Like `at`, with a help line (e.g. a "did you mean").
-    pub fn at_with_help(
+    /// Like `at_pos`, with a help line (e.g. a "did you mean").
+    pub fn at_pos_with_help(
         &mut self,
         src: &SourceFile,
-        key: &str,
-        needle: &str,
+        at: Pos,
         code: &'static str,
         message: String,
         help: Option<String>,
     ) {
-        self.at(src, key, needle, code, message);
-        if let Some(last) = self.list.last_mut() {
-            last.help = help;
-        }
+        self.push_with_help(&src.path, at.line, at.column, code, message, help);
     }
 
-    /// Records a problem with a known position.
+    /// Records a problem with a known position, once: a problem reached again from another
+    /// place (a manifest list every rule names) is the same problem, not a new one.
     pub fn push(
         &mut self,
         file: &Path,
@@ -141,50 +158,78 @@ impl Diagnostics {
         code: &'static str,
         message: String,
     ) {
-        self.list.push(Diagnostic {
+        self.push_with_help(file, line, column, code, message, None);
+    }
+
+    /// Like `push`, with a help line.
+    fn push_with_help(
+        &mut self,
+        file: &Path,
+        line: usize,
+        column: usize,
+        code: &'static str,
+        message: String,
+        help: Option<String>,
+    ) {
+        let diagnostic = Diagnostic {
             file: file.to_path_buf(),
             line,
             column,
             code,
             message,
-            help: None,
+            help,
             clause: None,
-        });
+        };
+        if !self.list.contains(&diagnostic) {
+            self.list.push(diagnostic);
+        }
     }
 
-    /// Records a YAML syntax or shape error.
-    pub fn yaml(&mut self, file: &Path, err: &serde_yaml::Error) {
-        let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
-        // serde_yaml appends " at line L column C" to its message; the location is ours to print.
-        let text = err.to_string();
-        let message = match text.find(" at line ") {
-            Some(i) => text.get(..i).unwrap_or(&text).to_string(),
-            None => text,
+    /// Records a YAML syntax or shape error, at the error's place or, where the reader
+    /// gives none, at the end of the file.
+    pub fn yaml(&mut self, src: &SourceFile, err: &serde_saphyr::Error) {
+        use serde_saphyr::Error as E;
+        let err = err.without_snippet();
+        let (line, column) = match err.location() {
+            Some(l) if l.line() > 0 => (l.line() as usize, l.column() as usize),
+            _ => src.line_col(src.text.trim_end().len()),
         };
-        // serde names unknown keys as "unknown field `x`, expected one of `a`, `b`": offer the
-        // closest expected key.
-        if let Some(rest) = message.split("unknown field `").nth(1) {
-            let found = rest.split('`').next().unwrap_or_default().to_string();
-            let expected: Vec<&str> = rest
-                .split("expected ")
-                .nth(1)
-                .unwrap_or_default()
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .collect();
-            self.push(file, line, column, "unknown_key", message.clone());
-            if let Some(last) = self.list.last_mut() {
-                last.help = did_you_mean(&found, expected);
+        let quoted = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // An unknown key or value: what the reader expected instead, with the closest.
+        let unknown = match err {
+            E::SerdeUnknownField {
+                field, expected, ..
+            } => Some(("unknown_key", "field", field, expected)),
+            E::SerdeUnknownVariant {
+                variant, expected, ..
+            } => Some(("unknown_value", "variant", variant, expected)),
+            _ => None,
+        };
+        match unknown {
+            Some((code, what, found, expected)) => {
+                let message = format!(
+                    "unknown {what} `{found}`, expected one of {}",
+                    quoted(expected)
+                );
+                let help = did_you_mean(found, expected.iter().copied());
+                self.push_with_help(&src.path, line, column, code, message, help);
             }
-            return;
+            None => {
+                // The reader appends " at line L, column C"; the location is ours to print.
+                let text = err.to_string();
+                let message = match text.rfind(" at line ") {
+                    Some(i) => text.get(..i).unwrap_or(&text).to_string(),
+                    None => text,
+                };
+                self.push(&src.path, line, column, "yaml", message);
+            }
         }
-        let code = if message.contains("unknown variant") {
-            "unknown_value"
-        } else {
-            "yaml"
-        };
-        self.push(file, line, column, code, message);
     }
 }
 
@@ -228,15 +273,5 @@ mod tests {
             Some("did you mean `visit_count`?".into())
         );
         assert_eq!(did_you_mean("zzz", ["visit_count"]), None);
-    }
-
-    #[test]
-    fn locates_needle_after_key() {
-        let src = SourceFile {
-            path: "x.yaml".into(),
-            text: "a: foo\nb:\n  c: foo\n".into(),
-        };
-        assert_eq!(src.locate("b", "foo"), (3, 6));
-        assert_eq!(src.locate("a", "foo"), (1, 4));
     }
 }

@@ -14,8 +14,8 @@ pub const MANIFEST: &str = "ruleset.yaml";
 pub const RULES_DIR: &str = "promotions";
 
 fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<T>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) => {
             d.push(
                 path,
@@ -27,19 +27,60 @@ fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<
             return None;
         }
     };
-    match serde_yaml::from_str::<T>(&text) {
-        Ok(raw) => Some(Parsed {
-            src: SourceFile {
-                path: path.to_path_buf(),
-                text,
-            },
-            raw,
-        }),
+    let text = match source_text(bytes) {
+        Ok(t) => t,
+        Err((line, column, message)) => {
+            d.push(path, line, column, "not_utf8", message);
+            return None;
+        }
+    };
+    let src = SourceFile {
+        path: path.to_path_buf(),
+        text,
+    };
+    match serde_saphyr::from_str_with_options::<T>(&src.text, yaml_options()) {
+        Ok(raw) => Some(Parsed { src, raw }),
         Err(e) => {
-            d.yaml(path, &e);
+            d.yaml(&src, &e);
             None
         }
     }
+}
+
+/// The text of a YAML file: UTF-8, without the byte order mark an editor may have put at its
+/// start; else the line, column and message of the first byte that is not UTF-8.
+pub(crate) fn source_text(mut bytes: Vec<u8>) -> Result<String, (usize, usize, String)> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = e
+            .as_bytes()
+            .get(..e.utf8_error().valid_up_to())
+            .unwrap_or_default();
+        let before = String::from_utf8_lossy(good);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (
+            line,
+            column,
+            "this file is not UTF-8 text: save it as UTF-8".to_string(),
+        )
+    })
+}
+
+/// The YAML reader's options: its default budget, which refuses an alias bomb (a few lines
+/// whose aliases expand to billions of nodes) before it is expanded.
+///
+/// Why serde-saphyr: `serde_yaml` 0.9 is deprecated and unmaintained. Of its successors,
+/// `serde_yaml_ng` and `serde_norway` are forks of the same libyaml-based code and keep no
+/// position for values, only for errors; `marked-yaml` keeps spans but reads every scalar
+/// as text, so `eq: 0` and `eq: "0"` could not be told apart; `saphyr` keeps spans but has
+/// no serde support. serde-saphyr is maintained, pure Rust, built to be panic-free on
+/// hostile input, budgets aliases, gives every error a line and column, and its
+/// `Spanned<T>` gives any value the line, column and offset it was read from.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::Options::default()
 }
 
 /// The rule files of a ruleset directory, sorted by name.

@@ -6,8 +6,10 @@ pub mod error;
 pub mod load;
 pub mod raw;
 pub mod ruleset;
+pub mod scalar;
 pub mod schema;
 pub mod script;
+pub mod span;
 
 pub use error::{Diagnostic, RulesetError};
 pub use load::{load_ruleset, ruleset_version};

@@ -4,16 +4,18 @@
 //! Every type also derives [`JsonSchema`], so `promo schema` prints the JSON Schema of rule
 //! files straight from these shapes (see [`super::schema`]). The `///` comments on fields
 //! become the descriptions editors show while an author types: write them for the people
-//! who write rules, with an example. Fields held as a YAML `Value` name a schema-only shape
+//! who write rules, with an example. Fields held as an untyped `Value` (YAML's scalars, lists
+//! and maps, read into JSON's data model) name a schema-only shape
 //! (`#[schemars(with = ...)]`) from [`super::schema`].
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::schema::{Amount, MinSpendByFaceValue, Scalar};
+pub use super::span::{Pos, Sp};
 
 /// `ruleset.yaml`, the manifest of a ruleset: its time zone, phases, event types, channels,
 /// lists and facts. Rule files refer to what it declares by name.
@@ -25,7 +27,7 @@ pub struct RawManifest {
     pub name: Option<String>,
     /// The IANA time zone in which event dates are taken: a rule's dates (`between`,
     /// `credit_by`) are calendar days in this zone. Example: `Europe/Paris`.
-    pub timezone: String,
+    pub timezone: Sp<String>,
     /// The currency of all amounts, for reports. Example: `EUR`.
     pub currency: Option<String>,
     /// The phases rules run in, in order, within one event; each rule names its `phase`.
@@ -37,7 +39,7 @@ pub struct RawManifest {
     pub calendars: BTreeMap<String, String>,
     /// The event types the ruleset accepts, by name; a line of any other type is rejected.
     /// Example: `card_payment: { requires: [amount], channel: shop }`.
-    pub events: BTreeMap<String, RawEventType>,
+    pub events: Sp<BTreeMap<String, RawEventType>>,
     /// The payment channels coupons can be usable for.
     /// Example: `[shop, web, app]`.
     pub channels: Vec<String>,
@@ -52,12 +54,12 @@ pub struct RawManifest {
     /// Example: `gold_cards: [gold_visa, gold_mastercard]`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<Scalar>>")]
-    pub lists: BTreeMap<String, Vec<Value>>,
+    pub lists: BTreeMap<String, Vec<Sp<Value>>>,
     /// Facts kept per customer or per wallet (counts, dates, flags, balances), by name;
     /// conditions test them with `fact:`.
     /// Example: `past_payments: { scope: customer, type: count }`.
     #[serde(default)]
-    pub facts: BTreeMap<String, RawFact>,
+    pub facts: BTreeMap<String, Sp<RawFact>>,
     /// Sandbox limits for scripts; defaults apply where absent.
     #[serde(default)]
     pub script_limits: RawScriptLimits,
@@ -73,7 +75,7 @@ pub struct RawEventType {
     pub requires: Vec<String>,
     /// The channel a payment of this type counts as when coupons are used on it; one of
     /// the manifest's `channels`. Example: `shop`. Not with `channel_field`.
-    pub channel: Option<String>,
+    pub channel: Option<Sp<String>>,
     /// The event field that holds the payment's channel, for types paid on several
     /// channels. Example: `channel`. Not with `channel`.
     pub channel_field: Option<String>,
@@ -87,7 +89,7 @@ pub struct RawFact {
     /// Example: `"T4: every card payment, any date, counts as an earlier payment"`.
     pub clause: Option<String>,
     /// Whose fact it is: `customer` or `wallet`.
-    pub scope: RawScope,
+    pub scope: Sp<RawScope>,
     /// The type of the fact's value: `count`, `date`, `flag` or `decimal`.
     #[serde(rename = "type")]
     pub kind: RawFactType,
@@ -97,7 +99,7 @@ pub struct RawFact {
     /// How events update the fact, after all rules ran on them.
     /// Example: `- { on: [card_payment], op: increment }`.
     #[serde(default)]
-    pub updates: Vec<RawFactUpdate>,
+    pub updates: Vec<Sp<RawFactUpdate>>,
 }
 
 /// Whose fact it is, or whose counter.
@@ -131,11 +133,11 @@ pub enum RawFactType {
 #[serde(deny_unknown_fields)]
 pub struct RawFactUpdate {
     /// The event types that update the fact. Example: `[card_payment, refund]`.
-    pub on: Vec<String>,
+    pub on: Vec<Sp<String>>,
     /// What the update does to the fact's value.
-    pub op: RawFactOp,
+    pub op: Sp<RawFactOp>,
     /// The event field an `add_field` / `set_field` op reads.
-    pub field: Option<String>,
+    pub field: Option<Sp<String>>,
 }
 
 /// Fact update operations.
@@ -198,12 +200,12 @@ pub struct RawScriptLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawCalendar {
     /// The calendar's name as the manifest's `calendars` gives it. Example: `fr`.
-    pub id: Option<String>,
+    pub id: Option<Sp<String>>,
     /// A readable name. Example: `French working days`.
     pub name: Option<String>,
     /// The weekday names that are never working days. Example: `[saturday, sunday]`.
     #[serde(default)]
-    pub weekend: Vec<String>,
+    pub weekend: Vec<Sp<String>>,
     /// The holidays, each a date and a name.
     /// Example: `- { date: 2031-05-01, name: "May Day" }`.
     #[serde(default)]
@@ -215,7 +217,7 @@ pub struct RawCalendar {
 #[serde(deny_unknown_fields)]
 pub struct RawHoliday {
     /// The holiday's date, `YYYY-MM-DD`. Example: `2031-05-01`.
-    pub date: String,
+    pub date: Sp<String>,
     /// The holiday's name. Example: `May Day`.
     pub name: Option<String>,
 }
@@ -227,18 +229,18 @@ pub struct RawHoliday {
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// The rule's id: the file's name without `.yaml`. Example: `spring-dining`.
-    pub id: String,
+    pub id: Sp<String>,
     /// The clause of the terms this rule implements, quoted in explanations.
     /// Example: `"Offer 1: a EUR 10 coupon for a first dinner paid by card (T2)"`.
     pub clause: Option<String>,
     /// The phase the rule runs in; one of the manifest's `phases`. Example: `reward`.
-    pub phase: String,
+    pub phase: Sp<String>,
     /// The event types the rule listens to; declared in the manifest's `events`.
     /// Example: `[card_payment]`.
-    pub on: Vec<String>,
+    pub on: Vec<Sp<String>>,
     /// What the rule decides: `grant` (the default), `redemption` or `coupon_use`.
     #[serde(default)]
-    pub decides: RawDecides,
+    pub decides: Sp<RawDecides>,
     /// Free parameters, visible to scripts as `params`.
     /// Example: `{ terminals: [T1, T2], threshold: "12.50" }`.
     #[serde(default)]
@@ -247,17 +249,17 @@ pub struct RawRule {
     /// The named conditions an event must pass, checked in order.
     /// Example: `- { name: gold_card, field: card_product, in_list: gold_cards }`.
     #[serde(default)]
-    pub when: Vec<RawCondition>,
+    pub when: Vec<Sp<RawCondition>>,
     /// Limits on how often or how much the rule may grant, on counters rules may share.
     /// Example: `- { name: once_each, counter: offer-1, per: customer, max_grants: 1 }`.
     #[serde(default)]
-    pub limits: Vec<RawLimit>,
+    pub limits: Vec<Sp<RawLimit>>,
     /// Points debited for an approval (`decides: redemption` rules only).
-    pub points: Option<RawPoints>,
+    pub points: Option<Sp<RawPoints>>,
     /// The coupons the rule grants and when they are credited.
-    pub grant: Option<RawGrant>,
+    pub grant: Option<Sp<RawGrant>>,
     /// The coupon use checks of a `decides: coupon_use` rule.
-    pub coupon_use: Option<RawCouponUse>,
+    pub coupon_use: Option<Sp<RawCouponUse>>,
 }
 
 /// What a rule decides.
@@ -279,81 +281,81 @@ pub enum RawDecides {
 pub struct RawCondition {
     /// The condition's name, shown in explanations; every condition of `when` needs one.
     /// Example: `in_offer_period`.
-    pub name: Option<String>,
+    pub name: Option<Sp<String>>,
     /// The clause of the terms this condition implements.
     /// Example: `"T1: payments from 2031-03-01 to 2031-03-31 inclusive, local date"`.
-    pub clause: Option<String>,
+    pub clause: Option<Sp<String>>,
     /// The reason a `decides: redemption` rule rejects with when this condition fails.
     /// Example: `not_a_gold_card`.
-    pub reject: Option<String>,
+    pub reject: Option<Sp<String>>,
     // operands
     /// The event field to test. Example: `card_product`, `amount`, or `at` (compared by its
     /// date in the ruleset's time zone); any other name is an extra field of the event.
-    pub field: Option<String>,
+    pub field: Option<Sp<String>>,
     /// The fact to test, as declared in the manifest. Example: `past_payments`.
-    pub fact: Option<String>,
+    pub fact: Option<Sp<String>>,
     /// A list-of-amounts field whose sum is tested. Example: `face_values`.
-    pub sum_of: Option<String>,
+    pub sum_of: Option<Sp<String>>,
     /// A list field whose number of items is tested. Example: `coupons`.
-    pub count_of: Option<String>,
+    pub count_of: Option<Sp<String>>,
     // tests
     /// Passes when the value equals this. Example: `eq: 0`, `eq: gold_visa`, `eq: true`.
     #[schemars(with = "Option<Scalar>")]
-    pub eq: Option<Value>,
+    pub eq: Option<Sp<Value>>,
     /// Passes when the value differs from this. Example: `ne: basic_card`.
     #[schemars(with = "Option<Scalar>")]
-    pub ne: Option<Value>,
+    pub ne: Option<Sp<Value>>,
     /// Passes when the value is one of these. Example: `in: [gold_visa, gold_mastercard]`.
     #[serde(rename = "in")]
     #[schemars(with = "Option<Vec<Scalar>>")]
-    pub in_: Option<Vec<Value>>,
+    pub in_: Option<Sp<Vec<Sp<Value>>>>,
     /// Passes when the value is none of these. Example: `not_in: [basic_card]`.
     #[schemars(with = "Option<Vec<Scalar>>")]
-    pub not_in: Option<Vec<Value>>,
+    pub not_in: Option<Sp<Vec<Sp<Value>>>>,
     /// Passes when the value is in a list of the manifest. Example: `in_list: gold_cards`.
-    pub in_list: Option<String>,
+    pub in_list: Option<Sp<String>>,
     /// Passes when the value is not in a list of the manifest.
     /// Example: `not_in_list: excluded_merchants`.
-    pub not_in_list: Option<String>,
+    pub not_in_list: Option<Sp<String>>,
     /// Passes when the value is greater than this (numbers, amounts, dates).
     /// Example: `gt: "12.50"`.
     #[schemars(with = "Option<Scalar>")]
-    pub gt: Option<Value>,
+    pub gt: Option<Sp<Value>>,
     /// Passes when the value is at least this (numbers, amounts, dates).
     /// Example: `gte: 2031-03-01`.
     #[schemars(with = "Option<Scalar>")]
-    pub gte: Option<Value>,
+    pub gte: Option<Sp<Value>>,
     /// Passes when the value is less than this (numbers, amounts, dates). Example: `lt: "999.99"`.
     #[schemars(with = "Option<Scalar>")]
-    pub lt: Option<Value>,
+    pub lt: Option<Sp<Value>>,
     /// Passes when the value is at most this (numbers, amounts, dates). Example: `lte: 2031-03-31`.
     #[schemars(with = "Option<Scalar>")]
-    pub lte: Option<Value>,
+    pub lte: Option<Sp<Value>>,
     /// Passes when the value lies between the two, both included (numbers, amounts, dates).
     /// Example: `between: [2031-03-01, 2031-03-31]`.
     #[schemars(with = "Option<(Scalar, Scalar)>")]
-    pub between: Option<(Value, Value)>,
+    pub between: Option<(Sp<Value>, Sp<Value>)>,
     /// `true` passes when the event has the field (or the fact has a value); `false` when
     /// it has not. Example: `present: false`.
-    pub present: Option<bool>,
+    pub present: Option<Sp<bool>>,
     /// `true` passes when the list field has at least one item. Example: `not_empty: true`.
-    pub not_empty: Option<bool>,
+    pub not_empty: Option<Sp<bool>>,
     /// Passes when every item of the list field is one of these. Example: `each_in: ["10", "25"]`.
     #[schemars(with = "Option<Vec<Scalar>>")]
-    pub each_in: Option<Vec<Value>>,
+    pub each_in: Option<Sp<Vec<Sp<Value>>>>,
     // groups and scripts
     /// Passes when every condition listed passes.
     /// Example: `all: [{ field: card_role, eq: main }, { field: amount, gte: "12.50" }]`.
-    pub all: Option<Vec<RawCondition>>,
+    pub all: Option<Vec<Sp<RawCondition>>>,
     /// Passes when at least one condition listed passes.
     /// Example: `any: [{ fact: paid_on, present: false }, { fact: paid_on, gte: 2031-03-01 }]`.
-    pub any: Option<Vec<RawCondition>>,
+    pub any: Option<Vec<Sp<RawCondition>>>,
     /// A Rhai expression that passes when it returns `true`; it sees `event`, `facts` and
     /// `params`, and money is a decimal. Example: `event.amount >= params.threshold * 2`.
-    pub script: Option<String>,
+    pub script: Option<Sp<String>>,
     /// A Rhai script file, relative to this rule file, used like `script`.
     /// Example: `big_spender.rhai`.
-    pub script_file: Option<String>,
+    pub script_file: Option<Sp<String>>,
 }
 
 /// A limit on how often or how much a rule may grant.
@@ -361,13 +363,13 @@ pub struct RawCondition {
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
     /// The limit's name, shown in explanations. Example: `once_each`.
-    pub name: String,
+    pub name: Sp<String>,
     /// The clause of the terms this limit implements.
     /// Example: `"T5: offer 1 at most once per customer"`.
     pub clause: Option<String>,
     /// Counter name; rules naming the same counter share it.
     /// Example: `offer-1`.
-    pub counter: String,
+    pub counter: Sp<String>,
     /// Whose counter it is: `customer`, `wallet`, or `all` for one total.
     pub per: RawScope,
     /// When the counter starts again from zero: `day` (each calendar day); absent, never.
@@ -378,10 +380,10 @@ pub struct RawLimit {
     pub max_coupons: Option<u64>,
     /// The most coupon value (sum of face values) the counter allows. Example: `"2500"`.
     #[schemars(with = "Option<Amount>")]
-    pub max_value: Option<Value>,
+    pub max_value: Option<Sp<Value>>,
     /// The reason a `decides: redemption` rule rejects with when the limit is reached.
     /// Example: `over_the_daily_cap`.
-    pub reject: Option<String>,
+    pub reject: Option<Sp<String>>,
 }
 
 /// The time window a counter resets on.
@@ -400,11 +402,11 @@ pub struct RawPoints {
     pub clause: Option<String>,
     /// The fact holding the points balance: a `decimal` fact kept per `wallet`.
     /// Example: `miles_left`.
-    pub balance_fact: String,
+    pub balance_fact: Sp<String>,
     /// Points per unit of face value (e.g. per EUR 1); absent, no points are debited.
     /// Example: `"120"`.
     #[schemars(with = "Option<Amount>")]
-    pub rate: Option<Value>,
+    pub rate: Option<Sp<Value>>,
     /// The reason to reject with when the balance is too low. Example: `not_enough_miles`.
     pub reject: String,
 }
@@ -418,11 +420,11 @@ pub struct RawGrant {
     pub clause: Option<String>,
     /// The coupons granted.
     /// Example: `- { face_value: "10", min_spend: "30", usable_for: [shop, web] }`.
-    pub coupons: Vec<RawCoupon>,
+    pub coupons: Vec<Sp<RawCoupon>>,
     /// When the coupons are credited: `working_days_after` with a `calendar`, or `days_after`.
-    pub credit_by: RawCreditBy,
+    pub credit_by: Sp<RawCreditBy>,
     /// How many days a coupon is valid, counting its credit day. Example: `60`.
-    pub valid_days: Option<u32>,
+    pub valid_days: Option<Sp<u32>>,
 }
 
 /// A coupon template: fixed, or one per value of a list field.
@@ -432,23 +434,23 @@ pub struct RawCoupon {
     /// The coupon's value, as a quoted decimal or a whole number. Example: `"10"`.
     /// Not with `from_field`.
     #[schemars(with = "Option<Amount>")]
-    pub face_value: Option<Value>,
+    pub face_value: Option<Sp<Value>>,
     /// A list-of-amounts event field: one coupon per value in it. Example: `face_values`.
     /// Not with `face_value`.
-    pub from_field: Option<String>,
+    pub from_field: Option<Sp<String>>,
     /// The least a payment must be for the coupon to be used; defaults to the face value.
     /// Example: `"30"`.
     #[schemars(with = "Option<Amount>")]
-    pub min_spend: Option<Value>,
+    pub min_spend: Option<Sp<Value>>,
     /// With `from_field`: the minimum spend for each face value.
     /// Example: `{ "10": "30", "25": "60" }`.
     #[schemars(with = "Option<MinSpendByFaceValue>")]
-    pub min_spend_by_face_value: Option<BTreeMap<String, Value>>,
+    pub min_spend_by_face_value: Option<Sp<BTreeMap<String, Sp<Value>>>>,
     /// The channels the coupon can be used on; from the manifest's `channels`.
     /// Example: `[shop, web]`.
-    pub usable_for: Vec<String>,
+    pub usable_for: Vec<Sp<String>>,
     /// With `face_value`: how many such coupons are granted (default 1). Example: `2`.
-    pub count: Option<u32>,
+    pub count: Option<Sp<u32>>,
 }
 
 /// When granted coupons are credited.
@@ -458,7 +460,7 @@ pub struct RawCreditBy {
     /// Credited this many working days after the event's date, by `calendar`. Example: `2`.
     pub working_days_after: Option<u32>,
     /// The working-day calendar for `working_days_after`, as the manifest names it. Example: `fr`.
-    pub calendar: Option<String>,
+    pub calendar: Option<Sp<String>>,
     /// Credited this many calendar days after the event's date; `0` is the same day.
     pub days_after: Option<u32>,
     /// Fixed credit dates for events before some day.
@@ -474,9 +476,9 @@ pub struct RawCreditOverride {
     /// The clause of the terms this implements.
     pub clause: Option<String>,
     /// Applies to events dated before this day, `YYYY-MM-DD`. Example: `2031-03-05`.
-    pub before: String,
+    pub before: Sp<String>,
     /// The credit date for those events, `YYYY-MM-DD`. Example: `2031-03-10`.
-    pub date: String,
+    pub date: Sp<String>,
 }
 
 /// Coupon-use checks.

@@ -53,6 +53,9 @@ pub struct ScriptOrigin {
     pub first_line: usize,
     /// Column of the rule file (1-based) where the script's lines start.
     pub first_column: usize,
+    /// Where each character of each of the script's lines is in the file, when known (a
+    /// script in a quoted or folded YAML scalar is not laid out as it reads).
+    pub lines: Vec<Vec<super::span::Pos>>,
     pub rule: String,
     pub condition: String,
 }
@@ -62,7 +65,13 @@ impl ScriptOrigin {
     pub fn locate(&self, pos: rhai::Position) -> String {
         let line = pos.line().unwrap_or(1);
         let col = pos.position().unwrap_or(1);
-        let (line, col) = if line <= 1 {
+        let mapped = self
+            .lines
+            .get(line.saturating_sub(1))
+            .and_then(|l| l.get(col.saturating_sub(1)));
+        let (line, col) = if let Some(p) = mapped {
+            (p.line, p.column)
+        } else if line <= 1 {
             (self.first_line, self.first_column + col.saturating_sub(1))
         } else {
             (
@@ -194,6 +203,7 @@ mod tests {
             file: "r.yaml".into(),
             first_line: 10,
             first_column: 7,
+            lines: Vec::new(),
             rule: "r".into(),
             condition: "c".into(),
         }

@@ -61,6 +61,29 @@ fn shipped_rules_check_clean() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 5 rules"));
 }
 
+/// `promo check` on the shipped rules, exactly: its standard output in text (the fixture,
+/// captured before the front end was rebuilt) and in JSON, nothing on standard error.
+#[test]
+fn shipped_rules_check_output_is_unchanged() {
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+            .args(["check", "--format", format])
+            .arg("rules")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        eqnice(Some(0), out.status.code());
+        eqnice(
+            String::new(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let expected = std::fs::read_to_string(fixture("check/shipped.txt")).unwrap();
+    eqnice(expected, run("human"));
+    eqnice("[]\n".to_string(), run("json"));
+}
+
 #[test]
 fn yaml_syntax_error_is_located() {
     assert_reports(
@@ -70,7 +93,105 @@ fn yaml_syntax_error_is_located() {
             "on: [bill_payment]",
             "on: [bill_payment",
         ),
-        "rules/promotions/bill-first-time.yaml:5:5: error[yaml]: did not find expected ',' or ']'",
+        "rules/promotions/bill-first-time.yaml:5:5: error[yaml]: illegal placement of ':' indicator",
+    );
+}
+
+/// Runs `promo check` on the shipped rules with `file` replaced by `bytes`.
+fn check_bytes(name: &str, file: &str, bytes: &[u8]) -> (Option<i32>, Vec<String>, String) {
+    let dir = Dir::new(name);
+    let rules = dir.copy_rules();
+    std::fs::write(rules.join(file), bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    let heads = stderr
+        .lines()
+        .filter(|l| l.starts_with("rules/"))
+        .map(String::from)
+        .collect();
+    (out.status.code(), heads, stderr)
+}
+
+fn shipped(file: &str) -> Vec<u8> {
+    std::fs::read(shipped_rules().join(file)).unwrap()
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_in_rule_files_manifest_and_calendars() {
+    for (i, file) in [
+        "promotions/bill-first-time.yaml",
+        "ruleset.yaml",
+        "calendars/hk.yaml",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend(shipped(file));
+        let (code, _, stderr) = check_bytes(&format!("check-bom-{i}"), file, &bytes);
+        assert_eq!(Some(0), code, "{file}: {stderr}");
+    }
+}
+
+#[test]
+fn a_rule_file_that_is_not_utf8_is_located() {
+    let text = shipped("promotions/bill-first-time.yaml");
+    let mut bytes = text.clone();
+    let at = text.windows(7).position(|w| w == b"phase: ").unwrap() + 7;
+    bytes.insert(at, 0xff);
+    assert_reports(
+        check_bytes("check-utf8", "promotions/bill-first-time.yaml", &bytes),
+        "rules/promotions/bill-first-time.yaml:3:8: error[not_utf8]: this file is not UTF-8 text: save it as UTF-8",
+    );
+}
+
+#[test]
+fn a_truncated_rule_file_is_located_inside_it() {
+    let text = shipped("promotions/bill-first-time.yaml");
+    let cut = text.windows(9).position(|w| w == b"between: ").unwrap() + 18;
+    let (code, heads, stderr) = check_bytes(
+        "check-truncated",
+        "promotions/bill-first-time.yaml",
+        text.get(..cut).unwrap(),
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(
+            |h| h.starts_with("rules/promotions/bill-first-time.yaml:9:")
+                && h.contains("error[yaml]")
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_alias_bomb_is_refused_and_located() {
+    let mut text = String::from_utf8(shipped("promotions/bill-first-time.yaml")).unwrap();
+    let mut bomb = String::from("params:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 10].join(", ");
+        bomb += &format!("  {}: &{} [{refs}]\n", w[1], w[1]);
+    }
+    text = text.replacen("when:\n", &format!("{bomb}when:\n"), 1);
+    let (code, heads, stderr) = check_bytes(
+        "check-bomb",
+        "promotions/bill-first-time.yaml",
+        text.as_bytes(),
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with("rules/promotions/bill-first-time.yaml:")
+                && !h.starts_with("rules/promotions/bill-first-time.yaml: ")
+                && h.contains("error[yaml]")),
+        "{stderr}"
     );
 }
 
@@ -97,7 +218,7 @@ fn misspelt_key_gets_a_did_you_mean() {
 fn amount_that_is_not_a_decimal() {
     assert_reports(
         check_with("check-amount", "promotions/bill-returning.yaml", "face_value: \"40\"", "face_value: \"4O\""),
-        "rules/promotions/bill-returning.yaml:27:20: error[bad_decimal]: `4O` is not a decimal; expected a decimal string such as \"40.00\"",
+        "rules/promotions/bill-returning.yaml:27:19: error[bad_decimal]: `4O` is not a decimal; expected a decimal string such as \"40.00\"",
     );
 }
 
@@ -239,7 +360,7 @@ fn fact_updates_take_only_fields_that_fit_the_fact() {
             "        op: increment\n",
             "        op: add_field\n        field: amount\n",
         ),
-        "rules/ruleset.yaml:65:9: error[bad_update]: update `add_field` does not apply to fact `bill_payments` of type count",
+        "rules/ruleset.yaml:65:13: error[bad_update]: update `add_field` does not apply to fact `bill_payments` of type count",
     );
     assert_reports(
         check_with(
@@ -248,7 +369,7 @@ fn fact_updates_take_only_fields_that_fit_the_fact() {
             "        op: set_true\n",
             "        op: set_field\n        field: merchant\n",
         ),
-        "rules/ruleset.yaml:82:9: error[bad_update]: update of fact `points_authorized`: field `merchant` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal",
+        "rules/ruleset.yaml:82:16: error[bad_update]: update of fact `points_authorized`: field `merchant` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal",
     );
 }
 
@@ -290,4 +411,354 @@ fn the_ruleset_knows_which_fact_rows_and_counters_each_event_type_uses() {
         [c("points-daily", "Wallet", true)]
     );
     assert_eq!(counters("purchase"), []);
+}
+
+/// The reproduction of issue 15: a second condition with a bad operator is reported once,
+/// at its own line, with no false `no_test`.
+#[test]
+fn a_bad_operator_is_reported_once_at_its_own_condition() {
+    let (code, heads, stderr) = check_with(
+        "check-second-condition",
+        "promotions/bill-first-time.yaml",
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: merchant_range\n    field: merchant\n    between: [a, b]\n",
+    );
+    eqnice(Some(1), code);
+    eqnice(
+        vec!["rules/promotions/bill-first-time.yaml:12:15: error[bad_operator]: `between` needs a number or a date, and `merchant` is text".to_string()],
+        heads,
+    );
+    assert!(stderr.contains("1 error(s)"), "{stderr}");
+}
+
+#[test]
+fn condition_shapes_are_located_at_the_condition() {
+    let case = |name: &str, to: &str| {
+        check_with(
+            name,
+            "promotions/bill-first-time.yaml",
+            "  - name: designated_card\n",
+            to,
+        )
+    };
+    assert_reports(
+        case("check-no-test", "  - name: just_a_field\n    field: merchant\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:10:5: error[no_test]: condition `just_a_field` names `merchant` but no test such as `eq`, `in_list` or `between`",
+    );
+    assert_reports(
+        case("check-missing-name", "  - field: merchant\n    eq: x\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:10:5: error[missing_name]: every condition of `when` needs a `name`",
+    );
+    assert_reports(
+        case("check-two-operands", "  - name: two\n    field: merchant\n    fact: bill_payments\n    eq: x\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:10:5: error[bad_condition]: condition `two` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`",
+    );
+    assert_reports(
+        case("check-reject", "  - name: rejecting\n    field: merchant\n    eq: x\n    reject: no\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:13:13: error[reject_not_allowed]: condition `rejecting`: only `decides: redemption` rules reject with a reason",
+    );
+    assert_reports(
+        case("check-sum-of", "  - name: summed\n    sum_of: merchant\n    gte: \"1\"\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:11:13: error[bad_field_type]: `sum_of` needs a list of decimals such as `face_values`, not `merchant`",
+    );
+    assert_reports(
+        case("check-list-op", "  - name: listed\n    field: coupons\n    eq: x\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:12:9: error[bad_operator]: `eq` does not apply to the list `coupons`; use `each_in`, `not_empty` or `count_of`",
+    );
+    assert_reports(
+        case("check-in-literal", "  - name: amounts\n    field: amount\n    in: [\"1\", x]\n  - name: designated_card\n"),
+        "rules/promotions/bill-first-time.yaml:12:15: error[bad_literal]: `x` is not a decimal; expected a decimal string such as \"40.00\" (`amount` is compared as a decimal string such as \"100.00\")",
+    );
+}
+
+/// Issue 18 item 5: a condition no value passes is a located error.
+#[test]
+fn a_condition_that_never_holds_is_an_error() {
+    assert_reports(
+        check_with("check-reversed", "promotions/bill-first-time.yaml", "between: [2019-12-19, 2020-01-31]", "between: [2020-02-14, 2019-12-19]"),
+        "rules/promotions/bill-first-time.yaml:9:15: error[never_holds]: `between: [2020-02-14, 2019-12-19]` is empty: its first bound is after its second, so the condition never holds",
+    );
+    assert_reports(
+        check_with("check-in-empty", "promotions/bill-first-time.yaml", "    between: [2019-12-19, 2020-01-31]\n", "    between: [2019-12-19, 2020-01-31]\n  - name: no_merchant\n    field: merchant\n    in: []\n"),
+        "rules/promotions/bill-first-time.yaml:12:9: error[never_holds]: `in: []` lists no value, so the condition never holds",
+    );
+}
+
+/// Issue 18 item 4: a face value is more than zero, a minimum spend zero or more, and a
+/// coupon is valid for at least a day.
+#[test]
+fn face_values_min_spends_and_valid_days_have_bounds() {
+    for (i, fv) in ["\"-10\"", "\"0\"", "0"].into_iter().enumerate() {
+        assert_reports(
+            check_with(&format!("check-face-{i}"), "promotions/bill-returning.yaml", "face_value: \"40\"", &format!("face_value: {fv}")),
+            &format!("rules/promotions/bill-returning.yaml:27:19: error[bad_amount]: `face_value: {}` must be more than zero", fv.trim_matches('"')),
+        );
+    }
+    assert_reports(
+        check_with("check-min-spend", "promotions/bill-returning.yaml", "min_spend: \"80\"", "min_spend: \"-1\""),
+        "rules/promotions/bill-returning.yaml:28:18: error[bad_amount]: `min_spend: -1` must be zero or more",
+    );
+    let (code, _, stderr) = check_with(
+        "check-min-spend-zero",
+        "promotions/bill-returning.yaml",
+        "min_spend: \"80\"",
+        "min_spend: \"0\"",
+    );
+    eqnice(Some(0), code);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_reports(
+        check_with("check-valid-days", "promotions/bill-first-time.yaml", "valid_days: 90", "valid_days: 0"),
+        "rules/promotions/bill-first-time.yaml:33:15: error[bad_number]: `valid_days: 0` leaves a coupon no day to be used; it must be at least 1",
+    );
+}
+
+/// A bad value in a manifest list that several conditions name is one error, at its line of
+/// the manifest: not one per condition, nor at the conditions.
+#[test]
+fn a_bad_value_of_a_manifest_list_is_reported_once_at_the_manifest() {
+    let dir = Dir::new("check-list-cascade");
+    let rules = dir.copy_rules();
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = rules.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "`{from}` not in {file}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(
+        "ruleset.yaml",
+        "lists:\n",
+        "lists:\n  closed_days:\n    - 2019-12-25\n    - 2019-12-32\n",
+    );
+    for rule in [
+        "bill-first-time",
+        "bill-returning",
+        "autopay-first-activation",
+    ] {
+        edit(
+            &format!("promotions/{rule}.yaml"),
+            "when:\n",
+            "when:\n  - name: open_day\n    field: at\n    not_in_list: closed_days\n",
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    let heads: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rules/")).collect();
+    eqnice(Some(1), out.status.code());
+    eqnice(
+        vec!["rules/ruleset.yaml:41:7: error[bad_literal]: `2019-12-32` is not a date; expected YYYY-MM-DD (`at` is compared as a date YYYY-MM-DD)"],
+        heads,
+    );
+}
+
+/// A script's syntax error is shown at its own line and column of the rule file, also when
+/// the script is a double-quoted string with `\n` escapes or a folded `>` block.
+#[test]
+fn script_errors_are_located_inside_quoted_and_folded_scalars() {
+    let condition = |script: &str| {
+        format!("    between: [2019-12-19, 2020-01-31]\n  - name: scripted\n{script}")
+    };
+    let case = |name: &str, script: &str| {
+        check_with(
+            name,
+            "promotions/bill-first-time.yaml",
+            "    between: [2019-12-19, 2020-01-31]\n",
+            &condition(script),
+        )
+    };
+    // Line 11 holds the script; the error (the second `>`) is on its escaped second line,
+    // which the file still shows on line 11.
+    let (code, heads, stderr) = case(
+        "check-script-quoted",
+        "    script: \"let a = 1;\\n  a > > 3\"\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads
+            .iter()
+            .any(|h| h
+                .starts_with("rules/promotions/bill-first-time.yaml:11:32: error[script_syntax]: script of condition `scripted`: Unexpected")),
+        "{stderr}"
+    );
+    let (code, heads, stderr) = case(
+        "check-script-folded",
+        "    script: >\n      event.amount\n      > > 3\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(
+            |h| h.starts_with("rules/promotions/bill-first-time.yaml:13:")
+                && h.contains("error[script_syntax]")
+        ),
+        "{stderr}"
+    );
+}
+
+/// A script that breaks the sandbox's limits on a probe event fails the check at the
+/// statement that ran away.
+#[test]
+fn a_runaway_script_is_located_at_its_loop() {
+    let (code, heads, stderr) = check_with(
+        "check-script-limit",
+        "promotions/bill-first-time.yaml",
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: spinning\n    script: |\n      let n = 0;\n      while n >= 0 { n += 1; }\n      true\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(|h| h.starts_with(
+            "rules/promotions/bill-first-time.yaml:13:13: error[script_limit]: script of condition `spinning` in rule `bill-first-time` breaks the sandbox's limits"
+        )),
+        "{stderr}"
+    );
+}
+
+/// Every code of the registry is asserted by some test, at its exact place: this fails when a
+/// code is added without one.
+#[test]
+fn every_diagnostic_code_has_a_located_test() {
+    let tests = [include_str!("check.rs"), include_str!("scripts.rs")].concat();
+    let untested: Vec<&str> = promo::rules::error::CODES
+        .iter()
+        .copied()
+        .filter(|code| !tests.contains(&format!("error[{code}]: ")))
+        .collect();
+    eqnice(Vec::<&str>::new(), untested);
+}
+
+#[test]
+fn manifest_and_calendar_codes_are_located() {
+    let case = |name: &str, file: &str, from: &str, to: &str| check_with(name, file, from, to);
+    assert_reports(
+        case("check-tz", "ruleset.yaml", "timezone: Asia/Hong_Kong", "timezone: Asia/Hong_Kongg"),
+        "rules/ruleset.yaml:5:11: error[unknown_timezone]: unknown time zone `Asia/Hong_Kongg`; expected an IANA name such as `Europe/Paris`",
+    );
+    let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
+    assert_reports(
+        case(
+            "check-too-many",
+            "ruleset.yaml",
+            "channels: [in_store, bill_payment, autopay, services, online]",
+            &format!(
+                "channels: [in_store, bill_payment, autopay, services, online, {}]",
+                many.join(", ")
+            ),
+        ),
+        "rules/ruleset.yaml:20:3: error[too_many]: at most 64 event types and 64 channels",
+    );
+    assert_reports(
+        case("check-channel-both", "ruleset.yaml", "    channel: autopay\n", "    channel: autopay\n    channel_field: channel\n"),
+        "rules/ruleset.yaml:27:14: error[conflicting_keys]: event type `autopay_payment` has both `channel` and `channel_field`; keep one",
+    );
+    assert_reports(
+        case("check-scope", "ruleset.yaml", "    scope: customer\n", "    scope: all\n"),
+        "rules/ruleset.yaml:60:12: error[bad_scope]: fact `bill_payments` must be kept per `customer` or per `wallet`",
+    );
+    assert_reports(
+        case("check-weekday", "calendars/hk.yaml", "weekend: [saturday, sunday]", "weekend: [saturday, sundy]"),
+        "rules/calendars/hk.yaml:5:21: error[bad_weekday]: `sundy` is not a weekday name such as `saturday`",
+    );
+    assert_reports(
+        case("check-holiday", "calendars/hk.yaml", "date: 2019-01-01,", "date: 2019-01-32,"),
+        "rules/calendars/hk.yaml:7:13: error[bad_date]: `2019-01-32` is not a date; expected YYYY-MM-DD",
+    );
+    assert_reports(
+        case("check-cal-id", "calendars/hk.yaml", "id: hk", "id: hkg"),
+        "rules/calendars/hk.yaml:3:5: error[id_mismatch]: calendar id `hkg` differs from the manifest's name `hk` for this file",
+    );
+    assert_reports(
+        case("check-per", "promotions/bill-first-time.yaml", "per: customer", "per: custmer"),
+        "rules/promotions/bill-first-time.yaml:22:10: error[unknown_value]: unknown variant `custmer`, expected one of `customer`, `wallet`, `all`",
+    );
+}
+
+#[test]
+fn rule_file_codes_are_located() {
+    let case = |name: &str, from: &str, to: &str| {
+        check_with(name, "promotions/bill-first-time.yaml", from, to)
+    };
+    let cases: [(&str, &str, &str, &str); 7] = [
+        (
+            "check-phase",
+            "phase: promotion",
+            "phase: promotoin",
+            "rules/promotions/bill-first-time.yaml:3:8: error[unknown_phase]: unknown phase `promotoin`; the manifest's phases are [\"coupon_use\", \"promotion\"]",
+        ),
+        (
+            "check-rule-id",
+            "id: bill-first-time",
+            "id: bill-first",
+            "rules/promotions/bill-first-time.yaml:1:5: error[id_mismatch]: rule id `bill-first` differs from its file name `bill-first-time.yaml`; a rule's id is its file name",
+        ),
+        (
+            "check-shape",
+            "phase: promotion\n",
+            "phase: promotion\ndecides: coupon_use\n",
+            "rules/promotions/bill-first-time.yaml:4:10: error[bad_rule_shape]: a `coupon_use` rule needs a `coupon_use` block and no `grant`",
+        ),
+        (
+            "check-points",
+            "phase: promotion\n",
+            "phase: promotion\npoints: { balance_fact: points_balance, reject: low }\n",
+            "rules/promotions/bill-first-time.yaml:4:9: error[points_not_allowed]: `points` apply to `decides: redemption` rules only",
+        ),
+        (
+            "check-empty-limit",
+            "    max_grants: 1\n",
+            "",
+            "rules/promotions/bill-first-time.yaml:19:11: error[empty_limit]: limit `reward_1_once_per_customer` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
+        ),
+        (
+            "check-coupon",
+            "    - face_value: \"80\"\n",
+            "    - from_field: face_values\n      face_value: \"80\"\n",
+            "rules/promotions/bill-first-time.yaml:27:7: error[bad_coupon]: a coupon has either a `face_value` or a `from_field`",
+        ),
+        (
+            "check-credit-by",
+            "    working_days_after: 2\n",
+            "    working_days_after: 2\n    days_after: 1\n",
+            "rules/promotions/bill-first-time.yaml:31:5: error[bad_credit_by]: `credit_by` needs exactly one of `working_days_after` or `days_after`",
+        ),
+    ];
+    for (name, from, to, expected) in cases {
+        assert_reports(case(name, from, to), expected);
+    }
+    let (code, heads, stderr) = case(
+        "check-script-file",
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: scripted\n    script_file: nope.rhai\n",
+    );
+    eqnice(Some(1), code);
+    assert!(
+        heads.iter().any(|h| h.starts_with("rules/promotions/bill-first-time.yaml:11:18: error[unreadable_script]: cannot read script `")),
+        "{stderr}"
+    );
+    assert_reports(
+        check_with("check-balance-fact", "promotions/points-conversion.yaml", "balance_fact: points_balance", "balance_fact: bill_payments"),
+        "rules/promotions/points-conversion.yaml:39:17: error[bad_fact_type]: `bill_payments` must be a decimal fact kept per wallet",
+    );
+}
+
+#[test]
+fn a_ruleset_without_rule_files_is_unreadable() {
+    let dir = Dir::new("check-no-promotions");
+    let rules = dir.copy_rules();
+    std::fs::remove_dir_all(rules.join("promotions")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    eqnice(Some(1), out.status.code());
+    assert!(
+        stderr.starts_with("rules/promotions: error[unreadable]: cannot list rule files: "),
+        "{stderr}"
+    );
 }

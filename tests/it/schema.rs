@@ -20,7 +20,7 @@ fn validator(schema: &Value) -> Validator {
 /// A YAML file as JSON, the way an editor's YAML support sees it.
 fn yaml_file(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every error of `instance` against `v`, one a line, with where it is.
@@ -135,7 +135,7 @@ grant:
 #[test]
 fn a_misspelt_rule_key_is_refused_by_name() {
     let v = validator(&rule_schema());
-    let rule: Value = serde_yaml::from_str(MISSPELT).unwrap();
+    let rule: Value = serde_saphyr::from_str(MISSPELT).unwrap();
     let errs = errors(&v, &rule);
     assert!(!errs.is_empty(), "`whn` was accepted");
     assert!(
@@ -152,7 +152,7 @@ fn a_misspelt_condition_key_is_refused_by_name() {
     let text = MISSPELT
         .replace("whn:", "when:")
         .replace("between:", "betwen:");
-    let rule: Value = serde_yaml::from_str(&text).unwrap();
+    let rule: Value = serde_saphyr::from_str(&text).unwrap();
     let errs = errors(&v, &rule);
     assert!(
         errs.iter()
@@ -162,7 +162,7 @@ fn a_misspelt_condition_key_is_refused_by_name() {
         errs.join("\n")
     );
     // Spelt right, the same rule passes.
-    let fixed: Value = serde_yaml::from_str(&MISSPELT.replace("whn:", "when:")).unwrap();
+    let fixed: Value = serde_saphyr::from_str(&MISSPELT.replace("whn:", "when:")).unwrap();
     assert_eq!(errors(&v, &fixed), Vec::<String>::new());
 }
 
@@ -170,7 +170,7 @@ fn a_misspelt_condition_key_is_refused_by_name() {
 fn amounts_are_quoted_decimals_or_whole_numbers() {
     let v = validator(&rule_schema());
     let with_face_value = |fv: &str| -> Value {
-        serde_yaml::from_str(&MISSPELT.replace("whn:", "when:").replace("\"30\"", fv)).unwrap()
+        serde_saphyr::from_str(&MISSPELT.replace("whn:", "when:").replace("\"30\"", fv)).unwrap()
     };
     for ok in ["\"30\"", "\"12.50\"", "30"] {
         assert!(v.is_valid(&with_face_value(ok)), "{ok} refused");

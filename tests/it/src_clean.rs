@@ -66,17 +66,17 @@ fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
 }
 
 /// Every scalar value (not key) of a YAML document.
-fn values(v: &serde_yaml::Value, out: &mut Vec<String>) {
+fn values(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
-        serde_yaml::Value::String(s) => out.push(s.clone()),
-        serde_yaml::Value::Number(n) => out.push(n.to_string()),
-        serde_yaml::Value::Sequence(items) => items.iter().for_each(|i| values(i, out)),
-        serde_yaml::Value::Mapping(m) => {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Number(n) => out.push(n.to_string()),
+        serde_json::Value::Array(items) => items.iter().for_each(|i| values(i, out)),
+        serde_json::Value::Object(m) => {
             for (k, v) in m {
                 // Keys are the rule language's, except where a mapping is itself data.
-                if k.as_str() == Some("min_spend_by_face_value") {
-                    if let serde_yaml::Value::Mapping(inner) = v {
-                        inner.keys().for_each(|k| values(k, out));
+                if k == "min_spend_by_face_value" {
+                    if let serde_json::Value::Object(inner) = v {
+                        out.extend(inner.keys().cloned());
                     }
                 }
                 values(v, out);
@@ -97,8 +97,8 @@ fn src_holds_no_promotion_constant() {
     );
     let mut tokens = Vec::new();
     for f in &rule_files {
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
         values(&doc, &mut tokens);
     }
     for f in rule_files
@@ -108,12 +108,12 @@ fn src_holds_no_promotion_constant() {
         tokens.push(f.file_stem().unwrap().to_string_lossy().into_owned());
     }
     // Fact, list and calendar names are keys of the manifest, but promotion data all the same.
-    let manifest: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("rules/ruleset.yaml")).unwrap())
+    let manifest: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root.join("rules/ruleset.yaml")).unwrap())
             .unwrap();
     for section in ["facts", "lists", "calendars"] {
-        if let Some(m) = manifest.get(section).and_then(|v| v.as_mapping()) {
-            tokens.extend(m.keys().filter_map(|k| k.as_str()).map(String::from));
+        if let Some(m) = manifest.get(section).and_then(|v| v.as_object()) {
+            tokens.extend(m.keys().cloned());
         }
     }
     tokens.sort();

@@ -1,0 +1,622 @@
+//! Raw rule files -> a validated, compiled `Ruleset`. The order-ambiguity check is in
+//! `ordering`, the script probes in `probes`; the manifest's parts in `manifest`, conditions
+//! in `conditions`, grants in `grants`. Every problem is collected with its
+//! location; a ruleset with any problem is not built.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::calendar::{parse_weekday, Calendar};
+use super::error::{did_you_mean, Diagnostics, SourceFile};
+use super::raw::*;
+use super::ruleset::*;
+use super::script::{ScriptLimits, ScriptOrigin, Scripts};
+use super::span::{Pos, Sp};
+use crate::model::Field;
+
+mod conditions;
+mod grants;
+mod manifest;
+mod ordering;
+mod probes;
+
+use conditions::*;
+use grants::*;
+use manifest::*;
+use ordering::check_order;
+use probes::probe_scripts;
+
+/// A parsed rule file with its source.
+pub struct Parsed<T> {
+    pub src: SourceFile,
+    pub raw: T,
+}
+
+/// The type a literal must have to be compared with an operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Text,
+    Decimal,
+    Date,
+    Int,
+    Bool,
+    TextList,
+    DecimalList,
+}
+
+impl Ty {
+    fn element(self) -> Ty {
+        match self {
+            Ty::TextList => Ty::Text,
+            Ty::DecimalList => Ty::Decimal,
+            t => t,
+        }
+    }
+    fn is_list(self) -> bool {
+        matches!(self, Ty::TextList | Ty::DecimalList)
+    }
+    fn is_ordered(self) -> bool {
+        matches!(self, Ty::Decimal | Ty::Date | Ty::Int)
+    }
+    fn describe(self) -> &'static str {
+        match self {
+            Ty::Text => "text",
+            Ty::Decimal => "a decimal string such as \"100.00\"",
+            Ty::Date => "a date YYYY-MM-DD",
+            Ty::Int => "a whole number",
+            Ty::Bool => "true or false",
+            Ty::TextList => "a list of text",
+            Ty::DecimalList => "a list of decimals",
+        }
+    }
+}
+
+fn field_type(field: &Field) -> Ty {
+    match field {
+        Field::At => Ty::Date,
+        Field::Amount => Ty::Decimal,
+        Field::Coupons => Ty::TextList,
+        Field::FaceValues => Ty::DecimalList,
+        _ => Ty::Text,
+    }
+}
+
+fn fact_type(kind: RawFactType) -> Ty {
+    match kind {
+        RawFactType::Count => Ty::Int,
+        RawFactType::Date => Ty::Date,
+        RawFactType::Flag => Ty::Bool,
+        RawFactType::Decimal => Ty::Decimal,
+    }
+}
+
+/// Text of a scalar YAML value, for messages and locating.
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        _ => String::new(),
+    }
+}
+
+/// Parses a decimal from a YAML string or integer; floats are refused so that no binary
+/// rounding reaches money.
+pub(crate) fn parse_decimal(v: &Value) -> Result<Decimal, String> {
+    match v {
+        Value::String(s) => Decimal::from_str(s.trim()).map_err(|_| {
+            format!("`{s}` is not a decimal; expected a decimal string such as \"40.00\"")
+        }),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            Decimal::from_str(&n.to_string()).map_err(|e| e.to_string())
+        }
+        Value::Number(n) => Err(format!(
+            "`{n}` is a floating-point number; write money as a string, e.g. \"{n}\""
+        )),
+        other => Err(format!("`{}` is not a decimal", scalar_text(other))),
+    }
+}
+
+pub(crate) fn parse_date(text: &str) -> Result<NaiveDate, String> {
+    crate::model::digits::date(text.trim())
+        .ok_or_else(|| format!("`{text}` is not a date; expected YYYY-MM-DD"))
+}
+
+fn literal(v: &Value, ty: Ty) -> Result<Literal, String> {
+    let bad = || format!("`{}` is not {}", scalar_text(v), ty.element().describe());
+    Ok(match ty.element() {
+        Ty::Text => match v {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                Literal::Text(scalar_text(v).into())
+            }
+            _ => return Err(bad()),
+        },
+        Ty::Decimal => Literal::Decimal(parse_decimal(v)?),
+        Ty::Date => match v {
+            Value::String(s) => Literal::Date(parse_date(s)?),
+            _ => return Err(bad()),
+        },
+        Ty::Int => match v {
+            Value::Number(n) => Literal::Int(n.as_i64().ok_or_else(bad)?),
+            Value::String(s) => Literal::Int(s.trim().parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        },
+        Ty::Bool => match v {
+            Value::Bool(b) => Literal::Bool(*b),
+            _ => return Err(bad()),
+        },
+        Ty::TextList | Ty::DecimalList => return Err(bad()),
+    })
+}
+
+/// Names shared by every rule file: what the manifest declares.
+struct Context<'m> {
+    manifest: &'m RawManifest,
+    /// The manifest's text, where problems of its lists are reported.
+    manifest_src: &'m SourceFile,
+    event_types: Vec<String>,
+    facts: Vec<Fact>,
+    calendars: Vec<Calendar>,
+    channels: Vec<String>,
+    counters: Vec<String>,
+}
+
+impl Context<'_> {
+    fn type_mask(&self, names: &[Sp<String>], src: &SourceFile, d: &mut Diagnostics) -> TypeMask {
+        let mut mask = 0;
+        for name in names {
+            match self.event_types.iter().position(|t| *t == **name) {
+                Some(i) => mask |= 1 << i,
+                None => d.at_pos_with_help(
+                    src,
+                    name.pos(),
+                    "unknown_event_type",
+                    format!("unknown event type `{name}`"),
+                    did_you_mean(name, self.event_types.iter().map(String::as_str)),
+                ),
+            }
+        }
+        mask
+    }
+
+    fn channel_mask(
+        &self,
+        names: &[Sp<String>],
+        src: &SourceFile,
+        d: &mut Diagnostics,
+    ) -> ChannelMask {
+        let mut mask = 0;
+        for name in names {
+            match self.channels.iter().position(|c| *c == **name) {
+                Some(i) => mask |= 1 << i,
+                None => d.at_pos_with_help(
+                    src,
+                    name.pos(),
+                    "unknown_channel",
+                    format!("unknown channel `{name}`"),
+                    did_you_mean(name, self.channels.iter().map(String::as_str)),
+                ),
+            }
+        }
+        mask
+    }
+
+    /// The fact a rule names, reported at the name when the manifest declares none.
+    fn fact_at(&self, name: &Sp<String>, src: &SourceFile, d: &mut Diagnostics) -> Option<usize> {
+        self.fact_in(name, src, name.pos(), d)
+    }
+
+    fn fact_in(&self, name: &str, src: &SourceFile, at: Pos, d: &mut Diagnostics) -> Option<usize> {
+        let found = self.facts.iter().position(|f| f.name == name);
+        if found.is_none() {
+            d.at_pos_with_help(
+                src,
+                at,
+                "unknown_fact",
+                format!("unknown fact `{name}`; facts are declared in the manifest"),
+                did_you_mean(name, self.facts.iter().map(|f| f.name.as_str())),
+            );
+        }
+        found
+    }
+
+    /// The values of the manifest's list a condition names, reported at the name when the
+    /// manifest declares none.
+    fn list_at(
+        &self,
+        name: &Sp<String>,
+        src: &SourceFile,
+        d: &mut Diagnostics,
+    ) -> Option<&Vec<Sp<Value>>> {
+        let found = self.manifest.lists.get(name.as_str());
+        if found.is_none() {
+            d.at_pos_with_help(
+                src,
+                name.pos(),
+                "unknown_list",
+                format!(
+                    "unknown list `{}`; lists are declared in the manifest",
+                    **name
+                ),
+                did_you_mean(name, self.manifest.lists.keys().map(String::as_str)),
+            );
+        }
+        found
+    }
+
+    /// The field a condition names, reported at the name when it is not known.
+    fn field_at(&self, name: &Sp<String>, src: &SourceFile, d: &mut Diagnostics) -> Field {
+        self.field_in(name, src, name.pos(), d)
+    }
+
+    /// The field of that name, if it is the contract's or a declared extra field.
+    fn field_in(&self, name: &str, src: &SourceFile, at: Pos, d: &mut Diagnostics) -> Field {
+        let field = Field::from_name(name);
+        if let Field::Extra(extra) = &field {
+            if !self.manifest.extra_fields.iter().any(|f| f == &**extra) {
+                let known = Field::KNOWN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .chain(self.manifest.extra_fields.iter().map(String::as_str));
+                d.at_pos_with_help(
+                    src,
+                    at,
+                    "unknown_field",
+                    format!("unknown event field `{name}`; fields beyond the contract's are declared in the manifest's `extra_fields`"),
+                    did_you_mean(name, known),
+                );
+            }
+        }
+        field
+    }
+
+    fn counter(&mut self, name: &str) -> usize {
+        match self.counters.iter().position(|c| c == name) {
+            Some(i) => i,
+            None => {
+                self.counters.push(name.to_string());
+                self.counters.len() - 1
+            }
+        }
+    }
+}
+
+/// Compiles a manifest, its calendars and rule files into a ruleset, or returns every problem.
+pub fn compile(
+    manifest: Parsed<RawManifest>,
+    calendars: Vec<Parsed<RawCalendar>>,
+    rules: Vec<Parsed<RawRule>>,
+    d: &mut Diagnostics,
+) -> Option<Ruleset> {
+    let m = &manifest.raw;
+    let msrc = &manifest.src;
+    let timezone = m.timezone.parse::<chrono_tz::Tz>().ok();
+    if timezone.is_none() {
+        d.at_pos(
+            msrc,
+            m.timezone.pos(),
+            "unknown_timezone",
+            format!(
+                "unknown time zone `{}`; expected an IANA name such as `Europe/Paris`",
+                m.timezone
+            ),
+        );
+    }
+    if m.events.len() > 64 || m.channels.len() > 64 {
+        d.at_pos(
+            msrc,
+            m.events.pos(),
+            "too_many",
+            "at most 64 event types and 64 channels".into(),
+        );
+    }
+    let compiled_types = event_types(m, msrc, d);
+    let mut ctx = Context {
+        manifest: m,
+        manifest_src: msrc,
+        event_types: m.events.keys().cloned().collect(),
+        facts: Vec::new(),
+        calendars: Vec::new(),
+        channels: m.channels.clone(),
+        counters: Vec::new(),
+    };
+    ctx.facts = facts(&ctx, d);
+    for cal in &calendars {
+        let calendar = compile_calendar(m, cal, d);
+        ctx.calendars.push(calendar);
+    }
+    let mut scripts = Scripts::new(&script_limits(&m.script_limits));
+
+    let mut compiled = Vec::new();
+    let mut seen_ids: BTreeSet<String> = BTreeSet::new();
+    for rule in &rules {
+        if !seen_ids.insert(rule.raw.id.to_string()) {
+            d.at_pos(
+                &rule.src,
+                rule.raw.id.pos(),
+                "duplicate_rule_id",
+                format!("rule id `{}` is used by another rule file", rule.raw.id),
+            );
+        }
+        if let Some(r) = compile_rule(rule, &mut ctx, &mut scripts, d) {
+            compiled.push(r);
+        }
+    }
+    compiled.sort_by(|a, b| (a.phase, &a.id).cmp(&(b.phase, &b.id)));
+
+    let tz = timezone?;
+    if !d.list.is_empty() {
+        return None;
+    }
+    check_order(&compiled, &rules, &ctx, d);
+    probe_scripts(&scripts, &compiled, &ctx, d);
+    if !d.list.is_empty() {
+        return None;
+    }
+    Some(Ruleset::new(
+        m.name.clone().unwrap_or_default(),
+        tz,
+        m.currency.clone(),
+        m.phases.clone(),
+        compiled_types,
+        ctx.channels,
+        ctx.facts,
+        ctx.calendars,
+        ctx.counters,
+        compiled,
+        scripts,
+    ))
+}
+
+fn compile_rule(
+    p: &Parsed<RawRule>,
+    ctx: &mut Context,
+    scripts: &mut Scripts,
+    d: &mut Diagnostics,
+) -> Option<Rule> {
+    let r = &p.raw;
+    let src = &p.src;
+    let stem = src
+        .path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if *r.id != stem {
+        d.at_pos(
+            src,
+            r.id.pos(),
+            "id_mismatch",
+            format!("rule id `{}` differs from its file name `{stem}.yaml`; a rule's id is its file name", r.id),
+        );
+    }
+    let phase = rule_phase(r, src, ctx, d);
+    let on = ctx.type_mask(&r.on, src, d);
+    let kind = rule_kind(r, src, d)?;
+    let rejects_allowed = matches!(kind, RuleKind::Redemption);
+
+    let mut when = Vec::new();
+    for c in &r.when {
+        if let Some(condition) = compile_condition(c, src, &r.id, rejects_allowed, ctx, scripts, d)
+        {
+            when.push(condition);
+        }
+    }
+    let limits = r
+        .limits
+        .iter()
+        .map(|l| compile_limit(l, src, rejects_allowed, ctx, d))
+        .collect();
+    let points = r
+        .points
+        .as_ref()
+        .and_then(|pt| compile_points(pt, src, rejects_allowed, ctx, d));
+    let grant = r.grant.as_ref().map(|g| compile_grant(g, src, ctx, d));
+    let params = r
+        .params
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), yaml_to_dynamic(v)))
+        .collect();
+
+    Some(Rule {
+        id: r.id.to_string(),
+        clause: r.clause.clone(),
+        phase,
+        on,
+        kind,
+        when,
+        limits,
+        points,
+        grant,
+        params,
+    })
+}
+
+/// The index of the rule's phase among the manifest's.
+fn rule_phase(r: &RawRule, src: &SourceFile, ctx: &Context, d: &mut Diagnostics) -> usize {
+    let found = ctx.manifest.phases.iter().position(|ph| *ph == *r.phase);
+    if found.is_none() {
+        d.at_pos_with_help(
+            src,
+            r.phase.pos(),
+            "unknown_phase",
+            format!(
+                "unknown phase `{}`; the manifest's phases are {:?}",
+                r.phase, ctx.manifest.phases
+            ),
+            did_you_mean(&r.phase, ctx.manifest.phases.iter().map(String::as_str)),
+        );
+    }
+    found.unwrap_or(0)
+}
+
+/// What the rule decides, from `decides` and the block that goes with it.
+fn rule_kind(r: &RawRule, src: &SourceFile, d: &mut Diagnostics) -> Option<RuleKind> {
+    let problem = match (*r.decides, &r.coupon_use, &r.grant) {
+        (RawDecides::CouponUse, Some(cu), None) => {
+            return Some(RuleKind::CouponUse(CouponUse {
+                max_per_event: cu.max_per_event,
+                too_many: cu.too_many.as_str().into(),
+                checks: cu
+                    .checks
+                    .iter()
+                    .map(|c| (c.check, Arc::from(c.reject.as_str())))
+                    .collect(),
+            }))
+        }
+        (RawDecides::Grant, None, Some(_)) => return Some(RuleKind::Grant),
+        (RawDecides::Redemption, None, Some(_)) => return Some(RuleKind::Redemption),
+        (RawDecides::CouponUse, _, _) => (
+            r.decides.pos(),
+            "a `coupon_use` rule needs a `coupon_use` block and no `grant`",
+        ),
+        (_, Some(cu), _) => (cu.pos(), "a `coupon_use` block needs `decides: coupon_use`"),
+        (_, None, None) => (r.id.pos(), "this rule grants nothing: add a `grant` block"),
+    };
+    let (at, message) = problem;
+    d.at_pos(src, at, "bad_rule_shape", message.into());
+    None
+}
+
+fn compile_limit(
+    l: &Sp<RawLimit>,
+    src: &SourceFile,
+    rejects_allowed: bool,
+    ctx: &mut Context,
+    d: &mut Diagnostics,
+) -> Limit {
+    if let (Some(reject), false) = (&l.reject, rejects_allowed) {
+        d.at_pos(
+            src,
+            reject.pos(),
+            "reject_not_allowed",
+            format!(
+                "limit `{}`: only `decides: redemption` rules reject with a reason",
+                l.name
+            ),
+        );
+    }
+    let mut bounds = Vec::new();
+    if let Some(n) = l.max_grants {
+        bounds.push(Bound::Grants(n));
+    }
+    if let Some(n) = l.max_coupons {
+        bounds.push(Bound::Coupons(n));
+    }
+    if let Some(v) = &l.max_value {
+        match parse_decimal(v) {
+            Ok(v) => bounds.push(Bound::Value(v)),
+            Err(e) => d.at_pos(src, v.pos(), "bad_decimal", e),
+        }
+    }
+    if bounds.is_empty() {
+        d.at_pos(
+            src,
+            l.name.pos(),
+            "empty_limit",
+            format!(
+                "limit `{}` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
+                l.name
+            ),
+        );
+    }
+    Limit {
+        name: l.name.to_string(),
+        clause: l.clause.clone(),
+        counter: ctx.counter(&l.counter),
+        per: l.per,
+        daily: l.window.is_some(),
+        bounds,
+        reject: l.reject.as_deref().map(|r| Arc::from(r.as_str())),
+    }
+}
+
+fn compile_points(
+    pt: &Sp<RawPoints>,
+    src: &SourceFile,
+    rejects_allowed: bool,
+    ctx: &Context,
+    d: &mut Diagnostics,
+) -> Option<Points> {
+    if !rejects_allowed {
+        d.at_pos(
+            src,
+            pt.pos(),
+            "points_not_allowed",
+            "`points` apply to `decides: redemption` rules only".into(),
+        );
+        return None;
+    }
+    let fact = ctx.fact_at(&pt.balance_fact, src, d);
+    if let Some(f) = fact.and_then(|f| ctx.facts.get(f)) {
+        if f.kind != RawFactType::Decimal || f.scope != RawScope::Wallet {
+            d.at_pos(
+                src,
+                pt.balance_fact.pos(),
+                "bad_fact_type",
+                format!(
+                    "`{}` must be a decimal fact kept per wallet",
+                    pt.balance_fact
+                ),
+            );
+        }
+    }
+    let rate = pt.rate.as_ref().and_then(|v| {
+        parse_decimal(v)
+            .map_err(|e| d.at_pos(src, v.pos(), "bad_decimal", e))
+            .ok()
+    });
+    fact.map(|balance_fact| Points {
+        clause: pt.clause.clone(),
+        balance_fact,
+        rate,
+        reject: pt.reject.as_str().into(),
+    })
+}
+
+fn located(location: &str, code: &'static str, message: String) -> super::error::Diagnostic {
+    // `location` is `file:line:col`; the file part may itself hold colons.
+    let mut parts = location.rsplitn(3, ':');
+    let column = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    let file = parts.next().unwrap_or(location);
+    super::error::Diagnostic {
+        file: file.into(),
+        line,
+        column,
+        code,
+        message,
+        help: None,
+        clause: None,
+    }
+}
+
+/// A YAML parameter as a script value; numbers with a fraction become decimals.
+fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
+    match v {
+        Value::Null => rhai::Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => {
+                Decimal::from_str(&n.to_string()).map_or(rhai::Dynamic::UNIT, rhai::Dynamic::from)
+            }
+        },
+        Value::String(s) => s.clone().into(),
+        Value::Array(items) => items
+            .iter()
+            .map(yaml_to_dynamic)
+            .collect::<rhai::Array>()
+            .into(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), yaml_to_dynamic(v)))
+            .collect::<rhai::Map>()
+            .into(),
+    }
+}

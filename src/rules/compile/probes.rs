@@ -1,0 +1,92 @@
+//! Script probes: every script run on a few probe events at load, so that one that breaks
+//! the sandbox's limits on ordinary input fails the ruleset rather than every event.
+
+use super::*;
+
+/// Runs every script on a few probe events, so that one that breaks the sandbox's limits on
+/// ordinary input (an endless loop, runaway recursion) fails the ruleset at load rather than
+/// every event at run time.
+pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
+    for rule in rules {
+        let mut indexes = Vec::new();
+        for c in &rule.when {
+            collect_scripts(&c.test, &mut indexes);
+        }
+        for index in indexes {
+            for amount in [0_i64, 100, 1_000_000] {
+                let (event, facts) = probe_event(rule, ctx, amount);
+                if let Err(e) = scripts.run_condition(index, event, facts, &rule.params) {
+                    if e.exceeded_limit {
+                        d.list.push(located(
+                            &e.location,
+                            "script_limit",
+                            format!(
+                                "script of condition `{}` in rule `{}` breaks the sandbox's limits on a probe event (amount {amount}): {}",
+                                e.condition, e.rule, e.message
+                            ),
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn collect_scripts(t: &Test, out: &mut Vec<usize>) {
+    match t {
+        Test::Script(i) => out.push(*i),
+        Test::All(ts) | Test::Any(ts) => ts.iter().for_each(|t| collect_scripts(t, out)),
+        Test::Compare { .. } => {}
+    }
+}
+
+/// A probe event of the rule's first event type with every contract field set, and facts at
+/// their starting values.
+fn probe_event(rule: &Rule, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map) {
+    let kind = ctx
+        .event_types
+        .iter()
+        .enumerate()
+        .find(|(i, _)| rule.on & (1 << i) != 0)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    let text = |s: &str| rhai::Dynamic::from(s.to_string());
+    let mut event = rhai::Map::new();
+    for (k, v) in [
+        ("id", "probe"),
+        ("type", kind.as_str()),
+        ("at", "2000-01-03T12:00:00+00:00"),
+        ("date", "2000-01-03"),
+        ("customer", "probe"),
+        ("wallet", "probe"),
+        ("card_product", "probe"),
+        ("card_role", "probe"),
+        ("merchant", "probe"),
+        (
+            "channel",
+            ctx.channels.first().map_or("probe", String::as_str),
+        ),
+    ] {
+        event.insert(k.into(), text(v));
+    }
+    event.insert("amount".into(), rhai::Dynamic::from(Decimal::from(amount)));
+    event.insert("coupons".into(), vec![text("probe")].into());
+    event.insert(
+        "face_values".into(),
+        vec![rhai::Dynamic::from(Decimal::from(amount))].into(),
+    );
+    let facts = ctx
+        .facts
+        .iter()
+        .map(|f| {
+            let v = match f.kind {
+                RawFactType::Count => rhai::Dynamic::from(0_i64),
+                RawFactType::Flag => rhai::Dynamic::FALSE,
+                _ => rhai::Dynamic::UNIT,
+            };
+            (f.name.as_str().into(), v)
+        })
+        .collect();
+    (event, facts)
+}
