@@ -23,8 +23,9 @@
 //! lack a field their type requires (`422`), and every repeat of an id (`409` or a replay).
 //!
 //! Each variant starts its own server, `promo serve --rules rules --bind 127.0.0.1:0
-//! --customers customers.jsonl [--state DIR]` (the binary Cargo built with this bench; a
-//! fresh state directory each time, so no id of the stream was decided before), reads the
+//! --customers customers.jsonl [--state DIR]` (the binary Cargo built with this bench, or
+//! the one `PROMO_BENCH_BIN` names, to compare two builds run after run; a fresh state
+//! directory each time, so no id of the stream was decided before), reads the
 //! port from the server's first line (`listening on http://127.0.0.1:PORT`) and waits for
 //! `GET /readyz`. The load generator (tokio and hyper, HTTP/1.1 with keep-alive) opens N
 //! connections; each sends its requests one after the other (a closed loop), each request
@@ -108,7 +109,10 @@ type Res<T> = Result<T, BoxError>;
 /// The shipped seed ruleset.
 const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 /// The server: the `promo` binary Cargo built with this bench.
-const PROMO: &str = env!("CARGO_BIN_EXE_promo");
+/// The server under test: `PROMO_BENCH_BIN`, or the binary Cargo built with this bench.
+fn promo_bin() -> String {
+    std::env::var("PROMO_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_promo").to_string())
+}
 /// How long a request may take before it counts as failed (the server answers `408`
 /// after 10 s by default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -387,7 +391,8 @@ impl Server {
         customers: Option<&Path>,
         log: &Path,
     ) -> Res<Server> {
-        let mut cmd = Command::new(PROMO);
+        let promo = promo_bin();
+        let mut cmd = Command::new(&promo);
         cmd.arg("serve")
             .arg("--rules")
             .arg(rules)
@@ -404,7 +409,7 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(File::create(log)?))
             .spawn()
-            .map_err(|e| format!("starting {PROMO}: {e}"))?;
+            .map_err(|e| format!("starting {promo}: {e}"))?;
         let stdout = child.stdout.take();
         let mut server = Server {
             child,

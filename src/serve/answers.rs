@@ -4,21 +4,23 @@
 //! events, so memory holds just an index entry per answered id.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::store::{Store, StoreError, StoredAnswer};
+use crate::store::{SealedAnswers, Store, StoreError, StoredAnswer};
 
 /// Where each answered id's answer is, and the batches still in memory.
 #[derive(Debug, Default)]
 pub struct Answers {
     /// By the hash of the event id: its batch and its place in it.
     index: FxHashMap<u128, (i64, u32)>,
-    /// Batches in memory: every one without a state directory; with one, those not yet
-    /// committed.
-    held: BTreeMap<i64, Vec<StoredAnswer>>,
-    /// The batch answers are recorded into now.
+    /// Sealed batches in memory: every one without a state directory; with one, those not
+    /// yet committed.
+    held: BTreeMap<i64, Arc<Vec<StoredAnswer>>>,
+    /// The batch answers are recorded into now: its number and answers.
     open: i64,
+    recording: Vec<StoredAnswer>,
 }
 
 fn key(id: &str) -> u128 {
@@ -50,12 +52,17 @@ impl Answers {
         let Some(&(batch, at)) = self.index.get(&key(id)) else {
             return Ok(None);
         };
-        let found = match (self.held.get(&batch), store) {
+        let held = if batch == self.open {
+            Some(&self.recording)
+        } else {
+            self.held.get(&batch).map(|list| &**list)
+        };
+        let found = match (held, store) {
             (Some(list), _) => list.get(at as usize).cloned(),
             (None, Some(store)) => store.answer_batch(batch)?.into_iter().nth(at as usize),
             (None, None) => None,
         };
-        Ok(found.filter(|a| a.event_id == id))
+        Ok(found.filter(|a| *a.event_id == *id))
     }
 
     /// Makes room for `n` more answers.
@@ -65,20 +72,21 @@ impl Answers {
 
     /// Records an answer in the open batch.
     pub fn record(&mut self, answer: StoredAnswer) {
-        let list = self.held.entry(self.open).or_default();
-        let at = u32::try_from(list.len()).unwrap_or(u32::MAX);
+        let at = u32::try_from(self.recording.len()).unwrap_or(u32::MAX);
         self.index.insert(key(&answer.event_id), (self.open, at));
-        list.push(answer);
+        self.recording.push(answer);
     }
 
     /// Closes the open batch, if it holds any answer: its number and answers, to commit.
-    pub fn seal(&mut self) -> Option<(i64, &[StoredAnswer])> {
-        let batch = self.open;
-        if !self.held.contains_key(&batch) {
+    pub fn seal(&mut self) -> Option<SealedAnswers> {
+        if self.recording.is_empty() {
             return None;
         }
+        let batch = self.open;
+        let list = Arc::new(std::mem::take(&mut self.recording));
+        self.held.insert(batch, Arc::clone(&list));
         self.open += 1;
-        self.held.get(&batch).map(|list| (batch, list.as_slice()))
+        Some((batch, list))
     }
 
     /// A batch is committed: it is read from the state from now on.
@@ -96,7 +104,7 @@ mod tests {
             event_id: id.into(),
             body_hash: [7; 16],
             version: "v".into(),
-            decisions: format!("[\"{id}\"]"),
+            decisions: format!("[\"{id}\"]").into(),
         }
     }
 

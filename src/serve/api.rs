@@ -347,7 +347,7 @@ pub async fn customer(
 fn ruleset_out(app: &App) -> RulesetOut {
     let live = app.live.load();
     RulesetOut {
-        version: live.version.clone(),
+        version: live.version.to_string(),
         loaded_at: live.loaded_at.to_rfc3339(),
         rules: live.ruleset.rules.iter().map(|r| r.id.clone()).collect(),
         last_rejected: app

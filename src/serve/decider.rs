@@ -6,7 +6,6 @@
 //! exact under any concurrency; committing many requests at a time is what makes a durable
 //! answer cheap (one sync for every request waiting). While a commit syncs, deciding goes on.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -50,12 +49,12 @@ pub struct Job {
 /// What the service answers for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
-    pub event_id: String,
-    pub version: String,
+    pub event_id: Arc<str>,
+    pub version: Arc<str>,
     pub replay: bool,
     pub dry_run: bool,
     /// The decisions, a JSON array of decision lines.
-    pub decisions: String,
+    pub decisions: Arc<str>,
 }
 
 /// What the deciding thread is sent.
@@ -100,7 +99,13 @@ pub struct Decider {
     pub committing: Option<(Waiting, Option<i64>, Instant)>,
     /// What is kept per ruleset (by version): its line heads, and the metric counters of
     /// its rules' decisions.
-    pub per_ruleset: (String, LineHeads, FxHashMap<(usize, DecisionKind), Counter>),
+    pub per_ruleset: (
+        Arc<str>,
+        LineHeads,
+        FxHashMap<(usize, DecisionKind), Counter>,
+    ),
+    /// Where an event's decisions are written before they are shared.
+    pub scratch: Vec<u8>,
 }
 
 /// Requests decided, waiting for their commit to be answered.
@@ -221,7 +226,7 @@ impl Decider {
         }
         let decided = std::mem::take(&mut self.decided);
         let batch = self.answers.seal();
-        let sealed = batch.map(|(b, _)| b);
+        let sealed = batch.as_ref().map(|(b, _)| *b);
         let submitted = {
             let mut state = lock(&self.state);
             durable
@@ -278,17 +283,18 @@ impl Decider {
                 }
                 Plan::Decide => {
                     let decisions = self.decide(state, scratch.as_mut(), &job.live, ev)?;
+                    let event_id: Arc<str> = Arc::from(&*ev.id);
                     if !job.dry_run {
                         self.answers.record(StoredAnswer {
-                            event_id: ev.id.to_string(),
+                            event_id: Arc::clone(&event_id),
                             body_hash: *hash,
-                            version: job.live.version.clone(),
-                            decisions: decisions.clone(),
+                            version: Arc::clone(&job.live.version),
+                            decisions: Arc::clone(&decisions),
                         });
                     }
                     Answer {
-                        event_id: ev.id.to_string(),
-                        version: job.live.version.clone(),
+                        event_id,
+                        version: Arc::clone(&job.live.version),
                         replay: false,
                         dry_run: job.dry_run,
                         decisions,
@@ -308,8 +314,9 @@ impl Decider {
         job: &Job,
         events: &[(Event<'_>, [u8; 16])],
     ) -> Result<Vec<Plan>, ApiError> {
-        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut first: FxHashMap<&str, usize> = FxHashMap::default();
         let mut plans = Vec::with_capacity(events.len());
+        let single = events.len() == 1;
         for (i, (ev, hash)) in events.iter().enumerate() {
             let id: &str = &ev.id;
             if let Some(&earlier) = first.get(id) {
@@ -320,7 +327,9 @@ impl Decider {
                 plans.push(Plan::AsEarlier(earlier));
                 continue;
             }
-            first.insert(id, i);
+            if !single {
+                first.insert(id, i);
+            }
             match self.answer_for(state, id)? {
                 Some(a) if a.body_hash != NO_HASH && a.body_hash != *hash => {
                     return Err(conflict(job, i, id))
@@ -348,9 +357,9 @@ impl Decider {
             .find(store, id)
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
         Ok(Some(given.unwrap_or_else(|| StoredAnswer {
-            event_id: id.to_string(),
+            event_id: id.into(),
             body_hash: NO_HASH,
-            version: String::new(),
+            version: "".into(),
             decisions: "[]".into(),
         })))
     }
@@ -363,7 +372,7 @@ impl Decider {
         scratch: Option<&mut State>,
         live: &Live,
         ev: &Event<'_>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<Arc<str>, ApiError> {
         let ruleset = &live.ruleset;
         let unreadable = |e: crate::engine::ledger::LedgerUnreadable| {
             ApiError::unavailable(format!("cannot read the coupon ledger: {e}"))
@@ -402,19 +411,20 @@ impl Decider {
         }
         if self.per_ruleset.0 != live.version {
             self.per_ruleset = (
-                live.version.clone(),
+                Arc::clone(&live.version),
                 LineHeads::default(),
                 FxHashMap::default(),
             );
         }
         let (_, heads, counters) = &mut self.per_ruleset;
-        let mut json = Vec::with_capacity(256);
+        let json = &mut self.scratch;
+        json.clear();
         json.push(b'[');
         for (i, d) in self.eval.decisions.iter().enumerate() {
             if i > 0 {
                 json.push(b',');
             }
-            write_json_line(&mut json, heads, ruleset, ev, d);
+            write_json_line(json, heads, ruleset, ev, d);
             if json.last() == Some(&b'\n') {
                 json.pop();
             }
@@ -430,7 +440,9 @@ impl Decider {
             }
         }
         json.push(b']');
-        String::from_utf8(json).map_err(|_| ApiError::unavailable("a decision was not UTF-8"))
+        std::str::from_utf8(json)
+            .map(Arc::from)
+            .map_err(|_| ApiError::unavailable("a decision was not UTF-8"))
     }
 }
 

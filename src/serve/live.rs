@@ -16,8 +16,8 @@ use crate::rules::{load_ruleset, ruleset_version, Ruleset};
 #[derive(Debug)]
 pub struct Live {
     pub ruleset: Arc<Ruleset>,
-    /// Content hash of the rule files (`ruleset_version`).
-    pub version: String,
+    /// Content hash of the rule files (`ruleset_version`), shared by every answer.
+    pub version: Arc<str>,
     pub loaded_at: DateTime<Utc>,
 }
 
@@ -97,7 +97,7 @@ pub fn try_load(dir: &Path, live: Option<&Live>, now: DateTime<Utc>) -> Gate {
             return reject(None, Stage::Check, vec![error]);
         }
     };
-    if live.is_some_and(|l| l.version == version) {
+    if live.is_some_and(|l| *l.version == *version) {
         return Gate::Unchanged;
     }
     let rejected = Some(version.clone());
@@ -120,7 +120,7 @@ pub fn try_load(dir: &Path, live: Option<&Live>, now: DateTime<Utc>) -> Gate {
     }
     Gate::Passed(Live {
         ruleset: Arc::new(ruleset),
-        version,
+        version: version.into(),
         loaded_at: now,
     })
 }

@@ -6,6 +6,7 @@
 //! reads a batch back only to replay one of its events.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
@@ -17,21 +18,34 @@ use crate::rules::Ruleset;
 const TABLE: &str =
     "CREATE TABLE IF NOT EXISTS answers (batch INTEGER PRIMARY KEY, blob BLOB NOT NULL);";
 
-/// The answer the service gave for one event.
+/// The answer the service gave for one event. Its texts are shared with the answer sent
+/// (and the version with every answer of its ruleset) rather than copied per event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredAnswer {
-    pub event_id: String,
+    pub event_id: Arc<str>,
     /// A hash of the event as it was sent, to tell a replay from another event reusing
     /// the id.
     pub body_hash: [u8; 16],
     /// The version of the ruleset that decided it.
-    pub version: String,
+    pub version: Arc<str>,
     /// Its decisions, a JSON array of decision lines.
-    pub decisions: String,
+    pub decisions: Arc<str>,
 }
 
 /// The answers of one group commit, numbered.
 pub type AnswerBatch = (i64, Vec<StoredAnswer>);
+
+/// The answers of one group commit as handed to its commit: shared with the service,
+/// which replays from them until the commit is durable.
+pub type SealedAnswers = (i64, Arc<Vec<StoredAnswer>>);
+
+/// A batch of answers as stored: postcard, lz4-compressed. Decision lines repeat their ids
+/// and field names: compressed, a batch is a fraction of the bytes to write and sync.
+pub(super) fn encode(answers: &[StoredAnswer]) -> Result<Vec<u8>, String> {
+    let blob =
+        postcard::to_stdvec(answers).map_err(|e| format!("cannot encode the answers: {e}"))?;
+    Ok(lz4_flex::compress_prepend_size(&blob))
+}
 
 /// The service's group commits (`Store::group_commits`).
 pub struct GroupCommits {
@@ -41,26 +55,20 @@ pub struct GroupCommits {
 impl GroupCommits {
     /// Hands over what `state` changed since the last commit, with the batch of answers
     /// given meanwhile, once the commit before is durable; with `wait`, returns once this
-    /// one is durable too.
+    /// one is durable too. The answers are encoded on the committing thread: the deciding
+    /// thread is the service's one serial part.
     pub fn submit(
         &mut self,
         ruleset: &Ruleset,
         state: &mut State,
-        answers: Option<(i64, &[StoredAnswer])>,
+        answers: Option<SealedAnswers>,
         wait: bool,
     ) -> Result<(), StoreError> {
-        let failed = |detail: String| StoreError::Io {
+        let mut job = Store::changes_job(ruleset, state).map_err(|detail| StoreError::Io {
             path: PathBuf::new(),
             source: std::io::Error::other(detail),
-        };
-        let mut job = Store::changes_job(ruleset, state).map_err(failed)?;
-        if let Some((batch, answers)) = answers {
-            let blob = postcard::to_stdvec(answers)
-                .map_err(|e| failed(format!("cannot encode the answers: {e}")))?;
-            // Decision lines repeat their ids and field names: compressed, a batch is a
-            // fraction of the bytes to write and sync.
-            job.answers = Some((batch, lz4_flex::compress_prepend_size(&blob)));
-        }
+        })?;
+        job.answers = answers;
         self.committer.submit(job, wait)
     }
 

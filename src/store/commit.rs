@@ -27,8 +27,8 @@ pub struct Job {
     /// The run's output and its record as JSON (a batch run), if any.
     pub run: Option<(String, String)>,
     /// The answers the service gave for the events decided since the last commit: their
-    /// batch number and the batch, encoded (`answers`).
-    pub answers: Option<(i64, Vec<u8>)>,
+    /// batch number and the batch, encoded here (`answers::encode`).
+    pub answers: Option<super::answers::SealedAnswers>,
 }
 
 /// The committing thread and the way to it.
@@ -162,7 +162,18 @@ impl Drop for Committer {
 }
 
 impl Writer {
+    fn encode_answers(&self, list: &[super::StoredAnswer]) -> Result<Vec<u8>, StoreError> {
+        super::answers::encode(list).map_err(|detail| StoreError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(detail),
+        })
+    }
+
     fn commit(&mut self, job: Job) -> Result<(), StoreError> {
+        let answers = match &job.answers {
+            Some((batch, list)) => Some((*batch, self.encode_answers(list)?)),
+            None => None,
+        };
         for f in &job.files {
             f.sync_data().map_err(|source| StoreError::Io {
                 path: self.path.clone(),
@@ -191,7 +202,7 @@ impl Writer {
             )
             .map_err(sql)?;
         }
-        if let Some((batch, blob)) = &job.answers {
+        if let Some((batch, blob)) = &answers {
             tx.execute(
                 "INSERT INTO answers (batch, blob) VALUES (?1, ?2)",
                 params![batch, blob],

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-pub use self::answers::{AnswerBatch, GroupCommits, StoredAnswer};
+pub use self::answers::{AnswerBatch, GroupCommits, SealedAnswers, StoredAnswer};
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
 use crate::engine::State;
