@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::compile::{compile, Parsed};
-use super::error::{Diagnostics, RulesetError, SourceFile};
+use super::error::{Diagnostic, Diagnostics, Location, Problem, RulesetError, SourceFile};
 use super::ruleset::Ruleset;
+use super::span::Pos;
 
 /// The manifest's file name inside a ruleset directory.
 pub const MANIFEST: &str = "ruleset.yaml";
@@ -17,20 +18,19 @@ fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            d.push(
-                path,
-                0,
-                0,
-                "unreadable",
-                format!("cannot read `{}`: {e}", path.display()),
-            );
+            let problem = Problem::Unreadable {
+                what: format!("read `{}`", path.display()),
+                reason: e.to_string(),
+            };
+            d.push(Diagnostic::new(Location::file(path), problem));
             return None;
         }
     };
     let text = match source_text(bytes) {
         Ok(t) => t,
-        Err((line, column, message)) => {
-            d.push(path, line, column, "not_utf8", message);
+        Err((line, column)) => {
+            let at = Location::new(path, Pos { line, column });
+            d.push(Diagnostic::new(at, Problem::NotUtf8));
             return None;
         }
     };
@@ -49,7 +49,7 @@ fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<
 
 /// The text of a YAML file: UTF-8, without the byte order mark an editor may have put at its
 /// start; else the line, column and message of the first byte that is not UTF-8.
-pub(crate) fn source_text(mut bytes: Vec<u8>) -> Result<String, (usize, usize, String)> {
+pub(crate) fn source_text(mut bytes: Vec<u8>) -> Result<String, (usize, usize)> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);
     }
@@ -61,11 +61,7 @@ pub(crate) fn source_text(mut bytes: Vec<u8>) -> Result<String, (usize, usize, S
         let before = String::from_utf8_lossy(good);
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (
-            line,
-            column,
-            "this file is not UTF-8 text: save it as UTF-8".to_string(),
-        )
+        (line, column)
     })
 }
 
@@ -110,13 +106,16 @@ pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
                 rules.extend(read(&f, &mut d));
             }
         }
-        Err(e) => d.push(
-            &dir.join(RULES_DIR),
-            0,
-            0,
-            "unreadable",
-            format!("cannot list rule files: {e}"),
-        ),
+        Err(e) => {
+            let problem = Problem::Unreadable {
+                what: "list rule files".into(),
+                reason: e.to_string(),
+            };
+            d.push(Diagnostic::new(
+                Location::file(&dir.join(RULES_DIR)),
+                problem,
+            ));
+        }
     }
     let ruleset = manifest.and_then(|m| compile(m, calendars, rules, &mut d));
     match ruleset {

@@ -128,6 +128,18 @@ pub enum RawFactType {
     Decimal,
 }
 
+impl RawFactType {
+    /// The type as rule files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RawFactType::Count => "count",
+            RawFactType::Date => "date",
+            RawFactType::Flag => "flag",
+            RawFactType::Decimal => "decimal",
+        }
+    }
+}
+
 /// How events of some types update a fact.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

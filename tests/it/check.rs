@@ -630,6 +630,18 @@ fn every_diagnostic_code_has_a_located_test() {
     eqnice(Vec::<&str>::new(), untested);
 }
 
+/// docs/check.md lists every code of the registry, so that a new code is documented.
+#[test]
+fn every_diagnostic_code_is_documented() {
+    let docs = include_str!("../../docs/check.md");
+    let undocumented: Vec<&str> = promo::rules::error::CODES
+        .iter()
+        .copied()
+        .filter(|code| !docs.contains(&format!("- `{code}`")))
+        .collect();
+    eqnice(Vec::<&str>::new(), undocumented);
+}
+
 #[test]
 fn manifest_and_calendar_codes_are_located() {
     let case = |name: &str, file: &str, from: &str, to: &str| check_with(name, file, from, to);

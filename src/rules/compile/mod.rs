@@ -12,7 +12,10 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::calendar::{parse_weekday, Calendar};
-use super::error::{did_you_mean, Diagnostics, SourceFile};
+use super::error::{
+    did_you_mean, Diagnostic, Diagnostics, IdMismatch, KeyConflict, Location, NeverHolds,
+    OperatorMisuse, Problem, RuleShape, SourceFile, UpdateMisuse,
+};
 use super::raw::*;
 use super::ruleset::*;
 use super::script::{ScriptLimits, ScriptOrigin, Scripts};
@@ -173,11 +176,12 @@ impl Context<'_> {
         for name in names {
             match self.event_types.iter().position(|t| *t == **name) {
                 Some(i) => mask |= 1 << i,
-                None => d.at_pos_with_help(
+                None => d.at_with_help(
                     src,
                     name.pos(),
-                    "unknown_event_type",
-                    format!("unknown event type `{name}`"),
+                    Problem::UnknownEventType {
+                        name: name.to_string(),
+                    },
                     did_you_mean(name, self.event_types.iter().map(String::as_str)),
                 ),
             }
@@ -195,11 +199,12 @@ impl Context<'_> {
         for name in names {
             match self.channels.iter().position(|c| *c == **name) {
                 Some(i) => mask |= 1 << i,
-                None => d.at_pos_with_help(
+                None => d.at_with_help(
                     src,
                     name.pos(),
-                    "unknown_channel",
-                    format!("unknown channel `{name}`"),
+                    Problem::UnknownChannel {
+                        name: name.to_string(),
+                    },
                     did_you_mean(name, self.channels.iter().map(String::as_str)),
                 ),
             }
@@ -215,11 +220,12 @@ impl Context<'_> {
     fn fact_in(&self, name: &str, src: &SourceFile, at: Pos, d: &mut Diagnostics) -> Option<usize> {
         let found = self.facts.iter().position(|f| f.name == name);
         if found.is_none() {
-            d.at_pos_with_help(
+            d.at_with_help(
                 src,
                 at,
-                "unknown_fact",
-                format!("unknown fact `{name}`; facts are declared in the manifest"),
+                Problem::UnknownFact {
+                    name: name.to_string(),
+                },
                 did_you_mean(name, self.facts.iter().map(|f| f.name.as_str())),
             );
         }
@@ -236,14 +242,12 @@ impl Context<'_> {
     ) -> Option<&Vec<Sp<Value>>> {
         let found = self.manifest.lists.get(name.as_str());
         if found.is_none() {
-            d.at_pos_with_help(
+            d.at_with_help(
                 src,
                 name.pos(),
-                "unknown_list",
-                format!(
-                    "unknown list `{}`; lists are declared in the manifest",
-                    **name
-                ),
+                Problem::UnknownList {
+                    name: name.to_string(),
+                },
                 did_you_mean(name, self.manifest.lists.keys().map(String::as_str)),
             );
         }
@@ -264,11 +268,12 @@ impl Context<'_> {
                     .iter()
                     .map(|(n, _)| *n)
                     .chain(self.manifest.extra_fields.iter().map(String::as_str));
-                d.at_pos_with_help(
+                d.at_with_help(
                     src,
                     at,
-                    "unknown_field",
-                    format!("unknown event field `{name}`; fields beyond the contract's are declared in the manifest's `extra_fields`"),
+                    Problem::UnknownField {
+                        name: name.to_string(),
+                    },
                     did_you_mean(name, known),
                 );
             }
@@ -298,23 +303,11 @@ pub fn compile(
     let msrc = &manifest.src;
     let timezone = m.timezone.parse::<chrono_tz::Tz>().ok();
     if timezone.is_none() {
-        d.at_pos(
-            msrc,
-            m.timezone.pos(),
-            "unknown_timezone",
-            format!(
-                "unknown time zone `{}`; expected an IANA name such as `Europe/Paris`",
-                m.timezone
-            ),
-        );
+        let name = m.timezone.to_string();
+        d.at(msrc, m.timezone.pos(), Problem::UnknownTimezone { name });
     }
     if m.events.len() > 64 || m.channels.len() > 64 {
-        d.at_pos(
-            msrc,
-            m.events.pos(),
-            "too_many",
-            "at most 64 event types and 64 channels".into(),
-        );
+        d.at(msrc, m.events.pos(), Problem::TooMany);
     }
     let compiled_types = event_types(m, msrc, d);
     let mut ctx = Context {
@@ -337,11 +330,11 @@ pub fn compile(
     let mut seen_ids: BTreeSet<String> = BTreeSet::new();
     for rule in &rules {
         if !seen_ids.insert(rule.raw.id.to_string()) {
-            d.at_pos(
+            let id = rule.raw.id.to_string();
+            d.at(
                 &rule.src,
                 rule.raw.id.pos(),
-                "duplicate_rule_id",
-                format!("rule id `{}` is used by another rule file", rule.raw.id),
+                Problem::DuplicateRuleId { id },
             );
         }
         if let Some(r) = compile_rule(rule, &mut ctx, &mut scripts, d) {
@@ -388,12 +381,11 @@ fn compile_rule(
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if *r.id != stem {
-        d.at_pos(
-            src,
-            r.id.pos(),
-            "id_mismatch",
-            format!("rule id `{}` differs from its file name `{stem}.yaml`; a rule's id is its file name", r.id),
-        );
+        let mismatch = IdMismatch::Rule {
+            id: r.id.to_string(),
+            stem: stem.to_string(),
+        };
+        d.at(src, r.id.pos(), Problem::IdMismatch(mismatch));
     }
     let phase = rule_phase(r, src, ctx, d);
     let on = ctx.type_mask(&r.on, src, d);
@@ -441,14 +433,13 @@ fn compile_rule(
 fn rule_phase(r: &RawRule, src: &SourceFile, ctx: &Context, d: &mut Diagnostics) -> usize {
     let found = ctx.manifest.phases.iter().position(|ph| *ph == *r.phase);
     if found.is_none() {
-        d.at_pos_with_help(
+        d.at_with_help(
             src,
             r.phase.pos(),
-            "unknown_phase",
-            format!(
-                "unknown phase `{}`; the manifest's phases are {:?}",
-                r.phase, ctx.manifest.phases
-            ),
+            Problem::UnknownPhase {
+                name: r.phase.to_string(),
+                phases: ctx.manifest.phases.clone(),
+            },
             did_you_mean(&r.phase, ctx.manifest.phases.iter().map(String::as_str)),
         );
     }
@@ -471,15 +462,12 @@ fn rule_kind(r: &RawRule, src: &SourceFile, d: &mut Diagnostics) -> Option<RuleK
         }
         (RawDecides::Grant, None, Some(_)) => return Some(RuleKind::Grant),
         (RawDecides::Redemption, None, Some(_)) => return Some(RuleKind::Redemption),
-        (RawDecides::CouponUse, _, _) => (
-            r.decides.pos(),
-            "a `coupon_use` rule needs a `coupon_use` block and no `grant`",
-        ),
-        (_, Some(cu), _) => (cu.pos(), "a `coupon_use` block needs `decides: coupon_use`"),
-        (_, None, None) => (r.id.pos(), "this rule grants nothing: add a `grant` block"),
+        (RawDecides::CouponUse, _, _) => (r.decides.pos(), RuleShape::CouponUseWithoutBlock),
+        (_, Some(cu), _) => (cu.pos(), RuleShape::BlockWithoutCouponUse),
+        (_, None, None) => (r.id.pos(), RuleShape::GrantsNothing),
     };
-    let (at, message) = problem;
-    d.at_pos(src, at, "bad_rule_shape", message.into());
+    let (at, shape) = problem;
+    d.at(src, at, Problem::BadRuleShape(shape));
     None
 }
 
@@ -491,15 +479,8 @@ fn compile_limit(
     d: &mut Diagnostics,
 ) -> Limit {
     if let (Some(reject), false) = (&l.reject, rejects_allowed) {
-        d.at_pos(
-            src,
-            reject.pos(),
-            "reject_not_allowed",
-            format!(
-                "limit `{}`: only `decides: redemption` rules reject with a reason",
-                l.name
-            ),
-        );
+        let owner = format!("limit `{}`", l.name);
+        d.at(src, reject.pos(), Problem::RejectNotAllowed { owner });
     }
     let mut bounds = Vec::new();
     if let Some(n) = l.max_grants {
@@ -511,19 +492,12 @@ fn compile_limit(
     if let Some(v) = &l.max_value {
         match parse_decimal(v) {
             Ok(v) => bounds.push(Bound::Value(v)),
-            Err(e) => d.at_pos(src, v.pos(), "bad_decimal", e),
+            Err(e) => d.at(src, v.pos(), Problem::BadDecimal(e)),
         }
     }
     if bounds.is_empty() {
-        d.at_pos(
-            src,
-            l.name.pos(),
-            "empty_limit",
-            format!(
-                "limit `{}` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
-                l.name
-            ),
-        );
+        let limit = l.name.to_string();
+        d.at(src, l.name.pos(), Problem::EmptyLimit { limit });
     }
     Limit {
         name: l.name.to_string(),
@@ -544,31 +518,19 @@ fn compile_points(
     d: &mut Diagnostics,
 ) -> Option<Points> {
     if !rejects_allowed {
-        d.at_pos(
-            src,
-            pt.pos(),
-            "points_not_allowed",
-            "`points` apply to `decides: redemption` rules only".into(),
-        );
+        d.at(src, pt.pos(), Problem::PointsNotAllowed);
         return None;
     }
     let fact = ctx.fact_at(&pt.balance_fact, src, d);
     if let Some(f) = fact.and_then(|f| ctx.facts.get(f)) {
         if f.kind != RawFactType::Decimal || f.scope != RawScope::Wallet {
-            d.at_pos(
-                src,
-                pt.balance_fact.pos(),
-                "bad_fact_type",
-                format!(
-                    "`{}` must be a decimal fact kept per wallet",
-                    pt.balance_fact
-                ),
-            );
+            let fact = pt.balance_fact.to_string();
+            d.at(src, pt.balance_fact.pos(), Problem::BadFactType { fact });
         }
     }
     let rate = pt.rate.as_ref().and_then(|v| {
         parse_decimal(v)
-            .map_err(|e| d.at_pos(src, v.pos(), "bad_decimal", e))
+            .map_err(|e| d.at(src, v.pos(), Problem::BadDecimal(e)))
             .ok()
     });
     fact.map(|balance_fact| Points {
@@ -579,20 +541,16 @@ fn compile_points(
     })
 }
 
-fn located(location: &str, code: &'static str, message: String) -> super::error::Diagnostic {
-    // `location` is `file:line:col`; the file part may itself hold colons.
+/// The place a script error names as `file:line:col`; the file part may itself hold colons.
+fn located(location: &str) -> Location {
     let mut parts = location.rsplitn(3, ':');
     let column = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
     let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
     let file = parts.next().unwrap_or(location);
-    super::error::Diagnostic {
+    Location {
         file: file.into(),
         line,
         column,
-        code,
-        message,
-        help: None,
-        clause: None,
     }
 }
 

@@ -52,16 +52,22 @@ pub(super) fn check_order(
                 .iter()
                 .find(|l| *l.counter == counter)
                 .map_or(src.raw.id.pos(), |l| l.counter.pos());
-            d.at_pos_with_help(
+            let problem = Problem::AmbiguousOrder {
+                first: a.id.clone(),
+                second: b.id.clone(),
+                counter: counter.to_string(),
+                event_type: kind.to_string(),
+                phase: ctx
+                    .manifest
+                    .phases
+                    .get(a.phase)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            d.at_with_help(
                 &src.src,
                 at,
-                "ambiguous_order",
-                format!(
-                    "rules `{}` and `{}` both count on `{counter}` for `{kind}` events in phase `{}`, so which one decides first depends on their order",
-                    a.id,
-                    b.id,
-                    ctx.manifest.phases.get(a.phase).map(String::as_str).unwrap_or_default()
-                ),
+                problem,
                 Some("make their conditions exclusive (e.g. `eq: 0` and `gte: 1` on one fact) or put them in different phases".into()),
             );
         }

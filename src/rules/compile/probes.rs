@@ -17,14 +17,13 @@ pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d:
                 let (event, facts) = probe_event(rule, ctx, amount);
                 if let Err(e) = scripts.run_condition(index, event, facts, &rule.params) {
                     if e.exceeded_limit {
-                        d.list.push(located(
-                            &e.location,
-                            "script_limit",
-                            format!(
-                                "script of condition `{}` in rule `{}` breaks the sandbox's limits on a probe event (amount {amount}): {}",
-                                e.condition, e.rule, e.message
-                            ),
-                        ));
+                        let problem = Problem::ScriptLimit {
+                            condition: e.condition,
+                            rule: e.rule,
+                            amount,
+                            message: e.message,
+                        };
+                        d.push(Diagnostic::new(located(&e.location), problem));
                         break;
                     }
                 }
