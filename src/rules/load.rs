@@ -1,13 +1,15 @@
 //! Reads a ruleset directory from disk: the manifest, its calendars and every rule file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::compile::{compile, Parsed};
+use super::compile::{compile, Parsed, ScriptFile};
 use super::error::{Diagnostic, Diagnostics, Location, Problem, RulesetError, SourceFile};
+use super::raw::{RawCondition, RawRule};
 use super::ruleset::Ruleset;
-use super::span::Pos;
+use super::span::{Pos, Sp};
 
 /// The manifest's file name inside a ruleset directory.
 pub const MANIFEST: &str = "ruleset.yaml";
@@ -39,7 +41,11 @@ fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<
         text,
     };
     match serde_saphyr::from_str_with_options::<T>(&src.text, yaml_options()) {
-        Ok(raw) => Some(Parsed { src, raw }),
+        Ok(raw) => Some(Parsed {
+            src,
+            raw,
+            scripts: BTreeMap::new(),
+        }),
         Err(e) => {
             d.yaml(&src, &e);
             None
@@ -103,7 +109,11 @@ pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
     match rule_files(dir) {
         Ok(files) => {
             for f in files {
-                rules.extend(read(&f, &mut d));
+                let mut rule = read::<RawRule>(&f, &mut d);
+                if let Some(rule) = &mut rule {
+                    rule.scripts = read_scripts(&rule.src.path, &rule.raw.when, &mut d);
+                }
+                rules.extend(rule);
             }
         }
         Err(e) => {
@@ -124,6 +134,48 @@ pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
             diagnostics: d.list,
         }),
     }
+}
+
+/// The script files the conditions of a rule file name (in `all` and `any` too), read
+/// relative to the rule file; one that cannot be read is reported where it is named.
+fn read_scripts(
+    rule_file: &Path,
+    when: &[Sp<RawCondition>],
+    d: &mut Diagnostics,
+) -> BTreeMap<String, ScriptFile> {
+    fn named<'a>(when: &'a [Sp<RawCondition>], out: &mut Vec<&'a Sp<String>>) {
+        for c in when {
+            out.extend(&c.script_file);
+            for nested in [&c.all, &c.any].into_iter().flatten() {
+                named(nested, out);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    named(when, &mut names);
+    let mut files = BTreeMap::new();
+    for name in names {
+        if files.contains_key(name.as_str()) {
+            continue;
+        }
+        let path = rule_file
+            .parent()
+            .map_or_else(|| PathBuf::from(name.as_str()), |p| p.join(name.as_str()));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                files.insert(name.to_string(), ScriptFile { path, text });
+            }
+            Err(e) => {
+                let at = Location::new(rule_file, name.pos());
+                let reason = e.to_string();
+                d.push(Diagnostic::new(
+                    at,
+                    Problem::UnreadableScript { path, reason },
+                ));
+            }
+        }
+    }
+    files
 }
 
 /// The version of the ruleset in `dir`: a hash of the contents of every file under it but

@@ -774,3 +774,40 @@ fn a_ruleset_without_rule_files_is_unreadable() {
         "{stderr}"
     );
 }
+
+/// A script file is read by the loader, even inside `all`, and its syntax error is reported
+/// at its own line of the script file, not of the rule file.
+#[test]
+fn a_script_file_error_is_located_in_the_script_file() {
+    let dir = Dir::new("check-script-file-syntax");
+    let rules = dir.copy_rules();
+    let rule = rules.join("promotions/bill-first-time.yaml");
+    let text = std::fs::read_to_string(&rule).unwrap().replacen(
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: scripted\n    all:\n      - script_file: bad.rhai\n",
+        1,
+    );
+    std::fs::write(&rule, text).unwrap();
+    std::fs::write(
+        rules.join("promotions/bad.rhai"),
+        "let x = 1;\nlet = 2;\nx > 0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["check", "--format", "json"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    eqnice(Some(1), out.status.code());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &list[0];
+    eqnice("script_syntax", first["code"].as_str().unwrap());
+    assert!(
+        first["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("promotions/bad.rhai"),
+        "{list}"
+    );
+    eqnice(2, first["line"].as_u64().unwrap());
+}

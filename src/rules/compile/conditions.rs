@@ -3,19 +3,15 @@
 use super::*;
 
 /// One named condition of `when`; its problems are tied to the clause it encodes.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the rule's parts a condition depends on"
-)]
 pub(super) fn compile_condition(
     c: &Sp<RawCondition>,
-    src: &SourceFile,
-    rule: &str,
+    rule: &Parsed<RawRule>,
     rejects_allowed: bool,
     ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Condition> {
+    let src = &rule.src;
     let Some(name) = c.name.as_deref().cloned() else {
         d.at(src, c.pos(), Problem::MissingName);
         return None;
@@ -25,7 +21,7 @@ pub(super) fn compile_condition(
         d.at(src, reject.pos(), Problem::RejectNotAllowed { owner });
     }
     let before = d.list.len();
-    let test = compile_test(c, src, &name, rule, ctx, scripts, d);
+    let test = compile_test(c, rule, &name, ctx, scripts, d);
     if let Some(clause) = &c.clause {
         // Tie each problem to the sentence of the terms the condition encodes.
         for diag in d.list.iter_mut().skip(before) {
@@ -112,51 +108,38 @@ pub(super) fn script_lines(src: &SourceFile, text: &Sp<String>) -> Vec<Vec<Pos>>
 /// A script condition, written inline or in a file beside the rule file.
 pub(super) fn compile_script(
     c: &Sp<RawCondition>,
-    src: &SourceFile,
+    rule: &Parsed<RawRule>,
     name: &str,
-    rule: &str,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
+    let src = &rule.src;
     let (text, file, at, lines) = if let Some(text) = &c.script {
         let at = text.pos();
         let lines = script_lines(src, text);
-        (text.to_string(), src.path.clone(), at, lines)
+        (text.as_str(), src.path.clone(), at, lines)
     } else {
-        let path = c.script_file.as_ref()?;
-        let full = src
-            .path
-            .parent()
-            .map(|p| p.join(path.as_str()))
-            .unwrap_or_else(|| path.as_str().into());
-        match std::fs::read_to_string(&full) {
-            Ok(t) => (t, full, Pos { line: 1, column: 1 }, Vec::new()),
-            Err(e) => {
-                let problem = Problem::UnreadableScript {
-                    path: full,
-                    reason: e.to_string(),
-                };
-                d.at(src, path.pos(), problem);
-                return None;
-            }
-        }
+        // The loader read the file, or reported why it could not.
+        let file = rule.scripts.get(c.script_file.as_deref()?.as_str())?;
+        let start = Pos { line: 1, column: 1 };
+        (file.text.as_str(), file.path.clone(), start, Vec::new())
     };
     let origin = ScriptOrigin {
         file,
         first_line: at.line,
         first_column: at.column,
         lines,
-        rule: rule.to_string(),
+        rule: rule.raw.id.to_string(),
         condition: name.to_string(),
     };
-    match scripts.compile(&text, origin) {
+    match scripts.compile(text, origin) {
         Ok(i) => Some(Test::Script(i)),
-        Err((location, message)) => {
+        Err(e) => {
             let problem = Problem::ScriptSyntax {
                 condition: name.to_string(),
-                message,
+                message: e.message,
             };
-            d.push(Diagnostic::new(located(&location), problem));
+            d.push(Diagnostic::new(e.at, problem));
             None
         }
     }
@@ -164,13 +147,13 @@ pub(super) fn compile_script(
 
 pub(super) fn compile_test(
     c: &Sp<RawCondition>,
-    src: &SourceFile,
+    rule: &Parsed<RawRule>,
     name: &str,
-    rule: &str,
     ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
+    let src = &rule.src;
     let kinds = [
         c.field.is_some(),
         c.fact.is_some(),
@@ -188,7 +171,7 @@ pub(super) fn compile_test(
     }
     let mut sub = |list: &Vec<Sp<RawCondition>>| -> Vec<Test> {
         list.iter()
-            .filter_map(|c| compile_test(c, src, name, rule, ctx, scripts, d))
+            .filter_map(|c| compile_test(c, rule, name, ctx, scripts, d))
             .collect()
     };
     if let Some(list) = &c.all {
@@ -198,7 +181,7 @@ pub(super) fn compile_test(
         return Some(Test::Any(sub(list)));
     }
     if c.script.is_some() || c.script_file.is_some() {
-        return compile_script(c, src, name, rule, scripts, d);
+        return compile_script(c, rule, name, scripts, d);
     }
     let (operand, ty, operand_name) = operand(c, src, ctx, d)?;
     let tests = Tests {

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::calendar::{parse_weekday, Calendar};
 use super::error::{
-    did_you_mean, Diagnostic, Diagnostics, IdMismatch, KeyConflict, Location, NeverHolds,
-    OperatorMisuse, Problem, RuleShape, SourceFile, UpdateMisuse,
+    did_you_mean, Diagnostic, Diagnostics, IdMismatch, KeyConflict, NeverHolds, OperatorMisuse,
+    Problem, RuleShape, SourceFile, UpdateMisuse,
 };
 use super::raw::*;
 use super::ruleset::*;
@@ -34,10 +34,18 @@ use manifest::*;
 use ordering::check_order;
 use probes::probe_scripts;
 
-/// A parsed rule file with its source.
+/// A parsed rule file with its source, and the script files it names, read by the loader.
 pub struct Parsed<T> {
     pub src: SourceFile,
     pub raw: T,
+    /// Each script file the rule file names and could be read, by its name as written.
+    pub scripts: BTreeMap<String, ScriptFile>,
+}
+
+/// A script file beside a rule file, as the loader read it.
+pub struct ScriptFile {
+    pub path: std::path::PathBuf,
+    pub text: String,
 }
 
 /// The type a literal must have to be compared with an operand.
@@ -394,8 +402,7 @@ fn compile_rule(
 
     let mut when = Vec::new();
     for c in &r.when {
-        if let Some(condition) = compile_condition(c, src, &r.id, rejects_allowed, ctx, scripts, d)
-        {
+        if let Some(condition) = compile_condition(c, p, rejects_allowed, ctx, scripts, d) {
             when.push(condition);
         }
     }
@@ -539,19 +546,6 @@ fn compile_points(
         rate,
         reject: pt.reject.as_str().into(),
     })
-}
-
-/// The place a script error names as `file:line:col`; the file part may itself hold colons.
-fn located(location: &str) -> Location {
-    let mut parts = location.rsplitn(3, ':');
-    let column = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
-    let file = parts.next().unwrap_or(location);
-    Location {
-        file: file.into(),
-        line,
-        column,
-    }
 }
 
 /// A YAML parameter as a script value; numbers with a fraction become decimals.

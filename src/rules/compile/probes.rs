@@ -23,7 +23,7 @@ pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d:
                             amount,
                             message: e.message,
                         };
-                        d.push(Diagnostic::new(located(&e.location), problem));
+                        d.push(Diagnostic::new(e.at, problem));
                         break;
                     }
                 }
