@@ -338,21 +338,6 @@ pub enum Literal {
     Bool(bool),
 }
 
-impl Literal {
-    /// How two literals of one type order, as the engine orders a value against a literal;
-    /// `None` for literals of different types, which no value matches both of.
-    pub fn order(&self, other: &Literal) -> Option<std::cmp::Ordering> {
-        match (self, other) {
-            (Literal::Int(p), Literal::Int(q)) => Some(p.cmp(q)),
-            (Literal::Decimal(p), Literal::Decimal(q)) => Some(p.cmp(q)),
-            (Literal::Date(p), Literal::Date(q)) => Some(p.cmp(q)),
-            (Literal::Text(p), Literal::Text(q)) => Some(p.cmp(q)),
-            (Literal::Bool(p), Literal::Bool(q)) => Some(p.cmp(q)),
-            _ => None,
-        }
-    }
-}
-
 /// One comparison of an operand.
 #[derive(Debug, Clone)]
 pub enum Op {
