@@ -13,8 +13,8 @@ use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
 use crate::model::{total, Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
 use crate::rules::calendar::Calendar;
 use crate::rules::matching::{passes, Val};
-use crate::rules::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
 use crate::rules::ruleset::*;
+use crate::rules::ruleset::{CouponCheck, FactOp, FactType, Scope};
 use crate::rules::script::ScriptError;
 use crate::rules::Ruleset;
 
@@ -295,14 +295,14 @@ fn decide_grant(
             let balance = ruleset
                 .facts
                 .get(p.balance_fact)
-                .map(|f| (f.slot, state.fact(RawScope::Wallet, ctx.wallet, f.slot)));
+                .map(|f| (f.slot, state.fact(Scope::Wallet, ctx.wallet, f.slot)));
             if let Some((slot, FactValue::Decimal(balance))) = balance {
                 if needed > balance {
                     reject(out, &Some(p.reject.clone()));
                     return Ok(Some(Failed::Points));
                 }
                 state.set_fact(
-                    RawScope::Wallet,
+                    Scope::Wallet,
                     ctx.wallet,
                     slot,
                     FactValue::Decimal(balance.saturating_sub(needed)),
@@ -557,14 +557,14 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
             let Some(fact) = ruleset.facts.get(*fi) else {
                 return Val::Absent;
             };
-            let owner = if fact.scope == RawScope::Wallet {
+            let owner = if fact.scope == Scope::Wallet {
                 ctx.wallet
             } else {
                 ctx.customer
             };
             match (state.fact(fact.scope, owner, fact.slot), fact.kind) {
-                (FactValue::Absent, RawFactType::Count) => Val::Int(0),
-                (FactValue::Absent, RawFactType::Flag) => Val::Bool(false),
+                (FactValue::Absent, FactType::Count) => Val::Int(0),
+                (FactValue::Absent, FactType::Flag) => Val::Bool(false),
                 (FactValue::Absent, _) => Val::Absent,
                 (FactValue::Int(i), _) => Val::Int(i),
                 (FactValue::Date(d), _) => Val::Date(d),
@@ -585,7 +585,7 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
         let Some(fact) = ruleset.facts.get(u.fact) else {
             continue;
         };
-        let owner = if fact.scope == RawScope::Wallet {
+        let owner = if fact.scope == Scope::Wallet {
             ctx.wallet
         } else {
             ctx.customer
@@ -602,21 +602,21 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
             _ => None,
         };
         let new = match (u.op, old) {
-            (RawFactOp::Increment, FactValue::Int(n)) => FactValue::Int(n.saturating_add(1)),
-            (RawFactOp::Increment, _) => FactValue::Int(1),
-            (RawFactOp::SetTrue, _) => FactValue::Bool(true),
-            (RawFactOp::SetFalse, _) => FactValue::Bool(false),
-            (RawFactOp::EarliestDate, FactValue::Date(d)) => FactValue::Date(d.min(ctx.date)),
-            (RawFactOp::LatestDate, FactValue::Date(d)) => FactValue::Date(d.max(ctx.date)),
-            (RawFactOp::EarliestDate | RawFactOp::LatestDate, _) => FactValue::Date(ctx.date),
-            (RawFactOp::AddField, old) => match (old, field_value()) {
+            (FactOp::Increment, FactValue::Int(n)) => FactValue::Int(n.saturating_add(1)),
+            (FactOp::Increment, _) => FactValue::Int(1),
+            (FactOp::SetTrue, _) => FactValue::Bool(true),
+            (FactOp::SetFalse, _) => FactValue::Bool(false),
+            (FactOp::EarliestDate, FactValue::Date(d)) => FactValue::Date(d.min(ctx.date)),
+            (FactOp::LatestDate, FactValue::Date(d)) => FactValue::Date(d.max(ctx.date)),
+            (FactOp::EarliestDate | FactOp::LatestDate, _) => FactValue::Date(ctx.date),
+            (FactOp::AddField, old) => match (old, field_value()) {
                 (FactValue::Decimal(a), Some(FactValue::Decimal(b))) => {
                     FactValue::Decimal(a.saturating_add(b))
                 }
                 (FactValue::Absent, Some(b)) => b,
                 (old, _) => old,
             },
-            (RawFactOp::SetField, old) => field_value().unwrap_or(old),
+            (FactOp::SetField, old) => field_value().unwrap_or(old),
         };
         state.set_fact(fact.scope, owner, fact.slot, new);
     }

@@ -511,7 +511,7 @@ pub struct RawCouponUse {
 #[serde(deny_unknown_fields)]
 pub struct RawCouponCheck {
     /// The lifecycle check to run. Example: `credited`.
-    pub check: CouponCheck,
+    pub check: RawCheck,
     /// The reason a coupon failing the check is rejected with. Example: `not_credited_yet`.
     pub reject: String,
     /// The sentence of the promotion's terms this check rests on.
@@ -522,7 +522,8 @@ pub struct RawCouponCheck {
 /// The lifecycle checks the engine knows for a coupon used on a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum CouponCheck {
+#[schemars(rename = "CouponCheck")]
+pub enum RawCheck {
     /// The coupon exists and belongs to the paying wallet.
     OwnedByWallet,
     /// The coupon has not been spent.

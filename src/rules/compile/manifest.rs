@@ -64,9 +64,9 @@ pub(super) fn facts(ctx: &Context, d: &mut Diagnostics) -> Vec<Fact> {
         facts.push(Fact {
             name: name.clone(),
             clause: f.clause.clone(),
-            scope: *f.scope,
+            scope: (*f.scope).into(),
             slot: *slot,
-            kind: f.kind,
+            kind: f.kind.into(),
             snapshot: f.snapshot.clone(),
             updates,
         });
@@ -125,7 +125,7 @@ pub(super) fn fact_update(
     FactUpdate {
         fact: index,
         on,
-        op: *u.op,
+        op: (*u.op).into(),
         field,
     }
 }

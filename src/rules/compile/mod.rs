@@ -34,6 +34,55 @@ use manifest::*;
 use ordering::check_order;
 use probes::probe_scripts;
 
+// The compiled ruleset has its own types; the file shapes stop at this module.
+impl From<RawScope> for Scope {
+    fn from(raw: RawScope) -> Scope {
+        match raw {
+            RawScope::Customer => Scope::Customer,
+            RawScope::Wallet => Scope::Wallet,
+            RawScope::All => Scope::All,
+        }
+    }
+}
+
+impl From<RawFactType> for FactType {
+    fn from(raw: RawFactType) -> FactType {
+        match raw {
+            RawFactType::Count => FactType::Count,
+            RawFactType::Date => FactType::Date,
+            RawFactType::Flag => FactType::Flag,
+            RawFactType::Decimal => FactType::Decimal,
+        }
+    }
+}
+
+impl From<RawFactOp> for FactOp {
+    fn from(raw: RawFactOp) -> FactOp {
+        match raw {
+            RawFactOp::Increment => FactOp::Increment,
+            RawFactOp::SetTrue => FactOp::SetTrue,
+            RawFactOp::SetFalse => FactOp::SetFalse,
+            RawFactOp::EarliestDate => FactOp::EarliestDate,
+            RawFactOp::LatestDate => FactOp::LatestDate,
+            RawFactOp::AddField => FactOp::AddField,
+            RawFactOp::SetField => FactOp::SetField,
+        }
+    }
+}
+
+impl From<RawCheck> for CouponCheck {
+    fn from(raw: RawCheck) -> CouponCheck {
+        match raw {
+            RawCheck::OwnedByWallet => CouponCheck::OwnedByWallet,
+            RawCheck::Unused => CouponCheck::Unused,
+            RawCheck::Credited => CouponCheck::Credited,
+            RawCheck::NotExpired => CouponCheck::NotExpired,
+            RawCheck::ChannelAllowed => CouponCheck::ChannelAllowed,
+            RawCheck::MinSpendMet => CouponCheck::MinSpendMet,
+        }
+    }
+}
+
 /// A parsed rule file with its source, and the script files it names, read by the loader.
 pub struct Parsed<T> {
     pub src: SourceFile,
@@ -97,12 +146,12 @@ fn field_type(field: &Field) -> Ty {
     }
 }
 
-fn fact_type(kind: RawFactType) -> Ty {
+fn fact_type(kind: FactType) -> Ty {
     match kind {
-        RawFactType::Count => Ty::Int,
-        RawFactType::Date => Ty::Date,
-        RawFactType::Flag => Ty::Bool,
-        RawFactType::Decimal => Ty::Decimal,
+        FactType::Count => Ty::Int,
+        FactType::Date => Ty::Date,
+        FactType::Flag => Ty::Bool,
+        FactType::Decimal => Ty::Decimal,
     }
 }
 
@@ -463,7 +512,7 @@ fn rule_kind(r: &RawRule, src: &SourceFile, d: &mut Diagnostics) -> Option<RuleK
                 checks: cu
                     .checks
                     .iter()
-                    .map(|c| (c.check, Arc::from(c.reject.as_str())))
+                    .map(|c| (c.check.into(), Arc::from(c.reject.as_str())))
                     .collect(),
             }))
         }
@@ -510,7 +559,7 @@ fn compile_limit(
         name: l.name.to_string(),
         clause: l.clause.clone(),
         counter: ctx.counter(&l.counter),
-        per: l.per,
+        per: l.per.into(),
         daily: l.window.is_some(),
         bounds,
         reject: l.reject.as_deref().map(|r| Arc::from(r.as_str())),
@@ -530,7 +579,7 @@ fn compile_points(
     }
     let fact = ctx.fact_at(&pt.balance_fact, src, d);
     if let Some(f) = fact.and_then(|f| ctx.facts.get(f)) {
-        if f.kind != RawFactType::Decimal || f.scope != RawScope::Wallet {
+        if f.kind != FactType::Decimal || f.scope != Scope::Wallet {
             let fact = pt.balance_fact.to_string();
             d.at(src, pt.balance_fact.pos(), Problem::BadFactType { fact });
         }

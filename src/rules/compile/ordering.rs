@@ -110,7 +110,7 @@ fn can_be_absent(operand: &Operand, ctx: &Context) -> bool {
         Operand::Fact(f) => ctx
             .facts
             .get(*f)
-            .is_none_or(|f| !matches!(f.kind, RawFactType::Count | RawFactType::Flag)),
+            .is_none_or(|f| !matches!(f.kind, FactType::Count | FactType::Flag)),
         Operand::SumOf(_) | Operand::CountOf(_) | Operand::Field(Field::At) => false,
         Operand::Field(_) => true,
     }

@@ -80,8 +80,8 @@ fn probe_event(rule: &Rule, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map
         .iter()
         .map(|f| {
             let v = match f.kind {
-                RawFactType::Count => rhai::Dynamic::from(0_i64),
-                RawFactType::Flag => rhai::Dynamic::FALSE,
+                FactType::Count => rhai::Dynamic::from(0_i64),
+                FactType::Flag => rhai::Dynamic::FALSE,
                 _ => rhai::Dynamic::UNIT,
             };
             (f.name.as_str().into(), v)
