@@ -54,6 +54,13 @@ fn quoted(names: &[String]) -> String {
         .join(", ")
 }
 
+fn no_working_day(calendar: &str, year: &Option<i32>) -> String {
+    match year {
+        None => format!("calendar `{calendar}` has no working day: its `weekend` lists all seven days"),
+        Some(year) => format!("calendar `{calendar}` has no working day in {year}: each day of it is a weekend day or a holiday"),
+    }
+}
+
 fn unknown_calendar(name: &Option<String>) -> String {
     match name {
         Some(name) => format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
@@ -150,6 +157,14 @@ problems! {
     "script_syntax" => ScriptSyntax { condition: String, message: String },
     #[error("at most 64 event types and 64 channels")]
     "too_many" => TooMany,
+    /// A number past the most promo takes (`compile/bounds.rs`): beyond it the number
+    /// could take the process down (an allocation, a day-by-day walk of centuries).
+    #[error("`{key}: {value}` is more than {max}, the most promo takes")]
+    "too_large" => TooLarge { key: &'static str, value: u64, max: u64 },
+    /// `year` is `None` when the weekend lists all seven days, else the year its holidays
+    /// that leaves no working day.
+    #[error("{}", no_working_day(.calendar, .year))]
+    "no_working_day" => NoWorkingDay { calendar: String, year: Option<i32> },
     #[error("{}", unknown_calendar(.name))]
     "unknown_calendar" => UnknownCalendar { name: Option<String> },
     #[error("unknown channel `{name}`")]

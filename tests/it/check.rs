@@ -811,3 +811,65 @@ fn a_script_file_error_is_located_in_the_script_file() {
     );
     eqnice(2, first["line"].as_u64().unwrap());
 }
+
+/// A rule number past its documented maximum is refused at its place (issue 18, item 14):
+/// `count: 100000000` aborted eval on allocation, `working_days_after: 4000000000` walked
+/// centuries of days per event; each of these passed `check` before.
+#[test]
+fn numbers_that_could_take_the_process_down_are_bounded() {
+    let rule = |name: &str, file: &str, from: &str, to: &str| {
+        check_with(name, &format!("promotions/{file}.yaml"), from, to)
+    };
+    assert_reports(
+        rule("check-count", "autopay-first-activation", "      count: 2\n", "      count: 100000000\n"),
+        "rules/promotions/autopay-first-activation.yaml:35:14: error[too_large]: `count: 100000000` is more than 100, the most promo takes",
+    );
+    assert_reports(
+        rule("check-working-days", "bill-first-time", "working_days_after: 2", "working_days_after: 4000000000"),
+        "rules/promotions/bill-first-time.yaml:31:25: error[too_large]: `working_days_after: 4000000000` is more than 1000, the most promo takes",
+    );
+    assert_reports(
+        rule("check-days-after", "bill-first-time", "working_days_after: 2", "days_after: 4000000000"),
+        "rules/promotions/bill-first-time.yaml:31:17: error[too_large]: `days_after: 4000000000` is more than 3660, the most promo takes",
+    );
+    assert_reports(
+        rule("check-valid-days", "bill-first-time", "valid_days: 90", "valid_days: 4000000000"),
+        "rules/promotions/bill-first-time.yaml:33:15: error[too_large]: `valid_days: 4000000000` is more than 3660, the most promo takes",
+    );
+    let limits = "currency: HKD\nscript_limits:\n  call_depth: 100000\n  operations: 1000000000000\n  string_len: 1000000000\n";
+    let case = check_with(
+        "check-script-limits",
+        "ruleset.yaml",
+        "currency: HKD\n",
+        limits,
+    );
+    for expected in [
+        "rules/ruleset.yaml:8:15: error[too_large]: `call_depth: 100000` is more than 64, the most promo takes",
+        "rules/ruleset.yaml:9:15: error[too_large]: `operations: 1000000000000` is more than 10000000, the most promo takes",
+        "rules/ruleset.yaml:10:15: error[too_large]: `string_len: 1000000000` is more than 1000000, the most promo takes",
+    ] {
+        assert_reports(case.clone(), expected);
+    }
+}
+
+/// A calendar with no working day made each credit date a walk to the end of the calendar's
+/// dates, and then the payment date: refused, for a full weekend or a year of holidays.
+#[test]
+fn a_calendar_without_a_working_day_is_refused() {
+    let week = "weekend: [monday, tuesday, wednesday, thursday, friday, saturday, sunday]";
+    assert_reports(
+        check_with("check-all-weekend", "calendars/hk.yaml", "weekend: [saturday, sunday]", week),
+        "rules/calendars/hk.yaml:5:11: error[no_working_day]: calendar `hk` has no working day: its `weekend` lists all seven days",
+    );
+    let weekdays: String = chrono::NaiveDate::from_ymd_opt(2031, 1, 1)
+        .unwrap()
+        .iter_days()
+        .take_while(|d| chrono::Datelike::year(d) == 2031)
+        .filter(|d| chrono::Datelike::weekday(d).number_from_monday() <= 5)
+        .map(|d| format!("  - {{ date: {d}, name: \"closed\" }}\n"))
+        .collect();
+    assert_reports(
+        check_with("check-year-of-holidays", "calendars/hk.yaml", "holidays:\n", &format!("holidays:\n{weekdays}")),
+        "rules/calendars/hk.yaml:7:13: error[no_working_day]: calendar `hk` has no working day in 2031: each day of it is a weekend day or a holiday",
+    );
+}

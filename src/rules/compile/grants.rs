@@ -57,6 +57,9 @@ pub(super) fn compile_grant(
             (_, Err(e)) => d.at(src, o.date.pos(), Problem::BadDate(e)),
         }
     }
+    if let Some(days) = &g.valid_days {
+        at_most(days, "valid_days", MAX_VALID_DAYS, src, d);
+    }
     if let Some(days) = g.valid_days.as_ref().filter(|v| ***v == 0) {
         let problem = Problem::BadNumber {
             key: "valid_days",
@@ -83,8 +86,9 @@ pub(super) fn credit_after(
     ctx: &Context,
     d: &mut Diagnostics,
 ) -> CreditAfter {
-    match (cb.working_days_after, cb.days_after) {
+    match (&cb.working_days_after, &cb.days_after) {
         (Some(days), None) => {
+            at_most(days, "working_days_after", MAX_WORKING_DAYS_AFTER, src, d);
             let calendar = match &cb.calendar {
                 Some(name) => ctx
                     .calendars
@@ -107,11 +111,14 @@ pub(super) fn credit_after(
                 }
             };
             CreditAfter::WorkingDays {
-                days,
+                days: **days,
                 calendar: calendar.unwrap_or(0),
             }
         }
-        (None, Some(days)) => CreditAfter::Days(days),
+        (None, Some(days)) => {
+            at_most(days, "days_after", MAX_DAYS_AFTER, src, d);
+            CreditAfter::Days(**days)
+        }
         _ => {
             d.at(src, cb.pos(), Problem::BadCreditBy);
             CreditAfter::Days(0)
@@ -134,6 +141,9 @@ pub(super) fn compile_coupon(
     match (&c.face_value, &c.from_field) {
         (Some(fv), None) => {
             let face_value = amount(fv, src, "face_value", Sign::Positive, d).unwrap_or_default();
+            if let Some(count) = &c.count {
+                at_most(count, "count", MAX_COUPON_COUNT, src, d);
+            }
             if let Some(by) = &c.min_spend_by_face_value {
                 let conflict = KeyConflict::MinSpendByFaceValue;
                 d.at(src, by.pos(), Problem::ConflictingKeys(conflict));

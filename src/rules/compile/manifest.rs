@@ -173,11 +173,31 @@ pub(super) fn compile_calendar(
 pub(super) fn script_limits(raw: &RawScriptLimits) -> ScriptLimits {
     let default = ScriptLimits::default();
     ScriptLimits {
-        operations: raw.operations.unwrap_or(default.operations),
-        call_depth: raw.call_depth.unwrap_or(default.call_depth),
-        expr_depth: raw.expr_depth.unwrap_or(default.expr_depth),
-        string_len: raw.string_len.unwrap_or(default.string_len),
-        array_len: raw.array_len.unwrap_or(default.array_len),
-        map_len: raw.map_len.unwrap_or(default.map_len),
+        operations: raw
+            .operations
+            .as_deref()
+            .copied()
+            .unwrap_or(default.operations),
+        call_depth: raw
+            .call_depth
+            .as_deref()
+            .copied()
+            .unwrap_or(default.call_depth),
+        expr_depth: raw
+            .expr_depth
+            .as_deref()
+            .copied()
+            .unwrap_or(default.expr_depth),
+        string_len: raw
+            .string_len
+            .as_deref()
+            .copied()
+            .unwrap_or(default.string_len),
+        array_len: raw
+            .array_len
+            .as_deref()
+            .copied()
+            .unwrap_or(default.array_len),
+        map_len: raw.map_len.as_deref().copied().unwrap_or(default.map_len),
     }
 }

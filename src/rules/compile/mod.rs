@@ -22,12 +22,14 @@ use super::script::{ScriptLimits, ScriptOrigin, Scripts};
 use super::span::{Pos, Sp};
 use crate::model::Field;
 
+mod bounds;
 mod conditions;
 mod grants;
 mod manifest;
 mod ordering;
 mod probes;
 
+use bounds::*;
 use conditions::*;
 use grants::*;
 use manifest::*;
@@ -379,8 +381,10 @@ pub fn compile(
     ctx.facts = facts(&ctx, d);
     for cal in &calendars {
         let calendar = compile_calendar(m, cal, d);
+        check_working_days(cal, &calendar, d);
         ctx.calendars.push(calendar);
     }
+    check_script_limits(&m.script_limits, msrc, d);
     let mut scripts = Scripts::new(&script_limits(&m.script_limits));
 
     let mut compiled = Vec::new();
