@@ -285,3 +285,49 @@ mod tests {
         assert!((10..=11).contains(&err.at.line), "{err}");
     }
 }
+
+#[cfg(test)]
+mod maxima {
+    use super::*;
+
+    /// The largest depths `check` accepts (`compile/bounds.rs`) stop runaway recursion and
+    /// deep expressions with a located error on a thread of 2 MiB, the smallest stack a
+    /// script runs on (the service's threads), rather than overflowing it.
+    #[test]
+    fn the_largest_accepted_depths_fit_a_small_stack() {
+        let limits = ScriptLimits {
+            call_depth: 64,
+            expr_depth: 128,
+            ..ScriptLimits::default()
+        };
+        let run = move || {
+            let mut s = Scripts::new(&limits);
+            let origin = ScriptOrigin {
+                file: "r.yaml".into(),
+                first_line: 1,
+                first_column: 1,
+                lines: Vec::new(),
+                rule: "r".into(),
+                condition: "c".into(),
+            };
+            let i = s
+                .compile(
+                    "fn down(n) { 1 + down(n + 1) }\ndown(0) > 0",
+                    origin.clone(),
+                )
+                .unwrap();
+            let err = s
+                .run_condition(i, rhai::Map::new(), rhai::Map::new(), &rhai::Map::new())
+                .unwrap_err();
+            assert!(err.exceeded_limit, "{err}");
+            let deep = format!("{}1{} > 0", "(".repeat(500), ")".repeat(500));
+            assert!(s.compile(&deep, origin).is_err());
+        };
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}

@@ -845,7 +845,7 @@ fn numbers_that_could_take_the_process_down_are_bounded() {
     );
     for expected in [
         "rules/ruleset.yaml:8:15: error[too_large]: `call_depth: 100000` is more than 64, the most promo takes",
-        "rules/ruleset.yaml:9:15: error[too_large]: `operations: 1000000000000` is more than 10000000, the most promo takes",
+        "rules/ruleset.yaml:9:15: error[too_large]: `operations: 1000000000000` is more than 1000000, the most promo takes",
         "rules/ruleset.yaml:10:15: error[too_large]: `string_len: 1000000000` is more than 1000000, the most promo takes",
     ] {
         assert_reports(case.clone(), expected);

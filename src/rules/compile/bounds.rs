@@ -13,8 +13,8 @@ pub(super) const MAX_WORKING_DAYS_AFTER: u64 = 1_000;
 pub(super) const MAX_DAYS_AFTER: u64 = 3_660;
 /// Days a coupon may stay valid (ten years).
 pub(super) const MAX_VALID_DAYS: u64 = 3_660;
-/// A script run's operations.
-pub(super) const MAX_OPERATIONS: u64 = 10_000_000;
+/// A script run's operations: ten times the default, as each event may pay them all.
+pub(super) const MAX_OPERATIONS: u64 = 1_000_000;
 /// Nested function calls of a script: each is native stack.
 pub(super) const MAX_CALL_DEPTH: u64 = 64;
 /// Nested expressions of a script: each is native stack when it is parsed.
