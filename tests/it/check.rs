@@ -41,6 +41,19 @@ fn check_with(name: &str, file: &str, from: &str, to: &str) -> (Option<i32>, Vec
     (out.status.code(), heads, stderr)
 }
 
+/// Runs `promo check --format json` on `rules`: its exit code and the JSON it printed.
+fn check_json(rules: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["check", "--format", "json"])
+        .arg(rules)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
+}
+
 fn assert_reports(case: (Option<i32>, Vec<String>, String), expected: &str) {
     let (code, heads, stderr) = case;
     eqnice(Some(1), code);
@@ -311,13 +324,8 @@ fn json_format_for_tools() {
         text.replace("fact: bill_payments", "fact: bill_paymnts"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
-        .args(["check", "--format", "json"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    eqnice(Some(1), out.status.code());
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, list) = check_json(&rules);
+    eqnice(Some(1), code);
     eqnice(serde_json::json!("unknown_fact"), list[0]["code"].clone());
     eqnice(serde_json::json!(16), list[0]["line"].clone());
     eqnice(serde_json::json!(11), list[0]["column"].clone());
@@ -793,13 +801,8 @@ fn a_script_file_error_is_located_in_the_script_file() {
         "let x = 1;\nlet = 2;\nx > 0\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
-        .args(["check", "--format", "json"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    eqnice(Some(1), out.status.code());
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, list) = check_json(&rules);
+    eqnice(Some(1), code);
     let first = &list[0];
     eqnice("script_syntax", first["code"].as_str().unwrap());
     assert!(
