@@ -56,11 +56,11 @@ pub fn run(dir: &Path, format: ErrorFormat) -> Exit {
 
 fn to_json(d: &Diagnostic) -> serde_json::Value {
     serde_json::json!({
-        "file": d.file.display().to_string(),
-        "line": d.line,
-        "column": d.column,
-        "code": d.code,
-        "message": d.message,
+        "file": d.at.file.display().to_string(),
+        "line": d.at.line,
+        "column": d.at.column,
+        "code": d.code(),
+        "message": d.problem.to_string(),
         "help": d.help,
         "clause": d.clause,
     })
@@ -70,26 +70,22 @@ fn to_json(d: &Diagnostic) -> serde_json::Value {
 /// a caret under the column, and the help.
 pub fn render(d: &Diagnostic, paint: &Paint) -> String {
     let mut out = String::new();
-    let location = if d.line > 0 {
-        format!("{}:{}:{}", d.file.display(), d.line, d.column)
-    } else {
-        d.file.display().to_string()
-    };
+    let at = &d.at;
     out += &format!(
-        "{location}: {} {}\n",
-        paint.red(&format!("error[{}]:", d.code)),
-        d.message
+        "{at}: {} {}\n",
+        paint.red(&format!("error[{}]:", d.code())),
+        d.problem
     );
-    let source_line = (d.line > 0)
-        .then(|| std::fs::read_to_string(&d.file).ok())
+    let source_line = (at.line > 0)
+        .then(|| std::fs::read_to_string(&at.file).ok())
         .flatten()
-        .and_then(|text| text.lines().nth(d.line - 1).map(str::to_string));
+        .and_then(|text| text.lines().nth(at.line - 1).map(str::to_string));
     if let Some(line) = source_line {
-        let gutter = d.line.to_string();
+        let gutter = at.line.to_string();
         out += &format!("{} | {line}\n", paint.dim(&gutter));
         let pad: String = line
             .chars()
-            .take(d.column.saturating_sub(1))
+            .take(at.column.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         out += &format!("{} | {pad}{}\n", " ".repeat(gutter.len()), paint.red("^"));

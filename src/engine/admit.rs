@@ -13,7 +13,7 @@ use super::name_ids::NameIds;
 use super::seen::SeenIds;
 use super::zone::LocalDates;
 use crate::model::Event;
-use crate::rules::raw::RawScope;
+use crate::rules::ruleset::Scope;
 use crate::rules::Ruleset;
 
 /// An event admitted for deciding.
@@ -211,8 +211,8 @@ impl Keys {
     }
 
     /// The id of a customer's or wallet's name, if known.
-    pub fn id_of(&self, scope: RawScope, name: &str) -> Option<u32> {
-        let ids = if scope == RawScope::Wallet {
+    pub fn id_of(&self, scope: Scope, name: &str) -> Option<u32> {
+        let ids = if scope == Scope::Wallet {
             &self.wallets
         } else {
             &self.customers

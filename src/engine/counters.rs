@@ -99,16 +99,16 @@ impl CounterTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::raw::RawScope;
+    use crate::rules::ruleset::Scope;
     use std::collections::HashMap;
 
     fn key(n: u32) -> CounterKey {
         CounterKey {
             counter: n % 3,
             per: if n.is_multiple_of(2) {
-                RawScope::Customer
+                Scope::Customer
             } else {
-                RawScope::Wallet
+                Scope::Wallet
             },
             owner: n / 7,
             day: (n % 5) as i32 - 2,

@@ -2,7 +2,6 @@
 //! event's fact updates. No I/O of its own (the state reads back what it spilled to temporary
 //! files), no clock; the date is the event's, in the ruleset's zone.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
@@ -13,8 +12,9 @@ use super::ledger::LedgerUnreadable;
 use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
 use crate::model::{total, Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
 use crate::rules::calendar::Calendar;
-use crate::rules::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
+use crate::rules::matching::{passes, Val};
 use crate::rules::ruleset::*;
+use crate::rules::ruleset::{CouponCheck, FactOp, FactType, Scope};
 use crate::rules::script::ScriptError;
 use crate::rules::Ruleset;
 
@@ -140,19 +140,6 @@ struct Ctx<'e, 'a> {
     date: NaiveDate,
     customer: u32,
     wallet: u32,
-}
-
-/// A value an operand takes on an event.
-enum Val<'e> {
-    Absent,
-    Text(&'e str),
-    Owned(String),
-    Dec(Decimal),
-    Date(NaiveDate),
-    Int(i64),
-    Bool(bool),
-    DecList(&'e [Decimal]),
-    TextList(&'e [std::borrow::Cow<'e, str>]),
 }
 
 /// What deciding an event came to: an outcome, or why the event is rejected. Deciding
@@ -308,14 +295,14 @@ fn decide_grant(
             let balance = ruleset
                 .facts
                 .get(p.balance_fact)
-                .map(|f| (f.slot, state.fact(RawScope::Wallet, ctx.wallet, f.slot)));
+                .map(|f| (f.slot, state.fact(Scope::Wallet, ctx.wallet, f.slot)));
             if let Some((slot, FactValue::Decimal(balance))) = balance {
                 if needed > balance {
                     reject(out, &Some(p.reject.clone()));
                     return Ok(Some(Failed::Points));
                 }
                 state.set_fact(
-                    RawScope::Wallet,
+                    Scope::Wallet,
                     ctx.wallet,
                     slot,
                     FactValue::Decimal(balance.saturating_sub(needed)),
@@ -526,7 +513,7 @@ fn test(
         }
         Test::Compare { operand, ops } => {
             let v = value(ruleset, state, ctx, operand);
-            ops.iter().all(|op| apply(op, &v))
+            ops.iter().all(|op| passes(op, &v))
         }
         Test::Script(i) => ruleset.scripts.run_condition(
             *i,
@@ -570,14 +557,14 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
             let Some(fact) = ruleset.facts.get(*fi) else {
                 return Val::Absent;
             };
-            let owner = if fact.scope == RawScope::Wallet {
+            let owner = if fact.scope == Scope::Wallet {
                 ctx.wallet
             } else {
                 ctx.customer
             };
             match (state.fact(fact.scope, owner, fact.slot), fact.kind) {
-                (FactValue::Absent, RawFactType::Count) => Val::Int(0),
-                (FactValue::Absent, RawFactType::Flag) => Val::Bool(false),
+                (FactValue::Absent, FactType::Count) => Val::Int(0),
+                (FactValue::Absent, FactType::Flag) => Val::Bool(false),
                 (FactValue::Absent, _) => Val::Absent,
                 (FactValue::Int(i), _) => Val::Int(i),
                 (FactValue::Date(d), _) => Val::Date(d),
@@ -585,64 +572,6 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
                 (FactValue::Decimal(d), _) => Val::Dec(d),
             }
         }
-    }
-}
-
-fn compare(v: &Val, lit: &Literal) -> Option<Ordering> {
-    match (v, lit) {
-        (Val::Text(a), Literal::Text(b)) => Some((*a).cmp(b)),
-        (Val::Owned(a), Literal::Text(b)) => Some(a.as_str().cmp(b)),
-        (Val::Dec(a), Literal::Decimal(b)) => Some(a.cmp(b)),
-        (Val::Date(a), Literal::Date(b)) => Some(a.cmp(b)),
-        (Val::Int(a), Literal::Int(b)) => Some(a.cmp(b)),
-        (Val::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
-        _ => None,
-    }
-}
-
-/// Whether `v` equals `lit`: texts of other lengths differ without a byte compared, which
-/// most items of an `in` list do.
-fn equals(v: &Val, lit: &Literal) -> bool {
-    match (v, lit) {
-        (Val::Text(a), Literal::Text(b)) => **a == **b,
-        (Val::Owned(a), Literal::Text(b)) => **a == **b,
-        _ => compare(v, lit).is_some_and(Ordering::is_eq),
-    }
-}
-
-fn apply(op: &Op, v: &Val) -> bool {
-    let is = |lit: &Literal, want: fn(Ordering) -> bool| compare(v, lit).is_some_and(want);
-    match op {
-        Op::Eq(l) => equals(v, l),
-        // Absent is not equal to anything, so `ne` and `not_in` hold for absent values.
-        Op::Ne(l) => !equals(v, l),
-        Op::In(ls) => ls.iter().any(|l| equals(v, l)),
-        Op::NotIn(ls) => !ls.iter().any(|l| equals(v, l)),
-        Op::Gt(l) => is(l, Ordering::is_gt),
-        Op::Gte(l) => is(l, Ordering::is_ge),
-        Op::Lt(l) => is(l, Ordering::is_lt),
-        Op::Lte(l) => is(l, Ordering::is_le),
-        Op::Between(a, b) => is(a, Ordering::is_ge) && is(b, Ordering::is_le),
-        Op::Present(p) => !matches!(v, Val::Absent) == *p,
-        Op::NotEmpty(n) => {
-            let len = match v {
-                Val::DecList(l) => l.len(),
-                Val::TextList(l) => l.len(),
-                _ => 0,
-            };
-            (len > 0) == *n
-        }
-        Op::EachIn(ls) => match v {
-            Val::DecList(items) => items.iter().all(|x| {
-                ls.iter()
-                    .any(|l| matches!(l, Literal::Decimal(d) if d == x))
-            }),
-            Val::TextList(items) => items.iter().all(|x| {
-                ls.iter()
-                    .any(|l| matches!(l, Literal::Text(t) if **t == **x))
-            }),
-            _ => true,
-        },
     }
 }
 
@@ -656,7 +585,7 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
         let Some(fact) = ruleset.facts.get(u.fact) else {
             continue;
         };
-        let owner = if fact.scope == RawScope::Wallet {
+        let owner = if fact.scope == Scope::Wallet {
             ctx.wallet
         } else {
             ctx.customer
@@ -673,21 +602,21 @@ fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
             _ => None,
         };
         let new = match (u.op, old) {
-            (RawFactOp::Increment, FactValue::Int(n)) => FactValue::Int(n.saturating_add(1)),
-            (RawFactOp::Increment, _) => FactValue::Int(1),
-            (RawFactOp::SetTrue, _) => FactValue::Bool(true),
-            (RawFactOp::SetFalse, _) => FactValue::Bool(false),
-            (RawFactOp::EarliestDate, FactValue::Date(d)) => FactValue::Date(d.min(ctx.date)),
-            (RawFactOp::LatestDate, FactValue::Date(d)) => FactValue::Date(d.max(ctx.date)),
-            (RawFactOp::EarliestDate | RawFactOp::LatestDate, _) => FactValue::Date(ctx.date),
-            (RawFactOp::AddField, old) => match (old, field_value()) {
+            (FactOp::Increment, FactValue::Int(n)) => FactValue::Int(n.saturating_add(1)),
+            (FactOp::Increment, _) => FactValue::Int(1),
+            (FactOp::SetTrue, _) => FactValue::Bool(true),
+            (FactOp::SetFalse, _) => FactValue::Bool(false),
+            (FactOp::EarliestDate, FactValue::Date(d)) => FactValue::Date(d.min(ctx.date)),
+            (FactOp::LatestDate, FactValue::Date(d)) => FactValue::Date(d.max(ctx.date)),
+            (FactOp::EarliestDate | FactOp::LatestDate, _) => FactValue::Date(ctx.date),
+            (FactOp::AddField, old) => match (old, field_value()) {
                 (FactValue::Decimal(a), Some(FactValue::Decimal(b))) => {
                     FactValue::Decimal(a.saturating_add(b))
                 }
                 (FactValue::Absent, Some(b)) => b,
                 (old, _) => old,
             },
-            (RawFactOp::SetField, old) => field_value().unwrap_or(old),
+            (FactOp::SetField, old) => field_value().unwrap_or(old),
         };
         state.set_fact(fact.scope, owner, fact.slot, new);
     }

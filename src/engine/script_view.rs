@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use super::state::{FactValue, State};
 use crate::model::Event;
-use crate::rules::raw::{RawFactType, RawScope};
+use crate::rules::ruleset::{FactType, Scope};
 use crate::rules::Ruleset;
 
 fn text(s: &str) -> Dynamic {
@@ -84,7 +84,7 @@ pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -
         .facts
         .iter()
         .map(|f| {
-            let owner = if f.scope == RawScope::Wallet {
+            let owner = if f.scope == Scope::Wallet {
                 wallet
             } else {
                 customer
@@ -92,8 +92,8 @@ pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -
             let v = match state.fact(f.scope, owner, f.slot) {
                 // As in conditions: a count never set is 0, a flag never set is false.
                 FactValue::Absent => match f.kind {
-                    RawFactType::Count => Dynamic::from(0_i64),
-                    RawFactType::Flag => Dynamic::FALSE,
+                    FactType::Count => Dynamic::from(0_i64),
+                    FactType::Flag => Dynamic::FALSE,
                     _ => Dynamic::UNIT,
                 },
                 FactValue::Int(i) => i.into(),

@@ -15,7 +15,7 @@ use super::evaluate::InvalidEvent;
 use super::ledger::{CouponLedger, LedgerStats, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
-use crate::rules::raw::{RawFactType, RawScope};
+use crate::rules::ruleset::{FactType, Scope};
 use crate::rules::Ruleset;
 
 /// Events per coupon granted, as a guess to reserve room in the ledger by: most events of
@@ -115,7 +115,7 @@ impl FactTable {
 pub struct CounterKey {
     pub counter: u32,
     /// Whose ids `owner` is among.
-    pub per: RawScope,
+    pub per: Scope,
     pub owner: u32,
     /// Days since the common era of the window's day, or `i32::MIN` for no window.
     pub day: i32,
@@ -126,7 +126,7 @@ impl CounterKey {
     /// this customer, wallet and date.
     pub fn new(
         counter: usize,
-        per: RawScope,
+        per: Scope,
         daily: bool,
         (customer, wallet, date): (u32, u32, NaiveDate),
     ) -> Self {
@@ -134,9 +134,9 @@ impl CounterKey {
             counter: counter as u32,
             per,
             owner: match per {
-                RawScope::Customer => customer,
-                RawScope::Wallet => wallet,
-                RawScope::All => 0,
+                Scope::Customer => customer,
+                Scope::Wallet => wallet,
+                Scope::All => 0,
             },
             day: if daily {
                 date.num_days_from_ce()
@@ -213,8 +213,8 @@ impl<'s> Changes<'s> {
     }
 
     /// The customers (or wallets) whose facts changed, in id order.
-    pub fn owners(&self, scope: RawScope) -> impl Iterator<Item = u32> + '_ {
-        let owners = if scope == RawScope::Wallet {
+    pub fn owners(&self, scope: Scope) -> impl Iterator<Item = u32> + '_ {
+        let owners = if scope == Scope::Wallet {
             &self.dirty.wallets
         } else {
             &self.dirty.customers
@@ -251,8 +251,8 @@ impl State {
             keys: Keys::default(),
             customers: Names::default(),
             wallets: Names::default(),
-            customer_facts: FactTable::new(ruleset.facts_of(RawScope::Customer).count()),
-            wallet_facts: FactTable::new(ruleset.facts_of(RawScope::Wallet).count()),
+            customer_facts: FactTable::new(ruleset.facts_of(Scope::Customer).count()),
+            wallet_facts: FactTable::new(ruleset.facts_of(Scope::Wallet).count()),
             counters: CounterTable::default(),
             coupons: CouponLedger::default(),
             dirty: None,
@@ -340,8 +340,8 @@ impl State {
     }
 
     /// The name of a customer's or wallet's id.
-    pub fn name(&self, scope: RawScope, id: u32) -> &str {
-        if scope == RawScope::Wallet {
+    pub fn name(&self, scope: Scope, id: u32) -> &str {
+        if scope == Scope::Wallet {
             self.wallets.name(id)
         } else {
             self.customers.name(id)
@@ -350,7 +350,7 @@ impl State {
 
     /// A fact of a customer or wallet.
     #[inline]
-    pub fn fact(&self, scope: RawScope, owner: u32, slot: usize) -> FactValue {
+    pub fn fact(&self, scope: Scope, owner: u32, slot: usize) -> FactValue {
         self.table(scope).get(owner, slot)
     }
 
@@ -361,10 +361,10 @@ impl State {
     }
 
     /// Sets a fact of a customer or wallet.
-    pub fn set_fact(&mut self, scope: RawScope, owner: u32, slot: usize, value: FactValue) {
+    pub fn set_fact(&mut self, scope: Scope, owner: u32, slot: usize, value: FactValue) {
         self.table_mut(scope).set(owner, slot, value);
         if let Some(d) = &mut self.dirty {
-            if scope == RawScope::Wallet {
+            if scope == Scope::Wallet {
                 d.wallets.grow_and_insert(owner as usize);
             } else {
                 d.customers.grow_and_insert(owner as usize);
@@ -446,16 +446,16 @@ impl State {
     }
 
     /// The fact table of a scope.
-    pub fn table(&self, scope: RawScope) -> &FactTable {
-        if scope == RawScope::Wallet {
+    pub fn table(&self, scope: Scope) -> &FactTable {
+        if scope == Scope::Wallet {
             &self.wallet_facts
         } else {
             &self.customer_facts
         }
     }
 
-    fn table_mut(&mut self, scope: RawScope) -> &mut FactTable {
-        if scope == RawScope::Wallet {
+    fn table_mut(&mut self, scope: Scope) -> &mut FactTable {
+        if scope == Scope::Wallet {
             &mut self.wallet_facts
         } else {
             &mut self.customer_facts
@@ -468,8 +468,8 @@ impl State {
     }
 
     /// The id of a customer's or wallet's name, assigning the next one if it is new.
-    pub fn intern(&mut self, scope: RawScope, name: &str) -> u32 {
-        let (ids, names) = if scope == RawScope::Wallet {
+    pub fn intern(&mut self, scope: Scope, name: &str) -> u32 {
+        let (ids, names) = if scope == Scope::Wallet {
             (&mut self.keys.wallets, &mut self.wallets)
         } else {
             (&mut self.keys.customers, &mut self.customers)
@@ -483,7 +483,7 @@ impl State {
     }
 
     /// The id of a customer's or wallet's name, if known.
-    pub fn id_of(&self, scope: RawScope, name: &str) -> Option<u32> {
+    pub fn id_of(&self, scope: Scope, name: &str) -> Option<u32> {
         self.keys.id_of(scope, name)
     }
 
@@ -551,7 +551,7 @@ impl State {
         if self.coupons.stats().on_disk > 0 {
             return None;
         }
-        let Some(id) = self.id_of(RawScope::Wallet, wallet) else {
+        let Some(id) = self.id_of(Scope::Wallet, wallet) else {
             return Some(Vec::new());
         };
         Some(
@@ -563,7 +563,7 @@ impl State {
     }
 
     /// The counters kept per customer (or per wallet) for `owner`, with their tallies.
-    pub fn counters_of(&self, per: RawScope, owner: u32) -> Vec<(CounterKey, Tally)> {
+    pub fn counters_of(&self, per: Scope, owner: u32) -> Vec<(CounterKey, Tally)> {
         self.counters
             .iter()
             .filter(|(k, _)| k.per == per && k.owner == owner)
@@ -594,12 +594,12 @@ impl State {
         };
         self.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
         let here = (
-            self.id_of(RawScope::Customer, &ev.customer),
-            self.id_of(RawScope::Wallet, &ev.wallet),
+            self.id_of(Scope::Customer, &ev.customer),
+            self.id_of(Scope::Wallet, &ev.wallet),
         );
         let there = (
-            self.adopt(scratch, ruleset, RawScope::Customer, &ev.customer),
-            self.adopt(scratch, ruleset, RawScope::Wallet, &ev.wallet),
+            self.adopt(scratch, ruleset, Scope::Customer, &ev.customer),
+            self.adopt(scratch, ruleset, Scope::Wallet, &ev.wallet),
         );
         let date = ev.at.with_timezone(&ruleset.timezone).date_naive();
         let reads = ruleset
@@ -608,9 +608,9 @@ impl State {
             .map(|r| r.counters.as_slice());
         for &(counter, per, daily) in reads.unwrap_or_default() {
             let known = match per {
-                RawScope::Customer => here.0.is_some(),
-                RawScope::Wallet => here.1.is_some(),
-                RawScope::All => true,
+                Scope::Customer => here.0.is_some(),
+                Scope::Wallet => here.1.is_some(),
+                Scope::All => true,
             };
             let from = (here.0.unwrap_or(0), here.1.unwrap_or(0), date);
             let key = CounterKey::new(counter, per, daily, from);
@@ -628,7 +628,7 @@ impl State {
             if let Some(record) = self.coupon(id)? {
                 let mut record = record.clone();
                 let owner = self.wallets.name(record.wallet);
-                record.wallet = self.adopt(scratch, ruleset, RawScope::Wallet, owner);
+                record.wallet = self.adopt(scratch, ruleset, Scope::Wallet, owner);
                 scratch.insert_coupon(id, record);
             }
         }
@@ -636,7 +636,7 @@ impl State {
     }
 
     /// The id of a customer or wallet in `scratch`; one new to it gets its facts from here.
-    fn adopt(&self, scratch: &mut State, ruleset: &Ruleset, scope: RawScope, name: &str) -> u32 {
+    fn adopt(&self, scratch: &mut State, ruleset: &Ruleset, scope: Scope, name: &str) -> u32 {
         if let Some(id) = scratch.id_of(scope, name) {
             return id;
         }
@@ -663,8 +663,8 @@ impl State {
         line: usize,
         seen: &mut SnapshotSeen,
     ) -> Result<(), String> {
-        let cust = self.intern(RawScope::Customer, customer);
-        let wal = wallet.map(|w| self.intern(RawScope::Wallet, w));
+        let cust = self.intern(Scope::Customer, customer);
+        let wal = wallet.map(|w| self.intern(Scope::Wallet, w));
         let mut values = std::mem::take(&mut seen.values);
         values.clear();
         let parsed = self.snapshot_values(ruleset, cust, wal, value, line, seen, &mut values);
@@ -674,9 +674,9 @@ impl State {
                     self.set_fact(f.scope, owner, f.slot, v);
                 }
             }
-            seen.mark(RawScope::Customer, cust, line);
+            seen.mark(Scope::Customer, cust, line);
             if let Some(w) = wal {
-                seen.mark(RawScope::Wallet, w, line);
+                seen.mark(Scope::Wallet, w, line);
             }
         }
         seen.values = values;
@@ -706,7 +706,7 @@ impl State {
             let parsed =
                 parse_snapshot_value(fact.kind, &raw).map_err(|e| format!("`{column}`: {e}"))?;
             let owner = match fact.scope {
-                RawScope::Wallet => match wal {
+                Scope::Wallet => match wal {
                     Some(w) => w,
                     None => continue,
                 },
@@ -715,7 +715,7 @@ impl State {
             if let Some(first) = seen.first_line(fact.scope, owner) {
                 let earlier = self.fact(fact.scope, owner, fact.slot);
                 if earlier != parsed && first != line {
-                    let whose = if fact.scope == RawScope::Wallet {
+                    let whose = if fact.scope == Scope::Wallet {
                         "wallet"
                     } else {
                         "customer"
@@ -744,8 +744,8 @@ pub struct SnapshotSeen {
 
 impl SnapshotSeen {
     /// The line of the first row of this load that named `owner`.
-    pub fn first_line(&self, scope: RawScope, owner: u32) -> Option<usize> {
-        let lines = if scope == RawScope::Wallet {
+    pub fn first_line(&self, scope: Scope, owner: u32) -> Option<usize> {
+        let lines = if scope == Scope::Wallet {
             &self.wallets
         } else {
             &self.customers
@@ -756,8 +756,8 @@ impl SnapshotSeen {
             .map(|&l| l as usize)
     }
 
-    fn mark(&mut self, scope: RawScope, owner: u32, line: usize) {
-        let lines = if scope == RawScope::Wallet {
+    fn mark(&mut self, scope: Scope, owner: u32, line: usize) {
+        let lines = if scope == Scope::Wallet {
             &mut self.wallets
         } else {
             &mut self.customers
@@ -794,42 +794,42 @@ pub enum SnapshotValue<'a> {
     Bool(bool),
 }
 
-fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactValue, String> {
+fn parse_snapshot_value(kind: FactType, raw: &SnapshotValue) -> Result<FactValue, String> {
     use SnapshotValue as S;
     let text = match raw {
         S::Text(t) if t.trim().is_empty() => return Ok(FactValue::Absent),
         S::Text(t) => t.trim(),
         S::Int(i) => {
             return match kind {
-                RawFactType::Count if *i >= 0 => Ok(FactValue::Int(*i)),
-                RawFactType::Count => Err(format!("expected {}, found {i}", describe(kind))),
-                RawFactType::Decimal => Ok(FactValue::Decimal(Decimal::from(*i))),
+                FactType::Count if *i >= 0 => Ok(FactValue::Int(*i)),
+                FactType::Count => Err(format!("expected {}, found {i}", describe(kind))),
+                FactType::Decimal => Ok(FactValue::Decimal(Decimal::from(*i))),
                 _ => Err(format!("expected {}, found the number {i}", describe(kind))),
             }
         }
         S::Bool(b) => {
             return match kind {
-                RawFactType::Flag => Ok(FactValue::Bool(*b)),
+                FactType::Flag => Ok(FactValue::Bool(*b)),
                 _ => Err(format!("expected {}, found {b}", describe(kind))),
             }
         }
     };
     let bad = || format!("expected {}, found `{text}`", describe(kind));
     Ok(match kind {
-        RawFactType::Count => FactValue::Int(
+        FactType::Count => FactValue::Int(
             text.parse()
                 .ok()
                 .filter(|n: &i64| *n >= 0)
                 .ok_or_else(bad)?,
         ),
-        RawFactType::Date => FactValue::Date(crate::model::digits::date(text).ok_or_else(bad)?),
-        RawFactType::Flag => FactValue::Bool(match text {
+        FactType::Date => FactValue::Date(crate::model::digits::date(text).ok_or_else(bad)?),
+        FactType::Flag => FactValue::Bool(match text {
             "true" | "TRUE" | "True" | "1" | "yes" => true,
             "false" | "FALSE" | "False" | "0" | "no" => false,
             _ => return Err(bad()),
         }),
         // A JSON snapshot gives numbers as written: `2.50`, or `7e2`.
-        RawFactType::Decimal => FactValue::Decimal(
+        FactType::Decimal => FactValue::Decimal(
             text.parse()
                 .or_else(|_| Decimal::from_scientific(text))
                 .map_err(|_| bad())?,
@@ -837,12 +837,12 @@ fn parse_snapshot_value(kind: RawFactType, raw: &SnapshotValue) -> Result<FactVa
     })
 }
 
-fn describe(kind: RawFactType) -> &'static str {
+fn describe(kind: FactType) -> &'static str {
     match kind {
-        RawFactType::Count => "a whole number, 0 or more",
-        RawFactType::Date => "a date YYYY-MM-DD",
-        RawFactType::Flag => "true or false",
-        RawFactType::Decimal => "a decimal",
+        FactType::Count => "a whole number, 0 or more",
+        FactType::Date => "a date YYYY-MM-DD",
+        FactType::Flag => "true or false",
+        FactType::Decimal => "a decimal",
     }
 }
 
@@ -853,7 +853,7 @@ mod tests {
     #[test]
     fn snapshot_decimals_are_read_as_written() {
         let decimal =
-            |t: &str| parse_snapshot_value(RawFactType::Decimal, &SnapshotValue::Text(t.into()));
+            |t: &str| parse_snapshot_value(FactType::Decimal, &SnapshotValue::Text(t.into()));
         match decimal("2.50") {
             Ok(FactValue::Decimal(d)) => assert_eq!((d.mantissa(), d.scale()), (250, 2)),
             other => panic!("{other:?}"),

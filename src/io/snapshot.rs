@@ -7,7 +7,7 @@ use std::path::Path;
 use super::snapshot_json;
 use crate::engine::state::{SnapshotSeen, SnapshotValue};
 use crate::engine::State;
-use crate::rules::raw::{RawFactType, RawScope};
+use crate::rules::ruleset::{FactType, Scope};
 use crate::rules::Ruleset;
 
 /// A snapshot that could not be read; names the file and line.
@@ -125,8 +125,8 @@ impl Loader<'_> {
         // A kept state knows customers from before this load: their rows are older news.
         // One this load named already is a duplicate row, checked as such.
         if self.skip_known {
-            if let Some(id) = self.state.id_of(RawScope::Customer, &customer) {
-                if self.seen.first_line(RawScope::Customer, id).is_none() {
+            if let Some(id) = self.state.id_of(Scope::Customer, &customer) {
+                if self.seen.first_line(Scope::Customer, id).is_none() {
                     return Ok(());
                 }
             }
@@ -185,8 +185,8 @@ impl Loader<'_> {
 /// and a date (the first activation, empty if none) must; a flag (starting as no) and a
 /// decimal (a balance, "where the bank sends it") may be left out, as the contract makes
 /// such columns optional.
-fn required_column(kind: RawFactType) -> bool {
-    matches!(kind, RawFactType::Count | RawFactType::Date)
+fn required_column(kind: FactType) -> bool {
+    matches!(kind, FactType::Count | FactType::Date)
 }
 
 impl<'t> snapshot_json::Rows<'t> for Loader<'_> {

@@ -36,6 +36,22 @@ impl Calendar {
             && !self.holidays.contains(&date)
     }
 
+    /// How many days of the week are weekend days.
+    pub fn weekend_days(&self) -> u32 {
+        self.weekend.count_ones()
+    }
+
+    /// Whether some day of `year` is a working day.
+    pub fn has_working_day_in(&self, year: i32) -> bool {
+        let Some(first) = NaiveDate::from_ymd_opt(year, 1, 1) else {
+            return false;
+        };
+        first
+            .iter_days()
+            .take_while(|d| d.year() == year)
+            .any(|d| self.is_working_day(d))
+    }
+
     /// The `n`th working day after `date` (`date` itself never counts). `None` only past the
     /// end of the representable calendar.
     pub fn working_days_after(&self, date: NaiveDate, n: u32) -> Option<NaiveDate> {
@@ -84,6 +100,8 @@ mod tests {
             Some(d("2031-12-20"))
         );
         assert!(!cal.is_working_day(d("2031-12-24")));
+        assert!(cal.has_working_day_in(2031));
+        assert_eq!(cal.weekend_days(), 2);
         assert!(cal.is_working_day(d("2031-12-23")));
     }
 }

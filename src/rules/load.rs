@@ -1,12 +1,15 @@
 //! Reads a ruleset directory from disk: the manifest, its calendars and every rule file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::compile::{compile, Parsed};
-use super::error::{Diagnostics, RulesetError, SourceFile};
+use super::compile::{compile, Parsed, ScriptFile};
+use super::error::{Diagnostic, Diagnostics, Location, Problem, RulesetError, SourceFile};
+use super::raw::{RawCondition, RawRule};
 use super::ruleset::Ruleset;
+use super::span::{Pos, Sp};
 
 /// The manifest's file name inside a ruleset directory.
 pub const MANIFEST: &str = "ruleset.yaml";
@@ -17,20 +20,19 @@ fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            d.push(
-                path,
-                0,
-                0,
-                "unreadable",
-                format!("cannot read `{}`: {e}", path.display()),
-            );
+            let problem = Problem::Unreadable {
+                what: format!("read `{}`", path.display()),
+                reason: e.to_string(),
+            };
+            d.push(Diagnostic::new(Location::file(path), problem));
             return None;
         }
     };
     let text = match source_text(bytes) {
         Ok(t) => t,
-        Err((line, column, message)) => {
-            d.push(path, line, column, "not_utf8", message);
+        Err((line, column)) => {
+            let at = Location::new(path, Pos { line, column });
+            d.push(Diagnostic::new(at, Problem::NotUtf8));
             return None;
         }
     };
@@ -39,7 +41,11 @@ fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<
         text,
     };
     match serde_saphyr::from_str_with_options::<T>(&src.text, yaml_options()) {
-        Ok(raw) => Some(Parsed { src, raw }),
+        Ok(raw) => Some(Parsed {
+            src,
+            raw,
+            scripts: BTreeMap::new(),
+        }),
         Err(e) => {
             d.yaml(&src, &e);
             None
@@ -49,7 +55,7 @@ fn read<T: DeserializeOwned>(path: &Path, d: &mut Diagnostics) -> Option<Parsed<
 
 /// The text of a YAML file: UTF-8, without the byte order mark an editor may have put at its
 /// start; else the line, column and message of the first byte that is not UTF-8.
-pub(crate) fn source_text(mut bytes: Vec<u8>) -> Result<String, (usize, usize, String)> {
+pub(crate) fn source_text(mut bytes: Vec<u8>) -> Result<String, (usize, usize)> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);
     }
@@ -61,11 +67,7 @@ pub(crate) fn source_text(mut bytes: Vec<u8>) -> Result<String, (usize, usize, S
         let before = String::from_utf8_lossy(good);
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (
-            line,
-            column,
-            "this file is not UTF-8 text: save it as UTF-8".to_string(),
-        )
+        (line, column)
     })
 }
 
@@ -107,16 +109,23 @@ pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
     match rule_files(dir) {
         Ok(files) => {
             for f in files {
-                rules.extend(read(&f, &mut d));
+                let mut rule = read::<RawRule>(&f, &mut d);
+                if let Some(rule) = &mut rule {
+                    rule.scripts = read_scripts(&rule.src.path, &rule.raw.when, &mut d);
+                }
+                rules.extend(rule);
             }
         }
-        Err(e) => d.push(
-            &dir.join(RULES_DIR),
-            0,
-            0,
-            "unreadable",
-            format!("cannot list rule files: {e}"),
-        ),
+        Err(e) => {
+            let problem = Problem::Unreadable {
+                what: "list rule files".into(),
+                reason: e.to_string(),
+            };
+            d.push(Diagnostic::new(
+                Location::file(&dir.join(RULES_DIR)),
+                problem,
+            ));
+        }
     }
     let ruleset = manifest.and_then(|m| compile(m, calendars, rules, &mut d));
     match ruleset {
@@ -125,6 +134,48 @@ pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
             diagnostics: d.list,
         }),
     }
+}
+
+/// The script files the conditions of a rule file name (in `all` and `any` too), read
+/// relative to the rule file; one that cannot be read is reported where it is named.
+fn read_scripts(
+    rule_file: &Path,
+    when: &[Sp<RawCondition>],
+    d: &mut Diagnostics,
+) -> BTreeMap<String, ScriptFile> {
+    fn named<'a>(when: &'a [Sp<RawCondition>], out: &mut Vec<&'a Sp<String>>) {
+        for c in when {
+            out.extend(&c.script_file);
+            for nested in [&c.all, &c.any].into_iter().flatten() {
+                named(nested, out);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    named(when, &mut names);
+    let mut files = BTreeMap::new();
+    for name in names {
+        if files.contains_key(name.as_str()) {
+            continue;
+        }
+        let path = rule_file
+            .parent()
+            .map_or_else(|| PathBuf::from(name.as_str()), |p| p.join(name.as_str()));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                files.insert(name.to_string(), ScriptFile { path, text });
+            }
+            Err(e) => {
+                let at = Location::new(rule_file, name.pos());
+                let reason = e.to_string();
+                d.push(Diagnostic::new(
+                    at,
+                    Problem::UnreadableScript { path, reason },
+                ));
+            }
+        }
+    }
+    files
 }
 
 /// The version of the ruleset in `dir`: a hash of the contents of every file under it but

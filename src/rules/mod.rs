@@ -4,6 +4,7 @@ pub mod calendar;
 pub mod compile;
 pub mod error;
 pub mod load;
+pub mod matching;
 pub mod raw;
 pub mod ruleset;
 pub mod scalar;

@@ -128,6 +128,18 @@ pub enum RawFactType {
     Decimal,
 }
 
+impl RawFactType {
+    /// The type as rule files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RawFactType::Count => "count",
+            RawFactType::Date => "date",
+            RawFactType::Flag => "flag",
+            RawFactType::Decimal => "decimal",
+        }
+    }
+}
+
 /// How events of some types update a fact.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -181,17 +193,17 @@ impl RawFactOp {
 #[serde(deny_unknown_fields)]
 pub struct RawScriptLimits {
     /// The most operations one script run may take before it is stopped (default 100,000).
-    pub operations: Option<u64>,
+    pub operations: Option<Sp<u64>>,
     /// The deepest a script's function calls may nest (default 32).
-    pub call_depth: Option<usize>,
+    pub call_depth: Option<Sp<usize>>,
     /// The deepest a script's expressions may nest (default 64).
-    pub expr_depth: Option<usize>,
+    pub expr_depth: Option<Sp<usize>>,
     /// The longest text a script may build, in characters (default 10,000).
-    pub string_len: Option<usize>,
+    pub string_len: Option<Sp<usize>>,
     /// The most items an array in a script may hold (default 10,000).
-    pub array_len: Option<usize>,
+    pub array_len: Option<Sp<usize>>,
     /// The most entries a map in a script may hold (default 10,000).
-    pub map_len: Option<usize>,
+    pub map_len: Option<Sp<usize>>,
 }
 
 /// A working-day calendar file (`calendars/<id>.yaml`): weekend days and holidays. A
@@ -458,11 +470,11 @@ pub struct RawCoupon {
 #[serde(deny_unknown_fields)]
 pub struct RawCreditBy {
     /// Credited this many working days after the event's date, by `calendar`. Example: `2`.
-    pub working_days_after: Option<u32>,
+    pub working_days_after: Option<Sp<u32>>,
     /// The working-day calendar for `working_days_after`, as the manifest names it. Example: `fr`.
     pub calendar: Option<Sp<String>>,
     /// Credited this many calendar days after the event's date; `0` is the same day.
-    pub days_after: Option<u32>,
+    pub days_after: Option<Sp<u32>>,
     /// Fixed credit dates for events before some day.
     /// Example: `- { before: 2031-03-05, date: 2031-03-10 }`.
     #[serde(default)]
@@ -499,7 +511,7 @@ pub struct RawCouponUse {
 #[serde(deny_unknown_fields)]
 pub struct RawCouponCheck {
     /// The lifecycle check to run. Example: `credited`.
-    pub check: CouponCheck,
+    pub check: RawCheck,
     /// The reason a coupon failing the check is rejected with. Example: `not_credited_yet`.
     pub reject: String,
     /// The sentence of the promotion's terms this check rests on.
@@ -510,7 +522,8 @@ pub struct RawCouponCheck {
 /// The lifecycle checks the engine knows for a coupon used on a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum CouponCheck {
+#[schemars(rename = "CouponCheck")]
+pub enum RawCheck {
     /// The coupon exists and belongs to the paying wallet.
     OwnedByWallet,
     /// The coupon has not been spent.

@@ -8,7 +8,6 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
 use super::calendar::Calendar;
-use super::raw::{CouponCheck, RawFactOp, RawFactType, RawScope};
 use super::script::Scripts;
 use crate::model::Field;
 
@@ -177,7 +176,7 @@ impl Ruleset {
     }
 
     /// Facts of one scope, with their indexes within that scope's slots.
-    pub fn facts_of(&self, scope: RawScope) -> impl Iterator<Item = &Fact> {
+    pub fn facts_of(&self, scope: Scope) -> impl Iterator<Item = &Fact> {
         self.facts.iter().filter(move |f| f.scope == scope)
     }
 
@@ -199,15 +198,15 @@ pub struct Reads {
     pub customer: bool,
     pub wallet: bool,
     /// Each counter a limit counts on: its index, whose it is and whether it is daily.
-    pub counters: Vec<(usize, RawScope, bool)>,
+    pub counters: Vec<(usize, Scope, bool)>,
 }
 
 impl Reads {
     fn add_fact(&mut self, facts: &[Fact], fact: usize) {
         match facts.get(fact).map(|f| f.scope) {
-            Some(RawScope::Customer) => self.customer = true,
-            Some(RawScope::Wallet) => self.wallet = true,
-            Some(RawScope::All) | None => {}
+            Some(Scope::Customer) => self.customer = true,
+            Some(Scope::Wallet) => self.wallet = true,
+            Some(Scope::All) | None => {}
         }
     }
 
@@ -228,6 +227,74 @@ impl Reads {
             }
         }
     }
+}
+
+/// Whose fact or counter it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Customer,
+    Wallet,
+    /// One for everybody (counters of limits only).
+    All,
+}
+
+impl Scope {
+    /// The scope as rule files spell it; the store's compatibility record keeps this name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Customer => "customer",
+            Scope::Wallet => "wallet",
+            Scope::All => "all",
+        }
+    }
+}
+
+/// The type of a fact's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactType {
+    /// A whole number, 0 when none.
+    Count,
+    /// A date, or none.
+    Date,
+    /// Yes or no, no when none.
+    Flag,
+    /// A decimal, or none.
+    Decimal,
+}
+
+impl FactType {
+    /// The type as rule files spell it; the store's compatibility record keeps this name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FactType::Count => "count",
+            FactType::Date => "date",
+            FactType::Flag => "flag",
+            FactType::Decimal => "decimal",
+        }
+    }
+}
+
+/// What an event does to a fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactOp {
+    Increment,
+    SetTrue,
+    SetFalse,
+    EarliestDate,
+    LatestDate,
+    AddField,
+    SetField,
+}
+
+/// A lifecycle check of a coupon used on a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CouponCheck {
+    OwnedByWallet,
+    Unused,
+    Credited,
+    NotExpired,
+    ChannelAllowed,
+    MinSpendMet,
 }
 
 /// An event type of the manifest.
@@ -254,10 +321,10 @@ pub enum ChannelSource {
 pub struct Fact {
     pub name: String,
     pub clause: Option<String>,
-    pub scope: RawScope,
+    pub scope: Scope,
     /// Index among the facts of the same scope: the slot in that scope's fact row.
     pub slot: usize,
-    pub kind: RawFactType,
+    pub kind: FactType,
     pub snapshot: Option<String>,
     pub updates: Vec<FactUpdate>,
 }
@@ -268,7 +335,7 @@ pub struct FactUpdate {
     /// Index of the fact in `Ruleset::facts`.
     pub fact: usize,
     pub on: TypeMask,
-    pub op: RawFactOp,
+    pub op: FactOp,
     pub field: Option<Field>,
 }
 
@@ -338,21 +405,6 @@ pub enum Literal {
     Bool(bool),
 }
 
-impl Literal {
-    /// How two literals of one type order, as the engine orders a value against a literal;
-    /// `None` for literals of different types, which no value matches both of.
-    pub fn order(&self, other: &Literal) -> Option<std::cmp::Ordering> {
-        match (self, other) {
-            (Literal::Int(p), Literal::Int(q)) => Some(p.cmp(q)),
-            (Literal::Decimal(p), Literal::Decimal(q)) => Some(p.cmp(q)),
-            (Literal::Date(p), Literal::Date(q)) => Some(p.cmp(q)),
-            (Literal::Text(p), Literal::Text(q)) => Some(p.cmp(q)),
-            (Literal::Bool(p), Literal::Bool(q)) => Some(p.cmp(q)),
-            _ => None,
-        }
-    }
-}
-
 /// One comparison of an operand.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -384,7 +436,7 @@ pub struct Limit {
     pub name: String,
     pub clause: Option<String>,
     pub counter: usize,
-    pub per: RawScope,
+    pub per: Scope,
     /// Whether the counter resets each day of the ruleset's zone.
     pub daily: bool,
     pub bounds: Vec<Bound>,

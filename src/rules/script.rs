@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, Scope, AST};
 
+use super::error::Location;
+
 /// Sandbox limits for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScriptLimits {
@@ -61,8 +63,9 @@ pub struct ScriptOrigin {
 }
 
 impl ScriptOrigin {
-    /// `file:line:col` of a position inside the script.
-    pub fn locate(&self, pos: rhai::Position) -> String {
+    /// The place in the rule file of a position inside the script: through the scalar's
+    /// character positions where known, else by the script's first line and column.
+    pub fn locate(&self, pos: rhai::Position) -> Location {
         let line = pos.line().unwrap_or(1);
         let col = pos.position().unwrap_or(1);
         let mapped = self
@@ -79,20 +82,33 @@ impl ScriptOrigin {
                 self.first_column + col.saturating_sub(1),
             )
         };
-        format!("{}:{}:{}", self.file.display(), line, col)
+        Location {
+            file: self.file.clone(),
+            line,
+            column: col,
+        }
     }
 }
 
 /// A script failed while evaluating an event.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{location}: script of condition `{condition}` in rule `{rule}` failed: {message}")]
+#[error("{at}: script of condition `{condition}` in rule `{rule}` failed: {message}")]
 pub struct ScriptError {
-    pub location: String,
+    /// Where in the rule file the script failed.
+    pub at: Location,
     pub rule: String,
     pub condition: String,
     pub message: String,
     /// The script broke a sandbox limit (operations, call depth, sizes).
     pub exceeded_limit: bool,
+}
+
+/// A script that does not compile: where, and Rhai's message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct SyntaxError {
+    pub at: Location,
+    pub message: String,
 }
 
 /// The compiled scripts of a ruleset and the engine that runs them.
@@ -118,12 +134,8 @@ impl Scripts {
         }
     }
 
-    /// Compiles a script; on error returns the located message.
-    pub fn compile(
-        &mut self,
-        source: &str,
-        origin: ScriptOrigin,
-    ) -> Result<usize, (String, String)> {
+    /// Compiles a script; on error returns where in the rule file and why.
+    pub fn compile(&mut self, source: &str, origin: ScriptOrigin) -> Result<usize, SyntaxError> {
         // Strict variables: a misspelt name fails at load, so scripts are compiled with the
         // names they will see at run time already in scope. As variables, not constants: the
         // optimizer would fold constants' placeholder values into the script.
@@ -136,7 +148,10 @@ impl Scripts {
                 self.compiled.push((ast, origin));
                 Ok(self.compiled.len() - 1)
             }
-            Err(e) => Err((origin.locate(e.position()), e.err_type().to_string())),
+            Err(e) => Err(SyntaxError {
+                at: origin.locate(e.position()),
+                message: e.err_type().to_string(),
+            }),
         }
     }
 
@@ -150,7 +165,7 @@ impl Scripts {
     ) -> Result<bool, ScriptError> {
         let Some((ast, origin)) = self.compiled.get(index) else {
             return Err(ScriptError {
-                location: String::new(),
+                at: Location::default(),
                 rule: String::new(),
                 condition: String::new(),
                 message: format!("no script {index}"),
@@ -161,8 +176,8 @@ impl Scripts {
         scope.push_constant("event", event);
         scope.push_constant("facts", facts);
         scope.push_constant("params", params.clone());
-        let fail = |location: String, message: String| ScriptError {
-            location,
+        let fail = |at: Location, message: String| ScriptError {
+            at,
             rule: origin.rule.clone(),
             condition: origin.condition.clone(),
             message,
@@ -237,7 +252,11 @@ mod tests {
             .run_condition(i, event, rhai::Map::new(), &rhai::Map::new())
             .unwrap_err();
         assert!(err.message.contains("operations"), "{err}");
-        assert!(err.location.starts_with("r.yaml:12:"), "{err}");
+        assert_eq!(
+            (err.at.file.to_str(), err.at.line),
+            (Some("r.yaml"), 12),
+            "{err}"
+        );
     }
 
     #[test]
@@ -253,14 +272,62 @@ mod tests {
                 .run_condition(i, rhai::Map::new(), rhai::Map::new(), &rhai::Map::new())
                 .unwrap_err();
             assert!(err.exceeded_limit, "{script}: {err}");
-            assert!(err.location.starts_with("r.yaml:1"), "{err}");
+            assert_eq!(err.at.file.to_str(), Some("r.yaml"), "{err}");
+            assert!((10..=11).contains(&err.at.line), "{err}");
         }
     }
 
     #[test]
     fn syntax_error_is_located_in_the_rule_file() {
         let mut s = Scripts::new(&ScriptLimits::default());
-        let (loc, _) = s.compile("true &&\n  (", origin()).unwrap_err();
-        assert!(loc.starts_with("r.yaml:1"), "{loc}");
+        let err = s.compile("true &&\n  (", origin()).unwrap_err();
+        assert_eq!(err.at.file.to_str(), Some("r.yaml"), "{err}");
+        assert!((10..=11).contains(&err.at.line), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod maxima {
+    use super::*;
+
+    /// The largest depths `check` accepts (`compile/bounds.rs`) stop runaway recursion and
+    /// deep expressions with a located error on a thread of 2 MiB, the smallest stack a
+    /// script runs on (the service's threads), rather than overflowing it.
+    #[test]
+    fn the_largest_accepted_depths_fit_a_small_stack() {
+        let limits = ScriptLimits {
+            call_depth: 64,
+            expr_depth: 128,
+            ..ScriptLimits::default()
+        };
+        let run = move || {
+            let mut s = Scripts::new(&limits);
+            let origin = ScriptOrigin {
+                file: "r.yaml".into(),
+                first_line: 1,
+                first_column: 1,
+                lines: Vec::new(),
+                rule: "r".into(),
+                condition: "c".into(),
+            };
+            let i = s
+                .compile(
+                    "fn down(n) { 1 + down(n + 1) }\ndown(0) > 0",
+                    origin.clone(),
+                )
+                .unwrap();
+            let err = s
+                .run_condition(i, rhai::Map::new(), rhai::Map::new(), &rhai::Map::new())
+                .unwrap_err();
+            assert!(err.exceeded_limit, "{err}");
+            let deep = format!("{}1{} > 0", "(".repeat(500), ")".repeat(500));
+            assert!(s.compile(&deep, origin).is_err());
+        };
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -127,11 +127,11 @@ pub fn try_load(dir: &Path, live: Option<&Live>, now: DateTime<Utc>) -> Gate {
 
 fn located(d: &crate::rules::Diagnostic) -> LocatedError {
     LocatedError {
-        file: Some(d.file.display().to_string()),
-        line: (d.line > 0).then_some(d.line),
-        column: (d.line > 0).then_some(d.column),
-        code: d.code.to_string(),
-        message: d.message.clone(),
+        file: Some(d.at.file.display().to_string()),
+        line: (d.at.line > 0).then_some(d.at.line),
+        column: (d.at.line > 0).then_some(d.at.column),
+        code: d.code().to_string(),
+        message: d.problem.to_string(),
     }
 }
 

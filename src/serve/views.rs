@@ -13,7 +13,7 @@ use super::error::ApiError;
 use crate::engine::state::{CouponRecord, FactValue};
 use crate::engine::State;
 use crate::model::Money;
-use crate::rules::raw::RawScope;
+use crate::rules::ruleset::Scope;
 use crate::rules::Ruleset;
 
 /// Where a coupon stands on a date.
@@ -129,18 +129,18 @@ fn fact_json(v: FactValue) -> serde_json::Value {
 }
 
 pub fn customer(ruleset: &Ruleset, state: &State, customer: &str) -> CustomerView {
-    let id = state.id_of(RawScope::Customer, customer);
+    let id = state.id_of(Scope::Customer, customer);
     let facts = ruleset
-        .facts_of(RawScope::Customer)
+        .facts_of(Scope::Customer)
         .map(|f| {
             let v = id.map_or(FactValue::Absent, |id| {
-                state.table(RawScope::Customer).get(id, f.slot)
+                state.table(Scope::Customer).get(id, f.slot)
             });
             (f.name.clone(), fact_json(v))
         })
         .collect();
     let mut counters: Vec<CounterView> = id
-        .map(|id| state.counters_of(RawScope::Customer, id))
+        .map(|id| state.counters_of(Scope::Customer, id))
         .unwrap_or_default()
         .into_iter()
         .map(|(k, t)| CounterView {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::rows::{CounterRow, CouponRow, FactsRow};
 use super::{encode, StoreError};
 use crate::engine::state::{Changes, FactValue, State};
-use crate::rules::raw::RawScope;
+use crate::rules::ruleset::Scope;
 use crate::rules::Ruleset;
 
 /// What changed between two checkpoints, in the rows' terms: names, not interned ids.
@@ -99,11 +99,11 @@ fn date(days: i32) -> Option<NaiveDate> {
     NaiveDate::from_num_days_from_ce_opt(days)
 }
 
-fn scope_of(code: u8) -> RawScope {
+fn scope_of(code: u8) -> Scope {
     if code == 1 {
-        RawScope::Wallet
+        Scope::Wallet
     } else {
-        RawScope::Customer
+        Scope::Customer
     }
 }
 
@@ -112,10 +112,10 @@ pub fn change_set<'s>(ruleset: &'s Ruleset, changes: &Changes<'s>) -> ChangeSet<
     let state = changes.state();
     let names = |scope| ruleset.facts_of(scope).map(|f| f.name.as_str()).collect();
     let mut set = ChangeSet {
-        fact_names: [names(RawScope::Customer), names(RawScope::Wallet)],
+        fact_names: [names(Scope::Customer), names(Scope::Wallet)],
         ..ChangeSet::default()
     };
-    for (code, scope) in [(0u8, RawScope::Customer), (1u8, RawScope::Wallet)] {
+    for (code, scope) in [(0u8, Scope::Customer), (1u8, Scope::Wallet)] {
         let table = state.table(scope);
         for owner in changes.owners(scope) {
             set.facts.push(FactChange {
@@ -130,9 +130,9 @@ pub fn change_set<'s>(ruleset: &'s Ruleset, changes: &Changes<'s>) -> ChangeSet<
     }
     for (key, t) in changes.counters() {
         let (scope, owner) = match key.per {
-            RawScope::Customer => (0, state.name(RawScope::Customer, key.owner)),
-            RawScope::Wallet => (1, state.name(RawScope::Wallet, key.owner)),
-            RawScope::All => (2, ""),
+            Scope::Customer => (0, state.name(Scope::Customer, key.owner)),
+            Scope::Wallet => (1, state.name(Scope::Wallet, key.owner)),
+            Scope::All => (2, ""),
         };
         set.counters.push(CounterChange {
             counter: ruleset
@@ -150,7 +150,7 @@ pub fn change_set<'s>(ruleset: &'s Ruleset, changes: &Changes<'s>) -> ChangeSet<
     for (id, c) in changes.coupons() {
         set.coupons.push(CouponChange {
             id,
-            wallet: state.name(RawScope::Wallet, c.wallet),
+            wallet: state.name(Scope::Wallet, c.wallet),
             face_value: c.face_value.serialize(),
             min_spend: c.min_spend.serialize(),
             usable_for: ruleset.channel_names(c.usable_for),

@@ -23,7 +23,7 @@ pub use self::answers::{AnswerBatch, GroupCommits, SealedAnswers, StoredAnswer};
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
 use crate::engine::State;
-use crate::rules::raw::{RawFactType, RawScope};
+use crate::rules::ruleset::{FactType, Scope};
 use crate::rules::Ruleset;
 
 /// The database's file name inside a state directory.
@@ -153,8 +153,8 @@ fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
         .iter()
         .map(|f| FactShape {
             name: f.name.clone(),
-            scope: format!("{:?}", f.scope).to_lowercase(),
-            kind: format!("{:?}", f.kind).to_lowercase(),
+            scope: f.scope.name().to_string(),
+            kind: f.kind.name().to_string(),
         })
         .collect()
 }
@@ -169,12 +169,12 @@ fn encode(v: FactValue) -> Option<String> {
     }
 }
 
-fn decode(kind: RawFactType, text: &str) -> Option<FactValue> {
+fn decode(kind: FactType, text: &str) -> Option<FactValue> {
     Some(match kind {
-        RawFactType::Count => FactValue::Int(text.parse().ok()?),
-        RawFactType::Date => FactValue::Date(crate::model::digits::date(text)?),
-        RawFactType::Flag => FactValue::Bool(text.parse().ok()?),
-        RawFactType::Decimal => FactValue::Decimal(text.parse().ok()?),
+        FactType::Count => FactValue::Int(text.parse().ok()?),
+        FactType::Date => FactValue::Date(crate::model::digits::date(text)?),
+        FactType::Flag => FactValue::Bool(text.parse().ok()?),
+        FactType::Decimal => FactValue::Decimal(text.parse().ok()?),
     })
 }
 
@@ -510,9 +510,9 @@ impl Store {
                 serde_json::from_str(&row.facts)
                     .map_err(|e| bad(format!("facts of `{}`: {e}", row.owner)))?;
             let id = if row.scope == 1 {
-                state.intern(RawScope::Wallet, &row.owner)
+                state.intern(Scope::Wallet, &row.owner)
             } else {
-                state.intern(RawScope::Customer, &row.owner)
+                state.intern(Scope::Customer, &row.owner)
             };
             for (fact, value) in values {
                 let Some(f) = ruleset.facts.iter().find(|f| f.name == fact) else {
@@ -577,12 +577,9 @@ impl Store {
             return Ok(());
         };
         let (per, owner) = match row.scope {
-            0 => (
-                RawScope::Customer,
-                state.intern(RawScope::Customer, &row.owner),
-            ),
-            1 => (RawScope::Wallet, state.intern(RawScope::Wallet, &row.owner)),
-            _ => (RawScope::All, 0),
+            0 => (Scope::Customer, state.intern(Scope::Customer, &row.owner)),
+            1 => (Scope::Wallet, state.intern(Scope::Wallet, &row.owner)),
+            _ => (Scope::All, 0),
         };
         let key = CounterKey {
             counter: ci as u32,
@@ -628,7 +625,7 @@ impl Store {
             mask |= 1 << ch;
         }
         let record = CouponRecord {
-            wallet: state.intern(RawScope::Wallet, &row.wallet),
+            wallet: state.intern(Scope::Wallet, &row.wallet),
             face_value: dec(&row.face_value)?,
             min_spend: dec(&row.min_spend)?,
             usable_for: mask,
@@ -740,6 +737,52 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The compatibility record of a ruleset's facts, byte for byte as states written before
+    /// the ruleset had its own types record it (the file shapes' names, lowercased), so that
+    /// such a state still opens.
+    #[test]
+    fn the_fact_record_keeps_the_stored_format() {
+        use crate::rules::ruleset::{Fact, FactType, Scope};
+        let fact = |name: &str, scope, kind| Fact {
+            name: name.into(),
+            clause: None,
+            scope,
+            slot: 0,
+            kind,
+            snapshot: None,
+            updates: Vec::new(),
+        };
+        let facts = vec![
+            fact("visits", Scope::Customer, FactType::Count),
+            fact("first_seen", Scope::Customer, FactType::Date),
+            fact("opted_in", Scope::Wallet, FactType::Flag),
+            fact("balance", Scope::Wallet, FactType::Decimal),
+        ];
+        let limits = crate::rules::script::ScriptLimits::default();
+        let ruleset = Ruleset::new(
+            String::new(),
+            chrono_tz::UTC,
+            None,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            facts,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            crate::rules::script::Scripts::new(&limits),
+        );
+        assert_eq!(
+            fact_shapes_json(&ruleset),
+            concat!(
+                r#"[{"name":"visits","scope":"customer","kind":"count"},"#,
+                r#"{"name":"first_seen","scope":"customer","kind":"date"},"#,
+                r#"{"name":"opted_in","scope":"wallet","kind":"flag"},"#,
+                r#"{"name":"balance","scope":"wallet","kind":"decimal"}]"#
+            )
+        );
+    }
 
     #[test]
     fn a_second_run_on_the_same_state_is_refused_while_the_first_holds_it() {

@@ -41,6 +41,19 @@ fn check_with(name: &str, file: &str, from: &str, to: &str) -> (Option<i32>, Vec
     (out.status.code(), heads, stderr)
 }
 
+/// Runs `promo check --format json` on `rules`: its exit code and the JSON it printed.
+fn check_json(rules: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["check", "--format", "json"])
+        .arg(rules)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
+}
+
 fn assert_reports(case: (Option<i32>, Vec<String>, String), expected: &str) {
     let (code, heads, stderr) = case;
     eqnice(Some(1), code);
@@ -311,13 +324,8 @@ fn json_format_for_tools() {
         text.replace("fact: bill_payments", "fact: bill_paymnts"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
-        .args(["check", "--format", "json"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    eqnice(Some(1), out.status.code());
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, list) = check_json(&rules);
+    eqnice(Some(1), code);
     eqnice(serde_json::json!("unknown_fact"), list[0]["code"].clone());
     eqnice(serde_json::json!(16), list[0]["line"].clone());
     eqnice(serde_json::json!(11), list[0]["column"].clone());
@@ -630,6 +638,18 @@ fn every_diagnostic_code_has_a_located_test() {
     eqnice(Vec::<&str>::new(), untested);
 }
 
+/// docs/check.md lists every code of the registry, so that a new code is documented.
+#[test]
+fn every_diagnostic_code_is_documented() {
+    let docs = include_str!("../../docs/check.md");
+    let undocumented: Vec<&str> = promo::rules::error::CODES
+        .iter()
+        .copied()
+        .filter(|code| !docs.contains(&format!("- `{code}`")))
+        .collect();
+    eqnice(Vec::<&str>::new(), undocumented);
+}
+
 #[test]
 fn manifest_and_calendar_codes_are_located() {
     let case = |name: &str, file: &str, from: &str, to: &str| check_with(name, file, from, to);
@@ -760,5 +780,99 @@ fn a_ruleset_without_rule_files_is_unreadable() {
     assert!(
         stderr.starts_with("rules/promotions: error[unreadable]: cannot list rule files: "),
         "{stderr}"
+    );
+}
+
+/// A script file is read by the loader, even inside `all`, and its syntax error is reported
+/// at its own line of the script file, not of the rule file.
+#[test]
+fn a_script_file_error_is_located_in_the_script_file() {
+    let dir = Dir::new("check-script-file-syntax");
+    let rules = dir.copy_rules();
+    let rule = rules.join("promotions/bill-first-time.yaml");
+    let text = std::fs::read_to_string(&rule).unwrap().replacen(
+        "    between: [2019-12-19, 2020-01-31]\n",
+        "    between: [2019-12-19, 2020-01-31]\n  - name: scripted\n    all:\n      - script_file: bad.rhai\n",
+        1,
+    );
+    std::fs::write(&rule, text).unwrap();
+    std::fs::write(
+        rules.join("promotions/bad.rhai"),
+        "let x = 1;\nlet = 2;\nx > 0\n",
+    )
+    .unwrap();
+    let (code, list) = check_json(&rules);
+    eqnice(Some(1), code);
+    let first = &list[0];
+    eqnice("script_syntax", first["code"].as_str().unwrap());
+    assert!(
+        first["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("promotions/bad.rhai"),
+        "{list}"
+    );
+    eqnice(2, first["line"].as_u64().unwrap());
+}
+
+/// A rule number past its documented maximum is refused at its place (issue 18, item 14):
+/// `count: 100000000` aborted eval on allocation, `working_days_after: 4000000000` walked
+/// centuries of days per event; each of these passed `check` before.
+#[test]
+fn numbers_that_could_take_the_process_down_are_bounded() {
+    let rule = |name: &str, file: &str, from: &str, to: &str| {
+        check_with(name, &format!("promotions/{file}.yaml"), from, to)
+    };
+    assert_reports(
+        rule("check-count", "autopay-first-activation", "      count: 2\n", "      count: 100000000\n"),
+        "rules/promotions/autopay-first-activation.yaml:35:14: error[too_large]: `count: 100000000` is more than 100, the most promo takes",
+    );
+    assert_reports(
+        rule("check-working-days", "bill-first-time", "working_days_after: 2", "working_days_after: 4000000000"),
+        "rules/promotions/bill-first-time.yaml:31:25: error[too_large]: `working_days_after: 4000000000` is more than 1000, the most promo takes",
+    );
+    assert_reports(
+        rule("check-days-after", "bill-first-time", "working_days_after: 2", "days_after: 4000000000"),
+        "rules/promotions/bill-first-time.yaml:31:17: error[too_large]: `days_after: 4000000000` is more than 3660, the most promo takes",
+    );
+    assert_reports(
+        rule("check-valid-days", "bill-first-time", "valid_days: 90", "valid_days: 4000000000"),
+        "rules/promotions/bill-first-time.yaml:33:15: error[too_large]: `valid_days: 4000000000` is more than 3660, the most promo takes",
+    );
+    let limits = "currency: HKD\nscript_limits:\n  call_depth: 100000\n  operations: 1000000000000\n  string_len: 1000000000\n";
+    let case = check_with(
+        "check-script-limits",
+        "ruleset.yaml",
+        "currency: HKD\n",
+        limits,
+    );
+    for expected in [
+        "rules/ruleset.yaml:8:15: error[too_large]: `call_depth: 100000` is more than 64, the most promo takes",
+        "rules/ruleset.yaml:9:15: error[too_large]: `operations: 1000000000000` is more than 1000000, the most promo takes",
+        "rules/ruleset.yaml:10:15: error[too_large]: `string_len: 1000000000` is more than 1000000, the most promo takes",
+    ] {
+        assert_reports(case.clone(), expected);
+    }
+}
+
+/// A calendar with no working day made each credit date a walk to the end of the calendar's
+/// dates, and then the payment date: refused, for a full weekend or a year of holidays.
+#[test]
+fn a_calendar_without_a_working_day_is_refused() {
+    let week = "weekend: [monday, tuesday, wednesday, thursday, friday, saturday, sunday]";
+    assert_reports(
+        check_with("check-all-weekend", "calendars/hk.yaml", "weekend: [saturday, sunday]", week),
+        "rules/calendars/hk.yaml:5:11: error[no_working_day]: calendar `hk` has no working day: its `weekend` lists all seven days",
+    );
+    let weekdays: String = chrono::NaiveDate::from_ymd_opt(2031, 1, 1)
+        .unwrap()
+        .iter_days()
+        .take_while(|d| chrono::Datelike::year(d) == 2031)
+        .filter(|d| chrono::Datelike::weekday(d).number_from_monday() <= 5)
+        .map(|d| format!("  - {{ date: {d}, name: \"closed\" }}\n"))
+        .collect();
+    assert_reports(
+        check_with("check-year-of-holidays", "calendars/hk.yaml", "holidays:\n", &format!("holidays:\n{weekdays}")),
+        "rules/calendars/hk.yaml:7:13: error[no_working_day]: calendar `hk` has no working day in 2031: each day of it is a weekend day or a holiday",
     );
 }

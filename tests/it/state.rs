@@ -1540,7 +1540,7 @@ fn making_room_for_an_input_while_loading_keeps_the_decided_ids() {
         assert!(matches!(state.admit(&ruleset, &ev), Admission::Fresh(_)));
     }
     let interned = state.expect_input_while(1_000_000, |s| {
-        s.intern(promo::rules::raw::RawScope::Customer, "C-new")
+        s.intern(promo::rules::ruleset::Scope::Customer, "C-new")
     });
     assert_eq!(interned, 20_000);
     for l in &lines {

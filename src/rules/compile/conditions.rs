@@ -3,38 +3,25 @@
 use super::*;
 
 /// One named condition of `when`; its problems are tied to the clause it encodes.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the rule's parts a condition depends on"
-)]
 pub(super) fn compile_condition(
     c: &Sp<RawCondition>,
-    src: &SourceFile,
-    rule: &str,
+    rule: &Parsed<RawRule>,
     rejects_allowed: bool,
     ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Condition> {
+    let src = &rule.src;
     let Some(name) = c.name.as_deref().cloned() else {
-        d.at_pos(
-            src,
-            c.pos(),
-            "missing_name",
-            "every condition of `when` needs a `name`".into(),
-        );
+        d.at(src, c.pos(), Problem::MissingName);
         return None;
     };
     if let (Some(reject), false) = (&c.reject, rejects_allowed) {
-        d.at_pos(
-            src,
-            reject.pos(),
-            "reject_not_allowed",
-            format!("condition `{name}`: only `decides: redemption` rules reject with a reason"),
-        );
+        let owner = format!("condition `{name}`");
+        d.at(src, reject.pos(), Problem::RejectNotAllowed { owner });
     }
     let before = d.list.len();
-    let test = compile_test(c, src, &name, rule, ctx, scripts, d);
+    let test = compile_test(c, rule, &name, ctx, scripts, d);
     if let Some(clause) = &c.clause {
         // Tie each problem to the sentence of the terms the condition encodes.
         for diag in d.list.iter_mut().skip(before) {
@@ -57,7 +44,7 @@ pub(super) fn operand(
     ctx: &Context,
     d: &mut Diagnostics,
 ) -> Option<(Operand, Ty, String)> {
-    let list_field = |f: &Sp<String>, key: &str, want: Ty, d: &mut Diagnostics| {
+    let list_field = |f: &Sp<String>, key: &'static str, want: Ty, d: &mut Diagnostics| {
         let field = ctx.field_at(f, src, d);
         let ok = match want {
             Ty::DecimalList => field_type(&field) == Ty::DecimalList,
@@ -69,12 +56,12 @@ pub(super) fn operand(
             } else {
                 "a list field such as `coupons`"
             };
-            d.at_pos(
-                src,
-                f.pos(),
-                "bad_field_type",
-                format!("`{key}` needs {example}, not `{}`", **f),
-            );
+            let problem = Problem::BadFieldType {
+                key,
+                want: example,
+                found: f.to_string(),
+            };
+            d.at(src, f.pos(), problem);
         }
         field
     };
@@ -121,52 +108,38 @@ pub(super) fn script_lines(src: &SourceFile, text: &Sp<String>) -> Vec<Vec<Pos>>
 /// A script condition, written inline or in a file beside the rule file.
 pub(super) fn compile_script(
     c: &Sp<RawCondition>,
-    src: &SourceFile,
+    rule: &Parsed<RawRule>,
     name: &str,
-    rule: &str,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
+    let src = &rule.src;
     let (text, file, at, lines) = if let Some(text) = &c.script {
         let at = text.pos();
         let lines = script_lines(src, text);
-        (text.to_string(), src.path.clone(), at, lines)
+        (text.as_str(), src.path.clone(), at, lines)
     } else {
-        let path = c.script_file.as_ref()?;
-        let full = src
-            .path
-            .parent()
-            .map(|p| p.join(path.as_str()))
-            .unwrap_or_else(|| path.as_str().into());
-        match std::fs::read_to_string(&full) {
-            Ok(t) => (t, full, Pos { line: 1, column: 1 }, Vec::new()),
-            Err(e) => {
-                d.at_pos(
-                    src,
-                    path.pos(),
-                    "unreadable_script",
-                    format!("cannot read script `{}`: {e}", full.display()),
-                );
-                return None;
-            }
-        }
+        // The loader read the file, or reported why it could not.
+        let file = rule.scripts.get(c.script_file.as_deref()?.as_str())?;
+        let start = Pos { line: 1, column: 1 };
+        (file.text.as_str(), file.path.clone(), start, Vec::new())
     };
     let origin = ScriptOrigin {
         file,
         first_line: at.line,
         first_column: at.column,
         lines,
-        rule: rule.to_string(),
+        rule: rule.raw.id.to_string(),
         condition: name.to_string(),
     };
-    match scripts.compile(&text, origin) {
+    match scripts.compile(text, origin) {
         Ok(i) => Some(Test::Script(i)),
-        Err((location, message)) => {
-            d.list.push(located(
-                &location,
-                "script_syntax",
-                format!("script of condition `{name}`: {message}"),
-            ));
+        Err(e) => {
+            let problem = Problem::ScriptSyntax {
+                condition: name.to_string(),
+                message: e.message,
+            };
+            d.push(Diagnostic::new(e.at, problem));
             None
         }
     }
@@ -174,13 +147,13 @@ pub(super) fn compile_script(
 
 pub(super) fn compile_test(
     c: &Sp<RawCondition>,
-    src: &SourceFile,
+    rule: &Parsed<RawRule>,
     name: &str,
-    rule: &str,
     ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
+    let src = &rule.src;
     let kinds = [
         c.field.is_some(),
         c.fact.is_some(),
@@ -192,17 +165,13 @@ pub(super) fn compile_test(
         c.script_file.is_some(),
     ];
     if kinds.iter().filter(|x| **x).count() != 1 {
-        d.at_pos(
-            src,
-            c.pos(),
-            "bad_condition",
-            format!("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`"),
-        );
+        let name = name.to_string();
+        d.at(src, c.pos(), Problem::BadCondition { name });
         return None;
     }
     let mut sub = |list: &Vec<Sp<RawCondition>>| -> Vec<Test> {
         list.iter()
-            .filter_map(|c| compile_test(c, src, name, rule, ctx, scripts, d))
+            .filter_map(|c| compile_test(c, rule, name, ctx, scripts, d))
             .collect()
     };
     if let Some(list) = &c.all {
@@ -212,7 +181,7 @@ pub(super) fn compile_test(
         return Some(Test::Any(sub(list)));
     }
     if c.script.is_some() || c.script_file.is_some() {
-        return compile_script(c, src, name, rule, scripts, d);
+        return compile_script(c, rule, name, scripts, d);
     }
     let (operand, ty, operand_name) = operand(c, src, ctx, d)?;
     let tests = Tests {
@@ -223,7 +192,11 @@ pub(super) fn compile_test(
     };
     let ops = tests.ops(c, d);
     if tests_named(c) == 0 {
-        d.at_pos(src, c.pos(), "no_test", format!("condition `{name}` names `{operand_name}` but no test such as `eq`, `in_list` or `between`"));
+        let problem = Problem::NoTest {
+            condition: name.to_string(),
+            operand: operand_name,
+        };
+        d.at(src, c.pos(), problem);
         return None;
     }
     // A test already reported (a bad operator or literal) leaves the condition out.
@@ -271,48 +244,43 @@ impl Tests<'_> {
     /// Whether `op` applies to the operand; reports at `at` when it does not.
     fn applies(&self, op: &str, at: Pos, d: &mut Diagnostics) -> bool {
         let (ty, needle) = (self.ty, self.operand);
-        let problem = if ty.is_list() && !matches!(op, "each_in" | "not_empty") {
-            Some(format!("`{op}` does not apply to the list `{needle}`; use `each_in`, `not_empty` or `count_of`"))
-        } else if matches!(op, "gt" | "gte" | "lt" | "lte" | "between") && !ty.is_ordered() {
-            Some(format!(
-                "`{op}` needs a number or a date, and `{needle}` is {}",
-                ty.describe()
-            ))
-        } else if matches!(op, "each_in" | "not_empty") && !ty.is_list() {
-            Some(format!(
-                "`{op}` applies to list fields, and `{needle}` is {}",
-                ty.describe()
-            ))
+        let (op, operand) = (op.to_string(), needle.to_string());
+        let misuse = if ty.is_list() && !matches!(op.as_str(), "each_in" | "not_empty") {
+            OperatorMisuse::OnList { op, operand }
+        } else if matches!(op.as_str(), "gt" | "gte" | "lt" | "lte" | "between") && !ty.is_ordered()
+        {
+            let ty = ty.describe();
+            OperatorMisuse::Unordered { op, operand, ty }
+        } else if matches!(op.as_str(), "each_in" | "not_empty") && !ty.is_list() {
+            let ty = ty.describe();
+            OperatorMisuse::NotList { op, operand, ty }
         } else {
-            None
+            return true;
         };
-        if let Some(message) = &problem {
-            d.at_pos(self.src, at, "bad_operator", message.clone());
-        }
-        problem.is_none()
+        d.at(self.src, at, Problem::BadOperator(misuse));
+        false
     }
 
     /// A literal of the operand's type, or a `bad_literal` at `at`.
     fn literal(&self, v: &Value, at: Pos, d: &mut Diagnostics) -> Option<Literal> {
         literal(v, self.ty)
             .map_err(|e| {
-                let message = format!(
-                    "{e} (`{}` is compared as {})",
-                    self.operand,
-                    self.ty.element().describe()
-                );
-                d.at_pos(self.src, at, "bad_literal", message);
+                let problem = Problem::BadLiteral {
+                    reason: e,
+                    operand: self.operand.to_string(),
+                    ty: self.ty.element().describe(),
+                };
+                d.at(self.src, at, problem);
             })
             .ok()
     }
 
     /// Reports a test that no value passes: the rule it belongs to could never decide.
-    fn never_holds(&self, at: Pos, message: String, d: &mut Diagnostics) {
-        d.at_pos_with_help(
+    fn never_holds(&self, at: Pos, why: NeverHolds, d: &mut Diagnostics) {
+        d.at_with_help(
             self.src,
             at,
-            "never_holds",
-            message,
+            Problem::NeverHolds(why),
             Some(
                 "check the values against the terms; a rule that can never decide is a mistake"
                     .into(),
@@ -369,8 +337,7 @@ impl Tests<'_> {
         for (vs, op, make) in lists {
             if let Some(vs) = vs {
                 if op == "in" && vs.is_empty() {
-                    let message = "`in: []` lists no value, so the condition never holds".into();
-                    self.never_holds(vs.pos(), message, d);
+                    self.never_holds(vs.pos(), NeverHolds::EmptyIn, d);
                 } else if self.applies(op, vs.pos(), d) {
                     ops.extend(self.literals(vs, d).map(make));
                 }
@@ -392,8 +359,9 @@ impl Tests<'_> {
                 let (lo, hi) = (self.literal(a, a.pos(), d), self.literal(b, b.pos(), d));
                 if let (Some(lo), Some(hi)) = (lo, hi) {
                     if lo.order(&hi) == Some(std::cmp::Ordering::Greater) {
-                        let message = format!("`between: [{}, {}]` is empty: its first bound is after its second, so the condition never holds", scalar_text(a), scalar_text(b));
-                        self.never_holds(a.pos(), message, d);
+                        let (lo, hi) = (scalar_text(a), scalar_text(b));
+                        let why = NeverHolds::ReversedBetween { lo, hi };
+                        self.never_holds(a.pos(), why, d);
                     } else {
                         ops.push(Op::Between(lo, hi));
                     }

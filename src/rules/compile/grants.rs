@@ -16,12 +16,12 @@ pub(super) enum Sign {
 pub(super) fn amount(
     v: &Sp<Value>,
     src: &SourceFile,
-    key: &str,
+    key: &'static str,
     sign: Sign,
     d: &mut Diagnostics,
 ) -> Option<Decimal> {
     let value = parse_decimal(v)
-        .map_err(|e| d.at_pos(src, v.pos(), "bad_decimal", e))
+        .map_err(|e| d.at(src, v.pos(), Problem::BadDecimal(e)))
         .ok()?;
     let wrong = match sign {
         Sign::Positive => (value <= Decimal::ZERO).then_some("more than zero"),
@@ -29,12 +29,8 @@ pub(super) fn amount(
     };
     match wrong {
         Some(want) => {
-            d.at_pos(
-                src,
-                v.pos(),
-                "bad_amount",
-                format!("`{key}: {}` must be {want}", scalar_text(v)),
-            );
+            let value = scalar_text(v);
+            d.at(src, v.pos(), Problem::BadAmount { key, value, want });
             None
         }
         None => Some(value),
@@ -57,17 +53,20 @@ pub(super) fn compile_grant(
     for o in &cb.overrides {
         match (parse_date(&o.before), parse_date(&o.date)) {
             (Ok(b), Ok(dt)) => overrides.push((b, dt)),
-            (Err(e), _) => d.at_pos(src, o.before.pos(), "bad_date", e),
-            (_, Err(e)) => d.at_pos(src, o.date.pos(), "bad_date", e),
+            (Err(e), _) => d.at(src, o.before.pos(), Problem::BadDate(e)),
+            (_, Err(e)) => d.at(src, o.date.pos(), Problem::BadDate(e)),
         }
     }
+    if let Some(days) = &g.valid_days {
+        at_most(days, "valid_days", MAX_VALID_DAYS, src, d);
+    }
     if let Some(days) = g.valid_days.as_ref().filter(|v| ***v == 0) {
-        d.at_pos(
-            src,
-            days.pos(),
-            "bad_number",
-            "`valid_days: 0` leaves a coupon no day to be used; it must be at least 1".into(),
-        );
+        let problem = Problem::BadNumber {
+            key: "valid_days",
+            value: "0".into(),
+            reason: "leaves a coupon no day to be used; it must be at least 1",
+        };
+        d.at(src, days.pos(), problem);
     }
     Grant {
         clause: g.clause.clone(),
@@ -87,42 +86,41 @@ pub(super) fn credit_after(
     ctx: &Context,
     d: &mut Diagnostics,
 ) -> CreditAfter {
-    match (cb.working_days_after, cb.days_after) {
+    match (&cb.working_days_after, &cb.days_after) {
         (Some(days), None) => {
+            at_most(days, "working_days_after", MAX_WORKING_DAYS_AFTER, src, d);
             let calendar = match &cb.calendar {
-                Some(name) => ctx.calendars.iter().position(|c| c.id == **name).or_else(|| {
-                    d.at_pos_with_help(
-                        src,
-                        name.pos(),
-                        "unknown_calendar",
-                        format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
-                        did_you_mean(name, ctx.calendars.iter().map(|c| c.id.as_str())),
-                    );
-                    None
-                }),
+                Some(name) => ctx
+                    .calendars
+                    .iter()
+                    .position(|c| c.id == **name)
+                    .or_else(|| {
+                        d.at_with_help(
+                            src,
+                            name.pos(),
+                            Problem::UnknownCalendar {
+                                name: Some(name.to_string()),
+                            },
+                            did_you_mean(name, ctx.calendars.iter().map(|c| c.id.as_str())),
+                        );
+                        None
+                    }),
                 None => {
-                    d.at_pos(
-                        src,
-                        cb.pos(),
-                        "unknown_calendar",
-                        "`working_days_after` needs a `calendar` declared in the manifest".into(),
-                    );
+                    d.at(src, cb.pos(), Problem::UnknownCalendar { name: None });
                     None
                 }
             };
             CreditAfter::WorkingDays {
-                days,
+                days: **days,
                 calendar: calendar.unwrap_or(0),
             }
         }
-        (None, Some(days)) => CreditAfter::Days(days),
+        (None, Some(days)) => {
+            at_most(days, "days_after", MAX_DAYS_AFTER, src, d);
+            CreditAfter::Days(**days)
+        }
         _ => {
-            d.at_pos(
-                src,
-                cb.pos(),
-                "bad_credit_by",
-                "`credit_by` needs exactly one of `working_days_after` or `days_after`".into(),
-            );
+            d.at(src, cb.pos(), Problem::BadCreditBy);
             CreditAfter::Days(0)
         }
     }
@@ -143,13 +141,12 @@ pub(super) fn compile_coupon(
     match (&c.face_value, &c.from_field) {
         (Some(fv), None) => {
             let face_value = amount(fv, src, "face_value", Sign::Positive, d).unwrap_or_default();
+            if let Some(count) = &c.count {
+                at_most(count, "count", MAX_COUPON_COUNT, src, d);
+            }
             if let Some(by) = &c.min_spend_by_face_value {
-                d.at_pos(
-                    src,
-                    by.pos(),
-                    "conflicting_keys",
-                    "`min_spend_by_face_value` goes with `from_field`".into(),
-                );
+                let conflict = KeyConflict::MinSpendByFaceValue;
+                d.at(src, by.pos(), Problem::ConflictingKeys(conflict));
             }
             Some(CouponTemplate::Fixed {
                 face_value,
@@ -162,22 +159,18 @@ pub(super) fn compile_coupon(
             let field = ctx.field_at(field, src, d);
             if field_type(&field) != Ty::DecimalList {
                 let at = c.from_field.as_ref().map_or(c.pos(), |f| f.pos());
-                d.at_pos(
-                    src,
-                    at,
-                    "bad_field_type",
-                    format!(
-                        "`from_field` needs a list of decimals such as `face_values`, not `{}`",
-                        field.name()
-                    ),
-                );
+                let problem = Problem::BadFieldType {
+                    key: "from_field",
+                    want: "a list of decimals such as `face_values`",
+                    found: field.name().to_string(),
+                };
+                d.at(src, at, problem);
             }
             if let Some(count) = &c.count {
-                d.at_pos(
+                d.at(
                     src,
                     count.pos(),
-                    "conflicting_keys",
-                    "`count` goes with a fixed `face_value`".into(),
+                    Problem::ConflictingKeys(KeyConflict::Count),
                 );
             }
             Some(CouponTemplate::PerValue {
@@ -188,12 +181,7 @@ pub(super) fn compile_coupon(
             })
         }
         _ => {
-            d.at_pos(
-                src,
-                c.pos(),
-                "bad_coupon",
-                "a coupon has either a `face_value` or a `from_field`".into(),
-            );
+            d.at(src, c.pos(), Problem::BadCoupon);
             None
         }
     }
@@ -212,13 +200,11 @@ pub(super) fn min_spends_by_face_value(
     for (k, v) in by.iter() {
         match (Decimal::from_str(k.trim()), parse_decimal(v)) {
             (Ok(k), Ok(v)) => by_value.push((k, v)),
-            (Err(_), _) => d.at_pos(
-                src,
-                by.pos(),
-                "bad_decimal",
-                format!("`{k}` is not a decimal"),
-            ),
-            (_, Err(e)) => d.at_pos(src, v.pos(), "bad_decimal", e),
+            (Err(_), _) => {
+                let problem = Problem::BadDecimal(format!("`{k}` is not a decimal"));
+                d.at(src, by.pos(), problem);
+            }
+            (_, Err(e)) => d.at(src, v.pos(), Problem::BadDecimal(e)),
         }
     }
     by_value

@@ -11,22 +11,21 @@ pub(super) fn event_types(
     let channel =
         |name: &str, t: &RawEventType, d: &mut Diagnostics| match (&t.channel, &t.channel_field) {
             (Some(c), Some(_)) => {
-                d.at_pos(
-                    msrc,
-                    c.pos(),
-                    "conflicting_keys",
-                    format!("event type `{name}` has both `channel` and `channel_field`; keep one"),
-                );
+                let conflict = KeyConflict::Channel {
+                    event_type: name.to_string(),
+                };
+                d.at(msrc, c.pos(), Problem::ConflictingKeys(conflict));
                 ChannelSource::None
             }
             (Some(c), None) => match m.channels.iter().position(|x| *x == **c) {
                 Some(i) => ChannelSource::Fixed(i),
                 None => {
-                    d.at_pos_with_help(
+                    d.at_with_help(
                         msrc,
                         c.pos(),
-                        "unknown_channel",
-                        format!("unknown channel `{c}`"),
+                        Problem::UnknownChannel {
+                            name: c.to_string(),
+                        },
                         did_you_mean(c, m.channels.iter().map(String::as_str)),
                     );
                     ChannelSource::None
@@ -52,12 +51,8 @@ pub(super) fn facts(ctx: &Context, d: &mut Diagnostics) -> Vec<Fact> {
     let mut facts = Vec::new();
     for (index, (name, f)) in ctx.manifest.facts.iter().enumerate() {
         if *f.scope == RawScope::All {
-            d.at_pos(
-                msrc,
-                f.scope.pos(),
-                "bad_scope",
-                format!("fact `{name}` must be kept per `customer` or per `wallet`"),
-            );
+            let fact = name.clone();
+            d.at(msrc, f.scope.pos(), Problem::BadScope { fact });
         }
         // Slots count per wallet, or per customer (where a bad `all` is counted too).
         let slot = slots.entry(*f.scope == RawScope::Wallet).or_insert(0);
@@ -69,9 +64,9 @@ pub(super) fn facts(ctx: &Context, d: &mut Diagnostics) -> Vec<Fact> {
         facts.push(Fact {
             name: name.clone(),
             clause: f.clause.clone(),
-            scope: *f.scope,
+            scope: (*f.scope).into(),
             slot: *slot,
-            kind: f.kind,
+            kind: f.kind.into(),
             snapshot: f.snapshot.clone(),
             updates,
         });
@@ -93,12 +88,9 @@ pub(super) fn fact_update(
     let on = ctx.type_mask(&u.on, msrc, d);
     let needs_field = matches!(*u.op, RawFactOp::AddField | RawFactOp::SetField);
     if needs_field != u.field.is_some() {
-        d.at_pos(
-            msrc,
-            u.op.pos(),
-            "bad_update",
-            format!("update of fact `{name}`: `add_field` and `set_field` need a `field`, other ops take none"),
-        );
+        let fact = name.to_string();
+        let misuse = UpdateMisuse::FieldPresence { fact };
+        d.at(msrc, u.op.pos(), Problem::BadUpdate(misuse));
     }
     let field = u.field.as_ref().map(|f| Field::from_name(f));
     // What an event field gives a fact: the engine reads the date of `at` and the decimal
@@ -109,12 +101,11 @@ pub(super) fn fact_update(
         _ => None,
     };
     if let (Some(written), Some(field), None) = (&u.field, &field, gives) {
-        d.at_pos(
-            msrc,
-            written.pos(),
-            "bad_update",
-            format!("update of fact `{name}`: field `{}` cannot update a fact; `at` gives a date, `amount` and `face_values` a decimal", field.name()),
-        );
+        let misuse = UpdateMisuse::FieldGivesNothing {
+            fact: name.to_string(),
+            field: field.name().to_string(),
+        };
+        d.at(msrc, written.pos(), Problem::BadUpdate(misuse));
     }
     let fits = match *u.op {
         RawFactOp::Increment => f.kind == RawFactType::Count,
@@ -124,21 +115,17 @@ pub(super) fn fact_update(
         RawFactOp::SetField => gives.is_none_or(|g| g == f.kind),
     };
     if !fits {
-        d.at_pos(
-            msrc,
-            u.op.pos(),
-            "bad_update",
-            format!(
-                "update `{}` does not apply to fact `{name}` of type {}",
-                u.op.name(),
-                format!("{:?}", f.kind).to_lowercase()
-            ),
-        );
+        let misuse = UpdateMisuse::WrongType {
+            op: u.op.name(),
+            fact: name.to_string(),
+            ty: f.kind.name(),
+        };
+        d.at(msrc, u.op.pos(), Problem::BadUpdate(misuse));
     }
     FactUpdate {
         fact: index,
         on,
-        op: *u.op,
+        op: (*u.op).into(),
         field,
     }
 }
@@ -156,32 +143,27 @@ pub(super) fn compile_calendar(
         .map(|(id, _)| id.clone())
         .unwrap_or_default();
     if let Some(declared) = cal.raw.id.as_ref().filter(|declared| ***declared != id) {
-        d.at_pos(
-            &cal.src,
-            declared.pos(),
-            "id_mismatch",
-            format!(
-                "calendar id `{declared}` differs from the manifest's name `{id}` for this file"
-            ),
-        );
+        let mismatch = IdMismatch::Calendar {
+            declared: declared.to_string(),
+            name: id.clone(),
+        };
+        d.at(&cal.src, declared.pos(), Problem::IdMismatch(mismatch));
     }
     let mut weekend = Vec::new();
     for w in &cal.raw.weekend {
         match parse_weekday(w) {
             Some(day) => weekend.push(day),
-            None => d.at_pos(
-                &cal.src,
-                w.pos(),
-                "bad_weekday",
-                format!("`{w}` is not a weekday name such as `saturday`"),
-            ),
+            None => {
+                let name = w.to_string();
+                d.at(&cal.src, w.pos(), Problem::BadWeekday { name });
+            }
         }
     }
     let mut holidays = Vec::new();
     for h in &cal.raw.holidays {
         match parse_date(&h.date) {
             Ok(day) => holidays.push(day),
-            Err(e) => d.at_pos(&cal.src, h.date.pos(), "bad_date", e),
+            Err(e) => d.at(&cal.src, h.date.pos(), Problem::BadDate(e)),
         }
     }
     Calendar::new(id, &weekend, holidays)
@@ -191,11 +173,31 @@ pub(super) fn compile_calendar(
 pub(super) fn script_limits(raw: &RawScriptLimits) -> ScriptLimits {
     let default = ScriptLimits::default();
     ScriptLimits {
-        operations: raw.operations.unwrap_or(default.operations),
-        call_depth: raw.call_depth.unwrap_or(default.call_depth),
-        expr_depth: raw.expr_depth.unwrap_or(default.expr_depth),
-        string_len: raw.string_len.unwrap_or(default.string_len),
-        array_len: raw.array_len.unwrap_or(default.array_len),
-        map_len: raw.map_len.unwrap_or(default.map_len),
+        operations: raw
+            .operations
+            .as_deref()
+            .copied()
+            .unwrap_or(default.operations),
+        call_depth: raw
+            .call_depth
+            .as_deref()
+            .copied()
+            .unwrap_or(default.call_depth),
+        expr_depth: raw
+            .expr_depth
+            .as_deref()
+            .copied()
+            .unwrap_or(default.expr_depth),
+        string_len: raw
+            .string_len
+            .as_deref()
+            .copied()
+            .unwrap_or(default.string_len),
+        array_len: raw
+            .array_len
+            .as_deref()
+            .copied()
+            .unwrap_or(default.array_len),
+        map_len: raw.map_len.as_deref().copied().unwrap_or(default.map_len),
     }
 }

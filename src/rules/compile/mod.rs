@@ -12,29 +12,91 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::calendar::{parse_weekday, Calendar};
-use super::error::{did_you_mean, Diagnostics, SourceFile};
+use super::error::{
+    did_you_mean, Diagnostic, Diagnostics, IdMismatch, KeyConflict, NeverHolds, OperatorMisuse,
+    Problem, RuleShape, SourceFile, UpdateMisuse,
+};
 use super::raw::*;
 use super::ruleset::*;
 use super::script::{ScriptLimits, ScriptOrigin, Scripts};
 use super::span::{Pos, Sp};
 use crate::model::Field;
 
+mod bounds;
 mod conditions;
 mod grants;
 mod manifest;
 mod ordering;
 mod probes;
 
+use bounds::*;
 use conditions::*;
 use grants::*;
 use manifest::*;
 use ordering::check_order;
 use probes::probe_scripts;
 
-/// A parsed rule file with its source.
+// The compiled ruleset has its own types; the file shapes stop at this module.
+impl From<RawScope> for Scope {
+    fn from(raw: RawScope) -> Scope {
+        match raw {
+            RawScope::Customer => Scope::Customer,
+            RawScope::Wallet => Scope::Wallet,
+            RawScope::All => Scope::All,
+        }
+    }
+}
+
+impl From<RawFactType> for FactType {
+    fn from(raw: RawFactType) -> FactType {
+        match raw {
+            RawFactType::Count => FactType::Count,
+            RawFactType::Date => FactType::Date,
+            RawFactType::Flag => FactType::Flag,
+            RawFactType::Decimal => FactType::Decimal,
+        }
+    }
+}
+
+impl From<RawFactOp> for FactOp {
+    fn from(raw: RawFactOp) -> FactOp {
+        match raw {
+            RawFactOp::Increment => FactOp::Increment,
+            RawFactOp::SetTrue => FactOp::SetTrue,
+            RawFactOp::SetFalse => FactOp::SetFalse,
+            RawFactOp::EarliestDate => FactOp::EarliestDate,
+            RawFactOp::LatestDate => FactOp::LatestDate,
+            RawFactOp::AddField => FactOp::AddField,
+            RawFactOp::SetField => FactOp::SetField,
+        }
+    }
+}
+
+impl From<RawCheck> for CouponCheck {
+    fn from(raw: RawCheck) -> CouponCheck {
+        match raw {
+            RawCheck::OwnedByWallet => CouponCheck::OwnedByWallet,
+            RawCheck::Unused => CouponCheck::Unused,
+            RawCheck::Credited => CouponCheck::Credited,
+            RawCheck::NotExpired => CouponCheck::NotExpired,
+            RawCheck::ChannelAllowed => CouponCheck::ChannelAllowed,
+            RawCheck::MinSpendMet => CouponCheck::MinSpendMet,
+        }
+    }
+}
+
+/// A parsed rule file with its source, and the script files it names, read by the loader.
 pub struct Parsed<T> {
     pub src: SourceFile,
     pub raw: T,
+    /// Each script file the rule file names and could be read, by its name as written.
+    pub scripts: BTreeMap<String, ScriptFile>,
+}
+
+/// A script file beside a rule file, as the loader read it.
+pub struct ScriptFile {
+    pub path: std::path::PathBuf,
+    pub text: String,
 }
 
 /// The type a literal must have to be compared with an operand.
@@ -86,12 +148,12 @@ fn field_type(field: &Field) -> Ty {
     }
 }
 
-fn fact_type(kind: RawFactType) -> Ty {
+fn fact_type(kind: FactType) -> Ty {
     match kind {
-        RawFactType::Count => Ty::Int,
-        RawFactType::Date => Ty::Date,
-        RawFactType::Flag => Ty::Bool,
-        RawFactType::Decimal => Ty::Decimal,
+        FactType::Count => Ty::Int,
+        FactType::Date => Ty::Date,
+        FactType::Flag => Ty::Bool,
+        FactType::Decimal => Ty::Decimal,
     }
 }
 
@@ -173,11 +235,12 @@ impl Context<'_> {
         for name in names {
             match self.event_types.iter().position(|t| *t == **name) {
                 Some(i) => mask |= 1 << i,
-                None => d.at_pos_with_help(
+                None => d.at_with_help(
                     src,
                     name.pos(),
-                    "unknown_event_type",
-                    format!("unknown event type `{name}`"),
+                    Problem::UnknownEventType {
+                        name: name.to_string(),
+                    },
                     did_you_mean(name, self.event_types.iter().map(String::as_str)),
                 ),
             }
@@ -195,11 +258,12 @@ impl Context<'_> {
         for name in names {
             match self.channels.iter().position(|c| *c == **name) {
                 Some(i) => mask |= 1 << i,
-                None => d.at_pos_with_help(
+                None => d.at_with_help(
                     src,
                     name.pos(),
-                    "unknown_channel",
-                    format!("unknown channel `{name}`"),
+                    Problem::UnknownChannel {
+                        name: name.to_string(),
+                    },
                     did_you_mean(name, self.channels.iter().map(String::as_str)),
                 ),
             }
@@ -215,11 +279,12 @@ impl Context<'_> {
     fn fact_in(&self, name: &str, src: &SourceFile, at: Pos, d: &mut Diagnostics) -> Option<usize> {
         let found = self.facts.iter().position(|f| f.name == name);
         if found.is_none() {
-            d.at_pos_with_help(
+            d.at_with_help(
                 src,
                 at,
-                "unknown_fact",
-                format!("unknown fact `{name}`; facts are declared in the manifest"),
+                Problem::UnknownFact {
+                    name: name.to_string(),
+                },
                 did_you_mean(name, self.facts.iter().map(|f| f.name.as_str())),
             );
         }
@@ -236,14 +301,12 @@ impl Context<'_> {
     ) -> Option<&Vec<Sp<Value>>> {
         let found = self.manifest.lists.get(name.as_str());
         if found.is_none() {
-            d.at_pos_with_help(
+            d.at_with_help(
                 src,
                 name.pos(),
-                "unknown_list",
-                format!(
-                    "unknown list `{}`; lists are declared in the manifest",
-                    **name
-                ),
+                Problem::UnknownList {
+                    name: name.to_string(),
+                },
                 did_you_mean(name, self.manifest.lists.keys().map(String::as_str)),
             );
         }
@@ -264,11 +327,12 @@ impl Context<'_> {
                     .iter()
                     .map(|(n, _)| *n)
                     .chain(self.manifest.extra_fields.iter().map(String::as_str));
-                d.at_pos_with_help(
+                d.at_with_help(
                     src,
                     at,
-                    "unknown_field",
-                    format!("unknown event field `{name}`; fields beyond the contract's are declared in the manifest's `extra_fields`"),
+                    Problem::UnknownField {
+                        name: name.to_string(),
+                    },
                     did_you_mean(name, known),
                 );
             }
@@ -298,23 +362,11 @@ pub fn compile(
     let msrc = &manifest.src;
     let timezone = m.timezone.parse::<chrono_tz::Tz>().ok();
     if timezone.is_none() {
-        d.at_pos(
-            msrc,
-            m.timezone.pos(),
-            "unknown_timezone",
-            format!(
-                "unknown time zone `{}`; expected an IANA name such as `Europe/Paris`",
-                m.timezone
-            ),
-        );
+        let name = m.timezone.to_string();
+        d.at(msrc, m.timezone.pos(), Problem::UnknownTimezone { name });
     }
     if m.events.len() > 64 || m.channels.len() > 64 {
-        d.at_pos(
-            msrc,
-            m.events.pos(),
-            "too_many",
-            "at most 64 event types and 64 channels".into(),
-        );
+        d.at(msrc, m.events.pos(), Problem::TooMany);
     }
     let compiled_types = event_types(m, msrc, d);
     let mut ctx = Context {
@@ -329,19 +381,21 @@ pub fn compile(
     ctx.facts = facts(&ctx, d);
     for cal in &calendars {
         let calendar = compile_calendar(m, cal, d);
+        check_working_days(cal, &calendar, d);
         ctx.calendars.push(calendar);
     }
+    check_script_limits(&m.script_limits, msrc, d);
     let mut scripts = Scripts::new(&script_limits(&m.script_limits));
 
     let mut compiled = Vec::new();
     let mut seen_ids: BTreeSet<String> = BTreeSet::new();
     for rule in &rules {
         if !seen_ids.insert(rule.raw.id.to_string()) {
-            d.at_pos(
+            let id = rule.raw.id.to_string();
+            d.at(
                 &rule.src,
                 rule.raw.id.pos(),
-                "duplicate_rule_id",
-                format!("rule id `{}` is used by another rule file", rule.raw.id),
+                Problem::DuplicateRuleId { id },
             );
         }
         if let Some(r) = compile_rule(rule, &mut ctx, &mut scripts, d) {
@@ -388,12 +442,11 @@ fn compile_rule(
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if *r.id != stem {
-        d.at_pos(
-            src,
-            r.id.pos(),
-            "id_mismatch",
-            format!("rule id `{}` differs from its file name `{stem}.yaml`; a rule's id is its file name", r.id),
-        );
+        let mismatch = IdMismatch::Rule {
+            id: r.id.to_string(),
+            stem: stem.to_string(),
+        };
+        d.at(src, r.id.pos(), Problem::IdMismatch(mismatch));
     }
     let phase = rule_phase(r, src, ctx, d);
     let on = ctx.type_mask(&r.on, src, d);
@@ -402,8 +455,7 @@ fn compile_rule(
 
     let mut when = Vec::new();
     for c in &r.when {
-        if let Some(condition) = compile_condition(c, src, &r.id, rejects_allowed, ctx, scripts, d)
-        {
+        if let Some(condition) = compile_condition(c, p, rejects_allowed, ctx, scripts, d) {
             when.push(condition);
         }
     }
@@ -441,14 +493,13 @@ fn compile_rule(
 fn rule_phase(r: &RawRule, src: &SourceFile, ctx: &Context, d: &mut Diagnostics) -> usize {
     let found = ctx.manifest.phases.iter().position(|ph| *ph == *r.phase);
     if found.is_none() {
-        d.at_pos_with_help(
+        d.at_with_help(
             src,
             r.phase.pos(),
-            "unknown_phase",
-            format!(
-                "unknown phase `{}`; the manifest's phases are {:?}",
-                r.phase, ctx.manifest.phases
-            ),
+            Problem::UnknownPhase {
+                name: r.phase.to_string(),
+                phases: ctx.manifest.phases.clone(),
+            },
             did_you_mean(&r.phase, ctx.manifest.phases.iter().map(String::as_str)),
         );
     }
@@ -465,21 +516,18 @@ fn rule_kind(r: &RawRule, src: &SourceFile, d: &mut Diagnostics) -> Option<RuleK
                 checks: cu
                     .checks
                     .iter()
-                    .map(|c| (c.check, Arc::from(c.reject.as_str())))
+                    .map(|c| (c.check.into(), Arc::from(c.reject.as_str())))
                     .collect(),
             }))
         }
         (RawDecides::Grant, None, Some(_)) => return Some(RuleKind::Grant),
         (RawDecides::Redemption, None, Some(_)) => return Some(RuleKind::Redemption),
-        (RawDecides::CouponUse, _, _) => (
-            r.decides.pos(),
-            "a `coupon_use` rule needs a `coupon_use` block and no `grant`",
-        ),
-        (_, Some(cu), _) => (cu.pos(), "a `coupon_use` block needs `decides: coupon_use`"),
-        (_, None, None) => (r.id.pos(), "this rule grants nothing: add a `grant` block"),
+        (RawDecides::CouponUse, _, _) => (r.decides.pos(), RuleShape::CouponUseWithoutBlock),
+        (_, Some(cu), _) => (cu.pos(), RuleShape::BlockWithoutCouponUse),
+        (_, None, None) => (r.id.pos(), RuleShape::GrantsNothing),
     };
-    let (at, message) = problem;
-    d.at_pos(src, at, "bad_rule_shape", message.into());
+    let (at, shape) = problem;
+    d.at(src, at, Problem::BadRuleShape(shape));
     None
 }
 
@@ -491,15 +539,8 @@ fn compile_limit(
     d: &mut Diagnostics,
 ) -> Limit {
     if let (Some(reject), false) = (&l.reject, rejects_allowed) {
-        d.at_pos(
-            src,
-            reject.pos(),
-            "reject_not_allowed",
-            format!(
-                "limit `{}`: only `decides: redemption` rules reject with a reason",
-                l.name
-            ),
-        );
+        let owner = format!("limit `{}`", l.name);
+        d.at(src, reject.pos(), Problem::RejectNotAllowed { owner });
     }
     let mut bounds = Vec::new();
     if let Some(n) = l.max_grants {
@@ -511,25 +552,18 @@ fn compile_limit(
     if let Some(v) = &l.max_value {
         match parse_decimal(v) {
             Ok(v) => bounds.push(Bound::Value(v)),
-            Err(e) => d.at_pos(src, v.pos(), "bad_decimal", e),
+            Err(e) => d.at(src, v.pos(), Problem::BadDecimal(e)),
         }
     }
     if bounds.is_empty() {
-        d.at_pos(
-            src,
-            l.name.pos(),
-            "empty_limit",
-            format!(
-                "limit `{}` sets no bound: add `max_grants`, `max_coupons` or `max_value`",
-                l.name
-            ),
-        );
+        let limit = l.name.to_string();
+        d.at(src, l.name.pos(), Problem::EmptyLimit { limit });
     }
     Limit {
         name: l.name.to_string(),
         clause: l.clause.clone(),
         counter: ctx.counter(&l.counter),
-        per: l.per,
+        per: l.per.into(),
         daily: l.window.is_some(),
         bounds,
         reject: l.reject.as_deref().map(|r| Arc::from(r.as_str())),
@@ -544,31 +578,19 @@ fn compile_points(
     d: &mut Diagnostics,
 ) -> Option<Points> {
     if !rejects_allowed {
-        d.at_pos(
-            src,
-            pt.pos(),
-            "points_not_allowed",
-            "`points` apply to `decides: redemption` rules only".into(),
-        );
+        d.at(src, pt.pos(), Problem::PointsNotAllowed);
         return None;
     }
     let fact = ctx.fact_at(&pt.balance_fact, src, d);
     if let Some(f) = fact.and_then(|f| ctx.facts.get(f)) {
-        if f.kind != RawFactType::Decimal || f.scope != RawScope::Wallet {
-            d.at_pos(
-                src,
-                pt.balance_fact.pos(),
-                "bad_fact_type",
-                format!(
-                    "`{}` must be a decimal fact kept per wallet",
-                    pt.balance_fact
-                ),
-            );
+        if f.kind != FactType::Decimal || f.scope != Scope::Wallet {
+            let fact = pt.balance_fact.to_string();
+            d.at(src, pt.balance_fact.pos(), Problem::BadFactType { fact });
         }
     }
     let rate = pt.rate.as_ref().and_then(|v| {
         parse_decimal(v)
-            .map_err(|e| d.at_pos(src, v.pos(), "bad_decimal", e))
+            .map_err(|e| d.at(src, v.pos(), Problem::BadDecimal(e)))
             .ok()
     });
     fact.map(|balance_fact| Points {
@@ -577,23 +599,6 @@ fn compile_points(
         rate,
         reject: pt.reject.as_str().into(),
     })
-}
-
-fn located(location: &str, code: &'static str, message: String) -> super::error::Diagnostic {
-    // `location` is `file:line:col`; the file part may itself hold colons.
-    let mut parts = location.rsplitn(3, ':');
-    let column = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
-    let file = parts.next().unwrap_or(location);
-    super::error::Diagnostic {
-        file: file.into(),
-        line,
-        column,
-        code,
-        message,
-        help: None,
-        clause: None,
-    }
 }
 
 /// A YAML parameter as a script value; numbers with a fraction become decimals.

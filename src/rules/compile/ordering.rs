@@ -2,6 +2,7 @@
 //! counter first are an error unless their conditions exclude each other.
 
 use super::*;
+use crate::rules::matching::{passes, Val};
 
 /// Two rules of one phase that listen to the same event type and count on the same counter
 /// depend on their order (which one uses the counter first) unless their conditions can
@@ -27,7 +28,7 @@ pub(super) fn check_order(
             else {
                 continue;
             };
-            if exclusive(a, b) {
+            if exclusive(a, b, ctx) {
                 continue;
             }
             let Some(src) = sources.iter().find(|p| *p.raw.id == b.id) else {
@@ -52,16 +53,22 @@ pub(super) fn check_order(
                 .iter()
                 .find(|l| *l.counter == counter)
                 .map_or(src.raw.id.pos(), |l| l.counter.pos());
-            d.at_pos_with_help(
+            let problem = Problem::AmbiguousOrder {
+                first: a.id.clone(),
+                second: b.id.clone(),
+                counter: counter.to_string(),
+                event_type: kind.to_string(),
+                phase: ctx
+                    .manifest
+                    .phases
+                    .get(a.phase)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            d.at_with_help(
                 &src.src,
                 at,
-                "ambiguous_order",
-                format!(
-                    "rules `{}` and `{}` both count on `{counter}` for `{kind}` events in phase `{}`, so which one decides first depends on their order",
-                    a.id,
-                    b.id,
-                    ctx.manifest.phases.get(a.phase).map(String::as_str).unwrap_or_default()
-                ),
+                problem,
                 Some("make their conditions exclusive (e.g. `eq: 0` and `gte: 1` on one fact) or put them in different phases".into()),
             );
         }
@@ -70,7 +77,7 @@ pub(super) fn check_order(
 
 /// Whether two rules' top-level conditions can never hold together: some operand is tested
 /// by both with tests no single value passes.
-fn exclusive(a: &Rule, b: &Rule) -> bool {
+fn exclusive(a: &Rule, b: &Rule, ctx: &Context) -> bool {
     let compares = |r: &Rule| -> Vec<(Operand, Vec<Op>)> {
         r.when
             .iter()
@@ -89,66 +96,171 @@ fn exclusive(a: &Rule, b: &Rule) -> bool {
     };
     let (ca, cb) = (compares(a), compares(b));
     ca.iter().any(|(oa, opsa)| {
-        cb.iter()
-            .filter(|(ob, _)| same(oa, ob))
-            .any(|(_, opsb)| unsatisfiable(opsa.iter().chain(opsb)))
+        cb.iter().filter(|(ob, _)| same(oa, ob)).any(|(_, opsb)| {
+            let ops: Vec<&Op> = opsa.iter().chain(opsb).collect();
+            unsatisfiable(&ops, can_be_absent(oa, ctx))
+        })
     })
 }
 
-/// Whether no value passes all `ops`, judged on the values the ops themselves name: if some
-/// op pins the value to a finite set, try each; otherwise compare the bounds.
-fn unsatisfiable<'a>(ops: impl Iterator<Item = &'a Op> + Clone) -> bool {
-    use std::cmp::Ordering;
-    let cmp = Literal::order;
-    // `None`: the op does not decide on this value (e.g. list tests); treat it as passing.
-    let passes = |v: &Literal, op: &Op| -> bool {
-        let is = |l: &Literal, want: fn(Ordering) -> bool| cmp(v, l).is_none_or(want);
-        match op {
-            Op::Eq(l) => is(l, Ordering::is_eq),
-            Op::Ne(l) => is(l, Ordering::is_ne),
-            Op::In(ls) => ls.iter().any(|l| is(l, Ordering::is_eq)),
-            Op::NotIn(ls) => !ls.iter().any(|l| cmp(v, l) == Some(Ordering::Equal)),
-            Op::Gt(l) => is(l, Ordering::is_gt),
-            Op::Gte(l) => is(l, Ordering::is_ge),
-            Op::Lt(l) => is(l, Ordering::is_lt),
-            Op::Lte(l) => is(l, Ordering::is_le),
-            Op::Between(lo, hi) => is(lo, Ordering::is_ge) && is(hi, Ordering::is_le),
-            Op::Present(_) | Op::NotEmpty(_) | Op::EachIn(_) => true,
-        }
-    };
-    let pinned: Option<Vec<&Literal>> = ops.clone().find_map(|op| match op {
-        Op::Eq(l) => Some(vec![l]),
-        Op::In(ls) => Some(ls.iter().collect()),
-        _ => None,
-    });
-    if let Some(candidates) = pinned {
-        return !candidates
-            .iter()
-            .any(|v| ops.clone().all(|op| passes(v, op)));
+/// Whether an operand can have no value on an event: a count or flag fact reads as 0 or no
+/// when it has none, a sum or count of a list and the date are always there.
+fn can_be_absent(operand: &Operand, ctx: &Context) -> bool {
+    match operand {
+        Operand::Fact(f) => ctx
+            .facts
+            .get(*f)
+            .is_none_or(|f| !matches!(f.kind, FactType::Count | FactType::Flag)),
+        Operand::SumOf(_) | Operand::CountOf(_) | Operand::Field(Field::At) => false,
+        Operand::Field(_) => true,
     }
-    // Bounds: a value at or above every lower bound and at or below every upper bound.
-    let lowers: Vec<(&Literal, bool)> = ops
-        .clone()
-        .flat_map(|op| match op {
-            Op::Gt(l) => vec![(l, true)],
-            Op::Gte(l) => vec![(l, false)],
-            Op::Between(lo, _) => vec![(lo, false)],
-            _ => vec![],
-        })
-        .collect();
-    let uppers: Vec<(&Literal, bool)> = ops
-        .flat_map(|op| match op {
-            Op::Lt(l) => vec![(l, true)],
-            Op::Lte(l) => vec![(l, false)],
-            Op::Between(_, hi) => vec![(hi, false)],
-            _ => vec![],
-        })
-        .collect();
-    lowers.iter().any(|(lo, strict_lo)| {
-        uppers.iter().any(|(hi, strict_hi)| match cmp(lo, hi) {
-            Some(Ordering::Greater) => true,
-            Some(Ordering::Equal) => *strict_lo || *strict_hi,
-            _ => false,
-        })
-    })
+}
+
+/// Whether no value passes all `ops`, each judged by the engine's own operators
+/// (`matching::passes`). The values tried stand for every value there is: the literals the
+/// ops name, a value between each two neighbours, one below and one above them all, a text
+/// equal to none, and no value at all. Tests of lists are not judged (never exclusive).
+fn unsatisfiable(ops: &[&Op], absent: bool) -> bool {
+    if ops
+        .iter()
+        .any(|op| matches!(op, Op::EachIn(_) | Op::NotEmpty(_)))
+    {
+        return false;
+    }
+    let values = candidates(ops);
+    let mut tried: Vec<Val> = values.iter().map(Literal::as_val).collect();
+    if values.is_empty() {
+        // Only `present` is tested: any value there is stands for all of them.
+        tried.push(Val::Owned(String::new()));
+    }
+    if absent {
+        tried.push(Val::Absent);
+    }
+    !tried.iter().any(|v| ops.iter().all(|op| passes(op, v)))
+}
+
+/// The literals that stand for every value an operand of the ops' type may take.
+fn candidates(ops: &[&Op]) -> Vec<Literal> {
+    let mut named: Vec<Literal> = ops.iter().flat_map(|op| op_literals(op)).cloned().collect();
+    named.sort_by(|p, q| p.order(q).unwrap_or(std::cmp::Ordering::Equal));
+    named.dedup();
+    let mut out = named.clone();
+    out.extend(named.first().and_then(|l| step(l, -1)));
+    out.extend(named.last().and_then(|l| step(l, 1)));
+    out.extend(named.windows(2).filter_map(|w| match w {
+        [lo, hi] => between(lo, hi),
+        _ => None,
+    }));
+    if named.iter().any(|l| matches!(l, Literal::Text(_))) {
+        // Longer than every literal, so equal to none of them.
+        let longest = named.iter().map(|l| match l {
+            Literal::Text(t) => t.len(),
+            _ => 0,
+        });
+        let len = longest.max().unwrap_or(0) + 1;
+        out.push(Literal::Text("~".repeat(len).into()));
+    }
+    if named.iter().any(|l| matches!(l, Literal::Bool(_))) {
+        out.extend([Literal::Bool(false), Literal::Bool(true)]);
+    }
+    out
+}
+
+fn op_literals(op: &Op) -> Vec<&Literal> {
+    match op {
+        Op::Eq(l) | Op::Ne(l) | Op::Gt(l) | Op::Gte(l) | Op::Lt(l) | Op::Lte(l) => vec![l],
+        Op::In(ls) | Op::NotIn(ls) | Op::EachIn(ls) => ls.iter().collect(),
+        Op::Between(lo, hi) => vec![lo, hi],
+        Op::Present(_) | Op::NotEmpty(_) => Vec::new(),
+    }
+}
+
+/// The literal one unit below (`-1`) or above (`1`) `l`, for the ordered types.
+fn step(l: &Literal, by: i64) -> Option<Literal> {
+    match l {
+        Literal::Int(i) => i.checked_add(by).map(Literal::Int),
+        Literal::Decimal(d) => d.checked_add(Decimal::from(by)).map(Literal::Decimal),
+        Literal::Date(d) => d
+            .checked_add_signed(chrono::Duration::days(by))
+            .map(Literal::Date),
+        _ => None,
+    }
+}
+
+/// A literal strictly between `lo` and `hi`, when their type has one.
+fn between(lo: &Literal, hi: &Literal) -> Option<Literal> {
+    match (lo, hi) {
+        (Literal::Int(p), Literal::Int(q)) => {
+            // In i128, where the sum of two i64 cannot overflow.
+            let mid = i64::try_from((i128::from(*p) + i128::from(*q)) / 2).ok()?;
+            (mid != *p && mid != *q).then_some(Literal::Int(mid))
+        }
+        (Literal::Decimal(p), Literal::Decimal(q)) => {
+            // Halves first, so that the sum cannot overflow.
+            let mid = p.checked_div(Decimal::TWO)? + q.checked_div(Decimal::TWO)?;
+            (mid > *p && mid < *q).then_some(Literal::Decimal(mid))
+        }
+        (Literal::Date(p), Literal::Date(q)) => {
+            let half = chrono::Duration::days((*q - *p).num_days() / 2);
+            let mid = p.checked_add_signed(half)?;
+            (mid != *p && mid != *q).then_some(Literal::Date(mid))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(i: i64) -> Literal {
+        Literal::Int(i)
+    }
+
+    fn text(t: &str) -> Literal {
+        Literal::Text(t.into())
+    }
+
+    fn unsat(ops: &[Op], absent: bool) -> bool {
+        unsatisfiable(&ops.iter().collect::<Vec<_>>(), absent)
+    }
+
+    #[test]
+    fn bounds_that_leave_no_value_are_exclusive() {
+        assert!(unsat(&[Op::Eq(int(0)), Op::Gte(int(1))], false));
+        assert!(unsat(&[Op::Lt(int(1)), Op::Gte(int(1))], false));
+        // No whole number lies strictly between 5 and 6; a decimal does.
+        assert!(unsat(&[Op::Gt(int(5)), Op::Lt(int(6))], false));
+        let dec = |s: &str| Literal::Decimal(s.parse().unwrap());
+        assert!(!unsat(&[Op::Gt(dec("5")), Op::Lt(dec("6"))], false));
+        assert!(!unsat(&[Op::Gte(int(1)), Op::Lte(int(1))], false));
+        assert!(!unsat(
+            &[Op::Gt(int(i64::MIN)), Op::Lt(int(i64::MAX))],
+            false
+        ));
+    }
+
+    #[test]
+    fn exclusions_and_lists_are_judged_as_the_engine_judges_them() {
+        assert!(unsat(&[Op::Eq(text("a")), Op::Ne(text("a"))], true));
+        assert!(unsat(
+            &[Op::In(vec![text("a")]), Op::NotIn(vec![text("a")])],
+            true
+        ));
+        let all = vec![int(1), int(2), int(3)];
+        assert!(unsat(&[Op::Between(int(1), int(3)), Op::NotIn(all)], false));
+        assert!(!unsat(&[Op::Ne(text("a")), Op::Ne(text("b"))], true));
+    }
+
+    /// `ne` holds for an absent value in the engine, so `present: false` and `ne` can both
+    /// hold where the operand may be absent, and cannot where it never is.
+    #[test]
+    fn an_absent_value_passes_ne_as_in_the_engine() {
+        let ops = [Op::Present(false), Op::Ne(text("a"))];
+        assert!(!unsat(&ops, true));
+        assert!(unsat(&ops, false));
+        assert!(unsat(&[Op::Present(true), Op::Present(false)], true));
+        assert!(!unsat(&[Op::Present(true), Op::Present(true)], true));
+        assert!(!unsat(&[Op::Present(true)], false));
+    }
 }

@@ -17,14 +17,13 @@ pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d:
                 let (event, facts) = probe_event(rule, ctx, amount);
                 if let Err(e) = scripts.run_condition(index, event, facts, &rule.params) {
                     if e.exceeded_limit {
-                        d.list.push(located(
-                            &e.location,
-                            "script_limit",
-                            format!(
-                                "script of condition `{}` in rule `{}` breaks the sandbox's limits on a probe event (amount {amount}): {}",
-                                e.condition, e.rule, e.message
-                            ),
-                        ));
+                        let problem = Problem::ScriptLimit {
+                            condition: e.condition,
+                            rule: e.rule,
+                            amount,
+                            message: e.message,
+                        };
+                        d.push(Diagnostic::new(e.at, problem));
                         break;
                     }
                 }
@@ -81,8 +80,8 @@ fn probe_event(rule: &Rule, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map
         .iter()
         .map(|f| {
             let v = match f.kind {
-                RawFactType::Count => rhai::Dynamic::from(0_i64),
-                RawFactType::Flag => rhai::Dynamic::FALSE,
+                FactType::Count => rhai::Dynamic::from(0_i64),
+                FactType::Flag => rhai::Dynamic::FALSE,
                 _ => rhai::Dynamic::UNIT,
             };
             (f.name.as_str().into(), v)

@@ -1,0 +1,102 @@
+//! What a comparison means: the one definition of each operator, used by the engine to
+//! decide (`engine/evaluate.rs`) and by `compile/ordering.rs` to judge whether two rules'
+//! conditions can both hold, so that the two cannot drift apart.
+
+use std::cmp::Ordering;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use super::ruleset::{Literal, Op};
+
+/// A value an operand takes on an event.
+pub enum Val<'e> {
+    Absent,
+    Text(&'e str),
+    Owned(String),
+    Dec(Decimal),
+    Date(NaiveDate),
+    Int(i64),
+    Bool(bool),
+    DecList(&'e [Decimal]),
+    TextList(&'e [std::borrow::Cow<'e, str>]),
+}
+
+impl Literal {
+    /// The literal as a value an operand may take.
+    pub fn as_val(&self) -> Val<'_> {
+        match self {
+            Literal::Text(t) => Val::Text(t),
+            Literal::Decimal(d) => Val::Dec(*d),
+            Literal::Date(d) => Val::Date(*d),
+            Literal::Int(i) => Val::Int(*i),
+            Literal::Bool(b) => Val::Bool(*b),
+        }
+    }
+
+    /// How two literals of one type order, as the engine orders a value against a literal;
+    /// `None` for literals of different types, which no value matches both of.
+    pub fn order(&self, other: &Literal) -> Option<Ordering> {
+        compare(&self.as_val(), other)
+    }
+}
+
+/// How `v` orders against `lit`; `None` when it is absent or of another type.
+pub fn compare(v: &Val, lit: &Literal) -> Option<Ordering> {
+    match (v, lit) {
+        (Val::Text(a), Literal::Text(b)) => Some((*a).cmp(b)),
+        (Val::Owned(a), Literal::Text(b)) => Some(a.as_str().cmp(b)),
+        (Val::Dec(a), Literal::Decimal(b)) => Some(a.cmp(b)),
+        (Val::Date(a), Literal::Date(b)) => Some(a.cmp(b)),
+        (Val::Int(a), Literal::Int(b)) => Some(a.cmp(b)),
+        (Val::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+/// Whether `v` equals `lit`: texts of other lengths differ without a byte compared, which
+/// most items of an `in` list do.
+pub fn equals(v: &Val, lit: &Literal) -> bool {
+    match (v, lit) {
+        (Val::Text(a), Literal::Text(b)) => **a == **b,
+        (Val::Owned(a), Literal::Text(b)) => **a == **b,
+        _ => compare(v, lit).is_some_and(Ordering::is_eq),
+    }
+}
+
+/// Whether `v` passes `op`: the meaning of each operator, for the engine and the checker.
+pub fn passes(op: &Op, v: &Val) -> bool {
+    let is = |lit: &Literal, want: fn(Ordering) -> bool| compare(v, lit).is_some_and(want);
+    match op {
+        Op::Eq(l) => equals(v, l),
+        // Absent is not equal to anything, so `ne` and `not_in` hold for absent values.
+        Op::Ne(l) => !equals(v, l),
+        Op::In(ls) => ls.iter().any(|l| equals(v, l)),
+        Op::NotIn(ls) => !ls.iter().any(|l| equals(v, l)),
+        Op::Gt(l) => is(l, Ordering::is_gt),
+        Op::Gte(l) => is(l, Ordering::is_ge),
+        Op::Lt(l) => is(l, Ordering::is_lt),
+        Op::Lte(l) => is(l, Ordering::is_le),
+        Op::Between(a, b) => is(a, Ordering::is_ge) && is(b, Ordering::is_le),
+        Op::Present(p) => !matches!(v, Val::Absent) == *p,
+        Op::NotEmpty(n) => {
+            let len = match v {
+                Val::DecList(l) => l.len(),
+                Val::TextList(l) => l.len(),
+                _ => 0,
+            };
+            (len > 0) == *n
+        }
+        Op::EachIn(ls) => match v {
+            Val::DecList(items) => items.iter().all(|x| {
+                ls.iter()
+                    .any(|l| matches!(l, Literal::Decimal(d) if d == x))
+            }),
+            Val::TextList(items) => items.iter().all(|x| {
+                ls.iter()
+                    .any(|l| matches!(l, Literal::Text(t) if **t == **x))
+            }),
+            _ => true,
+        },
+    }
+}
