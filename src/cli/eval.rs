@@ -43,9 +43,10 @@ pub struct EvalArgs {
     /// Output format; by default from the output's extension (`.csv`), else JSONL.
     #[arg(long, value_enum)]
     pub output_format: Option<OutputFormat>,
-    /// Where rejected lines go (JSONL with line number and reason); by default
-    /// `<output>.rejects.jsonl`, or standard error when decisions go to standard output.
-    #[arg(long, value_name = "FILE")]
+    /// Where rejected lines go (JSONL with line number, code and reason); by default
+    /// `<output>.rejects.jsonl`, or `promo-rejects.jsonl` (removed if it stays empty) when
+    /// decisions go to standard output; `-` for standard error.
+    #[arg(long, value_name = "FILE|-")]
     pub rejects: Option<PathBuf>,
     /// Keep customer facts, the coupon ledger, counters and decided event ids in this
     /// directory across runs; a killed run resumes exactly where it stopped when rerun.
@@ -137,15 +138,40 @@ fn open_sink(
     }
 }
 
-/// Runs `eval`.
-pub fn run(args: &EvalArgs) -> Exit {
-    let rejects_path = args.rejects.clone().or_else(|| {
-        args.output.as_ref().map(|o| {
+/// Where rejects go when decisions go to standard output and `--rejects` is not given:
+/// a file, so that they are neither lost in a pipe nor mixed with the summary.
+pub const DEFAULT_REJECTS: &str = "promo-rejects.jsonl";
+
+/// The rejects file: `--rejects` (`None` for `-`, standard error), else beside the output,
+/// else `DEFAULT_REJECTS`.
+fn rejects_path(args: &EvalArgs) -> Option<PathBuf> {
+    match (&args.rejects, &args.output) {
+        (Some(r), _) if r.as_os_str() == "-" => None,
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(o)) => {
             let mut name = o.clone().into_os_string();
             name.push(".rejects.jsonl");
-            PathBuf::from(name)
-        })
-    });
+            Some(PathBuf::from(name))
+        }
+        (None, None) => Some(PathBuf::from(DEFAULT_REJECTS)),
+    }
+}
+
+/// Removes the default rejects file of a run to standard output that rejected nothing: a
+/// clean run leaves no empty file behind in the current directory. With a state the file
+/// stays, as the run record counts its bytes.
+fn tidy_default_rejects(args: &EvalArgs, path: Option<&Path>) {
+    let defaulted = args.rejects.is_none() && args.output.is_none() && args.state.is_none();
+    if let (true, Some(p)) = (defaulted, path) {
+        if std::fs::metadata(p).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Runs `eval`.
+pub fn run(args: &EvalArgs) -> Exit {
+    let rejects_path = rejects_path(args);
     // Before anything is opened for writing: no output may be an input or another output.
     // The state's database (and SQLite's files beside it) is read and written by the run.
     let state_files: Vec<PathBuf> = args
@@ -422,6 +448,7 @@ pub fn run(args: &EvalArgs) -> Exit {
             snapshot_warnings.len()
         );
     }
+    tidy_default_rejects(args, rejects_path.as_deref());
     if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
         Exit::Rejected
     } else {
@@ -448,9 +475,17 @@ fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {
 /// The human summary of a run.
 pub fn render_summary(s: &Summary, rejects: Option<&Path>) -> String {
     let mut out = format!(
-        "{} events read: {} decided, {} rejected, {} duplicates; {} decisions written\n",
-        s.read, s.decided, s.rejected, s.duplicates, s.decisions
+        "{} lines read: {} decided, {} rejected, {} duplicates, {} blank; {} decisions written\n",
+        s.read, s.decided, s.rejected, s.duplicates, s.blank, s.decisions
     );
+    if !s.rejected_by.is_empty() {
+        let codes: Vec<String> = s
+            .rejected_by
+            .iter()
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect();
+        out += &format!("rejected lines by code: {}\n", codes.join(" "));
+    }
     if s.rule_errors > 0 {
         out += &format!(
             "{} rule evaluations failed (script errors)\n",

@@ -20,7 +20,8 @@ impl RawText<'_> {
     pub fn text(&self) -> Cow<'_, str> {
         match self {
             RawText::Line(l) => Cow::Borrowed(l),
-            RawText::Record(r) => Cow::Owned(r.iter().collect::<Vec<_>>().join(",")),
+            // Written back as CSV: cells holding a comma or a quote stay quoted.
+            RawText::Record(r) => Cow::Owned(super::reject_code::csv_line(r.iter())),
         }
     }
 }
@@ -126,7 +127,7 @@ pub(super) fn json_unit(line: u64, text: &str) -> Unit<'_> {
         },
         Err(reason) => Unit::Bad {
             line,
-            reason,
+            reason: super::reject_code::without_json_position(reason),
             raw: text.to_string(),
         },
     }
@@ -254,7 +255,8 @@ pub(super) fn classify_csv<'r>(
             CsvRecord::Bad {
                 line: e.position().map_or(line, |p| p.line()),
                 reason: format!("bad CSV record: {e}"),
-                raw: String::new(),
+                // The reader leaves the record's cells in place (a wrong number of them).
+                raw: RawText::Record(record).text().into_owned(),
             }
         }
     })

@@ -1,0 +1,187 @@
+/*!
+Issue 18, "Reporting and docs": the summary counts rejected lines by a stable code and
+blank lines as such, rejects never mix with decisions or the summary, `--summary-json`,
+the ruleset version in the summary, the run record and `state inspect`.
+*/
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn promo(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_promo"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// One line of each kind of reject, a blank line, and one good event.
+fn mixed_input() -> String {
+    let good = bill("g1", "2019-12-20T10:00:00+08:00", "c1");
+    let mut bad_amount = bill("a1", "2019-12-20T10:00:00+08:00", "c2");
+    bad_amount["amount"] = "-5".into();
+    let mut no_card = bill("m1", "2019-12-20T10:00:00+08:00", "c3");
+    no_card.as_object_mut().unwrap().remove("card_product");
+    let mut unknown = bill("u1", "2019-12-20T10:00:00+08:00", "c4");
+    unknown["type"] = "teleport".into();
+    [
+        good.to_string(),
+        String::new(),
+        "{not json".to_string(),
+        bad_amount.to_string(),
+        no_card.to_string(),
+        unknown.to_string(),
+        "   ".to_string(),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+#[test]
+fn rejects_carry_a_stable_code_and_the_summary_counts_them_by_code() {
+    let dir = Dir::new("reject-codes");
+    let input = dir.write("day.jsonl", &mixed_input());
+    let run = dir.eval(&shipped_rules(), &input, None);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    let codes: Vec<(u64, &str)> = run
+        .rejects
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (3, "bad_json"),
+            (4, "bad_amount"),
+            (5, "missing_field"),
+            (6, "unknown_type")
+        ]
+    );
+    // The reason is the file's line, not the JSON parser's position inside the line.
+    let syntax = run.rejects[0]["reason"].as_str().unwrap();
+    assert!(!syntax.contains("line 1"), "{syntax}");
+    assert!(
+        run.stderr.contains(
+            "7 lines read: 1 decided, 4 rejected, 0 duplicates, 2 blank; 1 decisions written"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "rejected lines by code: bad_amount=1 bad_json=1 missing_field=1 unknown_type=1"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn with_decisions_on_standard_output_rejects_go_to_a_file_not_to_the_summary() {
+    let dir = Dir::new("rejects-default");
+    dir.write("day.jsonl", &mixed_input());
+    let rules = shipped_rules();
+    let out = promo(
+        dir.path(),
+        &[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            "day.jsonl",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(stdout.lines().count(), 1, "only g1's grant: {stdout}");
+    assert!(!stderr.contains("{\"line\""), "rejects mixed in: {stderr}");
+    assert!(
+        stderr.contains("rejected lines and rule errors are in promo-rejects.jsonl"),
+        "{stderr}"
+    );
+    let rejects = parse_jsonl(&std::fs::read(dir.path().join("promo-rejects.jsonl")).unwrap());
+    assert_eq!(rejects.len(), 4);
+
+    // `--rejects -` keeps them on standard error, for pipelines that want that.
+    let out = promo(
+        dir.path(),
+        &[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            "day.jsonl",
+            "--rejects",
+            "-",
+        ],
+    );
+    assert_eq!(text(&out.stderr).matches("{\"line\"").count(), 4);
+}
+
+#[test]
+fn a_clean_run_to_standard_output_leaves_no_empty_rejects_file() {
+    let dir = Dir::new("rejects-none");
+    dir.write_jsonl(
+        "day.jsonl",
+        &[bill("g1", "2019-12-20T10:00:00+08:00", "c1")],
+    );
+    let rules = shipped_rules();
+    let out = promo(
+        dir.path(),
+        &[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            "day.jsonl",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!dir.path().join("promo-rejects.jsonl").exists());
+}
+
+#[test]
+fn csv_rejects_keep_the_raw_record_as_csv() {
+    let dir = Dir::new("csv-raw");
+    let input = dir.write(
+        "day.csv",
+        "id,type,at,customer,wallet,card_product,card_role,merchant,amount\n\
+         E1,bill_payment,2019-12-20T10:00:00+08:00,C1,W1,citi_prestige,principal,WSD,\"1,000\"\n\
+         E2,bill_payment,2019-12-20T10:00:00+08:00,C2\n\
+         E3,bill_payment,2019-12-20T10:00:00+08:00,C3,W3,citi_prestige,principal,\"a \"\"q\"\" b\",-1\n",
+    );
+    let run = dir.eval(&shipped_rules(), &input, None);
+    let raw: Vec<(&str, &str)> = run
+        .rejects
+        .iter()
+        .map(|r| (r["code"].as_str().unwrap(), r["raw"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        raw,
+        [
+            (
+                "bad_amount",
+                "E1,bill_payment,2019-12-20T10:00:00+08:00,C1,W1,citi_prestige,principal,WSD,\"1,000\""
+            ),
+            ("bad_csv", "E2,bill_payment,2019-12-20T10:00:00+08:00,C2"),
+            (
+                "bad_amount",
+                "E3,bill_payment,2019-12-20T10:00:00+08:00,C3,W3,citi_prestige,principal,\"a \"\"q\"\" b\",-1"
+            ),
+        ]
+    );
+}
+
+#[allow(dead_code)]
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap()
+}
