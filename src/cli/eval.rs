@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::summary::{Files, SummaryJson};
 use super::Exit;
 use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
 use crate::engine::State;
@@ -74,6 +75,10 @@ pub struct EvalArgs {
     /// No summary on standard error.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the summary as JSON to this file, for machines (fields: docs/summary.md);
+    /// written at the end of the run, and when Ctrl-C stops it (`"complete": false`).
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
 }
 
 fn has_ext(p: &Path, ext: &str) -> bool {
@@ -196,6 +201,11 @@ pub fn run(args: &EvalArgs) -> Exit {
         .into_iter()
         .collect();
     outputs.extend(rejects_path.as_deref().map(|r| Named::new("--rejects", r)));
+    outputs.extend(
+        args.summary_json
+            .as_deref()
+            .map(|s| Named::new("--summary-json", s)),
+    );
     if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
         return fatal(e);
     }
@@ -416,11 +426,31 @@ pub fn run(args: &EvalArgs) -> Exit {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
         Err(e) => return fatal(e),
     };
+    let machine_summary = |exit: Exit, warnings: usize| {
+        let Some(path) = &args.summary_json else {
+            return exit;
+        };
+        let files = Files {
+            input: &args.input,
+            output: args.output.as_deref(),
+            rejects: rejects_path.as_deref(),
+        };
+        let json = SummaryJson {
+            complete: finish == Finish::Complete,
+            exit_status: exit as i32,
+            snapshot_warnings: warnings,
+            ..SummaryJson::new(&summary, &files, ruleset.currency.as_deref())
+        };
+        match json.write(path) {
+            Ok(()) => exit,
+            Err(e) => fatal(format!("cannot write {}: {e}", path.display())),
+        }
+    };
     if finish == Finish::Interrupted {
         errln!(
             "promo eval: interrupted; everything up to the last checkpoint is committed. Run the same command again to resume."
         );
-        return Exit::Interrupted;
+        return machine_summary(Exit::Interrupted, snapshot_warnings.len());
     }
     // Shown even with --quiet: the run is right, but it used more memory than its budget.
     for warning in state.storage_warnings() {
@@ -449,11 +479,12 @@ pub fn run(args: &EvalArgs) -> Exit {
         );
     }
     tidy_default_rejects(args, rejects_path.as_deref());
-    if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
+    let exit = if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
         Exit::Rejected
     } else {
         Exit::Success
-    }
+    };
+    machine_summary(exit, snapshot_warnings.len())
 }
 
 fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {

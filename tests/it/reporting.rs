@@ -181,7 +181,81 @@ fn csv_rejects_keep_the_raw_record_as_csv() {
     );
 }
 
-#[allow(dead_code)]
 fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn summary_json_gives_the_counts_for_machines() {
+    let dir = Dir::new("summary-json");
+    dir.write("day.jsonl", &mixed_input());
+    let rules = shipped_rules();
+    let out = promo(
+        dir.path(),
+        &[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            "day.jsonl",
+            "--output",
+            "out.jsonl",
+            "--summary-json",
+            "summary.json",
+            "--quiet",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let s = json(&std::fs::read(dir.path().join("summary.json")).unwrap());
+    for (key, n) in [
+        ("read", 7),
+        ("decided", 1),
+        ("rejected", 4),
+        ("duplicates", 0),
+        ("blank", 2),
+        ("decisions", 1),
+        ("rule_errors", 0),
+        ("snapshot_warnings", 0),
+        ("exit_status", 3),
+    ] {
+        assert_eq!(s[key], n, "{key} in {s:#}");
+    }
+    assert_eq!(s["complete"], true);
+    assert_eq!(s["currency"], "HKD");
+    assert_eq!(s["output"], "out.jsonl");
+    assert_eq!(s["rejects"], "out.jsonl.rejects.jsonl");
+    assert_eq!(
+        s["rejected_by_code"],
+        serde_json::json!({"bad_amount": 1, "bad_json": 1, "missing_field": 1, "unknown_type": 1})
+    );
+    let first = &s["rules"]["bill-first-time"];
+    assert_eq!(first["grants"], 1);
+    assert_eq!(first["granted_value"], "80.00");
+    assert_eq!(s["rules"]["points-conversion"]["approved_value"], "0.00");
+
+    // It is an output like the others: never one of the inputs.
+    let out = promo(
+        dir.path(),
+        &[
+            "eval",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--input",
+            "day.jsonl",
+            "--output",
+            "out.jsonl",
+            "--summary-json",
+            "day.jsonl",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--summary-json"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("day.jsonl")).unwrap(),
+        mixed_input()
+    );
 }
