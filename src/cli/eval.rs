@@ -238,12 +238,12 @@ pub fn run(args: &EvalArgs) -> Exit {
         })
         .unwrap_or_else(|| "-".into());
     let mut start = Start::Fresh;
-    // The version of the rules, recorded with the run: a resume or a rerun into the same
-    // output with other rules would mix the decisions of two rulesets in one output.
-    let version = match store.is_some().then(|| ruleset_version(&args.rules)) {
-        Some(Ok(v)) => Some(v),
-        Some(Err(e)) => return fatal(format!("cannot read {}: {e}", args.rules.display())),
-        None => None,
+    // The version of the rules (the one `promo serve` puts on its decisions): shown in the
+    // summary and recorded with the run, as a resume or a rerun into the same output with
+    // other rules would mix the decisions of two rulesets in one output.
+    let version = match ruleset_version(&args.rules) {
+        Ok(v) => v,
+        Err(e) => return fatal(format!("cannot read {}: {e}", args.rules.display())),
     };
     if let Some(store) = &store {
         if let Err(e) = store.load(&ruleset, &mut state) {
@@ -266,11 +266,10 @@ pub fn run(args: &EvalArgs) -> Exit {
         ..
     }) = &start
     {
-        if version.as_ref().is_some_and(|v| v != recorded) {
+        if store.is_some() && version != *recorded {
             return fatal(format!(
-                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
+                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {version}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
                 args.rules.display(),
-                version.as_deref().unwrap_or_default()
             ));
         }
     }
@@ -394,7 +393,7 @@ pub fn run(args: &EvalArgs) -> Exit {
             &ruleset,
             run_key.clone(),
             input_head,
-            version.clone(),
+            Some(version.clone()),
             args.checkpoint_every,
         ) {
             Ok(d) => d,
@@ -439,7 +438,7 @@ pub fn run(args: &EvalArgs) -> Exit {
             complete: finish == Finish::Complete,
             exit_status: exit as i32,
             snapshot_warnings: warnings,
-            ..SummaryJson::new(&summary, &files, ruleset.currency.as_deref())
+            ..SummaryJson::new(&summary, &files, &version, ruleset.currency.as_deref())
         };
         match json.write(path) {
             Ok(()) => exit,
@@ -459,7 +458,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     if !args.quiet {
         errln!(
             "{}",
-            render_summary(&summary, rejects_path.as_deref()).trim_end()
+            render_summary(&summary, &version, rejects_path.as_deref()).trim_end()
         );
         if args.coupon_memory.is_some() {
             errln!("coupon ledger: {}", state.coupon_stats());
@@ -504,11 +503,12 @@ fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {
 }
 
 /// The human summary of a run.
-pub fn render_summary(s: &Summary, rejects: Option<&Path>) -> String {
+pub fn render_summary(s: &Summary, version: &str, rejects: Option<&Path>) -> String {
     let mut out = format!(
         "{} lines read: {} decided, {} rejected, {} duplicates, {} blank; {} decisions written\n",
         s.read, s.decided, s.rejected, s.duplicates, s.blank, s.decisions
     );
+    out += &format!("ruleset version {version}\n");
     if !s.rejected_by.is_empty() {
         let codes: Vec<String> = s
             .rejected_by

@@ -46,6 +46,9 @@ pub struct SummaryJson<'a> {
     pub complete: bool,
     /// The exit status the run ends with (0, 3, or 130 when interrupted).
     pub exit_status: i32,
+    /// The content hash of the rule files (`rules::ruleset_version`), as `promo serve`
+    /// puts it on its decisions and the state's run record keeps it.
+    pub ruleset_version: &'a str,
     pub input: String,
     /// `null` for standard output.
     pub output: Option<String>,
@@ -75,11 +78,17 @@ pub struct Files<'a> {
 
 impl<'a> SummaryJson<'a> {
     /// The summary of a run of `files` that counted `s`.
-    pub fn new(s: &'a Summary, files: &Files<'_>, currency: Option<&'a str>) -> Self {
+    pub fn new(
+        s: &'a Summary,
+        files: &Files<'_>,
+        ruleset_version: &'a str,
+        currency: Option<&'a str>,
+    ) -> Self {
         let shown = |p: &Path| p.display().to_string();
         SummaryJson {
             complete: true,
             exit_status: 0,
+            ruleset_version,
             input: shown(files.input),
             output: files.output.map(shown),
             rejects: files.rejects.map(shown),

@@ -259,3 +259,88 @@ fn summary_json_gives_the_counts_for_machines() {
         mixed_input()
     );
 }
+
+/// The version `promo serve` puts on its decisions: the content hash of the rule files.
+fn version_of(rules: &Path) -> String {
+    promo::rules::ruleset_version(rules).unwrap()
+}
+
+#[test]
+fn the_ruleset_version_is_in_the_summary_its_json_the_run_record_and_inspect() {
+    let dir = Dir::new("version");
+    let rules = dir.copy_rules();
+    let version = version_of(&rules);
+    dir.write_jsonl(
+        "day.jsonl",
+        &[bill("g1", "2019-12-20T10:00:00+08:00", "c1")],
+    );
+    let out = promo(
+        dir.path(),
+        &[
+            "eval",
+            "--rules",
+            "rules",
+            "--input",
+            "day.jsonl",
+            "--output",
+            "out.jsonl",
+            "--state",
+            "state",
+            "--summary-json",
+            "summary.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("ruleset version {version}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let s = json(&std::fs::read(dir.path().join("summary.json")).unwrap());
+    assert_eq!(s["ruleset_version"], version.as_str());
+
+    let inspect = promo(dir.path(), &["state", "inspect", "--state", "state"]);
+    let shown = text(&inspect.stdout);
+    assert!(
+        shown.contains(&format!("ruleset version {version}")),
+        "{shown}"
+    );
+    let inspect = promo(
+        dir.path(),
+        &["state", "inspect", "--state", "state", "--json"],
+    );
+    let view = json(&inspect.stdout);
+    let runs = view["runs"].as_object().unwrap();
+    assert_eq!(runs.len(), 1);
+    let record = runs.values().next().unwrap();
+    assert_eq!(record["ruleset"], version.as_str(), "{view:#}");
+
+    // An edit makes another version, and a new run into another output records it.
+    let rule = rules.join("promotions/bill-first-time.yaml");
+    let edited = std::fs::read_to_string(&rule)
+        .unwrap()
+        .replace("\"80\"", "\"90\"");
+    std::fs::write(&rule, edited).unwrap();
+    let changed = version_of(&rules);
+    assert_ne!(changed, version);
+    let out = promo(
+        dir.path(),
+        &[
+            "eval",
+            "--rules",
+            "rules",
+            "--input",
+            "day.jsonl",
+            "--output",
+            "out2.jsonl",
+            "--state",
+            "state",
+        ],
+    );
+    assert!(text(&out.stderr).contains(&format!("ruleset version {changed}")));
+    let shown = text(&promo(dir.path(), &["state", "inspect", "--state", "state"]).stdout);
+    assert!(
+        shown.contains(&version) && shown.contains(&changed),
+        "{shown}"
+    );
+}
