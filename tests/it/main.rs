@@ -64,3 +64,7 @@ mod defects;
 
 // Issue 18, reporting: reject codes, blank lines, the rejects file, --summary-json, versions.
 mod reporting;
+
+// The README's commands and rule examples run as written.
+#[cfg(unix)]
+mod readme;
