@@ -22,8 +22,13 @@ use crate::store::{InputHead, RunRecord, Store};
 /// Arguments of `promo eval`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  promo eval --rules rules --input examples/events.jsonl --customers examples/customers.jsonl --output decisions.jsonl\n\n\
-Exit status: 0 all lines decided; 3 finished but some lines were rejected or a rule failed on an event\n(see the rejects file); 2 fatal error."
+    after_help = "Examples:\n  promo eval --rules rules --input examples/events.jsonl --customers examples/customers.jsonl --output decisions.jsonl\n  \
+promo eval --rules rules --input day.csv --output day.out.jsonl --summary-json day.summary.json\n  \
+promo eval --rules rules --input day1.jsonl --output day1.out.jsonl --state state/   # rerun to resume\n\n\
+Rejected lines go to <output>.rejects.jsonl (promo-rejects.jsonl when decisions go to standard output),\n\
+one JSON line each with its line number, code and reason (docs/summary.md).\n\n\
+Exit status: 0 all lines decided; 3 finished but some lines (or snapshot rows) were rejected or a rule\n\
+failed on an event (see the rejects file); 2 fatal error; 130 stopped by Ctrl-C (rerun to resume)."
 )]
 pub struct EvalArgs {
     /// The ruleset directory (holding ruleset.yaml).

@@ -41,7 +41,7 @@ const KEY_OUTPUT: &[(&str, &str)] = &[
         "eval --rules rules --input examples/events.jsonl --customers examples/customers.jsonl\n",
         "24 lines read: 23 decided, 0 rejected, 1 duplicates, 0 blank; 19 decisions written",
     ),
-    ("promo eval --help", "Example:"),
+    ("promo eval --help", "Examples:"),
     (
         "--input day.csv",
         "E102,points-conversion,approve,C003,W003",
