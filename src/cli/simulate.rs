@@ -47,6 +47,10 @@ pub struct SimulateArgs {
     /// Write every customer whose decisions changed to this CSV file.
     #[arg(long, value_name = "FILE")]
     pub customers_out: Option<PathBuf>,
+    /// Also write the report as JSON (what --json prints) to this file, as
+    /// `eval --summary-json` does, while the human report goes to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
 }
 
 fn fatal(message: impl std::fmt::Display) -> Exit {
@@ -81,12 +85,17 @@ pub fn run(args: &SimulateArgs) -> Exit {
         Named::new("--rules", &args.rules),
         Named::new("--baseline", &args.baseline),
     ];
-    let outputs: Vec<Named<'_>> = args
+    let mut outputs: Vec<Named<'_>> = args
         .customers_out
         .as_deref()
         .map(|o| Named::new("--customers-out", o))
         .into_iter()
         .collect();
+    outputs.extend(
+        args.summary_json
+            .as_deref()
+            .map(|s| Named::new("--summary-json", s)),
+    );
     if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
         return fatal(e);
     }
@@ -138,6 +147,14 @@ pub fn run(args: &SimulateArgs) -> Exit {
     let report = sim.finish(changed);
     if let Some(path) = &args.customers_out {
         if let Err(e) = write_customers(path, &report) {
+            return fatal(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.summary_json {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(io::Error::other)
+            .and_then(|text| std::fs::write(path, text + "\n"));
+        if let Err(e) = written {
             return fatal(format!("cannot write {}: {e}", path.display()));
         }
     }

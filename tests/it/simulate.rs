@@ -225,3 +225,21 @@ fn identical_rules_differ_nowhere() {
         report["total"]["new"].clone(),
     );
 }
+
+#[test]
+fn summary_json_writes_the_report_beside_the_human_one() {
+    let dir = Dir::new("simulate-summary-json");
+    let out_json = dir.path().join("report.json");
+    let (code, human) = simulate(
+        &shipped_rules(),
+        &shipped_rules(),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/events.jsonl"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/customers.jsonl"),
+        &["--summary-json", out_json.to_str().unwrap()],
+    );
+    eqnice(Some(0), code);
+    assert!(human.contains("rules changed: none"), "{human}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    eqnice(Value::from(24), report["read"].clone());
+    eqnice(Value::from("HKD"), report["currency"].clone());
+}
