@@ -514,14 +514,19 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                 self.summary.read += 1;
                 self.summary.blank += 1;
             }
-            Unit::Bad { line, reason, raw } => {
+            Unit::Bad {
+                line,
+                reason,
+                raw,
+                id,
+            } => {
                 self.summary.read += 1;
                 let why = Why {
                     code: reject_code::of_read_error(reason),
                     reason,
                     field: named_field(reason),
                 };
-                self.reject(*line, why, raw, None)?;
+                self.reject(*line, why, raw, id.as_deref())?;
             }
             Unit::Event { line, event, raw } => {
                 self.summary.read += 1;

@@ -77,6 +77,15 @@ pub fn without_json_position(mut reason: String) -> String {
     reason
 }
 
+/// The non-empty string `id` of a JSON line that is not an event, where the line is a JSON
+/// object at all: its rejects line then names the event. Only rejected lines pay for this
+/// second parse.
+pub fn json_id(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let id = value.get("id")?.as_str()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 /// A CSV record written back as one CSV line (quoted where its cells need it), so that a
 /// rejected record can be read back as it was.
 pub fn csv_line<'a>(cells: impl IntoIterator<Item = &'a str>) -> String {

@@ -344,3 +344,29 @@ fn the_ruleset_version_is_in_the_summary_its_json_the_run_record_and_inspect() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_line_rejected_while_read_names_its_event_id_where_it_has_one() {
+    let dir = Dir::new("reject-ids");
+    let input = dir.write("day.jsonl", &mixed_input());
+    let run = dir.eval(&shipped_rules(), &input, None);
+    let ids: Vec<(u64, Option<&str>)> = run
+        .rejects
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["event_id"].as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [(3, None), (4, Some("a1")), (5, Some("m1")), (6, Some("u1"))]
+    );
+    let csv = dir.write(
+        "day.csv",
+        "id,type,at,customer,wallet,card_product,card_role,merchant,amount\n\
+         E1,bill_payment,2019-12-20T10:00:00+08:00,C1,W1,citi_prestige,principal,WSD,\"1,000\"\n\
+         E2,bill_payment,2019-12-20T10:00:00+08:00,C2\n\
+         ,bill_payment,2019-12-20T10:00:00+08:00,C3,W3,citi_prestige,principal,WSD,-1\n",
+    );
+    let run = dir.eval(&shipped_rules(), &csv, None);
+    let ids: Vec<Option<&str>> = run.rejects.iter().map(|r| r["event_id"].as_str()).collect();
+    assert_eq!(ids, [Some("E1"), Some("E2"), None]);
+}
