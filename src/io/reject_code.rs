@@ -59,9 +59,15 @@ pub fn of_read_error(reason: &str) -> &'static str {
 }
 
 /// `reason` without serde_json's position (`... at line 1 column 215`), which counts lines
-/// within the one line given to it: said as a column, the rejects line gives the file's line.
+/// within the one line given to it: the rejects line gives the file's line. A reason that
+/// names its field needs no position (the rejects line names the field); another keeps the
+/// column, to find a syntax error in a long line.
 pub fn without_json_position(mut reason: String) -> String {
     if let Some(at) = reason.rfind(" at line ") {
+        if crate::io::event_json::named_field(&reason).is_some() {
+            reason.truncate(at);
+            return reason;
+        }
         let column = reason
             .get(at..)
             .and_then(|tail| tail.split(" column ").nth(1))
@@ -146,6 +152,10 @@ mod tests {
             "key must be a string (column 2)"
         );
         assert_eq!(without_json_position("no position".into()), "no position");
+        assert_eq!(
+            without_json_position("missing field `at` at line 1 column 40".into()),
+            "missing field `at`"
+        );
     }
 
     #[test]

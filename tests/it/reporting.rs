@@ -370,3 +370,17 @@ fn a_line_rejected_while_read_names_its_event_id_where_it_has_one() {
     let ids: Vec<Option<&str>> = run.rejects.iter().map(|r| r["event_id"].as_str()).collect();
     assert_eq!(ids, [Some("E1"), Some("E2"), None]);
 }
+
+#[test]
+fn a_reason_gives_a_column_only_where_no_field_is_named() {
+    let dir = Dir::new("reject-columns");
+    let input = dir.write("day.jsonl", &mixed_input());
+    let run = dir.eval(&shipped_rules(), &input, None);
+    let reasons: Vec<&str> = run
+        .rejects
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[0].ends_with("(column 2)"), "{}", reasons[0]);
+    assert!(!reasons[1].contains("column"), "{}", reasons[1]);
+}
