@@ -14,11 +14,12 @@ use crate::engine::{
     decide, evaluate, explain, Admission, Evaluation, EventHashes, Keys, Outcome, State,
 };
 use crate::io::event_json::named_field;
-use crate::io::output::write_reject_line;
+use crate::io::output::{write_reject_line, Why};
 use crate::io::parallel::{
     read_csv_parallel, read_jsonl_parallel, Consume, Handle, ParallelEnd, Prepare,
 };
 use crate::io::read::{read_csv, read_jsonl, Flow, Position, RawText, Unit};
+use crate::io::reject_code;
 use crate::io::{DecisionWriter, Sink};
 use crate::model::{DecisionKind, Event};
 use crate::rules::Ruleset;
@@ -78,12 +79,19 @@ impl RuleCounts {
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
-    /// Non-blank lines (records) read, header excluded.
+    /// Lines (CSV: records) read, blank ones included, header excluded:
+    /// `read = decided + rejected + duplicates + blank`.
     pub read: u64,
     /// Events evaluated (whether or not any rule decided something).
     pub decided: u64,
     /// Lines that could not be read as an event of the ruleset.
     pub rejected: u64,
+    /// Rejected lines by their code (`io::reject_code::CODES`).
+    #[serde(default)]
+    pub rejected_by: BTreeMap<String, u64>,
+    /// Blank lines (and CSV records of empty cells): read past, neither decided nor rejected.
+    #[serde(default)]
+    pub blank: u64,
     /// Events whose id had been decided before.
     pub duplicates: u64,
     /// Decision lines written.
@@ -318,23 +326,22 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     fn reject(
         &mut self,
         line: u64,
-        reason: &str,
+        why: Why<'_>,
         raw: &str,
         event_id: Option<&str>,
-        field: Option<&str>,
     ) -> io::Result<()> {
         self.summary.rejected += 1;
-        self.write_reject(line, reason, Some(raw), event_id, field)
+        count(&mut self.summary.rejected_by, why.code, 1);
+        self.write_reject(line, why, Some(raw), event_id)
     }
 
     /// Writes a line the run could not use (`raw`), or a rule that failed on an event.
     fn write_reject(
         &mut self,
         line: u64,
-        reason: &str,
+        why: Why<'_>,
         raw: Option<&str>,
         event_id: Option<&str>,
-        field: Option<&str>,
     ) -> io::Result<()> {
         if self
             .durability
@@ -344,7 +351,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             return Ok(());
         }
         self.reject_line.clear();
-        write_reject_line(&mut self.reject_line, line, reason, raw, event_id, field);
+        write_reject_line(&mut self.reject_line, line, &why, raw, event_id);
         self.rejects.write_all(&self.reject_line)
     }
 
@@ -389,7 +396,12 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
         match outcome {
             Err(invalid) => {
                 let id = Some(ev.id.as_ref()).filter(|id| !id.is_empty());
-                return self.reject(line, &invalid.to_string(), &raw.text(), id, invalid.field());
+                let why = Why {
+                    code: invalid.code(),
+                    reason: &invalid.to_string(),
+                    field: invalid.field(),
+                };
+                return self.reject(line, why, &raw.text(), id);
             }
             Ok(Outcome::Duplicate) => self.summary.duplicates += 1,
             Ok(Outcome::Decided) => {
@@ -426,7 +438,12 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
                     if let Some(c) = self.summary.rules.get_mut(&e.rule) {
                         c.script_errors += 1;
                     }
-                    self.write_reject(line, &e.to_string(), None, Some(&ev.id), None)?;
+                    let why = Why {
+                        code: "rule_error",
+                        reason: &e.to_string(),
+                        field: None,
+                    };
+                    self.write_reject(line, why, None, Some(&ev.id))?;
                 }
                 self.evaluation.errors = errors;
             }
@@ -492,10 +509,24 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
     ) -> Flow {
         self.unit = at.unit;
         match unit {
-            Unit::Skipped | Unit::Blank => {}
-            Unit::Bad { line, reason, raw } => {
+            Unit::Skipped => {}
+            Unit::Blank => {
                 self.summary.read += 1;
-                self.reject(*line, reason, raw, None, named_field(reason))?;
+                self.summary.blank += 1;
+            }
+            Unit::Bad {
+                line,
+                reason,
+                raw,
+                id,
+            } => {
+                self.summary.read += 1;
+                let why = Why {
+                    code: reject_code::of_read_error(reason),
+                    reason,
+                    field: named_field(reason),
+                };
+                self.reject(*line, why, raw, id.as_deref())?;
             }
             Unit::Event { line, event, raw } => {
                 self.summary.read += 1;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::{Path, PathBuf};
 
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
@@ -38,17 +39,40 @@ pub struct CustomerChange {
     pub decisions: Pair<u64>,
 }
 
+/// Which rules the two ruleset directories define differently, by their files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RulesChanged {
+    /// Rules in both whose rule file differs.
+    pub changed: Vec<String>,
+    /// Rules only the new ruleset has.
+    pub added: Vec<String>,
+    /// Rules only the baseline has.
+    pub removed: Vec<String>,
+    /// Other files (manifest, calendars, script files) that differ or are only on one side:
+    /// any rule may decide differently because of them.
+    pub other_files: Vec<String>,
+}
+
 /// What differs between the rulesets over a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Units of input read (blank lines excluded).
+    /// Units of input read (lines, CSV records), blank ones included.
     pub read: u64,
+    pub blank: u64,
     pub rejected: Pair<u64>,
     pub duplicates: Pair<u64>,
+    /// The new ruleset's currency (the manifest's `currency`), which values are in.
+    pub currency: Option<String>,
+    pub rules_changed: RulesChanged,
     /// Per rule id: grants and approvals, and their value.
     pub rules: BTreeMap<String, Pair<Amount>>,
-    /// Per `rule decision [reason]`: how many decisions.
-    pub decisions: BTreeMap<String, Pair<u64>>,
+    /// All grants and approvals, and their value.
+    pub total: Pair<Amount>,
+    /// By kind of decision: `grant` (promotion coupons) and `approve` (redemptions).
+    pub by_kind: BTreeMap<String, Pair<Amount>>,
+    /// Per `rule decision [reason]`: how many decisions, and the value of grants and
+    /// approvals among them.
+    pub decisions: BTreeMap<String, Pair<Amount>>,
     /// Customers whose decisions differ, by absolute value delta, largest first.
     pub customers_changed: Vec<CustomerChange>,
 }
@@ -76,6 +100,12 @@ pub struct Simulation<'r> {
     line: Vec<u8>,
 }
 
+/// Counts one more decision of `value`.
+fn add(a: &mut Amount, value: Decimal) {
+    a.count += 1;
+    a.value = a.value.saturating_add(value);
+}
+
 fn pick<T>(p: &mut Pair<T>, side: usize) -> &mut T {
     if side == 0 {
         &mut p.baseline
@@ -93,9 +123,13 @@ impl<'r> Simulation<'r> {
             evaluation: Evaluation::default(),
             heads: LineHeads::default(),
         };
+        let currency = new.0.currency.clone();
         Simulation {
             sides: [side(baseline), side(new)],
-            report: Report::default(),
+            report: Report {
+                currency,
+                ..Report::default()
+            },
             customers: FxHashMap::default(),
             line: Vec::with_capacity(512),
         }
@@ -104,7 +138,12 @@ impl<'r> Simulation<'r> {
     /// Takes one unit of input.
     pub fn unit(&mut self, unit: Unit<'_>) -> io::Result<()> {
         match unit {
-            Unit::Skipped | Unit::Blank => Ok(()),
+            Unit::Skipped => Ok(()),
+            Unit::Blank => {
+                self.report.read += 1;
+                self.report.blank += 1;
+                Ok(())
+            }
             Unit::Bad { .. } => {
                 self.report.read += 1;
                 self.report.rejected.baseline += 1;
@@ -132,17 +171,27 @@ impl<'r> Simulation<'r> {
                 for d in &side.evaluation.decisions {
                     let rule = side.ruleset.rules.get(d.rule).map_or("", |r| r.id.as_str());
                     let value = d.value().0;
-                    if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
-                        let a = pick(self.report.rules.entry(rule.to_string()).or_default(), i);
-                        a.count += 1;
-                        a.value = a.value.saturating_add(value);
+                    let valued = matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve);
+                    let value = if valued { value } else { Decimal::ZERO };
+                    if valued {
+                        let report = &mut self.report;
+                        let kind = report.by_kind.entry(d.kind.as_str().to_string());
+                        add(pick(kind.or_default(), i), value);
+                        add(
+                            pick(report.rules.entry(rule.to_string()).or_default(), i),
+                            value,
+                        );
+                        add(pick(&mut report.total, i), value);
                     }
                     let mut key = format!("{rule} {}", d.kind.as_str());
                     if let Some(reason) = &d.reason {
                         key.push(' ');
                         key.push_str(reason);
                     }
-                    *pick(self.report.decisions.entry(key).or_default(), i) += 1;
+                    add(
+                        pick(self.report.decisions.entry(key).or_default(), i),
+                        value,
+                    );
 
                     self.line.clear();
                     write_json_line(&mut self.line, &mut side.heads, side.ruleset, ev, d);
@@ -154,7 +203,7 @@ impl<'r> Simulation<'r> {
                             .entry(ev.customer.as_ref().into())
                             .or_default(),
                     };
-                    if matches!(d.kind, DecisionKind::Grant | DecisionKind::Approve) {
+                    if valued {
                         let v = pick(&mut c.value, i);
                         *v = v.saturating_add(value);
                     }
@@ -167,8 +216,10 @@ impl<'r> Simulation<'r> {
         Ok(())
     }
 
-    /// The report: customers whose decisions differ, largest value change first.
-    pub fn finish(mut self) -> Report {
+    /// The report: customers whose decisions differ, largest value change first; `rules`
+    /// says which rules the two rulesets define differently.
+    pub fn finish(mut self, rules: RulesChanged) -> Report {
+        self.report.rules_changed = rules;
         let mut changed: Vec<CustomerChange> = self
             .customers
             .into_iter()
@@ -189,4 +240,68 @@ impl<'r> Simulation<'r> {
         self.report.customers_changed = changed;
         self.report
     }
+}
+
+/// The files of a ruleset directory (golden cases under `tests/` left out, as in
+/// `rules::ruleset_version`), by path relative to it.
+fn ruleset_files(dir: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
+    fn walk(at: &Path, top: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) -> io::Result<()> {
+        for entry in std::fs::read_dir(at)? {
+            let path = entry?.path();
+            let relative = path.strip_prefix(top).unwrap_or(&path).to_path_buf();
+            if path.is_dir() {
+                if relative != Path::new("tests") {
+                    walk(&path, top, files)?;
+                }
+            } else {
+                files.insert(relative, std::fs::read(&path)?);
+            }
+        }
+        Ok(())
+    }
+    let mut files = BTreeMap::new();
+    walk(dir, dir, &mut files)?;
+    Ok(files)
+}
+
+/// Which rules differ between the ruleset directories `baseline` and `new`: a rule file
+/// (`promotions/<id>.yaml`) that differs is a changed rule, and any other file that differs
+/// is listed as such, as it may change what every rule decides.
+pub fn rules_changed(
+    baseline: (&Path, &Ruleset),
+    new: (&Path, &Ruleset),
+) -> io::Result<RulesChanged> {
+    let (old_files, new_files) = (ruleset_files(baseline.0)?, ruleset_files(new.0)?);
+    let rule_of = |path: &Path, ruleset: &Ruleset| {
+        let stem = path.file_stem()?.to_str()?;
+        let in_rules_dir = path.parent() == Some(Path::new(crate::rules::load::RULES_DIR));
+        (in_rules_dir && ruleset.rules.iter().any(|r| r.id == stem)).then(|| stem.to_string())
+    };
+    let mut changes = RulesChanged::default();
+    for r in &new.1.rules {
+        if !baseline.1.rules.iter().any(|b| b.id == r.id) {
+            changes.added.push(r.id.clone());
+        }
+    }
+    for r in &baseline.1.rules {
+        if !new.1.rules.iter().any(|n| n.id == r.id) {
+            changes.removed.push(r.id.clone());
+        }
+    }
+    let paths: std::collections::BTreeSet<&PathBuf> =
+        old_files.keys().chain(new_files.keys()).collect();
+    for path in paths {
+        if old_files.get(path) == new_files.get(path) {
+            continue;
+        }
+        match (rule_of(path, baseline.1), rule_of(path, new.1)) {
+            (Some(id), Some(_)) => changes.changed.push(id),
+            // An added or removed rule's file: listed as the rule already.
+            (Some(_), None) | (None, Some(_)) => {}
+            (None, None) => changes.other_files.push(path.display().to_string()),
+        }
+    }
+    changes.added.sort();
+    changes.removed.sort();
+    Ok(changes)
 }

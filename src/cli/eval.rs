@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::summary::{Files, SummaryJson};
 use super::Exit;
 use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
 use crate::engine::State;
@@ -21,8 +22,13 @@ use crate::store::{InputHead, RunRecord, Store};
 /// Arguments of `promo eval`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  promo eval --rules rules --input examples/events.jsonl --customers examples/customers.jsonl --output decisions.jsonl\n\n\
-Exit status: 0 all lines decided; 3 finished but some lines were rejected or a rule failed on an event\n(see the rejects file); 2 fatal error."
+    after_help = "Examples:\n  promo eval --rules rules --input examples/events.jsonl --customers examples/customers.jsonl --output decisions.jsonl\n  \
+promo eval --rules rules --input day.csv --output day.out.jsonl --summary-json day.summary.json\n  \
+promo eval --rules rules --input day1.jsonl --output day1.out.jsonl --state state/   # rerun to resume\n\n\
+Rejected lines go to <output>.rejects.jsonl (promo-rejects.jsonl when decisions go to standard output),\n\
+one JSON line each with its line number, code and reason (docs/summary.md).\n\n\
+Exit status: 0 all lines decided; 3 finished but some lines (or snapshot rows) were rejected or a rule\n\
+failed on an event (see the rejects file); 2 fatal error; 130 stopped by Ctrl-C (rerun to resume)."
 )]
 pub struct EvalArgs {
     /// The ruleset directory (holding ruleset.yaml).
@@ -43,9 +49,10 @@ pub struct EvalArgs {
     /// Output format; by default from the output's extension (`.csv`), else JSONL.
     #[arg(long, value_enum)]
     pub output_format: Option<OutputFormat>,
-    /// Where rejected lines go (JSONL with line number and reason); by default
-    /// `<output>.rejects.jsonl`, or standard error when decisions go to standard output.
-    #[arg(long, value_name = "FILE")]
+    /// Where rejected lines go (JSONL with line number, code and reason); by default
+    /// `<output>.rejects.jsonl`, or `promo-rejects.jsonl` (removed if it stays empty) when
+    /// decisions go to standard output; `-` for standard error.
+    #[arg(long, value_name = "FILE|-")]
     pub rejects: Option<PathBuf>,
     /// Keep customer facts, the coupon ledger, counters and decided event ids in this
     /// directory across runs; a killed run resumes exactly where it stopped when rerun.
@@ -73,6 +80,10 @@ pub struct EvalArgs {
     /// No summary on standard error.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write the summary as JSON to this file, for machines (fields: docs/summary.md);
+    /// written at the end of the run, and when Ctrl-C stops it (`"complete": false`).
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
 }
 
 fn has_ext(p: &Path, ext: &str) -> bool {
@@ -137,15 +148,40 @@ fn open_sink(
     }
 }
 
-/// Runs `eval`.
-pub fn run(args: &EvalArgs) -> Exit {
-    let rejects_path = args.rejects.clone().or_else(|| {
-        args.output.as_ref().map(|o| {
+/// Where rejects go when decisions go to standard output and `--rejects` is not given:
+/// a file, so that they are neither lost in a pipe nor mixed with the summary.
+pub const DEFAULT_REJECTS: &str = "promo-rejects.jsonl";
+
+/// The rejects file: `--rejects` (`None` for `-`, standard error), else beside the output,
+/// else `DEFAULT_REJECTS`.
+fn rejects_path(args: &EvalArgs) -> Option<PathBuf> {
+    match (&args.rejects, &args.output) {
+        (Some(r), _) if r.as_os_str() == "-" => None,
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(o)) => {
             let mut name = o.clone().into_os_string();
             name.push(".rejects.jsonl");
-            PathBuf::from(name)
-        })
-    });
+            Some(PathBuf::from(name))
+        }
+        (None, None) => Some(PathBuf::from(DEFAULT_REJECTS)),
+    }
+}
+
+/// Removes the default rejects file of a run to standard output that rejected nothing: a
+/// clean run leaves no empty file behind in the current directory. With a state the file
+/// stays, as the run record counts its bytes.
+fn tidy_default_rejects(args: &EvalArgs, path: Option<&Path>) {
+    let defaulted = args.rejects.is_none() && args.output.is_none() && args.state.is_none();
+    if let (true, Some(p)) = (defaulted, path) {
+        if std::fs::metadata(p).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Runs `eval`.
+pub fn run(args: &EvalArgs) -> Exit {
+    let rejects_path = rejects_path(args);
     // Before anything is opened for writing: no output may be an input or another output.
     // The state's database (and SQLite's files beside it) is read and written by the run.
     let state_files: Vec<PathBuf> = args
@@ -170,6 +206,11 @@ pub fn run(args: &EvalArgs) -> Exit {
         .into_iter()
         .collect();
     outputs.extend(rejects_path.as_deref().map(|r| Named::new("--rejects", r)));
+    outputs.extend(
+        args.summary_json
+            .as_deref()
+            .map(|s| Named::new("--summary-json", s)),
+    );
     if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
         return fatal(e);
     }
@@ -202,12 +243,12 @@ pub fn run(args: &EvalArgs) -> Exit {
         })
         .unwrap_or_else(|| "-".into());
     let mut start = Start::Fresh;
-    // The version of the rules, recorded with the run: a resume or a rerun into the same
-    // output with other rules would mix the decisions of two rulesets in one output.
-    let version = match store.is_some().then(|| ruleset_version(&args.rules)) {
-        Some(Ok(v)) => Some(v),
-        Some(Err(e)) => return fatal(format!("cannot read {}: {e}", args.rules.display())),
-        None => None,
+    // The version of the rules (the one `promo serve` puts on its decisions): shown in the
+    // summary and recorded with the run, as a resume or a rerun into the same output with
+    // other rules would mix the decisions of two rulesets in one output.
+    let version = match ruleset_version(&args.rules) {
+        Ok(v) => v,
+        Err(e) => return fatal(format!("cannot read {}: {e}", args.rules.display())),
     };
     if let Some(store) = &store {
         if let Err(e) = store.load(&ruleset, &mut state) {
@@ -230,11 +271,10 @@ pub fn run(args: &EvalArgs) -> Exit {
         ..
     }) = &start
     {
-        if version.as_ref().is_some_and(|v| v != recorded) {
+        if store.is_some() && version != *recorded {
             return fatal(format!(
-                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
+                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {version}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
                 args.rules.display(),
-                version.as_deref().unwrap_or_default()
             ));
         }
     }
@@ -358,7 +398,7 @@ pub fn run(args: &EvalArgs) -> Exit {
             &ruleset,
             run_key.clone(),
             input_head,
-            version.clone(),
+            Some(version.clone()),
             args.checkpoint_every,
         ) {
             Ok(d) => d,
@@ -390,11 +430,31 @@ pub fn run(args: &EvalArgs) -> Exit {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
         Err(e) => return fatal(e),
     };
+    let machine_summary = |exit: Exit, warnings: usize| {
+        let Some(path) = &args.summary_json else {
+            return exit;
+        };
+        let files = Files {
+            input: &args.input,
+            output: args.output.as_deref(),
+            rejects: rejects_path.as_deref(),
+        };
+        let json = SummaryJson {
+            complete: finish == Finish::Complete,
+            exit_status: exit as i32,
+            snapshot_warnings: warnings,
+            ..SummaryJson::new(&summary, &files, &version, ruleset.currency.as_deref())
+        };
+        match json.write(path) {
+            Ok(()) => exit,
+            Err(e) => fatal(format!("cannot write {}: {e}", path.display())),
+        }
+    };
     if finish == Finish::Interrupted {
         errln!(
             "promo eval: interrupted; everything up to the last checkpoint is committed. Run the same command again to resume."
         );
-        return Exit::Interrupted;
+        return machine_summary(Exit::Interrupted, snapshot_warnings.len());
     }
     // Shown even with --quiet: the run is right, but it used more memory than its budget.
     for warning in state.storage_warnings() {
@@ -403,7 +463,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     if !args.quiet {
         errln!(
             "{}",
-            render_summary(&summary, rejects_path.as_deref()).trim_end()
+            render_summary(&summary, &version, rejects_path.as_deref()).trim_end()
         );
         if args.coupon_memory.is_some() {
             errln!("coupon ledger: {}", state.coupon_stats());
@@ -422,11 +482,13 @@ pub fn run(args: &EvalArgs) -> Exit {
             snapshot_warnings.len()
         );
     }
-    if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
+    tidy_default_rejects(args, rejects_path.as_deref());
+    let exit = if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
         Exit::Rejected
     } else {
         Exit::Success
-    }
+    };
+    machine_summary(exit, snapshot_warnings.len())
 }
 
 fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {
@@ -446,11 +508,20 @@ fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {
 }
 
 /// The human summary of a run.
-pub fn render_summary(s: &Summary, rejects: Option<&Path>) -> String {
+pub fn render_summary(s: &Summary, version: &str, rejects: Option<&Path>) -> String {
     let mut out = format!(
-        "{} events read: {} decided, {} rejected, {} duplicates; {} decisions written\n",
-        s.read, s.decided, s.rejected, s.duplicates, s.decisions
+        "{} lines read: {} decided, {} rejected, {} duplicates, {} blank; {} decisions written\n",
+        s.read, s.decided, s.rejected, s.duplicates, s.blank, s.decisions
     );
+    out += &format!("ruleset version {version}\n");
+    if !s.rejected_by.is_empty() {
+        let codes: Vec<String> = s
+            .rejected_by
+            .iter()
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect();
+        out += &format!("rejected lines by code: {}\n", codes.join(" "));
+    }
     if s.rule_errors > 0 {
         out += &format!(
             "{} rule evaluations failed (script errors)\n",

@@ -22,6 +22,7 @@ pub mod schema;
 pub mod serve;
 pub mod simulate;
 pub mod state;
+pub mod summary;
 pub mod test;
 
 use std::process::{ExitCode, Termination};

@@ -15,7 +15,7 @@ use crate::io::paths::{distinct_outputs, Named};
 use crate::io::read::{read_csv, read_jsonl};
 use crate::model::Money;
 use crate::rules::{load_ruleset, Ruleset};
-use crate::simulate::{Report, Simulation};
+use crate::simulate::{rules_changed, Amount, Pair, Report, RulesChanged, Simulation};
 
 /// Arguments of `promo simulate`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +47,10 @@ pub struct SimulateArgs {
     /// Write every customer whose decisions changed to this CSV file.
     #[arg(long, value_name = "FILE")]
     pub customers_out: Option<PathBuf>,
+    /// Also write the report as JSON (what --json prints) to this file, as
+    /// `eval --summary-json` does, while the human report goes to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
 }
 
 fn fatal(message: impl std::fmt::Display) -> Exit {
@@ -81,12 +85,17 @@ pub fn run(args: &SimulateArgs) -> Exit {
         Named::new("--rules", &args.rules),
         Named::new("--baseline", &args.baseline),
     ];
-    let outputs: Vec<Named<'_>> = args
+    let mut outputs: Vec<Named<'_>> = args
         .customers_out
         .as_deref()
         .map(|o| Named::new("--customers-out", o))
         .into_iter()
         .collect();
+    outputs.extend(
+        args.summary_json
+            .as_deref()
+            .map(|s| Named::new("--summary-json", s)),
+    );
     if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
         return fatal(e);
     }
@@ -131,9 +140,21 @@ pub fn run(args: &SimulateArgs) -> Exit {
     if let Err(e) = read {
         return fatal(e);
     }
-    let report = sim.finish();
+    let changed = match rules_changed((&args.baseline, &baseline), (&args.rules, &new)) {
+        Ok(c) => c,
+        Err(e) => return fatal(format!("cannot compare the rule files: {e}")),
+    };
+    let report = sim.finish(changed);
     if let Some(path) = &args.customers_out {
         if let Err(e) = write_customers(path, &report) {
+            return fatal(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.summary_json {
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(io::Error::other)
+            .and_then(|text| std::fs::write(path, text + "\n"));
+        if let Err(e) = written {
             return fatal(format!("cannot write {}: {e}", path.display()));
         }
     }
@@ -182,38 +203,100 @@ fn signed(d: Decimal) -> String {
     }
 }
 
+/// A row of counts and values under both rulesets, with the differences.
+fn amount_row(label: &str, p: &Pair<Amount>) -> String {
+    let dc = i128::from(p.new.count) - i128::from(p.baseline.count);
+    format!(
+        "{:<28} {:>8} {:>14} {:>8} {:>14} {:>8} {:>14}\n",
+        label,
+        p.baseline.count,
+        Money(p.baseline.value).to_string(),
+        p.new.count,
+        Money(p.new.value).to_string(),
+        format!("{dc:+}"),
+        signed(p.new.value - p.baseline.value)
+    )
+}
+
+/// Which rules the rulesets define differently, a line each for what there is.
+fn render_rules_changed(c: &RulesChanged) -> String {
+    let list = |ids: &[String]| ids.join(", ");
+    if c == &RulesChanged::default() {
+        return "rules changed: none\n".into();
+    }
+    let mut out = String::new();
+    for (label, ids) in [
+        ("rules changed", &c.changed),
+        ("rules added", &c.added),
+        ("rules removed", &c.removed),
+        (
+            "other files changed (any rule may decide differently)",
+            &c.other_files,
+        ),
+    ] {
+        if !ids.is_empty() {
+            out += &format!("{label}: {}\n", list(ids));
+        }
+    }
+    out
+}
+
 /// The human report.
 pub fn render(r: &Report, top: usize) -> String {
+    let currency = r.currency.as_deref().unwrap_or("value");
     let mut out = format!(
-        "{} events read; rejected {} / {}, duplicates {} / {} (baseline / new)\n\n",
-        r.read, r.rejected.baseline, r.rejected.new, r.duplicates.baseline, r.duplicates.new
+        "{} lines read ({} blank); rejected {} / {}, duplicates {} / {} (baseline / new)\n\n",
+        r.read,
+        r.blank,
+        r.rejected.baseline,
+        r.rejected.new,
+        r.duplicates.baseline,
+        r.duplicates.new
     );
+    out += &render_rules_changed(&r.rules_changed);
     out += &format!(
-        "{:<28} {:>8} {:>14} {:>8} {:>14} {:>8} {:>14}\n",
+        "\n{:<28} {:>8} {:>14} {:>8} {:>14} {:>8} {:>14}\n",
         "grants and approvals", "baseline", "value", "new", "value", "delta", "value"
     );
     for (rule, p) in &r.rules {
-        let dc = i128::from(p.new.count) - i128::from(p.baseline.count);
-        out += &format!(
-            "{:<28} {:>8} {:>14} {:>8} {:>14} {:>8} {:>14}\n",
-            rule,
-            p.baseline.count,
-            Money(p.baseline.value).to_string(),
-            p.new.count,
-            Money(p.new.value).to_string(),
-            format!("{dc:+}"),
-            signed(p.new.value - p.baseline.value)
-        );
+        out += &amount_row(rule, p);
+    }
+    out += &amount_row(&format!("total ({currency})"), &r.total);
+    out += "\nby kind\n";
+    for (kind, label) in [
+        ("grant", "promotion coupons (grant)"),
+        ("approve", "redemptions (approve)"),
+    ] {
+        out += &amount_row(label, &r.by_kind.get(kind).copied().unwrap_or_default());
     }
     let changed: Vec<_> = r
         .decisions
         .iter()
         .filter(|(_, p)| p.baseline != p.new)
         .collect();
-    out += &format!("\ndecisions that differ ({} kinds):\n", changed.len());
+    if changed.is_empty() {
+        out += "\nno decision differs\n";
+    } else {
+        out += &format!(
+            "\ndecisions that differ in count or value ({} kinds):\n",
+            changed.len()
+        );
+    }
     for (key, p) in changed {
-        let d = i128::from(p.new) - i128::from(p.baseline);
-        out += &format!("  {key:<56} {:>8} -> {:<8} ({d:+})\n", p.baseline, p.new);
+        let d = i128::from(p.new.count) - i128::from(p.baseline.count);
+        out += &format!(
+            "  {key:<56} {:>8} -> {:<8} ({d:+})",
+            p.baseline.count, p.new.count
+        );
+        if p.baseline.value != p.new.value {
+            out += &format!(
+                "  {} -> {} ({})",
+                Money(p.baseline.value),
+                Money(p.new.value),
+                signed(p.new.value - p.baseline.value)
+            );
+        }
+        out += "\n";
     }
     out += &format!(
         "\ncustomers whose decisions changed: {}\n",

@@ -73,8 +73,13 @@ pub fn run(args: &InspectArgs) -> Exit {
                 .get("consumed")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0);
+            // Records written before versions were kept have none.
+            let version = record
+                .get("ruleset")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("not recorded");
             outln!(
-                "  run -> {output}: {consumed} input lines, {}",
+                "  run -> {output}: {consumed} input lines, {}, ruleset version {version}",
                 if complete {
                     "complete"
                 } else {

@@ -44,6 +44,17 @@ pub enum InvalidEvent {
 }
 
 impl InvalidEvent {
+    /// Its stable code in the rejects file and the summary (`io::reject_code::CODES`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvalidEvent::UnknownType(_) => "unknown_type",
+            InvalidEvent::MissingField { .. } => "missing_field",
+            InvalidEvent::EmptyField(_) => "empty_field",
+            InvalidEvent::AmountDecimals { .. } => "bad_amount",
+            InvalidEvent::Unchecked(_) => "state_unreadable",
+        }
+    }
+
     /// The field at fault, if one is.
     pub fn field(&self) -> Option<&str> {
         match self {

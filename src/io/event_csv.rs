@@ -41,6 +41,11 @@ impl CsvColumns {
         record.get(i).filter(|s| !s.is_empty())
     }
 
+    /// The record's non-empty `id`, if it has one: a rejected record still names its event.
+    pub fn id(&self, record: &csv::StringRecord) -> Option<String> {
+        self.cell(record, 0).map(str::to_string)
+    }
+
     /// Reads one record as an event.
     pub fn parse<'r>(&self, record: &'r csv::StringRecord) -> Result<Event<'r>, String> {
         let req = |k: usize| {

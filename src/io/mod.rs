@@ -7,6 +7,7 @@ pub mod output;
 pub mod parallel;
 pub mod paths;
 pub mod read;
+pub mod reject_code;
 pub mod sink;
 pub mod snapshot;
 mod snapshot_json;

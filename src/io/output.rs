@@ -272,27 +272,38 @@ pub fn write_json_line(
     out.extend_from_slice(b"}\n");
 }
 
+/// Why a line was rejected (or a rule failed on its event).
+#[derive(Debug, Clone, Copy)]
+pub struct Why<'a> {
+    /// The stable code of its kind (`io::reject_code::CODES`).
+    pub code: &'a str,
+    /// What is wrong, for people.
+    pub reason: &'a str,
+    /// The field at fault, where one is.
+    pub field: Option<&'a str>,
+}
+
 /// Appends a line of the rejects file: the input line's number and why it was rejected,
 /// with its text, the id of its event where it could be read (or of the event whose rule
 /// failed) and the field at fault where one is.
 pub fn write_reject_line(
     out: &mut Vec<u8>,
     line: u64,
-    reason: &str,
+    why: &Why<'_>,
     raw: Option<&str>,
     event_id: Option<&str>,
-    field: Option<&str>,
 ) {
     out.extend_from_slice(b"{\"line\":");
     out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
-    json_field(out, "reason", reason);
+    json_field(out, "code", why.code);
+    json_field(out, "reason", why.reason);
     if let Some(raw) = raw {
         json_field(out, "raw", raw);
     }
     if let Some(id) = event_id {
         json_field(out, "event_id", id);
     }
-    if let Some(field) = field {
+    if let Some(field) = why.field {
         json_field(out, "field", field);
     }
     out.extend_from_slice(b"}\n");
@@ -437,12 +448,17 @@ mod tests {
                 serde_json::to_string(s).unwrap()
             );
             let mut out = Vec::new();
-            write_reject_line(&mut out, 42, s, Some(s), None, None);
-            write_reject_line(&mut out, 7, s, None, Some(s), Some(s));
+            let why = |field| Why {
+                code: "bad_json",
+                reason: s,
+                field,
+            };
+            write_reject_line(&mut out, 42, &why(None), Some(s), None);
+            write_reject_line(&mut out, 7, &why(Some(s)), None, Some(s));
             let quoted = serde_json::to_string(s).unwrap();
             let expected = format!(
-                "{{\"line\":42,\"reason\":{quoted},\"raw\":{quoted}}}\n\
-                 {{\"line\":7,\"reason\":{quoted},\"event_id\":{quoted},\"field\":{quoted}}}\n"
+                "{{\"line\":42,\"code\":\"bad_json\",\"reason\":{quoted},\"raw\":{quoted}}}\n\
+                 {{\"line\":7,\"code\":\"bad_json\",\"reason\":{quoted},\"event_id\":{quoted},\"field\":{quoted}}}\n"
             );
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }

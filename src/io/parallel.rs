@@ -202,7 +202,12 @@ fn only_utf8_lines(bytes: Vec<u8>, lines: &mut [(Position, Pending)]) -> String 
             continue;
         };
         *pending = match classify_line(bytes.get(start..end).unwrap_or_default()) {
-            Line::Bad { reason, raw } => Err(Unit::Bad { line, reason, raw }),
+            Line::Bad { reason, raw } => Err(Unit::Bad {
+                line,
+                reason,
+                raw,
+                id: None,
+            }),
             Line::Blank => Err(Unit::Blank),
             Line::Text(line_text) => {
                 let start = text.len();
@@ -347,7 +352,17 @@ fn read_csv_block<P: Prepare>(
                         event,
                         raw: RawText::Record(record),
                     },
-                    CsvRecord::Bad { line, reason, raw } => Unit::Bad { line, reason, raw },
+                    CsvRecord::Bad {
+                        line,
+                        reason,
+                        raw,
+                        id,
+                    } => Unit::Bad {
+                        line,
+                        reason,
+                        raw,
+                        id,
+                    },
                 },
             };
             units.push((pos, unit));
@@ -540,7 +555,12 @@ mod tests {
         match u {
             Unit::Skipped => format!("{at:?} skipped"),
             Unit::Blank => format!("{at:?} blank"),
-            Unit::Bad { line, reason, raw } => format!("{at:?} bad {line} {reason} {raw}"),
+            Unit::Bad {
+                line,
+                reason,
+                raw,
+                id,
+            } => format!("{at:?} bad {line} {reason} {raw} {id:?}"),
             Unit::Event { line, event, raw } => {
                 format!("{at:?} event {line} {event:?} {}", raw.text())
             }
@@ -645,6 +665,7 @@ mod tests {
                 line: 1,
                 reason: text.clone(),
                 raw: text,
+                id: None,
             },
         ));
         let units = recycled(units);

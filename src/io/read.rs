@@ -20,7 +20,8 @@ impl RawText<'_> {
     pub fn text(&self) -> Cow<'_, str> {
         match self {
             RawText::Line(l) => Cow::Borrowed(l),
-            RawText::Record(r) => Cow::Owned(r.iter().collect::<Vec<_>>().join(",")),
+            // Written back as CSV: cells holding a comma or a quote stay quoted.
+            RawText::Record(r) => Cow::Owned(super::reject_code::csv_line(r.iter())),
         }
     }
 }
@@ -46,6 +47,8 @@ pub enum Unit<'a> {
         line: u64,
         reason: String,
         raw: String,
+        /// Its event's `id`, where the unit gives one that could be read.
+        id: Option<String>,
     },
 }
 
@@ -84,7 +87,12 @@ pub fn read_jsonl(
             Unit::Skipped
         } else {
             match classify_line(&buf) {
-                Line::Bad { reason, raw } => Unit::Bad { line, reason, raw },
+                Line::Bad { reason, raw } => Unit::Bad {
+                    line,
+                    reason,
+                    raw,
+                    id: None,
+                },
                 Line::Blank => Unit::Blank,
                 Line::Text(text) => json_unit(line, text),
             }
@@ -126,8 +134,9 @@ pub(super) fn json_unit(line: u64, text: &str) -> Unit<'_> {
         },
         Err(reason) => Unit::Bad {
             line,
-            reason,
+            reason: super::reject_code::without_json_position(reason),
             raw: text.to_string(),
+            id: super::reject_code::json_id(text),
         },
     }
 }
@@ -189,7 +198,17 @@ pub fn read_csv(
                     event,
                     raw: RawText::Record(&record),
                 },
-                CsvRecord::Bad { line, reason, raw } => Unit::Bad { line, reason, raw },
+                CsvRecord::Bad {
+                    line,
+                    reason,
+                    raw,
+                    id,
+                } => Unit::Bad {
+                    line,
+                    reason,
+                    raw,
+                    id,
+                },
             }
         };
         if f(at, unit)?.is_break() {
@@ -223,6 +242,7 @@ pub(super) enum CsvRecord<'r> {
         line: u64,
         reason: String,
         raw: String,
+        id: Option<String>,
     },
 }
 
@@ -244,6 +264,7 @@ pub(super) fn classify_csv<'r>(
                     line,
                     reason,
                     raw: RawText::Record(record).text().into_owned(),
+                    id: columns.id(record),
                 },
             }
         }
@@ -254,7 +275,9 @@ pub(super) fn classify_csv<'r>(
             CsvRecord::Bad {
                 line: e.position().map_or(line, |p| p.line()),
                 reason: format!("bad CSV record: {e}"),
-                raw: String::new(),
+                // The reader leaves the record's cells in place (a wrong number of them).
+                raw: RawText::Record(record).text().into_owned(),
+                id: columns.id(record),
             }
         }
     })

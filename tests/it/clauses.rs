@@ -1079,8 +1079,9 @@ fn s18_repeated_event_id_is_skipped() {
     ];
     assert_decisions(&expected, &run);
     assert!(
-        run.stderr
-            .contains("4 events read: 2 decided, 0 rejected, 2 duplicates; 2 decisions written"),
+        run.stderr.contains(
+            "4 lines read: 2 decided, 0 rejected, 2 duplicates, 0 blank; 2 decisions written"
+        ),
         "the summary should count the duplicates:\n{}",
         run.stderr
     );

@@ -61,3 +61,10 @@ mod serve;
 
 // Issue 18: defects that lost data or gave wrong coupons, one test each.
 mod defects;
+
+// Issue 18, reporting: reject codes, blank lines, the rejects file, --summary-json, versions.
+mod reporting;
+
+// The README's commands and rule examples run as written.
+#[cfg(unix)]
+mod readme;

@@ -100,7 +100,7 @@ fn eval_raw(dir: &Dir, tag: &str, input: &Path, snapshot: &Path) -> Raw {
 }
 
 /// The counts of the summary line
-/// `N events read: N decided, N rejected, N duplicates; N decisions written`.
+/// `N lines read: N decided, N rejected, N duplicates, N blank; N decisions written`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Summary {
     read: usize,
@@ -113,7 +113,7 @@ struct Summary {
 fn summary(stderr: &str) -> Summary {
     let line = stderr
         .lines()
-        .find(|l| l.contains(" events read: "))
+        .find(|l| l.contains(" lines read: "))
         .unwrap_or_else(|| panic!("no summary line on stderr:\n{stderr}"));
     let numbers: Vec<usize> = line
         .split(|c: char| !c.is_ascii_digit())
@@ -130,7 +130,7 @@ fn summary(stderr: &str) -> Summary {
     }
     assert_eq!(
         shape.trim(),
-        "N events read: N decided, N rejected, N duplicates; N decisions written",
+        "N lines read: N decided, N rejected, N duplicates, N blank; N decisions written",
         "summary line: {line}"
     );
     Summary {
@@ -138,7 +138,7 @@ fn summary(stderr: &str) -> Summary {
         decided: numbers[1],
         rejected: numbers[2],
         duplicates: numbers[3],
-        written: numbers[4],
+        written: numbers[5],
     }
 }
 

@@ -105,8 +105,48 @@ fn raising_the_returning_coupon_changes_only_those_grants_by_ten_each() {
     let decisions = report["decisions"].as_object().unwrap();
     assert!(decisions.len() > 5, "decisions by kind and reason: {out}");
     for (key, p) in decisions {
-        eqnice((key, p["baseline"].clone()), (key, p["new"].clone()));
+        if key == "bill-returning grant" {
+            eqnice(p["baseline"]["count"].clone(), p["new"]["count"].clone());
+            eqnice(
+                dec(&p["baseline"]["value"]) + Decimal::from(10 * n),
+                dec(&p["new"]["value"]),
+            );
+        } else {
+            eqnice((key, p["baseline"].clone()), (key, p["new"].clone()));
+        }
     }
+    eqnice(
+        serde_json::json!({"changed": ["bill-returning"], "added": [], "removed": [], "other_files": []}),
+        report["rules_changed"].clone(),
+    );
+    let grants = &report["by_kind"]["grant"];
+    eqnice(
+        dec(&grants["baseline"]["value"]) + Decimal::from(10 * n),
+        dec(&grants["new"]["value"]),
+    );
+    eqnice(
+        report["by_kind"]["approve"]["baseline"].clone(),
+        report["by_kind"]["approve"]["new"].clone(),
+    );
+    eqnice(
+        dec(&report["total"]["baseline"]["value"]) + Decimal::from(10 * n),
+        dec(&report["total"]["new"]["value"]),
+    );
+    eqnice(Value::from("HKD"), report["currency"].clone());
+
+    // The report for people: totals with their currency, grants apart from redemptions,
+    // the changed rule, and the kind of decision whose value differs.
+    let (_, human) = simulate(&new, &shipped_rules(), &events, &customers, &[]);
+    for expected in [
+        "rules changed: bill-returning\n",
+        "total (HKD) ",
+        "promotion coupons (grant) ",
+        "redemptions (approve) ",
+        "decisions that differ in count or value (1 kinds):\n  bill-returning grant ",
+    ] {
+        assert!(human.contains(expected), "{expected:?} in\n{human}");
+    }
+    assert!(!human.contains("(0 kinds)"), "{human}");
     let changed = report["customers_changed"].as_array().unwrap();
     assert!(!changed.is_empty());
     let mut total = Decimal::ZERO;
@@ -164,12 +204,42 @@ fn identical_rules_differ_nowhere() {
             .collect::<Vec<_>>(),
     );
     assert!(report["decisions"].as_object().unwrap().len() > 5, "{out}");
+    eqnice(
+        serde_json::json!({"changed": [], "added": [], "removed": [], "other_files": []}),
+        report["rules_changed"].clone(),
+    );
+    let (_, human) = simulate(&shipped_rules(), &shipped_rules(), &events, &customers, &[]);
+    assert!(human.contains("rules changed: none\n"), "{human}");
+    assert!(human.contains("no decision differs\n"), "{human}");
     for (key, p) in report["rules"]
         .as_object()
         .unwrap()
         .iter()
         .chain(report["decisions"].as_object().unwrap())
+        .chain(report["by_kind"].as_object().unwrap())
     {
         eqnice((key, p["baseline"].clone()), (key, p["new"].clone()));
     }
+    eqnice(
+        report["total"]["baseline"].clone(),
+        report["total"]["new"].clone(),
+    );
+}
+
+#[test]
+fn summary_json_writes_the_report_beside_the_human_one() {
+    let dir = Dir::new("simulate-summary-json");
+    let out_json = dir.path().join("report.json");
+    let (code, human) = simulate(
+        &shipped_rules(),
+        &shipped_rules(),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/events.jsonl"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/customers.jsonl"),
+        &["--summary-json", out_json.to_str().unwrap()],
+    );
+    eqnice(Some(0), code);
+    assert!(human.contains("rules changed: none"), "{human}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&out_json).unwrap()).unwrap();
+    eqnice(Value::from(24), report["read"].clone());
+    eqnice(Value::from("HKD"), report["currency"].clone());
 }

@@ -175,26 +175,28 @@ impl Out {
         self
     }
 
-    /// The counts of `N events read: N decided, N rejected, N duplicates; N decisions written`.
+    /// The counts of `N lines read: N decided, N rejected, N duplicates, N blank; N decisions
+    /// written` (blank lines are not counted apart here: these streams have none).
     #[track_caller]
     fn counts(&self) -> Counts {
         let line = self
             .stderr
             .lines()
-            .find(|l| l.contains(" events read: "))
+            .find(|l| l.contains(" lines read: "))
             .unwrap_or_else(|| panic!("no summary line on stderr:\n{}", self.stderr));
         let n: Vec<u64> = line
             .split(|c: char| !c.is_ascii_digit())
             .filter(|s| !s.is_empty())
             .map(|s| s.parse().unwrap())
             .collect();
-        assert_eq!(n.len(), 5, "summary line: {line}");
+        assert_eq!(n.len(), 6, "summary line: {line}");
+        assert_eq!(n[4], 0, "blank lines: {line}");
         Counts {
             read: n[0],
             decided: n[1],
             rejected: n[2],
             duplicates: n[3],
-            written: n[4],
+            written: n[5],
         }
     }
 }
