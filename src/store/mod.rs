@@ -899,6 +899,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    // The service's answers are sealed like the change log: a changed byte in a stored
+    // batch refuses the state at open, naming the table and batch.
+    #[test]
+    fn a_changed_answer_batch_is_refused_at_open() {
+        let rules =
+            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("promo-store-answers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let answer = StoredAnswer {
+            event_id: "e1".into(),
+            body_hash: [7; 16],
+            version: "v".into(),
+            decisions: "[]".into(),
+        };
+        {
+            let store = Store::open(&dir, &rules).unwrap();
+            let mut state = State::new(&rules);
+            let mut commits = store.group_commits(&rules).unwrap();
+            commits
+                .submit(
+                    &rules,
+                    &mut state,
+                    Some((1, std::slice::from_ref(&answer))),
+                    true,
+                )
+                .unwrap();
+            assert_eq!(store.answer_batch(1).unwrap(), [answer]);
+        }
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let mut blob: Vec<u8> = conn
+            .query_row("SELECT blob FROM answers WHERE batch = 1", [], |r| r.get(0))
+            .unwrap();
+        let last = blob.len() - 1;
+        blob[last] ^= 0x10;
+        conn.execute("UPDATE answers SET blob = ?1 WHERE batch = 1", [blob])
+            .unwrap();
+        drop(conn);
+        let refused = Store::open(&dir, &rules).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("`answers`, batch 1 does not match its checksum")),
+            "{refused:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_state_of_the_layout_before_checksums_is_refused_by_its_version() {
         let rules =
