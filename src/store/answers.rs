@@ -126,6 +126,9 @@ impl Store {
 
     fn decode(&self, batch: i64, blob: &[u8]) -> Result<Vec<StoredAnswer>, StoreError> {
         let bad = |e: String| StoreError::corrupt(&self.path, format!("answer batch {batch}: {e}"));
+        let blob = super::sum::unseal(super::ANSWERS, batch, blob).ok_or_else(|| {
+            StoreError::damaged(&self.path, super::ANSWERS, format!("batch {batch}"))
+        })?;
         let bytes = lz4_flex::decompress_size_prepended(blob).map_err(|e| bad(e.to_string()))?;
         postcard::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
     }

@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::{compact_log, StoreError};
+use super::rows::{Checked as _, RunRow};
+use super::sum::seal;
+use super::{compact_log, log, put_meta, StoreError, ANSWERS, SEEN};
 
 /// One checkpoint's writes, encoded by the deciding thread.
 pub struct Job {
@@ -49,6 +51,10 @@ struct Writer {
     compact_after: u64,
     /// The run's fact shapes (JSON) for the `meta` table, until the first commit records them.
     facts: Option<String>,
+    /// The batch numbers the next change set and the next decided ids are written under
+    /// (their blobs' checksums cover them).
+    next_change: i64,
+    next_seen: i64,
 }
 
 impl Committer {
@@ -56,18 +62,22 @@ impl Committer {
     /// folds the change log into the tables once the log passes `compact_after` bytes, and
     /// records the ruleset's fact shapes (`facts`, JSON) with its first commit.
     pub fn start(path: &Path, compact_after: u64, facts: String) -> Result<Self, StoreError> {
-        let (conn, log_bytes) = Connection::open_with_flags(
+        let (conn, log_bytes, next_change, next_seen) = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|c| {
             c.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 8192;")?;
-            let bytes: i64 = c.query_row(
-                "SELECT COALESCE(SUM(length(blob)), 0) FROM changes",
+            let (bytes, next_change): (i64, i64) = c.query_row(
+                "SELECT COALESCE(SUM(length(blob)), 0), COALESCE(MAX(batch), 0) + 1 FROM changes",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            Ok((c, u64::try_from(bytes).unwrap_or(0)))
+            let next_seen: i64 =
+                c.query_row("SELECT COALESCE(MAX(batch), 0) + 1 FROM seen", [], |r| {
+                    r.get(0)
+                })?;
+            Ok((c, u64::try_from(bytes).unwrap_or(0), next_change, next_seen))
         })
         .map_err(|source| StoreError::sqlite(path, source))?;
         let mut writer = Writer {
@@ -76,6 +86,8 @@ impl Committer {
             log_bytes,
             compact_after,
             facts: Some(facts),
+            next_change,
+            next_seen,
         };
         let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
         let (outbox, results) = mpsc::channel();
@@ -184,40 +196,53 @@ impl Writer {
         let sql = |source| StoreError::sqlite(&path, source);
         let compact = self.log_bytes + job.changes.len() as u64 > self.compact_after;
         let tx = self.conn.transaction().map_err(sql)?;
-        tx.execute("INSERT INTO changes (blob) VALUES (?1)", [&job.changes])
-            .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO changes (batch, blob) VALUES (?1, ?2)",
+            params![
+                self.next_change,
+                seal(log::TABLE, self.next_change, &job.changes)
+            ],
+        )
+        .map_err(sql)?;
         if compact {
             compact_log(&tx, &path)?;
         }
         // The ids decided since the last checkpoint, as one blob: the set is only ever
         // loaded whole, so a row per id would cost a B-tree insert each for nothing.
         if !job.seen.is_empty() {
-            tx.execute("INSERT INTO seen (hashes) VALUES (?1)", [&job.seen])
-                .map_err(sql)?;
-        }
-        if let Some((output, record)) = &job.run {
             tx.execute(
-                "INSERT OR REPLACE INTO runs (output, record) VALUES (?1, ?2)",
-                params![output, record],
+                "INSERT INTO seen (batch, hashes) VALUES (?1, ?2)",
+                params![self.next_seen, seal(SEEN, self.next_seen, &job.seen)],
+            )
+            .map_err(sql)?;
+        }
+        if let Some((output, record)) = job.run {
+            let run = RunRow {
+                key: output,
+                value: record,
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO runs (output, record, sum) VALUES (?1, ?2, ?3)",
+                params![run.key, run.value, run.sum()],
             )
             .map_err(sql)?;
         }
         if let Some((batch, blob)) = &answers {
             tx.execute(
                 "INSERT INTO answers (batch, blob) VALUES (?1, ?2)",
-                params![batch, blob],
+                params![batch, seal(ANSWERS, *batch, blob)],
             )
             .map_err(sql)?;
         }
         if let Some(facts) = &self.facts {
-            tx.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('facts', ?1)",
-                [facts],
-            )
-            .map_err(sql)?;
+            put_meta(&tx, "facts", facts).map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
         self.facts = None;
+        self.next_change += 1;
+        if !job.seen.is_empty() {
+            self.next_seen += 1;
+        }
         self.log_bytes = if compact {
             0
         } else {

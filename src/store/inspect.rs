@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use super::{log, rows, StoreError, DB_FILE};
+use super::{log, rows, Reader, StoreError, DB_FILE};
 
 /// A coupon as the state holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,6 +153,13 @@ pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
     let corrupt = |e: rusqlite::Error| StoreError::corrupt(&path, e);
     let conn =
         Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(corrupt)?;
+    // The whole state is verified before any of it is shown.
+    let reader = Reader {
+        conn: &conn,
+        path: &path,
+    };
+    reader.check_layout()?;
+    reader.verify()?;
     let mut view = StateView::default();
 
     let mut counters = BTreeMap::new();
@@ -185,26 +192,21 @@ pub fn inspect(dir: &Path, filter: &Filter) -> Result<StateView, StoreError> {
     if filter == &Filter::All {
         view.decided_events = conn
             .query_row(
-                "SELECT COALESCE(SUM(length(hashes)), 0) / 16 FROM seen",
+                // Each blob starts with its 4-byte checksum.
+                "SELECT COALESCE(SUM(length(hashes) - 4), 0) / 16 FROM seen",
                 [],
                 |r| r.get::<_, i64>(0),
             )
             .map_err(corrupt)?
             .try_into()
             .unwrap_or(0);
-        let mut stmt = conn
-            .prepare("SELECT output, record FROM runs ORDER BY output")
-            .map_err(corrupt)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(corrupt)?;
-        for row in rows {
-            let (output, record) = row.map_err(corrupt)?;
+        rows::runs(&conn, &path, &mut |run| {
             view.runs.insert(
-                output,
-                serde_json::from_str(&record).unwrap_or(serde_json::Value::Null),
+                run.key,
+                serde_json::from_str(&run.value).unwrap_or(serde_json::Value::Null),
             );
-        }
+            Ok(())
+        })?;
     }
     Ok(view)
 }

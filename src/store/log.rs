@@ -13,10 +13,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::rows::{CounterRow, CouponRow, FactsRow};
+use super::sum::unseal;
 use super::{encode, StoreError};
 use crate::engine::state::{Changes, FactValue, State};
 use crate::rules::ruleset::Scope;
 use crate::rules::Ruleset;
+
+/// The log's table; its blobs are sealed (`sum::seal`) under this name.
+pub const TABLE: &str = "changes";
 
 /// What changed between two checkpoints, in the rows' terms: names, not interned ids.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -252,7 +256,9 @@ pub fn each(
             .get_ref(1)
             .and_then(|v| v.as_blob().map_err(Into::into))
             .map_err(|e| corrupt(e.to_string()))?;
-        let set: ChangeSet<'_> = postcard::from_bytes(blob)
+        let payload = unseal(TABLE, batch, blob)
+            .ok_or_else(|| StoreError::damaged(path, TABLE, format!("batch {batch}")))?;
+        let set: ChangeSet<'_> = postcard::from_bytes(payload)
             .map_err(|e| corrupt(format!("change set {batch} does not decode: {e}")))?;
         f(&set)?;
     }

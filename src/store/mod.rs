@@ -12,6 +12,7 @@ mod commit;
 pub mod inspect;
 mod log;
 mod rows;
+mod sum;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use self::answers::{AnswerBatch, GroupCommits, SealedAnswers, StoredAnswer};
+use self::rows::Checked as _;
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
 use crate::engine::State;
@@ -28,8 +30,12 @@ use crate::rules::Ruleset;
 
 /// The database's file name inside a state directory.
 pub const DB_FILE: &str = "promo-state.db";
-/// The layout this build writes and reads.
-pub const LAYOUT_VERSION: i64 = 2;
+/// The layout this build writes and reads: 3 added checksums to every row and blob.
+pub const LAYOUT_VERSION: i64 = 3;
+/// The table of decided ids; its blobs are sealed (`sum::seal`) under this name.
+const SEEN: &str = "seen";
+/// The service's answers (`answers`), sealed the same way.
+const ANSWERS: &str = "answers";
 /// The change log is folded into the tables once its blobs pass this many bytes, by default.
 const COMPACT_AFTER: u64 = 64 << 20;
 
@@ -42,6 +48,12 @@ pub enum StoreError {
     Busy(PathBuf),
     #[error("`{path}` is not a readable promo state: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("`{path}` is damaged: in table `{table}`, {row} does not match its checksum; the state is refused and left as it is (restore it from a backup, or evaluate into a new --state directory)")]
+    Damaged {
+        path: PathBuf,
+        table: &'static str,
+        row: String,
+    },
     #[error("the state in `{path}` was written by an incompatible ruleset: {detail}")]
     Incompatible { path: PathBuf, detail: String },
     #[error("state database `{path}`: {source}")]
@@ -64,6 +76,15 @@ impl StoreError {
         StoreError::Corrupt {
             path: path.to_path_buf(),
             detail: detail.to_string(),
+        }
+    }
+
+    /// The row `row` of `table` in the database at `path` fails its checksum.
+    pub(crate) fn damaged(path: &Path, table: &'static str, row: String) -> Self {
+        StoreError::Damaged {
+            path: path.to_path_buf(),
+            table,
+            row,
         }
     }
 
@@ -191,26 +212,98 @@ impl Reader<'_> {
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .query_row(
+                "SELECT key, value, sum FROM meta WHERE key = ?1",
+                [key],
+                rows::pair::<false>,
+            )
             .optional()
+            .map_err(|e| StoreError::corrupt(self.path, e))?
+            .map(|r| rows::verified(self.path, r).map(|p| p.value))
+            .transpose()
+    }
+
+    /// Refuses a state of another layout, naming it: older ones carry no checksums.
+    fn check_layout(&self) -> Result<(), StoreError> {
+        let layout = match self.meta("layout") {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(StoreError::corrupt(self.path, "it records no layout")),
+            Err(e @ StoreError::Damaged { .. }) => return Err(e),
+            // A layout before checksums has no `sum` column: name the layout, not the column.
+            Err(e) => self
+                .conn
+                .query_row("SELECT value FROM meta WHERE key = 'layout'", [], |r| {
+                    r.get(0)
+                })
+                .map_err(|_| e)?,
+        };
+        if layout == LAYOUT_VERSION.to_string() {
+            return Ok(());
+        }
+        Err(StoreError::Incompatible {
+            path: self.path.to_path_buf(),
+            detail: format!(
+                "its layout is version {layout}, this promo reads version {LAYOUT_VERSION} (checksummed); evaluate into a new --state directory"
+            ),
+        })
+    }
+
+    /// Verifies the whole database before anything takes it as a state: SQLite's check of
+    /// its pages (a lost row shows there), then every row's and blob's checksum.
+    fn verify(&self) -> Result<(), StoreError> {
+        let (conn, path) = (self.conn, self.path);
+        self.quick_check()?;
+        rows::meta(conn, path, &mut |_| Ok(()))?;
+        rows::facts(conn, path, &mut |_| Ok(()))?;
+        rows::counters(conn, path, &mut |_| Ok(()))?;
+        rows::coupons(conn, path, &mut |_| Ok(()))?;
+        rows::runs(conn, path, &mut |_| Ok(()))?;
+        log::each(conn, path, &mut |_| Ok(()))?;
+        each_blob(conn, path, SEEN, "hashes", &mut |_| Ok(()))?;
+        if self.has_table(ANSWERS)? {
+            each_blob(conn, path, ANSWERS, "blob", &mut |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    fn quick_check(&self) -> Result<(), StoreError> {
+        let corrupt = |e: rusqlite::Error| StoreError::corrupt(self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA quick_check(3)")
+            .map_err(corrupt)?;
+        let found = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(corrupt)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        if found == ["ok"] {
+            return Ok(());
+        }
+        Err(StoreError::corrupt(
+            self.path,
+            format!("SQLite's check of its pages failed: {}", found.join("; ")),
+        ))
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
             .map_err(|e| StoreError::corrupt(self.path, e))
     }
 
-    /// Checks the layout version and that every fact and counter the state holds still
-    /// means the same in `ruleset`. Reads only.
+    /// Checks that every fact and counter the state holds still means the same in
+    /// `ruleset`. Reads only.
     fn validate(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
         let incompatible = |detail: String| StoreError::Incompatible {
             path: self.path.to_path_buf(),
             detail,
         };
-        let layout = self
-            .meta("layout")?
-            .ok_or_else(|| StoreError::corrupt(self.path, rusqlite::Error::QueryReturnedNoRows))?;
-        if layout != LAYOUT_VERSION.to_string() {
-            return Err(incompatible(format!(
-                "its layout is version {layout}, this promo reads version {LAYOUT_VERSION}"
-            )));
-        }
         let stored: Vec<FactShape> = serde_json::from_str(&self.meta("facts")?.unwrap_or_default())
             .map_err(|e| incompatible(format!("unreadable fact list: {e}")))?;
         let current = fact_shapes(ruleset);
@@ -231,16 +324,11 @@ impl Reader<'_> {
                 Some(_) => {}
             }
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT counter FROM counters")
-            .map_err(|e| StoreError::corrupt(self.path, e))?;
-        let counters = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| StoreError::corrupt(self.path, e))?;
-        let mut names = counters
-            .collect::<Result<std::collections::BTreeSet<String>, _>>()
-            .map_err(|e| StoreError::corrupt(self.path, e))?;
+        let mut names = std::collections::BTreeSet::new();
+        rows::counters(self.conn, self.path, &mut |row| {
+            names.insert(row.counter);
+            Ok(())
+        })?;
         log::each(self.conn, self.path, &mut |set| {
             names.extend(set.counters.iter().map(|c| c.counter.to_string()));
             Ok(())
@@ -254,6 +342,46 @@ impl Reader<'_> {
         }
         Ok(())
     }
+}
+
+/// Writes the `meta` row `key`, with its checksum.
+fn put_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<usize> {
+    let sum = rows::Checked::sum(&rows::MetaRow {
+        key: key.to_string(),
+        value: value.to_string(),
+    });
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value, sum) VALUES (?1, ?2, ?3)",
+        params![key, value, sum],
+    )
+}
+
+/// Each blob of `table` (its `column`) in batch order, its checksum verified and taken off.
+fn each_blob(
+    conn: &Connection,
+    path: &Path,
+    table: &'static str,
+    column: &str,
+    f: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let corrupt = |e: rusqlite::Error| StoreError::corrupt(path, e);
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT batch, {column} FROM {table} ORDER BY batch"
+        ))
+        .map_err(corrupt)?;
+    let mut rows = stmt.query([]).map_err(corrupt)?;
+    while let Some(row) = rows.next().map_err(corrupt)? {
+        let batch: i64 = row.get(0).map_err(corrupt)?;
+        let blob = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(corrupt)?;
+        let payload = sum::unseal(table, batch, blob)
+            .ok_or_else(|| StoreError::damaged(path, table, format!("batch {batch}")))?;
+        f(payload)?;
+    }
+    Ok(())
 }
 
 /// Rows of the change log folded (the last value per key) before they are written: bounds
@@ -278,28 +406,35 @@ impl Folded {
         let sql = |source| StoreError::sqlite(path, source);
         let mut put = conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO facts (scope, owner, facts) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO facts (scope, owner, facts, sum) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(sql)?;
         for r in std::mem::take(&mut self.facts).values() {
-            put.execute(params![r.scope, r.owner, r.facts])
+            put.execute(params![r.scope, r.owner, r.facts, r.sum()])
                 .map_err(sql)?;
         }
         let mut put = conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value, sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .map_err(sql)?;
         for r in std::mem::take(&mut self.counters).values() {
             put.execute(params![
-                r.counter, r.scope, r.owner, r.day, r.grants, r.coupons, r.value
+                r.counter,
+                r.scope,
+                r.owner,
+                r.day,
+                r.grants,
+                r.coupons,
+                r.value,
+                r.sum()
             ])
             .map_err(sql)?;
         }
         let mut put = conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used, sum)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .map_err(sql)?;
         for r in std::mem::take(&mut self.coupons).values() {
@@ -311,7 +446,8 @@ impl Folded {
                 r.usable_for,
                 r.credit_by,
                 r.valid_until,
-                r.used
+                r.used,
+                r.sum()
             ])
             .map_err(sql)?;
         }
@@ -448,10 +584,11 @@ impl Store {
         let reader = Reader { conn: &conn, path };
         let result = reader.tables().and_then(|n| {
             if n == 0 {
-                Ok(true)
-            } else {
-                reader.validate(ruleset).map(|()| false)
+                return Ok(true);
             }
+            reader.check_layout()?;
+            reader.verify()?;
+            reader.validate(ruleset).map(|()| false)
         });
         drop(conn);
         if !shm_existed {
@@ -480,25 +617,28 @@ impl Store {
         let facts = fact_shapes_json(ruleset);
         let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
         tx.execute_batch(
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, sum INTEGER NOT NULL) WITHOUT ROWID;
              CREATE TABLE facts (scope INTEGER NOT NULL, owner TEXT NOT NULL, facts TEXT NOT NULL,
-                                 PRIMARY KEY (scope, owner)) WITHOUT ROWID;
+                                 sum INTEGER NOT NULL, PRIMARY KEY (scope, owner)) WITHOUT ROWID;
              CREATE TABLE counters (counter TEXT NOT NULL, scope INTEGER NOT NULL, owner TEXT NOT NULL,
                                     day INTEGER NOT NULL, grants INTEGER NOT NULL, coupons INTEGER NOT NULL,
-                                    value TEXT NOT NULL, PRIMARY KEY (counter, scope, owner, day)) WITHOUT ROWID;
+                                    value TEXT NOT NULL, sum INTEGER NOT NULL,
+                                    PRIMARY KEY (counter, scope, owner, day)) WITHOUT ROWID;
              CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, wallet TEXT NOT NULL, face_value TEXT NOT NULL,
                                    min_spend TEXT NOT NULL, usable_for TEXT NOT NULL, credit_by TEXT NOT NULL,
-                                   valid_until TEXT, used INTEGER NOT NULL) WITHOUT ROWID;
+                                   valid_until TEXT, used INTEGER NOT NULL, sum INTEGER NOT NULL) WITHOUT ROWID;
              CREATE TABLE changes (batch INTEGER PRIMARY KEY, blob BLOB NOT NULL);
              CREATE TABLE seen (batch INTEGER PRIMARY KEY, hashes BLOB NOT NULL);
-             CREATE TABLE runs (output TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;",
+             CREATE TABLE runs (output TEXT PRIMARY KEY, record TEXT NOT NULL, sum INTEGER NOT NULL) WITHOUT ROWID;",
         )
         .map_err(|e| self.sql(e))?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('layout', ?1), ('facts', ?2), ('ruleset', ?3)",
-            params![LAYOUT_VERSION.to_string(), facts, ruleset.name],
-        )
-        .map_err(|e| self.sql(e))?;
+        for (key, value) in [
+            ("layout", LAYOUT_VERSION.to_string()),
+            ("facts", facts),
+            ("ruleset", ruleset.name.clone()),
+        ] {
+            put_meta(&tx, key, &value).map_err(|e| self.sql(e))?;
+        }
         tx.commit().map_err(|e| self.sql(e))
     }
 
@@ -541,15 +681,7 @@ impl Store {
             }
             Ok(())
         })?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT hashes FROM seen")
-            .map_err(|e| self.corrupt(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.corrupt(e))?;
-        for row in rows {
-            let bytes = row.map_err(|e| self.corrupt(e))?;
+        each_blob(&self.conn, &self.path, SEEN, "hashes", &mut |bytes| {
             if bytes.len() % 16 != 0 {
                 return Err(bad(
                     "a batch of event id hashes is not a multiple of 16 bytes".into(),
@@ -561,7 +693,8 @@ impl Store {
                 hash.copy_from_slice(chunk);
                 state.remember_id(u128::from_le_bytes(hash));
             }
-        }
+            Ok(())
+        })?;
         // What was just loaded is already stored.
         state.take_changes();
         Ok(())
@@ -640,13 +773,18 @@ impl Store {
 
     /// The record of the run writing to `output`, if any.
     pub fn run(&self, output: &str) -> Result<Option<RunRecord>, StoreError> {
-        let text: Option<String> = self
+        let row = self
             .conn
-            .query_row("SELECT record FROM runs WHERE output = ?1", [output], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT output, record, sum FROM runs WHERE output = ?1",
+                [output],
+                rows::pair::<true>,
+            )
             .optional()
             .map_err(|e| self.corrupt(e))?;
+        let text = row
+            .map(|r| rows::verified(&self.path, r).map(|r| r.value))
+            .transpose()?;
         text.map(|t| {
             serde_json::from_str(&t).map_err(|e| {
                 StoreError::corrupt(&self.path, format!("run record of `{output}`: {e}"))
@@ -800,6 +938,79 @@ mod tests {
         assert!(
             Store::open(&dir, &rules).is_ok(),
             "the lock goes with the store"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // The service's answers are sealed like the change log: a changed byte in a stored
+    // batch refuses the state at open, naming the table and batch.
+    #[test]
+    fn a_changed_answer_batch_is_refused_at_open() {
+        let rules =
+            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("promo-store-answers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let answer = StoredAnswer {
+            event_id: "e1".into(),
+            body_hash: [7; 16],
+            version: "v".into(),
+            decisions: "[]".into(),
+        };
+        {
+            let store = Store::open(&dir, &rules).unwrap();
+            let mut state = State::new(&rules);
+            let mut commits = store.group_commits(&rules).unwrap();
+            commits
+                .submit(
+                    &rules,
+                    &mut state,
+                    Some((1, std::sync::Arc::new(vec![answer.clone()]))),
+                    true,
+                )
+                .unwrap();
+            assert_eq!(store.answer_batch(1).unwrap(), [answer]);
+        }
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let mut blob: Vec<u8> = conn
+            .query_row("SELECT blob FROM answers WHERE batch = 1", [], |r| r.get(0))
+            .unwrap();
+        let last = blob.len() - 1;
+        blob[last] ^= 0x10;
+        conn.execute("UPDATE answers SET blob = ?1 WHERE batch = 1", [blob])
+            .unwrap();
+        drop(conn);
+        let refused = Store::open(&dir, &rules).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("`answers`, batch 1 does not match its checksum")),
+            "{refused:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_state_of_the_layout_before_checksums_is_refused_by_its_version() {
+        let rules =
+            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("promo-store-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO meta (key, value) VALUES ('layout', '2');",
+        )
+        .unwrap();
+        drop(conn);
+        let refused = Store::open(&dir, &rules).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("layout is version 2")),
+            "{refused:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

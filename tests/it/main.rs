@@ -53,6 +53,9 @@ mod simulate;
 // Durable state (`eval --state`): kills and resumes, split days, reruns, refusals, inspect.
 mod state;
 
+// Defect 15: a damaged state is refused, never read as another state.
+mod integrity;
+
 // The fast path for flat JSON lines against serde_json.
 mod parse;
 
