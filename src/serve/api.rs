@@ -210,6 +210,7 @@ pub fn openapi_json() -> String {
     responses(
         (status = 200, description = "The decisions of each event, in order", body = EventsOut),
         (status = 400, description = "Unreadable body or event", body = ErrorBody),
+        (status = 408, description = "The request took longer than --request-timeout-ms; its events may still be decided", body = ErrorBody),
         (status = 409, description = "An event id decided before with another body", body = ErrorBody),
         (status = 413, description = "Body too large, or too many events", body = ErrorBody),
         (status = 422, description = "An event the ruleset cannot decide", body = ErrorBody),

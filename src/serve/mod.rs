@@ -240,9 +240,9 @@ fn router(app: Shared, opts: &Options) -> Router {
             track,
         ))
         .layer(DefaultBodyLimit::max(opts.max_body_bytes))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             opts.request_timeout,
+            deadline,
         ))
         .with_state(app)
 }
@@ -259,6 +259,23 @@ async fn track(Extract(app): Extract<Shared>, req: Request, next: Next) -> Respo
     app.metrics
         .request(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Answers a request still running after `limit` with 408 and the usual error body. Its
+/// events may still be decided: sent again, they are answered as replays.
+async fn deadline(Extract(limit): Extract<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(error::ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request took longer than {} ms; its events may still be decided: \
+                 send it again to get their answers as replays",
+                limit.as_millis()
+            ),
+        )),
+    }
 }
 
 /// SIGTERM or Ctrl-C.

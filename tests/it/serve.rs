@@ -1549,6 +1549,70 @@ fn operations_routes() {
     }
 }
 
+#[test]
+fn a_stalled_request_is_answered_408_and_the_service_goes_on() {
+    use std::io::{Read, Write};
+    let dir = Dir::new("serve-timeout");
+    let server = shipped(&dir).opt("--request-timeout-ms", "300").start();
+    // Headers promising a body that never comes: only the timeout can end the request.
+    let mut conn = std::net::TcpStream::connect(server.addr()).expect("connecting");
+    conn.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let head = "POST /v1/events HTTP/1.1\r\nhost: promo\r\ncontent-type: application/json\r\n\
+                content-length: 200\r\n\r\n{\"id\":";
+    conn.write_all(head.as_bytes())
+        .expect("sending half a request");
+    let mut answer = [0u8; 1024];
+    let n = conn
+        .read(&mut answer)
+        .expect("an answer before the test's own timeout");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.1 408"), "{answer}");
+    let r = Resp {
+        status: 408,
+        body: body.to_string(),
+    };
+    assert_error("a stalled request", &r, 408, Some("request_timeout"), None);
+
+    let b = bill("t1", "2019-12-19T10:00:00+08:00", "ct");
+    let result = server.client().decide(&b);
+    assert_eq!(decisions_of(&[result]).len(), 1, "{}", server.logs());
+}
+
+#[test]
+fn a_failed_commit_answers_503_and_the_service_is_not_ready() {
+    let dir = Dir::new("serve-commit-fails");
+    let state = dir.path().join("state");
+    let server = shipped(&dir).state(&state).start();
+    let client = server.client();
+    client.decide(&bill("f1", "2019-12-19T10:00:00+08:00", "cf"));
+
+    // The state refuses the next write of answers, as a full or failing disk would.
+    let db = rusqlite::Connection::open(state.join("promo-state.db")).expect("opening the state");
+    db.execute_batch(
+        "CREATE TRIGGER fail_answers BEFORE INSERT ON answers \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .expect("adding the trigger");
+    drop(db);
+
+    let r = client.post("/v1/events", &bill("f2", "2019-12-19T11:00:00+08:00", "cg"));
+    assert_error(
+        "the decision whose commit failed",
+        &r,
+        503,
+        Some("unavailable"),
+        None,
+    );
+    assert!(r.body.contains("could not be committed"), "{}", r.body);
+    let r = client.get("/readyz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let r = client.post("/v1/events", &bill("f3", "2019-12-19T12:00:00+08:00", "ch"));
+    assert_error("a decision after it", &r, 503, Some("unavailable"), None);
+    let r = client.get("/healthz");
+    assert_eq!(r.status, 200, "alive, though not ready: {}", r.body);
+}
+
 /// Sends each event from a thread of its own, all released at once; their results in order.
 fn decide_at_once(client: &Client, events: &[Value]) -> Vec<Value> {
     let barrier = Barrier::new(events.len());

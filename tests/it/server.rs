@@ -138,6 +138,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The `127.0.0.1:PORT` the server listens on, for raw connections.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// A client of this server (cheap to clone, shareable between threads).
     pub fn client(&self) -> Client {
         self.client.clone()
