@@ -10,10 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use super::event_csv::CsvColumns;
-use super::read::{
-    classify_csv, classify_line, csv_reader, json_unit, CsvRecord, Flow, Line, Position, RawText,
-    Unit,
-};
+use super::read::{classify_csv, classify_line, csv_reader, json_unit, Flow, Line, Position, Unit};
 use crate::model::Event;
 
 /// Lines per block: enough to amortize the hand-over, few enough that a block's text and
@@ -345,25 +342,7 @@ fn read_csv_block<P: Prepare>(
         for ((pos, line, read), record) in pending.drain(..).zip(&text.records) {
             let unit = match read {
                 None => Unit::Skipped,
-                Some(read) => match classify_csv(columns, record, read, line)? {
-                    CsvRecord::Blank => Unit::Blank,
-                    CsvRecord::Event { line, event } => Unit::Event {
-                        line,
-                        event,
-                        raw: RawText::Record(record),
-                    },
-                    CsvRecord::Bad {
-                        line,
-                        reason,
-                        raw,
-                        id,
-                    } => Unit::Bad {
-                        line,
-                        reason,
-                        raw,
-                        id,
-                    },
-                },
+                Some(read) => classify_csv(columns, record, read, line)?,
             };
             units.push((pos, unit));
         }

@@ -191,25 +191,7 @@ pub fn read_csv(
         let unit = if at.unit <= skip {
             Unit::Skipped
         } else {
-            match classify_csv(&columns, &record, read, line)? {
-                CsvRecord::Blank => Unit::Blank,
-                CsvRecord::Event { line, event } => Unit::Event {
-                    line,
-                    event,
-                    raw: RawText::Record(&record),
-                },
-                CsvRecord::Bad {
-                    line,
-                    reason,
-                    raw,
-                    id,
-                } => Unit::Bad {
-                    line,
-                    reason,
-                    raw,
-                    id,
-                },
-            }
+            classify_csv(&columns, &record, read, line)?
         };
         if f(at, unit)?.is_break() {
             return Ok((at, true));
@@ -227,25 +209,6 @@ pub(super) fn csv_reader<R: io::Read>(input: R) -> io::Result<(csv::Reader<R>, C
     Ok((reader, columns))
 }
 
-/// What a CSV record is, once read.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "returned once per record and unpacked at once; boxing would allocate per event"
-)]
-pub(super) enum CsvRecord<'r> {
-    Blank,
-    Event {
-        line: u64,
-        event: Event<'r>,
-    },
-    Bad {
-        line: u64,
-        reason: String,
-        raw: String,
-        id: Option<String>,
-    },
-}
-
 /// Classifies `record` as `read` left it (`line`: where the reader stood before reading);
 /// an I/O error fails the read, any other error is a bad record.
 pub(super) fn classify_csv<'r>(
@@ -253,14 +216,18 @@ pub(super) fn classify_csv<'r>(
     record: &'r csv::StringRecord,
     read: csv::Result<bool>,
     line: u64,
-) -> io::Result<CsvRecord<'r>> {
+) -> io::Result<Unit<'r>> {
     Ok(match read {
-        Ok(_) if record.iter().all(str::is_empty) => CsvRecord::Blank,
+        Ok(_) if record.iter().all(str::is_empty) => Unit::Blank,
         Ok(_) => {
             let line = record.position().map_or(line, |p| p.line());
             match columns.parse(record) {
-                Ok(event) => CsvRecord::Event { line, event },
-                Err(reason) => CsvRecord::Bad {
+                Ok(event) => Unit::Event {
+                    line,
+                    event,
+                    raw: RawText::Record(record),
+                },
+                Err(reason) => Unit::Bad {
                     line,
                     reason,
                     raw: RawText::Record(record).text().into_owned(),
@@ -272,7 +239,7 @@ pub(super) fn classify_csv<'r>(
             if let csv::ErrorKind::Io(_) = e.kind() {
                 return Err(io::Error::other(e.to_string()));
             }
-            CsvRecord::Bad {
+            Unit::Bad {
                 line: e.position().map_or(line, |p| p.line()),
                 reason: format!("bad CSV record: {e}"),
                 // The reader leaves the record's cells in place (a wrong number of them).
