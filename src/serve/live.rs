@@ -193,7 +193,15 @@ pub fn fits_state(old: &Ruleset, new: &Ruleset) -> Result<(), String> {
     let shape = |r: &Ruleset| {
         r.facts
             .iter()
-            .map(|f| format!("{} ({:?} {:?}, slot {})", f.name, f.scope, f.kind, f.slot))
+            .map(|f| {
+                format!(
+                    "{} ({} {}, slot {})",
+                    f.name,
+                    f.scope.name(),
+                    f.kind.name(),
+                    f.slot
+                )
+            })
             .collect::<Vec<_>>()
     };
     if shape(old) != shape(new) {
