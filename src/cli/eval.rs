@@ -11,7 +11,7 @@ use super::summary::{Files, SummaryJson};
 use super::Exit;
 use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
 use crate::engine::State;
-use crate::io::paths::{distinct_outputs, Named};
+use crate::io::paths::{distinct_outputs, given, Named};
 use crate::io::{
     load_snapshot, DecisionWriter, FileSink, OutputFormat, Sink, SnapshotLoad, StreamSink,
 };
@@ -179,11 +179,9 @@ fn tidy_default_rejects(args: &EvalArgs, path: Option<&Path>) {
     }
 }
 
-/// Runs `eval`.
-pub fn run(args: &EvalArgs) -> Exit {
-    let rejects_path = rejects_path(args);
-    // Before anything is opened for writing: no output may be an input or another output.
-    // The state's database (and SQLite's files beside it) is read and written by the run.
+/// Before anything is opened for writing: no output may be an input or another output.
+/// The state's database (and SQLite's files beside it) is read and written by the run.
+fn outputs_apart(args: &EvalArgs, rejects: Option<&Path>) -> Result<(), String> {
     let state_files: Vec<PathBuf> = args
         .state
         .iter()
@@ -191,27 +189,64 @@ pub fn run(args: &EvalArgs) -> Exit {
             ["", "-wal", "-shm"].map(|end| dir.join(format!("{}{end}", crate::store::DB_FILE)))
         })
         .collect();
-    let mut inputs = vec![Named::new("--input", &args.input)];
-    inputs.extend(
-        args.customers
-            .as_deref()
-            .map(|c| Named::new("--customers", c)),
-    );
+    let mut inputs = given([
+        ("--input", Some(args.input.as_path())),
+        ("--customers", args.customers.as_deref()),
+    ]);
     inputs.extend(state_files.iter().map(|f| Named::new("--state", f)));
-    let dirs = [Named::new("--rules", &args.rules)];
-    let mut outputs: Vec<Named<'_>> = args
-        .output
-        .as_deref()
-        .map(|o| Named::new("--output", o))
-        .into_iter()
-        .collect();
-    outputs.extend(rejects_path.as_deref().map(|r| Named::new("--rejects", r)));
-    outputs.extend(
-        args.summary_json
-            .as_deref()
-            .map(|s| Named::new("--summary-json", s)),
-    );
-    if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
+    let outputs = given([
+        ("--output", args.output.as_deref()),
+        ("--rejects", rejects),
+        ("--summary-json", args.summary_json.as_deref()),
+    ]);
+    distinct_outputs(&inputs, &[Named::new("--rules", &args.rules)], &outputs)
+}
+
+/// Whether a resume or a rerun continues the run it names: the same rules' version, and
+/// the same input (or that input grown at its end), or it would mix two rulesets' decisions
+/// in one output or skip lines of another file. The head of the input, to record with the
+/// run (none for standard input or without a state).
+fn same_run(
+    args: &EvalArgs,
+    start: &Start,
+    kept: bool,
+    run_key: &str,
+    version: &str,
+) -> Result<Option<InputHead>, String> {
+    let earlier = match start {
+        Start::Resume(r) | Start::Rerun(r) => Some(r),
+        Start::Fresh => None,
+    };
+    if let (Some(recorded), true) = (earlier.and_then(|r| r.ruleset.as_deref()), kept) {
+        if version != recorded {
+            return Err(format!(
+                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {version}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
+                args.rules.display(),
+            ));
+        }
+    }
+    let unreadable = |e: io::Error| format!("cannot read {}: {e}", args.input.display());
+    if args.input.as_os_str() == "-" || !kept {
+        return Ok(None);
+    }
+    match earlier.and_then(|r| r.input) {
+        Some(head) => match head.matches(&args.input) {
+            Ok(true) => Ok(Some(head)),
+            Ok(false) => Err(format!(
+                "the input {} is not the one the earlier run into {run_key} read (its first {} bytes differ); write to a new --output to evaluate it",
+                args.input.display(),
+                head.bytes
+            )),
+            Err(e) => Err(unreadable(e)),
+        },
+        None => InputHead::of(&args.input).map(Some).map_err(unreadable),
+    }
+}
+
+/// Runs `eval`.
+pub fn run(args: &EvalArgs) -> Exit {
+    let rejects_path = rejects_path(args);
+    if let Err(e) = outputs_apart(args, rejects_path.as_deref()) {
         return fatal(e);
     }
     let ruleset = match load_ruleset(&args.rules) {
@@ -262,46 +297,10 @@ pub fn run(args: &EvalArgs) -> Exit {
             Err(e) => return fatal(e),
         }
     }
-    if let Start::Resume(RunRecord {
-        ruleset: Some(recorded),
-        ..
-    })
-    | Start::Rerun(RunRecord {
-        ruleset: Some(recorded),
-        ..
-    }) = &start
-    {
-        if store.is_some() && version != *recorded {
-            return fatal(format!(
-                "the earlier run into {run_key} used ruleset version {recorded}, but the rules in {} are version {version}; continuing it would mix the decisions of two rulesets in one output. Use the rules it started with, or write to a new --output",
-                args.rules.display(),
-            ));
-        }
-    }
-    // The head of the input, recorded with the run: a resume or a rerun must read the same
-    // input (or that input grown at its end), or it would skip lines of another file.
     let stdin = args.input.as_os_str() == "-";
-    let recorded = match &start {
-        Start::Resume(r) | Start::Rerun(r) => r.input,
-        Start::Fresh => None,
-    };
-    let input_head = match (recorded, stdin || store.is_none()) {
-        (_, true) => None,
-        (Some(head), false) => match head.matches(&args.input) {
-            Ok(true) => Some(head),
-            Ok(false) => {
-                return fatal(format!(
-                    "the input {} is not the one the earlier run into {run_key} read (its first {} bytes differ); write to a new --output to evaluate it",
-                    args.input.display(),
-                    head.bytes
-                ))
-            }
-            Err(e) => return fatal(format!("cannot read {}: {e}", args.input.display())),
-        },
-        (None, false) => match InputHead::of(&args.input) {
-            Ok(head) => Some(head),
-            Err(e) => return fatal(format!("cannot read {}: {e}", args.input.display())),
-        },
+    let input_head = match same_run(args, &start, store.is_some(), &run_key, &version) {
+        Ok(head) => head,
+        Err(e) => return fatal(e),
     };
     let snapshot = |state: &mut State| match &args.customers {
         Some(path) => load_snapshot(path, &ruleset, state, store.is_some()),
@@ -430,31 +429,60 @@ pub fn run(args: &EvalArgs) -> Exit {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
         Err(e) => return fatal(e),
     };
-    let machine_summary = |exit: Exit, warnings: usize| {
+    let ended = Ended {
+        summary: &summary,
+        finish,
+        version: &version,
+        currency: ruleset.currency.as_deref(),
+        rejects: rejects_path.as_deref(),
+        snapshot_warnings: &snapshot_warnings,
+        rerun: matches!(start, Start::Rerun(_)),
+    };
+    conclude(args, &ended, &state)
+}
+
+/// What a run that went to its end (or to a stop) reports on.
+struct Ended<'a> {
+    summary: &'a Summary,
+    finish: Finish,
+    version: &'a str,
+    currency: Option<&'a str>,
+    rejects: Option<&'a Path>,
+    snapshot_warnings: &'a [String],
+    /// A rerun of a finished run.
+    rerun: bool,
+}
+
+/// Reports the end of a run (the human summary, warnings, hints, `--summary-json`) and
+/// tells its exit status.
+fn conclude(args: &EvalArgs, ended: &Ended<'_>, state: &State) -> Exit {
+    let summary = ended.summary;
+    let warnings = ended.snapshot_warnings;
+    let machine_summary = |exit: Exit| {
         let Some(path) = &args.summary_json else {
             return exit;
         };
         let files = Files {
             input: &args.input,
             output: args.output.as_deref(),
-            rejects: rejects_path.as_deref(),
+            rejects: ended.rejects,
         };
         let json = SummaryJson {
-            complete: finish == Finish::Complete,
+            complete: ended.finish == Finish::Complete,
             exit_status: exit as i32,
-            snapshot_warnings: warnings,
-            ..SummaryJson::new(&summary, &files, &version, ruleset.currency.as_deref())
+            snapshot_warnings: warnings.len(),
+            ..SummaryJson::new(summary, &files, ended.version, ended.currency)
         };
         match json.write(path) {
             Ok(()) => exit,
             Err(e) => fatal(format!("cannot write {}: {e}", path.display())),
         }
     };
-    if finish == Finish::Interrupted {
+    if ended.finish == Finish::Interrupted {
         errln!(
             "promo eval: interrupted; everything up to the last checkpoint is committed. Run the same command again to resume."
         );
-        return machine_summary(Exit::Interrupted, snapshot_warnings.len());
+        return machine_summary(Exit::Interrupted);
     }
     // Shown even with --quiet: the run is right, but it used more memory than its budget.
     for warning in state.storage_warnings() {
@@ -463,32 +491,33 @@ pub fn run(args: &EvalArgs) -> Exit {
     if !args.quiet {
         errln!(
             "{}",
-            render_summary(&summary, &version, rejects_path.as_deref()).trim_end()
+            render_summary(summary, ended.version, ended.rejects).trim_end()
         );
         if args.coupon_memory.is_some() {
             errln!("coupon ledger: {}", state.coupon_stats());
         }
-        if matches!(start, Start::Rerun(_)) && summary.decided == 0 && summary.duplicates > 0 {
+        if ended.rerun && summary.decided == 0 && summary.duplicates > 0 {
             errln!("nothing new: every event was decided by an earlier run with this state");
         }
     }
     // Standard input has no extension to tell CSV by.
+    let stdin = args.input.as_os_str() == "-";
     if stdin && args.format.is_none() && summary.decided == 0 && summary.rejected > 0 {
         errln!("promo eval: hint: no line of standard input was a JSON event; if it is CSV, add --format csv");
     }
-    if !snapshot_warnings.is_empty() && !args.quiet {
+    if !warnings.is_empty() && !args.quiet {
         errln!(
             "{} customer snapshot warnings (rejected rows, undeclared columns) are above",
-            snapshot_warnings.len()
+            warnings.len()
         );
     }
-    tidy_default_rejects(args, rejects_path.as_deref());
-    let exit = if summary.rejected > 0 || summary.rule_errors > 0 || !snapshot_warnings.is_empty() {
+    tidy_default_rejects(args, ended.rejects);
+    let exit = if summary.rejected > 0 || summary.rule_errors > 0 || !warnings.is_empty() {
         Exit::Rejected
     } else {
         Exit::Success
     };
-    machine_summary(exit, snapshot_warnings.len())
+    machine_summary(exit)
 }
 
 fn progress_bar(total: Option<u64>, quiet: bool) -> ProgressBar {

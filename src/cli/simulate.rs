@@ -11,7 +11,7 @@ use super::Exit;
 use crate::batch::InputFormat;
 use crate::engine::State;
 use crate::io::load_snapshot;
-use crate::io::paths::{distinct_outputs, Named};
+use crate::io::paths::{distinct_outputs, given, Named};
 use crate::io::read::{read_csv, read_jsonl};
 use crate::model::Money;
 use crate::rules::{load_ruleset, Ruleset};
@@ -75,27 +75,18 @@ fn side<'r>(
 
 /// Runs `simulate`.
 pub fn run(args: &SimulateArgs) -> Exit {
-    let mut inputs = vec![Named::new("--input", &args.input)];
-    inputs.extend(
-        args.customers
-            .as_deref()
-            .map(|c| Named::new("--customers", c)),
-    );
+    let inputs = given([
+        ("--input", Some(args.input.as_path())),
+        ("--customers", args.customers.as_deref()),
+    ]);
     let dirs = [
         Named::new("--rules", &args.rules),
         Named::new("--baseline", &args.baseline),
     ];
-    let mut outputs: Vec<Named<'_>> = args
-        .customers_out
-        .as_deref()
-        .map(|o| Named::new("--customers-out", o))
-        .into_iter()
-        .collect();
-    outputs.extend(
-        args.summary_json
-            .as_deref()
-            .map(|s| Named::new("--summary-json", s)),
-    );
+    let outputs = given([
+        ("--customers-out", args.customers_out.as_deref()),
+        ("--summary-json", args.summary_json.as_deref()),
+    ]);
     if let Err(e) = distinct_outputs(&inputs, &dirs, &outputs) {
         return fatal(e);
     }

@@ -66,6 +66,14 @@ impl<'a> Named<'a> {
     }
 }
 
+/// The options of `options` that were given, named.
+pub fn given<'a>(options: impl IntoIterator<Item = (&'a str, Option<&'a Path>)>) -> Vec<Named<'a>> {
+    options
+        .into_iter()
+        .filter_map(|(option, path)| path.map(|p| Named::new(option, p)))
+        .collect()
+}
+
 /// Refuses an output that is an input file, lies inside an input directory, or is
 /// another output. `-` (a standard stream) is never a file here.
 pub fn distinct_outputs(

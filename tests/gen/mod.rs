@@ -216,15 +216,16 @@ pub struct GenCustomer {
     pub points_authorized: bool,
 }
 
-/// SplitMix64: a tiny, fast, well-mixed 64-bit PRNG (Steele, Lea and Flood).
+/// SplitMix64: a tiny, fast, well-mixed 64-bit PRNG (Steele, Lea and Flood); the tests'
+/// other seeded choices (kill delays, bit flips) use it too.
 #[derive(Debug, Clone)]
-struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
     /// A generator whose state is the given seed.
-    fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
@@ -246,7 +247,7 @@ impl SplitMix64 {
     }
 
     /// A number in `0..n` (0 when `n` is 0), by multiply-and-shift.
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 

@@ -155,23 +155,6 @@ fn a_flipped_bit_in_a_change_log_blob_is_refused() {
 /// How many single-bit flips the property test tries (a few seconds on two cores).
 const FLIPS: u64 = 250;
 
-/// SplitMix64: the same flips on every run.
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
 /// A state directory after two runs (the first folded into the tables, the second left in
 /// the change log over several checkpoints), and the input of a third run.
 struct Written {
@@ -308,7 +291,7 @@ fn any_flipped_bit_is_refused_or_changes_nothing() {
         matches!(&expected.1, Read::Shown { shown, .. } if !shown.is_empty()),
         "the third run decides something: {expected:?}"
     );
-    let mut prng = Prng(15);
+    let mut prng = crate::gen::SplitMix64::new(15);
     let bits: Vec<u64> = (0..FLIPS)
         .map(|_| prng.below(db.len() as u64 * 8))
         .collect();

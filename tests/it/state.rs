@@ -371,24 +371,6 @@ fn generated(dir: &Dir, seed: u64, events: usize, customers: usize) -> (PathBuf,
     (jsonl, snapshot)
 }
 
-/// SplitMix64, for kill delays that are the same on every run of the test.
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
 /// `micros * per_mille / 1000` as a duration (integer arithmetic only).
 fn fraction(micros: u64, per_mille: u64) -> Duration {
     Duration::from_micros(micros * per_mille / 1000)
@@ -471,7 +453,7 @@ struct Crashes {
 /// `None` if it finished on its own first (the caller starts over with smaller delays).
 fn crash_repeatedly(
     b: &Eval,
-    rng: &mut Prng,
+    rng: &mut gen::SplitMix64,
     wall: Duration,
     spread: u64,
     want: usize,
@@ -556,7 +538,7 @@ fn crash_and_resume_is_byte_identical() {
         .customers(&snapshot)
         .state(&d.path().join("SB"))
         .every(500);
-    let mut rng = Prng(0x5EED_C4A5_0000_0007);
+    let mut rng = gen::SplitMix64::new(0x5EED_C4A5_0000_0007);
     let mut spread = 300;
     let crashes = loop {
         if let Some(c) = crash_repeatedly(&b, &mut rng, wall, spread, 5) {
