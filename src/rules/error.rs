@@ -63,7 +63,9 @@ fn no_working_day(calendar: &str, year: &Option<i32>) -> String {
 
 fn unknown_calendar(name: &Option<String>) -> String {
     match name {
-        Some(name) => format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
+        Some(name) => format!(
+            "unknown calendar `{name}`; calendars are declared in the manifest's `calendars`"
+        ),
         None => "`working_days_after` needs a `calendar` declared in the manifest".into(),
     }
 }
@@ -100,7 +102,9 @@ problems! {
     "ambiguous_order" => AmbiguousOrder { first: String, second: String, counter: String, event_type: String, phase: String },
     #[error("`{key}: {value}` must be {want}")]
     "bad_amount" => BadAmount { key: &'static str, value: String, want: &'static str },
-    #[error("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`")]
+    #[error("accumulator `{name}`: {why}")]
+    "bad_accumulator" => BadAccumulator { name: String, why: &'static str },
+    #[error("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `accumulator`, `working_day`, `value`, `all`, `any` or `script`")]
     "bad_condition" => BadCondition { name: String },
     #[error("a coupon has either a `face_value` or a `from_field`")]
     "bad_coupon" => BadCoupon,
@@ -109,6 +113,11 @@ problems! {
     /// Why the value is not a decimal (`parse_decimal`'s reason).
     #[error("{0}")]
     "bad_decimal" => BadDecimal(String),
+    /// The expression reader's message (`rules::expr`).
+    #[error("`{text}`: {message}")]
+    "bad_expression" => BadExpression { text: String, message: String },
+    #[error("limit `{limit}`: {why}")]
+    "bad_partial_fill" => BadPartialFill { limit: String, why: &'static str },
     #[error("`{fact}` must be a decimal fact kept per wallet")]
     "bad_fact_type" => BadFactType { fact: String },
     #[error("`{key}` needs {want}, not `{found}`")]
@@ -165,6 +174,8 @@ problems! {
     /// that leaves no working day.
     #[error("{}", no_working_day(.calendar, .year))]
     "no_working_day" => NoWorkingDay { calendar: String, year: Option<i32> },
+    #[error("unknown accumulator `{name}`; accumulators are declared in the manifest")]
+    "unknown_accumulator" => UnknownAccumulator { name: String },
     #[error("{}", unknown_calendar(.name))]
     "unknown_calendar" => UnknownCalendar { name: Option<String> },
     #[error("unknown channel `{name}`")]
@@ -253,6 +264,8 @@ pub enum KeyConflict {
     MinSpendByFaceValue,
     #[error("`count` goes with a fixed `face_value`")]
     Count,
+    #[error("a grant has either `coupons` or `tiers`")]
+    TiersAndCoupons,
 }
 
 /// An id that differs from the name it must have.
