@@ -68,6 +68,9 @@ mod defects;
 // Issue 18, reporting: reject codes, blank lines, the rejects file, --summary-json, versions.
 mod reporting;
 
+// docs/rules.md documents every key of `promo schema`.
+mod rules_doc;
+
 // The README's commands and rule examples run as written.
 #[cfg(unix)]
 mod readme;
