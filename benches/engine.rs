@@ -312,7 +312,10 @@ fn write_v2_rules(files: &Files) -> Res<()> {
     std::fs::write(to.join("ruleset.yaml"), manifest)?;
     for entry in std::fs::read_dir(v2)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with("v2-") && name.ends_with(".yaml") {
             std::fs::copy(&path, to.join("promotions").join(name))?;
         }

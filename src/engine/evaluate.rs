@@ -266,11 +266,22 @@ fn decide_grant(
     let Some(grant) = &rule.grant else {
         return Ok(None);
     };
-    let Some(templates) = chosen_coupons(ruleset, state, ctx, rule, grant)? else {
+    let tier = chosen_tier(ruleset, state, ctx, rule, grant)?;
+    if tier.is_none() && !grant.tiers.is_empty() && grant.coupons.is_empty() {
         return Ok(Some(Failed::NoTier));
-    };
-    let mut faces = faces(ruleset, state, ctx, rule, templates)?;
-    if faces.iter().any(|f| f.value <= Decimal::ZERO) {
+    }
+    let mut faces = Vec::new();
+    for coupon in tier.into_iter().flatten().chain(&grant.coupons) {
+        if passes_all(ruleset, state, ctx, rule, &coupon.when)? {
+            add_faces(ruleset, state, ctx, rule, &coupon.template, &mut faces)?;
+        }
+    }
+    if faces.is_empty() {
+        return Ok(Some(Failed::NoTier));
+    }
+    // A computed coupon worth nothing is left out; a grant of none decides nothing.
+    faces.retain(|f| f.value > Decimal::ZERO);
+    if faces.is_empty() {
         return Ok(Some(Failed::NothingToGrant));
     }
     let mut value = total(faces.iter().map(|f| &f.value));
@@ -389,106 +400,111 @@ fn passes_condition(
     })
 }
 
-/// The coupon templates of a grant: its own, or those of its first tier that matches.
-fn chosen_coupons<'r>(
+/// The coupons of the first tier of a grant whose conditions pass, if any.
+fn chosen_tier<'r>(
     ruleset: &Ruleset,
     state: &State,
     ctx: &Ctx,
     rule: &Rule,
     grant: &'r Grant,
-) -> Result<Option<&'r [CouponTemplate]>, ScriptError> {
-    if grant.tiers.is_empty() {
-        return Ok(Some(&grant.coupons));
-    }
-    'tiers: for tier in &grant.tiers {
-        for cond in &tier.when {
-            if !passes_condition(ruleset, state, ctx, rule, cond)? {
-                continue 'tiers;
-            }
+) -> Result<Option<&'r [Coupon]>, ScriptError> {
+    for tier in &grant.tiers {
+        if passes_all(ruleset, state, ctx, rule, &tier.when)? {
+            return Ok(Some(&tier.coupons));
         }
-        return Ok(Some(&tier.coupons));
     }
     Ok(None)
 }
 
-/// The coupons the templates would issue on this event.
-fn faces<'r>(
+fn passes_all(
     ruleset: &Ruleset,
     state: &State,
     ctx: &Ctx,
     rule: &Rule,
-    templates: &'r [CouponTemplate],
-) -> Result<Vec<Face<'r>>, ScriptError> {
-    let mut faces = Vec::new();
-    for t in templates {
-        match t {
-            CouponTemplate::Fixed {
-                face_value,
-                min_spend,
-                usable_for,
-                count,
-            } => {
-                for _ in 0..*count {
-                    faces.push(Face {
-                        value: *face_value,
-                        min_spend: *min_spend,
-                        usable_for: *usable_for,
-                        min_spend_expr: None,
-                    });
-                }
-            }
-            CouponTemplate::PerValue {
-                field,
-                min_spend,
-                min_spend_by_face_value,
-                usable_for,
-            } => {
-                let values = match field {
-                    Field::FaceValues => ctx.ev.face_values.as_deref().unwrap_or_default(),
-                    _ => &[],
-                };
-                for v in values {
-                    let ms = min_spend_by_face_value
-                        .iter()
-                        .find(|(fv, _)| fv == v)
-                        .map(|(_, ms)| *ms)
-                        .or(*min_spend)
-                        .unwrap_or(*v);
-                    faces.push(Face {
-                        value: *v,
-                        min_spend: ms,
-                        usable_for: *usable_for,
-                        min_spend_expr: None,
-                    });
-                }
-            }
-            CouponTemplate::Computed {
-                face_value,
-                min_spend,
-                usable_for,
-            } => {
-                let exprs = Exprs {
-                    ruleset,
-                    state,
-                    ctx,
-                };
-                let value = exprs.money(face_value, None, RoundingStrategy::ToZero, &rule.id)?;
-                let min_spend_value = match min_spend {
-                    Some(m) => {
-                        exprs.money(m, Some(value), RoundingStrategy::AwayFromZero, &rule.id)?
-                    }
-                    None => value,
-                };
+    conditions: &[Condition],
+) -> Result<bool, ScriptError> {
+    for cond in conditions {
+        if !passes_condition(ruleset, state, ctx, rule, cond)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The coupons a template would issue on this event, added to `faces`.
+fn add_faces<'r>(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    t: &'r CouponTemplate,
+    faces: &mut Vec<Face<'r>>,
+) -> Result<(), ScriptError> {
+    match t {
+        CouponTemplate::Fixed {
+            face_value,
+            min_spend,
+            usable_for,
+            count,
+        } => {
+            for _ in 0..*count {
                 faces.push(Face {
-                    value,
-                    min_spend: min_spend_value,
+                    value: *face_value,
+                    min_spend: *min_spend,
                     usable_for: *usable_for,
-                    min_spend_expr: min_spend.as_ref(),
+                    min_spend_expr: None,
                 });
             }
         }
+        CouponTemplate::PerValue {
+            field,
+            min_spend,
+            min_spend_by_face_value,
+            usable_for,
+        } => {
+            let values = match field {
+                Field::FaceValues => ctx.ev.face_values.as_deref().unwrap_or_default(),
+                _ => &[],
+            };
+            for v in values {
+                let ms = min_spend_by_face_value
+                    .iter()
+                    .find(|(fv, _)| fv == v)
+                    .map(|(_, ms)| *ms)
+                    .or(*min_spend)
+                    .unwrap_or(*v);
+                faces.push(Face {
+                    value: *v,
+                    min_spend: ms,
+                    usable_for: *usable_for,
+                    min_spend_expr: None,
+                });
+            }
+        }
+        CouponTemplate::Computed {
+            face_value,
+            min_spend,
+            usable_for,
+        } => {
+            let exprs = Exprs {
+                ruleset,
+                state,
+                ctx,
+            };
+            let value = exprs.money(face_value, None, RoundingStrategy::ToZero, &rule.id)?;
+            let min_spend_value = match min_spend {
+                Some(m) => exprs.money(m, Some(value), RoundingStrategy::AwayFromZero, &rule.id)?,
+                None => value,
+            };
+            faces.push(Face {
+                value,
+                min_spend: min_spend_value,
+                usable_for: *usable_for,
+                min_spend_expr: min_spend.as_ref(),
+            });
+        }
     }
-    Ok(faces)
+    Ok(())
 }
 
 /// Lowers the one coupon of a grant to what a limit leaves (`check` admits partial fills

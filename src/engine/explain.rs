@@ -48,7 +48,7 @@ pub fn describe_failed(rule: &Rule, failed: Failed) -> (&str, Option<&str>) {
             rule.points.as_ref().and_then(|p| p.clause.as_deref()),
         ),
         Failed::ScriptError => ("script error", None),
-        Failed::NoTier => ("no tier matched", None),
+        Failed::NoTier => ("no tier or coupon applies", None),
         Failed::NothingToGrant => ("computed face value is not above zero", None),
         Failed::NoCoupon => ("no coupon listed", None),
     }

@@ -106,7 +106,7 @@ problems! {
     "bad_accumulator" => BadAccumulator { name: String, why: &'static str },
     #[error("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `accumulator`, `working_day`, `value`, `all`, `any` or `script`")]
     "bad_condition" => BadCondition { name: String },
-    #[error("a coupon has either a `face_value` or a `from_field`")]
+    #[error("a coupon has either a `face_value` or a `from_field`, and a grant at least one coupon or tier")]
     "bad_coupon" => BadCoupon,
     #[error("`credit_by` needs exactly one of `working_days_after` or `days_after`")]
     "bad_credit_by" => BadCreditBy,
@@ -264,8 +264,6 @@ pub enum KeyConflict {
     MinSpendByFaceValue,
     #[error("`count` goes with a fixed `face_value`")]
     Count,
-    #[error("a grant has either `coupons` or `tiers`")]
-    TiersAndCoupons,
 }
 
 /// An id that differs from the name it must have.

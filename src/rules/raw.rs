@@ -482,7 +482,8 @@ pub struct RawGrant {
     /// The clause of the terms this implements.
     /// Example: `"T2: EUR 10, min spend EUR 30, valid 60 days"`.
     pub clause: Option<String>,
-    /// The coupons granted. Not with `tiers`.
+    /// The coupons granted; beside `tiers`, granted on top of the tier's coupons (each
+    /// coupon's own `when` deciding whether it is).
     /// Example: `- { face_value: "10", min_spend: "30", usable_for: [shop, web] }`.
     #[serde(default)]
     pub coupons: Vec<Sp<RawCoupon>>,
@@ -537,6 +538,11 @@ pub struct RawCoupon {
     pub usable_for: Vec<Sp<String>>,
     /// With `face_value`: how many such coupons are granted (default 1). Example: `2`.
     pub count: Option<Sp<u32>>,
+    /// Conditions this coupon alone needs, in the syntax of a rule's `when`: a coupon of
+    /// `grant.coupons` beside `tiers` stacks on the tier's coupons when they pass.
+    /// Example: `- { name: first_purchase, fact: purchases, eq: 0 }`.
+    #[serde(default)]
+    pub when: Vec<Sp<RawCondition>>,
 }
 
 /// When granted coupons are credited.

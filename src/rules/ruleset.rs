@@ -254,20 +254,23 @@ impl Reads {
                 .for_each(|c| self.add_test(facts, accumulators, &c.test));
             tier.coupons
                 .iter()
-                .for_each(|t| self.add_template(facts, accumulators, t));
+                .for_each(|c| self.add_coupon(facts, accumulators, c));
         }
         grant
             .coupons
             .iter()
-            .for_each(|t| self.add_template(facts, accumulators, t));
+            .for_each(|c| self.add_coupon(facts, accumulators, c));
     }
 
-    fn add_template(&mut self, facts: &[Fact], accumulators: &[Accumulator], t: &CouponTemplate) {
+    fn add_coupon(&mut self, facts: &[Fact], accumulators: &[Accumulator], c: &Coupon) {
+        c.when
+            .iter()
+            .for_each(|w| self.add_test(facts, accumulators, &w.test));
         if let CouponTemplate::Computed {
             face_value,
             min_spend,
             ..
-        } = t
+        } = &c.template
         {
             self.add_expr(facts, accumulators, face_value);
             if let Some(m) = min_spend {
@@ -640,8 +643,8 @@ pub struct Points {
 #[derive(Debug)]
 pub struct Grant {
     pub clause: Option<String>,
-    /// The coupons granted, when the grant has no tiers.
-    pub coupons: Vec<CouponTemplate>,
+    /// The coupons granted; with tiers, on top of the tier's coupons.
+    pub coupons: Vec<Coupon>,
     /// Ordered alternatives: the first whose conditions pass grants its coupons.
     pub tiers: Vec<Tier>,
     pub credit_by: CreditBy,
@@ -653,7 +656,14 @@ pub struct Grant {
 pub struct Tier {
     pub name: String,
     pub when: Vec<Condition>,
-    pub coupons: Vec<CouponTemplate>,
+    pub coupons: Vec<Coupon>,
+}
+
+/// A coupon template of a grant, and the conditions it alone needs.
+#[derive(Debug)]
+pub struct Coupon {
+    pub when: Vec<Condition>,
+    pub template: CouponTemplate,
 }
 
 /// A coupon template.

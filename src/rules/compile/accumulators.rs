@@ -137,15 +137,18 @@ pub(super) fn check_partial_fill(
     src: &SourceFile,
     d: &mut Diagnostics,
 ) {
-    let one = |coupons: &[CouponTemplate]| match coupons {
-        [CouponTemplate::Computed { .. }] => true,
-        [CouponTemplate::Fixed { count, .. }] => *count == 1,
+    let one = |coupons: &[Coupon]| match coupons {
+        [c] => match c.template {
+            CouponTemplate::Computed { .. } => true,
+            CouponTemplate::Fixed { count, .. } => count == 1,
+            CouponTemplate::PerValue { .. } => false,
+        },
         _ => false,
     };
     let single = if grant.tiers.is_empty() {
         one(&grant.coupons)
     } else {
-        grant.tiers.iter().all(|t| one(&t.coupons))
+        grant.coupons.is_empty() && grant.tiers.iter().all(|t| one(&t.coupons))
     };
     for (limit, raw) in limits.iter().zip(&r.limits) {
         if limit.partial_fill.is_some() && !single {

@@ -45,23 +45,18 @@ pub(super) fn compile_grant(
     d: &mut Diagnostics,
 ) -> Grant {
     let src = owner.src;
-    let coupons = compile_coupons(&g.coupons, owner, ctx, d);
+    let coupons = compile_coupons(&g.coupons, owner, ctx, scripts, d);
     let tiers = g
         .tiers
         .iter()
         .map(|t| Tier {
             name: t.name.to_string(),
             when: compile_conditions(&t.when, owner, false, ctx, scripts, d),
-            coupons: compile_coupons(&t.coupons, owner, ctx, d),
+            coupons: compile_coupons(&t.coupons, owner, ctx, scripts, d),
         })
         .collect();
-    if g.tiers.is_empty() == g.coupons.is_empty() {
-        let at = g.tiers.first().map_or(g.pos(), |t| t.pos());
-        d.at(
-            src,
-            at,
-            Problem::ConflictingKeys(KeyConflict::TiersAndCoupons),
-        );
+    if g.tiers.is_empty() && g.coupons.is_empty() {
+        d.at(src, g.pos(), Problem::BadCoupon);
     }
     let cb = &g.credit_by;
     let mut overrides = Vec::new();
@@ -146,10 +141,15 @@ fn compile_coupons(
     list: &[Sp<RawCoupon>],
     owner: &Owner,
     ctx: &Context,
+    scripts: &mut Scripts,
     d: &mut Diagnostics,
-) -> Vec<CouponTemplate> {
+) -> Vec<Coupon> {
     list.iter()
-        .filter_map(|c| compile_coupon(c, owner, ctx, d))
+        .filter_map(|c| {
+            let when = compile_conditions(&c.when, owner, false, ctx, scripts, d);
+            let template = compile_coupon(c, owner, ctx, d)?;
+            Some(Coupon { when, template })
+        })
         .collect()
 }
 
