@@ -3,6 +3,7 @@
 pub mod calendar;
 pub mod compile;
 pub mod error;
+pub mod expr;
 pub mod load;
 pub mod matching;
 pub mod raw;
