@@ -443,17 +443,22 @@ impl Diagnostics {
     }
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+/// The closest of `candidates` to `word`, if close enough to be a likely typo, as a help line.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
+    closest(word, candidates).map(|c| format!("did you mean `{c}`?"))
+}
+
+/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (levenshtein(word, c), c))
         .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| format!("did you mean `{c}`?"))
+        .map(|(_, c)| c)
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
