@@ -106,7 +106,7 @@ problems! {
     "bad_accumulator" => BadAccumulator { name: String, why: &'static str },
     #[error("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `accumulator`, `working_day`, `value`, `all`, `any` or `script`")]
     "bad_condition" => BadCondition { name: String },
-    #[error("a coupon has either a `face_value` or a `from_field`, and a grant at least one coupon or tier")]
+    #[error("a coupon has either a `face_value` or a `from_field`")]
     "bad_coupon" => BadCoupon,
     #[error("`credit_by` needs exactly one of `working_days_after` or `days_after`")]
     "bad_credit_by" => BadCreditBy,
@@ -236,6 +236,8 @@ pub enum RuleShape {
     BlockWithoutCouponUse,
     #[error("this rule grants nothing: add a `grant` block")]
     GrantsNothing,
+    #[error("this `grant` lists no coupon: add `coupons` or `tiers`")]
+    EmptyGrant,
 }
 
 /// How a fact's update does not fit the fact.

@@ -721,16 +721,16 @@ mod tests {
     #[test]
     fn functions() {
         assert_eq!(value("min(amount * 10%, 50)"), d("12.05"));
-        assert_eq!(value("min(amount, 50)"), d("50"));
+        assert_eq!(value("min(amount, 45)"), d("45"));
         assert_eq!(value("max(1, amount, 3)"), d("120.50"));
         assert_eq!(value("min(7)"), d("7"));
         assert_eq!(value("max(month_total)"), d("-7.25"));
         assert_eq!(value("round_down(12.345, 0.01)"), d("12.34"));
         assert_eq!(value("round_down(-12.345, 0.01)"), d("-12.34"));
-        assert_eq!(value("round_up(10.01, 10)"), d("20"));
+        assert_eq!(value("round_up(10.01, 10)"), Decimal::from(20));
         assert_eq!(value("round_up(10, 10)"), d("10"));
         assert_eq!(value("round_up(-10.01, 10)"), d("-20"));
-        assert_eq!(value("round_half_up(15, 10)"), d("20"));
+        assert_eq!(value("round_half_up(15, 10)"), Decimal::from(20));
         assert_eq!(value("round_half_up(14.99, 10)"), d("10"));
         assert_eq!(value("round_half_up(-15, 10)"), d("-20"));
         assert_eq!(value("round_half_up(amount, 1)"), d("121"));
@@ -947,7 +947,7 @@ mod tests {
 
     #[test]
     fn long_or_deep_texts_are_refused_not_overflowed() {
-        let long = vec!["amount"; 1000].join(" + ");
+        let long = vec!["amount"; 999].join(" + ");
         let e = err(&long);
         assert!(e.message.contains("too long"), "{}", e.message);
         let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));

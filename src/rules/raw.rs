@@ -540,7 +540,7 @@ pub struct RawCoupon {
     pub count: Option<Sp<u32>>,
     /// Conditions this coupon alone needs, in the syntax of a rule's `when`: a coupon of
     /// `grant.coupons` beside `tiers` stacks on the tier's coupons when they pass.
-    /// Example: `- { name: first_purchase, fact: purchases, eq: 0 }`.
+    /// Example: `- { name: first_payment, fact: payments, eq: 0 }`.
     #[serde(default)]
     pub when: Vec<Sp<RawCondition>>,
 }

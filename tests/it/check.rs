@@ -709,7 +709,7 @@ fn rule_file_codes_are_located() {
     let case = |name: &str, from: &str, to: &str| {
         check_with(name, "promotions/bill-first-time.yaml", from, to)
     };
-    let cases: [(&str, &str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str, &str); 8] = [
         (
             "check-phase",
             "phase: promotion",
@@ -727,6 +727,12 @@ fn rule_file_codes_are_located() {
             "phase: promotion\n",
             "phase: promotion\ndecides: coupon_use\n",
             "rules/promotions/bill-first-time.yaml:4:10: error[bad_rule_shape]: a `coupon_use` rule needs a `coupon_use` block and no `grant`",
+        ),
+        (
+            "check-empty-grant",
+            "  coupons:\n    - face_value: \"80\"\n      min_spend: \"160\"\n      usable_for: [bill_payment]\n",
+            "",
+            "rules/promotions/bill-first-time.yaml:25:3: error[bad_rule_shape]: this `grant` lists no coupon: add `coupons` or `tiers`",
         ),
         (
             "check-points",
@@ -915,4 +921,15 @@ fn accumulator_expression_and_partial_fill_codes_are_located() {
         ),
         "rules/promotions/points-conversion.yaml:36:19: error[bad_partial_fill]: limit `daily_limit_per_wallet`: `partial_fill` needs a grant of exactly one coupon (one `face_value`, no `count`, no `from_field`)",
     );
+    let (code, heads, stderr) = check_with(
+        "check-expression",
+        "promotions/bill-first-time.yaml",
+        "face_value: \"80\"",
+        "face_value: \"min(amont * 10%, 80)\"",
+    );
+    assert_reports(
+        (code, heads, stderr.clone()),
+        "rules/promotions/bill-first-time.yaml:27:24: error[bad_expression]: `min(amont * 10%, 80)`: unknown name `amont`",
+    );
+    assert!(stderr.contains("did you mean `amount`?"), "{stderr}");
 }

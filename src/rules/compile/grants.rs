@@ -56,7 +56,7 @@ pub(super) fn compile_grant(
         })
         .collect();
     if g.tiers.is_empty() && g.coupons.is_empty() {
-        d.at(src, g.pos(), Problem::BadCoupon);
+        d.at(src, g.pos(), Problem::BadRuleShape(RuleShape::EmptyGrant));
     }
     let cb = &g.credit_by;
     let mut overrides = Vec::new();
