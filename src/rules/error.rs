@@ -61,6 +61,14 @@ fn no_working_day(calendar: &str, year: &Option<i32>) -> String {
     }
 }
 
+fn known_params(known: &[String]) -> String {
+    if known.is_empty() {
+        ", and this rule has none".into()
+    } else {
+        format!(": {}", quoted(known))
+    }
+}
+
 fn unknown_calendar(name: &Option<String>) -> String {
     match name {
         Some(name) => format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
@@ -179,6 +187,9 @@ problems! {
     "unknown_key" => UnknownKey { found: String, expected: Vec<String> },
     #[error("unknown list `{name}`; lists are declared in the manifest")]
     "unknown_list" => UnknownList { name: String },
+    /// `known` lists the rule's params, for the message.
+    #[error("unknown param `{name}`; a script's `params` are the rule's `params`{}", known_params(.known))]
+    "unknown_param" => UnknownParam { name: String, known: Vec<String> },
     #[error("unknown phase `{name}`; the manifest's phases are {phases:?}")]
     "unknown_phase" => UnknownPhase { name: String, phases: Vec<String> },
     #[error("unknown time zone `{name}`; expected an IANA name such as `Europe/Paris`")]

@@ -7,6 +7,19 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, Scope, AST};
 
 use super::error::Location;
+use super::ruleset::FactType;
+
+/// What a script reads for a fact with no value: a count 0, a flag false, a decimal 0 (so
+/// that `facts.total + event.amount` works on a customer's first event), a date `()`
+/// (there is no date to default to: scripts test `facts.x == ()`).
+pub fn absent_fact(kind: FactType) -> Dynamic {
+    match kind {
+        FactType::Count => Dynamic::from(0_i64),
+        FactType::Flag => Dynamic::FALSE,
+        FactType::Decimal => Dynamic::from(rust_decimal::Decimal::ZERO),
+        FactType::Date => Dynamic::UNIT,
+    }
+}
 
 /// Sandbox limits for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +79,11 @@ impl ScriptOrigin {
     /// The place in the rule file of a position inside the script: through the scalar's
     /// character positions where known, else by the script's first line and column.
     pub fn locate(&self, pos: rhai::Position) -> Location {
-        let line = pos.line().unwrap_or(1);
-        let col = pos.position().unwrap_or(1);
+        self.locate_at(pos.line().unwrap_or(1), pos.position().unwrap_or(1))
+    }
+
+    /// The place in the rule file of the script's `line` and `col` (1-based, in characters).
+    pub fn locate_at(&self, line: usize, col: usize) -> Location {
         let mapped = self
             .lines
             .get(line.saturating_sub(1))

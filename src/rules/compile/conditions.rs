@@ -110,6 +110,7 @@ pub(super) fn compile_script(
     c: &Sp<RawCondition>,
     rule: &Parsed<RawRule>,
     name: &str,
+    ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
@@ -132,8 +133,11 @@ pub(super) fn compile_script(
         rule: rule.raw.id.to_string(),
         condition: name.to_string(),
     };
-    match scripts.compile(text, origin) {
-        Ok(i) => Some(Test::Script(i)),
+    match scripts.compile(text, origin.clone()) {
+        Ok(i) => {
+            check_script_names(text, &origin, rule, ctx, d);
+            Some(Test::Script(i))
+        }
         Err(e) => {
             let problem = Problem::ScriptSyntax {
                 condition: name.to_string(),
@@ -181,7 +185,7 @@ pub(super) fn compile_test(
         return Some(Test::Any(sub(list)));
     }
     if c.script.is_some() || c.script_file.is_some() {
-        return compile_script(c, rule, name, scripts, d);
+        return compile_script(c, rule, name, ctx, scripts, d);
     }
     let (operand, ty, operand_name) = operand(c, src, ctx, d)?;
     let tests = Tests {

@@ -27,7 +27,9 @@ mod conditions;
 mod grants;
 mod manifest;
 mod ordering;
+mod params;
 mod probes;
+mod script_names;
 
 use bounds::*;
 use conditions::*;
@@ -35,6 +37,7 @@ use grants::*;
 use manifest::*;
 use ordering::check_order;
 use probes::probe_scripts;
+use script_names::check_script_names;
 
 // The compiled ruleset has its own types; the file shapes stop at this module.
 impl From<RawScope> for Scope {
@@ -601,7 +604,8 @@ fn compile_points(
     })
 }
 
-/// A YAML parameter as a script value; numbers with a fraction become decimals.
+/// A YAML parameter as a script value; numbers with a fraction and decimals written as
+/// strings become decimals (`params::text_param`).
 fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
     match v {
         Value::Null => rhai::Dynamic::UNIT,
@@ -612,7 +616,7 @@ fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
                 Decimal::from_str(&n.to_string()).map_or(rhai::Dynamic::UNIT, rhai::Dynamic::from)
             }
         },
-        Value::String(s) => s.clone().into(),
+        Value::String(s) => params::text_param(s),
         Value::Array(items) => items
             .iter()
             .map(yaml_to_dynamic)

@@ -2,6 +2,7 @@
 //! the sandbox's limits on ordinary input fails the ruleset rather than every event.
 
 use super::*;
+use crate::rules::script::absent_fact;
 
 /// Runs every script on a few probe events, so that one that breaks the sandbox's limits on
 /// ordinary input (an endless loop, runaway recursion) fails the ruleset at load rather than
@@ -78,14 +79,7 @@ fn probe_event(rule: &Rule, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map
     let facts = ctx
         .facts
         .iter()
-        .map(|f| {
-            let v = match f.kind {
-                FactType::Count => rhai::Dynamic::from(0_i64),
-                FactType::Flag => rhai::Dynamic::FALSE,
-                _ => rhai::Dynamic::UNIT,
-            };
-            (f.name.as_str().into(), v)
-        })
+        .map(|f| (f.name.as_str().into(), absent_fact(f.kind)))
         .collect();
     (event, facts)
 }
