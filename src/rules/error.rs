@@ -161,6 +161,8 @@ problems! {
     "reject_not_allowed" => RejectNotAllowed { owner: String },
     #[error("script of condition `{condition}` in rule `{rule}` breaks the sandbox's limits on a probe event (amount {amount}): {message}")]
     "script_limit" => ScriptLimit { condition: String, rule: String, amount: i64, message: String },
+    #[error("script of condition `{condition}` in rule `{rule}` fails for a customer with no history (every fact absent): {message}")]
+    "script_no_history" => ScriptNoHistory { condition: String, rule: String, message: String },
     #[error("script of condition `{condition}`: {message}")]
     "script_syntax" => ScriptSyntax { condition: String, message: String },
     #[error("at most 64 event types and 64 channels")]

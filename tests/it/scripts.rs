@@ -285,3 +285,23 @@ fn absent_facts_have_defaults_in_scripts() {
     assert_decisions(&[grant(&e, "first", vec![c])], &run);
     eqnice(Some(0), run.code);
 }
+
+/// Issue 16: `check` runs each script for a customer with no history too; one that fails
+/// there (and not with some history) is a located error, not a failure on every first event.
+#[test]
+fn a_script_that_fails_without_history_fails_the_check() {
+    let dir = Dir::new("script-no-history");
+    let yaml = rule_yaml(
+        "history",
+        "grant",
+        &[],
+        &[
+            "- name: activated_early",
+            "  script: |",
+            "    facts.autopay_activated_on.sub_string(0, 4) == \"2019\"",
+        ],
+    );
+    let (_, code, stderr) = check_rule(&dir, "history", &yaml);
+    eqnice(Some(1), code);
+    assert_line(&stderr, "rules/promotions/history.yaml:8:34: error[script_no_history]: script of condition `activated_early` in rule `history` fails for a customer with no history (every fact absent): Function not found: sub_string ((), i64, i64)");
+}

@@ -14,6 +14,7 @@ pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d:
             collect_scripts(&c.test, &mut indexes);
         }
         for index in indexes {
+            probe_history(scripts, index, rule, ctx, d);
             for amount in [0_i64, 100, 1_000_000] {
                 let (event, facts) = probe_event(rule, ctx, amount);
                 if let Err(e) = scripts.run_condition(index, event, facts, &rule.params) {
@@ -31,6 +32,50 @@ pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d:
             }
         }
     }
+}
+
+/// Runs a script for a customer with no history (every fact absent, as scripts read it): a
+/// script that fails there and not for a customer with some history (`facts.total +
+/// event.amount` with no default) would fail on every customer's first event. A script that
+/// fails either way is not reported: the probe event's made-up values may be the cause.
+fn probe_history(scripts: &Scripts, index: usize, rule: &Rule, ctx: &Context, d: &mut Diagnostics) {
+    let (event, facts) = probe_event(rule, ctx, 100);
+    let Err(e) = scripts.run_condition(index, event.clone(), facts, &rule.params) else {
+        return;
+    };
+    if e.exceeded_limit {
+        return;
+    }
+    if scripts
+        .run_condition(index, event, history_facts(ctx), &rule.params)
+        .is_ok()
+    {
+        let problem = Problem::ScriptNoHistory {
+            condition: e.condition,
+            rule: e.rule,
+            message: e.message,
+        };
+        d.push(Diagnostic {
+            help: Some("a fact with no value reads as 0 (a count or decimal), false (a flag) or () (a date): test `facts.x == ()` before using a date".into()),
+            ..Diagnostic::new(e.at, problem)
+        });
+    }
+}
+
+/// Facts of a customer with some history: each has a value.
+fn history_facts(ctx: &Context) -> rhai::Map {
+    ctx.facts
+        .iter()
+        .map(|f| {
+            let v = match f.kind {
+                FactType::Count => rhai::Dynamic::from(1_i64),
+                FactType::Flag => rhai::Dynamic::TRUE,
+                FactType::Decimal => rhai::Dynamic::from(Decimal::ONE),
+                FactType::Date => rhai::Dynamic::from("2000-01-02".to_string()),
+            };
+            (f.name.as_str().into(), v)
+        })
+        .collect()
 }
 
 fn collect_scripts(t: &Test, out: &mut Vec<usize>) {
