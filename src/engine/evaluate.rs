@@ -106,6 +106,8 @@ pub struct Evaluation {
     /// Scripts that failed: their rules decided nothing for this event.
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
+    /// What scripts printed (`print`, `debug`), by the index of their rule, in order.
+    pub printed: Vec<(usize, String)>,
     credit: CreditCache,
 }
 
@@ -141,6 +143,7 @@ impl Evaluation {
         self.decisions.clear();
         self.errors.clear();
         self.trace.clear();
+        self.printed.clear();
     }
 }
 
@@ -216,6 +219,7 @@ pub fn decide(
             }
         };
         out.trace.push(RuleTrace { rule: ri, failed });
+        crate::rules::script::take_printed(|line| out.printed.push((ri, line)));
     }
     apply_updates(ruleset, state, &ctx);
     Ok(Ok(Outcome::Decided))

@@ -305,3 +305,60 @@ fn a_script_that_fails_without_history_fails_the_check() {
     eqnice(Some(1), code);
     assert_line(&stderr, "rules/promotions/history.yaml:8:34: error[script_no_history]: script of condition `activated_early` in rule `history` fails for a customer with no history (every fact absent): Function not found: sub_string ((), i64, i64)");
 }
+
+/// Issue 16: what a script prints (`print`, `debug`) is in the `--explain` trace of that
+/// rule and event, and nowhere else.
+#[test]
+fn script_print_and_debug_go_to_the_explain_trace() {
+    let dir = Dir::new("script-print");
+    let yaml = rule_yaml(
+        "chatty",
+        "grant",
+        &["threshold: \"50.00\""],
+        &[
+            "- name: big",
+            "  script: |",
+            "    print(`amount ${event.amount}`);",
+            "    debug(params.threshold);",
+            "    event.amount >= params.threshold",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "chatty", &yaml);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+    let at = "2020-01-10T10:00:00+08:00";
+    let events = [
+        purchase("p1", at, "c1").set("amount", "60.00"),
+        purchase("p2", at, "c2").set("amount", "40.00"),
+    ];
+    let input = dir.write_jsonl("events.jsonl", &events);
+    let output = dir.path().join("out.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["eval", "--explain", "--rules"])
+        .arg(&rules)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    eqnice(Some(0), out.status.code());
+    let rows = parse_jsonl(&std::fs::read(&output).unwrap());
+    let printed = |id: &str| -> serde_json::Value {
+        let row = rows
+            .iter()
+            .find(|r| r["event_id"] == id && r.get("explain").is_some())
+            .unwrap_or_else(|| panic!("no explanation of {id}: {rows:?}"));
+        let rule = row["explain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == "chatty")
+            .unwrap();
+        rule["printed"].clone()
+    };
+    eqnice(json!(["amount 60.00", "50.00"]), printed("p1"));
+    eqnice(json!(["amount 40.00", "50.00"]), printed("p2"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("amount 60.00"), "{stdout}");
+}

@@ -8,6 +8,12 @@ use crate::rules::script::absent_fact;
 /// ordinary input (an endless loop, runaway recursion) fails the ruleset at load rather than
 /// every event at run time.
 pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
+    probe_all(scripts, rules, ctx, d);
+    // What the probes printed is no event's: the first event decided must not show it.
+    crate::rules::script::take_printed(|_| {});
+}
+
+fn probe_all(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
     for rule in rules {
         let mut indexes = Vec::new();
         for c in &rule.when {
