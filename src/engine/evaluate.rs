@@ -78,7 +78,7 @@ pub enum Outcome {
 /// The first check of a rule that failed on an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {
-    /// The condition at this index of the rule's `when`.
+    /// The condition at this index of the rule's `when` as written (`Condition::index`).
     Condition(usize),
     /// The limit at this index of the rule's `limits`.
     Limit(usize),
@@ -246,10 +246,10 @@ fn decide_grant(
             });
         }
     };
-    for (i, cond) in rule.when.iter().enumerate() {
+    for cond in &rule.when {
         if !test(ruleset, state, ctx, rule, &cond.test)? {
             reject(out, &cond.reject);
-            return Ok(Some(Failed::Condition(i)));
+            return Ok(Some(Failed::Condition(cond.index)));
         }
     }
     let Some(grant) = &rule.grant else {

@@ -39,9 +39,13 @@ pub struct Explanation<'r, 'e> {
 /// The name and clause of a failed check of `rule`.
 pub fn describe_failed(rule: &Rule, failed: Failed) -> (&str, Option<&str>) {
     match failed {
-        Failed::Condition(i) => rule.when.get(i).map_or(("condition", None), |c| {
-            (c.name.as_str(), c.clause.as_deref())
-        }),
+        Failed::Condition(i) => rule
+            .when
+            .iter()
+            .find(|c| c.index == i)
+            .map_or(("condition", None), |c| {
+                (c.name.as_str(), c.clause.as_deref())
+            }),
         Failed::Limit(i) => rule
             .limits
             .get(i)

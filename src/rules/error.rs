@@ -163,6 +163,9 @@ problems! {
     "script_limit" => ScriptLimit { condition: String, rule: String, amount: i64, message: String },
     #[error("script of condition `{condition}` in rule `{rule}` fails for a customer with no history (every fact absent): {message}")]
     "script_no_history" => ScriptNoHistory { condition: String, rule: String, message: String },
+    /// A warning: the ruleset loads.
+    #[error("the script of condition `{condition}` runs before condition `{next}`: their `reject` reasons differ and a redemption rejects with the first failed condition's, so the written order stays")]
+    "script_runs_first" => ScriptRunsFirst { condition: String, next: String },
     #[error("script of condition `{condition}`: {message}")]
     "script_syntax" => ScriptSyntax { condition: String, message: String },
     #[error("at most 64 event types and 64 channels")]
@@ -206,6 +209,13 @@ problems! {
     /// The YAML reader's message, without its own " at line L, column C".
     #[error("{0}")]
     "yaml" => Yaml(String),
+}
+
+impl Problem {
+    /// Whether `check` warns rather than refuses: the ruleset loads as written.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Problem::ScriptRunsFirst { .. })
+    }
 }
 
 /// How an operator does not fit its operand.
@@ -313,11 +323,21 @@ impl Diagnostic {
     pub fn code(&self) -> &'static str {
         self.problem.code()
     }
+
+    /// `error`, or `warning` for a problem the ruleset loads with.
+    pub fn severity(&self) -> &'static str {
+        if self.problem.is_warning() {
+            "warning"
+        } else {
+            "error"
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: error[{}]: {}", self.at, self.code(), self.problem)?;
+        let (at, severity, code) = (&self.at, self.severity(), self.code());
+        write!(f, "{at}: {severity}[{code}]: {}", self.problem)?;
         if let Some(help) = &self.help {
             write!(f, " (help: {help})")?;
         }
@@ -372,6 +392,11 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// Whether any problem is an error (not only warnings).
+    pub fn has_errors(&self) -> bool {
+        self.list.iter().any(|d| !d.problem.is_warning())
+    }
+
     /// Records a problem at a position the YAML reader gave.
     pub fn at(&mut self, src: &SourceFile, at: Pos, problem: Problem) {
         self.push(Diagnostic::new(Location::new(&src.path, at), problem));

@@ -362,3 +362,106 @@ fn script_print_and_debug_go_to_the_explain_trace() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("amount 60.00"), "{stdout}");
 }
+
+/// Issue 16: in a rule without `reject` reasons, declarative conditions run before scripts
+/// whatever the written order: a script that fails on events the declarative condition turns
+/// away no longer fails them, and the trace names the condition that failed by its name.
+#[test]
+fn declarative_conditions_run_before_scripts_where_order_cannot_matter() {
+    let dir = Dir::new("script-order");
+    let yaml = rule_yaml(
+        "ordered",
+        "grant",
+        &[],
+        &[
+            "- name: long_terminal_id",
+            "  script: event.terminal.len() > 3",
+            "- name: at_shop_x",
+            "  field: merchant",
+            "  eq: SHOP_X",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "ordered", &yaml);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+    let at = "2020-01-10T10:00:00+08:00";
+    let events = [
+        // No terminal: the script would fail, but the merchant already turns the event away.
+        purchase("p1", at, "c1"),
+        purchase("p2", at, "c2")
+            .set("merchant", "SHOP_X")
+            .set("terminal", "T0042"),
+    ];
+    let input = dir.write_jsonl("events.jsonl", &events);
+    let output = dir.path().join("out.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["eval", "--explain", "--rules"])
+        .arg(&rules)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    eqnice(Some(0), out.status.code());
+    let rows = parse_jsonl(&std::fs::read(&output).unwrap());
+    let explained = |id: &str| -> serde_json::Value {
+        let row = rows
+            .iter()
+            .find(|r| r["event_id"] == id && r.get("explain").is_some())
+            .unwrap();
+        let rules = row["explain"].as_array().unwrap();
+        rules
+            .iter()
+            .find(|r| r["rule"] == "ordered")
+            .unwrap()
+            .clone()
+    };
+    eqnice(json!("at_shop_x"), explained("p1")["failed"].clone());
+    eqnice(json!(true), explained("p2")["fired"].clone());
+    let granted: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["rule"] == "ordered" && r["decision"] == "grant")
+        .collect();
+    eqnice(1, granted.len());
+    eqnice(json!("p2"), granted[0]["event_id"].clone());
+}
+
+/// Issue 16: where the order decides the outcome (a redemption whose script condition and a
+/// later declarative one reject with different reasons), the written order stays and `check`
+/// warns, at the script; the ruleset still loads.
+#[test]
+fn a_script_that_must_run_first_is_a_warning() {
+    let dir = Dir::new("script-runs-first");
+    let yaml = rule_yaml(
+        "redeem-first",
+        "redemption",
+        &[],
+        &[
+            "- name: scripted",
+            "  script: event.amount > 10",
+            "  reject: too_small",
+            "- name: at_shop_x",
+            "  field: merchant",
+            "  eq: SHOP_X",
+            "  reject: wrong_shop",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "redeem-first", &yaml);
+    eqnice(Some(0), code);
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["check", "--format", "json"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    eqnice(Some(0), json.status.code());
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    eqnice(json!("warning"), list[0]["severity"].clone());
+    eqnice(json!("script_runs_first"), list[0]["code"].clone());
+    assert_line(&stderr, "rules/promotions/redeem-first.yaml:7:13: warning[script_runs_first]: the script of condition `scripted` runs before condition `at_shop_x`: their `reject` reasons differ and a redemption rejects with the first failed condition's, so the written order stays");
+    assert!(stderr.contains("1 warning(s) in"), "{stderr}");
+    let same = yaml.replace("reject: wrong_shop", "reject: too_small");
+    let (_, code, stderr) = check_rule(&Dir::new("script-runs-first-same"), "redeem-first", &same);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+}

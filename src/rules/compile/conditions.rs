@@ -4,6 +4,7 @@ use super::*;
 
 /// One named condition of `when`; its problems are tied to the clause it encodes.
 pub(super) fn compile_condition(
+    index: usize,
     c: &Sp<RawCondition>,
     rule: &Parsed<RawRule>,
     rejects_allowed: bool,
@@ -30,6 +31,7 @@ pub(super) fn compile_condition(
         }
     }
     Some(Condition {
+        index,
         name,
         clause: c.clause.as_deref().cloned(),
         test: test?,

@@ -30,6 +30,7 @@ mod ordering;
 mod params;
 mod probes;
 mod script_names;
+mod script_order;
 
 use bounds::*;
 use conditions::*;
@@ -38,6 +39,7 @@ use manifest::*;
 use ordering::check_order;
 use probes::probe_scripts;
 use script_names::check_script_names;
+use script_order::order_scripts;
 
 // The compiled ruleset has its own types; the file shapes stop at this module.
 impl From<RawScope> for Scope {
@@ -408,12 +410,12 @@ pub fn compile(
     compiled.sort_by(|a, b| (a.phase, &a.id).cmp(&(b.phase, &b.id)));
 
     let tz = timezone?;
-    if !d.list.is_empty() {
+    if d.has_errors() {
         return None;
     }
     check_order(&compiled, &rules, &ctx, d);
     probe_scripts(&scripts, &compiled, &ctx, d);
-    if !d.list.is_empty() {
+    if d.has_errors() {
         return None;
     }
     Some(Ruleset::new(
@@ -457,11 +459,12 @@ fn compile_rule(
     let rejects_allowed = matches!(kind, RuleKind::Redemption);
 
     let mut when = Vec::new();
-    for c in &r.when {
-        if let Some(condition) = compile_condition(c, p, rejects_allowed, ctx, scripts, d) {
+    for (i, c) in r.when.iter().enumerate() {
+        if let Some(condition) = compile_condition(i, c, p, rejects_allowed, ctx, scripts, d) {
             when.push(condition);
         }
     }
+    order_scripts(&mut when, p, d);
     let limits = r
         .limits
         .iter()
