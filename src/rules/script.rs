@@ -48,7 +48,7 @@ impl Default for ScriptLimits {
 /// The most lines of `print` and `debug` kept between two [`take_printed`], and the most
 /// characters of each: a script printing in a loop must not fill the memory.
 const PRINTED_LINES: usize = 64;
-const PRINTED_CHARS: usize = 1000;
+const PRINTED_CHARS: usize = 1_000;
 
 thread_local! {
     /// What scripts run on this thread printed since the last `take_printed`. The engine is
