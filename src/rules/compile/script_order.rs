@@ -1,32 +1,49 @@
 //! The order conditions run in: declarative conditions before scripts wherever the order
 //! cannot change the outcome, since a script costs far more than a native test (one placed
-//! before cheap conditions made a ruleset 33 times slower). Where it can, the written order
-//! stays and `check` warns.
+//! before cheap conditions made a ruleset 33 times slower). Where it can (a redemption
+//! rejects with the first failed condition's reason), the written order stays and `check`
+//! warns.
 
 use super::*;
 
-/// Runs the scripts of `when` after its declarative conditions (and, inside `all` and `any`,
-/// after their declarative tests), keeping each kind in its written order. A rule with no
-/// `reject` reason decides the same whichever condition fails first; one with reasons
-/// rejects with the first failed condition's, so there the written order stays, and each
-/// script that runs before a declarative condition with another reason is warned about.
+/// Runs the scripts of `when` after its declarative conditions wherever that cannot change
+/// what the rule decides (and, inside `all` and `any`, after their declarative tests), each
+/// kind otherwise in its written order; warns of each script left before a declarative
+/// condition.
 pub(super) fn order_scripts(when: &mut [Condition], rule: &Parsed<RawRule>, d: &mut Diagnostics) {
     for c in when.iter_mut() {
         scripts_last(&mut c.test);
     }
-    if when.iter().all(|c| c.reject.is_none()) {
-        // A stable sort: each kind keeps its order.
-        when.sort_by_key(|c| has_script(&c.test));
-        return;
-    }
+    move_scripts_later(when);
     for (k, c) in when.iter().enumerate() {
-        if !has_script(&c.test) {
-            continue;
+        if has_script(&c.test) {
+            let mut later = when.iter().skip(k + 1);
+            if let Some(next) = later.find(|l| !has_script(&l.test)) {
+                warn_runs_first(c, next, rule, d);
+            }
         }
-        let later = when.iter().skip(k + 1);
-        let mut other = later.filter(|l| !has_script(&l.test) && l.reject != c.reject);
-        if let Some(next) = other.next() {
-            warn_runs_first(c, next, rule, d);
+    }
+}
+
+/// Moves each script condition past the declarative conditions after it that reject with
+/// the same reason (or, as in every grant rule, with none). Swapping two such neighbours
+/// keeps the outcome: when one fails it is the same one either way, and when both do, their
+/// reasons are the same; only which one the trace names differs.
+fn move_scripts_later(when: &mut [Condition]) {
+    let mut moved = true;
+    while moved {
+        moved = false;
+        for k in 1..when.len() {
+            let swap = match (when.get(k - 1), when.get(k)) {
+                (Some(a), Some(b)) => {
+                    has_script(&a.test) && !has_script(&b.test) && a.reject == b.reject
+                }
+                _ => false,
+            };
+            if swap {
+                when.swap(k - 1, k);
+                moved = true;
+            }
         }
     }
 }
@@ -62,4 +79,78 @@ fn warn_runs_first(c: &Condition, next: &Condition, rule: &Parsed<RawRule>, d: &
     };
     let help = "put declarative conditions before scripts where the terms allow, or give them the same `reject` reason";
     d.at_with_help(&rule.src, at, problem, Some(help.into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(index: usize, script: bool, reject: Option<&str>) -> Condition {
+        let test = if script {
+            Test::Script(index)
+        } else {
+            let operand = Operand::Field(Field::Merchant);
+            Test::Compare {
+                operand,
+                ops: Vec::new(),
+            }
+        };
+        Condition {
+            index,
+            name: format!("c{index}"),
+            clause: None,
+            test,
+            reject: reject.map(Arc::from),
+        }
+    }
+
+    fn order(when: &mut [Condition]) -> Vec<usize> {
+        move_scripts_later(when);
+        when.iter().map(|c| c.index).collect()
+    }
+
+    #[test]
+    fn scripts_move_past_declarative_conditions_that_reject_alike() {
+        let mut grant = [
+            condition(0, true, None),
+            condition(1, false, None),
+            condition(2, true, None),
+            condition(3, false, None),
+        ];
+        assert_eq!(order(&mut grant), [1, 3, 0, 2]);
+        let mut redemption = [
+            condition(0, true, Some("a")),
+            condition(1, false, Some("a")),
+            condition(2, false, Some("b")),
+        ];
+        assert_eq!(order(&mut redemption), [1, 0, 2]);
+        let mut any_mix = [
+            condition(0, false, None),
+            condition(1, true, None),
+            condition(2, false, Some("b")),
+        ];
+        assert_eq!(order(&mut any_mix), [0, 1, 2]);
+    }
+
+    #[test]
+    fn inside_all_and_any_scripts_go_last() {
+        let script = || Test::Script(0);
+        let compare = || Test::Compare {
+            operand: Operand::Field(Field::Merchant),
+            ops: Vec::new(),
+        };
+        let mut t = Test::All(vec![
+            script(),
+            Test::Any(vec![script(), compare()]),
+            compare(),
+        ]);
+        scripts_last(&mut t);
+        let Test::All(ts) = &t else { panic!() };
+        assert!(matches!(ts.first(), Some(Test::Compare { .. })));
+        // The `any` holds a script: it runs with the scripts, in its written place among them.
+        let Some(Test::Any(inner)) = ts.get(2) else {
+            panic!("{ts:?}")
+        };
+        assert!(matches!(inner.first(), Some(Test::Compare { .. })));
+    }
 }
