@@ -80,9 +80,22 @@ pub(super) fn names(text: &str) -> Vec<NameRef> {
         line: 1,
         column: 1,
         out: Vec::new(),
+        shadowed: Vec::new(),
     };
     s.code(false);
+    // A script that binds `let event = ...` reads its own variable, not the event.
+    let shadowed = s.shadowed;
+    s.out.retain(|r| !shadowed.contains(&r.root));
     s.out
+}
+
+fn root_of(word: &str) -> Option<Root> {
+    match word {
+        "event" => Some(Root::Event),
+        "facts" => Some(Root::Facts),
+        "params" => Some(Root::Params),
+        _ => None,
+    }
 }
 
 /// A cursor over the script's characters that knows its line and column.
@@ -92,6 +105,8 @@ struct Scanner {
     line: usize,
     column: usize,
     out: Vec<NameRef>,
+    /// The roots the script declares a variable of its own by (`let`, `const`).
+    shadowed: Vec<Root>,
 }
 
 impl Scanner {
@@ -122,6 +137,7 @@ impl Scanner {
         let mut depth = 0_usize;
         // A name right after `.` is a property, not a variable.
         let mut after_dot = false;
+        let mut declaring = false;
         while let Some(c) = self.peek(0) {
             match c {
                 '/' if self.peek(1) == Some('/') => self.line_comment(),
@@ -144,9 +160,14 @@ impl Scanner {
                 }
                 c if c.is_alphanumeric() || c == '_' => {
                     let word = self.word();
-                    if !after_dot {
-                        self.read_of(&word);
+                    match root_of(&word) {
+                        Some(root) if declaring => self.shadowed.push(root),
+                        Some(root) if !after_dot => self.read_of(root),
+                        _ => {}
                     }
+                    declaring = !after_dot && matches!(word.as_str(), "let" | "const");
+                    after_dot = false;
+                    continue;
                 }
                 c if c.is_whitespace() => {
                     self.bump();
@@ -157,6 +178,7 @@ impl Scanner {
                 }
             }
             after_dot = c == '.';
+            declaring = false;
         }
     }
 
@@ -171,13 +193,7 @@ impl Scanner {
 
     /// After `event`, `facts` or `params`: the name read by `.name`, `?.name`, `["name"]` or
     /// `?["name"]`, if any.
-    fn read_of(&mut self, word: &str) {
-        let root = match word {
-            "event" => Root::Event,
-            "facts" => Root::Facts,
-            "params" => Root::Params,
-            _ => return,
-        };
+    fn read_of(&mut self, root: Root) {
         self.skip_spaces();
         if self.peek(0) == Some('?') && matches!(self.peek(1), Some('.' | '[')) {
             self.bump();
@@ -188,7 +204,9 @@ impl Scanner {
                 self.skip_spaces();
                 let (line, column) = (self.line, self.column);
                 let name = self.word();
-                if !name.is_empty() {
+                self.skip_spaces();
+                // `event.keys()` calls a function on the map; it reads no field.
+                if !name.is_empty() && self.peek(0) != Some('(') {
                     self.out.push(NameRef {
                         root,
                         name,
@@ -316,6 +334,11 @@ mod tests {
         assert_eq!(found(text), []);
         assert_eq!(found("event[k]"), []);
         assert_eq!(found("events.x"), []);
+        assert_eq!(
+            found("let facts = #{a: 1};\nfacts.a == 1 && event.amount > 0").len(),
+            1
+        );
+        assert_eq!(found("event.keys().len() > 0 && params.len () == 0"), []);
     }
 
     #[test]
