@@ -79,7 +79,7 @@ pub enum Outcome {
 /// The first check of a rule that failed on an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {
-    /// The condition at this index of the rule's `when`.
+    /// The condition at this index of the rule's `when` as written (`Condition::index`).
     Condition(usize),
     /// The limit at this index of the rule's `limits`.
     Limit(usize),
@@ -111,6 +111,8 @@ pub struct Evaluation {
     /// Scripts that failed: their rules decided nothing for this event.
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
+    /// What scripts printed (`print`, `debug`), by the index of their rule, in order.
+    pub printed: Vec<(usize, String)>,
     credit: CreditCache,
 }
 
@@ -146,6 +148,7 @@ impl Evaluation {
         self.decisions.clear();
         self.errors.clear();
         self.trace.clear();
+        self.printed.clear();
     }
 }
 
@@ -221,6 +224,7 @@ pub fn decide(
             }
         };
         out.trace.push(RuleTrace { rule: ri, failed });
+        crate::rules::script::take_printed(|line| out.printed.push((ri, line)));
     }
     accumulate(ruleset, state, &ctx, out);
     apply_updates(ruleset, state, &ctx);
@@ -257,10 +261,10 @@ fn decide_grant(
             });
         }
     };
-    for (i, cond) in rule.when.iter().enumerate() {
+    for cond in &rule.when {
         if !passes_condition(ruleset, state, ctx, rule, cond)? {
             reject(out, &cond.reject);
-            return Ok(Some(Failed::Condition(i)));
+            return Ok(Some(Failed::Condition(cond.index)));
         }
     }
     let Some(grant) = &rule.grant else {

@@ -61,6 +61,14 @@ fn no_working_day(calendar: &str, year: &Option<i32>) -> String {
     }
 }
 
+fn known_params(known: &[String]) -> String {
+    if known.is_empty() {
+        ", and this rule has none".into()
+    } else {
+        format!(": {}", quoted(known))
+    }
+}
+
 fn unknown_calendar(name: &Option<String>) -> String {
     match name {
         Some(name) => format!(
@@ -162,6 +170,11 @@ problems! {
     "reject_not_allowed" => RejectNotAllowed { owner: String },
     #[error("script of condition `{condition}` in rule `{rule}` breaks the sandbox's limits on a probe event (amount {amount}): {message}")]
     "script_limit" => ScriptLimit { condition: String, rule: String, amount: i64, message: String },
+    #[error("script of condition `{condition}` in rule `{rule}` fails for a customer with no history (every fact absent): {message}")]
+    "script_no_history" => ScriptNoHistory { condition: String, rule: String, message: String },
+    /// A warning: the ruleset loads.
+    #[error("the script of condition `{condition}` runs before condition `{next}`: their `reject` reasons differ and a redemption rejects with the first failed condition's, so the written order stays")]
+    "script_runs_first" => ScriptRunsFirst { condition: String, next: String },
     #[error("script of condition `{condition}`: {message}")]
     "script_syntax" => ScriptSyntax { condition: String, message: String },
     #[error("at most 64 event types and 64 channels")]
@@ -190,6 +203,9 @@ problems! {
     "unknown_key" => UnknownKey { found: String, expected: Vec<String> },
     #[error("unknown list `{name}`; lists are declared in the manifest")]
     "unknown_list" => UnknownList { name: String },
+    /// `known` lists the rule's params, for the message.
+    #[error("unknown param `{name}`; a script's `params` are the rule's `params`{}", known_params(.known))]
+    "unknown_param" => UnknownParam { name: String, known: Vec<String> },
     #[error("unknown phase `{name}`; the manifest's phases are {phases:?}")]
     "unknown_phase" => UnknownPhase { name: String, phases: Vec<String> },
     #[error("unknown time zone `{name}`; expected an IANA name such as `Europe/Paris`")]
@@ -204,6 +220,13 @@ problems! {
     /// The YAML reader's message, without its own " at line L, column C".
     #[error("{0}")]
     "yaml" => Yaml(String),
+}
+
+impl Problem {
+    /// Whether `check` warns rather than refuses: the ruleset loads as written.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Problem::ScriptRunsFirst { .. })
+    }
 }
 
 /// How an operator does not fit its operand.
@@ -313,11 +336,21 @@ impl Diagnostic {
     pub fn code(&self) -> &'static str {
         self.problem.code()
     }
+
+    /// `error`, or `warning` for a problem the ruleset loads with.
+    pub fn severity(&self) -> &'static str {
+        if self.problem.is_warning() {
+            "warning"
+        } else {
+            "error"
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: error[{}]: {}", self.at, self.code(), self.problem)?;
+        let (at, severity, code) = (&self.at, self.severity(), self.code());
+        write!(f, "{at}: {severity}[{code}]: {}", self.problem)?;
         if let Some(help) = &self.help {
             write!(f, " (help: {help})")?;
         }
@@ -372,6 +405,11 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// Whether any problem is an error (not only warnings).
+    pub fn has_errors(&self) -> bool {
+        self.list.iter().any(|d| !d.problem.is_warning())
+    }
+
     /// Records a problem at a position the YAML reader gave.
     pub fn at(&mut self, src: &SourceFile, at: Pos, problem: Problem) {
         self.push(Diagnostic::new(Location::new(&src.path, at), problem));

@@ -14,5 +14,5 @@ pub mod script;
 pub mod span;
 
 pub use error::{Diagnostic, RulesetError};
-pub use load::{load_ruleset, ruleset_version};
+pub use load::{load_checked, load_ruleset, ruleset_version};
 pub use ruleset::Ruleset;

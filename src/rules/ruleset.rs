@@ -471,6 +471,9 @@ pub struct Rule {
 /// A named condition of a rule.
 #[derive(Debug)]
 pub struct Condition {
+    /// Its position in the rule's `when` as written; the compiled order may run scripts
+    /// later (`compile/script_order.rs`), and traces name conditions by this index.
+    pub index: usize,
     pub name: String,
     pub clause: Option<String>,
     pub test: Test,

@@ -26,6 +26,7 @@ impl<'a> Owner<'a> {
 
 /// One named condition of `when`; its problems are tied to the clause it encodes.
 pub(super) fn compile_condition(
+    index: usize,
     c: &Sp<RawCondition>,
     rule: &Owner,
     rejects_allowed: bool,
@@ -52,6 +53,7 @@ pub(super) fn compile_condition(
         }
     }
     Some(Condition {
+        index,
         name,
         clause: c.clause.as_deref().cloned(),
         test: test?,
@@ -69,7 +71,8 @@ pub(super) fn compile_conditions(
     d: &mut Diagnostics,
 ) -> Vec<Condition> {
     list.iter()
-        .filter_map(|c| compile_condition(c, owner, rejects_allowed, ctx, scripts, d))
+        .enumerate()
+        .filter_map(|(i, c)| compile_condition(i, c, owner, rejects_allowed, ctx, scripts, d))
         .collect()
 }
 
@@ -174,6 +177,7 @@ pub(super) fn compile_script(
     c: &Sp<RawCondition>,
     rule: &Owner,
     name: &str,
+    ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
@@ -196,8 +200,11 @@ pub(super) fn compile_script(
         rule: rule.id.clone(),
         condition: name.to_string(),
     };
-    match scripts.compile(text, origin) {
-        Ok(i) => Some(Test::Script(i)),
+    match scripts.compile(text, origin.clone()) {
+        Ok(i) => {
+            check_script_names(text, &origin, rule, ctx, d);
+            Some(Test::Script(i))
+        }
         Err(e) => {
             let problem = Problem::ScriptSyntax {
                 condition: name.to_string(),
@@ -248,7 +255,7 @@ pub(super) fn compile_test(
         return Some(Test::Any(sub(list)));
     }
     if c.script.is_some() || c.script_file.is_some() {
-        return compile_script(c, rule, name, scripts, d);
+        return compile_script(c, rule, name, ctx, scripts, d);
     }
     let (operand, ty, operand_name) = operand(c, rule, ctx, d)?;
     let tests = Tests {

@@ -29,7 +29,10 @@ mod expressions;
 mod grants;
 mod manifest;
 mod ordering;
+mod params;
 mod probes;
+mod script_names;
+mod script_order;
 
 use accumulators::*;
 use bounds::*;
@@ -39,6 +42,8 @@ use grants::*;
 use manifest::*;
 use ordering::check_order;
 use probes::probe_scripts;
+use script_names::check_script_names;
+use script_order::order_scripts;
 
 // The compiled ruleset has its own types; the file shapes stop at this module.
 impl From<RawScope> for Scope {
@@ -485,12 +490,12 @@ pub fn compile(
     compiled.sort_by(|a, b| (a.phase, &a.id).cmp(&(b.phase, &b.id)));
 
     let tz = timezone?;
-    if !d.list.is_empty() {
+    if d.has_errors() {
         return None;
     }
     check_order(&compiled, &rules, &ctx, d);
     probe_scripts(&scripts, &compiled, &ctx, d);
-    if !d.list.is_empty() {
+    if d.has_errors() {
         return None;
     }
     Some(Ruleset::new(
@@ -535,7 +540,8 @@ fn compile_rule(
     let rejects_allowed = matches!(kind, RuleKind::Redemption);
 
     let owner = Owner::rule(p);
-    let when = compile_conditions(&r.when, &owner, rejects_allowed, ctx, scripts, d);
+    let mut when = compile_conditions(&r.when, &owner, rejects_allowed, ctx, scripts, d);
+    order_scripts(&mut when, p, d);
     let limits: Vec<Limit> = r
         .limits
         .iter()
@@ -689,7 +695,8 @@ fn compile_points(
     })
 }
 
-/// A YAML parameter as a script value; numbers with a fraction become decimals.
+/// A YAML parameter as a script value; numbers with a fraction and decimals written as
+/// strings become decimals (`params::text_param`).
 fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
     match v {
         Value::Null => rhai::Dynamic::UNIT,
@@ -700,7 +707,7 @@ fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
                 Decimal::from_str(&n.to_string()).map_or(rhai::Dynamic::UNIT, rhai::Dynamic::from)
             }
         },
-        Value::String(s) => s.clone().into(),
+        Value::String(s) => params::text_param(s),
         Value::Array(items) => items
             .iter()
             .map(yaml_to_dynamic)
