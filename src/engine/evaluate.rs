@@ -2,6 +2,7 @@
 //! event's fact updates. No I/O of its own (the state reads back what it spilled to temporary
 //! files), no clock; the date is the event's, in the ruleset's zone.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use chrono::{Datelike, Days, NaiveDate};
@@ -108,6 +109,9 @@ pub struct RuleTrace {
 #[derive(Debug, Default)]
 pub struct Evaluation {
     pub decisions: Vec<Decision>,
+    /// The event's accumulator totals, each worked out when first read: no rule changes
+    /// them (the event is added after the rules ran).
+    accumulators: Vec<Cell<Option<Tally>>>,
     /// Scripts that failed: their rules decided nothing for this event.
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
@@ -159,6 +163,7 @@ struct Ctx<'e, 'a> {
     date: NaiveDate,
     customer: u32,
     wallet: u32,
+    accumulators: &'e [Cell<Option<Tally>>],
 }
 
 /// What deciding an event came to: an outcome, or why the event is rejected. Deciding
@@ -194,12 +199,16 @@ pub fn decide(
     };
     // Before anything of the event changes the state.
     state.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
+    let mut accumulators = std::mem::take(&mut out.accumulators);
+    accumulators.clear();
+    accumulators.resize(ruleset.accumulators.len(), Cell::new(None));
     let ctx = Ctx {
         ev,
         kind: admitted.kind,
         date: admitted.date,
         customer: admitted.customer,
         wallet: admitted.wallet,
+        accumulators: &accumulators,
     };
     state.record_admission(admitted);
     for &ri in ruleset
@@ -228,6 +237,7 @@ pub fn decide(
     }
     accumulate(ruleset, state, &ctx, out);
     apply_updates(ruleset, state, &ctx);
+    out.accumulators = accumulators;
     Ok(Ok(Outcome::Decided))
 }
 
@@ -886,10 +896,14 @@ fn fact_value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx, fi: usize) -> Val
 /// An accumulator's total over the window that holds the event's date, before the event:
 /// a count is whole, a sum decimal.
 fn accumulator_value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx, a: usize) -> Val<'e> {
-    let Some(acc) = ruleset.accumulators.get(a) else {
+    let (Some(acc), Some(cached)) = (ruleset.accumulators.get(a), ctx.accumulators.get(a)) else {
         return Val::Absent;
     };
-    let tally = window_tally(state, acc.counter, acc.per, acc.window, ctx);
+    let tally = cached.get().unwrap_or_else(|| {
+        let tally = window_tally(state, acc.counter, acc.per, acc.window, ctx);
+        cached.set(Some(tally));
+        tally
+    });
     match acc.sum {
         Some(_) => Val::Dec(tally.value),
         None => Val::Int(i64::try_from(tally.grants).unwrap_or(i64::MAX)),

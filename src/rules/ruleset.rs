@@ -583,15 +583,15 @@ impl Window {
     /// The counter's bucket that holds `date`: the days since the common era of the
     /// bucket's first day, or `i32::MIN` for no window. Rolling windows count by day.
     pub fn bucket(self, date: NaiveDate) -> i32 {
-        let first = match self {
+        let day = date.num_days_from_ce();
+        // Days back to the bucket's first day: integer steps, as this runs per limit and event.
+        let back = match self {
             Window::Never => return i32::MIN,
-            Window::Day | Window::Rolling(_) => date,
-            Window::Week => {
-                date - chrono::Days::new(u64::from(date.weekday().num_days_from_monday()))
-            }
-            Window::Month => date.with_day(1).unwrap_or(date),
+            Window::Day | Window::Rolling(_) => 0,
+            Window::Week => date.weekday().num_days_from_monday(),
+            Window::Month => date.day0(),
         };
-        first.num_days_from_ce()
+        day - back as i32
     }
 
     /// Every bucket a tally on `date` sums, the latest first.
