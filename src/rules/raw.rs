@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::schema::{Amount, MinSpendByFaceValue, Scalar};
+use super::schema::{Amount, AmountOrExpression, MinSpendByFaceValue, Scalar};
 pub use super::span::{Pos, Sp};
 
 /// `ruleset.yaml`, the manifest of a ruleset: its time zone, phases, event types, channels,
@@ -519,7 +519,7 @@ pub struct RawCoupon {
     /// The coupon's value: a quoted decimal, a whole number, or an expression over the
     /// event, facts, accumulators and params, rounded down to the currency's minor unit.
     /// Examples: `"10"`, `"min(amount * 10%, 50)"`. Not with `from_field`.
-    #[schemars(with = "Option<Amount>")]
+    #[schemars(with = "Option<AmountOrExpression>")]
     pub face_value: Option<Sp<Value>>,
     /// A list-of-amounts event field: one coupon per value in it. Example: `face_values`.
     /// Not with `face_value`.
@@ -527,7 +527,7 @@ pub struct RawCoupon {
     /// The least a payment must be for the coupon to be used; defaults to the face value.
     /// A decimal, or an expression that may name `face_value`. Examples: `"30"`,
     /// `"2 * face_value"`.
-    #[schemars(with = "Option<Amount>")]
+    #[schemars(with = "Option<AmountOrExpression>")]
     pub min_spend: Option<Sp<Value>>,
     /// With `from_field`: the minimum spend for each face value.
     /// Example: `{ "10": "30", "25": "60" }`.

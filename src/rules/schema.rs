@@ -8,7 +8,7 @@
 //! JSON support understands best.
 //!
 //! A few rule values are held as YAML values by the loader and read later (amounts,
-//! comparison values); [`Amount`], [`Scalar`] and [`MinSpendByFaceValue`] describe them for
+//! comparison values); [`Amount`], [`AmountOrExpression`], [`Scalar`] and [`MinSpendByFaceValue`] describe them for
 //! the schema only.
 
 use std::borrow::Cow;
@@ -87,6 +87,29 @@ impl JsonSchema for Amount {
             "anyOf": [
                 { "type": "string", "pattern": DECIMAL_TEXT },
                 { "type": "integer" }
+            ]
+        })
+    }
+}
+
+/// A coupon's `face_value` or `min_spend`: an amount, or an expression computing one.
+pub struct AmountOrExpression;
+
+impl JsonSchema for AmountOrExpression {
+    fn schema_name() -> Cow<'static, str> {
+        "AmountOrExpression".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let amount = generator.subschema_for::<Amount>();
+        json_schema!({
+            "description": concat!(
+                "An amount (\"10\", \"12.50\", 10), or an expression computing one over the ",
+                "event, facts, accumulators and params, such as \"min(amount * 10%, 50)\"."
+            ),
+            "anyOf": [
+                amount,
+                { "type": "string", "pattern": "[A-Za-z(+*/%]" }
             ]
         })
     }
