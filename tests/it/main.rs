@@ -68,6 +68,10 @@ mod defects;
 // Issue 18, reporting: reject codes, blank lines, the rejects file, --summary-json, versions.
 mod reporting;
 
+// Rule language v2 (issue 16): three fixtures, `promo check`/`promo test` on them, a model
+// of the cashback promotion over generated streams, and a resume across a month end.
+mod language_v2;
+
 // The README's commands and rule examples run as written.
 #[cfg(unix)]
 mod readme;
