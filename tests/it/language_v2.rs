@@ -548,3 +548,57 @@ fn cashback_resumed_from_state_across_a_month_end_is_byte_identical() {
         }
     }
 }
+
+/// Every golden case of every v2 fixture, cut after each of its events into two runs over
+/// one `--state`, decides what the case expects: the month accumulator, the budget, the
+/// weekly and monthly counters (with what a partial fill used) and the `purchases` fact all
+/// carry over from the first run to the second.
+#[test]
+fn v2_golden_cases_cut_anywhere_resume_from_state() {
+    for name in FIXTURES {
+        for case in cases(&v2(name)) {
+            let events = read_jsonl_file(&case.join("events.jsonl"));
+            let expected = read_jsonl_file(&case.join("expected.jsonl"));
+            let customers = case.join("customers.jsonl");
+            let customers = customers.exists().then_some(customers);
+            let case_name = case.file_name().unwrap().to_string_lossy().into_owned();
+            let d = Dir::new(&format!("v2-cut-{case_name}"));
+            for cut in 1..events.len() {
+                let state = d.path().join(format!("state-{cut}"));
+                let mut decided = Vec::new();
+                for (part, lines) in [&events[..cut], &events[cut..]].iter().enumerate() {
+                    let input = d.write_jsonl(&format!("{cut}-{part}.jsonl"), lines);
+                    let output = d.path().join(format!("{cut}-{part}.out.jsonl"));
+                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
+                    cmd.arg("eval")
+                        .arg("--rules")
+                        .arg(v2(name))
+                        .arg("--input")
+                        .arg(&input)
+                        .arg("--output")
+                        .arg(&output)
+                        .arg("--state")
+                        .arg(&state);
+                    if let Some(c) = &customers {
+                        cmd.arg("--customers").arg(c);
+                    }
+                    let out = cmd.stdin(Stdio::null()).output().unwrap();
+                    assert_eq!(
+                        out.status.code(),
+                        Some(0),
+                        "{name}/{case_name} cut after {cut}, run {}\n{}",
+                        part + 1,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    decided.extend(read_jsonl_file(&output));
+                }
+                assert_eq!(
+                    expected,
+                    decided,
+                    "{name}/{case_name} cut after event {cut} of {}: two runs over one state",
+                    events.len()
+                );
+            }
+        }
+    }
+}
