@@ -12,10 +12,11 @@ partial fills, as three whole rulesets under `tests/fixtures/v2/`:
   HK$30 welcome coupon stacking on the first purchase ever.
 
 Each fixture's golden cases were worked out by hand (their `description.txt` says how); here
-`promo check` and `promo test` must pass on them. `cashback` is also decided by a small
-independent model written below (plain Rust, exact decimals, chrono-tz for HK dates) and
-compared with `promo eval` over generated streams, and resumed from `--state` across a month
-end.
+`promo check` and `promo test` must pass on them, also with each case cut into two runs
+over one `--state`. Each promotion is also decided by a small independent model written
+below from its terms (plain Rust, exact decimals, chrono-tz for HK dates), checked first
+against the hand-worked cases, then compared with `promo eval` line by line over generated
+streams; `cashback` is resumed from `--state` across a month end byte for byte.
 */
 
 use std::collections::HashMap;
@@ -600,5 +601,261 @@ fn v2_golden_cases_cut_anywhere_resume_from_state() {
                 );
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Independent models of `monthly-spend` and `tiers`, over generated streams
+
+/// Designated cards (every Citi credit card but Cash Back AMEX and Rewards UnionPay).
+const DESIGNATED: [&str; 9] = [
+    "citi_prestige",
+    "citi_premiermiles",
+    "citi_rewards",
+    "citi_cash_back",
+    "citi_clear",
+    "citi_ultima",
+    "citi_gold",
+    "citi_classic",
+    "citi_octopus",
+];
+
+/// A grant of coupons `(face, min_spend)`, credited the HK date `day`, valid 30 days.
+fn grant_of(
+    e: &Value,
+    rule: &str,
+    coupons: &[(&str, &str)],
+    usable: &[&str],
+    day: NaiveDate,
+) -> Value {
+    let valid_until = day.checked_add_days(Days::new(29)).unwrap();
+    let coupons: Vec<Value> = coupons
+        .iter()
+        .enumerate()
+        .map(|(i, (face, min))| {
+            json!({
+                "coupon_id": format!("{}:{rule}:{}", e["id"].as_str().unwrap(), i + 1),
+                "face_value": face,
+                "min_spend": min,
+                "usable_for": usable,
+                "credit_by": day.to_string(),
+                "valid_until": valid_until.to_string(),
+            })
+        })
+        .collect();
+    json!({
+        "event_id": e["id"],
+        "rule": rule,
+        "decision": "grant",
+        "customer": e["customer"],
+        "wallet": e["wallet"],
+        "coupons": coupons,
+    })
+}
+
+/// `monthly-spend` by its terms: a HK$150 coupon (min HK$300, online) on the online
+/// designated-card purchase that brings the customer's HK-month total of such purchases from
+/// below HK$3,000 to HK$3,000 or more, once a month, `budget` coupons in all.
+fn monthly_spend_model(events: &[Value], budget: usize) -> Vec<Value> {
+    let mut spend: HashMap<(String, i32, u32), Decimal> = HashMap::new();
+    let mut granted = 0;
+    let mut out = Vec::new();
+    for e in events {
+        let s = |f: &str| e[f].as_str().unwrap();
+        let day = hk_date(s("at"));
+        let key = (s("customer").to_owned(), day.year(), day.month());
+        let amount = dec(s("amount"));
+        let qualifying = s("channel") == "online" && DESIGNATED.contains(&s("card_product"));
+        let before = spend.get(&key).copied().unwrap_or_default();
+        let threshold = dec("3000");
+        if qualifying && before < threshold && before + amount >= threshold && granted < budget {
+            granted += 1;
+            out.push(grant_of(
+                e,
+                "monthly-spend",
+                &[("150.00", "300.00")],
+                &["online"],
+                day,
+            ));
+        }
+        if qualifying {
+            spend.insert(key, before + amount);
+        }
+    }
+    out
+}
+
+/// `tiers` by its terms: HK$100 / 50 / 20 for HK$1,000 / 500 / 200 or more, plus HK$30 on
+/// the first purchase ever (alone below HK$200), at most 3 grants per ISO week (HK).
+fn tiers_model(events: &[Value]) -> Vec<Value> {
+    let mut purchases: HashMap<String, u64> = HashMap::new();
+    let mut week: HashMap<(String, i32, u32), u32> = HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        let s = |f: &str| e[f].as_str().unwrap();
+        let day = hk_date(s("at"));
+        let iso = day.iso_week();
+        let key = (s("customer").to_owned(), iso.year(), iso.week());
+        let amount = dec(s("amount"));
+        let mut coupons = Vec::new();
+        if amount >= dec("1000") {
+            coupons.push(("100.00", "1000.00"));
+        } else if amount >= dec("500") {
+            coupons.push(("50.00", "500.00"));
+        } else if amount >= dec("200") {
+            coupons.push(("20.00", "200.00"));
+        }
+        let count = purchases.entry(s("customer").to_owned()).or_default();
+        if *count == 0 {
+            coupons.push(("30.00", "100.00"));
+        }
+        *count += 1;
+        let grants = week.entry(key).or_default();
+        if !coupons.is_empty() && *grants < 3 {
+            *grants += 1;
+            out.push(grant_of(e, "tiers", &coupons, &["online", "in_store"], day));
+        }
+    }
+    out
+}
+
+/// A generated stream with assorted cards and amounts from HK$1 to HK$1,500 (tier edges
+/// now and then).
+fn mixed_stream(seed: u64, events: usize, customers: usize, from: &str, to: &str) -> Vec<Value> {
+    let mut rng = Rng(seed ^ 0x5EED);
+    let cards = [
+        "citi_gold",
+        "citi_prestige",
+        "citi_cash_back_amex",
+        "citi_rewards_unionpay",
+    ];
+    let edges = [
+        "199.99", "200.00", "499.99", "500.00", "999.99", "1000.00", "2999.99", "0.01",
+    ];
+    stream(seed, events, customers, from, to)
+        .into_iter()
+        .map(|e| {
+            let kinds = if rng.below(4) == 0 { 4 } else { 2 };
+            let card = cards[usize::try_from(rng.below(kinds)).unwrap()];
+            let amount = if rng.below(4) == 0 {
+                edges[usize::try_from(rng.below(8)).unwrap()].to_owned()
+            } else {
+                let cents = 100 + rng.below(150_000);
+                format!("{}.{:02}", cents / 100, cents % 100)
+            };
+            e.set("card_product", card).set("amount", amount)
+        })
+        .collect()
+}
+
+#[test]
+fn monthly_spend_and_tiers_models_agree_with_the_hand_worked_cases() {
+    for (name, decide) in [
+        (
+            "monthly-spend",
+            (|e: &[Value]| monthly_spend_model(e, 3)) as fn(&[Value]) -> Vec<Value>,
+        ),
+        ("tiers", tiers_model),
+    ] {
+        for case in cases(&v2(name)) {
+            let mut events = read_jsonl_file(&case.join("events.jsonl"));
+            // The snapshot's earlier purchases, as purchases long before the case.
+            let mut before = Vec::new();
+            for (i, row) in read_jsonl_file(&case.join("customers.jsonl"))
+                .iter()
+                .enumerate()
+            {
+                for k in 0..row["prior_purchases"].as_u64().unwrap() {
+                    before.push(
+                        purchase(
+                            &format!("prior-{i}-{k}"),
+                            "2001-01-01T10:00:00+08:00",
+                            row["customer"].as_str().unwrap(),
+                        )
+                        .set("amount", "1.00"),
+                    );
+                }
+            }
+            let n = before.len();
+            before.append(&mut events);
+            let decided: Vec<Value> = decide(&before)
+                .into_iter()
+                .filter(|d| !d["event_id"].as_str().unwrap().starts_with("prior-"))
+                .collect();
+            let expected = read_jsonl_file(&case.join("expected.jsonl"));
+            assert_eq!(
+                expected,
+                decided,
+                "{}: model vs hand ({n} prior purchases)",
+                case.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn monthly_spend_and_tiers_engine_match_the_models_on_generated_streams() {
+    let d = Dir::new("v2-models");
+    // monthly-spend, as shipped (a budget of 3) and with a budget of 1,000 (a copy of the
+    // fixture with that one number changed), so that every crossing shows.
+    let rules = d.path().join("monthly-spend-1000");
+    let copy = |from: &Path, to: &Path| {
+        for sub in ["", "promotions"] {
+            std::fs::create_dir_all(to.join(sub)).unwrap();
+            for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+                let p = entry.unwrap().path();
+                if p.is_file() {
+                    std::fs::copy(&p, to.join(sub).join(p.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+    };
+    copy(&v2("monthly-spend"), &rules);
+    let rule = rules.join("promotions/monthly-spend.yaml");
+    let text = std::fs::read_to_string(&rule).unwrap();
+    assert_eq!(text.matches("max_grants: 3\n").count(), 1);
+    std::fs::write(&rule, text.replace("max_grants: 3\n", "max_grants: 1000\n")).unwrap();
+
+    // The streams and the models' decisions first, each checked to exercise the terms,
+    // then the engine on each.
+    let mut runs = Vec::new();
+    for (seed, n, customers) in [(21_u64, 400, 5), (22, 600, 9)] {
+        let events = mixed_stream(
+            seed,
+            n,
+            customers,
+            "2031-01-20T00:00:00Z",
+            "2031-03-04T00:00:00Z",
+        );
+        let all = monthly_spend_model(&events, 1000);
+        assert!(all.len() >= 8, "seed {seed}: {} crossings", all.len());
+        let tiers = tiers_model(&events);
+        let from_200 = events
+            .iter()
+            .filter(|e| dec(e["amount"].as_str().unwrap()) >= dec("200"))
+            .count();
+        // Fewer grants than purchases of HK$200 or more: the weekly cap refused some.
+        assert!(
+            tiers.len() < from_200,
+            "seed {seed}: the weekly cap never refused a tier purchase"
+        );
+        runs.push((
+            format!("monthly-{seed}-3"),
+            v2("monthly-spend"),
+            monthly_spend_model(&events, 3),
+            events.clone(),
+        ));
+        runs.push((
+            format!("monthly-{seed}-1000"),
+            rules.clone(),
+            all,
+            events.clone(),
+        ));
+        runs.push((format!("tiers-{seed}"), v2("tiers"), tiers, events));
+    }
+    for (name, dir, expected, events) in runs {
+        let run = eval_with(&format!("v2-{name}"), &dir, &events, &[]);
+        run.assert_clean();
+        assert_decisions(&expected, &run);
     }
 }
