@@ -713,7 +713,7 @@ fn tiers_model(events: &[Value]) -> Vec<Value> {
         let grants = week.entry(key).or_default();
         if !coupons.is_empty() && *grants < 3 {
             *grants += 1;
-            out.push(grant_of(e, "tiers", &coupons, &["online", "in_store"], day));
+            out.push(grant_of(e, "tiers", &coupons, &["in_store", "online"], day));
         }
     }
     out
