@@ -129,6 +129,8 @@ fn v2_fixture_files_match_the_schemas() {
     };
     let rule = jsonschema::validator_for(&rule_schema()).unwrap();
     let manifest = jsonschema::validator_for(&manifest_schema()).unwrap();
+    // Every file's errors, so that one run names them all.
+    let mut errs = Vec::new();
     for name in FIXTURES {
         let dir = v2(name);
         let files = [
@@ -136,13 +138,15 @@ fn v2_fixture_files_match_the_schemas() {
             (&rule, dir.join("promotions").join(format!("{name}.yaml"))),
         ];
         for (v, path) in files {
-            let errs: Vec<String> = v
-                .iter_errors(&yaml(&path))
-                .map(|e| format!("{}: {e}", e.instance_path()))
-                .collect();
-            assert!(errs.is_empty(), "{}:\n{}", path.display(), errs.join("\n"));
+            for e in v.iter_errors(&yaml(&path)) {
+                let at = e.instance_path().to_string();
+                let mut what = e.to_string();
+                what.truncate(300);
+                errs.push(format!("{}: {at}: {what}", path.display()));
+            }
         }
     }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------
