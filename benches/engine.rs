@@ -31,6 +31,7 @@
 //! | `floor-jsonl` | the parse floor, the yardstick: each line read into a reused buffer and deserialized with plain `serde_json` into a `#[derive(Deserialize)]` struct of owned strings (the event contract's fields; unknown fields ignored), and the engine's output bytes written: `decisions.jsonl`, held in memory (read before the clock starts), is written to a `BufWriter<File>` in step with the input, up to the proportional byte offset after each line. No rules. |
 //! | `floor-csv` | the same from `events.csv`, deserialized with the `csv` crate (`coupons` and `face_values` as plain strings), writing the same bytes. |
 //! | `eval-jsonl`, `eval-csv` | exactly what `promo eval --rules rules --input events.jsonl\|csv --customers customers.jsonl --output out.jsonl` does, through the library: `load_ruleset`, `State::new`, `load_snapshot` (inside `State::expect_input_while`, which sizes the state for the input file meanwhile), a `Batch` writing decisions (and rejected lines) through `FileSink`s, `run_jsonl` / `run_csv`. |
+//! | `eval-v2-jsonl` | `eval-jsonl` with the three promotions of `benches/v2` in place of the seed's (a monthly-spend threshold on an accumulator of purchases and bill payments, a percentage cashback on payments with a weekend tier, a monthly partial-filled cap and a computed minimum spend, amount tiers on working days with a weekly cap), their accumulators appended to the seed manifest; compared with its own reference run. The line `eval-v2-jsonl / eval-jsonl speed` gives its events/s over the seed rules'. |
 //! | `eval-state-jsonl` | the same with `--state` on a fresh state directory: `Store::open`, `store.load`, `state.track_changes()`, and a checkpoint (outputs synced, changes committed to SQLite) every 50,000 lines and at the end. |
 //! | `rhai-only-jsonl` | the baseline: every seed rule (clauses S1-S18) written as one Rhai script, `benches/seed.rhai`, compiled once and run once per event, with the event as a map (as the engine shows events to scripts: HK `date`, decimal `amount` and `face_values`) and the customer, wallet and coupon-ledger maps in its scope; the decisions it returns are written as the engine writes them. |
 //!
@@ -81,6 +82,8 @@ type Res<T> = Result<T, Box<dyn Error>>;
 
 /// The shipped seed ruleset.
 const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+/// The promotions of `eval-v2-jsonl`.
+const V2_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/v2");
 /// The seed ruleset as one Rhai script, for `rhai-only-jsonl`.
 const SEED_SCRIPT: &str = include_str!("seed.rhai");
 /// The generator's source: its hash names the data directory, so a changed generator
@@ -104,13 +107,15 @@ enum Variant {
     RhaiOnlyJsonl,
     FloorCsv,
     EvalCsv,
+    EvalV2Jsonl,
 }
 
 impl Variant {
     /// Every variant, in the order they run and print.
-    const ALL: [Variant; 6] = [
+    const ALL: [Variant; 7] = [
         Variant::FloorJsonl,
         Variant::EvalJsonl,
+        Variant::EvalV2Jsonl,
         Variant::EvalStateJsonl,
         Variant::RhaiOnlyJsonl,
         Variant::FloorCsv,
@@ -125,6 +130,7 @@ impl Variant {
             Variant::RhaiOnlyJsonl => "rhai-only-jsonl",
             Variant::FloorCsv => "floor-csv",
             Variant::EvalCsv => "eval-csv",
+            Variant::EvalV2Jsonl => "eval-v2-jsonl",
         }
     }
 
@@ -262,6 +268,21 @@ impl Files {
     fn decisions(&self) -> PathBuf {
         self.dir.join("decisions.jsonl")
     }
+    /// The reference decisions of the seed rules with the v2 promotions.
+    fn decisions_v2(&self) -> PathBuf {
+        self.dir.join("decisions-v2.jsonl")
+    }
+    /// The decisions a variant's output is compared with.
+    fn reference(&self, v: Variant) -> PathBuf {
+        match v {
+            Variant::EvalV2Jsonl => self.decisions_v2(),
+            _ => self.decisions(),
+        }
+    }
+    /// The seed manifest with the promotions of `benches/v2` (written by `prepare`).
+    fn v2_rules(&self) -> PathBuf {
+        self.dir.join("v2-rules")
+    }
     /// Where a variant writes its decisions.
     fn output(&self, v: Variant) -> PathBuf {
         self.dir.join(format!("out-{}.jsonl", v.name()))
@@ -278,6 +299,47 @@ impl Files {
     }
 }
 
+/// The seed manifest followed by `benches/v2/accumulators.yaml`, with the promotions
+/// `benches/v2/v2-*.yaml` in place of the seed's: each exercising the language's second
+/// version (accumulators, windows, expressions, tiers, partial fill, date operands).
+fn write_v2_rules(files: &Files) -> Res<()> {
+    let to = files.v2_rules();
+    let _ = std::fs::remove_dir_all(&to);
+    copy_dir(Path::new(RULES_DIR), &to)?;
+    std::fs::remove_dir_all(to.join("promotions"))?;
+    std::fs::remove_dir_all(to.join("tests"))?;
+    std::fs::create_dir(to.join("promotions"))?;
+    let v2 = Path::new(V2_DIR);
+    let mut manifest = std::fs::read_to_string(to.join("ruleset.yaml"))?;
+    manifest.push_str(&std::fs::read_to_string(v2.join("accumulators.yaml"))?);
+    std::fs::write(to.join("ruleset.yaml"), manifest)?;
+    for entry in std::fs::read_dir(v2)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("v2-") && name.ends_with(".yaml") {
+            std::fs::copy(&path, to.join("promotions").join(name))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Where `promo eval --output OUT` writes rejected lines by default.
 fn rejects_path(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
@@ -287,6 +349,7 @@ fn rejects_path(output: &Path) -> PathBuf {
 
 /// Generates the stream unless the same configuration's files are there.
 fn prepare(cfg: &gen::GenConfig, files: &Files) -> Res<()> {
+    write_v2_rules(files)?;
     if files.marker().is_file() {
         println!("data: reusing {}", files.dir.display());
         return Ok(());
@@ -364,6 +427,24 @@ fn parent(args: &Args) -> Res<()> {
         megabytes(&files.decisions())
     );
     let expected = per_rule(&reference);
+    if args.only.contains(&Variant::EvalV2Jsonl) {
+        let v2 = eval_rules(
+            &files.v2_rules(),
+            &files,
+            InputFormat::Jsonl,
+            false,
+            &files.decisions_v2(),
+        )?;
+        let _ = std::fs::remove_file(rejects_path(&files.decisions_v2()));
+        let granted = |rule: &str| per_rule(&v2).get(rule).copied().unwrap_or(0);
+        println!(
+            "reference eval-v2: {} decisions; v2-monthly-spend {}, v2-cashback {}, v2-tiers {}",
+            grouped(v2.decisions),
+            grouped(granted("v2-monthly-spend")),
+            grouped(granted("v2-cashback")),
+            grouped(granted("v2-tiers"))
+        );
+    }
 
     // Rounds of every variant in turn, so that a noisy stretch of a shared machine hits
     // them alike; each variant keeps its fastest round and its largest peak RSS.
@@ -376,7 +457,7 @@ fn parent(args: &Args) -> Res<()> {
                 args.repeat
             );
             let report = spawn(v, args, &files)?;
-            let same = match same_bytes(&files.output(v), &files.decisions()) {
+            let same = match same_bytes(&files.output(v), &files.reference(v)) {
                 Ok(true) => "same",
                 Ok(false) => "DIFFERS",
                 Err(_) => "missing",
@@ -446,6 +527,12 @@ fn parent(args: &Args) -> Res<()> {
             "eval-jsonl / rhai-only-jsonl time: {} (the engine is {}x the speed of the one-script Rhai baseline)",
             fixed(eval, rhai, 2),
             fixed(rhai, eval, 2)
+        );
+    }
+    if let (Some(seed), Some(v2)) = (nanos_of(Variant::EvalJsonl), nanos_of(Variant::EvalV2Jsonl)) {
+        println!(
+            "eval-v2-jsonl / eval-jsonl speed: {} (the v2 promotions over the seed rules, on the same stream; target >= 0.80)",
+            fixed(seed, v2, 2)
         );
     }
     let mut agrees = true;
@@ -584,6 +671,13 @@ fn child(args: &Args, dir: &Path) -> Res<()> {
         Variant::EvalCsv => summary_report(&eval(&files, InputFormat::Csv, false, &out)?),
         Variant::EvalStateJsonl => summary_report(&eval(&files, InputFormat::Jsonl, true, &out)?),
         Variant::RhaiOnlyJsonl => rhai_only(&files, &out)?,
+        Variant::EvalV2Jsonl => summary_report(&eval_rules(
+            &files.v2_rules(),
+            &files,
+            InputFormat::Jsonl,
+            false,
+            &out,
+        )?),
     };
     report.nanos = nanos_since(started);
     finish(v, report)
@@ -724,7 +818,17 @@ fn floor(v: Variant, files: &Files, records: u64) -> Res<()> {
 // The engine, as `promo eval` runs it (src/cli/eval.rs), without the progress bar.
 
 fn eval(files: &Files, format: InputFormat, keep_state: bool, output: &Path) -> Res<Summary> {
-    let ruleset = load_ruleset(Path::new(RULES_DIR))?;
+    eval_rules(Path::new(RULES_DIR), files, format, keep_state, output)
+}
+
+fn eval_rules(
+    rules: &Path,
+    files: &Files,
+    format: InputFormat,
+    keep_state: bool,
+    output: &Path,
+) -> Res<Summary> {
+    let ruleset = load_ruleset(rules)?;
     let mut state = State::new(&ruleset);
     let mut store = if keep_state {
         let state_dir = files.state();

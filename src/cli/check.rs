@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use super::{Exit, Paint};
-use crate::rules::{load_ruleset, Diagnostic};
+use crate::rules::{load_checked, Diagnostic};
 
 /// How `check` prints diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,23 +16,36 @@ pub enum ErrorFormat {
     Json,
 }
 
-/// Runs `check`, printing every problem found, or a one-line summary.
+/// Runs `check`, printing every problem found (warnings too), or a one-line summary.
 pub fn run(dir: &Path, format: ErrorFormat) -> Exit {
-    let result = load_ruleset(dir);
+    let result = load_checked(dir);
+    let exit = if result.is_ok() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    };
+    let diagnostics = match &result {
+        Ok((_, warnings)) => warnings.as_slice(),
+        Err(e) => e.diagnostics.as_slice(),
+    };
     if format == ErrorFormat::Json {
-        let list: Vec<serde_json::Value> = match &result {
-            Ok(_) => Vec::new(),
-            Err(e) => e.diagnostics.iter().map(to_json).collect(),
-        };
+        let list: Vec<serde_json::Value> = diagnostics.iter().map(to_json).collect();
         outln!("{}", serde_json::Value::Array(list));
-        return if result.is_ok() {
-            Exit::Success
-        } else {
-            Exit::Failure
-        };
+        return exit;
     }
+    let paint = Paint(std::io::stderr().is_terminal());
+    for d in diagnostics {
+        errln!("{}", render(d, &paint).trim_end());
+    }
+    let warnings = diagnostics
+        .iter()
+        .filter(|d| d.problem.is_warning())
+        .count();
     match result {
-        Ok(r) => {
+        Ok((r, _)) => {
+            if warnings > 0 {
+                errln!("{warnings} warning(s) in {}", dir.display());
+            }
             outln!(
                 "ok: {} rules, {} facts, {} calendars, {} event types in {}",
                 r.rules.len(),
@@ -41,17 +54,18 @@ pub fn run(dir: &Path, format: ErrorFormat) -> Exit {
                 r.event_types.len(),
                 dir.display()
             );
-            Exit::Success
         }
         Err(e) => {
-            let paint = Paint(std::io::stderr().is_terminal());
-            for d in &e.diagnostics {
-                errln!("{}", render(d, &paint).trim_end());
-            }
-            errln!("{} error(s) in {}", e.diagnostics.len(), dir.display());
-            Exit::Failure
+            let errors = e.diagnostics.len() - warnings;
+            let also = if warnings > 0 {
+                format!(" and {warnings} warning(s)")
+            } else {
+                String::new()
+            };
+            errln!("{errors} error(s){also} in {}", dir.display());
         }
     }
+    exit
 }
 
 fn to_json(d: &Diagnostic) -> serde_json::Value {
@@ -59,6 +73,7 @@ fn to_json(d: &Diagnostic) -> serde_json::Value {
         "file": d.at.file.display().to_string(),
         "line": d.at.line,
         "column": d.at.column,
+        "severity": d.severity(),
         "code": d.code(),
         "message": d.problem.to_string(),
         "help": d.help,
@@ -71,11 +86,7 @@ fn to_json(d: &Diagnostic) -> serde_json::Value {
 pub fn render(d: &Diagnostic, paint: &Paint) -> String {
     let mut out = String::new();
     let at = &d.at;
-    out += &format!(
-        "{at}: {} {}\n",
-        paint.red(&format!("error[{}]:", d.code())),
-        d.problem
-    );
+    out += &format!("{at}: {} {}\n", paint_severity(d, paint), d.problem);
     let source_line = (at.line > 0)
         .then(|| std::fs::read_to_string(&at.file).ok())
         .flatten()
@@ -88,7 +99,12 @@ pub fn render(d: &Diagnostic, paint: &Paint) -> String {
             .take(at.column.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        out += &format!("{} | {pad}{}\n", " ".repeat(gutter.len()), paint.red("^"));
+        let caret = if d.problem.is_warning() {
+            paint.yellow("^")
+        } else {
+            paint.red("^")
+        };
+        out += &format!("{} | {pad}{caret}\n", " ".repeat(gutter.len()));
     }
     if let Some(help) = &d.help {
         out += &format!("  = help: {help}\n");
@@ -97,4 +113,14 @@ pub fn render(d: &Diagnostic, paint: &Paint) -> String {
         out += &format!("  = note: {clause}\n");
     }
     out
+}
+
+/// `error[code]:` in red, or `warning[code]:` in yellow.
+fn paint_severity(d: &Diagnostic, paint: &Paint) -> String {
+    let head = format!("{}[{}]:", d.severity(), d.code());
+    if d.problem.is_warning() {
+        paint.yellow(&head)
+    } else {
+        paint.red(&head)
+    }
 }

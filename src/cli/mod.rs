@@ -65,6 +65,10 @@ impl Paint {
     pub fn dim(&self, s: &str) -> String {
         self.wrap("2", s)
     }
+    /// Yellow, for warnings.
+    pub fn yellow(&self, s: &str) -> String {
+        self.wrap("33", s)
+    }
     fn wrap(&self, code: &str, s: &str) -> String {
         if self.0 {
             format!("\u{1b}[{code}m{s}\u{1b}[0m")

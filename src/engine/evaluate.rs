@@ -2,16 +2,18 @@
 //! event's fact updates. No I/O of its own (the state reads back what it spilled to temporary
 //! files), no clock; the date is the event's, in the ruleset's zone.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use chrono::{Days, NaiveDate};
-use rust_decimal::Decimal;
+use chrono::{Datelike, Days, NaiveDate};
+use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::admit::Admission;
 use super::ledger::LedgerUnreadable;
 use super::state::{CounterKey, CouponRecord, FactValue, State, Tally};
 use crate::model::{total, Decision, DecisionKind, Event, Field, IssuedCoupon, Money};
-use crate::rules::calendar::Calendar;
+use crate::rules::calendar::{weekday_name, Calendar};
+use crate::rules::expr::EvalError;
 use crate::rules::matching::{passes, Val};
 use crate::rules::ruleset::*;
 use crate::rules::ruleset::{CouponCheck, FactOp, FactType, Scope};
@@ -78,7 +80,7 @@ pub enum Outcome {
 /// The first check of a rule that failed on an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {
-    /// The condition at this index of the rule's `when`.
+    /// The condition at this index of the rule's `when` as written (`Condition::index`).
     Condition(usize),
     /// The limit at this index of the rule's `limits`.
     Limit(usize),
@@ -88,6 +90,10 @@ pub enum Failed {
     ScriptError,
     /// A rule deciding coupon use, on a payment that lists no coupon.
     NoCoupon,
+    /// A tiered grant whose tiers all failed.
+    NoTier,
+    /// A computed face value came to zero or less.
+    NothingToGrant,
 }
 
 /// What one rule did with one event, for `--explain`.
@@ -103,9 +109,14 @@ pub struct RuleTrace {
 #[derive(Debug, Default)]
 pub struct Evaluation {
     pub decisions: Vec<Decision>,
+    /// The event's accumulator totals, each worked out when first read: no rule changes
+    /// them (the event is added after the rules ran).
+    accumulators: Vec<Cell<Option<Tally>>>,
     /// Scripts that failed: their rules decided nothing for this event.
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
+    /// What scripts printed (`print`, `debug`), by the index of their rule, in order.
+    pub printed: Vec<(usize, String)>,
     credit: CreditCache,
 }
 
@@ -141,6 +152,7 @@ impl Evaluation {
         self.decisions.clear();
         self.errors.clear();
         self.trace.clear();
+        self.printed.clear();
     }
 }
 
@@ -151,6 +163,7 @@ struct Ctx<'e, 'a> {
     date: NaiveDate,
     customer: u32,
     wallet: u32,
+    accumulators: &'e [Cell<Option<Tally>>],
 }
 
 /// What deciding an event came to: an outcome, or why the event is rejected. Deciding
@@ -186,12 +199,16 @@ pub fn decide(
     };
     // Before anything of the event changes the state.
     state.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
+    let mut accumulators = std::mem::take(&mut out.accumulators);
+    accumulators.clear();
+    accumulators.resize(ruleset.accumulators.len(), Cell::new(None));
     let ctx = Ctx {
         ev,
         kind: admitted.kind,
         date: admitted.date,
         customer: admitted.customer,
         wallet: admitted.wallet,
+        accumulators: &accumulators,
     };
     state.record_admission(admitted);
     for &ri in ruleset
@@ -216,9 +233,21 @@ pub fn decide(
             }
         };
         out.trace.push(RuleTrace { rule: ri, failed });
+        crate::rules::script::take_printed(|line| out.printed.push((ri, line)));
     }
+    accumulate(ruleset, state, &ctx, out);
     apply_updates(ruleset, state, &ctx);
+    out.accumulators = accumulators;
     Ok(Ok(Outcome::Decided))
+}
+
+/// A coupon a grant would issue, before limits are checked.
+struct Face<'r> {
+    value: Decimal,
+    min_spend: Decimal,
+    usable_for: u64,
+    /// A minimum spend computed from the face value, worked out again after a partial fill.
+    min_spend_expr: Option<&'r Expr>,
 }
 
 /// Runs a grant or redemption rule. Returns the first failed check, if any.
@@ -242,60 +271,48 @@ fn decide_grant(
             });
         }
     };
-    for (i, cond) in rule.when.iter().enumerate() {
-        if !test(ruleset, state, ctx, rule, &cond.test)? {
+    for cond in &rule.when {
+        if !passes_condition(ruleset, state, ctx, rule, cond)? {
             reject(out, &cond.reject);
-            return Ok(Some(Failed::Condition(i)));
+            return Ok(Some(Failed::Condition(cond.index)));
         }
     }
     let Some(grant) = &rule.grant else {
         return Ok(None);
     };
-
-    // What the grant would issue, before limits are checked.
-    let mut faces: Vec<(Decimal, Decimal, u64)> = Vec::new();
-    for t in &grant.coupons {
-        match t {
-            CouponTemplate::Fixed {
-                face_value,
-                min_spend,
-                usable_for,
-                count,
-            } => {
-                for _ in 0..*count {
-                    faces.push((*face_value, *min_spend, *usable_for));
-                }
-            }
-            CouponTemplate::PerValue {
-                field,
-                min_spend,
-                min_spend_by_face_value,
-                usable_for,
-            } => {
-                let values = match field {
-                    Field::FaceValues => ctx.ev.face_values.as_deref().unwrap_or_default(),
-                    _ => &[],
-                };
-                for v in values {
-                    let ms = min_spend_by_face_value
-                        .iter()
-                        .find(|(fv, _)| fv == v)
-                        .map(|(_, ms)| *ms)
-                        .or(*min_spend)
-                        .unwrap_or(*v);
-                    faces.push((*v, ms, *usable_for));
-                }
-            }
+    let tier = chosen_tier(ruleset, state, ctx, rule, grant)?;
+    if tier.is_none() && !grant.tiers.is_empty() && grant.coupons.is_empty() {
+        return Ok(Some(Failed::NoTier));
+    }
+    let mut faces = Vec::new();
+    for coupon in tier.into_iter().flatten().chain(&grant.coupons) {
+        if passes_all(ruleset, state, ctx, rule, &coupon.when)? {
+            add_faces(ruleset, state, ctx, rule, &coupon.template, &mut faces)?;
         }
     }
-    let value = total(faces.iter().map(|f| &f.0));
+    if faces.is_empty() {
+        return Ok(Some(Failed::NoTier));
+    }
+    // A computed coupon worth nothing is left out; a grant of none decides nothing.
+    faces.retain(|f| f.value > Decimal::ZERO);
+    if faces.is_empty() {
+        return Ok(Some(Failed::NothingToGrant));
+    }
+    let mut value = total(faces.iter().map(|f| &f.value));
     let coupons = faces.len() as u64;
 
     for (i, limit) in rule.limits.iter().enumerate() {
-        let tally = state.tally(&counter_key(limit, ctx)).unwrap_or_default();
-        if !fits(&limit.bounds, &tally, coupons, value) {
-            reject(out, &limit.reject);
-            return Ok(Some(Failed::Limit(i)));
+        let tally = window_tally(state, limit.counter, limit.per, limit.window, ctx);
+        match fill(limit, &tally, coupons, value) {
+            Fill::Whole => {}
+            Fill::Partial(left) => {
+                refill(ruleset, state, ctx, rule, &mut faces, left)?;
+                value = left;
+            }
+            Fill::Refused => {
+                reject(out, &limit.reject);
+                return Ok(Some(Failed::Limit(i)));
+            }
         }
     }
 
@@ -326,7 +343,7 @@ fn decide_grant(
     // Count once per distinct counter key, even if two limits share a counter.
     let mut counted: Vec<CounterKey> = Vec::with_capacity(rule.limits.len());
     for limit in &rule.limits {
-        let key = counter_key(limit, ctx);
+        let key = counter_key(limit.counter, limit.per, limit.window, ctx);
         if !counted.contains(&key) {
             let t = state.tally_mut(key);
             t.grants += 1;
@@ -341,15 +358,15 @@ fn decide_grant(
         .valid_days
         .and_then(|days| credit_by.checked_add_days(Days::new(u64::from(days.max(1) - 1))));
     let mut issued = Vec::with_capacity(faces.len());
-    for (n, (face_value, min_spend, usable_for)) in faces.into_iter().enumerate() {
+    for (n, face) in faces.into_iter().enumerate() {
         let coupon_id = coupon_id(&ctx.ev.id, &rule.id, n + 1);
         state.insert_coupon(
             &coupon_id,
             CouponRecord {
                 wallet: ctx.wallet,
-                face_value,
-                min_spend,
-                usable_for,
+                face_value: face.value,
+                min_spend: face.min_spend,
+                usable_for: face.usable_for,
                 credit_by,
                 valid_until,
                 used: false,
@@ -357,9 +374,9 @@ fn decide_grant(
         );
         issued.push(IssuedCoupon {
             coupon_id,
-            face_value: Money(face_value),
-            min_spend: Money(min_spend),
-            usable_for,
+            face_value: Money(face.value),
+            min_spend: Money(face.min_spend),
+            usable_for: face.usable_for,
             credit_by,
             valid_until,
         });
@@ -379,6 +396,271 @@ fn decide_grant(
     Ok(None)
 }
 
+/// Whether the event passes one named condition of a rule; an expression that cannot be
+/// worked out (a division by zero) is an error of that condition, like a script's.
+fn passes_condition(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    cond: &Condition,
+) -> Result<bool, ScriptError> {
+    test(ruleset, state, ctx, &rule.params, &cond.test).map_err(|e| {
+        let mut e = e.into_script_error(&rule.id);
+        if e.condition.is_empty() {
+            e.condition.clone_from(&cond.name);
+        }
+        e
+    })
+}
+
+/// The coupons of the first tier of a grant whose conditions pass, if any.
+fn chosen_tier<'r>(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    grant: &'r Grant,
+) -> Result<Option<&'r [Coupon]>, ScriptError> {
+    for tier in &grant.tiers {
+        if passes_all(ruleset, state, ctx, rule, &tier.when)? {
+            return Ok(Some(&tier.coupons));
+        }
+    }
+    Ok(None)
+}
+
+fn passes_all(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    conditions: &[Condition],
+) -> Result<bool, ScriptError> {
+    for cond in conditions {
+        if !passes_condition(ruleset, state, ctx, rule, cond)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The coupons a template would issue on this event, added to `faces`.
+fn add_faces<'r>(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    t: &'r CouponTemplate,
+    faces: &mut Vec<Face<'r>>,
+) -> Result<(), ScriptError> {
+    match t {
+        CouponTemplate::Fixed {
+            face_value,
+            min_spend,
+            usable_for,
+            count,
+        } => {
+            for _ in 0..*count {
+                faces.push(Face {
+                    value: *face_value,
+                    min_spend: *min_spend,
+                    usable_for: *usable_for,
+                    min_spend_expr: None,
+                });
+            }
+        }
+        CouponTemplate::PerValue {
+            field,
+            min_spend,
+            min_spend_by_face_value,
+            usable_for,
+        } => {
+            let values = match field {
+                Field::FaceValues => ctx.ev.face_values.as_deref().unwrap_or_default(),
+                _ => &[],
+            };
+            for v in values {
+                let ms = min_spend_by_face_value
+                    .iter()
+                    .find(|(fv, _)| fv == v)
+                    .map(|(_, ms)| *ms)
+                    .or(*min_spend)
+                    .unwrap_or(*v);
+                faces.push(Face {
+                    value: *v,
+                    min_spend: ms,
+                    usable_for: *usable_for,
+                    min_spend_expr: None,
+                });
+            }
+        }
+        CouponTemplate::Computed {
+            face_value,
+            min_spend,
+            usable_for,
+        } => {
+            let exprs = Exprs {
+                ruleset,
+                state,
+                ctx,
+            };
+            let value = exprs.money(face_value, None, RoundingStrategy::ToZero, &rule.id)?;
+            let min_spend_value = match min_spend {
+                Some(m) => exprs.money(m, Some(value), RoundingStrategy::AwayFromZero, &rule.id)?,
+                None => value,
+            };
+            faces.push(Face {
+                value,
+                min_spend: min_spend_value,
+                usable_for: *usable_for,
+                min_spend_expr: min_spend.as_ref(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Lowers the one coupon of a grant to what a limit leaves (`check` admits partial fills
+/// on grants of one coupon only).
+fn refill(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    faces: &mut [Face],
+    left: Decimal,
+) -> Result<(), ScriptError> {
+    if let Some(face) = faces.first_mut() {
+        face.value = left;
+        face.min_spend = match face.min_spend_expr {
+            Some(m) => {
+                let exprs = Exprs {
+                    ruleset,
+                    state,
+                    ctx,
+                };
+                exprs.money(m, Some(left), RoundingStrategy::AwayFromZero, &rule.id)?
+            }
+            None => left,
+        };
+    }
+    Ok(())
+}
+
+/// What a limit allows of a grant.
+enum Fill {
+    Whole,
+    /// Only this much of its value, the rest of a `partial_fill` limit.
+    Partial(Decimal),
+    Refused,
+}
+
+fn fill(limit: &Limit, tally: &Tally, coupons: u64, value: Decimal) -> Fill {
+    if fits(&limit.bounds, tally, coupons, value) {
+        return Fill::Whole;
+    }
+    let Some(min) = limit.partial_fill else {
+        return Fill::Refused;
+    };
+    let mut left = value;
+    for b in &limit.bounds {
+        match b {
+            Bound::Value(v) => left = left.min(v.saturating_sub(tally.value)),
+            other => {
+                if !fits(std::slice::from_ref(other), tally, coupons, value) {
+                    return Fill::Refused;
+                }
+            }
+        }
+    }
+    if left > Decimal::ZERO && left >= min {
+        Fill::Partial(left)
+    } else {
+        Fill::Refused
+    }
+}
+
+/// The tally of a counter over the window that holds the event's date.
+fn window_tally(state: &State, counter: usize, per: Scope, window: Window, ctx: &Ctx) -> Tally {
+    let key = counter_key(counter, per, window, ctx);
+    let mut sum = Tally::default();
+    for day in window.buckets(ctx.date) {
+        if let Some(t) = state.tally(&key.in_bucket(day)) {
+            sum.grants += t.grants;
+            sum.coupons += t.coupons;
+            sum.value = sum.value.saturating_add(t.value);
+        }
+    }
+    sum
+}
+
+/// Why an expression or a script of a condition failed.
+enum TestError {
+    Script(ScriptError),
+    Expr(EvalError),
+}
+
+impl TestError {
+    fn into_script_error(self, rule: &str) -> ScriptError {
+        match self {
+            TestError::Script(e) => e,
+            TestError::Expr(e) => ScriptError {
+                at: Default::default(),
+                rule: rule.to_string(),
+                condition: String::new(),
+                message: format!("expression: {e}"),
+                exceeded_limit: false,
+            },
+        }
+    }
+}
+
+/// The values expressions read on one event.
+struct Exprs<'a, 'e, 'x> {
+    ruleset: &'a Ruleset,
+    state: &'a State,
+    ctx: &'a Ctx<'e, 'x>,
+}
+
+impl Exprs<'_, '_, '_> {
+    fn eval(&self, e: &Expr, face_value: Option<Decimal>) -> Result<Decimal, EvalError> {
+        e.eval(&mut |v| self.var(v, face_value))
+    }
+
+    /// An amount of money, rounded to the currency's minor unit by `strategy`.
+    fn money(
+        &self,
+        e: &Expr,
+        face_value: Option<Decimal>,
+        strategy: RoundingStrategy,
+        rule: &str,
+    ) -> Result<Decimal, ScriptError> {
+        self.eval(e, face_value)
+            .map(|v| v.round_dp_with_strategy(self.ruleset.amount_decimals, strategy))
+            .map_err(|e| TestError::Expr(e).into_script_error(rule))
+    }
+
+    fn var(&self, v: Var, face_value: Option<Decimal>) -> Decimal {
+        let ctx = self.ctx;
+        match v {
+            Var::Amount => ctx.ev.amount.unwrap_or_default(),
+            Var::FaceValues => total(ctx.ev.face_values.as_deref().unwrap_or_default()),
+            Var::FaceValue => face_value.unwrap_or_default(),
+            Var::Fact(f) => match fact_value(self.ruleset, self.state, ctx, f) {
+                Val::Int(i) => Decimal::from(i),
+                Val::Dec(d) => d,
+                _ => Decimal::ZERO,
+            },
+            Var::Accumulator(a) => match accumulator_value(self.ruleset, self.state, ctx, a) {
+                Val::Int(i) => Decimal::from(i),
+                Val::Dec(d) => d,
+                _ => Decimal::ZERO,
+            },
+        }
+    }
+}
+
 /// The id of the `n`th coupon a rule grants on an event: `{event}:{rule}:{n}`, built by hand
 /// because `format!` was a twentieth of deciding.
 fn coupon_id(event: &str, rule: &str, n: usize) -> String {
@@ -393,13 +675,8 @@ fn coupon_id(event: &str, rule: &str, n: usize) -> String {
     id
 }
 
-fn counter_key(limit: &Limit, ctx: &Ctx) -> CounterKey {
-    CounterKey::new(
-        limit.counter,
-        limit.per,
-        limit.daily,
-        (ctx.customer, ctx.wallet, ctx.date),
-    )
+fn counter_key(counter: usize, per: Scope, window: Window, ctx: &Ctx) -> CounterKey {
+    CounterKey::new(counter, per, window, (ctx.customer, ctx.wallet, ctx.date))
 }
 
 fn fits(bounds: &[Bound], tally: &Tally, coupons: u64, value: Decimal) -> bool {
@@ -502,13 +779,13 @@ fn test(
     ruleset: &Ruleset,
     state: &State,
     ctx: &Ctx,
-    rule: &Rule,
+    params: &rhai::Map,
     t: &Test,
-) -> Result<bool, ScriptError> {
+) -> Result<bool, TestError> {
     Ok(match t {
         Test::All(ts) => {
             for t in ts {
-                if !test(ruleset, state, ctx, rule, t)? {
+                if !test(ruleset, state, ctx, params, t)? {
                     return Ok(false);
                 }
             }
@@ -516,22 +793,37 @@ fn test(
         }
         Test::Any(ts) => {
             for t in ts {
-                if test(ruleset, state, ctx, rule, t)? {
+                if test(ruleset, state, ctx, params, t)? {
                     return Ok(true);
                 }
             }
             false
         }
+        Test::Compare {
+            operand: Operand::Value(e),
+            ops,
+        } => {
+            let exprs = Exprs {
+                ruleset,
+                state,
+                ctx,
+            };
+            let v = Val::Dec(exprs.eval(e, None).map_err(TestError::Expr)?);
+            ops.iter().all(|op| passes(op, &v))
+        }
         Test::Compare { operand, ops } => {
             let v = value(ruleset, state, ctx, operand);
             ops.iter().all(|op| passes(op, &v))
         }
-        Test::Script(i) => ruleset.scripts.run_condition(
-            *i,
-            super::script_view::event_map(ctx.ev, ctx.date),
-            super::script_view::facts_map(ruleset, state, ctx.customer, ctx.wallet),
-            &rule.params,
-        )?,
+        Test::Script(i) => ruleset
+            .scripts
+            .run_condition(
+                *i,
+                super::script_view::event_map(ctx.ev, ctx.date),
+                super::script_view::facts_map(ruleset, state, ctx.customer, ctx.wallet),
+                params,
+            )
+            .map_err(TestError::Script)?,
     })
 }
 
@@ -564,25 +856,102 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
             Val::Int(ev.coupons.as_ref().map_or(0, |c| c.len() as i64))
         }
         Operand::SumOf(_) | Operand::CountOf(_) => Val::Absent,
-        Operand::Fact(fi) => {
-            let Some(fact) = ruleset.facts.get(*fi) else {
-                return Val::Absent;
-            };
-            let owner = if fact.scope == Scope::Wallet {
-                ctx.wallet
-            } else {
-                ctx.customer
-            };
-            match (state.fact(fact.scope, owner, fact.slot), fact.kind) {
-                (FactValue::Absent, FactType::Count) => Val::Int(0),
-                (FactValue::Absent, FactType::Flag) => Val::Bool(false),
-                (FactValue::Absent, _) => Val::Absent,
-                (FactValue::Int(i), _) => Val::Int(i),
-                (FactValue::Date(d), _) => Val::Date(d),
-                (FactValue::Bool(b), _) => Val::Bool(b),
-                (FactValue::Decimal(d), _) => Val::Dec(d),
+        Operand::Fact(fi) => fact_value(ruleset, state, ctx, *fi),
+        Operand::Weekday => Val::Text(weekday_name(ctx.date.weekday())),
+        Operand::DayOfMonth => Val::Int(i64::from(ctx.date.day())),
+        Operand::TimeOfDay => Val::Time(ev.at.with_timezone(&ruleset.timezone).time()),
+        Operand::WorkingDay(c) => Val::Bool(
+            ruleset
+                .calendars
+                .get(*c)
+                .is_some_and(|cal| cal.is_working_day(ctx.date)),
+        ),
+        Operand::Accumulator(a) => accumulator_value(ruleset, state, ctx, *a),
+        // `test` works expressions out itself: they can fail.
+        Operand::Value(_) => Val::Absent,
+    }
+}
+
+/// A fact's value on the event's customer or wallet; a count or flag with none is 0 or no.
+fn fact_value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx, fi: usize) -> Val<'e> {
+    let Some(fact) = ruleset.facts.get(fi) else {
+        return Val::Absent;
+    };
+    let owner = if fact.scope == Scope::Wallet {
+        ctx.wallet
+    } else {
+        ctx.customer
+    };
+    match (state.fact(fact.scope, owner, fact.slot), fact.kind) {
+        (FactValue::Absent, FactType::Count) => Val::Int(0),
+        (FactValue::Absent, FactType::Flag) => Val::Bool(false),
+        (FactValue::Absent, _) => Val::Absent,
+        (FactValue::Int(i), _) => Val::Int(i),
+        (FactValue::Date(d), _) => Val::Date(d),
+        (FactValue::Bool(b), _) => Val::Bool(b),
+        (FactValue::Decimal(d), _) => Val::Dec(d),
+    }
+}
+
+/// An accumulator's total over the window that holds the event's date, before the event:
+/// a count is whole, a sum decimal.
+fn accumulator_value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx, a: usize) -> Val<'e> {
+    let (Some(acc), Some(cached)) = (ruleset.accumulators.get(a), ctx.accumulators.get(a)) else {
+        return Val::Absent;
+    };
+    let tally = cached.get().unwrap_or_else(|| {
+        let tally = window_tally(state, acc.counter, acc.per, acc.window, ctx);
+        cached.set(Some(tally));
+        tally
+    });
+    match acc.sum {
+        Some(_) => Val::Dec(tally.value),
+        None => Val::Int(i64::try_from(tally.grants).unwrap_or(i64::MAX)),
+    }
+}
+
+/// Adds the event to each accumulator of its type whose filter it passes; the filters see
+/// the facts as the rules saw them, before the event's updates.
+fn accumulate(ruleset: &Ruleset, state: &mut State, ctx: &Ctx, out: &mut Evaluation) {
+    let no_params = rhai::Map::new();
+    for &a in ruleset
+        .accumulators_by_type
+        .get(ctx.kind)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let Some(acc) = ruleset.accumulators.get(a) else {
+            continue;
+        };
+        let mut passed = true;
+        for cond in &acc.when {
+            match test(ruleset, state, ctx, &no_params, &cond.test) {
+                Ok(true) => {}
+                Ok(false) => passed = false,
+                Err(e) => {
+                    let mut e = e.into_script_error(&format!("accumulator {}", acc.name));
+                    if e.condition.is_empty() {
+                        e.condition.clone_from(&cond.name);
+                    }
+                    out.errors.push(e);
+                    passed = false;
+                }
+            }
+            if !passed {
+                break;
             }
         }
+        if !passed {
+            continue;
+        }
+        let added = match acc.sum {
+            Some(Field::Amount) => ctx.ev.amount.unwrap_or_default(),
+            Some(Field::FaceValues) => total(ctx.ev.face_values.as_deref().unwrap_or_default()),
+            _ => Decimal::ZERO,
+        };
+        let t = state.tally_mut(counter_key(acc.counter, acc.per, acc.window, ctx));
+        t.grants += 1;
+        t.value = t.value.saturating_add(added);
     }
 }
 

@@ -21,6 +21,9 @@ pub struct RuleExplanation<'r> {
     /// Nothing to say to a person: the rule had nothing to look at (no coupon listed).
     #[serde(skip)]
     pub idle: bool,
+    /// What the rule's scripts printed (`print`, `debug`) on this event, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub printed: Vec<String>,
 }
 
 /// The explanation of one event.
@@ -36,9 +39,13 @@ pub struct Explanation<'r, 'e> {
 /// The name and clause of a failed check of `rule`.
 pub fn describe_failed(rule: &Rule, failed: Failed) -> (&str, Option<&str>) {
     match failed {
-        Failed::Condition(i) => rule.when.get(i).map_or(("condition", None), |c| {
-            (c.name.as_str(), c.clause.as_deref())
-        }),
+        Failed::Condition(i) => rule
+            .when
+            .iter()
+            .find(|c| c.index == i)
+            .map_or(("condition", None), |c| {
+                (c.name.as_str(), c.clause.as_deref())
+            }),
         Failed::Limit(i) => rule
             .limits
             .get(i)
@@ -48,12 +55,25 @@ pub fn describe_failed(rule: &Rule, failed: Failed) -> (&str, Option<&str>) {
             rule.points.as_ref().and_then(|p| p.clause.as_deref()),
         ),
         Failed::ScriptError => ("script error", None),
+        Failed::NoTier => ("no tier or coupon applies", None),
+        Failed::NothingToGrant => ("computed face value is not above zero", None),
         Failed::NoCoupon => ("no coupon listed", None),
     }
 }
 
-fn rule_part<'r>(ruleset: &'r Ruleset, t: &RuleTrace) -> Option<RuleExplanation<'r>> {
+/// What the scripts of the rule at `index` printed.
+fn printed_by(evaluation: &Evaluation, index: usize) -> Vec<String> {
+    let lines = evaluation.printed.iter().filter(|(r, _)| *r == index);
+    lines.map(|(_, line)| line.clone()).collect()
+}
+
+fn rule_part<'r>(
+    ruleset: &'r Ruleset,
+    evaluation: &Evaluation,
+    t: &RuleTrace,
+) -> Option<RuleExplanation<'r>> {
     let rule = ruleset.rules.get(t.rule)?;
+    let printed = printed_by(evaluation, t.rule);
     Some(match t.failed {
         None => RuleExplanation {
             rule: &rule.id,
@@ -61,6 +81,7 @@ fn rule_part<'r>(ruleset: &'r Ruleset, t: &RuleTrace) -> Option<RuleExplanation<
             failed: None,
             clause: rule.clause.as_deref(),
             idle: false,
+            printed,
         },
         Some(f) => {
             let (name, clause) = describe_failed(rule, f);
@@ -70,6 +91,7 @@ fn rule_part<'r>(ruleset: &'r Ruleset, t: &RuleTrace) -> Option<RuleExplanation<
                 failed: Some(name),
                 clause: clause.or(rule.clause.as_deref()),
                 idle: f == Failed::NoCoupon,
+                printed,
             }
         }
     })
@@ -91,7 +113,7 @@ pub fn explain<'r, 'e>(
             evaluation
                 .trace
                 .iter()
-                .filter_map(|t| rule_part(ruleset, t))
+                .filter_map(|t| rule_part(ruleset, evaluation, t))
                 .collect()
         },
     }
@@ -118,6 +140,9 @@ impl std::fmt::Display for Explanation<'_, '_> {
                         write!(f, " ({c})")?;
                     }
                 }
+            }
+            if !r.printed.is_empty() {
+                write!(f, " printed {:?}", r.printed)?;
             }
         }
         Ok(())

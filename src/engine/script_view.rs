@@ -7,7 +7,8 @@ use rust_decimal::Decimal;
 
 use super::state::{FactValue, State};
 use crate::model::Event;
-use crate::rules::ruleset::{FactType, Scope};
+use crate::rules::ruleset::Scope;
+use crate::rules::script::absent_fact;
 use crate::rules::Ruleset;
 
 fn text(s: &str) -> Dynamic {
@@ -78,7 +79,8 @@ pub fn event_map(ev: &Event<'_>, date: NaiveDate) -> Map {
     m
 }
 
-/// The customer's and the wallet's facts by name; unknown dates and decimals are `()`.
+/// The customer's and the wallet's facts by name; a fact with no value reads as
+/// `script::absent_fact` says (dates `()`, the others zero or false).
 pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -> Map {
     ruleset
         .facts
@@ -90,12 +92,7 @@ pub fn facts_map(ruleset: &Ruleset, state: &State, customer: u32, wallet: u32) -
                 customer
             };
             let v = match state.fact(f.scope, owner, f.slot) {
-                // As in conditions: a count never set is 0, a flag never set is false.
-                FactValue::Absent => match f.kind {
-                    FactType::Count => Dynamic::from(0_i64),
-                    FactType::Flag => Dynamic::FALSE,
-                    _ => Dynamic::UNIT,
-                },
+                FactValue::Absent => absent_fact(f.kind),
                 FactValue::Int(i) => i.into(),
                 FactValue::Date(d) => text(&d.to_string()),
                 FactValue::Bool(b) => b.into(),

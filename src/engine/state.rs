@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashSet;
@@ -15,7 +15,7 @@ use super::evaluate::InvalidEvent;
 use super::ledger::{CouponLedger, LedgerStats, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
-use crate::rules::ruleset::{FactType, Scope};
+use crate::rules::ruleset::{FactType, Scope, Window};
 use crate::rules::Ruleset;
 
 /// Events per coupon granted, as a guess to reserve room in the ledger by: most events of
@@ -122,12 +122,12 @@ pub struct CounterKey {
 }
 
 impl CounterKey {
-    /// The key of `counter`, kept per `per` (and per day when `daily`), for an event of
+    /// The key of `counter`, kept per `per` (and per bucket of `window`), for an event of
     /// this customer, wallet and date.
     pub fn new(
         counter: usize,
         per: Scope,
-        daily: bool,
+        window: Window,
         (customer, wallet, date): (u32, u32, NaiveDate),
     ) -> Self {
         CounterKey {
@@ -138,12 +138,13 @@ impl CounterKey {
                 Scope::Wallet => wallet,
                 Scope::All => 0,
             },
-            day: if daily {
-                date.num_days_from_ce()
-            } else {
-                i32::MIN
-            },
+            day: window.bucket(date),
         }
+    }
+
+    /// The same counter of the same owner, in the bucket starting on `day`.
+    pub fn in_bucket(self, day: i32) -> Self {
+        CounterKey { day, ..self }
     }
 }
 
@@ -519,8 +520,8 @@ impl State {
             if reads.wallet {
                 self.wallet_facts.prefetch(a.wallet);
             }
-            for &(counter, per, daily) in &reads.counters {
-                let key = CounterKey::new(counter, per, daily, (a.customer, a.wallet, a.date));
+            for &(counter, per, window) in &reads.counters {
+                let key = CounterKey::new(counter, per, window, (a.customer, a.wallet, a.date));
                 self.counters.prefetch(&key);
             }
         }
@@ -606,18 +607,21 @@ impl State {
             .reads_by_type
             .get(kind)
             .map(|r| r.counters.as_slice());
-        for &(counter, per, daily) in reads.unwrap_or_default() {
+        for &(counter, per, window) in reads.unwrap_or_default() {
             let known = match per {
                 Scope::Customer => here.0.is_some(),
                 Scope::Wallet => here.1.is_some(),
                 Scope::All => true,
             };
             let from = (here.0.unwrap_or(0), here.1.unwrap_or(0), date);
-            let key = CounterKey::new(counter, per, daily, from);
-            let to = CounterKey::new(counter, per, daily, (there.0, there.1, date));
-            if let Some(t) = self.tally(&key).filter(|_| known) {
-                if scratch.tally(&to).is_none() {
-                    *scratch.tally_mut(to) = t;
+            let key = CounterKey::new(counter, per, window, from);
+            let to = CounterKey::new(counter, per, window, (there.0, there.1, date));
+            for day in window.buckets(date) {
+                let (key, to) = (key.in_bucket(day), to.in_bucket(day));
+                if let Some(t) = self.tally(&key).filter(|_| known) {
+                    if scratch.tally(&to).is_none() {
+                        *scratch.tally_mut(to) = t;
+                    }
                 }
             }
         }

@@ -72,6 +72,19 @@ pub fn parse_weekday(name: &str) -> Option<Weekday> {
     name.parse::<Weekday>().ok()
 }
 
+/// A weekday as rules and the engine spell it: `monday` to `sunday`.
+pub fn weekday_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Mon => "monday",
+        Weekday::Tue => "tuesday",
+        Weekday::Wed => "wednesday",
+        Weekday::Thu => "thursday",
+        Weekday::Fri => "friday",
+        Weekday::Sat => "saturday",
+        Weekday::Sun => "sunday",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,9 +61,19 @@ fn no_working_day(calendar: &str, year: &Option<i32>) -> String {
     }
 }
 
+fn known_params(known: &[String]) -> String {
+    if known.is_empty() {
+        ", and this rule has none".into()
+    } else {
+        format!(": {}", quoted(known))
+    }
+}
+
 fn unknown_calendar(name: &Option<String>) -> String {
     match name {
-        Some(name) => format!("unknown calendar `{name}`; `working_days_after` needs a calendar declared in the manifest"),
+        Some(name) => format!(
+            "unknown calendar `{name}`; calendars are declared in the manifest's `calendars`"
+        ),
         None => "`working_days_after` needs a `calendar` declared in the manifest".into(),
     }
 }
@@ -100,7 +110,9 @@ problems! {
     "ambiguous_order" => AmbiguousOrder { first: String, second: String, counter: String, event_type: String, phase: String },
     #[error("`{key}: {value}` must be {want}")]
     "bad_amount" => BadAmount { key: &'static str, value: String, want: &'static str },
-    #[error("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`")]
+    #[error("accumulator `{name}`: {why}")]
+    "bad_accumulator" => BadAccumulator { name: String, why: &'static str },
+    #[error("condition `{name}` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `accumulator`, `working_day`, `value`, `all`, `any` or `script`")]
     "bad_condition" => BadCondition { name: String },
     #[error("a coupon has either a `face_value` or a `from_field`")]
     "bad_coupon" => BadCoupon,
@@ -109,6 +121,11 @@ problems! {
     /// Why the value is not a decimal (`parse_decimal`'s reason).
     #[error("{0}")]
     "bad_decimal" => BadDecimal(String),
+    /// The expression reader's message (`rules::expr`).
+    #[error("`{text}`: {message}")]
+    "bad_expression" => BadExpression { text: String, message: String },
+    #[error("limit `{limit}`: {why}")]
+    "bad_partial_fill" => BadPartialFill { limit: String, why: &'static str },
     #[error("`{fact}` must be a decimal fact kept per wallet")]
     "bad_fact_type" => BadFactType { fact: String },
     #[error("`{key}` needs {want}, not `{found}`")]
@@ -153,6 +170,11 @@ problems! {
     "reject_not_allowed" => RejectNotAllowed { owner: String },
     #[error("script of condition `{condition}` in rule `{rule}` breaks the sandbox's limits on a probe event (amount {amount}): {message}")]
     "script_limit" => ScriptLimit { condition: String, rule: String, amount: i64, message: String },
+    #[error("script of condition `{condition}` in rule `{rule}` fails for a customer with no history (every fact absent): {message}")]
+    "script_no_history" => ScriptNoHistory { condition: String, rule: String, message: String },
+    /// A warning: the ruleset loads.
+    #[error("the script of condition `{condition}` runs before condition `{next}`: their `reject` reasons differ and a redemption rejects with the first failed condition's, so the written order stays")]
+    "script_runs_first" => ScriptRunsFirst { condition: String, next: String },
     #[error("script of condition `{condition}`: {message}")]
     "script_syntax" => ScriptSyntax { condition: String, message: String },
     #[error("at most 64 event types and 64 channels")]
@@ -165,6 +187,8 @@ problems! {
     /// that leaves no working day.
     #[error("{}", no_working_day(.calendar, .year))]
     "no_working_day" => NoWorkingDay { calendar: String, year: Option<i32> },
+    #[error("unknown accumulator `{name}`; accumulators are declared in the manifest")]
+    "unknown_accumulator" => UnknownAccumulator { name: String },
     #[error("{}", unknown_calendar(.name))]
     "unknown_calendar" => UnknownCalendar { name: Option<String> },
     #[error("unknown channel `{name}`")]
@@ -179,6 +203,9 @@ problems! {
     "unknown_key" => UnknownKey { found: String, expected: Vec<String> },
     #[error("unknown list `{name}`; lists are declared in the manifest")]
     "unknown_list" => UnknownList { name: String },
+    /// `known` lists the rule's params, for the message.
+    #[error("unknown param `{name}`; a script's `params` are the rule's `params`{}", known_params(.known))]
+    "unknown_param" => UnknownParam { name: String, known: Vec<String> },
     #[error("unknown phase `{name}`; the manifest's phases are {phases:?}")]
     "unknown_phase" => UnknownPhase { name: String, phases: Vec<String> },
     #[error("unknown time zone `{name}`; expected an IANA name such as `Europe/Paris`")]
@@ -193,6 +220,13 @@ problems! {
     /// The YAML reader's message, without its own " at line L, column C".
     #[error("{0}")]
     "yaml" => Yaml(String),
+}
+
+impl Problem {
+    /// Whether `check` warns rather than refuses: the ruleset loads as written.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Problem::ScriptRunsFirst { .. })
+    }
 }
 
 /// How an operator does not fit its operand.
@@ -225,6 +259,8 @@ pub enum RuleShape {
     BlockWithoutCouponUse,
     #[error("this rule grants nothing: add a `grant` block")]
     GrantsNothing,
+    #[error("this `grant` lists no coupon: add `coupons` or `tiers`")]
+    EmptyGrant,
 }
 
 /// How a fact's update does not fit the fact.
@@ -300,11 +336,21 @@ impl Diagnostic {
     pub fn code(&self) -> &'static str {
         self.problem.code()
     }
+
+    /// `error`, or `warning` for a problem the ruleset loads with.
+    pub fn severity(&self) -> &'static str {
+        if self.problem.is_warning() {
+            "warning"
+        } else {
+            "error"
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: error[{}]: {}", self.at, self.code(), self.problem)?;
+        let (at, severity, code) = (&self.at, self.severity(), self.code());
+        write!(f, "{at}: {severity}[{code}]: {}", self.problem)?;
         if let Some(help) = &self.help {
             write!(f, " (help: {help})")?;
         }
@@ -359,6 +405,11 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// Whether any problem is an error (not only warnings).
+    pub fn has_errors(&self) -> bool {
+        self.list.iter().any(|d| !d.problem.is_warning())
+    }
+
     /// Records a problem at a position the YAML reader gave.
     pub fn at(&mut self, src: &SourceFile, at: Pos, problem: Problem) {
         self.push(Diagnostic::new(Location::new(&src.path, at), problem));
@@ -432,17 +483,22 @@ impl Diagnostics {
     }
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+/// The closest of `candidates` to `word`, if close enough to be a likely typo, as a help line.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
+    closest(word, candidates).map(|c| format!("did you mean `{c}`?"))
+}
+
+/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (levenshtein(word, c), c))
         .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| format!("did you mean `{c}`?"))
+        .map(|(_, c)| c)
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {

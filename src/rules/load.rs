@@ -97,6 +97,12 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Loads, validates and compiles the ruleset in `dir`, reporting every problem found.
 pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
+    load_checked(dir).map(|(ruleset, _warnings)| ruleset)
+}
+
+/// Like [`load_ruleset`], with the warnings of a ruleset that loads (`promo check` shows
+/// them); a ruleset with errors gives its warnings among its errors.
+pub fn load_checked(dir: &Path) -> Result<(Ruleset, Vec<Diagnostic>), RulesetError> {
     let mut d = Diagnostics::default();
     let manifest = read::<super::raw::RawManifest>(&dir.join(MANIFEST), &mut d);
     let mut calendars = Vec::new();
@@ -129,7 +135,7 @@ pub fn load_ruleset(dir: &Path) -> Result<Ruleset, RulesetError> {
     }
     let ruleset = manifest.and_then(|m| compile(m, calendars, rules, &mut d));
     match ruleset {
-        Some(r) if d.list.is_empty() => Ok(r),
+        Some(r) if !d.has_errors() => Ok((r, d.list)),
         _ => Err(RulesetError {
             diagnostics: d.list,
         }),

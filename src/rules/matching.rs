@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 
 use super::ruleset::{Literal, Op};
@@ -16,6 +16,7 @@ pub enum Val<'e> {
     Owned(String),
     Dec(Decimal),
     Date(NaiveDate),
+    Time(NaiveTime),
     Int(i64),
     Bool(bool),
     DecList(&'e [Decimal]),
@@ -29,6 +30,7 @@ impl Literal {
             Literal::Text(t) => Val::Text(t),
             Literal::Decimal(d) => Val::Dec(*d),
             Literal::Date(d) => Val::Date(*d),
+            Literal::Time(t) => Val::Time(*t),
             Literal::Int(i) => Val::Int(*i),
             Literal::Bool(b) => Val::Bool(*b),
         }
@@ -48,6 +50,7 @@ pub fn compare(v: &Val, lit: &Literal) -> Option<Ordering> {
         (Val::Owned(a), Literal::Text(b)) => Some(a.as_str().cmp(b)),
         (Val::Dec(a), Literal::Decimal(b)) => Some(a.cmp(b)),
         (Val::Date(a), Literal::Date(b)) => Some(a.cmp(b)),
+        (Val::Time(a), Literal::Time(b)) => Some(a.cmp(b)),
         (Val::Int(a), Literal::Int(b)) => Some(a.cmp(b)),
         (Val::Bool(a), Literal::Bool(b)) => Some(a.cmp(b)),
         _ => None,

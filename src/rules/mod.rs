@@ -3,6 +3,7 @@
 pub mod calendar;
 pub mod compile;
 pub mod error;
+pub mod expr;
 pub mod load;
 pub mod matching;
 pub mod raw;
@@ -13,5 +14,5 @@ pub mod script;
 pub mod span;
 
 pub use error::{Diagnostic, RulesetError};
-pub use load::{load_ruleset, ruleset_version};
+pub use load::{load_checked, load_ruleset, ruleset_version};
 pub use ruleset::Ruleset;

@@ -60,6 +60,12 @@ pub struct RawManifest {
     /// Example: `past_payments: { scope: customer, type: count }`.
     #[serde(default)]
     pub facts: BTreeMap<String, Sp<RawFact>>,
+    /// Sums of a field (or counts) of the events that pass a filter, per customer or
+    /// wallet, over a window, by name; conditions test them with `accumulator:` and
+    /// expressions read them by name.
+    /// Example: `web_spend: { per: customer, window: month, on: [card_payment], sum: amount }`.
+    #[serde(default)]
+    pub accumulators: BTreeMap<String, Sp<RawAccumulator>>,
     /// Sandbox limits for scripts; defaults apply where absent.
     #[serde(default)]
     pub script_limits: RawScriptLimits,
@@ -100,6 +106,28 @@ pub struct RawFact {
     /// Example: `- { on: [card_payment], op: increment }`.
     #[serde(default)]
     pub updates: Vec<Sp<RawFactUpdate>>,
+}
+
+/// One accumulator of the manifest: a running sum or count over a window.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccumulator {
+    /// The clause of the terms this accumulator stands for, quoted in explanations.
+    /// Example: `"T2: web payments count towards the month's spend"`.
+    pub clause: Option<String>,
+    /// Whose total it is: `customer` or `wallet`.
+    pub per: Sp<RawScope>,
+    /// When the total starts again from zero; absent, never. Example: `month`.
+    pub window: Option<Sp<RawWindow>>,
+    /// The event types that may add to it. Example: `[card_payment]`.
+    pub on: Vec<Sp<String>>,
+    /// The decimal event field summed (`amount`, `face_values`); absent, events are counted.
+    /// Example: `amount`.
+    pub sum: Option<Sp<String>>,
+    /// The conditions an event must pass to be added, in the syntax of a rule's `when`.
+    /// Example: `- { name: on_the_web, field: channel, eq: web }`.
+    #[serde(default)]
+    pub when: Vec<Sp<RawCondition>>,
 }
 
 /// Whose fact it is, or whose counter.
@@ -310,6 +338,14 @@ pub struct RawCondition {
     pub sum_of: Option<Sp<String>>,
     /// A list field whose number of items is tested. Example: `coupons`.
     pub count_of: Option<Sp<String>>,
+    /// An accumulator of the manifest, its total before this event. Example: `web_spend`.
+    pub accumulator: Option<Sp<String>>,
+    /// A calendar of the manifest: `true` when the event's date is a working day of it.
+    /// Example: `working_day: hk` with `eq: true`.
+    pub working_day: Option<Sp<String>>,
+    /// An exact decimal expression over the event's amount, facts, accumulators and params.
+    /// Example: `value: "web_spend + amount"` with `gte: 3000`.
+    pub value: Option<Sp<String>>,
     // tests
     /// Passes when the value equals this. Example: `eq: 0`, `eq: gold_visa`, `eq: true`.
     #[schemars(with = "Option<Scalar>")]
@@ -384,8 +420,9 @@ pub struct RawLimit {
     pub counter: Sp<String>,
     /// Whose counter it is: `customer`, `wallet`, or `all` for one total.
     pub per: RawScope,
-    /// When the counter starts again from zero: `day` (each calendar day); absent, never.
-    pub window: Option<RawWindow>,
+    /// When the counter starts again from zero: `day`, `week`, `month`, `period`, or
+    /// `{ rolling_days: N }`; absent, never. Example: `month`.
+    pub window: Option<Sp<RawWindow>>,
     /// The most grants the counter allows. Example: `1`.
     pub max_grants: Option<u64>,
     /// The most coupons the counter allows. Example: `500`.
@@ -393,17 +430,32 @@ pub struct RawLimit {
     /// The most coupon value (sum of face values) the counter allows. Example: `"2500"`.
     #[schemars(with = "Option<Amount>")]
     pub max_value: Option<Sp<Value>>,
+    /// With `max_value`: `true` grants what is left of it instead of refusing the grant
+    /// (the coupon's face value becomes what is left). Example: `true`.
+    pub partial_fill: Option<Sp<bool>>,
+    /// With `partial_fill`: the least a partial grant may be; below it nothing is granted.
+    /// Default: anything above zero. Example: `"1"`.
+    #[schemars(with = "Option<Amount>")]
+    pub partial_min: Option<Sp<Value>>,
     /// The reason a `decides: redemption` rule rejects with when the limit is reached.
     /// Example: `over_the_daily_cap`.
     pub reject: Option<Sp<String>>,
 }
 
-/// The time window a counter resets on.
+/// The time window a counter resets on, by the event's date in the ruleset's time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawWindow {
-    /// The counter starts again each calendar day, in the ruleset's time zone.
+    /// Each calendar day.
     Day,
+    /// Each ISO week, Monday to Sunday.
+    Week,
+    /// Each calendar month.
+    Month,
+    /// The whole promotion: never starts again (as with no `window`).
+    Period,
+    /// The N days ending with the event's date. Example: `{ rolling_days: 7 }`.
+    RollingDays(u32),
 }
 
 /// Points debited for an approval.
@@ -430,28 +482,51 @@ pub struct RawGrant {
     /// The clause of the terms this implements.
     /// Example: `"T2: EUR 10, min spend EUR 30, valid 60 days"`.
     pub clause: Option<String>,
-    /// The coupons granted.
+    /// The coupons granted; beside `tiers`, granted on top of the tier's coupons (each
+    /// coupon's own `when` deciding whether it is).
     /// Example: `- { face_value: "10", min_spend: "30", usable_for: [shop, web] }`.
+    #[serde(default)]
     pub coupons: Vec<Sp<RawCoupon>>,
+    /// Ordered alternatives instead of `coupons`: the first tier whose `when` passes grants
+    /// its coupons; when none does, the rule grants nothing.
+    /// Example: `- { name: gold, when: [{ name: big, field: amount, gte: 750 }], coupons: [...] }`.
+    #[serde(default)]
+    pub tiers: Vec<Sp<RawTier>>,
     /// When the coupons are credited: `working_days_after` with a `calendar`, or `days_after`.
     pub credit_by: Sp<RawCreditBy>,
     /// How many days a coupon is valid, counting its credit day. Example: `60`.
     pub valid_days: Option<Sp<u32>>,
 }
 
-/// A coupon template: fixed, or one per value of a list field.
+/// One tier of a grant.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    /// The tier's name, shown in explanations. Example: `gold`.
+    pub name: Sp<String>,
+    /// The conditions the event must pass for this tier, in the syntax of a rule's `when`;
+    /// empty, the tier always matches. Example: `- { name: big, field: amount, gte: 750 }`.
+    #[serde(default)]
+    pub when: Vec<Sp<RawCondition>>,
+    /// The coupons this tier grants.
+    pub coupons: Vec<Sp<RawCoupon>>,
+}
+
+/// A coupon template: fixed, computed, or one per value of a list field.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCoupon {
-    /// The coupon's value, as a quoted decimal or a whole number. Example: `"10"`.
-    /// Not with `from_field`.
+    /// The coupon's value: a quoted decimal, a whole number, or an expression over the
+    /// event, facts, accumulators and params, rounded down to the currency's minor unit.
+    /// Examples: `"10"`, `"min(amount * 10%, 50)"`. Not with `from_field`.
     #[schemars(with = "Option<Amount>")]
     pub face_value: Option<Sp<Value>>,
     /// A list-of-amounts event field: one coupon per value in it. Example: `face_values`.
     /// Not with `face_value`.
     pub from_field: Option<Sp<String>>,
     /// The least a payment must be for the coupon to be used; defaults to the face value.
-    /// Example: `"30"`.
+    /// A decimal, or an expression that may name `face_value`. Examples: `"30"`,
+    /// `"2 * face_value"`.
     #[schemars(with = "Option<Amount>")]
     pub min_spend: Option<Sp<Value>>,
     /// With `from_field`: the minimum spend for each face value.
@@ -463,6 +538,11 @@ pub struct RawCoupon {
     pub usable_for: Vec<Sp<String>>,
     /// With `face_value`: how many such coupons are granted (default 1). Example: `2`.
     pub count: Option<Sp<u32>>,
+    /// Conditions this coupon alone needs, in the syntax of a rule's `when`: a coupon of
+    /// `grant.coupons` beside `tiers` stacks on the tier's coupons when they pass.
+    /// Example: `- { name: first_payment, fact: payments, eq: 0 }`.
+    #[serde(default)]
+    pub when: Vec<Sp<RawCondition>>,
 }
 
 /// When granted coupons are credited.

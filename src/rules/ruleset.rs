@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
 use super::calendar::Calendar;
+pub use super::expr::{Expr, Var};
 use super::script::Scripts;
 use crate::model::Field;
 
@@ -54,12 +55,16 @@ pub struct Ruleset {
     pub facts: Vec<Fact>,
     pub calendars: Vec<Calendar>,
     pub counters: Vec<String>,
+    /// Sums and counts of events over windows, kept on counters of their own.
+    pub accumulators: Vec<Accumulator>,
     /// All rules, in evaluation order: by phase, then by id.
     pub rules: Vec<Rule>,
     /// For each event type, the indexes of the rules that listen to it, in evaluation order.
     pub rules_by_type: Vec<Vec<usize>>,
     /// For each event type, the fact updates it triggers.
     pub updates_by_type: Vec<Vec<FactUpdate>>,
+    /// For each event type, the accumulators it may add to.
+    pub accumulators_by_type: Vec<Vec<usize>>,
     /// For each event type, what of the state deciding it may read or write.
     pub reads_by_type: Vec<Reads>,
     pub scripts: Scripts,
@@ -78,6 +83,7 @@ impl Ruleset {
         facts: Vec<Fact>,
         calendars: Vec<Calendar>,
         counters: Vec<String>,
+        accumulators: Vec<Accumulator>,
         rules: Vec<Rule>,
         scripts: Scripts,
     ) -> Self {
@@ -115,27 +121,41 @@ impl Ruleset {
                     .collect()
             })
             .collect();
-        let reads_by_type = rules_by_type
-            .iter()
-            .zip(&updates_by_type)
-            .map(|(of_type, updates)| {
+        let accumulators_by_type: Vec<Vec<usize>> = (0..event_types.len())
+            .map(|t| {
+                accumulators
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.on & (1 << t) != 0)
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        let reads_by_type = (0..event_types.len())
+            .map(|t| {
+                let of_type = rules_by_type.get(t).map(Vec::as_slice).unwrap_or_default();
                 let mut reads = Reads::default();
-                for u in updates {
+                for u in updates_by_type
+                    .get(t)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
                     reads.add_fact(&facts, u.fact);
                 }
+                for &a in accumulators_by_type
+                    .get(t)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    if let Some(acc) = accumulators.get(a) {
+                        reads.add_accumulator(acc);
+                        acc.when
+                            .iter()
+                            .for_each(|c| reads.add_test(&facts, &accumulators, &c.test));
+                    }
+                }
                 for rule in of_type.iter().filter_map(|&r| rules.get(r)) {
-                    rule.when
-                        .iter()
-                        .for_each(|c| reads.add_test(&facts, &c.test));
-                    if let Some(p) = &rule.points {
-                        reads.add_fact(&facts, p.balance_fact);
-                    }
-                    for limit in &rule.limits {
-                        let counter = (limit.counter, limit.per, limit.daily);
-                        if !reads.counters.contains(&counter) {
-                            reads.counters.push(counter);
-                        }
-                    }
+                    reads.add_rule(&facts, &accumulators, rule);
                 }
                 reads
             })
@@ -151,9 +171,11 @@ impl Ruleset {
             facts,
             calendars,
             counters,
+            accumulators,
             rules,
             rules_by_type,
             updates_by_type,
+            accumulators_by_type,
             reads_by_type,
             scripts,
             type_index,
@@ -197,11 +219,80 @@ impl Ruleset {
 pub struct Reads {
     pub customer: bool,
     pub wallet: bool,
-    /// Each counter a limit counts on: its index, whose it is and whether it is daily.
-    pub counters: Vec<(usize, Scope, bool)>,
+    /// Each counter a limit or an accumulator counts on: its index, whose it is and its
+    /// window.
+    pub counters: Vec<(usize, Scope, Window)>,
 }
 
 impl Reads {
+    fn add_counter(&mut self, counter: (usize, Scope, Window)) {
+        if !self.counters.contains(&counter) {
+            self.counters.push(counter);
+        }
+    }
+
+    fn add_accumulator(&mut self, acc: &Accumulator) {
+        self.add_counter((acc.counter, acc.per, acc.window));
+    }
+
+    fn add_rule(&mut self, facts: &[Fact], accumulators: &[Accumulator], rule: &Rule) {
+        for c in &rule.when {
+            self.add_test(facts, accumulators, &c.test);
+        }
+        if let Some(p) = &rule.points {
+            self.add_fact(facts, p.balance_fact);
+        }
+        for limit in &rule.limits {
+            self.add_counter((limit.counter, limit.per, limit.window));
+        }
+        let Some(grant) = &rule.grant else {
+            return;
+        };
+        for tier in &grant.tiers {
+            tier.when
+                .iter()
+                .for_each(|c| self.add_test(facts, accumulators, &c.test));
+            tier.coupons
+                .iter()
+                .for_each(|c| self.add_coupon(facts, accumulators, c));
+        }
+        grant
+            .coupons
+            .iter()
+            .for_each(|c| self.add_coupon(facts, accumulators, c));
+    }
+
+    fn add_coupon(&mut self, facts: &[Fact], accumulators: &[Accumulator], c: &Coupon) {
+        c.when
+            .iter()
+            .for_each(|w| self.add_test(facts, accumulators, &w.test));
+        if let CouponTemplate::Computed {
+            face_value,
+            min_spend,
+            ..
+        } = &c.template
+        {
+            self.add_expr(facts, accumulators, face_value);
+            if let Some(m) = min_spend {
+                self.add_expr(facts, accumulators, m);
+            }
+        }
+    }
+
+    fn add_expr(&mut self, facts: &[Fact], accumulators: &[Accumulator], e: &Expr) {
+        for v in e.vars() {
+            match v {
+                Var::Fact(f) => self.add_fact(facts, f),
+                Var::Accumulator(a) => {
+                    if let Some(acc) = accumulators.get(a) {
+                        self.add_accumulator(acc);
+                    }
+                }
+                Var::Amount | Var::FaceValues | Var::FaceValue => {}
+            }
+        }
+    }
+
     fn add_fact(&mut self, facts: &[Fact], fact: usize) {
         match facts.get(fact).map(|f| f.scope) {
             Some(Scope::Customer) => self.customer = true,
@@ -210,15 +301,29 @@ impl Reads {
         }
     }
 
-    fn add_test(&mut self, facts: &[Fact], test: &Test) {
+    fn add_test(&mut self, facts: &[Fact], accumulators: &[Accumulator], test: &Test) {
         match test {
             Test::All(tests) | Test::Any(tests) => {
-                tests.iter().for_each(|t| self.add_test(facts, t));
+                tests
+                    .iter()
+                    .for_each(|t| self.add_test(facts, accumulators, t));
             }
             Test::Compare {
                 operand: Operand::Fact(fact),
                 ..
             } => self.add_fact(facts, *fact),
+            Test::Compare {
+                operand: Operand::Accumulator(a),
+                ..
+            } => {
+                if let Some(acc) = accumulators.get(*a) {
+                    self.add_accumulator(acc);
+                }
+            }
+            Test::Compare {
+                operand: Operand::Value(e),
+                ..
+            } => self.add_expr(facts, accumulators, e),
             Test::Compare { .. } => {}
             // Scripts see every fact of both.
             Test::Script(_) => {
@@ -366,6 +471,9 @@ pub struct Rule {
 /// A named condition of a rule.
 #[derive(Debug)]
 pub struct Condition {
+    /// Its position in the rule's `when` as written; the compiled order may run scripts
+    /// later (`compile/script_order.rs`), and traces name conditions by this index.
+    pub index: usize,
     pub name: String,
     pub clause: Option<String>,
     pub test: Test,
@@ -393,6 +501,18 @@ pub enum Operand {
     Fact(usize),
     SumOf(Field),
     CountOf(Field),
+    /// The event's local weekday, `monday` to `sunday`.
+    Weekday,
+    /// The event's local day of the month, 1 to 31.
+    DayOfMonth,
+    /// The event's local time of day.
+    TimeOfDay,
+    /// Whether the event's local date is a working day of this calendar (index).
+    WorkingDay(usize),
+    /// An accumulator's total before this event (index into `Ruleset::accumulators`).
+    Accumulator(usize),
+    /// An exact decimal expression.
+    Value(Expr),
 }
 
 /// A typed literal of a rule file.
@@ -401,6 +521,7 @@ pub enum Literal {
     Text(Box<str>),
     Decimal(Decimal),
     Date(NaiveDate),
+    Time(NaiveTime),
     Int(i64),
     Bool(bool),
 }
@@ -437,10 +558,78 @@ pub struct Limit {
     pub clause: Option<String>,
     pub counter: usize,
     pub per: Scope,
-    /// Whether the counter resets each day of the ruleset's zone.
-    pub daily: bool,
+    /// When the counter starts again, in the ruleset's zone.
+    pub window: Window,
     pub bounds: Vec<Bound>,
+    /// With a `Bound::Value`: grant what is left (at least this much) instead of refusing.
+    pub partial_fill: Option<Decimal>,
     pub reject: Option<Arc<str>>,
+}
+
+/// When a counter starts again from zero, by the event's date in the ruleset's zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// Never: the whole promotion.
+    Never,
+    Day,
+    /// The ISO week, Monday to Sunday.
+    Week,
+    Month,
+    /// The N days ending with the event's date: a tally per day, N of them summed.
+    Rolling(u32),
+}
+
+impl Window {
+    /// The counter's bucket that holds `date`: the days since the common era of the
+    /// bucket's first day, or `i32::MIN` for no window. Rolling windows count by day.
+    pub fn bucket(self, date: NaiveDate) -> i32 {
+        let day = date.num_days_from_ce();
+        // Days back to the bucket's first day: integer steps, as this runs per limit and event.
+        let back = match self {
+            Window::Never => return i32::MIN,
+            Window::Day | Window::Rolling(_) => 0,
+            Window::Week => date.weekday().num_days_from_monday(),
+            Window::Month => date.day0(),
+        };
+        day - back as i32
+    }
+
+    /// Every bucket a tally on `date` sums, the latest first.
+    pub fn buckets(self, date: NaiveDate) -> impl Iterator<Item = i32> {
+        let (last, n) = match self {
+            Window::Rolling(n) => (date.num_days_from_ce(), n.max(1)),
+            w => (w.bucket(date), 1),
+        };
+        (0..n).map(move |back| last.saturating_sub(back as i32))
+    }
+
+    /// The window as rule files spell it; the store's compatibility record keeps this name.
+    pub fn name(self) -> String {
+        match self {
+            Window::Never => "period".into(),
+            Window::Day => "day".into(),
+            Window::Week => "week".into(),
+            Window::Month => "month".into(),
+            Window::Rolling(n) => format!("rolling_days {n}"),
+        }
+    }
+}
+
+/// A sum of a field, or a count, of the events that pass a filter, per customer or wallet,
+/// over a window; kept on its own counter (`Tally::value` holds a sum, `Tally::grants` a
+/// count).
+#[derive(Debug)]
+pub struct Accumulator {
+    pub name: String,
+    pub clause: Option<String>,
+    pub per: Scope,
+    pub window: Window,
+    pub on: TypeMask,
+    /// The decimal field summed (`amount`, `face_values`); `None` counts events.
+    pub sum: Option<Field>,
+    pub when: Vec<Condition>,
+    /// Its index in `Ruleset::counters`.
+    pub counter: usize,
 }
 
 /// Points debited for an approval.
@@ -457,14 +646,39 @@ pub struct Points {
 #[derive(Debug)]
 pub struct Grant {
     pub clause: Option<String>,
-    pub coupons: Vec<CouponTemplate>,
+    /// The coupons granted; with tiers, on top of the tier's coupons.
+    pub coupons: Vec<Coupon>,
+    /// Ordered alternatives: the first whose conditions pass grants its coupons.
+    pub tiers: Vec<Tier>,
     pub credit_by: CreditBy,
     pub valid_days: Option<u32>,
+}
+
+/// One alternative of a tiered grant.
+#[derive(Debug)]
+pub struct Tier {
+    pub name: String,
+    pub when: Vec<Condition>,
+    pub coupons: Vec<Coupon>,
+}
+
+/// A coupon template of a grant, and the conditions it alone needs.
+#[derive(Debug)]
+pub struct Coupon {
+    pub when: Vec<Condition>,
+    pub template: CouponTemplate,
 }
 
 /// A coupon template.
 #[derive(Debug)]
 pub enum CouponTemplate {
+    /// One coupon whose face value (and maybe minimum spend) is an expression.
+    Computed {
+        face_value: Expr,
+        /// Over `face_value` among others; `None` is the face value itself.
+        min_spend: Option<Expr>,
+        usable_for: ChannelMask,
+    },
     Fixed {
         face_value: Decimal,
         min_spend: Decimal,

@@ -163,6 +163,8 @@ fn block(rest: &str, at: Pos, want: usize, folded: bool) -> Vec<(char, Pos)> {
             break;
         }
         let skip = if i == 0 { 0 } else { indent };
+        // The first line's text starts at `at`, already past the indentation.
+        let first = if i == 0 { indent } else { skip };
         let content: String = text.chars().skip(skip).collect();
         if text.trim().is_empty() {
             empty_run += 1;
@@ -184,7 +186,7 @@ fn block(rest: &str, at: Pos, want: usize, folded: bool) -> Vec<(char, Pos)> {
                     c,
                     Pos {
                         line,
-                        column: skip + j + 1,
+                        column: first + j + 1,
                     },
                 ));
             }
@@ -192,7 +194,7 @@ fn block(rest: &str, at: Pos, want: usize, folded: bool) -> Vec<(char, Pos)> {
                 '\n',
                 Pos {
                     line,
-                    column: skip + content.chars().count() + 1,
+                    column: first + content.chars().count() + 1,
                 },
             ));
         }
@@ -230,6 +232,8 @@ mod tests {
         let start = text.find("foo").unwrap_or(0);
         let p = char_positions(text, start, "foo\nbar\n").unwrap_or_default();
         assert_eq!(p.get(4).map(|p| (p.line, p.column)), Some((3, 3)));
+        // The first line is past its indentation too: `o` of `foo` is at column 4.
+        assert_eq!(p.get(1).map(|p| (p.line, p.column)), Some((2, 4)));
     }
 
     #[test]

@@ -7,6 +7,19 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, Scope, AST};
 
 use super::error::Location;
+use super::ruleset::FactType;
+
+/// What a script reads for a fact with no value: a count 0, a flag false, a decimal 0 (so
+/// that `facts.total + event.amount` works on a customer's first event), a date `()`
+/// (there is no date to default to: scripts test `facts.x == ()`).
+pub fn absent_fact(kind: FactType) -> Dynamic {
+    match kind {
+        FactType::Count => Dynamic::from(0_i64),
+        FactType::Flag => Dynamic::FALSE,
+        FactType::Decimal => Dynamic::from(rust_decimal::Decimal::ZERO),
+        FactType::Date => Dynamic::UNIT,
+    }
+}
 
 /// Sandbox limits for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +45,44 @@ impl Default for ScriptLimits {
     }
 }
 
+/// The most lines of `print` and `debug` kept between two [`take_printed`], and the most
+/// characters of each: a script printing in a loop must not fill the memory.
+const PRINTED_LINES: usize = 64;
+const PRINTED_CHARS: usize = 1_000;
+
+thread_local! {
+    /// What scripts run on this thread printed since the last `take_printed`. The engine is
+    /// shared by every thread; each evaluation runs its scripts on one thread.
+    static PRINTED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn keep_printed(line: &str) {
+    PRINTED.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if p.len() < PRINTED_LINES {
+                p.push(line.chars().take(PRINTED_CHARS).collect());
+            }
+        }
+    });
+}
+
+/// Takes what scripts run on this thread printed (`print` and `debug`) since the last call,
+/// giving each line to `to`; nothing to do, and no allocation, when nothing was printed.
+pub fn take_printed(mut to: impl FnMut(String)) {
+    PRINTED.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if !p.is_empty() {
+                p.drain(..).for_each(&mut to);
+            }
+        }
+    });
+}
+
 /// Builds the sandboxed script engine.
 pub fn sandbox(limits: &ScriptLimits) -> Engine {
     let mut engine = Engine::new_raw();
+    engine.on_print(keep_printed);
+    engine.on_debug(|text, _, _| keep_printed(text));
     engine.register_global_module(StandardPackage::new().as_shared_module());
     engine
         .set_max_operations(limits.operations)
@@ -66,8 +114,11 @@ impl ScriptOrigin {
     /// The place in the rule file of a position inside the script: through the scalar's
     /// character positions where known, else by the script's first line and column.
     pub fn locate(&self, pos: rhai::Position) -> Location {
-        let line = pos.line().unwrap_or(1);
-        let col = pos.position().unwrap_or(1);
+        self.locate_at(pos.line().unwrap_or(1), pos.position().unwrap_or(1))
+    }
+
+    /// The place in the rule file of the script's `line` and `col` (1-based, in characters).
+    pub fn locate_at(&self, line: usize, col: usize) -> Location {
         let mapped = self
             .lines
             .get(line.saturating_sub(1))
@@ -234,6 +285,25 @@ mod tests {
         let engine = sandbox(&ScriptLimits::default());
         let v: Dynamic = engine.eval("50.0").unwrap();
         assert!(v.is::<rust_decimal::Decimal>());
+    }
+
+    #[test]
+    fn print_and_debug_are_kept_for_the_thread_until_taken() {
+        let mut s = Scripts::new(&ScriptLimits::default());
+        let i = s
+            .compile(
+                "print(\"a \" + 1); debug(\"b\"); for n in 0..100 { print(n) } true",
+                origin(),
+            )
+            .unwrap();
+        take_printed(|_| {});
+        s.run_condition(i, rhai::Map::new(), rhai::Map::new(), &rhai::Map::new())
+            .unwrap();
+        let mut lines = Vec::new();
+        take_printed(|l| lines.push(l));
+        assert_eq!(lines.len(), PRINTED_LINES);
+        assert_eq!(lines[..3], ["a 1", "\"b\"", "0"]);
+        take_printed(|l| panic!("taken twice: {l}"));
     }
 
     #[test]

@@ -909,6 +909,7 @@ mod tests {
             Vec::new(),
             Vec::new(),
             Vec::new(),
+            Vec::new(),
             crate::rules::script::Scripts::new(&limits),
         );
         assert_eq!(

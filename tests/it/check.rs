@@ -278,7 +278,7 @@ fn unknown_event_type_channel_list_and_calendar() {
     );
     assert_reports(
         check_with("check-calendar", "promotions/bill-first-time.yaml", "calendar: hk", "calendar: hkg"),
-        "rules/promotions/bill-first-time.yaml:32:15: error[unknown_calendar]: unknown calendar `hkg`; `working_days_after` needs a calendar declared in the manifest",
+        "rules/promotions/bill-first-time.yaml:32:15: error[unknown_calendar]: unknown calendar `hkg`; calendars are declared in the manifest's `calendars`",
     );
 }
 
@@ -402,21 +402,29 @@ fn the_ruleset_knows_which_fact_rows_and_counters_each_event_type_uses() {
     let counters = |kind: &str| {
         let t = ruleset.event_type(kind).unwrap();
         let reads = &ruleset.reads_by_type[t];
-        let named = reads
-            .counters
-            .iter()
-            .map(|&(c, per, daily)| (ruleset.counters[c].clone(), format!("{per:?}"), daily));
+        let named = reads.counters.iter().map(|&(c, per, window)| {
+            (
+                ruleset.counters[c].clone(),
+                format!("{per:?}"),
+                window.name(),
+            )
+        });
         named.collect::<Vec<_>>()
     };
-    let c = |name: &str, per: &str, daily| (name.to_string(), per.to_string(), daily);
-    assert_eq!(counters("bill_payment"), [c("reward-1", "Customer", false)]);
+    let c = |name: &str, per: &str, window: &str| {
+        (name.to_string(), per.to_string(), window.to_string())
+    };
+    assert_eq!(
+        counters("bill_payment"),
+        [c("reward-1", "Customer", "period")]
+    );
     assert_eq!(
         counters("autopay_payment"),
-        [c("reward-2", "Customer", false)]
+        [c("reward-2", "Customer", "period")]
     );
     assert_eq!(
         counters("points_redemption"),
-        [c("points-daily", "Wallet", true)]
+        [c("points-daily", "Wallet", "day")]
     );
     assert_eq!(counters("purchase"), []);
 }
@@ -459,7 +467,7 @@ fn condition_shapes_are_located_at_the_condition() {
     );
     assert_reports(
         case("check-two-operands", "  - name: two\n    field: merchant\n    fact: bill_payments\n    eq: x\n  - name: designated_card\n"),
-        "rules/promotions/bill-first-time.yaml:10:5: error[bad_condition]: condition `two` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `all`, `any` or `script`",
+        "rules/promotions/bill-first-time.yaml:10:5: error[bad_condition]: condition `two` needs exactly one of `field`, `fact`, `sum_of`, `count_of`, `accumulator`, `working_day`, `value`, `all`, `any` or `script`",
     );
     assert_reports(
         case("check-reject", "  - name: rejecting\n    field: merchant\n    eq: x\n    reject: no\n  - name: designated_card\n"),
@@ -633,7 +641,10 @@ fn every_diagnostic_code_has_a_located_test() {
     let untested: Vec<&str> = promo::rules::error::CODES
         .iter()
         .copied()
-        .filter(|code| !tests.contains(&format!("error[{code}]: ")))
+        .filter(|code| {
+            !tests.contains(&format!("error[{code}]: "))
+                && !tests.contains(&format!("warning[{code}]: "))
+        })
         .collect();
     eqnice(Vec::<&str>::new(), untested);
 }
@@ -701,7 +712,7 @@ fn rule_file_codes_are_located() {
     let case = |name: &str, from: &str, to: &str| {
         check_with(name, "promotions/bill-first-time.yaml", from, to)
     };
-    let cases: [(&str, &str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str, &str); 8] = [
         (
             "check-phase",
             "phase: promotion",
@@ -719,6 +730,12 @@ fn rule_file_codes_are_located() {
             "phase: promotion\n",
             "phase: promotion\ndecides: coupon_use\n",
             "rules/promotions/bill-first-time.yaml:4:10: error[bad_rule_shape]: a `coupon_use` rule needs a `coupon_use` block and no `grant`",
+        ),
+        (
+            "check-empty-grant",
+            "  coupons:\n    - face_value: \"80\"\n      min_spend: \"160\"\n      usable_for: [bill_payment]\n",
+            "",
+            "rules/promotions/bill-first-time.yaml:25:3: error[bad_rule_shape]: this `grant` lists no coupon: add `coupons` or `tiers`",
         ),
         (
             "check-points",
@@ -875,4 +892,47 @@ fn a_calendar_without_a_working_day_is_refused() {
         check_with("check-year-of-holidays", "calendars/hk.yaml", "holidays:\n", &format!("holidays:\n{weekdays}")),
         "rules/calendars/hk.yaml:7:13: error[no_working_day]: calendar `hk` has no working day in 2031: each day of it is a weekend day or a holiday",
     );
+}
+
+/// The codes of accumulators, expressions and partial fills, each at its value.
+#[test]
+fn accumulator_expression_and_partial_fill_codes_are_located() {
+    assert_reports(
+        check_with(
+            "check-acc-scope",
+            "ruleset.yaml",
+            "channels: [in_store",
+            "accumulators:\n  spend: { per: all, on: [bill_payment], sum: amount }\nchannels: [in_store",
+        ),
+        "rules/ruleset.yaml:36:17: error[bad_accumulator]: accumulator `spend`: it is kept per `customer` or per `wallet`",
+    );
+    assert_reports(
+        check_with(
+            "check-acc-unknown",
+            "promotions/bill-first-time.yaml",
+            "fact: bill_payments",
+            "accumulator: bill_paymnts",
+        ),
+        "rules/promotions/bill-first-time.yaml:16:18: error[unknown_accumulator]: unknown accumulator `bill_paymnts`; accumulators are declared in the manifest",
+    );
+    assert_reports(
+        check_with(
+            "check-partial-fill",
+            "promotions/points-conversion.yaml",
+            "    max_value: \"1000\"",
+            "    max_value: \"1000\"\n    partial_fill: true",
+        ),
+        "rules/promotions/points-conversion.yaml:36:19: error[bad_partial_fill]: limit `daily_limit_per_wallet`: `partial_fill` needs a grant of exactly one coupon (one `face_value`, no `count`, no `from_field`)",
+    );
+    let (code, heads, stderr) = check_with(
+        "check-expression",
+        "promotions/bill-first-time.yaml",
+        "face_value: \"80\"",
+        "face_value: \"min(amont * 10%, 80)\"",
+    );
+    assert_reports(
+        (code, heads, stderr.clone()),
+        "rules/promotions/bill-first-time.yaml:27:24: error[bad_expression]: `min(amont * 10%, 80)`: unknown name `amont`",
+    );
+    assert!(stderr.contains("did you mean `amount`?"), "{stderr}");
 }

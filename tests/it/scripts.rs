@@ -8,8 +8,22 @@ use serde_json::json;
 
 use crate::util::*;
 
-fn rules_with(dir: &Dir, fixtures: &[&str]) -> PathBuf {
+/// A copy of the shipped rules whose manifest declares the extra field `terminal`.
+fn rules_with_terminal(dir: &Dir) -> PathBuf {
     let rules = dir.copy_rules();
+    let manifest = rules.join("ruleset.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replacen(
+        "currency: HKD\n",
+        "currency: HKD\nextra_fields: [terminal]\n",
+        1,
+    );
+    std::fs::write(&manifest, text).unwrap();
+    rules
+}
+
+fn rules_with(dir: &Dir, fixtures: &[&str]) -> PathBuf {
+    let rules = rules_with_terminal(dir);
     for f in fixtures {
         std::fs::copy(fixture(f), rules.join("promotions").join(f)).unwrap();
     }
@@ -125,4 +139,329 @@ fn script_that_always_runs_away_fails_the_ruleset_at_load() {
     assert!(stderr.contains("spin.yaml:8:"), "the loop's line: {stderr}");
     assert!(stderr.contains("error[script_limit]"), "{stderr}");
     assert!(stderr.contains("rule `spin`"), "{stderr}");
+}
+
+/// A grant rule `id` on purchases (one HK$1 coupon) with `params` and `when` as written
+/// (YAML lines, without indentation of their own), added to the shipped rules.
+fn rule_yaml(id: &str, decides: &str, params: &[&str], when: &[&str]) -> String {
+    let block = |lines: &[&str]| -> String { lines.iter().map(|l| format!("  {l}\n")).collect() };
+    let params = if params.is_empty() {
+        String::new()
+    } else {
+        format!("params:\n{}", block(params))
+    };
+    format!(
+        "id: {id}\nphase: promotion\non: [purchase]\ndecides: {decides}\n{params}when:\n{}grant:\n  coupons: [{{face_value: \"1\", usable_for: [in_store]}}]\n  credit_by: {{days_after: 0}}\n",
+        block(when)
+    )
+}
+
+/// Writes `yaml` as rule `id` into a copy of the shipped rules and runs `promo check`: its
+/// exit code and standard error with the temporary path shown as `rules/`.
+fn check_rule(dir: &Dir, id: &str, yaml: &str) -> (PathBuf, Option<i32>, String) {
+    let rules = rules_with_terminal(dir);
+    std::fs::write(rules.join(format!("promotions/{id}.yaml")), yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", rules.display()), "rules/");
+    (rules, out.status.code(), stderr)
+}
+
+#[track_caller]
+fn assert_line(stderr: &str, expected: &str) {
+    assert!(
+        stderr.lines().any(|l| l == expected),
+        "expected the line\n  {expected}\namong:\n{stderr}"
+    );
+}
+
+/// Issue 16: every name a script reads is resolved at `check`, at its own line and column,
+/// with the closest name; property access and a literal index both count.
+#[test]
+fn names_a_script_reads_are_resolved_at_check() {
+    let dir = Dir::new("script-names");
+    let yaml = rule_yaml(
+        "typos",
+        "grant",
+        &["threshold: \"12.50\""],
+        &[
+            "- name: cond",
+            "  script: |",
+            "    event.amout >= params.threshld &&",
+            "      facts[\"bill_paymnts\"] == 0 && event.terminal != \"\" && facts.points_balance >= 0",
+        ],
+    );
+    let (_, code, stderr) = check_rule(&dir, "typos", &yaml);
+    eqnice(Some(1), code);
+    assert_line(&stderr, "rules/promotions/typos.yaml:10:13: error[unknown_field]: unknown event field `amout`; fields beyond the contract's are declared in the manifest's `extra_fields`");
+    assert_line(&stderr, "rules/promotions/typos.yaml:10:29: error[unknown_param]: unknown param `threshld`; a script's `params` are the rule's `params`: `threshold`");
+    assert_line(&stderr, "rules/promotions/typos.yaml:11:16: error[unknown_fact]: unknown fact `bill_paymnts`; facts are declared in the manifest");
+    for help in ["`amount`", "`threshold`", "`bill_payments`"] {
+        assert!(
+            stderr.contains(&format!("= help: did you mean {help}?")),
+            "{stderr}"
+        );
+    }
+    eqnice(3, stderr.matches("error[").count());
+}
+
+/// Issue 16: a decimal written as a string in `params` is a decimal in scripts, and a whole
+/// number an integer; both compare with the event's decimal amount.
+#[test]
+fn decimal_params_written_as_strings_compare_with_amounts() {
+    let dir = Dir::new("script-params");
+    let yaml = rule_yaml(
+        "typed",
+        "grant",
+        &["threshold: \"50.00\"", "at_most: 90", "code: \"007\""],
+        &[
+            "- name: in_range",
+            "  script: |",
+            "    event.amount >= params.threshold && event.amount <= params.at_most",
+            "      && params.code == \"007\"",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "typed", &yaml);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+    let at = "2020-01-10T10:00:00+08:00";
+    let events = [
+        purchase("p1", at, "c1").set("amount", "60.00"),
+        purchase("p2", at, "c2").set("amount", "49.99"),
+        purchase("p3", at, "c3").set("amount", "90.01"),
+        purchase("p4", at, "c4").set("amount", "50"),
+    ];
+    let input = dir.write_jsonl("events.jsonl", &events);
+    let run = dir.eval(&rules, &input, None);
+    let one = |e: &serde_json::Value| {
+        let c = coupon(
+            &coupon_id(e, "typed", 1),
+            "1.00",
+            "1.00",
+            &["in_store"],
+            "2020-01-10",
+            None,
+        );
+        grant(e, "typed", vec![c])
+    };
+    assert_decisions(&[one(&events[0]), one(&events[3])], &run);
+    eqnice(Some(0), run.code);
+}
+
+/// Issue 16: facts with no value read as 0, false, 0 and `()` (a date) in scripts, so
+/// arithmetic on a customer's first event works.
+#[test]
+fn absent_facts_have_defaults_in_scripts() {
+    let dir = Dir::new("script-absent-facts");
+    let yaml = rule_yaml(
+        "first",
+        "grant",
+        &[],
+        &[
+            "- name: new_customer",
+            "  script: |",
+            "    facts.points_balance + event.amount == 100.00 && facts.bill_payments == 0",
+            "      && facts.points_authorized == false && facts.autopay_activated_on == ()",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "first", &yaml);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+    let e = purchase("p1", "2020-01-10T10:00:00+08:00", "c1");
+    let input = dir.write_jsonl("events.jsonl", std::slice::from_ref(&e));
+    let run = dir.eval(&rules, &input, None);
+    let c = coupon(
+        &coupon_id(&e, "first", 1),
+        "1.00",
+        "1.00",
+        &["in_store"],
+        "2020-01-10",
+        None,
+    );
+    assert_decisions(&[grant(&e, "first", vec![c])], &run);
+    eqnice(Some(0), run.code);
+}
+
+/// Issue 16: `check` runs each script for a customer with no history too; one that fails
+/// there (and not with some history) is a located error, not a failure on every first event.
+#[test]
+fn a_script_that_fails_without_history_fails_the_check() {
+    let dir = Dir::new("script-no-history");
+    let yaml = rule_yaml(
+        "history",
+        "grant",
+        &[],
+        &[
+            "- name: activated_early",
+            "  script: |",
+            "    facts.autopay_activated_on.sub_string(0, 4) == \"2019\"",
+        ],
+    );
+    let (_, code, stderr) = check_rule(&dir, "history", &yaml);
+    eqnice(Some(1), code);
+    assert_line(&stderr, "rules/promotions/history.yaml:8:34: error[script_no_history]: script of condition `activated_early` in rule `history` fails for a customer with no history (every fact absent): Function not found: sub_string ((), i64, i64)");
+}
+
+/// Issue 16: what a script prints (`print`, `debug`) is in the `--explain` trace of that
+/// rule and event, and nowhere else.
+#[test]
+fn script_print_and_debug_go_to_the_explain_trace() {
+    let dir = Dir::new("script-print");
+    let yaml = rule_yaml(
+        "chatty",
+        "grant",
+        &["threshold: \"50.00\""],
+        &[
+            "- name: big",
+            "  script: |",
+            "    print(`amount ${event.amount}`);",
+            "    debug(params.threshold);",
+            "    event.amount >= params.threshold",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "chatty", &yaml);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+    let at = "2020-01-10T10:00:00+08:00";
+    let events = [
+        purchase("p1", at, "c1").set("amount", "60.00"),
+        purchase("p2", at, "c2").set("amount", "40.00"),
+    ];
+    let input = dir.write_jsonl("events.jsonl", &events);
+    let output = dir.path().join("out.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["eval", "--explain", "--rules"])
+        .arg(&rules)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    eqnice(Some(0), out.status.code());
+    let rows = parse_jsonl(&std::fs::read(&output).unwrap());
+    let printed = |id: &str| -> serde_json::Value {
+        let row = rows
+            .iter()
+            .find(|r| r["event_id"] == id && r.get("explain").is_some())
+            .unwrap_or_else(|| panic!("no explanation of {id}: {rows:?}"));
+        let rule = row["explain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == "chatty")
+            .unwrap();
+        rule["printed"].clone()
+    };
+    eqnice(json!(["amount 60.00", "50.00"]), printed("p1"));
+    eqnice(json!(["amount 40.00", "50.00"]), printed("p2"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("amount 60.00"), "{stdout}");
+}
+
+/// Issue 16: in a rule without `reject` reasons, declarative conditions run before scripts
+/// whatever the written order: a script that fails on events the declarative condition turns
+/// away no longer fails them, and the trace names the condition that failed by its name.
+#[test]
+fn declarative_conditions_run_before_scripts_where_order_cannot_matter() {
+    let dir = Dir::new("script-order");
+    let yaml = rule_yaml(
+        "ordered",
+        "grant",
+        &[],
+        &[
+            "- name: long_terminal_id",
+            "  script: event.terminal.len() > 3",
+            "- name: at_shop_x",
+            "  field: merchant",
+            "  eq: SHOP_X",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "ordered", &yaml);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+    let at = "2020-01-10T10:00:00+08:00";
+    let events = [
+        // No terminal: the script would fail, but the merchant already turns the event away.
+        purchase("p1", at, "c1"),
+        purchase("p2", at, "c2")
+            .set("merchant", "SHOP_X")
+            .set("terminal", "T0042"),
+    ];
+    let input = dir.write_jsonl("events.jsonl", &events);
+    let output = dir.path().join("out.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["eval", "--explain", "--rules"])
+        .arg(&rules)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    eqnice(Some(0), out.status.code());
+    let rows = parse_jsonl(&std::fs::read(&output).unwrap());
+    let explained = |id: &str| -> serde_json::Value {
+        let row = rows
+            .iter()
+            .find(|r| r["event_id"] == id && r.get("explain").is_some())
+            .unwrap();
+        let rules = row["explain"].as_array().unwrap();
+        rules
+            .iter()
+            .find(|r| r["rule"] == "ordered")
+            .unwrap()
+            .clone()
+    };
+    eqnice(json!("at_shop_x"), explained("p1")["failed"].clone());
+    eqnice(json!(true), explained("p2")["fired"].clone());
+    let granted: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["rule"] == "ordered" && r["decision"] == "grant")
+        .collect();
+    eqnice(1, granted.len());
+    eqnice(json!("p2"), granted[0]["event_id"].clone());
+}
+
+/// Issue 16: where the order decides the outcome (a redemption whose script condition and a
+/// later declarative one reject with different reasons), the written order stays and `check`
+/// warns, at the script; the ruleset still loads.
+#[test]
+fn a_script_that_must_run_first_is_a_warning() {
+    let dir = Dir::new("script-runs-first");
+    let yaml = rule_yaml(
+        "redeem-first",
+        "redemption",
+        &[],
+        &[
+            "- name: scripted",
+            "  script: event.amount > 10",
+            "  reject: too_small",
+            "- name: at_shop_x",
+            "  field: merchant",
+            "  eq: SHOP_X",
+            "  reject: wrong_shop",
+        ],
+    );
+    let (rules, code, stderr) = check_rule(&dir, "redeem-first", &yaml);
+    eqnice(Some(0), code);
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["check", "--format", "json"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    eqnice(Some(0), json.status.code());
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    eqnice(json!("warning"), list[0]["severity"].clone());
+    eqnice(json!("script_runs_first"), list[0]["code"].clone());
+    assert_line(&stderr, "rules/promotions/redeem-first.yaml:7:13: warning[script_runs_first]: the script of condition `scripted` runs before condition `at_shop_x`: their `reject` reasons differ and a redemption rejects with the first failed condition's, so the written order stays");
+    assert!(stderr.contains("1 warning(s) in"), "{stderr}");
+    let same = yaml.replace("reject: wrong_shop", "reject: too_small");
+    let (_, code, stderr) = check_rule(&Dir::new("script-runs-first-same"), "redeem-first", &same);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
 }

@@ -7,6 +7,8 @@ use super::*;
 
 /// Coupons one grant may issue per event.
 pub(super) const MAX_COUPON_COUNT: u64 = 100;
+/// Days a rolling window may span (ten years): a tally sums one counter per day of it.
+pub(super) const MAX_ROLLING_DAYS: u64 = 3_660;
 /// Working days a credit date may be after the event (about four years of working days).
 pub(super) const MAX_WORKING_DAYS_AFTER: u64 = 1_000;
 /// Calendar days a credit date may be after the event (ten years).

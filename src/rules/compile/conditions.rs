@@ -2,16 +2,39 @@
 
 use super::*;
 
+/// Whose conditions these are: a rule file's, or an accumulator's filter in the manifest.
+pub(super) struct Owner<'a> {
+    pub src: &'a SourceFile,
+    /// The rule's id, or `accumulator NAME`: named in script errors.
+    pub id: String,
+    /// The script files the owner names, as the loader read them.
+    pub scripts: &'a BTreeMap<String, ScriptFile>,
+    /// The rule's params, which expressions read as `params.NAME`.
+    pub params: &'a BTreeMap<String, Value>,
+}
+
+impl<'a> Owner<'a> {
+    pub(super) fn rule(p: &'a Parsed<RawRule>) -> Self {
+        Owner {
+            src: &p.src,
+            id: p.raw.id.to_string(),
+            scripts: &p.scripts,
+            params: &p.raw.params,
+        }
+    }
+}
+
 /// One named condition of `when`; its problems are tied to the clause it encodes.
 pub(super) fn compile_condition(
+    index: usize,
     c: &Sp<RawCondition>,
-    rule: &Parsed<RawRule>,
+    rule: &Owner,
     rejects_allowed: bool,
     ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Condition> {
-    let src = &rule.src;
+    let src = rule.src;
     let Some(name) = c.name.as_deref().cloned() else {
         d.at(src, c.pos(), Problem::MissingName);
         return None;
@@ -30,6 +53,7 @@ pub(super) fn compile_condition(
         }
     }
     Some(Condition {
+        index,
         name,
         clause: c.clause.as_deref().cloned(),
         test: test?,
@@ -37,13 +61,29 @@ pub(super) fn compile_condition(
     })
 }
 
+/// A list of named conditions (a rule's `when`, a tier's, an accumulator's filter).
+pub(super) fn compile_conditions(
+    list: &[Sp<RawCondition>],
+    owner: &Owner,
+    rejects_allowed: bool,
+    ctx: &Context,
+    scripts: &mut Scripts,
+    d: &mut Diagnostics,
+) -> Vec<Condition> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, c)| compile_condition(i, c, owner, rejects_allowed, ctx, scripts, d))
+        .collect()
+}
+
 /// The condition's operand, its type and name, or `None` when it has none or an unknown fact.
 pub(super) fn operand(
     c: &Sp<RawCondition>,
-    src: &SourceFile,
+    owner: &Owner,
     ctx: &Context,
     d: &mut Diagnostics,
 ) -> Option<(Operand, Ty, String)> {
+    let src = owner.src;
     let list_field = |f: &Sp<String>, key: &'static str, want: Ty, d: &mut Diagnostics| {
         let field = ctx.field_at(f, src, d);
         let ok = match want {
@@ -66,6 +106,9 @@ pub(super) fn operand(
         field
     };
     if let Some(f) = &c.field {
+        if let Some((operand, ty)) = date_part(f) {
+            return Some((operand, ty, f.to_string()));
+        }
         let field = ctx.field_at(f, src, d);
         let ty = field_type(&field);
         Some((Operand::Field(field), ty, f.to_string()))
@@ -79,9 +122,33 @@ pub(super) fn operand(
     } else if let Some(f) = &c.count_of {
         let field = list_field(f, "count_of", Ty::TextList, d);
         Some((Operand::CountOf(field), Ty::Int, f.to_string()))
+    } else if let Some(a) = &c.accumulator {
+        let (ai, is_count) = ctx.accumulator_at(a, src, d)?;
+        let ty = if is_count { Ty::Int } else { Ty::Decimal };
+        Some((Operand::Accumulator(ai), ty, a.to_string()))
+    } else if let Some(cal) = &c.working_day {
+        let ci = ctx.calendar_at(cal, src, d)?;
+        Some((
+            Operand::WorkingDay(ci),
+            Ty::Bool,
+            format!("working_day {}", **cal),
+        ))
+    } else if let Some(text) = &c.value {
+        let expr = compile_expr(text, owner, ctx, false, d)?;
+        Some((Operand::Value(expr), Ty::Decimal, text.to_string()))
     } else {
         None
     }
+}
+
+/// The parts of the event's local date and time a condition may test as `field: at.PART`.
+fn date_part(f: &str) -> Option<(Operand, Ty)> {
+    Some(match f {
+        "at.weekday" => (Operand::Weekday, Ty::Weekday),
+        "at.day" => (Operand::DayOfMonth, Ty::Int),
+        "at.time" => (Operand::TimeOfDay, Ty::Time),
+        _ => return None,
+    })
 }
 
 /// Where each character of an inline script is in the rule file, line by line of the
@@ -108,12 +175,13 @@ pub(super) fn script_lines(src: &SourceFile, text: &Sp<String>) -> Vec<Vec<Pos>>
 /// A script condition, written inline or in a file beside the rule file.
 pub(super) fn compile_script(
     c: &Sp<RawCondition>,
-    rule: &Parsed<RawRule>,
+    rule: &Owner,
     name: &str,
+    ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
-    let src = &rule.src;
+    let src = rule.src;
     let (text, file, at, lines) = if let Some(text) = &c.script {
         let at = text.pos();
         let lines = script_lines(src, text);
@@ -129,11 +197,14 @@ pub(super) fn compile_script(
         first_line: at.line,
         first_column: at.column,
         lines,
-        rule: rule.raw.id.to_string(),
+        rule: rule.id.clone(),
         condition: name.to_string(),
     };
-    match scripts.compile(text, origin) {
-        Ok(i) => Some(Test::Script(i)),
+    match scripts.compile(text, origin.clone()) {
+        Ok(i) => {
+            check_script_names(text, &origin, rule, ctx, d);
+            Some(Test::Script(i))
+        }
         Err(e) => {
             let problem = Problem::ScriptSyntax {
                 condition: name.to_string(),
@@ -147,18 +218,21 @@ pub(super) fn compile_script(
 
 pub(super) fn compile_test(
     c: &Sp<RawCondition>,
-    rule: &Parsed<RawRule>,
+    rule: &Owner,
     name: &str,
     ctx: &Context,
     scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Option<Test> {
-    let src = &rule.src;
+    let src = rule.src;
     let kinds = [
         c.field.is_some(),
         c.fact.is_some(),
         c.sum_of.is_some(),
         c.count_of.is_some(),
+        c.accumulator.is_some(),
+        c.working_day.is_some(),
+        c.value.is_some(),
         c.all.is_some(),
         c.any.is_some(),
         c.script.is_some(),
@@ -181,9 +255,9 @@ pub(super) fn compile_test(
         return Some(Test::Any(sub(list)));
     }
     if c.script.is_some() || c.script_file.is_some() {
-        return compile_script(c, rule, name, scripts, d);
+        return compile_script(c, rule, name, ctx, scripts, d);
     }
-    let (operand, ty, operand_name) = operand(c, src, ctx, d)?;
+    let (operand, ty, operand_name) = operand(c, rule, ctx, d)?;
     let tests = Tests {
         src,
         ty,

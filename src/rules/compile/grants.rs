@@ -38,16 +38,26 @@ pub(super) fn amount(
 }
 
 pub(super) fn compile_grant(
-    g: &RawGrant,
-    src: &SourceFile,
+    g: &Sp<RawGrant>,
+    owner: &Owner,
     ctx: &Context,
+    scripts: &mut Scripts,
     d: &mut Diagnostics,
 ) -> Grant {
-    let coupons = g
-        .coupons
+    let src = owner.src;
+    let coupons = compile_coupons(&g.coupons, owner, ctx, scripts, d);
+    let tiers = g
+        .tiers
         .iter()
-        .filter_map(|c| compile_coupon(c, src, ctx, d))
+        .map(|t| Tier {
+            name: t.name.to_string(),
+            when: compile_conditions(&t.when, owner, false, ctx, scripts, d),
+            coupons: compile_coupons(&t.coupons, owner, ctx, scripts, d),
+        })
         .collect();
+    if g.tiers.is_empty() && g.coupons.is_empty() {
+        d.at(src, g.pos(), Problem::BadRuleShape(RuleShape::EmptyGrant));
+    }
     let cb = &g.credit_by;
     let mut overrides = Vec::new();
     for o in &cb.overrides {
@@ -71,6 +81,7 @@ pub(super) fn compile_grant(
     Grant {
         clause: g.clause.clone(),
         coupons,
+        tiers,
         credit_by: CreditBy {
             after: credit_after(cb, src, ctx, d),
             overrides,
@@ -126,21 +137,72 @@ pub(super) fn credit_after(
     }
 }
 
+fn compile_coupons(
+    list: &[Sp<RawCoupon>],
+    owner: &Owner,
+    ctx: &Context,
+    scripts: &mut Scripts,
+    d: &mut Diagnostics,
+) -> Vec<Coupon> {
+    list.iter()
+        .filter_map(|c| {
+            let when = compile_conditions(&c.when, owner, false, ctx, scripts, d);
+            let template = compile_coupon(c, owner, ctx, d)?;
+            Some(Coupon { when, template })
+        })
+        .collect()
+}
+
 /// One coupon template of a grant.
 pub(super) fn compile_coupon(
     c: &Sp<RawCoupon>,
-    src: &SourceFile,
+    owner: &Owner,
     ctx: &Context,
     d: &mut Diagnostics,
 ) -> Option<CouponTemplate> {
+    let src = owner.src;
     let usable_for = ctx.channel_mask(&c.usable_for, src, d);
-    let min_spend = c
+    let face_written = c
+        .face_value
+        .as_ref()
+        .and_then(|v| amount_or_expr(v, owner, ctx, "face_value", Sign::Positive, d));
+    let min_spend_written = c
         .min_spend
         .as_ref()
-        .and_then(|v| amount(v, src, "min_spend", Sign::NotNegative, d));
+        .and_then(|v| amount_or_expr(v, owner, ctx, "min_spend", Sign::NotNegative, d));
+    let computed = matches!(face_written, Some(AmountOrExpr::Expr(_)))
+        || matches!(min_spend_written, Some(AmountOrExpr::Expr(_)));
+    if computed && c.from_field.is_none() {
+        if let Some(count) = &c.count {
+            d.at(
+                src,
+                count.pos(),
+                Problem::ConflictingKeys(KeyConflict::Count),
+            );
+        }
+        let as_expr = |w: AmountOrExpr| match w {
+            AmountOrExpr::Expr(e) => Some(e),
+            AmountOrExpr::Amount(a) => Expr::compile(&a.to_string(), &|_| None, &[]).ok(),
+        };
+        return Some(CouponTemplate::Computed {
+            face_value: face_written.and_then(as_expr)?,
+            min_spend: min_spend_written.and_then(as_expr),
+            usable_for,
+        });
+    }
+    if let (Some(AmountOrExpr::Expr(_)), Some(v)) = (&min_spend_written, &c.min_spend) {
+        let (key, value) = ("min_spend", scalar_text(v));
+        let want = "a decimal with `from_field`; use `min_spend_by_face_value`";
+        d.at(src, v.pos(), Problem::BadAmount { key, value, want });
+    }
+    let amount_of = |w: Option<AmountOrExpr>| match w {
+        Some(AmountOrExpr::Amount(a)) => Some(a),
+        _ => None,
+    };
+    let min_spend = amount_of(min_spend_written);
     match (&c.face_value, &c.from_field) {
-        (Some(fv), None) => {
-            let face_value = amount(fv, src, "face_value", Sign::Positive, d).unwrap_or_default();
+        (Some(_), None) => {
+            let face_value = amount_of(face_written).unwrap_or_default();
             if let Some(count) = &c.count {
                 at_most(count, "count", MAX_COUPON_COUNT, src, d);
             }

@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::calendar::{parse_weekday, Calendar};
+use super::calendar::{parse_weekday, weekday_name, Calendar};
 use super::error::{
     did_you_mean, Diagnostic, Diagnostics, IdMismatch, KeyConflict, NeverHolds, OperatorMisuse,
     Problem, RuleShape, SourceFile, UpdateMisuse,
@@ -22,19 +22,28 @@ use super::script::{ScriptLimits, ScriptOrigin, Scripts};
 use super::span::{Pos, Sp};
 use crate::model::Field;
 
+mod accumulators;
 mod bounds;
 mod conditions;
+mod expressions;
 mod grants;
 mod manifest;
 mod ordering;
+mod params;
 mod probes;
+mod script_names;
+mod script_order;
 
+use accumulators::*;
 use bounds::*;
 use conditions::*;
+use expressions::*;
 use grants::*;
 use manifest::*;
 use ordering::check_order;
 use probes::probe_scripts;
+use script_names::check_script_names;
+use script_order::order_scripts;
 
 // The compiled ruleset has its own types; the file shapes stop at this module.
 impl From<RawScope> for Scope {
@@ -105,6 +114,10 @@ enum Ty {
     Text,
     Decimal,
     Date,
+    /// A local time of day.
+    Time,
+    /// A weekday name, compared as text.
+    Weekday,
     Int,
     Bool,
     TextList,
@@ -123,13 +136,15 @@ impl Ty {
         matches!(self, Ty::TextList | Ty::DecimalList)
     }
     fn is_ordered(self) -> bool {
-        matches!(self, Ty::Decimal | Ty::Date | Ty::Int)
+        matches!(self, Ty::Decimal | Ty::Date | Ty::Time | Ty::Int)
     }
     fn describe(self) -> &'static str {
         match self {
             Ty::Text => "text",
             Ty::Decimal => "a decimal string such as \"100.00\"",
             Ty::Date => "a date YYYY-MM-DD",
+            Ty::Time => "a time of day HH:MM or HH:MM:SS",
+            Ty::Weekday => "a weekday such as saturday",
             Ty::Int => "a whole number",
             Ty::Bool => "true or false",
             Ty::TextList => "a list of text",
@@ -190,6 +205,14 @@ pub(crate) fn parse_date(text: &str) -> Result<NaiveDate, String> {
         .ok_or_else(|| format!("`{text}` is not a date; expected YYYY-MM-DD"))
 }
 
+/// A local time of day as rules write it: `HH:MM` or `HH:MM:SS`.
+fn parse_time(text: &str) -> Option<chrono::NaiveTime> {
+    let text = text.trim();
+    chrono::NaiveTime::parse_from_str(text, "%H:%M:%S")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(text, "%H:%M"))
+        .ok()
+}
+
 fn literal(v: &Value, ty: Ty) -> Result<Literal, String> {
     let bad = || format!("`{}` is not {}", scalar_text(v), ty.element().describe());
     Ok(match ty.element() {
@@ -202,6 +225,17 @@ fn literal(v: &Value, ty: Ty) -> Result<Literal, String> {
         Ty::Decimal => Literal::Decimal(parse_decimal(v)?),
         Ty::Date => match v {
             Value::String(s) => Literal::Date(parse_date(s)?),
+            _ => return Err(bad()),
+        },
+        Ty::Time => match v {
+            Value::String(s) => Literal::Time(parse_time(s).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        },
+        Ty::Weekday => match v {
+            Value::String(s) => {
+                let day = parse_weekday(s.trim()).ok_or_else(bad)?;
+                Literal::Text(weekday_name(day).into())
+            }
             _ => return Err(bad()),
         },
         Ty::Int => match v {
@@ -227,9 +261,54 @@ struct Context<'m> {
     calendars: Vec<Calendar>,
     channels: Vec<String>,
     counters: Vec<String>,
+    /// The manifest's accumulators by name, and whether each counts (else sums).
+    accumulators: Vec<(String, bool)>,
 }
 
 impl Context<'_> {
+    /// The accumulator a condition or an expression names (its index, and whether it
+    /// counts), reported at the name when the manifest declares none.
+    fn accumulator_at(
+        &self,
+        name: &Sp<String>,
+        src: &SourceFile,
+        d: &mut Diagnostics,
+    ) -> Option<(usize, bool)> {
+        let found = self.accumulators.iter().position(|(n, _)| *n == **name);
+        if found.is_none() {
+            d.at_with_help(
+                src,
+                name.pos(),
+                Problem::UnknownAccumulator {
+                    name: name.to_string(),
+                },
+                did_you_mean(name, self.accumulators.iter().map(|(n, _)| n.as_str())),
+            );
+        }
+        found.and_then(|i| Some((i, self.accumulators.get(i)?.1)))
+    }
+
+    /// The calendar a rule names, reported at the name when the manifest declares none.
+    fn calendar_at(
+        &self,
+        name: &Sp<String>,
+        src: &SourceFile,
+        d: &mut Diagnostics,
+    ) -> Option<usize> {
+        let found = self.calendars.iter().position(|c| c.id == **name);
+        if found.is_none() {
+            d.at_with_help(
+                src,
+                name.pos(),
+                Problem::UnknownCalendar {
+                    name: Some(name.to_string()),
+                },
+                did_you_mean(name, self.calendars.iter().map(|c| c.id.as_str())),
+            );
+        }
+        found
+    }
+
     fn type_mask(&self, names: &[Sp<String>], src: &SourceFile, d: &mut Diagnostics) -> TypeMask {
         let mut mask = 0;
         for name in names {
@@ -377,6 +456,11 @@ pub fn compile(
         calendars: Vec::new(),
         channels: m.channels.clone(),
         counters: Vec::new(),
+        accumulators: m
+            .accumulators
+            .iter()
+            .map(|(name, a)| (name.clone(), a.sum.is_none()))
+            .collect(),
     };
     ctx.facts = facts(&ctx, d);
     for cal in &calendars {
@@ -386,6 +470,7 @@ pub fn compile(
     }
     check_script_limits(&m.script_limits, msrc, d);
     let mut scripts = Scripts::new(&script_limits(&m.script_limits));
+    let accumulators = compile_accumulators(&mut ctx, &mut scripts, d);
 
     let mut compiled = Vec::new();
     let mut seen_ids: BTreeSet<String> = BTreeSet::new();
@@ -405,12 +490,12 @@ pub fn compile(
     compiled.sort_by(|a, b| (a.phase, &a.id).cmp(&(b.phase, &b.id)));
 
     let tz = timezone?;
-    if !d.list.is_empty() {
+    if d.has_errors() {
         return None;
     }
     check_order(&compiled, &rules, &ctx, d);
     probe_scripts(&scripts, &compiled, &ctx, d);
-    if !d.list.is_empty() {
+    if d.has_errors() {
         return None;
     }
     Some(Ruleset::new(
@@ -423,6 +508,7 @@ pub fn compile(
         ctx.facts,
         ctx.calendars,
         ctx.counters,
+        accumulators,
         compiled,
         scripts,
     ))
@@ -453,13 +539,10 @@ fn compile_rule(
     let kind = rule_kind(r, src, d)?;
     let rejects_allowed = matches!(kind, RuleKind::Redemption);
 
-    let mut when = Vec::new();
-    for c in &r.when {
-        if let Some(condition) = compile_condition(c, p, rejects_allowed, ctx, scripts, d) {
-            when.push(condition);
-        }
-    }
-    let limits = r
+    let owner = Owner::rule(p);
+    let mut when = compile_conditions(&r.when, &owner, rejects_allowed, ctx, scripts, d);
+    order_scripts(&mut when, p, d);
+    let limits: Vec<Limit> = r
         .limits
         .iter()
         .map(|l| compile_limit(l, src, rejects_allowed, ctx, d))
@@ -468,7 +551,13 @@ fn compile_rule(
         .points
         .as_ref()
         .and_then(|pt| compile_points(pt, src, rejects_allowed, ctx, d));
-    let grant = r.grant.as_ref().map(|g| compile_grant(g, src, ctx, d));
+    let grant = r
+        .grant
+        .as_ref()
+        .map(|g| compile_grant(g, &owner, ctx, scripts, d));
+    if let Some(grant) = &grant {
+        check_partial_fill(r, &limits, grant, src, d);
+    }
     let params = r
         .params
         .iter()
@@ -542,6 +631,10 @@ fn compile_limit(
         let owner = format!("limit `{}`", l.name);
         d.at(src, reject.pos(), Problem::RejectNotAllowed { owner });
     }
+    let window = l
+        .window
+        .as_ref()
+        .map_or(Window::Never, |w| window(w, src, d));
     let mut bounds = Vec::new();
     if let Some(n) = l.max_grants {
         bounds.push(Bound::Grants(n));
@@ -564,7 +657,8 @@ fn compile_limit(
         clause: l.clause.clone(),
         counter: ctx.counter(&l.counter),
         per: l.per.into(),
-        daily: l.window.is_some(),
+        window,
+        partial_fill: partial_fill(l, src, d),
         bounds,
         reject: l.reject.as_deref().map(|r| Arc::from(r.as_str())),
     }
@@ -601,7 +695,8 @@ fn compile_points(
     })
 }
 
-/// A YAML parameter as a script value; numbers with a fraction become decimals.
+/// A YAML parameter as a script value; numbers with a fraction and decimals written as
+/// strings become decimals (`params::text_param`).
 fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
     match v {
         Value::Null => rhai::Dynamic::UNIT,
@@ -612,7 +707,7 @@ fn yaml_to_dynamic(v: &Value) -> rhai::Dynamic {
                 Decimal::from_str(&n.to_string()).map_or(rhai::Dynamic::UNIT, rhai::Dynamic::from)
             }
         },
-        Value::String(s) => s.clone().into(),
+        Value::String(s) => params::text_param(s),
         Value::Array(items) => items
             .iter()
             .map(yaml_to_dynamic)

@@ -92,6 +92,11 @@ fn exclusive(a: &Rule, b: &Rule, ctx: &Context) -> bool {
         (Operand::Field(p), Operand::Field(q))
         | (Operand::SumOf(p), Operand::SumOf(q))
         | (Operand::CountOf(p), Operand::CountOf(q)) => p == q,
+        (Operand::WorkingDay(p), Operand::WorkingDay(q))
+        | (Operand::Accumulator(p), Operand::Accumulator(q)) => p == q,
+        (Operand::Weekday, Operand::Weekday)
+        | (Operand::DayOfMonth, Operand::DayOfMonth)
+        | (Operand::TimeOfDay, Operand::TimeOfDay) => true,
         _ => false,
     };
     let (ca, cb) = (compares(a), compares(b));
@@ -111,7 +116,15 @@ fn can_be_absent(operand: &Operand, ctx: &Context) -> bool {
             .facts
             .get(*f)
             .is_none_or(|f| !matches!(f.kind, FactType::Count | FactType::Flag)),
-        Operand::SumOf(_) | Operand::CountOf(_) | Operand::Field(Field::At) => false,
+        Operand::SumOf(_)
+        | Operand::CountOf(_)
+        | Operand::Field(Field::At)
+        | Operand::Weekday
+        | Operand::DayOfMonth
+        | Operand::TimeOfDay
+        | Operand::WorkingDay(_)
+        | Operand::Accumulator(_)
+        | Operand::Value(_) => false,
         Operand::Field(_) => true,
     }
 }

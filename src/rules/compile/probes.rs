@@ -2,17 +2,25 @@
 //! the sandbox's limits on ordinary input fails the ruleset rather than every event.
 
 use super::*;
+use crate::rules::script::absent_fact;
 
 /// Runs every script on a few probe events, so that one that breaks the sandbox's limits on
 /// ordinary input (an endless loop, runaway recursion) fails the ruleset at load rather than
 /// every event at run time.
 pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
+    probe_all(scripts, rules, ctx, d);
+    // What the probes printed is no event's: the first event decided must not show it.
+    crate::rules::script::take_printed(|_| {});
+}
+
+fn probe_all(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
     for rule in rules {
         let mut indexes = Vec::new();
         for c in &rule.when {
             collect_scripts(&c.test, &mut indexes);
         }
         for index in indexes {
+            probe_history(scripts, index, rule, ctx, d);
             for amount in [0_i64, 100, 1_000_000] {
                 let (event, facts) = probe_event(rule, ctx, amount);
                 if let Err(e) = scripts.run_condition(index, event, facts, &rule.params) {
@@ -30,6 +38,50 @@ pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d:
             }
         }
     }
+}
+
+/// Runs a script for a customer with no history (every fact absent, as scripts read it): a
+/// script that fails there and not for a customer with some history (`facts.total +
+/// event.amount` with no default) would fail on every customer's first event. A script that
+/// fails either way is not reported: the probe event's made-up values may be the cause.
+fn probe_history(scripts: &Scripts, index: usize, rule: &Rule, ctx: &Context, d: &mut Diagnostics) {
+    let (event, facts) = probe_event(rule, ctx, 100);
+    let Err(e) = scripts.run_condition(index, event.clone(), facts, &rule.params) else {
+        return;
+    };
+    if e.exceeded_limit {
+        return;
+    }
+    if scripts
+        .run_condition(index, event, history_facts(ctx), &rule.params)
+        .is_ok()
+    {
+        let problem = Problem::ScriptNoHistory {
+            condition: e.condition,
+            rule: e.rule,
+            message: e.message,
+        };
+        d.push(Diagnostic {
+            help: Some("a fact with no value reads as 0 (a count or decimal), false (a flag) or () (a date): test `facts.x == ()` before using a date".into()),
+            ..Diagnostic::new(e.at, problem)
+        });
+    }
+}
+
+/// Facts of a customer with some history: each has a value.
+fn history_facts(ctx: &Context) -> rhai::Map {
+    ctx.facts
+        .iter()
+        .map(|f| {
+            let v = match f.kind {
+                FactType::Count => rhai::Dynamic::from(1_i64),
+                FactType::Flag => rhai::Dynamic::TRUE,
+                FactType::Decimal => rhai::Dynamic::from(Decimal::ONE),
+                FactType::Date => rhai::Dynamic::from("2000-01-02".to_string()),
+            };
+            (f.name.as_str().into(), v)
+        })
+        .collect()
 }
 
 fn collect_scripts(t: &Test, out: &mut Vec<usize>) {
@@ -78,14 +130,7 @@ fn probe_event(rule: &Rule, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map
     let facts = ctx
         .facts
         .iter()
-        .map(|f| {
-            let v = match f.kind {
-                FactType::Count => rhai::Dynamic::from(0_i64),
-                FactType::Flag => rhai::Dynamic::FALSE,
-                _ => rhai::Dynamic::UNIT,
-            };
-            (f.name.as_str().into(), v)
-        })
+        .map(|f| (f.name.as_str().into(), absent_fact(f.kind)))
         .collect();
     (event, facts)
 }
