@@ -318,11 +318,11 @@ impl Rng {
 }
 
 /// Amounts around the caps: HK$50 a purchase is reached at 500.00 on weekdays and 250.00 at
-/// weekends; the rest are random cents from 10.00 (so that a whole coupon is never below
-/// HK$1: the spec's `partial_min` is only about partial fills) to 700.00.
-const EDGE_AMOUNTS: [&str; 12] = [
+/// weekends; 5.00 gives a whole coupon below HK$1 (granted: `partial_min` is about partial
+/// fills) and 0.04 a face value of 0 (nothing). The rest are random cents from 10.00 to 700.00.
+const EDGE_AMOUNTS: [&str; 14] = [
     "10.00", "10.01", "99.99", "100.00", "249.99", "250.00", "250.01", "499.99", "500.00",
-    "500.01", "123.45", "1000.00",
+    "500.01", "123.45", "1000.00", "5.00", "0.04",
 ];
 
 /// Instants on the edges of HK days that matter (UTC): month ends and Sunday→Monday,
@@ -375,7 +375,8 @@ fn stream(seed: u64, events: usize, customers: usize, from: &str, to: &str) -> V
                 .to_rfc3339_opts(SecondsFormat::Secs, true);
             let customer = format!("c{}", rng.below(u64::try_from(customers).unwrap()) + 1);
             let amount = if rng.below(3) == 0 {
-                EDGE_AMOUNTS[usize::try_from(rng.below(12)).unwrap()].to_owned()
+                EDGE_AMOUNTS[usize::try_from(rng.below(EDGE_AMOUNTS.len() as u64)).unwrap()]
+                    .to_owned()
             } else {
                 let cents = 1_000 + rng.below(69_001);
                 format!("{}.{:02}", cents / 100, cents % 100)
