@@ -864,3 +864,93 @@ fn monthly_spend_and_tiers_engine_match_the_models_on_generated_streams() {
         assert_decisions(&expected, &run);
     }
 }
+
+/// Ctrl-C in the middle of a `cashback` run with `--state`, then a rerun: the rerun resumes
+/// after the last checkpoint and the decisions end with the bytes of an uninterrupted run
+/// (as `state::ctrl_c_stops_at_a_checkpoint_with_130_and_the_rerun_resumes`: the events come
+/// through a pipe, so that the signal lands mid-run without any timing). The stream spans
+/// the January and February month ends, so the interrupted run leaves month counters
+/// (partial fills included) for the rerun to resume from.
+#[test]
+#[cfg(unix)]
+fn cashback_interrupted_and_rerun_is_byte_identical() {
+    use std::io::Write as _;
+    let d = Dir::new("v2-cashback-ctrl-c");
+    let events = stream(
+        31,
+        6_000,
+        150,
+        "2031-01-20T00:00:00Z",
+        "2031-03-04T00:00:00Z",
+    );
+    let (expected, _) = model(&events);
+    let input = d.write_jsonl("events.jsonl", &events);
+    let plain = eval_cashback(&input, &d.path().join("plain.jsonl"), None);
+    eqnice(expected, parse_jsonl(&plain));
+
+    let output = d.path().join("s.jsonl");
+    let state = d.path().join("S");
+    let command = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
+        cmd.arg("eval")
+            .arg("--rules")
+            .arg(v2("cashback"))
+            .arg("--input")
+            .arg("-")
+            .arg("--output")
+            .arg(&output)
+            .arg("--state")
+            .arg(&state)
+            .arg("--checkpoint-every")
+            .arg("500");
+        cmd
+    };
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let first: String = lines[..5_000].concat();
+    assert!(first.len() > 1 << 20, "more than a pipe holds");
+    // The cut falls in February, after January's month end.
+    assert_eq!(hk_date(events[5_000]["at"].as_str().unwrap()).month(), 2);
+    let mut child = command()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(first.as_bytes()).unwrap();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let _ = stdin.write_all(lines[5_000..].concat().as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+
+    let rerun = command()
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    let rerun_err = String::from_utf8_lossy(&rerun.stderr);
+    assert_eq!(rerun.status.code(), Some(0), "{rerun_err}");
+    // Resumed after a checkpoint in the middle of the stream, not from its start.
+    let consumed: usize = rerun_err
+        .split("resuming after ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the rerun did not say it resumed:\n{rerun_err}"));
+    assert!(
+        consumed >= 500 && consumed < events.len() && consumed.is_multiple_of(500),
+        "resumed after {consumed} lines"
+    );
+    let resumed = std::fs::read(&output).unwrap();
+    if resumed != plain {
+        panic!(
+            "decisions after Ctrl-C and rerun differ from one run\n--- stderr of the rerun:\n{rerun_err}"
+        );
+    }
+}
