@@ -72,7 +72,7 @@ use serde::{Deserialize, Serialize, Serializer};
 // The deterministic event generator shared with the integration tests.
 #[path = "common/report.rs"]
 mod report;
-use report::{fixed, grouped, load_average, nanos_since, per_second};
+use report::{copy_dir, fixed, grouped, load_average, nanos_since, per_second};
 
 #[path = "../tests/gen/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -321,20 +321,6 @@ fn write_v2_rules(files: &Files) -> Res<()> {
             .unwrap_or_default();
         if name.starts_with("v2-") && name.ends_with(".yaml") {
             std::fs::copy(&path, to.join("promotions").join(name))?;
-        }
-    }
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
         }
     }
     Ok(())

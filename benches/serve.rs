@@ -97,7 +97,7 @@ use tokio::runtime::Runtime;
 // The deterministic event generator shared with the integration tests.
 #[path = "common/report.rs"]
 mod report;
-use report::{fixed, grouped, load_average, nanos_since, per_second};
+use report::{copy_dir, fixed, grouped, load_average, nanos_since, per_second};
 
 #[path = "../tests/gen/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -540,21 +540,6 @@ fn log_tail(path: &Path) -> String {
         .get(lines.len().saturating_sub(20)..)
         .unwrap_or_default()
         .join("\n")
-}
-
-/// Copies a directory tree.
-fn copy_dir(from: &Path, to: &Path) -> Res<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! What both benchmarks report with: integer formatting, rates and the machine's load.
+//! What both benchmarks report with: integer formatting, rates and the machine's load; and
+//! the copy of a rules directory each runs on.
 
 use std::time::Instant;
 
@@ -51,4 +52,19 @@ pub fn load_average() -> String {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "n/a".to_string())
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }

@@ -101,21 +101,7 @@ pub(super) fn credit_after(
         (Some(days), None) => {
             at_most(days, "working_days_after", MAX_WORKING_DAYS_AFTER, src, d);
             let calendar = match &cb.calendar {
-                Some(name) => ctx
-                    .calendars
-                    .iter()
-                    .position(|c| c.id == **name)
-                    .or_else(|| {
-                        d.at_with_help(
-                            src,
-                            name.pos(),
-                            Problem::UnknownCalendar {
-                                name: Some(name.to_string()),
-                            },
-                            did_you_mean(name, ctx.calendars.iter().map(|c| c.id.as_str())),
-                        );
-                        None
-                    }),
+                Some(name) => ctx.calendar_at(name, src, d),
                 None => {
                     d.at(src, cb.pos(), Problem::UnknownCalendar { name: None });
                     None
