@@ -16,7 +16,9 @@ Each fixture's golden cases were worked out by hand (their `description.txt` say
 over one `--state`. Each promotion is also decided by a small independent model written
 below from its terms (plain Rust, exact decimals, chrono-tz for HK dates), checked first
 against the hand-worked cases, then compared with `promo eval` line by line over generated
-streams; `cashback` is resumed from `--state` across a month end byte for byte.
+streams; `cashback` is resumed from `--state` across a month end (a run cut in two, and a
+run stopped by Ctrl-C and rerun) byte for byte. The fixtures' files must also match the
+JSON Schemas of `promo schema`.
 */
 
 use std::collections::HashMap;
