@@ -68,6 +68,10 @@ mod defects;
 // Issue 18, reporting: reject codes, blank lines, the rejects file, --summary-json, versions.
 mod reporting;
 
+// Rule language v2 (issue 16): three fixtures, `promo check`/`promo test` on them, models
+// of the three promotions over generated streams, and resumes from `--state`.
+mod language_v2;
+
 // docs/rules.md documents every key of `promo schema`.
 mod rules_doc;
 
