@@ -109,7 +109,7 @@ impl JsonSchema for AmountOrExpression {
             ),
             "anyOf": [
                 amount,
-                { "type": "string", "pattern": "[A-Za-z(+*/%]" }
+                { "type": "string", "pattern": "[-+*/%(]" }
             ]
         })
     }

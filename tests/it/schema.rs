@@ -167,12 +167,18 @@ fn a_misspelt_condition_key_is_refused_by_name() {
 }
 
 #[test]
-fn amounts_are_quoted_decimals_or_whole_numbers() {
+fn amounts_are_quoted_decimals_whole_numbers_or_expressions() {
     let v = validator(&rule_schema());
     let with_face_value = |fv: &str| -> Value {
         serde_saphyr::from_str(&MISSPELT.replace("whn:", "when:").replace("\"30\"", fv)).unwrap()
     };
-    for ok in ["\"30\"", "\"12.50\"", "30"] {
+    for ok in [
+        "\"30\"",
+        "\"12.50\"",
+        "30",
+        "\"min(amount * 10%, 30)\"",
+        "\"2 * 15\"",
+    ] {
         assert!(v.is_valid(&with_face_value(ok)), "{ok} refused");
     }
     for bad in ["12.50", "\"thirty\"", "true"] {
