@@ -280,24 +280,10 @@ fn decide_grant(
     let Some(grant) = &rule.grant else {
         return Ok(None);
     };
-    let tier = chosen_tier(ruleset, state, ctx, rule, grant)?;
-    if tier.is_none() && !grant.tiers.is_empty() && grant.coupons.is_empty() {
-        return Ok(Some(Failed::NoTier));
-    }
-    let mut faces = Vec::new();
-    for coupon in tier.into_iter().flatten().chain(&grant.coupons) {
-        if passes_all(ruleset, state, ctx, rule, &coupon.when)? {
-            add_faces(ruleset, state, ctx, rule, &coupon.template, &mut faces)?;
-        }
-    }
-    if faces.is_empty() {
-        return Ok(Some(Failed::NoTier));
-    }
-    // A computed coupon worth nothing is left out; a grant of none decides nothing.
-    faces.retain(|f| f.value > Decimal::ZERO);
-    if faces.is_empty() {
-        return Ok(Some(Failed::NothingToGrant));
-    }
+    let mut faces = match grant_faces(ruleset, state, ctx, rule, grant)? {
+        Ok(faces) => faces,
+        Err(failed) => return Ok(Some(failed)),
+    };
     let mut value = total(faces.iter().map(|f| &f.value));
     let coupons = faces.len() as u64;
 
@@ -315,32 +301,89 @@ fn decide_grant(
             }
         }
     }
-
-    let mut points = None;
-    if let Some(p) = &rule.points {
-        if let Some(rate) = p.rate {
-            let needed = value.checked_mul(rate).unwrap_or(Decimal::MAX);
-            let balance = ruleset
-                .facts
-                .get(p.balance_fact)
-                .map(|f| (f.slot, state.fact(Scope::Wallet, ctx.wallet, f.slot)));
-            if let Some((slot, FactValue::Decimal(balance))) = balance {
-                if needed > balance {
-                    reject(out, &Some(p.reject.clone()));
-                    return Ok(Some(Failed::Points));
-                }
-                state.set_fact(
-                    Scope::Wallet,
-                    ctx.wallet,
-                    slot,
-                    FactValue::Decimal(balance.saturating_sub(needed)),
-                );
+    let points = match rule.points.as_ref().filter(|p| p.rate.is_some()) {
+        Some(p) => match debit_points(ruleset, state, ctx, p, value) {
+            Some(needed) => Some(needed),
+            None => {
+                reject(out, &Some(p.reject.clone()));
+                return Ok(Some(Failed::Points));
             }
-            points = Some(Money(needed));
+        },
+        None => None,
+    };
+    count_grant(state, rule, ctx, coupons, value);
+    let issued = issue(ruleset, state, ctx, rule, grant, faces, &mut out.credit);
+    out.decisions.push(Decision {
+        rule: ri,
+        kind: if matches!(rule.kind, RuleKind::Redemption) {
+            DecisionKind::Approve
+        } else {
+            DecisionKind::Grant
+        },
+        coupons: issued,
+        coupon_id: None,
+        reason: None,
+        points,
+    });
+    Ok(None)
+}
+
+/// The coupons a grant would issue on this event, before limits: its first matching tier's
+/// and its own, each whose conditions pass; or why it issues none.
+fn grant_faces<'r>(
+    ruleset: &Ruleset,
+    state: &State,
+    ctx: &Ctx,
+    rule: &Rule,
+    grant: &'r Grant,
+) -> Result<Result<Vec<Face<'r>>, Failed>, ScriptError> {
+    let tier = chosen_tier(ruleset, state, ctx, rule, grant)?;
+    let mut faces = Vec::new();
+    for coupon in tier.into_iter().flatten().chain(&grant.coupons) {
+        if passes_all(ruleset, state, ctx, rule, &coupon.when)? {
+            add_faces(ruleset, state, ctx, rule, &coupon.template, &mut faces)?;
         }
     }
+    if faces.is_empty() {
+        return Ok(Err(Failed::NoTier));
+    }
+    // A computed coupon worth nothing is left out; a grant of none decides nothing.
+    faces.retain(|f| f.value > Decimal::ZERO);
+    if faces.is_empty() {
+        return Ok(Err(Failed::NothingToGrant));
+    }
+    Ok(Ok(faces))
+}
 
-    // Count once per distinct counter key, even if two limits share a counter.
+/// The points a grant of `value` costs, debited from the wallet's balance when it has one;
+/// `None` when the balance does not cover them.
+fn debit_points(
+    ruleset: &Ruleset,
+    state: &mut State,
+    ctx: &Ctx,
+    p: &Points,
+    value: Decimal,
+) -> Option<Money> {
+    let needed = value
+        .checked_mul(p.rate.unwrap_or_default())
+        .unwrap_or(Decimal::MAX);
+    let balance = ruleset
+        .facts
+        .get(p.balance_fact)
+        .map(|f| (f.slot, state.fact(Scope::Wallet, ctx.wallet, f.slot)));
+    if let Some((slot, FactValue::Decimal(balance))) = balance {
+        if needed > balance {
+            return None;
+        }
+        let left = FactValue::Decimal(balance.saturating_sub(needed));
+        state.set_fact(Scope::Wallet, ctx.wallet, slot, left);
+    }
+    Some(Money(needed))
+}
+
+/// Counts a grant on the counters of the rule's limits, once per distinct counter key even
+/// if two limits share a counter.
+fn count_grant(state: &mut State, rule: &Rule, ctx: &Ctx, coupons: u64, value: Decimal) {
     let mut counted: Vec<CounterKey> = Vec::with_capacity(rule.limits.len());
     for limit in &rule.limits {
         let key = counter_key(limit.counter, limit.per, limit.window, ctx);
@@ -352,8 +395,19 @@ fn decide_grant(
             counted.push(key);
         }
     }
+}
 
-    let credit_by = credit_date(ruleset, &grant.credit_by, ctx.date, &mut out.credit);
+/// Puts the granted coupons in the ledger, with their credit date and last valid day.
+fn issue(
+    ruleset: &Ruleset,
+    state: &mut State,
+    ctx: &Ctx,
+    rule: &Rule,
+    grant: &Grant,
+    faces: Vec<Face>,
+    credit: &mut CreditCache,
+) -> Vec<IssuedCoupon> {
+    let credit_by = credit_date(ruleset, &grant.credit_by, ctx.date, credit);
     let valid_until = grant
         .valid_days
         .and_then(|days| credit_by.checked_add_days(Days::new(u64::from(days.max(1) - 1))));
@@ -381,19 +435,7 @@ fn decide_grant(
             valid_until,
         });
     }
-    out.decisions.push(Decision {
-        rule: ri,
-        kind: if matches!(rule.kind, RuleKind::Redemption) {
-            DecisionKind::Approve
-        } else {
-            DecisionKind::Grant
-        },
-        coupons: issued,
-        coupon_id: None,
-        reason: None,
-        points,
-    });
-    Ok(None)
+    issued
 }
 
 /// Whether the event passes one named condition of a rule; an expression that cannot be
