@@ -71,6 +71,7 @@ mod reporting;
 // Rule language v2 (issue 16): three fixtures, `promo check`/`promo test` on them, models
 // of the three promotions over generated streams, and resumes from `--state`.
 mod language_v2;
+mod language_v2_operands;
 
 // docs/rules.md documents every key of `promo schema`.
 mod rules_doc;
