@@ -437,6 +437,61 @@ async fn a_database_newer_than_the_binary_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_migration_changes_nothing_and_says_why() {
+    with_db("failed", |url| async move {
+        // A table in the way of migration 0001's first CREATE TABLE.
+        let client = admin_client(&url).await;
+        client
+            .batch_execute("CREATE TABLE answers (x int)")
+            .await
+            .unwrap();
+
+        let error = match pg::connect(&url, 1).await {
+            Err(e) => e,
+            Ok(_) => panic!("migration 0001 ran over an existing `answers`"),
+        };
+        let message = error.to_string();
+        assert!(
+            matches!(&error, PgError::Migration { step, .. } if step == "migration 0001_initial"),
+            "{error:?}"
+        );
+        assert!(message.contains("\"answers\" already exists"), "{message}");
+        // Rolled back: no version recorded, none of its tables made.
+        let row = client
+            .query_one(
+                "SELECT to_regclass('promo_schema_version')::text, to_regclass('facts')::text",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, Option<String>>(0), None);
+        assert_eq!(row.get::<_, Option<String>>(1), None);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_server_at_the_url_is_a_connect_error() {
+    let port = free_port();
+    let url = format!("postgres://promo:s3cret@127.0.0.1:{port}/promo");
+    let error = match tokio::time::timeout(TEST_TIMEOUT, pg::connect(&url, 1)).await {
+        Ok(Err(e)) => e,
+        Ok(Ok(_)) => panic!("connected to a port nothing listens on"),
+        Err(_) => panic!("connect still waiting after {}s", TEST_TIMEOUT.as_secs()),
+    };
+    let message = error.to_string();
+    assert!(matches!(error, PgError::Connect { .. }), "{error:?}");
+    assert!(
+        message.starts_with(&format!(
+            "cannot connect to PostgreSQL at promo@127.0.0.1:{port}/promo: "
+        )),
+        "{message}"
+    );
+    assert!(message.contains("refused"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_times_out_with_a_typed_error() {
     with_db("exhausted", |url| async move {
         let store = pg::connect(&url, 1).await.unwrap();

@@ -29,7 +29,7 @@ pub enum PgError {
         "the PostgreSQL URL is not usable: {detail} (expected postgres://user@host:port/database)"
     )]
     Url { detail: String },
-    #[error("cannot connect to PostgreSQL at {target}: {source}; check that the server is running, reachable from this host, and that the URL's user, database and password are right")]
+    #[error("cannot connect to PostgreSQL at {target}: {}; check that the server is running, reachable from this host, and that the URL's user, database and password are right", full(source))]
     Connect {
         target: String,
         #[source]
@@ -45,7 +45,7 @@ pub enum PgError {
     },
     #[error("the connection pool to PostgreSQL at {target} failed: {detail}")]
     Pool { target: String, detail: String },
-    #[error("the schema of the PostgreSQL database at {target} could not be brought up to date ({step}): {source}; nothing of this step was changed")]
+    #[error("the schema of the PostgreSQL database at {target} could not be brought up to date ({step}): {}; nothing of this step was changed", full(source))]
     Migration {
         target: String,
         step: String,
@@ -85,7 +85,7 @@ impl PgConfig {
     /// Reads `postgres://user[:password]@host[:port]/database[?options]`.
     pub fn parse(url: &str, pool_size: usize) -> Result<PgConfig, PgError> {
         let bad = |detail: String| PgError::Url { detail };
-        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| bad(full(&e)))?;
         if pg.get_hosts().is_empty() {
             return Err(bad("it names no host".into()));
         }
@@ -194,6 +194,18 @@ impl PgStore {
             },
         }
     }
+}
+
+/// A tokio-postgres error with its causes: its own text is only the kind ("db error").
+fn full(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// `user@host:port/database` of a configuration; never its password.
