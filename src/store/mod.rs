@@ -11,6 +11,7 @@ mod answers;
 mod commit;
 pub mod inspect;
 mod log;
+pub mod pg;
 mod rows;
 mod sum;
 

@@ -53,6 +53,9 @@ mod simulate;
 // Durable state (`eval --state`): kills and resumes, split days, reruns, refusals, inspect.
 mod state;
 
+// The PostgreSQL store's foundation: migrations, their lock, the pool, against a real server.
+mod pg;
+
 // Defect 15: a damaged state is refused, never read as another state.
 mod integrity;
 
