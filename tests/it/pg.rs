@@ -68,7 +68,9 @@ impl TestCluster {
                 };
             }
         }
-        let bindir = bindir().unwrap_or_else(|| panic!("{NO_SERVER}"));
+        let bindir = bindir()
+            .or_else(install_server)
+            .unwrap_or_else(|| panic!("{NO_SERVER}"));
         start_local(bindir)
     }
 
@@ -173,6 +175,28 @@ fn bindir() -> Option<PathBuf> {
     let out = Command::new("pg_config").arg("--bindir").output().ok()?;
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     (out.status.success() && has(&dir)).then_some(dir)
+}
+
+/// Installs the server binaries as the README's test command promises to need nothing but
+/// the Rust toolchain: with apt-get, as root (a bounded wait each step). `None` when that
+/// cannot be done here; the test then fails saying how to provide a server.
+fn install_server() -> Option<PathBuf> {
+    if !is_root() || !Path::new("/usr/bin/apt-get").is_file() {
+        return None;
+    }
+    eprintln!(
+        "tests/it/pg.rs: no PostgreSQL server binaries; installing postgresql-15 with apt-get"
+    );
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd, Duration::from_secs(600))
+    };
+    if let Err(e) = apt(&["update"]).and_then(|()| apt(&["install", "-y", "postgresql-15"])) {
+        eprintln!("tests/it/pg.rs: installing postgresql-15 failed: {e}");
+        return None;
+    }
+    bindir()
 }
 
 fn is_root() -> bool {
