@@ -219,6 +219,14 @@ pub fn fits_state(old: &Ruleset, new: &Ruleset) -> Result<(), String> {
             new.counters.join(", ")
         ));
     }
+    if windows(old) != windows(new) {
+        return Err(format!(
+            "the counters' owners or windows changed (the open state counts [{}], the new rules count [{}]): \
+             restart the service to start a new state",
+            windows(old).join(", "),
+            windows(new).join(", ")
+        ));
+    }
     if old.channels != new.channels {
         return Err(format!(
             "the channels changed (coupons in the open state are usable for [{}], the new rules declare [{}])",
@@ -227,4 +235,60 @@ pub fn fits_state(old: &Ruleset, new: &Ruleset) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Each counter as the rules count on it: whose, and over which window. A counter kept by
+/// day in the open state cannot be read by month: its tallies are keyed by window.
+fn windows(r: &Ruleset) -> Vec<String> {
+    let mut all: Vec<String> = r
+        .reads_by_type
+        .iter()
+        .flat_map(|reads| &reads.counters)
+        .map(|&(c, per, window)| {
+            let name = r.counters.get(c).map_or("?", String::as_str);
+            format!("{name} ({} {})", per.name(), window.name())
+        })
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped rules, with `from` replaced by `to` in the points conversion rule.
+    fn shipped_with(from: &str, to: &str) -> Ruleset {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        for sub in ["promotions", "calendars"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            for entry in std::fs::read_dir(rules.join(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                let name = path.file_name().unwrap();
+                std::fs::write(dir.path().join(sub).join(name), text.replace(from, to)).unwrap();
+            }
+        }
+        std::fs::copy(rules.join("ruleset.yaml"), dir.path().join("ruleset.yaml")).unwrap();
+        load_ruleset(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn a_counter_whose_window_changed_does_not_fit_the_open_state() {
+        let old = shipped_with("", "");
+        assert_eq!(fits_state(&old, &shipped_with("", "")), Ok(()));
+        let monthly = shipped_with("    window: day", "    window: month");
+        let why = fits_state(&old, &monthly).unwrap_err();
+        assert!(
+            why.contains(" (wallet day)") && why.contains(" (wallet month)"),
+            "{why}"
+        );
+        let per_customer = shipped_with(
+            "    per: wallet\n    window: day",
+            "    per: customer\n    window: day",
+        );
+        assert!(fits_state(&old, &per_customer).is_err());
+    }
 }
