@@ -202,6 +202,21 @@ impl Ruleset {
         self.facts.iter().filter(move |f| f.scope == scope)
     }
 
+    /// Every counter as limits and accumulators count on it: its name, whose it is and its
+    /// window, sorted. A state's tallies are keyed by window, so these must not change
+    /// under an open state.
+    pub fn counter_shapes(&self) -> Vec<(&str, Scope, Window)> {
+        let mut all: Vec<(&str, Scope, Window)> = self
+            .reads_by_type
+            .iter()
+            .flat_map(|reads| &reads.counters)
+            .filter_map(|&(c, per, window)| Some((self.counters.get(c)?.as_str(), per, window)))
+            .collect();
+        all.sort_by_key(|&(name, per, window)| (name, per.name(), window.name()));
+        all.dedup();
+        all
+    }
+
     /// Names of the channels set in `mask`, in manifest order.
     pub fn channel_names(&self, mask: ChannelMask) -> Vec<&str> {
         self.channels

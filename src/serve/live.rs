@@ -237,21 +237,12 @@ pub fn fits_state(old: &Ruleset, new: &Ruleset) -> Result<(), String> {
     Ok(())
 }
 
-/// Each counter as the rules count on it: whose, and over which window. A counter kept by
-/// day in the open state cannot be read by month: its tallies are keyed by window.
+/// Each counter as the rules count on it: whose, and over which window.
 fn windows(r: &Ruleset) -> Vec<String> {
-    let mut all: Vec<String> = r
-        .reads_by_type
-        .iter()
-        .flat_map(|reads| &reads.counters)
-        .map(|&(c, per, window)| {
-            let name = r.counters.get(c).map_or("?", String::as_str);
-            format!("{name} ({} {})", per.name(), window.name())
-        })
-        .collect();
-    all.sort();
-    all.dedup();
-    all
+    r.counter_shapes()
+        .into_iter()
+        .map(|(name, per, window)| format!("{name} ({} {})", per.name(), window.name()))
+        .collect()
 }
 
 #[cfg(test)]

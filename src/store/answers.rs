@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use super::{commit, fact_shapes_json, Store, StoreError};
+use super::{commit, shape_meta, Store, StoreError};
 use crate::engine::State;
 use crate::rules::Ruleset;
 
@@ -93,7 +93,7 @@ impl Store {
             committer: commit::Committer::start(
                 &self.path,
                 self.compact_after,
-                fact_shapes_json(ruleset),
+                shape_meta(ruleset),
             )?,
         })
     }

@@ -49,8 +49,9 @@ struct Writer {
     path: PathBuf,
     log_bytes: u64,
     compact_after: u64,
-    /// The run's fact shapes (JSON) for the `meta` table, until the first commit records them.
-    facts: Option<String>,
+    /// The `meta` rows saying what the run's ruleset's state means (its facts' and counters'
+    /// shapes), until the first commit records them.
+    meta: Vec<(&'static str, String)>,
     /// The batch numbers the next change set and the next decided ids are written under
     /// (their blobs' checksums cover them).
     next_change: i64,
@@ -61,7 +62,11 @@ impl Committer {
     /// Starts a committing thread with its own connection to the database at `path`; it
     /// folds the change log into the tables once the log passes `compact_after` bytes, and
     /// records the ruleset's fact shapes (`facts`, JSON) with its first commit.
-    pub fn start(path: &Path, compact_after: u64, facts: String) -> Result<Self, StoreError> {
+    pub fn start(
+        path: &Path,
+        compact_after: u64,
+        meta: Vec<(&'static str, String)>,
+    ) -> Result<Self, StoreError> {
         let (conn, log_bytes, next_change, next_seen) = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -85,7 +90,7 @@ impl Committer {
             path: path.to_path_buf(),
             log_bytes,
             compact_after,
-            facts: Some(facts),
+            meta,
             next_change,
             next_seen,
         };
@@ -234,11 +239,11 @@ impl Writer {
             )
             .map_err(sql)?;
         }
-        if let Some(facts) = &self.facts {
-            put_meta(&tx, "facts", facts).map_err(sql)?;
+        for (key, value) in &self.meta {
+            put_meta(&tx, key, value).map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
-        self.facts = None;
+        self.meta.clear();
         self.next_change += 1;
         if !job.seen.is_empty() {
             self.next_seen += 1;

@@ -169,6 +169,39 @@ fn fact_shapes_json(ruleset: &Ruleset) -> String {
     serde_json::to_string(&fact_shapes(ruleset)).unwrap_or_default()
 }
 
+/// A counter as the store records it: a counter's tallies are keyed by its window, so a
+/// ruleset that counts it over another window cannot read them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CounterShape {
+    name: String,
+    per: String,
+    window: String,
+}
+
+fn counter_shapes(ruleset: &Ruleset) -> Vec<CounterShape> {
+    ruleset
+        .counter_shapes()
+        .into_iter()
+        .map(|(name, per, window)| CounterShape {
+            name: name.to_string(),
+            per: per.name().to_string(),
+            window: window.name(),
+        })
+        .collect()
+}
+
+/// The `meta` rows that say what a ruleset's state means, recorded when a state is created
+/// and with its first commit under each ruleset.
+fn shape_meta(ruleset: &Ruleset) -> Vec<(&'static str, String)> {
+    vec![
+        ("facts", fact_shapes_json(ruleset)),
+        (
+            "counters",
+            serde_json::to_string(&counter_shapes(ruleset)).unwrap_or_default(),
+        ),
+    ]
+}
+
 fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
     ruleset
         .facts
@@ -338,6 +371,33 @@ impl Reader<'_> {
             if !ruleset.counters.contains(&c) {
                 return Err(incompatible(format!(
                     "the state counts on `{c}`, which no limit of this ruleset names (removed or renamed?)"
+                )));
+            }
+        }
+        self.validate_windows(ruleset)
+    }
+
+    /// Checks that every counter the state recorded keeps its window (states written before
+    /// windows were recorded have no record, and counted by day or never).
+    fn validate_windows(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
+        let Some(stored) = self.meta("counters")? else {
+            return Ok(());
+        };
+        let incompatible = |detail: String| StoreError::Incompatible {
+            path: self.path.to_path_buf(),
+            detail,
+        };
+        let stored: Vec<CounterShape> = serde_json::from_str(&stored)
+            .map_err(|e| incompatible(format!("unreadable counter list: {e}")))?;
+        let current = counter_shapes(ruleset);
+        for s in &stored {
+            let now = current
+                .iter()
+                .find(|c| c.name == s.name && c.per == s.per && c.window != s.window);
+            if let Some(c) = now {
+                return Err(incompatible(format!(
+                    "counter `{}` (per {}) was counted by window `{}` and is now counted by `{}`: its tallies cannot be read so; use a new state directory",
+                    s.name, s.per, s.window, c.window
                 )));
             }
         }
@@ -615,7 +675,6 @@ impl Store {
     /// Creates the tables and the layout's record in one transaction, so that a run killed
     /// meanwhile leaves either a whole state or an empty file.
     fn create(&self, ruleset: &Ruleset) -> Result<(), StoreError> {
-        let facts = fact_shapes_json(ruleset);
         let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
         tx.execute_batch(
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, sum INTEGER NOT NULL) WITHOUT ROWID;
@@ -633,11 +692,11 @@ impl Store {
              CREATE TABLE runs (output TEXT PRIMARY KEY, record TEXT NOT NULL, sum INTEGER NOT NULL) WITHOUT ROWID;",
         )
         .map_err(|e| self.sql(e))?;
-        for (key, value) in [
+        let rows = [
             ("layout", LAYOUT_VERSION.to_string()),
-            ("facts", facts),
             ("ruleset", ruleset.name.clone()),
-        ] {
+        ];
+        for (key, value) in rows.into_iter().chain(shape_meta(ruleset)) {
             put_meta(&tx, key, &value).map_err(|e| self.sql(e))?;
         }
         tx.commit().map_err(|e| self.sql(e))
@@ -842,7 +901,7 @@ impl Store {
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
         let mut committer =
-            commit::Committer::start(&self.path, self.compact_after, fact_shapes_json(ruleset))?;
+            commit::Committer::start(&self.path, self.compact_after, shape_meta(ruleset))?;
         Ok(Durability {
             every: every.max(1),
             skip: 0,

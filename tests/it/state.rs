@@ -1238,6 +1238,23 @@ fn foreign_corrupt_and_incompatible_states_are_refused_untouched() {
         "names the fact\n{}",
         run.stderr
     );
+    // The same rules counting the points' daily limit by month: its day tallies cannot be
+    // read as months.
+    let monthly = d.copy_rules();
+    let conversion = monthly.join("promotions/points-conversion.yaml");
+    let text = std::fs::read_to_string(&conversion).unwrap();
+    std::fs::write(
+        &conversion,
+        text.replace("    window: day", "    window: month"),
+    )
+    .unwrap();
+    let run = refuse("window", &monthly, &state, "incompatible ruleset");
+    assert!(
+        run.stderr
+            .contains("was counted by window `day` and is now counted by `month`"),
+        "names the windows\n{}",
+        run.stderr
+    );
     // And the state still works with the rules that wrote it.
     let again = Eval::new(&events, &d.path().join("shipped.out.jsonl"))
         .state(&state)
