@@ -149,6 +149,8 @@ problems! {
     "bad_date" => BadDate(String),
     #[error("{0}")]
     "conflicting_keys" => ConflictingKeys(KeyConflict),
+    #[error("counter `{counter}` is counted by `{window}` here and by `{first}` in a limit before; limits that share a counter (with the same `per`) share its `window`")]
+    "counter_window" => CounterWindow { counter: String, window: String, first: String },
     #[error("rule id `{id}` is used by another rule file")]
     "duplicate_rule_id" => DuplicateRuleId { id: String },
     #[error("limit `{limit}` sets no bound: add `max_grants`, `max_coupons` or `max_value`")]

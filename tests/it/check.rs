@@ -935,4 +935,13 @@ fn accumulator_expression_and_partial_fill_codes_are_located() {
         "rules/promotions/bill-first-time.yaml:27:24: error[bad_expression]: `min(amont * 10%, 80)`: unknown name `amont`",
     );
     assert!(stderr.contains("did you mean `amount`?"), "{stderr}");
+    assert_reports(
+        check_with(
+            "check-counter-window",
+            "promotions/bill-returning.yaml",
+            "    per: customer\n",
+            "    per: customer\n    window: day\n",
+        ),
+        "rules/promotions/bill-returning.yaml:23:13: error[counter_window]: counter `reward-1` is counted by `day` here and by `period` in a limit before; limits that share a counter (with the same `per`) share its `window`",
+    );
 }

@@ -263,6 +263,9 @@ struct Context<'m> {
     counters: Vec<String>,
     /// The manifest's accumulators by name, and whether each counts (else sums).
     accumulators: Vec<(String, bool)>,
+    /// The window each counter is counted over, per owner scope, as the first limit on it
+    /// said.
+    windows: Vec<(usize, Scope, Window)>,
 }
 
 impl Context<'_> {
@@ -419,6 +422,36 @@ impl Context<'_> {
         field
     }
 
+    /// Reports a limit that counts a shared counter over another window than the limit
+    /// before it: their tallies would be keyed alike (a month's and its first day's).
+    fn same_window(
+        &mut self,
+        counter: usize,
+        per: Scope,
+        window: Window,
+        l: &Sp<RawLimit>,
+        src: &SourceFile,
+        d: &mut Diagnostics,
+    ) {
+        match self
+            .windows
+            .iter()
+            .find(|(c, p, _)| *c == counter && *p == per)
+        {
+            Some(&(_, _, first)) if first != window => {
+                let at = l.window.as_ref().map_or(l.name.pos(), |w| w.pos());
+                let problem = Problem::CounterWindow {
+                    counter: l.counter.to_string(),
+                    window: window.name(),
+                    first: first.name(),
+                };
+                d.at(src, at, problem);
+            }
+            Some(_) => {}
+            None => self.windows.push((counter, per, window)),
+        }
+    }
+
     fn counter(&mut self, name: &str) -> usize {
         match self.counters.iter().position(|c| c == name) {
             Some(i) => i,
@@ -461,6 +494,7 @@ pub fn compile(
             .iter()
             .map(|(name, a)| (name.clone(), a.sum.is_none()))
             .collect(),
+        windows: Vec::new(),
     };
     ctx.facts = facts(&ctx, d);
     for cal in &calendars {
@@ -635,6 +669,8 @@ fn compile_limit(
         .window
         .as_ref()
         .map_or(Window::Never, |w| window(w, src, d));
+    let counter = ctx.counter(&l.counter);
+    ctx.same_window(counter, l.per.into(), window, l, src, d);
     let mut bounds = Vec::new();
     if let Some(n) = l.max_grants {
         bounds.push(Bound::Grants(n));
@@ -655,7 +691,7 @@ fn compile_limit(
     Limit {
         name: l.name.to_string(),
         clause: l.clause.clone(),
-        counter: ctx.counter(&l.counter),
+        counter,
         per: l.per.into(),
         window,
         partial_fill: partial_fill(l, src, d),
