@@ -211,12 +211,7 @@ pub fn decide(
         accumulators: &accumulators,
     };
     state.record_admission(admitted);
-    for &ri in ruleset
-        .rules_by_type
-        .get(ctx.kind)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for &ri in of_type(&ruleset.rules_by_type, ctx.kind) {
         let Some(rule) = ruleset.rules.get(ri) else {
             continue;
         };
@@ -689,17 +684,18 @@ impl Exprs<'_, '_, '_> {
             Var::Amount => ctx.ev.amount.unwrap_or_default(),
             Var::FaceValues => total(ctx.ev.face_values.as_deref().unwrap_or_default()),
             Var::FaceValue => face_value.unwrap_or_default(),
-            Var::Fact(f) => match fact_value(self.ruleset, self.state, ctx, f) {
-                Val::Int(i) => Decimal::from(i),
-                Val::Dec(d) => d,
-                _ => Decimal::ZERO,
-            },
-            Var::Accumulator(a) => match accumulator_value(self.ruleset, self.state, ctx, a) {
-                Val::Int(i) => Decimal::from(i),
-                Val::Dec(d) => d,
-                _ => Decimal::ZERO,
-            },
+            Var::Fact(f) => number(fact_value(self.ruleset, self.state, ctx, f)),
+            Var::Accumulator(a) => number(accumulator_value(self.ruleset, self.state, ctx, a)),
         }
+    }
+}
+
+/// A count or decimal as an expression reads it; anything else (no value) is 0.
+fn number(v: Val) -> Decimal {
+    match v {
+        Val::Int(i) => Decimal::from(i),
+        Val::Dec(d) => d,
+        _ => Decimal::ZERO,
     }
 }
 
@@ -956,12 +952,7 @@ fn accumulator_value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx, a: usize) 
 /// the facts as the rules saw them, before the event's updates.
 fn accumulate(ruleset: &Ruleset, state: &mut State, ctx: &Ctx, out: &mut Evaluation) {
     let no_params = rhai::Map::new();
-    for &a in ruleset
-        .accumulators_by_type
-        .get(ctx.kind)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for &a in of_type(&ruleset.accumulators_by_type, ctx.kind) {
         let Some(acc) = ruleset.accumulators.get(a) else {
             continue;
         };
@@ -998,12 +989,7 @@ fn accumulate(ruleset: &Ruleset, state: &mut State, ctx: &Ctx, out: &mut Evaluat
 }
 
 fn apply_updates(ruleset: &Ruleset, state: &mut State, ctx: &Ctx) {
-    for u in ruleset
-        .updates_by_type
-        .get(ctx.kind)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for u in of_type(&ruleset.updates_by_type, ctx.kind) {
         let Some(fact) = ruleset.facts.get(u.fact) else {
             continue;
         };

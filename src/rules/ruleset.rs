@@ -92,17 +92,10 @@ impl Ruleset {
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        let rules_by_type: Vec<Vec<usize>> = (0..event_types.len())
-            .map(|t| {
-                rules
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.on & (1 << t) != 0)
-                    .map(|(i, _)| i)
-                    .collect()
-            })
-            .collect();
-        let updates_by_type: Vec<Vec<FactUpdate>> = (0..event_types.len())
+        let types = event_types.len();
+        let rules_by_type = listening(types, &rules, |r| r.on);
+        let accumulators_by_type = listening(types, &accumulators, |a| a.on);
+        let updates_by_type: Vec<Vec<FactUpdate>> = (0..types)
             .map(|t| {
                 facts
                     .iter()
@@ -121,43 +114,19 @@ impl Ruleset {
                     .collect()
             })
             .collect();
-        let accumulators_by_type: Vec<Vec<usize>> = (0..event_types.len())
+        let reads_by_type = (0..types)
             .map(|t| {
-                accumulators
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.on & (1 << t) != 0)
-                    .map(|(i, _)| i)
-                    .collect()
-            })
-            .collect();
-        let reads_by_type = (0..event_types.len())
-            .map(|t| {
-                let of_type = rules_by_type.get(t).map(Vec::as_slice).unwrap_or_default();
-                let mut reads = Reads::default();
-                for u in updates_by_type
-                    .get(t)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    reads.add_fact(&facts, u.fact);
-                }
-                for &a in accumulators_by_type
-                    .get(t)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    if let Some(acc) = accumulators.get(a) {
-                        reads.add_accumulator(acc);
-                        acc.when
-                            .iter()
-                            .for_each(|c| reads.add_test(&facts, &accumulators, &c.test));
-                    }
-                }
-                for rule in of_type.iter().filter_map(|&r| rules.get(r)) {
-                    reads.add_rule(&facts, &accumulators, rule);
-                }
-                reads
+                Reads::of_type(
+                    &facts,
+                    &accumulators,
+                    of_type(&updates_by_type, t),
+                    of_type(&accumulators_by_type, t)
+                        .iter()
+                        .filter_map(|&a| accumulators.get(a)),
+                    of_type(&rules_by_type, t)
+                        .iter()
+                        .filter_map(|&r| rules.get(r)),
+                )
             })
             .collect();
         Ruleset {
@@ -228,6 +197,26 @@ impl Ruleset {
     }
 }
 
+/// The row of event type `t` of a table by type; empty past its end.
+pub fn of_type<T>(by_type: &[Vec<T>], t: usize) -> &[T] {
+    by_type.get(t).map_or(&[], Vec::as_slice)
+}
+
+/// For each of `types` event types, the indexes of the items listening to it (their `on`
+/// mask has its bit), in order.
+fn listening<T>(types: usize, items: &[T], on: impl Fn(&T) -> TypeMask) -> Vec<Vec<usize>> {
+    (0..types)
+        .map(|t| {
+            items
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| on(item) & (1 << t) != 0)
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect()
+}
+
 /// What of the state deciding an event may read or write: the fact rows of its customer and
 /// of its wallet, and counters of limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -240,6 +229,32 @@ pub struct Reads {
 }
 
 impl Reads {
+    /// What deciding an event of one type reads: the facts its updates change, the
+    /// accumulators it adds to (and their filters), and its rules' conditions, limits,
+    /// points and grants.
+    fn of_type<'r>(
+        facts: &[Fact],
+        accumulators: &[Accumulator],
+        updates: &[FactUpdate],
+        adds_to: impl Iterator<Item = &'r Accumulator>,
+        rules: impl Iterator<Item = &'r Rule>,
+    ) -> Reads {
+        let mut reads = Reads::default();
+        for u in updates {
+            reads.add_fact(facts, u.fact);
+        }
+        for acc in adds_to {
+            reads.add_accumulator(acc);
+            acc.when
+                .iter()
+                .for_each(|c| reads.add_test(facts, accumulators, &c.test));
+        }
+        for rule in rules {
+            reads.add_rule(facts, accumulators, rule);
+        }
+        reads
+    }
+
     fn add_counter(&mut self, counter: (usize, Scope, Window)) {
         if !self.counters.contains(&counter) {
             self.counters.push(counter);

@@ -78,15 +78,19 @@ fn resolve(name: &str, owner: &Owner, ctx: &Context, with_face_value: bool) -> O
             if let Some(a) = ctx.accumulators.iter().position(|(n, _)| n == name) {
                 Var::Accumulator(a)
             } else {
-                let f = ctx.facts.iter().position(|f| f.name == name)?;
-                let numeric = matches!(ctx.facts.get(f)?.kind, FactType::Count | FactType::Decimal);
-                if !numeric {
-                    return None;
-                }
+                let f = ctx
+                    .facts
+                    .iter()
+                    .position(|f| f.name == name && is_number(f))?;
                 Var::Fact(f)
             }
         }
     }))
+}
+
+/// Whether expressions may read a fact: a count or a decimal.
+fn is_number(f: &Fact) -> bool {
+    matches!(f.kind, FactType::Count | FactType::Decimal)
 }
 
 /// A param as a number: a whole YAML number, or a string that is a decimal.
@@ -108,7 +112,7 @@ fn known_names(owner: &Owner, ctx: &Context, with_face_value: bool) -> Vec<Strin
     names.extend(
         ctx.facts
             .iter()
-            .filter(|f| matches!(f.kind, FactType::Count | FactType::Decimal))
+            .filter(|f| is_number(f))
             .map(|f| f.name.clone()),
     );
     names.extend(
@@ -158,11 +162,7 @@ pub(super) fn amount_or_expr(
     let Some(c) = expr.constant() else {
         return Some(AmountOrExpr::Expr(expr));
     };
-    let wrong = match sign {
-        Sign::Positive => (c <= Decimal::ZERO).then_some("more than zero"),
-        Sign::NotNegative => (c < Decimal::ZERO).then_some("zero or more"),
-    };
-    if let Some(want) = wrong {
+    if let Some(want) = sign.refuses(c) {
         let value = text.to_string();
         d.at(owner.src, v.pos(), Problem::BadAmount { key, value, want });
         return None;

@@ -11,6 +11,16 @@ pub(super) enum Sign {
     NotNegative,
 }
 
+impl Sign {
+    /// What `value` must be instead, when this sign refuses it.
+    pub(super) fn refuses(self, value: Decimal) -> Option<&'static str> {
+        match self {
+            Sign::Positive => (value <= Decimal::ZERO).then_some("more than zero"),
+            Sign::NotNegative => (value < Decimal::ZERO).then_some("zero or more"),
+        }
+    }
+}
+
 /// An amount of money a rule writes, reported at its place when it is not a decimal or has
 /// the wrong sign.
 pub(super) fn amount(
@@ -23,11 +33,7 @@ pub(super) fn amount(
     let value = parse_decimal(v)
         .map_err(|e| d.at(src, v.pos(), Problem::BadDecimal(e)))
         .ok()?;
-    let wrong = match sign {
-        Sign::Positive => (value <= Decimal::ZERO).then_some("more than zero"),
-        Sign::NotNegative => (value < Decimal::ZERO).then_some("zero or more"),
-    };
-    match wrong {
+    match sign.refuses(value) {
         Some(want) => {
             let value = scalar_text(v);
             d.at(src, v.pos(), Problem::BadAmount { key, value, want });
