@@ -376,6 +376,9 @@ struct Report {
     per_rule: BTreeMap<String, u64>,
 }
 
+/// A variant's best round: its report and whether its output matched its reference.
+type Best = (Variant, Report, &'static str);
+
 fn parent(args: &Args) -> Res<()> {
     let cfg = gen::GenConfig {
         seed: args.seed,
@@ -392,9 +395,24 @@ fn parent(args: &Args) -> Res<()> {
         load_average()
     );
     prepare(&cfg, &files)?;
+    let reference = reference_runs(args, &files)?;
+    let reports = rounds(args, &files)?;
+    print_table(args, &reports);
+    // Both report their disagreements, whatever the other found.
+    let rhai_ok = rhai_agrees(&reports, &per_rule(&reference));
+    let outputs_ok = outputs_agree(&reports, &reference);
+    let agrees = rhai_ok && outputs_ok;
+    if args.strict && !agrees {
+        return Err("smoke run: a variant disagrees with the engine (see the warnings)".into());
+    }
+    Ok(())
+}
 
+/// The in-process runs the variants' outputs are compared with: the seed rules', and the v2
+/// promotions' when that variant runs.
+fn reference_runs(args: &Args, files: &Files) -> Res<Summary> {
     let t = Instant::now();
-    let reference = eval(&files, InputFormat::Jsonl, false, &files.decisions())?;
+    let reference = eval(files, InputFormat::Jsonl, false, &files.decisions())?;
     let _ = std::fs::remove_file(rejects_path(&files.decisions()));
     println!(
         "reference eval (in process, {} s): {} read = {} decided + {} rejected + {} duplicates; {} decisions",
@@ -412,11 +430,10 @@ fn parent(args: &Args) -> Res<()> {
         megabytes(&files.customers()),
         megabytes(&files.decisions())
     );
-    let expected = per_rule(&reference);
     if args.only.contains(&Variant::EvalV2Jsonl) {
         let v2 = eval_rules(
             &files.v2_rules(),
-            &files,
+            files,
             InputFormat::Jsonl,
             false,
             &files.decisions_v2(),
@@ -431,10 +448,13 @@ fn parent(args: &Args) -> Res<()> {
             grouped(granted("v2-tiers"))
         );
     }
+    Ok(reference)
+}
 
-    // Rounds of every variant in turn, so that a noisy stretch of a shared machine hits
-    // them alike; each variant keeps its fastest round and its largest peak RSS.
-    let mut reports: Vec<(Variant, Report, &'static str)> = Vec::new();
+/// Rounds of every variant in turn, so that a noisy stretch of a shared machine hits them
+/// alike; each variant keeps its fastest round and its largest peak RSS.
+fn rounds(args: &Args, files: &Files) -> Res<Vec<Best>> {
+    let mut reports: Vec<Best> = Vec::new();
     for round in 1..=args.repeat {
         for &v in &args.only {
             eprintln!(
@@ -442,7 +462,7 @@ fn parent(args: &Args) -> Res<()> {
                 v.name(),
                 args.repeat
             );
-            let report = spawn(v, args, &files)?;
+            let report = spawn(v, args, files)?;
             let same = match same_bytes(&files.output(v), &files.reference(v)) {
                 Ok(true) => "same",
                 Ok(false) => "DIFFERS",
@@ -464,20 +484,26 @@ fn parent(args: &Args) -> Res<()> {
             }
         }
     }
+    Ok(reports)
+}
 
+/// The variant's best time, if it ran.
+fn nanos_of(reports: &[Best], v: Variant) -> Option<u128> {
+    reports
+        .iter()
+        .find(|(r, _, _)| *r == v)
+        .map(|(_, r, _)| u128::from(r.nanos))
+}
+
+/// The table of the variants, what its columns mean, and the ratios between variants.
+fn print_table(args: &Args, reports: &[Best]) {
     println!();
     println!(
         "{:<17} {:>10} {:>8} {:>12} {:>8} {:>10} {:>9}",
         "variant", "events", "seconds", "events/s", "x floor", "peak RSS", "output"
     );
-    let nanos_of = |v: Variant| {
-        reports
-            .iter()
-            .find(|(r, _, _)| *r == v)
-            .map(|(_, r, _)| u128::from(r.nanos))
-    };
-    for (v, r, same) in &reports {
-        let ratio = nanos_of(v.floor()).map_or("-".to_string(), |floor| {
+    for (v, r, same) in reports {
+        let ratio = nanos_of(reports, v.floor()).map_or("-".to_string(), |floor| {
             fixed(u128::from(r.nanos), floor, 2)
         });
         let rss = r.peak_rss_kib.map_or("n/a".to_string(), |k| {
@@ -505,47 +531,54 @@ fn parent(args: &Args) -> Res<()> {
         "load average at the end: {} (other processes on the machine skew the times)",
         load_average()
     );
-    if let (Some(eval), Some(rhai)) = (
-        nanos_of(Variant::EvalJsonl),
-        nanos_of(Variant::RhaiOnlyJsonl),
-    ) {
+    let eval = nanos_of(reports, Variant::EvalJsonl);
+    if let (Some(eval), Some(rhai)) = (eval, nanos_of(reports, Variant::RhaiOnlyJsonl)) {
         println!(
             "eval-jsonl / rhai-only-jsonl time: {} (the engine is {}x the speed of the one-script Rhai baseline)",
             fixed(eval, rhai, 2),
             fixed(rhai, eval, 2)
         );
     }
-    if let (Some(seed), Some(v2)) = (nanos_of(Variant::EvalJsonl), nanos_of(Variant::EvalV2Jsonl)) {
+    if let (Some(seed), Some(v2)) = (eval, nanos_of(reports, Variant::EvalV2Jsonl)) {
         println!(
             "eval-v2-jsonl / eval-jsonl speed: {} (the v2 promotions over the seed rules, on the same stream; target >= 0.80)",
             fixed(seed, v2, 2)
         );
     }
-    let mut agrees = true;
-    if let Some((_, rhai, _)) = reports
+}
+
+/// Whether the Rhai baseline decided as many decisions per rule as the engine; says so.
+fn rhai_agrees(reports: &[Best], expected: &BTreeMap<String, u64>) -> bool {
+    let Some((_, rhai, _)) = reports
         .iter()
         .find(|(v, _, _)| *v == Variant::RhaiOnlyJsonl)
-    {
-        if rhai.per_rule == expected {
-            println!(
-                "rhai-only-jsonl decisions per rule match the engine's summary ({} rules, {} decisions).",
-                expected.len(),
-                grouped(rhai.decisions)
-            );
-        } else {
-            agrees = false;
-            eprintln!("WARNING: rhai-only-jsonl decisions per rule differ from the engine's:");
-            let rules: std::collections::BTreeSet<&String> =
-                expected.keys().chain(rhai.per_rule.keys()).collect();
-            for rule in rules {
-                let want = expected.get(rule).copied().unwrap_or(0);
-                let got = rhai.per_rule.get(rule).copied().unwrap_or(0);
-                let mark = if want == got { "" } else { "  <-- differs" };
-                eprintln!("  {rule:<26} engine {want:>9}  rhai {got:>9}{mark}");
-            }
-        }
+    else {
+        return true;
+    };
+    if rhai.per_rule == *expected {
+        println!(
+            "rhai-only-jsonl decisions per rule match the engine's summary ({} rules, {} decisions).",
+            expected.len(),
+            grouped(rhai.decisions)
+        );
+        return true;
     }
-    for (v, r, same) in &reports {
+    eprintln!("WARNING: rhai-only-jsonl decisions per rule differ from the engine's:");
+    let rules: std::collections::BTreeSet<&String> =
+        expected.keys().chain(rhai.per_rule.keys()).collect();
+    for rule in rules {
+        let want = expected.get(rule).copied().unwrap_or(0);
+        let got = rhai.per_rule.get(rule).copied().unwrap_or(0);
+        let mark = if want == got { "" } else { "  <-- differs" };
+        eprintln!("  {rule:<26} engine {want:>9}  rhai {got:>9}{mark}");
+    }
+    false
+}
+
+/// Whether every variant read the whole stream and wrote its reference's decisions.
+fn outputs_agree(reports: &[Best], reference: &Summary) -> bool {
+    let mut agrees = true;
+    for (v, r, same) in reports {
         if r.events != reference.read {
             agrees = false;
             eprintln!(
@@ -563,10 +596,7 @@ fn parent(args: &Args) -> Res<()> {
             );
         }
     }
-    if args.strict && !agrees {
-        return Err("smoke run: a variant disagrees with the engine (see the warnings)".into());
-    }
-    Ok(())
+    agrees
 }
 
 /// Runs one variant in a child process and reads its report.
