@@ -862,7 +862,6 @@ fn monthly_spend_and_tiers_engine_match_the_models_on_generated_streams() {
 #[test]
 #[cfg(unix)]
 fn cashback_interrupted_and_rerun_is_byte_identical() {
-    use std::io::Write as _;
     let d = Dir::new("v2-cashback-ctrl-c");
     let events = stream(
         31,
@@ -896,25 +895,9 @@ fn cashback_interrupted_and_rerun_is_byte_identical() {
     let text = std::fs::read_to_string(&input).unwrap();
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let first: String = lines[..5_000].concat();
-    assert!(first.len() > 1 << 20, "more than a pipe holds");
     // The cut falls in February, after January's month end.
     assert_eq!(hk_date(events[5_000]["at"].as_str().unwrap()).month(), 2);
-    let mut child = command()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(first.as_bytes()).unwrap();
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let _ = stdin.write_all(lines[5_000..].concat().as_bytes());
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt_mid_input(command(), &first, &lines[5_000..].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
 

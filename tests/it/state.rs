@@ -604,7 +604,6 @@ fn crash_and_resume_is_byte_identical() {
 #[test]
 #[cfg(unix)]
 fn ctrl_c_stops_at_a_checkpoint_with_130_and_the_rerun_resumes() {
-    use std::io::Write as _;
     let d = Dir::new("state-ctrl-c");
     let (events, snapshot) = generated(&d, 17, 20_000, 500);
     let plain = Eval::new(&events, &d.path().join("plain.jsonl")).customers(&snapshot);
@@ -616,26 +615,10 @@ fn ctrl_c_stops_at_a_checkpoint_with_130_and_the_rerun_resumes() {
         .every(500);
     let text = std::fs::read_to_string(&events).unwrap();
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut child = s
-        .command()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     let first: String = lines[..5_000].concat();
-    assert!(first.len() > 1 << 20, "more than a pipe holds");
-    stdin.write_all(first.as_bytes()).unwrap();
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
     // Up to the next checkpoint and past it; the run stops there and closes its end.
-    let _ = stdin.write_all(lines[5_000..6_000].concat().as_bytes());
-    drop(stdin);
-    let out = Out::from(child.wait_with_output().unwrap());
+    let rest: String = lines[5_000..6_000].concat();
+    let out = Out::from(interrupt_mid_input(s.command(), &first, &rest));
     assert_eq!(out.code, Some(130), "{}", out.stderr);
 
     assert!(

@@ -481,3 +481,30 @@ pub fn reject_coupon(event: &Value, coupon: &str, reason: &str) -> Value {
         .set("coupon_id", coupon)
         .set("reason", reason)
 }
+
+/// Runs `cmd` (reading its events from standard input), writes `first` (more than a pipe
+/// holds, so that the run is reading when the signal comes), sends it SIGINT, writes `rest`
+/// (a run that stops at its next checkpoint closes its end: a failed write is fine), and
+/// waits for it. Its standard output is not kept.
+#[cfg(unix)]
+pub fn interrupt_mid_input(mut cmd: Command, first: &str, rest: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    assert!(first.len() > 1 << 20, "more than a pipe holds");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(first.as_bytes()).unwrap();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let _ = stdin.write_all(rest.as_bytes());
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
