@@ -5,6 +5,7 @@ pub mod admit;
 pub mod counters;
 pub mod evaluate;
 pub mod explain;
+pub mod footprint;
 pub mod ledger;
 mod name_ids;
 mod prefetch;

@@ -9,9 +9,10 @@ use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashSet;
 
-use super::admit::{event_kind, intern_in, name_hash, Admission, Admitted, Keys};
+use super::admit::{intern_in, name_hash, Admission, Admitted, Keys};
 use super::counters::CounterTable;
 use super::evaluate::InvalidEvent;
+use super::footprint::footprint;
 use super::ledger::{CouponLedger, LedgerStats, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
@@ -589,40 +590,36 @@ impl State {
         ruleset: &Ruleset,
         ev: &Event<'_>,
     ) -> Result<Result<(), InvalidEvent>, LedgerUnreadable> {
-        let kind = match event_kind(ruleset, ev) {
-            Ok(kind) => kind,
+        let reach = match footprint(ruleset, ev) {
+            Ok(reach) => reach,
             Err(e) => return Ok(Err(e)),
         };
-        self.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
+        self.prepare_coupons(reach.coupons.iter().copied())?;
         let here = (
-            self.id_of(Scope::Customer, &ev.customer),
-            self.id_of(Scope::Wallet, &ev.wallet),
+            self.id_of(Scope::Customer, reach.customer),
+            self.id_of(Scope::Wallet, reach.wallet),
         );
         let there = (
-            self.adopt(scratch, ruleset, Scope::Customer, &ev.customer),
-            self.adopt(scratch, ruleset, Scope::Wallet, &ev.wallet),
+            self.adopt(scratch, ruleset, Scope::Customer, reach.customer),
+            self.adopt(scratch, ruleset, Scope::Wallet, reach.wallet),
         );
-        let date = ev.at.with_timezone(&ruleset.timezone).date_naive();
-        let reads = ruleset
-            .reads_by_type
-            .get(kind)
-            .map(|r| r.counters.as_slice());
-        for &(counter, per, window) in reads.unwrap_or_default() {
-            let known = match per {
-                Scope::Customer => here.0.is_some(),
-                Scope::Wallet => here.1.is_some(),
-                Scope::All => true,
+        for &(counter, per, day) in &reach.counters {
+            let (from, to) = match per {
+                Scope::Customer => (here.0, there.0),
+                Scope::Wallet => (here.1, there.1),
+                Scope::All => (Some(0), 0),
             };
-            let from = (here.0.unwrap_or(0), here.1.unwrap_or(0), date);
-            let key = CounterKey::new(counter, per, window, from);
-            let to = CounterKey::new(counter, per, window, (there.0, there.1, date));
-            for day in window.buckets(date) {
-                let (key, to) = (key.in_bucket(day), to.in_bucket(day));
-                if let Some(t) = self.tally(&key).filter(|_| known) {
-                    if scratch.tally(&to).is_none() {
-                        *scratch.tally_mut(to) = t;
-                    }
-                }
+            let key = |owner| CounterKey {
+                counter: counter as u32,
+                per,
+                owner,
+                day,
+            };
+            let Some(tally) = from.and_then(|o| self.tally(&key(o))) else {
+                continue;
+            };
+            if scratch.tally(&key(to)).is_none() {
+                *scratch.tally_mut(key(to)) = tally;
             }
         }
         for id in ev.coupons.iter().flatten() {

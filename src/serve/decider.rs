@@ -91,12 +91,19 @@ pub struct Decider {
     pub ready: Arc<AtomicBool>,
     /// The answers given, by event id.
     pub answers: Answers,
-    pub eval: Evaluation,
+    pub core: Deciding,
     /// Requests decided and not yet handed to a commit, and the ruleset of the last.
     pub decided: Waiting,
     pub live: Option<Arc<Live>>,
     /// The commit in flight: its requests, its batch of answers, when it was handed over.
     pub committing: Option<(Waiting, Option<i64>, Instant)>,
+}
+
+/// Decides the events of requests against a state: what the deciding thread runs on its
+/// state, and each transaction on the shared state (`shared`) runs on the rows it loaded.
+pub struct Deciding {
+    pub metrics: Arc<Metrics>,
+    pub eval: Evaluation,
     /// What is kept per ruleset (by version): its line heads, and the metric counters of
     /// its rules' decisions.
     pub per_ruleset: (
@@ -106,6 +113,59 @@ pub struct Decider {
     ),
     /// Where an event's decisions are written before they are shared.
     pub scratch: Vec<u8>,
+}
+
+impl Deciding {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Deciding {
+            metrics,
+            eval: Evaluation::default(),
+            per_ruleset: ("".into(), LineHeads::default(), FxHashMap::default()),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// The answers given before, and where a new one is recorded.
+pub trait AnswerBook {
+    /// The answer given for `id`, if it was decided.
+    fn given(&self, state: &State, id: &str) -> Result<Option<StoredAnswer>, ApiError>;
+    /// Records the answer given for an event just decided.
+    fn record(&mut self, answer: StoredAnswer);
+}
+
+/// The deciding thread's answers: those of this run in memory, older ones in the store.
+struct LocalBook<'a> {
+    answers: &'a mut Answers,
+    store: Option<&'a Store>,
+}
+
+impl AnswerBook for LocalBook<'_> {
+    fn given(&self, state: &State, id: &str) -> Result<Option<StoredAnswer>, ApiError> {
+        // Every id answered is among the decided ones, which are cheaper to ask.
+        let decided = state
+            .decided(id)
+            .map_err(|e| ApiError::unavailable(format!("cannot read the decided ids: {e}")))?;
+        if !decided {
+            return Ok(None);
+        }
+        let given = self
+            .answers
+            .find(self.store, id)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        // An id a batch run decided has no answer kept: it replays with no decisions (that
+        // run's output holds them).
+        Ok(Some(given.unwrap_or_else(|| StoredAnswer {
+            event_id: id.into(),
+            body_hash: NO_HASH,
+            version: "".into(),
+            decisions: "[]".into(),
+        })))
+    }
+
+    fn record(&mut self, answer: StoredAnswer) {
+        self.answers.record(answer);
+    }
 }
 
 /// Requests decided, waiting for their commit to be answered.
@@ -172,7 +232,11 @@ impl Decider {
         let mut state = lock(&state);
         for job in group {
             let result = if self.ready.load(Ordering::Acquire) {
-                self.job(&mut state, &job)
+                let mut book = LocalBook {
+                    answers: &mut self.answers,
+                    store: self.durable.as_ref().map(|d| &d.store),
+                };
+                self.core.job(&mut book, &mut state, &job)
             } else {
                 Err(ApiError::unavailable(
                     "the state could not be committed; the service decides nothing more",
@@ -253,16 +317,23 @@ impl Decider {
             ))));
         }
     }
+}
 
+impl Deciding {
     /// Decides one request: all of it, or (on an error before deciding) none of it.
-    fn job(&mut self, state: &mut State, job: &Job) -> Result<Vec<Answer>, ApiError> {
+    pub fn job(
+        &mut self,
+        book: &mut dyn AnswerBook,
+        state: &mut State,
+        job: &Job,
+    ) -> Result<Vec<Answer>, ApiError> {
         let ruleset = &job.live.ruleset;
         let events = job.events.events();
         for (i, (ev, _)) in events.iter().enumerate() {
             crate::engine::admit::event_kind(ruleset, ev)
                 .map_err(|err| invalid_event(job, i, &err))?;
         }
-        let plans = self.plans(state, job, events)?;
+        let plans = Self::plans(book, state, job, events)?;
         let mut scratch = job.dry_run.then(|| State::new(ruleset));
         let mut out: Vec<Answer> = Vec::with_capacity(events.len());
         for ((ev, hash), plan) in events.iter().zip(plans) {
@@ -285,7 +356,7 @@ impl Decider {
                     let decisions = self.decide(state, scratch.as_mut(), &job.live, ev)?;
                     let event_id: Arc<str> = Arc::from(&*ev.id);
                     if !job.dry_run {
-                        self.answers.record(StoredAnswer {
+                        book.record(StoredAnswer {
                             event_id: Arc::clone(&event_id),
                             body_hash: *hash,
                             version: Arc::clone(&job.live.version),
@@ -309,7 +380,7 @@ impl Decider {
     /// How each event of a request is to be answered; an id already decided with another
     /// body refuses the whole request.
     fn plans(
-        &self,
+        book: &dyn AnswerBook,
         state: &State,
         job: &Job,
         events: &[(Event<'_>, [u8; 16])],
@@ -330,7 +401,7 @@ impl Decider {
             if !single {
                 first.insert(id, i);
             }
-            match self.answer_for(state, id)? {
+            match book.given(state, id)? {
                 Some(a) if a.body_hash != NO_HASH && a.body_hash != *hash => {
                     return Err(conflict(job, i, id))
                 }
@@ -339,29 +410,6 @@ impl Decider {
             }
         }
         Ok(plans)
-    }
-
-    /// The answer given for `id`, if it was decided. An id a batch run decided has no
-    /// answer kept: it replays with no decisions (that run's output holds them).
-    fn answer_for(&self, state: &State, id: &str) -> Result<Option<StoredAnswer>, ApiError> {
-        // Every id answered is among the decided ones, which are cheaper to ask.
-        let decided = state
-            .decided(id)
-            .map_err(|e| ApiError::unavailable(format!("cannot read the decided ids: {e}")))?;
-        if !decided {
-            return Ok(None);
-        }
-        let store = self.durable.as_ref().map(|d| &d.store);
-        let given = self
-            .answers
-            .find(store, id)
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        Ok(Some(given.unwrap_or_else(|| StoredAnswer {
-            event_id: id.into(),
-            body_hash: NO_HASH,
-            version: "".into(),
-            decisions: "[]".into(),
-        })))
     }
 
     /// Decides one event, on the state or (a dry run) on `scratch`; its decisions as a

@@ -158,7 +158,7 @@ impl InputHead {
 
 /// A fact as the store records it, to tell a compatible ruleset from an incompatible one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct FactShape {
+pub(crate) struct FactShape {
     name: String,
     scope: String,
     kind: String,
@@ -172,13 +172,13 @@ fn fact_shapes_json(ruleset: &Ruleset) -> String {
 /// A counter as the store records it: a counter's tallies are keyed by its window, so a
 /// ruleset that counts it over another window cannot read them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct CounterShape {
+pub(crate) struct CounterShape {
     name: String,
     per: String,
     window: String,
 }
 
-fn counter_shapes(ruleset: &Ruleset) -> Vec<CounterShape> {
+pub(crate) fn counter_shapes(ruleset: &Ruleset) -> Vec<CounterShape> {
     ruleset
         .counter_shapes()
         .into_iter()
@@ -202,7 +202,7 @@ fn shape_meta(ruleset: &Ruleset) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
+pub(crate) fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
     ruleset
         .facts
         .iter()
@@ -214,7 +214,7 @@ fn fact_shapes(ruleset: &Ruleset) -> Vec<FactShape> {
         .collect()
 }
 
-fn encode(v: FactValue) -> Option<String> {
+pub(crate) fn encode(v: FactValue) -> Option<String> {
     match v {
         FactValue::Absent => None,
         FactValue::Int(i) => Some(i.to_string()),
@@ -224,7 +224,7 @@ fn encode(v: FactValue) -> Option<String> {
     }
 }
 
-fn decode(kind: FactType, text: &str) -> Option<FactValue> {
+pub(crate) fn decode(kind: FactType, text: &str) -> Option<FactValue> {
     Some(match kind {
         FactType::Count => FactValue::Int(text.parse().ok()?),
         FactType::Date => FactValue::Date(crate::model::digits::date(text)?),
@@ -340,24 +340,7 @@ impl Reader<'_> {
         };
         let stored: Vec<FactShape> = serde_json::from_str(&self.meta("facts")?.unwrap_or_default())
             .map_err(|e| incompatible(format!("unreadable fact list: {e}")))?;
-        let current = fact_shapes(ruleset);
-        for f in &stored {
-            match current.iter().find(|c| c.name == f.name) {
-                None => {
-                    return Err(incompatible(format!(
-                        "the state keeps fact `{}` ({} {}), which this ruleset no longer declares (removed or renamed?)",
-                        f.name, f.scope, f.kind
-                    )))
-                }
-                Some(c) if c != f => {
-                    return Err(incompatible(format!(
-                        "fact `{}` was a {} {} fact and is now a {} {} fact",
-                        f.name, f.scope, f.kind, c.scope, c.kind
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
+        facts_fit(&stored, ruleset).map_err(incompatible)?;
         let mut names = std::collections::BTreeSet::new();
         rows::counters(self.conn, self.path, &mut |row| {
             names.insert(row.counter);
@@ -389,20 +372,49 @@ impl Reader<'_> {
         };
         let stored: Vec<CounterShape> = serde_json::from_str(&stored)
             .map_err(|e| incompatible(format!("unreadable counter list: {e}")))?;
-        let current = counter_shapes(ruleset);
-        for s in &stored {
-            let now = current
-                .iter()
-                .find(|c| c.name == s.name && c.per == s.per && c.window != s.window);
-            if let Some(c) = now {
-                return Err(incompatible(format!(
-                    "counter `{}` (per {}) was counted by window `{}` and is now counted by `{}`: its tallies cannot be read so; use a new state directory",
-                    s.name, s.per, s.window, c.window
-                )));
-            }
-        }
-        Ok(())
+        windows_fit(&stored, ruleset).map_err(incompatible)
     }
+}
+
+/// Whether the facts a state recorded (`stored`) mean the same in `ruleset`: none removed,
+/// none of another scope or type. New facts fit.
+pub(crate) fn facts_fit(stored: &[FactShape], ruleset: &Ruleset) -> Result<(), String> {
+    let current = fact_shapes(ruleset);
+    for f in stored {
+        match current.iter().find(|c| c.name == f.name) {
+            None => {
+                return Err(format!(
+                    "the state keeps fact `{}` ({} {}), which this ruleset no longer declares (removed or renamed?)",
+                    f.name, f.scope, f.kind
+                ))
+            }
+            Some(c) if c != f => {
+                return Err(format!(
+                    "fact `{}` was a {} {} fact and is now a {} {} fact",
+                    f.name, f.scope, f.kind, c.scope, c.kind
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether every counter a state recorded (`stored`) keeps its window in `ruleset`.
+pub(crate) fn windows_fit(stored: &[CounterShape], ruleset: &Ruleset) -> Result<(), String> {
+    let current = counter_shapes(ruleset);
+    for s in stored {
+        let now = current
+            .iter()
+            .find(|c| c.name == s.name && c.per == s.per && c.window != s.window);
+        if let Some(c) = now {
+            return Err(format!(
+                "counter `{}` (per {}) was counted by window `{}` and is now counted by `{}`: its tallies cannot be read so; use a new state directory",
+                s.name, s.per, s.window, c.window
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the `meta` row `key`, with its checksum.

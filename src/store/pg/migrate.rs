@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order; versions are 1, 2, 3, ... without gaps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "shared_state",
+        sql: include_str!("migrations/0002_shared_state.sql"),
+    },
+];
 
 /// The schema version this binary knows: the last migration's.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

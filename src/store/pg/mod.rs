@@ -1,9 +1,11 @@
-//! Shared state in PostgreSQL: the foundation only (docs/postgres.md). A URL and a pool size
-//! make a [`PgConfig`]; [`connect`] builds a small pool of connections and brings the
-//! database's schema up to the one this binary knows, refusing a newer one. Nothing in
-//! `eval` or `serve` uses it yet.
+//! Shared state in PostgreSQL (docs/postgres.md). A URL and a pool size make a
+//! [`PgConfig`]; [`connect`] builds a small pool of connections and brings the database's
+//! schema up to the one this binary knows, refusing a newer one. `state` reads and writes
+//! the rows one transaction of decisions reaches; `meta` keeps what they mean.
 
+mod meta;
 mod migrate;
+pub mod state;
 
 use std::fmt;
 use std::time::Duration;
@@ -47,6 +49,15 @@ pub enum PgError {
     Pool { target: String, detail: String },
     #[error("the schema of the PostgreSQL database at {target} could not be brought up to date ({step}): {}; nothing of this step was changed", full(source))]
     Migration {
+        target: String,
+        step: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("the state in the PostgreSQL database at {target} was written by an incompatible ruleset: {detail}")]
+    Incompatible { target: String, detail: String },
+    #[error("PostgreSQL at {target}, {step}: {}", full(source))]
+    Query {
         target: String,
         step: String,
         #[source]
@@ -172,6 +183,15 @@ impl PgStore {
             .timeout_get(&timeouts)
             .await
             .map_err(|e| self.pool_error(e, wait))
+    }
+
+    /// A query of `step` failed.
+    pub(crate) fn query_failed(&self, step: &str, source: tokio_postgres::Error) -> PgError {
+        PgError::Query {
+            target: self.target.clone(),
+            step: step.to_string(),
+            source,
+        }
     }
 
     /// The error a failed checkout means to an operator.

@@ -1,0 +1,492 @@
+//! The shared state's rows, read into and written from an engine `State`, inside one
+//! transaction. A transaction first takes the advisory locks of everything its events reach
+//! ([`Reach::lock_keys`]), so that two instances deciding for one customer, wallet or total
+//! budget take turns; then it loads exactly those rows into a fresh `State`, the engine
+//! decides on it, and what the engine changed is written back before the commit.
+
+use std::collections::BTreeSet;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use tokio_postgres::Transaction;
+
+use crate::engine::footprint::Footprint;
+use crate::engine::state::{CounterKey, CouponRecord, Tally};
+use crate::engine::State;
+use crate::rules::ruleset::Scope;
+use crate::rules::Ruleset;
+use crate::store::{decode, encode, StoredAnswer};
+
+/// A failure reading or writing rows: the database's own, or a row this ruleset cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("{}", super::full(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("the shared state holds {0}")]
+    Unreadable(String),
+}
+
+impl RowError {
+    /// Whether running the transaction again may succeed: a deadlock, a serialization
+    /// failure, or another instance answering the same event id first.
+    pub fn retryable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        let RowError::Db(e) = self else {
+            return false;
+        };
+        [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::UNIQUE_VIOLATION,
+        ]
+        .iter()
+        .any(|s| e.code() == Some(s))
+    }
+}
+
+/// Everything the events of one transaction reach, by name.
+#[derive(Debug, Default)]
+pub struct Reach<'e> {
+    pub customers: BTreeSet<&'e str>,
+    pub wallets: BTreeSet<&'e str>,
+    /// Counter rows: counter name, whose (`customer`, `wallet`, `all`), owner, bucket day.
+    pub counters: BTreeSet<(&'e str, &'static str, &'e str, i32)>,
+    pub coupons: BTreeSet<&'e str>,
+    pub event_ids: BTreeSet<&'e str>,
+}
+
+impl<'e> Reach<'e> {
+    /// Adds what one event reaches.
+    pub fn add(&mut self, ruleset: &'e Ruleset, id: &'e str, reach: &Footprint<'e>) {
+        self.event_ids.insert(id);
+        self.customers.insert(reach.customer);
+        self.wallets.insert(reach.wallet);
+        self.coupons.extend(reach.coupons.iter().copied());
+        for &(counter, per, day) in &reach.counters {
+            let Some(name) = ruleset.counters.get(counter) else {
+                continue;
+            };
+            let owner = match per {
+                Scope::Customer => reach.customer,
+                Scope::Wallet => reach.wallet,
+                Scope::All => "",
+            };
+            self.counters.insert((name, per.name(), owner, day));
+        }
+    }
+
+    /// The advisory lock keys of this reach, sorted: every transaction takes its keys in
+    /// this one order, so two can never wait for each other. A total counter locks by its
+    /// name alone (all its days), the one key every event counting on it shares.
+    pub fn lock_keys(&self) -> Vec<i64> {
+        let key = |kind: &str, name: &str| {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(kind.as_bytes());
+            h.update(&[0]);
+            h.update(name.as_bytes());
+            h.digest() as i64
+        };
+        let mut keys: Vec<i64> = self
+            .customers
+            .iter()
+            .map(|c| key("customer", c))
+            .chain(self.wallets.iter().map(|w| key("wallet", w)))
+            .chain(self.event_ids.iter().map(|id| key("event", id)))
+            .chain(
+                self.counters
+                    .iter()
+                    .filter(|c| c.1 == Scope::All.name())
+                    .map(|c| key("total", c.0)),
+            )
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// Takes the transaction-level advisory locks `keys`, in their order (released at commit or
+/// rollback).
+pub async fn lock(tx: &Transaction<'_>, keys: &[i64]) -> Result<(), RowError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
+        &[&keys],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The answers given before to any of `ids`.
+pub async fn answers(tx: &Transaction<'_>, ids: &[&str]) -> Result<Vec<StoredAnswer>, RowError> {
+    let rows = tx
+        .query(
+            "SELECT event_id, body_hash, ruleset_version, decisions FROM answers
+             WHERE event_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let id: &str = r.try_get(0)?;
+            let hash: &[u8] = r.try_get(1)?;
+            let body_hash = <[u8; 16]>::try_from(hash).map_err(|_| {
+                RowError::Unreadable(format!(
+                    "a body hash of {} bytes for event `{id}`",
+                    hash.len()
+                ))
+            })?;
+            Ok(StoredAnswer {
+                event_id: id.into(),
+                body_hash,
+                version: r.try_get::<_, &str>(2)?.into(),
+                decisions: r.try_get::<_, &str>(3)?.into(),
+            })
+        })
+        .collect()
+}
+
+/// Loads into `state` the facts, counters and coupons `reach` names.
+pub async fn load(
+    tx: &Transaction<'_>,
+    ruleset: &Ruleset,
+    reach: &Reach<'_>,
+    state: &mut State,
+) -> Result<(), RowError> {
+    let customers = reach.customers.iter().map(|c| (Scope::Customer.name(), *c));
+    let wallets = reach.wallets.iter().map(|w| (Scope::Wallet.name(), *w));
+    let all: Vec<(&str, &str)> = customers.chain(wallets).collect();
+    load_facts(tx, ruleset, &all, state).await?;
+    let counters: Vec<_> = reach.counters.iter().copied().collect();
+    let rows = tx
+        .query(
+            "SELECT c.counter, c.scope, c.owner, c.day, c.grants, c.coupons, c.value::text
+             FROM counters c
+             JOIN unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS k(counter, scope, owner, day)
+               ON (c.counter, c.scope, c.owner, c.day) = (k.counter, k.scope, k.owner, k.day)",
+            &[
+                &counters.iter().map(|c| c.0).collect::<Vec<_>>(),
+                &counters.iter().map(|c| c.1).collect::<Vec<_>>(),
+                &counters.iter().map(|c| c.2).collect::<Vec<_>>(),
+                &counters.iter().map(|c| c.3).collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
+    for row in &rows {
+        put_counter(ruleset, state, row)?;
+    }
+    let ids: Vec<&str> = reach.coupons.iter().copied().collect();
+    let rows = tx
+        .query(
+            &format!("{COUPON_COLUMNS} WHERE coupon_id = ANY($1)"),
+            &[&ids],
+        )
+        .await?;
+    for row in &rows {
+        put_coupon(ruleset, state, row)?;
+    }
+    // What was just loaded is stored already.
+    state.take_changes();
+    Ok(())
+}
+
+/// Loads into `state` everything of one customer or wallet: its facts, every counter kept
+/// for it and (a wallet) its coupons. For the read routes.
+pub async fn load_owner(
+    tx: &Transaction<'_>,
+    ruleset: &Ruleset,
+    scope: Scope,
+    name: &str,
+    state: &mut State,
+) -> Result<(), RowError> {
+    load_facts(tx, ruleset, &[(scope.name(), name)], state).await?;
+    let rows = tx
+        .query(
+            "SELECT counter, scope, owner, day, grants, coupons, value::text FROM counters
+             WHERE scope = $1 AND owner = $2",
+            &[&scope.name(), &name],
+        )
+        .await?;
+    for row in &rows {
+        put_counter(ruleset, state, row)?;
+    }
+    if scope == Scope::Wallet {
+        let rows = tx
+            .query(
+                &format!("{COUPON_COLUMNS} WHERE wallet = $1 ORDER BY coupon_id"),
+                &[&name],
+            )
+            .await?;
+        for row in &rows {
+            put_coupon(ruleset, state, row)?;
+        }
+    }
+    Ok(())
+}
+
+async fn load_facts(
+    tx: &Transaction<'_>,
+    ruleset: &Ruleset,
+    owners: &[(&str, &str)],
+    state: &mut State,
+) -> Result<(), RowError> {
+    let rows = tx
+        .query(
+            "SELECT f.scope, f.owner, f.name, f.value FROM facts f
+             JOIN unnest($1::text[], $2::text[]) AS k(scope, owner)
+               ON (f.scope, f.owner) = (k.scope, k.owner)",
+            &[
+                &owners.iter().map(|o| o.0).collect::<Vec<_>>(),
+                &owners.iter().map(|o| o.1).collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
+    for row in &rows {
+        let scope = scope_named(row.try_get(0)?);
+        let owner: &str = row.try_get(1)?;
+        let name: &str = row.try_get(2)?;
+        let value: &str = row.try_get(3)?;
+        let Some(fact) = ruleset.facts_of(scope).find(|f| f.name == name) else {
+            continue;
+        };
+        let v = decode(fact.kind, value).ok_or_else(|| {
+            RowError::Unreadable(format!("`{value}` as fact `{name}` of `{owner}`"))
+        })?;
+        let id = state.intern(scope, owner);
+        state.set_fact(scope, id, fact.slot, v);
+    }
+    Ok(())
+}
+
+const COUPON_COLUMNS: &str = "SELECT coupon_id, wallet, face_value::text, min_spend::text, \
+     usable_for, credit_by::text, valid_until::text, used FROM coupons";
+
+fn scope_named(name: &str) -> Scope {
+    match name {
+        "wallet" => Scope::Wallet,
+        "customer" => Scope::Customer,
+        _ => Scope::All,
+    }
+}
+
+fn put_counter(
+    ruleset: &Ruleset,
+    state: &mut State,
+    row: &tokio_postgres::Row,
+) -> Result<(), RowError> {
+    let name: &str = row.try_get(0)?;
+    let Some(counter) = ruleset.counters.iter().position(|c| c == name) else {
+        return Ok(());
+    };
+    let per = scope_named(row.try_get(1)?);
+    let owner = match per {
+        Scope::All => 0,
+        _ => state.intern(per, row.try_get(2)?),
+    };
+    let value: &str = row.try_get(6)?;
+    let count = |i: usize| -> Result<u64, RowError> {
+        let n: i64 = row.try_get(i)?;
+        u64::try_from(n).map_err(|_| RowError::Unreadable(format!("count {n} in counter `{name}`")))
+    };
+    let tally = Tally {
+        grants: count(4)?,
+        coupons: count(5)?,
+        value: value
+            .parse::<Decimal>()
+            .map_err(|_| RowError::Unreadable(format!("`{value}` in counter `{name}`")))?,
+    };
+    let key = CounterKey {
+        counter: counter as u32,
+        per,
+        owner,
+        day: row.try_get(3)?,
+    };
+    *state.tally_mut(key) = tally;
+    Ok(())
+}
+
+fn put_coupon(
+    ruleset: &Ruleset,
+    state: &mut State,
+    row: &tokio_postgres::Row,
+) -> Result<(), RowError> {
+    let id: &str = row.try_get(0)?;
+    let bad = |what: &str| RowError::Unreadable(format!("{what} in coupon `{id}`"));
+    let decimal = |i: usize| -> Result<Decimal, RowError> {
+        let text: &str = row.try_get(i)?;
+        text.parse().map_err(|_| bad(&format!("amount `{text}`")))
+    };
+    let date = |text: &str| -> Result<NaiveDate, RowError> {
+        crate::model::digits::date(text).ok_or_else(|| bad(&format!("date `{text}`")))
+    };
+    let mut usable_for = 0u64;
+    for channel in row
+        .try_get::<_, &str>(4)?
+        .split(',')
+        .filter(|c| !c.is_empty())
+    {
+        let at = ruleset.channel(channel).ok_or_else(|| {
+            bad(&format!(
+                "channel `{channel}`, which this ruleset does not declare,"
+            ))
+        })?;
+        usable_for |= 1 << at;
+    }
+    let record = CouponRecord {
+        wallet: state.intern(Scope::Wallet, row.try_get(1)?),
+        face_value: decimal(2)?,
+        min_spend: decimal(3)?,
+        usable_for,
+        credit_by: date(row.try_get(5)?)?,
+        valid_until: row.try_get::<_, Option<&str>>(6)?.map(date).transpose()?,
+        used: row.try_get(7)?,
+    };
+    state.insert_coupon(id, record);
+    Ok(())
+}
+
+/// Writes what `state` changed since it was loaded, and the answers given.
+pub async fn write(
+    tx: &Transaction<'_>,
+    ruleset: &Ruleset,
+    state: &mut State,
+    given: &[StoredAnswer],
+) -> Result<(), RowError> {
+    let changes = state.take_changes();
+    let state = changes.state();
+    let mut facts: [Vec<&str>; 4] = Default::default();
+    let mut values = Vec::new();
+    for scope in [Scope::Customer, Scope::Wallet] {
+        for owner in changes.owners(scope) {
+            for f in ruleset.facts_of(scope) {
+                let Some(text) = encode(state.fact(scope, owner, f.slot)) else {
+                    continue;
+                };
+                facts[0].push(scope.name());
+                facts[1].push(state.name(scope, owner));
+                facts[2].push(&f.name);
+                values.push(text);
+            }
+        }
+    }
+    facts[3] = values.iter().map(String::as_str).collect();
+    if !facts[0].is_empty() {
+        tx.execute(
+            "INSERT INTO facts (scope, owner, name, value)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT (scope, owner, name) DO UPDATE SET value = excluded.value",
+            &[&facts[0], &facts[1], &facts[2], &facts[3]],
+        )
+        .await?;
+    }
+    write_counters(tx, ruleset, &changes).await?;
+    write_coupons(tx, ruleset, &changes).await?;
+    if !given.is_empty() {
+        tx.execute(
+            "INSERT INTO answers (event_id, body_hash, ruleset_version, decisions)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])",
+            &[
+                &given.iter().map(|a| &*a.event_id).collect::<Vec<_>>(),
+                &given.iter().map(|a| &a.body_hash[..]).collect::<Vec<_>>(),
+                &given.iter().map(|a| &*a.version).collect::<Vec<_>>(),
+                &given.iter().map(|a| &*a.decisions).collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_counters(
+    tx: &Transaction<'_>,
+    ruleset: &Ruleset,
+    changes: &crate::engine::state::Changes<'_>,
+) -> Result<(), RowError> {
+    let state = changes.state();
+    let rows: Vec<(&str, &str, &str, i32, i64, i64, String)> = changes
+        .counters()
+        .filter_map(|(key, t)| {
+            let name = ruleset.counters.get(key.counter as usize)?;
+            let owner = match key.per {
+                Scope::All => "",
+                per => state.name(per, key.owner),
+            };
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            Some((
+                name.as_str(),
+                key.per.name(),
+                owner,
+                key.day,
+                count(t.grants),
+                count(t.coupons),
+                t.value.to_string(),
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO counters (counter, scope, owner, day, grants, coupons, value)
+         SELECT c, s, o, d, g, n, v::numeric
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::text[])
+           AS k(c, s, o, d, g, n, v)
+         ON CONFLICT (counter, scope, owner, day) DO UPDATE
+           SET grants = excluded.grants, coupons = excluded.coupons, value = excluded.value",
+        &[
+            &rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+            &rows.iter().map(|r| r.6.as_str()).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_coupons(
+    tx: &Transaction<'_>,
+    ruleset: &Ruleset,
+    changes: &crate::engine::state::Changes<'_>,
+) -> Result<(), RowError> {
+    let state = changes.state();
+    let coupons: Vec<(&str, &CouponRecord)> = changes.coupons().collect();
+    if coupons.is_empty() {
+        return Ok(());
+    }
+    let texts = |f: &dyn Fn(&CouponRecord) -> String| -> Vec<String> {
+        coupons.iter().map(|(_, c)| f(c)).collect()
+    };
+    let face_values = texts(&|c| c.face_value.to_string());
+    let min_spends = texts(&|c| c.min_spend.to_string());
+    let channels = texts(&|c| ruleset.channel_names(c.usable_for).join(","));
+    let credit_by = texts(&|c| c.credit_by.to_string());
+    let valid_until: Vec<Option<String>> = coupons
+        .iter()
+        .map(|(_, c)| c.valid_until.map(|d| d.to_string()))
+        .collect();
+    tx.execute(
+        "INSERT INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
+         SELECT i, w, f::numeric, m::numeric, u, c::date, v::date, x
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[])
+           AS k(i, w, f, m, u, c, v, x)
+         ON CONFLICT (coupon_id) DO UPDATE SET used = excluded.used",
+        &[
+            &coupons.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            &coupons
+                .iter()
+                .map(|(_, c)| state.name(Scope::Wallet, c.wallet))
+                .collect::<Vec<_>>(),
+            &face_values,
+            &min_spends,
+            &channels,
+            &credit_by,
+            &valid_until,
+            &coupons.iter().map(|(_, c)| c.used).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
