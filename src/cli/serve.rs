@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 
 use super::Exit;
-use crate::serve::Options;
+use crate::serve::{Options, StateAt};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,16 +27,24 @@ pub enum LogFormat {
   curl -s localhost:8080/v1/wallets/W1/coupons
   curl -s localhost:8080/v1/ruleset                         # version, last rejected reload
 
+Several instances on one shared state, caps exact across them:
+  promo serve --rules rules --state postgres://promo@db:5432/promo --bind 0.0.0.0:8080
+
 SIGTERM or Ctrl-C: stop accepting, finish the requests in flight, commit, exit 0.")]
 pub struct ServeArgs {
     /// The ruleset directory (holding ruleset.yaml); watched for edits.
     #[arg(long)]
     pub rules: PathBuf,
     /// Keep facts, coupons, counters and answers in this state directory (the same SQLite
-    /// state as `eval --state`); every decision is committed before it is answered.
-    /// Without it, the state is in memory only.
+    /// state as `eval --state`), or in the PostgreSQL database of a `postgres://` URL,
+    /// which several instances may share (docs/postgres.md); every decision is committed
+    /// before it is answered. Without it, the state is in memory only.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// With a `postgres://` state: the connections this instance keeps, which is also how
+    /// many transactions of decisions it runs at once.
+    #[arg(long, default_value_t = 4)]
+    pub pg_pool: usize,
     /// A customer snapshot (JSONL, CSV or YAML) to seed the state with; with an existing
     /// state, only customers it does not know yet.
     #[arg(long)]
@@ -69,6 +77,22 @@ pub struct ServeArgs {
     pub expect_events: usize,
 }
 
+/// Where `--state` says: a `postgres://` (or `postgresql://`) URL, or a directory.
+fn state_at(state: Option<&std::path::Path>, pool: usize) -> StateAt {
+    let Some(path) = state else {
+        return StateAt::Memory;
+    };
+    match path.to_str() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            StateAt::Postgres {
+                url: url.to_string(),
+                pool,
+            }
+        }
+        _ => StateAt::Dir(path.to_path_buf()),
+    }
+}
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -86,7 +110,7 @@ pub fn run(args: &ServeArgs) -> Exit {
     init_logs(args.log_format);
     let opts = Options {
         rules: args.rules.clone(),
-        state: args.state.clone(),
+        state: state_at(args.state.as_deref(), args.pg_pool),
         customers: args.customers.clone(),
         bind: args.bind,
         max_batch: args.max_batch.max(1),

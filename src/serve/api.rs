@@ -23,12 +23,16 @@ use super::live::{Live, Rejection};
 use super::metrics::Metrics;
 use super::reload::{Reload, ReloadOutcome};
 use super::views::{self, CouponsView, CustomerView};
+use crate::rules::ruleset::Scope;
+use crate::store::pg::PgStore;
 
 /// What every handler shares.
 pub struct App {
     pub live: ArcSwap<Live>,
     pub last_rejected: Mutex<Option<Rejection>>,
     pub state: SharedState,
+    /// The shared state, when decisions are kept in PostgreSQL (`state` is then unused).
+    pub pg: Option<Arc<PgStore>>,
     pub jobs: mpsc::Sender<Msg>,
     pub reloads: mpsc::Sender<Reload>,
     pub metrics: Arc<Metrics>,
@@ -329,20 +333,32 @@ pub async fn wallet_coupons(
                 .date_naive()
         }),
     };
+    if let Some(pg) = &app.pg {
+        let state = super::shared::owner_state(pg, &live.ruleset, Scope::Wallet, &wallet).await?;
+        return views::coupons(&live.ruleset, &state, &wallet, on).map(Json);
+    }
     let state = decider::lock(&app.state);
     views::coupons(&live.ruleset, &state, &wallet, on).map(Json)
 }
 
 /// A customer's facts and counters.
 #[utoipa::path(get, path = "/v1/customers/{customer}", params(("customer" = String, Path, description = "The customer id")),
-    responses((status = 200, description = "The customer's facts and counters", body = CustomerView)))]
+    responses(
+        (status = 200, description = "The customer's facts and counters", body = CustomerView),
+        (status = 503, description = "The shared state cannot be read", body = ErrorBody),
+    ))]
 pub async fn customer(
     Extract(app): Extract<Shared>,
     Path(customer): Path<String>,
-) -> Json<CustomerView> {
+) -> Result<Json<CustomerView>, ApiError> {
     let live = app.live.load_full();
+    if let Some(pg) = &app.pg {
+        let state =
+            super::shared::owner_state(pg, &live.ruleset, Scope::Customer, &customer).await?;
+        return Ok(Json(views::customer(&live.ruleset, &state, &customer)));
+    }
     let state = decider::lock(&app.state);
-    Json(views::customer(&live.ruleset, &state, &customer))
+    Ok(Json(views::customer(&live.ruleset, &state, &customer)))
 }
 
 fn ruleset_out(app: &App) -> RulesetOut {

@@ -10,6 +10,7 @@
 //! | `decider` | the deciding thread: one event at a time, group commits |
 //! | `live` | the live ruleset and the gate a new one passes |
 //! | `reload` | reload triggers: file edits, SIGHUP, the reload route |
+//! | `shared` | deciding on a state shared with other instances, in PostgreSQL |
 //! | `views` | coupons and facts as the read routes show them |
 //! | `metrics`, `error` | Prometheus metrics; the `{code, message, field}` error answer |
 
@@ -21,6 +22,7 @@ mod error;
 mod live;
 mod metrics;
 mod reload;
+mod shared;
 mod views;
 
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ use self::decider::{Decider, Durable, Msg};
 use self::live::{try_load, Gate, Live};
 use self::metrics::Metrics;
 use crate::engine::State;
+use crate::store::pg::PgStore;
 use crate::store::Store;
 
 pub use self::api::openapi_json;
@@ -52,7 +55,7 @@ pub use self::api::openapi_json;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub rules: PathBuf,
-    pub state: Option<PathBuf>,
+    pub state: StateAt,
     pub customers: Option<PathBuf>,
     pub bind: SocketAddr,
     pub max_batch: usize,
@@ -63,6 +66,17 @@ pub struct Options {
     pub debounce: Duration,
     /// How many events to size the state's tables for at start.
     pub expect_events: usize,
+}
+
+/// Where the service keeps its state.
+#[derive(Debug, Clone)]
+pub enum StateAt {
+    /// In memory only: lost when the service stops.
+    Memory,
+    /// A SQLite state directory, as `eval --state`.
+    Dir(PathBuf),
+    /// A PostgreSQL database other instances may share, with this many connections.
+    Postgres { url: String, pool: usize },
 }
 
 /// Runs the service until SIGTERM or Ctrl-C. An error is why it could not start.
@@ -110,19 +124,20 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
     // Coupons stay in memory, where a wallet's can be listed.
     state.limit_coupon_memory(usize::MAX);
     let mut durable = match &opts.state {
-        Some(dir) => {
+        StateAt::Dir(dir) => {
             let store = Store::open(dir, ruleset).map_err(|e| e.to_string())?;
             store.load(ruleset, &mut state).map_err(|e| e.to_string())?;
             state.track_changes();
             let commits = store.group_commits(ruleset).map_err(|e| e.to_string())?;
             Some(Durable { store, commits })
         }
-        None => {
+        StateAt::Memory => {
             tracing::warn!(
                 "no --state: decisions are kept in memory only and lost when the service stops"
             );
             None
         }
+        StateAt::Postgres { .. } => None,
     };
     // The tables are sized (and their pages touched, on another thread) while the snapshot
     // loads: growing them under load stalled deciding on rehashes and fresh pages.
@@ -152,34 +167,51 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
 
 async fn serve(opts: Options) -> Result<(), String> {
     let live = first_ruleset(&opts)?;
-    let (state, durable, answers) = open_state(&opts, &live)?;
     let metrics = Arc::new(Metrics::new());
     metrics.live_version(&live.version);
     tracing::info!(version = %live.version, rules = live.ruleset.rules.len(), "ruleset loaded");
     let ready = Arc::new(AtomicBool::new(true));
     let (jobs, inbox) = mpsc::channel::<Msg>(4096);
     let (reloads, reload_inbox) = mpsc::channel(16);
-    let state = Arc::new(Mutex::new(state));
-    let decider = Decider {
-        jobs: inbox,
-        state: Arc::clone(&state),
-        durable,
-        answers,
-        metrics: Arc::clone(&metrics),
-        ready: Arc::clone(&ready),
-        core: decider::Deciding::new(Arc::clone(&metrics)),
-        decided: Vec::new(),
-        live: None,
-        committing: None,
+    let (state, pg, deciding) = match &opts.state {
+        StateAt::Postgres { url, pool } => {
+            let pg = Arc::new(open_shared(url, *pool, &opts, &live).await?);
+            let decider = shared::SharedDecider {
+                jobs: inbox,
+                pg: Arc::clone(&pg),
+                metrics: Arc::clone(&metrics),
+                concurrency: *pool,
+            };
+            let state = Arc::new(Mutex::new(State::new(&live.ruleset)));
+            (state, Some(pg), Deciding::Task(tokio::spawn(decider.run())))
+        }
+        _ => {
+            let (state, durable, answers) = open_state(&opts, &live)?;
+            let state = Arc::new(Mutex::new(state));
+            let decider = Decider {
+                jobs: inbox,
+                state: Arc::clone(&state),
+                durable,
+                answers,
+                metrics: Arc::clone(&metrics),
+                ready: Arc::clone(&ready),
+                core: decider::Deciding::new(Arc::clone(&metrics)),
+                decided: Vec::new(),
+                live: None,
+                committing: None,
+            };
+            let thread = std::thread::Builder::new()
+                .name("promo-decide".into())
+                .spawn(move || decider.run())
+                .map_err(|e| format!("cannot start the deciding thread: {e}"))?;
+            (state, None, Deciding::Thread(thread))
+        }
     };
-    let deciding = std::thread::Builder::new()
-        .name("promo-decide".into())
-        .spawn(move || decider.run())
-        .map_err(|e| format!("cannot start the deciding thread: {e}"))?;
     let app: Shared = Arc::new(App {
         live: ArcSwap::from_pointee(live),
         last_rejected: Mutex::new(None),
         state,
+        pg,
         jobs: jobs.clone(),
         reloads: reloads.clone(),
         metrics,
@@ -212,12 +244,56 @@ async fn serve(opts: Options) -> Result<(), String> {
     hup.abort();
     reloader.abort();
     let _ = jobs.send(Msg::Stop).await;
-    let joined = tokio::task::spawn_blocking(move || deciding.join()).await;
+    let joined = match deciding {
+        Deciding::Thread(thread) => tokio::task::spawn_blocking(move || thread.join().is_ok())
+            .await
+            .unwrap_or(false),
+        Deciding::Task(task) => task.await.is_ok(),
+    };
     served.map_err(|e| format!("the server failed: {e}"))?;
-    match joined {
-        Ok(Ok(())) => Ok(()),
-        _ => Err("the deciding thread failed".into()),
+    if joined {
+        Ok(())
+    } else {
+        Err("the deciding thread failed".into())
     }
+}
+
+/// Where requests are decided: the deciding thread on a state of this process, or the
+/// loop that decides on the shared state.
+enum Deciding {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// Connects to the shared state, checks that the ruleset reads it as it was written, and
+/// seeds it with the customer snapshot's customers and wallets it does not know yet.
+async fn open_shared(
+    url: &str,
+    pool: usize,
+    opts: &Options,
+    live: &Live,
+) -> Result<PgStore, String> {
+    let pg = crate::store::pg::connect(url, pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    pg.adopt(&live.ruleset).await.map_err(|e| e.to_string())?;
+    tracing::info!(target = pg.target(), pool, "shared state open");
+    if let Some(path) = &opts.customers {
+        let ruleset = &live.ruleset;
+        let mut state = State::new(ruleset);
+        state.track_changes();
+        let load = crate::io::load_snapshot(path, ruleset, &mut state, false)
+            .map_err(|e| format!("bad customer snapshot: {e}"))?;
+        for w in load.warnings(path) {
+            tracing::warn!(file = %path.display(), "{w}");
+        }
+        let seeded = pg
+            .seed(ruleset, &mut state)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(rows = load.rows, owners = seeded, file = %path.display(), "customer snapshot loaded");
+    }
+    Ok(pg)
 }
 
 fn router(app: Shared, opts: &Options) -> Router {

@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use tokio_postgres::Transaction;
 
+use super::{PgError, PgStore};
 use crate::engine::footprint::Footprint;
 use crate::engine::state::{CounterKey, CouponRecord, Tally};
 use crate::engine::State;
@@ -212,7 +213,7 @@ pub async fn load_owner(
     if scope == Scope::Wallet {
         let rows = tx
             .query(
-                &format!("{COUPON_COLUMNS} WHERE wallet = $1 ORDER BY coupon_id"),
+                &format!("{COUPON_COLUMNS} WHERE wallet = $1 ORDER BY granted"),
                 &[&name],
             )
             .await?;
@@ -352,29 +353,13 @@ pub async fn write(
     given: &[StoredAnswer],
 ) -> Result<(), RowError> {
     let changes = state.take_changes();
-    let state = changes.state();
-    let mut facts: [Vec<&str>; 4] = Default::default();
-    let mut values = Vec::new();
-    for scope in [Scope::Customer, Scope::Wallet] {
-        for owner in changes.owners(scope) {
-            for f in ruleset.facts_of(scope) {
-                let Some(text) = encode(state.fact(scope, owner, f.slot)) else {
-                    continue;
-                };
-                facts[0].push(scope.name());
-                facts[1].push(state.name(scope, owner));
-                facts[2].push(&f.name);
-                values.push(text);
-            }
-        }
-    }
-    facts[3] = values.iter().map(String::as_str).collect();
-    if !facts[0].is_empty() {
+    let facts = FactRows::of(ruleset, &changes);
+    if !facts.owners.is_empty() {
         tx.execute(
             "INSERT INTO facts (scope, owner, name, value)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
              ON CONFLICT (scope, owner, name) DO UPDATE SET value = excluded.value",
-            &[&facts[0], &facts[1], &facts[2], &facts[3]],
+            &facts.columns(),
         )
         .await?;
     }
@@ -394,6 +379,67 @@ pub async fn write(
         .await?;
     }
     Ok(())
+}
+
+/// The fact rows of the customers and wallets whose facts changed, as columns.
+struct FactRows<'s> {
+    scopes: Vec<&'static str>,
+    owners: Vec<&'s str>,
+    names: Vec<&'s str>,
+    values: Vec<String>,
+}
+
+impl<'s> FactRows<'s> {
+    fn of(ruleset: &'s Ruleset, changes: &crate::engine::state::Changes<'s>) -> Self {
+        let state = changes.state();
+        let mut rows = FactRows {
+            scopes: Vec::new(),
+            owners: Vec::new(),
+            names: Vec::new(),
+            values: Vec::new(),
+        };
+        for scope in [Scope::Customer, Scope::Wallet] {
+            for owner in changes.owners(scope) {
+                for f in ruleset.facts_of(scope) {
+                    let Some(text) = encode(state.fact(scope, owner, f.slot)) else {
+                        continue;
+                    };
+                    rows.scopes.push(scope.name());
+                    rows.owners.push(state.name(scope, owner));
+                    rows.names.push(&f.name);
+                    rows.values.push(text);
+                }
+            }
+        }
+        rows
+    }
+
+    fn columns(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 4] {
+        [&self.scopes, &self.owners, &self.names, &self.values]
+    }
+}
+
+impl PgStore {
+    /// Writes the facts `state` was given (a customer snapshot) for the customers and
+    /// wallets the shared state holds no fact of yet; the number of facts written.
+    pub async fn seed(&self, ruleset: &Ruleset, state: &mut State) -> Result<u64, PgError> {
+        let failed = |e| self.query_failed("seeding the customer snapshot", e);
+        let changes = state.take_changes();
+        let facts = FactRows::of(ruleset, &changes);
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO facts (scope, owner, name, value)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                   AS k(scope, owner, name, value)
+                 WHERE NOT EXISTS
+                   (SELECT 1 FROM facts f WHERE (f.scope, f.owner) = (k.scope, k.owner))
+                 ON CONFLICT (scope, owner, name) DO NOTHING",
+                &facts.columns(),
+            )
+            .await
+            .map_err(failed)
+    }
 }
 
 async fn write_counters(

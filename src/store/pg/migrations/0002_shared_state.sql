@@ -8,8 +8,10 @@ ALTER TABLE answers ALTER COLUMN decisions TYPE text USING decisions::text;
 -- a ruleset's channel order, which a new ruleset may change.
 ALTER TABLE coupons ALTER COLUMN usable_for TYPE text USING '';
 
--- A wallet's coupons are listed by `GET /v1/wallets/{wallet}/coupons`.
-CREATE INDEX coupons_by_wallet ON coupons (wallet);
+-- A wallet's coupons are listed by `GET /v1/wallets/{wallet}/coupons`, in the order they
+-- were granted.
+ALTER TABLE coupons ADD COLUMN granted bigserial;
+CREATE INDEX coupons_by_wallet ON coupons (wallet, granted);
 
 -- What the stored facts and counters mean (JSON, as in the SQLite state's `meta` table):
 -- a ruleset that would read them otherwise is refused at start.
