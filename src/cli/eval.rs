@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::eval_shared;
 use super::summary::{Files, SummaryJson};
 use super::Exit;
 use crate::batch::{Batch, Durability, Finish, InputFormat, Summary};
@@ -56,7 +57,9 @@ pub struct EvalArgs {
     pub rejects: Option<PathBuf>,
     /// Keep customer facts, the coupon ledger, counters and decided event ids in this
     /// directory across runs; a killed run resumes exactly where it stopped when rerun.
-    #[arg(long, value_name = "DIR")]
+    /// A `postgres://` URL decides on the state `promo serve` instances share instead
+    /// (docs/postgres.md): blocks of at most 1,000 lines, one transaction each.
+    #[arg(long, value_name = "DIR|URL")]
     pub state: Option<PathBuf>,
     /// With --state: commit a checkpoint after this many input lines (records).
     #[arg(long, value_name = "N", default_value_t = CHECKPOINT_EVERY, hide_short_help = true)]
@@ -260,13 +263,18 @@ pub fn run(args: &EvalArgs) -> Exit {
     if let Some(bytes) = args.coupon_memory {
         state.limit_coupon_memory(bytes);
     }
+    let shared_url = crate::store::pg::url_in(args.state.as_deref());
     let mut store = match &args.state {
-        Some(dir) => match Store::open(dir, &ruleset) {
+        Some(dir) if shared_url.is_none() => match Store::open(dir, &ruleset) {
             Ok(store) => Some(store),
             Err(e) => return fatal(e),
         },
-        None => None,
+        _ => None,
     };
+    if shared_url.is_some() {
+        // The snapshot's facts are seeded from the changes it makes.
+        state.track_changes();
+    }
     let run_key = args
         .output
         .as_ref()
@@ -330,6 +338,15 @@ pub fn run(args: &EvalArgs) -> Exit {
     for w in &snapshot_warnings {
         errln!("promo eval: warning: {w}");
     }
+    let mut shared = match shared_url {
+        Some(url) => {
+            match eval_shared::open(args, url, (&ruleset, &version), input_format, &mut state) {
+                Ok(run) => Some(run),
+                Err(e) => return fatal(e),
+            }
+        }
+        None => None,
+    };
     let output_format = args.output_format.unwrap_or(match &args.output {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
         _ => OutputFormat::Jsonl,
@@ -375,6 +392,16 @@ pub fn run(args: &EvalArgs) -> Exit {
     // A reader thread blocked on an interactive terminal would outlive a stop at a checkpoint.
     if stdin {
         batch.parallel = false;
+    }
+    if let Some(run) = shared.as_mut() {
+        batch.parallel = false;
+        batch.durability = Some(Durability {
+            every: eval_shared::block_size(args),
+            skip: 0,
+            rejects_known: 0,
+            commit: Box::new(|state, _, at, files| run.checkpoint(state, at, files)),
+            stop: None,
+        });
     }
     let mut resumed_from = None;
     if let Some(store) = store.as_mut() {

@@ -18,6 +18,7 @@ macro_rules! errln {
 
 pub mod check;
 pub mod eval;
+mod eval_shared;
 pub mod schema;
 pub mod serve;
 pub mod simulate;

@@ -79,17 +79,13 @@ pub struct ServeArgs {
 
 /// Where `--state` says: a `postgres://` (or `postgresql://`) URL, or a directory.
 fn state_at(state: Option<&std::path::Path>, pool: usize) -> StateAt {
-    let Some(path) = state else {
-        return StateAt::Memory;
-    };
-    match path.to_str() {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            StateAt::Postgres {
-                url: url.to_string(),
-                pool,
-            }
-        }
-        _ => StateAt::Dir(path.to_path_buf()),
+    match (crate::store::pg::url_in(state), state) {
+        (Some(url), _) => StateAt::Postgres {
+            url: url.to_string(),
+            pool,
+        },
+        (None, Some(dir)) => StateAt::Dir(dir.to_path_buf()),
+        (None, None) => StateAt::Memory,
     }
 }
 

@@ -547,6 +547,11 @@ impl State {
         self.keys.seen.remember(hash);
     }
 
+    /// Remembers that the event `id` was decided (as the shared state reads its answers).
+    pub fn remember_decided(&mut self, id: &str) {
+        self.remember_id(name_hash(id));
+    }
+
     /// The coupons of a wallet, in the order they were granted; `None` when some coupons
     /// are in temporary files (see `limit_coupon_memory`), where they cannot be listed.
     pub fn wallet_coupons(&self, wallet: &str) -> Option<Vec<(&str, &CouponRecord)>> {

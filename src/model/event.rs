@@ -88,6 +88,27 @@ pub struct Event<'a> {
 }
 
 impl Event<'_> {
+    /// The same event, owning its text.
+    pub fn into_owned(self) -> Event<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Event {
+            id: own(self.id),
+            kind: own(self.kind),
+            at: self.at,
+            customer: own(self.customer),
+            wallet: own(self.wallet),
+            card_product: self.card_product.map(own),
+            card_role: self.card_role.map(own),
+            merchant: self.merchant.map(own),
+            amount: self.amount,
+            channel: self.channel.map(own),
+            coupons: self.coupons.map(|ids| ids.into_iter().map(own).collect()),
+            face_values: self.face_values,
+            extra: self.extra.into_iter().map(|(k, v)| (own(k), v)).collect(),
+            plain: self.plain,
+        }
+    }
+
     /// Whether the event carries a value for `field`.
     pub fn has(&self, field: &Field) -> bool {
         match field {

@@ -208,7 +208,7 @@ async fn decide_group(
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
     rows::lock(&tx, &reach.lock_keys()).await?;
-    let ids: Vec<&str> = reach.event_ids.iter().copied().collect();
+    let ids: Vec<&str> = reach.event_ids.iter().map(String::as_str).collect();
     let mut book = SharedBook::new(rows::answers(&tx, &ids).await?);
     let mut state = fresh_state(ruleset);
     state.track_changes();

@@ -5,6 +5,7 @@
 
 mod meta;
 mod migrate;
+pub mod run;
 pub mod state;
 
 use std::fmt;
@@ -144,6 +145,12 @@ impl PgConfig {
         store.migrate().await?;
         Ok(store)
     }
+}
+
+/// The URL of a `--state` that names a PostgreSQL database (rather than a directory).
+pub fn url_in(state: Option<&std::path::Path>) -> Option<&str> {
+    let text = state?.to_str()?;
+    (text.starts_with("postgres://") || text.starts_with("postgresql://")).then_some(text)
 }
 
 /// Connects to the database at `url` with a pool of `pool_size` connections and migrates it.

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use chrono::NaiveDate;
+use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
-use tokio_postgres::Transaction;
 
 use super::{PgError, PgStore};
 use crate::engine::footprint::Footprint;
@@ -47,22 +47,23 @@ impl RowError {
 
 /// Everything the events of one transaction reach, by name.
 #[derive(Debug, Default)]
-pub struct Reach<'e> {
-    pub customers: BTreeSet<&'e str>,
-    pub wallets: BTreeSet<&'e str>,
+pub struct Reach {
+    pub customers: BTreeSet<String>,
+    pub wallets: BTreeSet<String>,
     /// Counter rows: counter name, whose (`customer`, `wallet`, `all`), owner, bucket day.
-    pub counters: BTreeSet<(&'e str, &'static str, &'e str, i32)>,
-    pub coupons: BTreeSet<&'e str>,
-    pub event_ids: BTreeSet<&'e str>,
+    pub counters: BTreeSet<(String, &'static str, String, i32)>,
+    pub coupons: BTreeSet<String>,
+    pub event_ids: BTreeSet<String>,
 }
 
-impl<'e> Reach<'e> {
+impl Reach {
     /// Adds what one event reaches.
-    pub fn add(&mut self, ruleset: &'e Ruleset, id: &'e str, reach: &Footprint<'e>) {
-        self.event_ids.insert(id);
-        self.customers.insert(reach.customer);
-        self.wallets.insert(reach.wallet);
-        self.coupons.extend(reach.coupons.iter().copied());
+    pub fn add(&mut self, ruleset: &Ruleset, id: &str, reach: &Footprint<'_>) {
+        self.event_ids.insert(id.to_string());
+        self.customers.insert(reach.customer.to_string());
+        self.wallets.insert(reach.wallet.to_string());
+        self.coupons
+            .extend(reach.coupons.iter().map(|c| c.to_string()));
         for &(counter, per, day) in &reach.counters {
             let Some(name) = ruleset.counters.get(counter) else {
                 continue;
@@ -72,7 +73,8 @@ impl<'e> Reach<'e> {
                 Scope::Wallet => reach.wallet,
                 Scope::All => "",
             };
-            self.counters.insert((name, per.name(), owner, day));
+            self.counters
+                .insert((name.clone(), per.name(), owner.to_string(), day));
         }
     }
 
@@ -97,7 +99,7 @@ impl<'e> Reach<'e> {
                 self.counters
                     .iter()
                     .filter(|c| c.1 == Scope::All.name())
-                    .map(|c| key("total", c.0)),
+                    .map(|c| key("total", &c.0)),
             )
             .collect();
         keys.sort_unstable();
@@ -108,7 +110,7 @@ impl<'e> Reach<'e> {
 
 /// Takes the transaction-level advisory locks `keys`, in their order (released at commit or
 /// rollback).
-pub async fn lock(tx: &Transaction<'_>, keys: &[i64]) -> Result<(), RowError> {
+pub async fn lock(tx: &impl GenericClient, keys: &[i64]) -> Result<(), RowError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
         &[&keys],
@@ -118,7 +120,7 @@ pub async fn lock(tx: &Transaction<'_>, keys: &[i64]) -> Result<(), RowError> {
 }
 
 /// The answers given before to any of `ids`.
-pub async fn answers(tx: &Transaction<'_>, ids: &[&str]) -> Result<Vec<StoredAnswer>, RowError> {
+pub async fn answers(tx: &impl GenericClient, ids: &[&str]) -> Result<Vec<StoredAnswer>, RowError> {
     let rows = tx
         .query(
             "SELECT event_id, body_hash, ruleset_version, decisions FROM answers
@@ -148,16 +150,22 @@ pub async fn answers(tx: &Transaction<'_>, ids: &[&str]) -> Result<Vec<StoredAns
 
 /// Loads into `state` the facts, counters and coupons `reach` names.
 pub async fn load(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     ruleset: &Ruleset,
-    reach: &Reach<'_>,
+    reach: &Reach,
     state: &mut State,
 ) -> Result<(), RowError> {
-    let customers = reach.customers.iter().map(|c| (Scope::Customer.name(), *c));
-    let wallets = reach.wallets.iter().map(|w| (Scope::Wallet.name(), *w));
+    let customers = reach
+        .customers
+        .iter()
+        .map(|c| (Scope::Customer.name(), c.as_str()));
+    let wallets = reach
+        .wallets
+        .iter()
+        .map(|w| (Scope::Wallet.name(), w.as_str()));
     let all: Vec<(&str, &str)> = customers.chain(wallets).collect();
     load_facts(tx, ruleset, &all, state).await?;
-    let counters: Vec<_> = reach.counters.iter().copied().collect();
+    let counters: Vec<_> = reach.counters.iter().collect();
     let rows = tx
         .query(
             "SELECT c.counter, c.scope, c.owner, c.day, c.grants, c.coupons, c.value::text
@@ -165,9 +173,9 @@ pub async fn load(
              JOIN unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS k(counter, scope, owner, day)
                ON (c.counter, c.scope, c.owner, c.day) = (k.counter, k.scope, k.owner, k.day)",
             &[
-                &counters.iter().map(|c| c.0).collect::<Vec<_>>(),
+                &counters.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
                 &counters.iter().map(|c| c.1).collect::<Vec<_>>(),
-                &counters.iter().map(|c| c.2).collect::<Vec<_>>(),
+                &counters.iter().map(|c| c.2.as_str()).collect::<Vec<_>>(),
                 &counters.iter().map(|c| c.3).collect::<Vec<_>>(),
             ],
         )
@@ -175,7 +183,7 @@ pub async fn load(
     for row in &rows {
         put_counter(ruleset, state, row)?;
     }
-    let ids: Vec<&str> = reach.coupons.iter().copied().collect();
+    let ids: Vec<&str> = reach.coupons.iter().map(String::as_str).collect();
     let rows = tx
         .query(
             &format!("{COUPON_COLUMNS} WHERE coupon_id = ANY($1)"),
@@ -193,7 +201,7 @@ pub async fn load(
 /// Loads into `state` everything of one customer or wallet: its facts, every counter kept
 /// for it and (a wallet) its coupons. For the read routes.
 pub async fn load_owner(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     ruleset: &Ruleset,
     scope: Scope,
     name: &str,
@@ -225,7 +233,7 @@ pub async fn load_owner(
 }
 
 async fn load_facts(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     ruleset: &Ruleset,
     owners: &[(&str, &str)],
     state: &mut State,
@@ -347,7 +355,7 @@ fn put_coupon(
 
 /// Writes what `state` changed since it was loaded, and the answers given.
 pub async fn write(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     ruleset: &Ruleset,
     state: &mut State,
     given: &[StoredAnswer],
@@ -443,7 +451,7 @@ impl PgStore {
 }
 
 async fn write_counters(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     ruleset: &Ruleset,
     changes: &crate::engine::state::Changes<'_>,
 ) -> Result<(), RowError> {
@@ -493,7 +501,7 @@ async fn write_counters(
 }
 
 async fn write_coupons(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     ruleset: &Ruleset,
     changes: &crate::engine::state::Changes<'_>,
 ) -> Result<(), RowError> {
