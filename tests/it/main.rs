@@ -56,6 +56,9 @@ mod state;
 // The PostgreSQL store's foundation: migrations, their lock, the pool, against a real server.
 mod pg;
 
+// `eval --state postgres://`: blocks on the shared state, and a state shared with serve.
+mod pg_eval;
+
 // Defect 15: a damaged state is refused, never read as another state.
 mod integrity;
 

@@ -24,7 +24,7 @@ use crate::gen::{self, GenConfig};
 use crate::util::*;
 
 #[path = "server.rs"]
-mod server;
+pub(crate) mod server;
 
 use server::{metric, Client, Resp, Serve, Server, TODAY, WAIT};
 
