@@ -207,12 +207,17 @@ async fn decide_group(
     }
     let mut client = pg.client().await?;
     let tx = client.transaction().await?;
-    rows::lock(&tx, &reach.lock_keys()).await?;
     let ids: Vec<&str> = reach.event_ids.iter().map(String::as_str).collect();
-    let mut book = SharedBook::new(rows::answers(&tx, &ids).await?);
+    let keys = reach.lock_keys();
     let mut state = fresh_state(ruleset);
     state.track_changes();
-    rows::load(&tx, ruleset, &reach, &mut state).await?;
+    // One round trip: the connection runs them in order, the reads once the locks are held.
+    let ((), given, ()) = tokio::try_join!(
+        rows::lock(&tx, &keys),
+        rows::answers(&tx, &ids),
+        rows::load(&tx, ruleset, &reach, &mut state),
+    )?;
+    let mut book = SharedBook::new(given);
     let replies: Replies = group
         .iter()
         .map(|job| core.job(&mut book, &mut state, job))

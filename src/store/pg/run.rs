@@ -138,10 +138,13 @@ impl<'r> SharedRun<'r> {
             .runtime
             .block_on(async {
                 client.batch_execute("BEGIN").await?;
-                rows::lock(client, &reach.lock_keys()).await?;
                 let ids: Vec<&str> = reach.event_ids.iter().map(String::as_str).collect();
-                let answered = rows::answers(client, &ids).await?;
-                rows::load(client, ruleset, &reach, state).await?;
+                let keys = reach.lock_keys();
+                let ((), answered, ()) = tokio::try_join!(
+                    rows::lock(client, &keys),
+                    rows::answers(client, &ids),
+                    rows::load(client, ruleset, &reach, state),
+                )?;
                 Ok::<_, rows::RowError>(answered)
             })
             .map_err(|e| failed("loading a block", e))?;

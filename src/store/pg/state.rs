@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::{PgError, PgStore};
 use crate::engine::footprint::Footprint;
@@ -108,26 +110,39 @@ impl Reach {
     }
 }
 
+/// Runs `sql` with `params`, prepared once per connection: a statement prepared anew
+/// would cost a round trip of its own.
+async fn query(
+    tx: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, RowError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&statement, params).await?)
+}
+
+/// `query` for a statement that returns no rows; the rows it changed.
+async fn execute(
+    tx: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, RowError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
+}
+
 /// Takes the transaction-level advisory locks `keys`, in their order (released at commit or
 /// rollback).
 pub async fn lock(tx: &impl GenericClient, keys: &[i64]) -> Result<(), RowError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
-        &[&keys],
-    )
-    .await?;
-    Ok(())
+    let sql = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+    execute(tx, sql, &[&keys]).await.map(drop)
 }
 
 /// The answers given before to any of `ids`.
 pub async fn answers(tx: &impl GenericClient, ids: &[&str]) -> Result<Vec<StoredAnswer>, RowError> {
-    let rows = tx
-        .query(
-            "SELECT event_id, body_hash, ruleset_version, decisions FROM answers
-             WHERE event_id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
+    let sql = "SELECT event_id, body_hash, ruleset_version, decisions FROM answers
+               WHERE event_id = ANY($1)";
+    let rows = query(tx, sql, &[&ids]).await?;
     rows.iter()
         .map(|r| {
             let id: &str = r.try_get(0)?;
@@ -148,7 +163,8 @@ pub async fn answers(tx: &impl GenericClient, ids: &[&str]) -> Result<Vec<Stored
         .collect()
 }
 
-/// Loads into `state` the facts, counters and coupons `reach` names.
+/// Loads into `state` the facts, counters and coupons `reach` names. The three queries go
+/// out together (tokio-postgres pipelines them on the connection): one round trip.
 pub async fn load(
     tx: &impl GenericClient,
     ruleset: &Ruleset,
@@ -163,34 +179,42 @@ pub async fn load(
         .wallets
         .iter()
         .map(|w| (Scope::Wallet.name(), w.as_str()));
-    let all: Vec<(&str, &str)> = customers.chain(wallets).collect();
-    load_facts(tx, ruleset, &all, state).await?;
+    let owners: Vec<(&str, &str)> = customers.chain(wallets).collect();
     let counters: Vec<_> = reach.counters.iter().collect();
-    let rows = tx
-        .query(
-            "SELECT c.counter, c.scope, c.owner, c.day, c.grants, c.coupons, c.value::text
-             FROM counters c
-             JOIN unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS k(counter, scope, owner, day)
-               ON (c.counter, c.scope, c.owner, c.day) = (k.counter, k.scope, k.owner, k.day)",
-            &[
-                &counters.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
-                &counters.iter().map(|c| c.1).collect::<Vec<_>>(),
-                &counters.iter().map(|c| c.2.as_str()).collect::<Vec<_>>(),
-                &counters.iter().map(|c| c.3).collect::<Vec<_>>(),
-            ],
-        )
-        .await?;
-    for row in &rows {
+    let counter_keys = (
+        counters.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        counters.iter().map(|c| c.1).collect::<Vec<_>>(),
+        counters.iter().map(|c| c.2.as_str()).collect::<Vec<_>>(),
+        counters.iter().map(|c| c.3).collect::<Vec<_>>(),
+    );
+    let coupon_ids: Vec<&str> = reach.coupons.iter().map(String::as_str).collect();
+    let counters_sql =
+        "SELECT c.counter, c.scope, c.owner, c.day, c.grants, c.coupons, c.value::text
+         FROM counters c
+         JOIN unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS k(counter, scope, owner, day)
+           ON (c.counter, c.scope, c.owner, c.day) = (k.counter, k.scope, k.owner, k.day)";
+    let coupons_sql = format!("{COUPON_COLUMNS} WHERE coupon_id = ANY($1)");
+    let (facts, counters, coupons) = tokio::try_join!(
+        fact_rows(tx, &owners),
+        async {
+            if counters.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (names, scopes, owners, days) = &counter_keys;
+            query(tx, counters_sql, &[names, scopes, owners, days]).await
+        },
+        async {
+            if coupon_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            query(tx, &coupons_sql, &[&coupon_ids]).await
+        },
+    )?;
+    put_facts(ruleset, state, &facts)?;
+    for row in &counters {
         put_counter(ruleset, state, row)?;
     }
-    let ids: Vec<&str> = reach.coupons.iter().map(String::as_str).collect();
-    let rows = tx
-        .query(
-            &format!("{COUPON_COLUMNS} WHERE coupon_id = ANY($1)"),
-            &[&ids],
-        )
-        .await?;
-    for row in &rows {
+    for row in &coupons {
         put_coupon(ruleset, state, row)?;
     }
     // What was just loaded is stored already.
@@ -207,49 +231,35 @@ pub async fn load_owner(
     name: &str,
     state: &mut State,
 ) -> Result<(), RowError> {
-    load_facts(tx, ruleset, &[(scope.name(), name)], state).await?;
-    let rows = tx
-        .query(
-            "SELECT counter, scope, owner, day, grants, coupons, value::text FROM counters
-             WHERE scope = $1 AND owner = $2",
-            &[&scope.name(), &name],
-        )
-        .await?;
-    for row in &rows {
+    let facts = fact_rows(tx, &[(scope.name(), name)]).await?;
+    put_facts(ruleset, state, &facts)?;
+    let sql = "SELECT counter, scope, owner, day, grants, coupons, value::text FROM counters
+               WHERE scope = $1 AND owner = $2";
+    for row in &query(tx, sql, &[&scope.name(), &name]).await? {
         put_counter(ruleset, state, row)?;
     }
     if scope == Scope::Wallet {
-        let rows = tx
-            .query(
-                &format!("{COUPON_COLUMNS} WHERE wallet = $1 ORDER BY granted"),
-                &[&name],
-            )
-            .await?;
-        for row in &rows {
+        let sql = format!("{COUPON_COLUMNS} WHERE wallet = $1 ORDER BY granted");
+        for row in &query(tx, &sql, &[&name]).await? {
             put_coupon(ruleset, state, row)?;
         }
     }
     Ok(())
 }
 
-async fn load_facts(
-    tx: &impl GenericClient,
-    ruleset: &Ruleset,
-    owners: &[(&str, &str)],
-    state: &mut State,
-) -> Result<(), RowError> {
-    let rows = tx
-        .query(
-            "SELECT f.scope, f.owner, f.name, f.value FROM facts f
-             JOIN unnest($1::text[], $2::text[]) AS k(scope, owner)
-               ON (f.scope, f.owner) = (k.scope, k.owner)",
-            &[
-                &owners.iter().map(|o| o.0).collect::<Vec<_>>(),
-                &owners.iter().map(|o| o.1).collect::<Vec<_>>(),
-            ],
-        )
-        .await?;
-    for row in &rows {
+/// The fact rows of `owners` (scope, name).
+async fn fact_rows(tx: &impl GenericClient, owners: &[(&str, &str)]) -> Result<Vec<Row>, RowError> {
+    let sql = "SELECT f.scope, f.owner, f.name, f.value FROM facts f
+               JOIN unnest($1::text[], $2::text[]) AS k(scope, owner)
+                 ON (f.scope, f.owner) = (k.scope, k.owner)";
+    let scopes: Vec<&str> = owners.iter().map(|o| o.0).collect();
+    let names: Vec<&str> = owners.iter().map(|o| o.1).collect();
+    query(tx, sql, &[&scopes, &names]).await
+}
+
+/// Sets the facts of `rows` in `state`; a fact this ruleset does not declare is left out.
+fn put_facts(ruleset: &Ruleset, state: &mut State, rows: &[Row]) -> Result<(), RowError> {
+    for row in rows {
         let scope = scope_named(row.try_get(0)?);
         let owner: &str = row.try_get(1)?;
         let name: &str = row.try_get(2)?;
@@ -277,11 +287,7 @@ fn scope_named(name: &str) -> Scope {
     }
 }
 
-fn put_counter(
-    ruleset: &Ruleset,
-    state: &mut State,
-    row: &tokio_postgres::Row,
-) -> Result<(), RowError> {
+fn put_counter(ruleset: &Ruleset, state: &mut State, row: &Row) -> Result<(), RowError> {
     let name: &str = row.try_get(0)?;
     let Some(counter) = ruleset.counters.iter().position(|c| c == name) else {
         return Ok(());
@@ -313,11 +319,7 @@ fn put_counter(
     Ok(())
 }
 
-fn put_coupon(
-    ruleset: &Ruleset,
-    state: &mut State,
-    row: &tokio_postgres::Row,
-) -> Result<(), RowError> {
+fn put_coupon(ruleset: &Ruleset, state: &mut State, row: &Row) -> Result<(), RowError> {
     let id: &str = row.try_get(0)?;
     let bad = |what: &str| RowError::Unreadable(format!("{what} in coupon `{id}`"));
     let decimal = |i: usize| -> Result<Decimal, RowError> {
@@ -362,31 +364,41 @@ pub async fn write(
 ) -> Result<(), RowError> {
     let changes = state.take_changes();
     let facts = FactRows::of(ruleset, &changes);
-    if !facts.owners.is_empty() {
-        tx.execute(
-            "INSERT INTO facts (scope, owner, name, value)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-             ON CONFLICT (scope, owner, name) DO UPDATE SET value = excluded.value",
-            &facts.columns(),
-        )
-        .await?;
-    }
-    write_counters(tx, ruleset, &changes).await?;
-    write_coupons(tx, ruleset, &changes).await?;
-    if !given.is_empty() {
-        tx.execute(
-            "INSERT INTO answers (event_id, body_hash, ruleset_version, decisions)
-             SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])",
-            &[
-                &given.iter().map(|a| &*a.event_id).collect::<Vec<_>>(),
-                &given.iter().map(|a| &a.body_hash[..]).collect::<Vec<_>>(),
-                &given.iter().map(|a| &*a.version).collect::<Vec<_>>(),
-                &given.iter().map(|a| &*a.decisions).collect::<Vec<_>>(),
-            ],
-        )
-        .await?;
-    }
+    // Pipelined, as the reads of `load`.
+    tokio::try_join!(
+        async {
+            if facts.owners.is_empty() {
+                return Ok(0);
+            }
+            let sql = "INSERT INTO facts (scope, owner, name, value)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                 ON CONFLICT (scope, owner, name) DO UPDATE SET value = excluded.value";
+            execute(tx, sql, &facts.columns()).await
+        },
+        write_counters(tx, ruleset, &changes),
+        write_coupons(tx, ruleset, &changes),
+        write_answers(tx, given),
+    )?;
     Ok(())
+}
+
+async fn write_answers(tx: &impl GenericClient, given: &[StoredAnswer]) -> Result<u64, RowError> {
+    if given.is_empty() {
+        return Ok(0);
+    }
+    let sql = "INSERT INTO answers (event_id, body_hash, ruleset_version, decisions)
+               SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])";
+    execute(
+        tx,
+        sql,
+        &[
+            &given.iter().map(|a| &*a.event_id).collect::<Vec<_>>(),
+            &given.iter().map(|a| &a.body_hash[..]).collect::<Vec<_>>(),
+            &given.iter().map(|a| &*a.version).collect::<Vec<_>>(),
+            &given.iter().map(|a| &*a.decisions).collect::<Vec<_>>(),
+        ],
+    )
+    .await
 }
 
 /// The fact rows of the customers and wallets whose facts changed, as columns.
@@ -454,7 +466,7 @@ async fn write_counters(
     tx: &impl GenericClient,
     ruleset: &Ruleset,
     changes: &crate::engine::state::Changes<'_>,
-) -> Result<(), RowError> {
+) -> Result<u64, RowError> {
     let state = changes.state();
     let rows: Vec<(&str, &str, &str, i32, i64, i64, String)> = changes
         .counters()
@@ -477,9 +489,10 @@ async fn write_counters(
         })
         .collect();
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO counters (counter, scope, owner, day, grants, coupons, value)
          SELECT c, s, o, d, g, n, v::numeric
          FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[], $7::text[])
@@ -496,19 +509,18 @@ async fn write_counters(
             &rows.iter().map(|r| r.6.as_str()).collect::<Vec<_>>(),
         ],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 async fn write_coupons(
     tx: &impl GenericClient,
     ruleset: &Ruleset,
     changes: &crate::engine::state::Changes<'_>,
-) -> Result<(), RowError> {
+) -> Result<u64, RowError> {
     let state = changes.state();
     let coupons: Vec<(&str, &CouponRecord)> = changes.coupons().collect();
     if coupons.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let texts = |f: &dyn Fn(&CouponRecord) -> String| -> Vec<String> {
         coupons.iter().map(|(_, c)| f(c)).collect()
@@ -521,7 +533,8 @@ async fn write_coupons(
         .iter()
         .map(|(_, c)| c.valid_until.map(|d| d.to_string()))
         .collect();
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used)
          SELECT i, w, f::numeric, m::numeric, u, c::date, v::date, x
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[])
@@ -541,6 +554,5 @@ async fn write_coupons(
             &coupons.iter().map(|(_, c)| c.used).collect::<Vec<_>>(),
         ],
     )
-    .await?;
-    Ok(())
+    .await
 }
