@@ -81,7 +81,9 @@ impl Reach {
     }
 
     /// The advisory lock keys of this reach, sorted: every transaction takes its keys in
-    /// this one order, so two can never wait for each other. A total counter locks by its
+    /// this one order, so two can never wait for each other. Every row a transaction may
+    /// write is behind one of its keys: its owners' facts and counters, the coupons its
+    /// events name or grant (granted ones are named after the event id), its answers. A total counter locks by its
     /// name alone (all its days), the one key every event counting on it shares.
     pub fn lock_keys(&self) -> Vec<i64> {
         let key = |kind: &str, name: &str| {
@@ -97,6 +99,8 @@ impl Reach {
             .map(|c| key("customer", c))
             .chain(self.wallets.iter().map(|w| key("wallet", w)))
             .chain(self.event_ids.iter().map(|id| key("event", id)))
+            // A coupon may be named by an event of another wallet than its own.
+            .chain(self.coupons.iter().map(|id| key("coupon", id)))
             .chain(
                 self.counters
                     .iter()
