@@ -18,6 +18,7 @@ use crate::io::{
 };
 use crate::model::Money;
 use crate::rules::{load_ruleset, ruleset_version};
+use crate::store::pg::run::RunKey;
 use crate::store::{InputHead, RunRecord, Store};
 
 /// Arguments of `promo eval`.
@@ -271,10 +272,17 @@ pub fn run(args: &EvalArgs) -> Exit {
         },
         _ => None,
     };
-    if shared_url.is_some() {
-        // The snapshot's facts are seeded from the changes it makes.
-        state.track_changes();
-    }
+    let shared = match shared_url {
+        Some(url) => match eval_shared::connect(args, url, &ruleset) {
+            Ok(shared) => {
+                // The snapshot's facts are seeded from the changes it makes.
+                state.track_changes();
+                Some(shared)
+            }
+            Err(e) => return fatal(e),
+        },
+        None => None,
+    };
     let run_key = args
         .output
         .as_ref()
@@ -305,8 +313,17 @@ pub fn run(args: &EvalArgs) -> Exit {
             Err(e) => return fatal(e),
         }
     }
+    if let Some(shared) = &shared {
+        match shared.record(&run_key) {
+            Ok(Some(r)) if !r.complete => start = Start::Resume(r),
+            Ok(Some(r)) => start = Start::Rerun(r),
+            Ok(None) => {}
+            Err(e) => return fatal(e),
+        }
+    }
+    let kept = store.is_some() || shared.is_some();
     let stdin = args.input.as_os_str() == "-";
-    let input_head = match same_run(args, &start, store.is_some(), &run_key, &version) {
+    let input_head = match same_run(args, &start, kept, &run_key, &version) {
         Ok(head) => head,
         Err(e) => return fatal(e),
     };
@@ -338,9 +355,18 @@ pub fn run(args: &EvalArgs) -> Exit {
     for w in &snapshot_warnings {
         errln!("promo eval: warning: {w}");
     }
-    let mut shared = match shared_url {
-        Some(url) => {
-            match eval_shared::open(args, url, (&ruleset, &version), input_format, &mut state) {
+    let mut shared = match shared {
+        Some(shared) => {
+            let run = RunKey {
+                output: run_key.clone(),
+                input: input_head,
+                version: version.clone(),
+            };
+            let skip = match &start {
+                Start::Resume(r) => r.consumed,
+                _ => 0,
+            };
+            match shared.start(args, (&ruleset, run), input_format, skip, &mut state) {
                 Ok(run) => Some(run),
                 Err(e) => return fatal(e),
             }
@@ -393,32 +419,35 @@ pub fn run(args: &EvalArgs) -> Exit {
     if stdin {
         batch.parallel = false;
     }
+    let mut resumed_from = None;
+    let (skip, rejects_known) = match &start {
+        Start::Resume(r) => {
+            batch.summary.resume(&r.summary);
+            resumed_from = Some(r.consumed);
+            (r.consumed, 0)
+        }
+        Start::Rerun(r) => (0, r.consumed),
+        Start::Fresh => (0, 0),
+    };
+    if kept {
+        if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
+            errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
+        }
+    }
     if let Some(run) = shared.as_mut() {
+        // Blocks are read ahead by unit: the batch reads them in the same order.
         batch.parallel = false;
         batch.durability = Some(Durability {
             every: eval_shared::block_size(args),
-            skip: 0,
-            rejects_known: 0,
-            commit: Box::new(|state, _, at, files| run.checkpoint(state, at, files)),
-            stop: None,
+            skip,
+            rejects_known,
+            commit: Box::new(|state, summary, at, files| run.checkpoint(state, summary, at, files)),
+            stop: Some(&STOP),
         });
     }
-    let mut resumed_from = None;
     if let Some(store) = store.as_mut() {
         if let Some(bytes) = args.compact_after {
             store.compact_after(bytes);
-        }
-        let (skip, rejects_known) = match &start {
-            Start::Resume(r) => {
-                batch.summary.resume(&r.summary);
-                resumed_from = Some(r.consumed);
-                (r.consumed, 0)
-            }
-            Start::Rerun(r) => (0, r.consumed),
-            Start::Fresh => (0, 0),
-        };
-        if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
-            errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
         }
         let durability = match store.durability(
             &ruleset,

@@ -5,7 +5,9 @@ use super::eval::EvalArgs;
 use crate::batch::InputFormat;
 use crate::engine::State;
 use crate::rules::Ruleset;
-use crate::store::pg::run::SharedRun;
+use crate::store::pg::run::{RunKey, SharedRun};
+use crate::store::pg::PgStore;
+use crate::store::RunRecord;
 
 /// Input units per transaction at most: a block holds the locks of every customer and
 /// wallet it reaches until it commits, so that live requests for them wait that long.
@@ -16,26 +18,16 @@ pub fn block_size(args: &EvalArgs) -> u64 {
     args.checkpoint_every.clamp(1, BLOCK)
 }
 
-/// Connects to the shared state at `url`, checks the ruleset against it, seeds it with the
-/// customer snapshot loaded into `state` (owners it does not know yet), and opens the first
-/// block into `state`.
-pub fn open<'r>(
-    args: &EvalArgs,
-    url: &str,
-    (ruleset, version): (&'r Ruleset, &str),
-    format: InputFormat,
-    state: &mut State,
-) -> Result<SharedRun<'r>, String> {
+/// A connection to the shared state, before the run starts.
+pub struct Shared {
+    runtime: tokio::runtime::Runtime,
+    pg: PgStore,
+}
+
+/// Connects to the shared state at `url` and checks the ruleset against it.
+pub fn connect(args: &EvalArgs, url: &str, ruleset: &Ruleset) -> Result<Shared, String> {
     if args.input.as_os_str() == "-" {
         return Err("--state postgres://... reads its input twice (once ahead, for what each block locks): give a file, not standard input".into());
-    }
-    if let Some(out) = &args.output {
-        if std::fs::metadata(out).is_ok_and(|m| m.len() > 0) {
-            return Err(format!(
-                "{} holds decisions already: with a postgres state every event is decided once, and a rerun counts those an earlier run decided as duplicates; write to a new --output",
-                out.display()
-            ));
-        }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -45,19 +37,42 @@ pub fn open<'r>(
         .block_on(async {
             let pg = crate::store::pg::connect(url, 1).await?;
             pg.adopt(ruleset).await?;
-            if args.customers.is_some() {
-                pg.seed(ruleset, state).await?;
-            }
             Ok::<_, crate::store::pg::PgError>(pg)
         })
         .map_err(|e| e.to_string())?;
-    SharedRun::start(
-        &pg,
-        runtime,
-        (ruleset, version),
-        (&args.input, format),
-        block_size(args),
-        state,
-    )
-    .map_err(|e| e.to_string())
+    Ok(Shared { runtime, pg })
+}
+
+impl Shared {
+    /// The record of the run writing to `output`, if any.
+    pub fn record(&self, output: &str) -> Result<Option<RunRecord>, String> {
+        SharedRun::record(&self.pg, &self.runtime, output).map_err(|e| e.to_string())
+    }
+
+    /// Seeds the state with the customer snapshot loaded into `state` (owners it does not
+    /// know yet), then opens the first block after the `skip` units an earlier run
+    /// committed into `state`.
+    pub fn start<'r>(
+        self,
+        args: &EvalArgs,
+        (ruleset, run): (&'r Ruleset, RunKey),
+        format: InputFormat,
+        skip: u64,
+        state: &mut State,
+    ) -> Result<SharedRun<'r>, String> {
+        if args.customers.is_some() {
+            self.runtime
+                .block_on(self.pg.seed(ruleset, state))
+                .map_err(|e| e.to_string())?;
+        }
+        SharedRun::start(
+            &self.pg,
+            self.runtime,
+            (ruleset, run),
+            (&args.input, format),
+            (skip, block_size(args)),
+            state,
+        )
+        .map_err(|e| e.to_string())
+    }
 }

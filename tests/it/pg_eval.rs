@@ -99,7 +99,7 @@ fn count(runtime: &tokio::runtime::Runtime, url: &str, table: &str) -> i64 {
 }
 
 /// Blocks of 128 lines on PostgreSQL decide a stream byte for byte as one SQLite run, and
-/// a second run over it finds every event decided.
+/// a rerun finds every event decided.
 #[test]
 fn eval_on_postgres_writes_what_eval_on_sqlite_writes() {
     let dir = Dir::new("pg-eval-differential");
@@ -132,25 +132,15 @@ fn eval_on_postgres_writes_what_eval_on_sqlite_writes() {
     let decided = reference.summary["decided"].as_i64().unwrap();
     assert_eq!(count(&runtime, url, "answers"), decided);
 
-    let again = eval(&dir, "pg-again", &s.events, &s.customers, shared);
+    // Again into the same output: a rerun of a finished run, which finds every event decided
+    // and leaves the output as it was.
+    let again = eval(&dir, "pg", &s.events, &s.customers, shared);
     assert_eq!(again.code, Some(3), "{}", again.stderr);
-    assert!(again.decisions.is_empty(), "nothing is decided twice");
+    assert!(again.decisions == reference.decisions, "the output is kept");
     assert_eq!(again.summary["decided"], json!(0));
     assert_eq!(
         again.summary["duplicates"].as_i64().unwrap(),
         decided + reference.summary["duplicates"].as_i64().unwrap()
-    );
-
-    let refused = eval(&dir, "pg", &s.events, &s.customers, shared);
-    assert_eq!(
-        refused.code,
-        Some(2),
-        "an output holding decisions is refused"
-    );
-    assert!(
-        refused.stderr.contains("new --output"),
-        "{}",
-        refused.stderr
     );
     runtime.block_on(db.finish());
     drop(cluster);
@@ -235,6 +225,82 @@ fn eval_and_serve_share_one_state() {
     drop(server);
     runtime.block_on(db.finish());
     drop(cluster);
+}
+
+/// A run killed (SIGKILL) midway and run again resumes from its last committed block: the
+/// output is byte for byte that of a run never stopped.
+#[test]
+fn a_killed_eval_on_postgres_resumes_exactly() {
+    let dir = Dir::new("pg-eval-resume");
+    let s = stream(&dir, 20_000);
+    let (runtime, cluster, whole_db) = database("eval_whole");
+    let whole_url = whole_db.url.clone();
+    let started = std::time::Instant::now();
+    let args = |url: &str| {
+        vec![
+            "--state".to_string(),
+            url.to_string(),
+            "--checkpoint-every".into(),
+            "200".into(),
+        ]
+    };
+    let whole_args = args(&whole_url);
+    let whole_args: Vec<&str> = whole_args.iter().map(String::as_str).collect();
+    let whole = eval(&dir, "whole", &s.events, &s.customers, &whole_args);
+    let took = started.elapsed();
+    assert_eq!(whole.code, Some(3), "{}", whole.stderr);
+
+    // Kill at a fraction of the whole run's time; a machine fast enough to finish first
+    // gets an earlier kill.
+    for per_mille in [500, 250, 100, 30] {
+        let db = runtime.block_on(cluster.database("eval_resume"));
+        let run_args = args(&db.url);
+        let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+        let out = dir.path().join("resumed.jsonl");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
+        cmd.arg("eval")
+            .arg("--rules")
+            .arg(shipped_rules())
+            .arg("--input")
+            .arg(&s.events)
+            .arg("--customers")
+            .arg(&s.customers)
+            .arg("--output")
+            .arg(&out)
+            .arg("--rejects")
+            .arg(dir.path().join("resumed.rejects.jsonl"))
+            .arg("--quiet")
+            .args(&run_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(took * per_mille / 1000);
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        if finished {
+            runtime.block_on(db.finish());
+            continue;
+        }
+        let resumed = eval(&dir, "resumed", &s.events, &s.customers, &run_args);
+        assert_eq!(resumed.code, Some(3), "{}", resumed.stderr);
+        assert!(
+            resumed.decisions == whole.decisions,
+            "the resumed output differs"
+        );
+        assert!(
+            resumed.rejects == whole.rejects,
+            "the resumed rejects differ"
+        );
+        for key in ["read", "decided", "rejected", "duplicates", "decisions"] {
+            assert_eq!(resumed.summary[key], whole.summary[key], "{key}");
+        }
+        runtime.block_on(db.finish());
+        runtime.block_on(whole_db.finish());
+        drop(cluster);
+        return;
+    }
+    panic!("every run finished before it was killed (the whole run took {took:?})");
 }
 
 /// Standard input cannot be read ahead: refused with a reason.

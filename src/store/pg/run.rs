@@ -5,7 +5,9 @@
 //! the block's checkpoint the outputs are synced, what changed is written with an answer row
 //! per event decided, and the transaction commits. Knowing what a block reaches before
 //! deciding it takes reading it ahead: a thread reads the input a second time, one block in
-//! front of the batch (so the input must be a file).
+//! front of the batch (so the input must be a file). Each block's transaction also records
+//! where the run stands (table `runs`, the SQLite state's `RunRecord`), so that a stopped
+//! run resumes exactly as on SQLite.
 
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -17,24 +19,34 @@ use deadpool_postgres::Object;
 
 use super::state::{self as rows, Reach};
 use super::PgStore;
+use crate::batch::Summary;
 use crate::batch::{Checkpoint, InputFormat};
 use crate::engine::footprint::footprint;
 use crate::engine::State;
 use crate::io::read::{read_csv, read_jsonl, Unit};
 use crate::model::Event;
 use crate::rules::Ruleset;
-use crate::store::StoredAnswer;
+use crate::store::{InputHead, RunRecord, StoredAnswer};
 
 /// The events of one block of input units, read ahead.
 type Block = io::Result<(u64, Vec<Event<'static>>)>;
+
+/// What identifies a run in its record.
+#[derive(Debug, Clone)]
+pub struct RunKey {
+    pub output: String,
+    pub input: Option<InputHead>,
+    pub version: String,
+}
 
 /// A batch run's link to the shared state.
 pub struct SharedRun<'r> {
     runtime: tokio::runtime::Runtime,
     client: Object,
     ruleset: &'r Ruleset,
-    /// The ruleset version the answers rows are recorded with.
-    version: String,
+    /// The run's key (its output), the head of its input and its ruleset version, as its
+    /// record keeps them; the version is also that of the answer rows.
+    run: RunKey,
     ahead: Receiver<Block>,
     /// A block read ahead of the one wanted (blocks of no event are not sent).
     early: Option<(u64, Vec<Event<'static>>)>,
@@ -49,14 +61,15 @@ fn failed(what: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 impl<'r> SharedRun<'r> {
-    /// Starts reading `input` ahead in blocks of `every` units, takes a connection, and
-    /// opens the first block's transaction with its rows loaded into `state`.
+    /// Starts reading `input` ahead in blocks of `every` units after the first `skip` (those
+    /// an earlier run committed), takes a connection, and opens the first block's
+    /// transaction with its rows loaded into `state`.
     pub fn start(
         pg: &PgStore,
         runtime: tokio::runtime::Runtime,
-        (ruleset, version): (&'r Ruleset, &str),
+        (ruleset, run): (&'r Ruleset, RunKey),
         (input, format): (&Path, InputFormat),
-        every: u64,
+        (skip, every): (u64, u64),
         state: &mut State,
     ) -> io::Result<Self> {
         let client = runtime
@@ -67,12 +80,12 @@ impl<'r> SharedRun<'r> {
         let (send, ahead) = sync_channel(2);
         std::thread::Builder::new()
             .name("promo-read-ahead".into())
-            .spawn(move || read_ahead(file, format, every, &send))?;
+            .spawn(move || read_ahead(file, format, (skip, every), &send))?;
         let mut run = SharedRun {
             runtime,
             client,
             ruleset,
-            version: version.to_string(),
+            run,
             ahead,
             early: None,
             block: 0,
@@ -82,17 +95,46 @@ impl<'r> SharedRun<'r> {
         Ok(run)
     }
 
+    /// The record of the run writing to `output`, if the state has one.
+    pub fn record(
+        pg: &PgStore,
+        runtime: &tokio::runtime::Runtime,
+        output: &str,
+    ) -> io::Result<Option<RunRecord>> {
+        let text = runtime.block_on(async {
+            let client = pg.client().await.map_err(|e| failed("connecting", e))?;
+            rows::run_record(&client, output)
+                .await
+                .map_err(|e| failed("reading the run record", e))
+        })?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| failed(&format!("the run record of {output}"), e))
+        })
+        .transpose()
+    }
+
     /// The batch's checkpoint: commits the block decided, then (unless the input is done)
     /// opens the next one.
     pub fn checkpoint(
         &mut self,
         state: &mut State,
+        summary: &Summary,
         at: &Checkpoint,
         files: Vec<File>,
     ) -> io::Result<()> {
         for f in &files {
             f.sync_data()?;
         }
+        let record = RunRecord {
+            consumed: at.consumed,
+            output_bytes: at.output_bytes,
+            rejects_bytes: at.rejects_bytes,
+            summary: summary.clone(),
+            complete: at.done,
+            input: self.run.input,
+            ruleset: Some(self.run.version.clone()),
+        };
+        let record = serde_json::to_string(&record).map_err(io::Error::other)?;
         let answers: Vec<StoredAnswer> = self
             .deciding
             .drain(..)
@@ -100,14 +142,15 @@ impl<'r> SharedRun<'r> {
                 event_id: id.into(),
                 // Decided by a batch run, which keeps no answer: any body replays.
                 body_hash: [0; 16],
-                version: self.version.as_str().into(),
+                version: self.run.version.as_str().into(),
                 decisions: "[]".into(),
             })
             .collect();
-        let (client, ruleset) = (&self.client, self.ruleset);
+        let (client, ruleset, output) = (&self.client, self.ruleset, &self.run.output);
         self.runtime
             .block_on(async {
                 rows::write(client, ruleset, state, &answers).await?;
+                rows::put_run(client, output, &record).await?;
                 client.batch_execute("COMMIT").await?;
                 Ok::<_, rows::RowError>(())
             })
@@ -177,16 +220,16 @@ impl<'r> SharedRun<'r> {
 }
 
 /// Reads the input as the batch will, sending the events of each block of `every` units
-/// that has any, in order.
+/// after the first `skip` that has any, in order.
 fn read_ahead(
     file: File,
     format: InputFormat,
-    every: u64,
+    (skip, every): (u64, u64),
     send: &std::sync::mpsc::SyncSender<Block>,
 ) {
     let mut block = (0u64, Vec::new());
     let mut f = |at: crate::io::read::Position, unit: Unit<'_>| {
-        let index = at.unit.saturating_sub(1) / every;
+        let index = at.unit.saturating_sub(skip + 1) / every;
         if index != block.0 {
             let full = std::mem::replace(&mut block, (index, Vec::new()));
             if !full.1.is_empty() && send.send(Ok(full)).is_err() {
@@ -200,8 +243,8 @@ fn read_ahead(
     };
     let input = BufReader::with_capacity(1 << 16, file);
     let read = match format {
-        InputFormat::Jsonl => read_jsonl(input, 0, &mut f),
-        InputFormat::Csv => read_csv(input, 0, &mut f),
+        InputFormat::Jsonl => read_jsonl(input, skip, &mut f),
+        InputFormat::Csv => read_csv(input, skip, &mut f),
     };
     let last = read.map(|_| block);
     if !matches!(&last, Ok((_, events)) if events.is_empty()) {

@@ -167,6 +167,19 @@ pub async fn answers(tx: &impl GenericClient, ids: &[&str]) -> Result<Vec<Stored
         .collect()
 }
 
+/// The record of the `eval` run writing to `output`, as JSON.
+pub async fn run_record(tx: &impl GenericClient, output: &str) -> Result<Option<String>, RowError> {
+    let rows = query(tx, "SELECT record FROM runs WHERE output = $1", &[&output]).await?;
+    rows.first().map(|r| Ok(r.try_get(0)?)).transpose()
+}
+
+/// Records where the `eval` run writing to `output` stands (JSON).
+pub async fn put_run(tx: &impl GenericClient, output: &str, record: &str) -> Result<u64, RowError> {
+    let sql = "INSERT INTO runs (output, record) VALUES ($1, $2)
+               ON CONFLICT (output) DO UPDATE SET record = excluded.record";
+    execute(tx, sql, &[&output, &record]).await
+}
+
 /// Loads into `state` the facts, counters and coupons `reach` names. The three queries go
 /// out together (tokio-postgres pipelines them on the connection): one round trip.
 pub async fn load(

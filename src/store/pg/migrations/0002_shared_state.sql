@@ -19,3 +19,10 @@ CREATE TABLE meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
+
+-- Where each `eval` run on this state stands, keyed by its output: the record a resume
+-- starts from (JSON, as the SQLite state's `runs` table keeps it).
+CREATE TABLE runs (
+    output text PRIMARY KEY,
+    record text NOT NULL
+);
