@@ -118,6 +118,26 @@ pub struct RunRecord {
     pub ruleset: Option<String>,
 }
 
+impl RunRecord {
+    /// The record of a run at checkpoint `at`, of `input` under `ruleset` (a version).
+    pub fn at(
+        at: &crate::batch::Checkpoint,
+        summary: &Summary,
+        input: Option<InputHead>,
+        ruleset: Option<String>,
+    ) -> RunRecord {
+        RunRecord {
+            consumed: at.consumed,
+            output_bytes: at.output_bytes,
+            rejects_bytes: at.rejects_bytes,
+            summary: summary.clone(),
+            complete: at.done,
+            input,
+            ruleset,
+        }
+    }
+}
+
 /// The first bytes of an input file, hashed: enough to tell a resumed run's input from
 /// another file, while a file that only grew at its end still matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -920,15 +940,7 @@ impl Store {
             rejects_known: 0,
             stop: None,
             commit: Box::new(move |state, summary, at, files| {
-                let record = RunRecord {
-                    consumed: at.consumed,
-                    output_bytes: at.output_bytes,
-                    rejects_bytes: at.rejects_bytes,
-                    summary: summary.clone(),
-                    complete: at.done,
-                    input,
-                    ruleset: ruleset_version.clone(),
-                };
+                let record = RunRecord::at(at, summary, input, ruleset_version.clone());
                 let job = Self::job(ruleset, state, &output, &record, files)
                     .map_err(std::io::Error::other)?;
                 committer

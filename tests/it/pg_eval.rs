@@ -41,13 +41,10 @@ struct Written {
     stderr: String,
 }
 
-/// Runs `promo eval` over `input` into files named after `name`, with `extra` arguments.
-fn eval(dir: &Dir, name: &str, input: &Path, customers: &Path, extra: &[&str]) -> Written {
-    let out = dir.path().join(format!("{name}.jsonl"));
-    let rejects = dir.path().join(format!("{name}.rejects.jsonl"));
-    let summary = dir.path().join(format!("{name}.summary.json"));
-    let run: Output = Command::new(env!("CARGO_BIN_EXE_promo"))
-        .arg("eval")
+/// `promo eval` over `input` into files named after `name`, with `extra` arguments.
+fn eval_command(dir: &Dir, name: &str, input: &Path, customers: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
+    cmd.arg("eval")
         .arg("--rules")
         .arg(shipped_rules())
         .arg("--input")
@@ -55,19 +52,26 @@ fn eval(dir: &Dir, name: &str, input: &Path, customers: &Path, extra: &[&str]) -
         .arg("--customers")
         .arg(customers)
         .arg("--output")
-        .arg(&out)
+        .arg(dir.path().join(format!("{name}.jsonl")))
         .arg("--rejects")
-        .arg(&rejects)
+        .arg(dir.path().join(format!("{name}.rejects.jsonl")))
         .arg("--summary-json")
-        .arg(&summary)
+        .arg(dir.path().join(format!("{name}.summary.json")))
         .arg("--quiet")
-        .args(extra)
+        .args(extra);
+    cmd
+}
+
+/// Runs `promo eval` over `input` into files named after `name`, with `extra` arguments.
+fn eval(dir: &Dir, name: &str, input: &Path, customers: &Path, extra: &[&str]) -> Written {
+    let run: Output = eval_command(dir, name, input, customers, extra)
         .output()
         .unwrap();
+    let read = |suffix: &str| std::fs::read(dir.path().join(format!("{name}{suffix}")));
     Written {
-        decisions: std::fs::read(&out).unwrap_or_default(),
-        rejects: std::fs::read(&rejects).unwrap_or_default(),
-        summary: std::fs::read(&summary)
+        decisions: read(".jsonl").unwrap_or_default(),
+        rejects: read(".rejects.jsonl").unwrap_or_default(),
+        summary: read(".summary.json")
             .map(|b| serde_json::from_slice(&b).unwrap())
             .unwrap_or(Value::Null),
         code: run.status.code(),
@@ -256,22 +260,8 @@ fn a_killed_eval_on_postgres_resumes_exactly() {
         let db = runtime.block_on(cluster.database("eval_resume"));
         let run_args = args(&db.url);
         let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
-        let out = dir.path().join("resumed.jsonl");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_promo"));
-        cmd.arg("eval")
-            .arg("--rules")
-            .arg(shipped_rules())
-            .arg("--input")
-            .arg(&s.events)
-            .arg("--customers")
-            .arg(&s.customers)
-            .arg("--output")
-            .arg(&out)
-            .arg("--rejects")
-            .arg(dir.path().join("resumed.rejects.jsonl"))
-            .arg("--quiet")
-            .args(&run_args)
-            .stdout(std::process::Stdio::null())
+        let mut cmd = eval_command(&dir, "resumed", &s.events, &s.customers, &run_args);
+        cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let mut child = cmd.spawn().unwrap();
         std::thread::sleep(took * per_mille / 1000);

@@ -125,15 +125,7 @@ impl<'r> SharedRun<'r> {
         for f in &files {
             f.sync_data()?;
         }
-        let record = RunRecord {
-            consumed: at.consumed,
-            output_bytes: at.output_bytes,
-            rejects_bytes: at.rejects_bytes,
-            summary: summary.clone(),
-            complete: at.done,
-            input: self.run.input,
-            ruleset: Some(self.run.version.clone()),
-        };
+        let record = RunRecord::at(at, summary, self.run.input, Some(self.run.version.clone()));
         let record = serde_json::to_string(&record).map_err(io::Error::other)?;
         let answers: Vec<StoredAnswer> = self
             .deciding
