@@ -142,7 +142,7 @@ impl TestDb {
     }
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn admin_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e:?}"));
