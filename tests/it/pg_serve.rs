@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::gen::GenConfig;
 use crate::pg::{admin_client, TestCluster, TestDb};
-use crate::serve::server::{Client, Serve, Server, POLL, WAIT};
+use crate::serve::server::{metric, Client, Serve, Server, POLL, WAIT};
 use crate::serve::{
     assert_answered_replay, assert_error, assert_golden_pass, assert_result, coupon_ids,
     decide_at_once_on, load_event, octopus, stream_as_eval_does, under_load, wallet_coupons, Load,
@@ -332,6 +332,19 @@ fn total_budget_holds_across_two_instances() {
     let total =
         db.query("SELECT sum(grants)::bigint FROM counters WHERE counter = 'octopus-budget-total'");
     assert_eq!(total[0].get::<_, Option<i64>>(0), Some(5), "the budget row");
+    // Each instance counts the grants it made: 5 in all.
+    let counted: u64 = [&a, &b]
+        .iter()
+        .map(|s| {
+            metric(
+                &s.metrics(),
+                "promo_decisions_total",
+                &[("rule", "octopus-budget"), ("decision", "grant")],
+            )
+            .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(counted, 5, "promo_decisions_total of the grants on A and B");
     // The budget is spent, for either instance.
     for (n, client) in clients.iter().enumerate() {
         let late = octopus(&format!("ob-late{n}"), at, &format!("obc-late{n}"));
@@ -791,5 +804,48 @@ fn a_full_pool_answers_503_with_retry_after() {
     );
     assert_eq!(ca.get("/readyz").status, 200);
     drop(a);
+    db.finish();
+}
+
+/// One coupon listed by 10 concurrent bills of its wallet, split across two instances: it
+/// is accepted once, and both instances show it spent.
+#[test]
+fn a_coupon_is_spent_once_across_two_instances() {
+    let db = Db::new("spend");
+    let dir = Dir::new("pg-serve-spend");
+    let (a, b) = two(&dir, &db);
+    let clients = [a.client(), b.client()];
+    let first = bill("cs-grant", "2019-12-19T10:00:00+08:00", "cs");
+    assert_eq!(
+        clients[0].decide(&first)["decisions"],
+        json!([first_time(&first, "2019-12-23", "2020-03-21")])
+    );
+    let id = coupon_id(&first, "bill-first-time", 1);
+    let events: Vec<Value> = (0..10)
+        .map(|i| {
+            bill(&format!("cs{i}"), "2019-12-24T10:00:00+08:00", "cs").set("coupons", json!([id]))
+        })
+        .collect();
+    let results = decide_at_once_on(&clients, &events);
+    let accepted: Vec<&Value> = results
+        .iter()
+        .zip(&events)
+        .filter(|(r, e)| {
+            let decisions = r["decisions"].as_array().unwrap();
+            decisions.contains(&accept_coupon(e, &id))
+        })
+        .map(|(r, _)| r)
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "the coupon accepted by {accepted:?}\n{}",
+        logs(&a, &b)
+    );
+    for client in &clients {
+        let held = wallet_coupons(client, "w-cs", None);
+        assert_eq!(held[&id]["status"], json!("spent"), "{held:?}");
+    }
+    drop((a, b));
     db.finish();
 }
