@@ -106,11 +106,16 @@ impl SharedDecider {
 /// Decides a group and answers its requests once it is committed.
 async fn answer_group(pg: &PgStore, metrics: Arc<Metrics>, group: Vec<Job>) {
     let started = Instant::now();
-    let mut core = Deciding::new(Arc::clone(&metrics));
     let mut outcome = Err(ApiError::unavailable("the group was never tried"));
     for attempt in 0..ATTEMPTS {
+        // Each try counts its decisions apart; only the committed one adds them to the
+        // service's metrics (a rolled-back try decided nothing).
+        let mut core = Deciding::new(Arc::new(Metrics::new()));
         match decide_group(pg, &mut core, &group).await {
             Ok(replies) => {
+                if let Some(job) = group.first() {
+                    count_decisions(&metrics, &job.live.ruleset, &core);
+                }
                 outcome = Ok(replies);
                 break;
             }
@@ -140,6 +145,17 @@ async fn answer_group(pg: &PgStore, metrics: Arc<Metrics>, group: Vec<Job>) {
             for job in group {
                 let _ = job.reply.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+/// Adds the decisions `core` counted (on metrics of its own) to the service's `metrics`.
+fn count_decisions(metrics: &Metrics, ruleset: &Ruleset, core: &Deciding) {
+    for (&(rule, kind), counter) in &core.per_ruleset.2 {
+        let n = counter.get();
+        if n > 0 {
+            let id = ruleset.rules.get(rule).map_or("", |r| r.id.as_str());
+            metrics.decisions(id, kind.as_str()).inc_by(n);
         }
     }
 }

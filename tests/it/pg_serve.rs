@@ -849,3 +849,54 @@ fn a_coupon_is_spent_once_across_two_instances() {
     drop((a, b));
     db.finish();
 }
+
+/// A group rolled back by a retryable error (a unique violation the test injects once into
+/// the `answers` insert) is tried again: decided, stored and counted once.
+#[test]
+fn a_group_tried_again_is_decided_and_counted_once() {
+    let db = Db::new("retry");
+    let dir = Dir::new("pg-serve-retry");
+    let a = instance(&dir, &shipped_rules(), &db, "a").start();
+    let client = db.client();
+    db.rt
+        .block_on(client.batch_execute(
+            "CREATE SEQUENCE fail_once;
+             CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF nextval('fail_once') = 1 THEN
+                 RAISE EXCEPTION 'injected by the test' USING ERRCODE = 'unique_violation';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER fail_once BEFORE INSERT ON answers
+               FOR EACH ROW EXECUTE FUNCTION fail_once();",
+        ))
+        .unwrap();
+    let ca = a.client();
+    let e = bill("rt1", "2019-12-19T10:00:00+08:00", "rt");
+    let r = ca.decide(&e);
+    assert_eq!(r["replay"], json!(false), "{r}");
+    assert_eq!(
+        r["decisions"],
+        json!([first_time(&e, "2019-12-23", "2020-03-21")])
+    );
+    let tries: i64 = db.query("SELECT last_value FROM fail_once")[0].get(0);
+    assert_eq!(tries, 2, "the insert of the answer was tried twice");
+    assert_eq!(db.count("SELECT count(*) FROM answers"), 1);
+    assert_eq!(db.count("SELECT count(*) FROM coupons"), 1);
+    let metrics = a.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "promo_decisions_total",
+            &[("rule", "bill-first-time"), ("decision", "grant")]
+        ),
+        Some(1),
+        "one decision, counted once\n{metrics}"
+    );
+    let again = ca.decide(&e);
+    assert_eq!(again["replay"], json!(true), "{again}");
+    assert_eq!(again["decisions"], r["decisions"]);
+    drop(a);
+    db.finish();
+}
