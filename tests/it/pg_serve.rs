@@ -88,6 +88,20 @@ impl Db {
             .collect()
     }
 
+    /// Every row of the state's tables, as text, for comparing before and after.
+    fn dump(&self) -> String {
+        ["answers", "facts", "counters", "coupons", "meta"]
+            .iter()
+            .map(|t| {
+                let rows = self.query(&format!(
+                    "SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM {t} t"
+                ));
+                let text: String = rows[0].get(0);
+                format!("{t}:\n{text}\n")
+            })
+            .collect()
+    }
+
     /// Drops the database from the server.
     fn finish(mut self) {
         if let Some(db) = self.db.take() {
@@ -898,5 +912,88 @@ fn a_group_tried_again_is_decided_and_counted_once() {
     assert_eq!(again["replay"], json!(true), "{again}");
     assert_eq!(again["decisions"], r["decisions"]);
     drop(a);
+    db.finish();
+}
+
+/// `?dry_run=true` on one instance answers what would be decided on the state the other
+/// instance left (a daily limit partly used there) and changes no row of the database.
+#[test]
+fn a_dry_run_reads_the_shared_state_and_writes_nothing() {
+    let db = Db::new("dry");
+    let dir = Dir::new("pg-serve-dry");
+    let (a, b) = two(&dir, &db);
+    let (ca, cb) = (a.client(), b.client());
+    let version = b.version();
+    ca.decide(&event(
+        "dry-auth",
+        "points_authorization",
+        "2020-01-06T09:00:00+08:00",
+        "dp",
+    ));
+    // HK$900 of the day's HK$1,000, decided by A.
+    let spent = redeem("dry1", "2020-01-06T10:00:00+08:00", "dp", &["50"; 18]);
+    assert_eq!(
+        ca.decide(&spent)["decisions"],
+        json!([approve(&spent, "2020-01-06")])
+    );
+    let before = db.dump();
+    assert!(
+        before.contains("dry1"),
+        "the dump holds the answers:\n{before}"
+    );
+
+    // Dry runs on B: HK$200 more is over the limit, HK$100 is not.
+    let over = redeem(
+        "dry2",
+        "2020-01-06T11:00:00+08:00",
+        "dp",
+        &["50", "50", "50", "50"],
+    );
+    let fits = redeem("dry3", "2020-01-06T11:00:00+08:00", "dp", &["50", "50"]);
+    for (e, expected) in [
+        (&over, reject(&over, "daily_limit_exceeded")),
+        (&fits, approve(&fits, "2020-01-06")),
+    ] {
+        let r = cb.post("/v1/events?dry_run=true", e);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let dry = r.json();
+        assert_result(&dry, e, &version, false, true);
+        assert_eq!(dry["decisions"], json!([expected]), "the dry run of {e}");
+    }
+    assert_eq!(db.dump(), before, "a dry run changed the database");
+
+    // For real, on A: as the dry run said, and not a replay.
+    let real = ca.decide(&fits);
+    assert_result(&real, &fits, &version, false, false);
+    assert_eq!(real["decisions"], json!([approve(&fits, "2020-01-06")]));
+    drop((a, b));
+    db.finish();
+}
+
+/// SIGTERM to one of two instances under load: it finishes what is in flight and exits 0,
+/// and every event it answered replays exactly on the other.
+#[test]
+fn sigterm_of_one_instance_exits_0_and_keeps_answers() {
+    let db = Db::new("sigterm");
+    let dir = Dir::new("pg-serve-sigterm");
+    let (mut a, b) = two(&dir, &db);
+    let ca = a.client();
+    let load = under_load(&ca, "tm", 4, 250, 40, || a.sigterm());
+    let status = a.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}\n{}", a.logs());
+    for (status, body) in load.other.lock().unwrap().iter() {
+        assert!(*status < 500, "a {status} under load: {body}");
+    }
+    let stored = db.answers();
+    for (e, first) in load.answered.lock().unwrap().iter() {
+        let id = e["id"].as_str().unwrap();
+        assert_eq!(
+            stored.get(id).map(|s| &s.0),
+            Some(&first["decisions"]),
+            "the stored answer of {id}"
+        );
+    }
+    assert_answered_replay(&b, &load);
+    drop((a, b));
     db.finish();
 }
