@@ -68,8 +68,30 @@ impl SharedDecider {
                     Some(Msg::Stop) | None => break,
                 },
             };
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                break;
+            // A slot is a connection: waited for as long as a checkout waits for one.
+            let wait = self.pg.wait();
+            let slot = match tokio::time::timeout(wait, Arc::clone(&slots).acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    // Every connection is held by a group that is not done: this request and
+                    // those queued behind it are told to come back, not left to time out.
+                    let full = unavailable(self.pg.exhausted(wait));
+                    let _ = first.reply.send(Err(full.clone()));
+                    loop {
+                        match self.jobs.try_recv() {
+                            Ok(Msg::Decide(job)) => {
+                                let _ = job.reply.send(Err(full.clone()));
+                            }
+                            Ok(Msg::Stop) => {
+                                stopping = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    continue;
+                }
             };
             let mut group = vec![first];
             let mut events = group[0].events.events().len();

@@ -997,3 +997,78 @@ fn sigterm_of_one_instance_exits_0_and_keeps_answers() {
     drop((a, b));
     db.finish();
 }
+
+/// With `--pg-pool 1` and the instance's one transaction of decisions stuck on a lock, a
+/// second decision is answered 503 with `Retry-After: 1` after the pool's wait, not left
+/// waiting for the request's timeout.
+#[test]
+fn a_decision_stuck_behind_another_answers_503_with_retry_after() {
+    let db = Db::new("stuck");
+    let dir = Dir::new("pg-serve-stuck");
+    let a = instance(&dir, &shipped_rules(), &db, "a")
+        .opt("--pg-pool", "1")
+        .opt("--request-timeout-ms", "14000")
+        .start();
+    let ca = a.client();
+    ca.decide(&bill("stuck0", "2019-12-19T10:00:00+08:00", "sk"));
+
+    let holder = db.client();
+    db.rt
+        .block_on(holder.batch_execute("BEGIN; LOCK TABLE facts IN ACCESS EXCLUSIVE MODE"))
+        .unwrap();
+    let addr = a.addr().to_owned();
+    let e1 = bill("stuck1", "2019-12-19T11:00:00+08:00", "sk1");
+    let blocked = {
+        let addr = addr.clone();
+        let e1 = e1.clone();
+        std::thread::spawn(move || call_with_headers(&addr, "/v1/events", Some(&e1)))
+    };
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = db
+            .rt
+            .block_on(holder.query_one(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'facts'::regclass AND NOT granted",
+                &[],
+            ))
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the decision never waited on the lock\n{}",
+            a.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+    let e2 = bill("stuck2", "2019-12-19T11:00:00+08:00", "sk2");
+    let second = call_with_headers(&addr, "/v1/events", Some(&e2));
+    db.rt.block_on(holder.batch_execute("COMMIT")).unwrap();
+    let first = blocked.join().unwrap();
+    assert_eq!(first.status, 200, "the stuck decision: {}", first.body);
+    assert_eq!(
+        (second.status, second.retry_after.as_deref()),
+        (503, Some("1")),
+        "the decision behind it, after {:?}: {}\n{}",
+        second.took,
+        second.body,
+        a.logs()
+    );
+    assert!(
+        second.body.contains("all 1 connections"),
+        "the 503 says why: {}",
+        second.body
+    );
+    assert!(
+        second.took >= Duration::from_secs(4),
+        "answered after {:?}, before the pool's wait",
+        second.took
+    );
+    // Nothing of it was decided: it is decided now, for the first time.
+    let r = ca.decide(&e2);
+    assert_eq!(r["replay"], json!(false), "{r}");
+    drop(a);
+    db.finish();
+}
