@@ -1072,3 +1072,54 @@ fn a_decision_stuck_behind_another_answers_503_with_retry_after() {
     drop(a);
     db.finish();
 }
+
+/// The instance's connections killed by the server (`pg_terminate_backend`, as a failover
+/// or a restart of PostgreSQL would): decisions go on, on new connections. A connection
+/// handed out before its death was seen may fail one request, with a 503 (nothing of it
+/// decided); no more than one per connection of the pool, and then every answer is 200.
+#[test]
+fn killed_connections_are_replaced() {
+    let db = Db::new("terminate");
+    let dir = Dir::new("pg-serve-terminate");
+    let a = instance(&dir, &shipped_rules(), &db, "a")
+        .opt("--pg-pool", "2")
+        .start();
+    let ca = a.client();
+    let events: Vec<Value> = (0..12)
+        .map(|i| {
+            bill(
+                &format!("tb{i}"),
+                "2019-12-19T10:00:00+08:00",
+                &format!("tbc{i}"),
+            )
+        })
+        .collect();
+    // Both connections opened.
+    decide_at_once_on(std::slice::from_ref(&ca), &events[..4]);
+    let others =
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let killed = db.query(&format!("SELECT pg_terminate_backend(pid) {others}"));
+    assert!(!killed.is_empty(), "the instance had no connection to kill");
+    let start = Instant::now();
+    while db.count(&format!("SELECT count(*) {others}")) > 0 {
+        assert!(start.elapsed() < WAIT, "the connections did not end");
+        std::thread::sleep(POLL);
+    }
+    let mut refused = Vec::new();
+    for (i, e) in events[4..].iter().enumerate() {
+        let r = ca.post("/v1/events", e);
+        match r.status {
+            200 => assert_eq!(r.json()["replay"], json!(false), "{}", r.body),
+            503 if i < 2 => refused.push(e.clone()),
+            s => panic!("event {i} after the kill: {s} {}\n{}", r.body, a.logs()),
+        }
+    }
+    assert!(refused.len() <= 2, "{refused:?}");
+    for e in &refused {
+        let r = ca.decide(e);
+        assert_eq!(r["replay"], json!(false), "a 503 decided nothing: {r}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM answers"), 12);
+    drop(a);
+    db.finish();
+}
