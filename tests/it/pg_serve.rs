@@ -30,6 +30,9 @@ use crate::util::*;
 // ---------------------------------------------------------------------------------------
 // Helpers
 
+/// The most a test's own query (or the creation of its database) may take.
+const DB_WAIT: Duration = Duration::from_secs(30);
+
 /// One test's database on the shared cluster, and a runtime to query it directly. The
 /// database is dropped by [`Db::finish`] (after a pass), kept after a failure.
 struct Db {
@@ -48,7 +51,11 @@ impl Db {
             .enable_all()
             .build()
             .unwrap();
-        let db = rt.block_on(cluster.database(name));
+        let db = rt.block_on(async {
+            tokio::time::timeout(DB_WAIT, cluster.database(name))
+                .await
+                .unwrap_or_else(|_| panic!("CREATE DATABASE took more than {DB_WAIT:?}"))
+        });
         Db {
             url: db.url.clone(),
             db: Some(db),
@@ -57,16 +64,24 @@ impl Db {
         }
     }
 
+    /// Runs `f` on the runtime, for at most [`DB_WAIT`].
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(async {
+            tokio::time::timeout(DB_WAIT, f)
+                .await
+                .unwrap_or_else(|_| panic!("a query of the test took more than {DB_WAIT:?}"))
+        })
+    }
+
     /// A connection of the test's own (not the servers').
     fn client(&self) -> tokio_postgres::Client {
-        self.rt.block_on(admin_client(&self.url))
+        self.block(admin_client(&self.url))
     }
 
     /// Runs `sql` on a new connection; its rows.
     fn query(&self, sql: &str) -> Vec<tokio_postgres::Row> {
         let client = self.client();
-        self.rt
-            .block_on(client.query(sql, &[]))
+        self.block(client.query(sql, &[]))
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
     }
 
@@ -105,7 +120,7 @@ impl Db {
     /// Drops the database from the server.
     fn finish(mut self) {
         if let Some(db) = self.db.take() {
-            self.rt.block_on(db.finish());
+            self.block(db.finish());
         }
     }
 }
@@ -752,8 +767,7 @@ fn a_full_pool_answers_503_with_retry_after() {
     ca.decide(&bill("pool1", "2019-12-19T10:00:00+08:00", "pc"));
 
     let holder = db.client();
-    db.rt
-        .block_on(holder.batch_execute("BEGIN; LOCK TABLE facts IN ACCESS EXCLUSIVE MODE"))
+    db.block(holder.batch_execute("BEGIN; LOCK TABLE facts IN ACCESS EXCLUSIVE MODE"))
         .unwrap();
     let addr = a.addr().to_owned();
     let blocked = {
@@ -764,8 +778,7 @@ fn a_full_pool_answers_503_with_retry_after() {
     let start = Instant::now();
     loop {
         let waiting: i64 = db
-            .rt
-            .block_on(holder.query_one(
+            .block(holder.query_one(
                 "SELECT count(*) FROM pg_locks WHERE relation = 'facts'::regclass AND NOT granted",
                 &[],
             ))
@@ -788,7 +801,7 @@ fn a_full_pool_answers_503_with_retry_after() {
         let read = s.spawn(|| call_with_headers(&addr, "/v1/wallets/w-pc/coupons", None));
         (post.join().unwrap(), read.join().unwrap())
     });
-    db.rt.block_on(holder.batch_execute("COMMIT")).unwrap();
+    db.block(holder.batch_execute("COMMIT")).unwrap();
     let blocked = blocked.join().unwrap();
 
     for (what, r) in [("POST /v1/events", &post), ("GET a wallet", &read)] {
@@ -872,9 +885,8 @@ fn a_group_tried_again_is_decided_and_counted_once() {
     let dir = Dir::new("pg-serve-retry");
     let a = instance(&dir, &shipped_rules(), &db, "a").start();
     let client = db.client();
-    db.rt
-        .block_on(client.batch_execute(
-            "CREATE SEQUENCE fail_once;
+    db.block(client.batch_execute(
+        "CREATE SEQUENCE fail_once;
              CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
                IF nextval('fail_once') = 1 THEN
@@ -884,8 +896,8 @@ fn a_group_tried_again_is_decided_and_counted_once() {
              END $$;
              CREATE TRIGGER fail_once BEFORE INSERT ON answers
                FOR EACH ROW EXECUTE FUNCTION fail_once();",
-        ))
-        .unwrap();
+    ))
+    .unwrap();
     let ca = a.client();
     let e = bill("rt1", "2019-12-19T10:00:00+08:00", "rt");
     let r = ca.decide(&e);
@@ -1013,8 +1025,7 @@ fn a_decision_stuck_behind_another_answers_503_with_retry_after() {
     ca.decide(&bill("stuck0", "2019-12-19T10:00:00+08:00", "sk"));
 
     let holder = db.client();
-    db.rt
-        .block_on(holder.batch_execute("BEGIN; LOCK TABLE facts IN ACCESS EXCLUSIVE MODE"))
+    db.block(holder.batch_execute("BEGIN; LOCK TABLE facts IN ACCESS EXCLUSIVE MODE"))
         .unwrap();
     let addr = a.addr().to_owned();
     let e1 = bill("stuck1", "2019-12-19T11:00:00+08:00", "sk1");
@@ -1026,8 +1037,7 @@ fn a_decision_stuck_behind_another_answers_503_with_retry_after() {
     let start = Instant::now();
     loop {
         let waiting: i64 = db
-            .rt
-            .block_on(holder.query_one(
+            .block(holder.query_one(
                 "SELECT count(*) FROM pg_locks WHERE relation = 'facts'::regclass AND NOT granted",
                 &[],
             ))
@@ -1045,7 +1055,7 @@ fn a_decision_stuck_behind_another_answers_503_with_retry_after() {
     }
     let e2 = bill("stuck2", "2019-12-19T11:00:00+08:00", "sk2");
     let second = call_with_headers(&addr, "/v1/events", Some(&e2));
-    db.rt.block_on(holder.batch_execute("COMMIT")).unwrap();
+    db.block(holder.batch_execute("COMMIT")).unwrap();
     let first = blocked.join().unwrap();
     assert_eq!(first.status, 200, "the stuck decision: {}", first.body);
     assert_eq!(
