@@ -22,8 +22,8 @@ use crate::pg::{admin_client, TestCluster, TestDb};
 use crate::serve::server::{metric, Client, Serve, Server, POLL, WAIT};
 use crate::serve::{
     assert_answered_replay, assert_error, assert_golden_pass, assert_result, coupon_ids,
-    decide_at_once_on, load_event, octopus, stream_as_eval_does, under_load, wallet_coupons, Load,
-    OCTOPUS_BUDGET,
+    decide_at_once_on, load_event, octopus, put, stream_as_eval_does, under_load, wallet_coupons,
+    Load, OCTOPUS_BUDGET, OCTOPUS_WELCOME,
 };
 use crate::util::*;
 
@@ -1131,5 +1131,68 @@ fn killed_connections_are_replaced() {
     }
     assert_eq!(db.count("SELECT count(*) FROM answers"), 12);
     drop(a);
+    db.finish();
+}
+
+/// A rule added to one instance's rules goes live there only; the other instance replays
+/// what it decided with the new version, lists the coupons it granted, and keeps deciding
+/// with the old rules.
+#[test]
+fn a_reload_on_one_instance_is_seen_as_answers_by_the_other() {
+    let db = Db::new("reload");
+    let dir = Dir::new("pg-serve-reload");
+    let rules = dir.copy_rules();
+    let check = Dir::new("pg-serve-reload-check");
+    let copy = check.copy_rules();
+    std::fs::write(
+        copy.join("promotions/octopus-welcome.yaml"),
+        OCTOPUS_WELCOME,
+    )
+    .unwrap();
+    assert_golden_pass(&copy);
+    let a = instance(&dir, &rules, &db, "a").start();
+    let b = instance(&dir, &shipped_rules(), &db, "b").start();
+    let (ca, cb) = (a.client(), b.client());
+    let v1 = a.version();
+    assert_eq!(b.version(), v1);
+
+    let at = "2020-01-10T10:00:00+08:00";
+    let o1 = octopus("rl1", at, "rlc1");
+    let r = cb.decide(&o1);
+    assert_result(&r, &o1, &v1, false, false);
+    assert_eq!(r["decisions"], json!([]));
+
+    put(
+        &dir,
+        &rules,
+        "promotions/octopus-welcome.yaml",
+        OCTOPUS_WELCOME,
+    );
+    let after = a.wait_ruleset("a new version", |r| r["version"] != json!(v1));
+    let v2 = after["version"].as_str().unwrap().to_owned();
+
+    let o2 = octopus("rl2", at, "rlc2");
+    let granted = ca.decide(&o2);
+    assert_result(&granted, &o2, &v2, false, false);
+    let id = coupon_id(&o2, "octopus-welcome", 1);
+    assert_eq!(coupon_ids(&granted), vec![id.clone()], "{granted}");
+    // B replays A's answer with A's version; A replays B's with the old one.
+    let r = cb.decide(&o2);
+    assert_result(&r, &o2, &v2, true, false);
+    assert_eq!(r["decisions"], granted["decisions"]);
+    let r = ca.decide(&o1);
+    assert_result(&r, &o1, &v1, true, false);
+    assert_eq!(r["decisions"], json!([]));
+    // The coupon of a rule B does not have, listed by B as by A.
+    let on_b = wallet_coupons(&cb, &wallet("rlc2"), None);
+    assert_eq!(on_b.keys().cloned().collect::<Vec<_>>(), vec![id]);
+    assert_eq!(on_b, wallet_coupons(&ca, &wallet("rlc2"), None));
+    // B still decides with the old rules.
+    assert_eq!(b.version(), v1);
+    let o3 = octopus("rl3", at, "rlc3");
+    let r = cb.decide(&o3);
+    assert_result(&r, &o3, &v1, false, false);
+    assert_eq!(r["decisions"], json!([]));
+    drop((a, b));
     db.finish();
 }

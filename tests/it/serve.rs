@@ -146,7 +146,7 @@ impl Problems {
 
 /// Writes `contents` to `rules/<rel>` in one step (written beside the rules, then renamed
 /// into place), so that the watcher never sees half a file.
-fn put(dir: &Dir, rules: &Path, rel: &str, contents: &str) {
+pub(crate) fn put(dir: &Dir, rules: &Path, rel: &str, contents: &str) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let staging = dir.path().join(format!("staging-{n}.yaml"));
@@ -179,7 +179,7 @@ pub(crate) fn octopus(id: &str, at: &str, customer: &str) -> Value {
 
 /// A rule granting one HK$30 coupon for an in-store Citi Octopus purchase in January 2020;
 /// no limit, so it adds no counter, fact or channel.
-const OCTOPUS_WELCOME: &str = r#"id: octopus-welcome
+pub(crate) const OCTOPUS_WELCOME: &str = r#"id: octopus-welcome
 clause: "Test rule: an in-store purchase with a Citi Octopus card in January 2020 earns a HK$30 coupon"
 phase: promotion
 on: [purchase]
