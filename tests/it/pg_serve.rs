@@ -1196,3 +1196,46 @@ fn a_reload_on_one_instance_is_seen_as_answers_by_the_other() {
     drop((a, b));
     db.finish();
 }
+
+/// Two instances started at once on a fresh database, both with `--customers`: both come
+/// up (migrations, the ruleset's record and the seed race without an error) and the facts
+/// are the snapshot's, once.
+#[test]
+fn two_instances_starting_at_once_seed_once() {
+    let db = Db::new("seed_race");
+    let dir = Dir::new("pg-serve-seed-race");
+    let snapshot = example_customers();
+    let (a, b) = std::thread::scope(|s| {
+        let start = |name: &'static str| {
+            let serve = instance(&dir, &shipped_rules(), &db, name).customers(&snapshot);
+            s.spawn(move || serve.start())
+        };
+        let (a, b) = (start("a"), start("b"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let alone = Db::new("seed_alone");
+    drop(
+        instance(&dir, &shipped_rules(), &alone, "alone")
+            .customers(&snapshot)
+            .start(),
+    );
+    let facts = "SELECT scope, owner, name, value FROM facts ORDER BY 1, 2, 3";
+    let rows = |db: &Db| -> Vec<(String, String, String, String)> {
+        db.query(facts)
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    };
+    let seeded = rows(&alone);
+    assert!(!seeded.is_empty(), "the snapshot seeded nothing");
+    eqnice(seeded, rows(&db));
+    let c2 = b.client().get("/v1/customers/C002").json();
+    assert_eq!(
+        c2["facts"],
+        json!({"bill_payments": 3, "autopay_activated_on": "2019-06-02"}),
+        "{c2}"
+    );
+    drop((a, b));
+    db.finish();
+    alone.finish();
+}
