@@ -1239,3 +1239,81 @@ fn two_instances_starting_at_once_seed_once() {
     db.finish();
     alone.finish();
 }
+
+/// A seed (`--customers` at the start of an instance) while another instance's decision
+/// for the same customer has read its facts (none) but not written them yet: the customer
+/// ends as one of the two would leave it alone, never a mix of both (the decision's count
+/// with the snapshot's other facts). The decision is held between its reads and its writes
+/// by a lock the test holds on `counters`.
+#[test]
+fn a_seed_never_lands_inside_a_decision() {
+    let db = Db::new("seed_inside");
+    let dir = Dir::new("pg-serve-seed-inside");
+    let a = instance(&dir, &shipped_rules(), &db, "a").start();
+    let addr = a.addr().to_owned();
+    let snapshot = dir.write_jsonl(
+        "customers.jsonl",
+        &[
+            json!({"customer": "si", "wallet": "w-si", "prior_bill_payments": 3,
+                 "autopay_activated_on": "2019-06-02"}),
+        ],
+    );
+
+    let holder = db.client();
+    db.block(holder.batch_execute("BEGIN; LOCK TABLE counters IN ACCESS EXCLUSIVE MODE"))
+        .unwrap();
+    let e = bill("si1", "2019-12-19T10:00:00+08:00", "si");
+    let decided = {
+        let e = e.clone();
+        std::thread::spawn(move || call_with_headers(&addr, "/v1/events", Some(&e)))
+    };
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = db
+            .block(holder.query_one(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'counters'::regclass AND NOT granted",
+                &[],
+            ))
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the decision never waited\n{}",
+            a.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+    // B seeds while A's decision waits; B may wait for it (in a thread of its own).
+    let serve_b = instance(&dir, &shipped_rules(), &db, "b").customers(&snapshot);
+    let b = std::thread::spawn(move || serve_b.start());
+    // Give a seed that does not wait the time to land (no assertion rests on it).
+    std::thread::sleep(Duration::from_millis(500));
+    db.block(holder.batch_execute("COMMIT")).unwrap();
+    let decided = decided.join().unwrap();
+    let b = b.join().unwrap();
+    assert_eq!(decided.status, 200, "{}", decided.body);
+    let result: Value = serde_json::from_str(&decided.body).unwrap();
+
+    let customer = b.client().get("/v1/customers/si").json();
+    let before_seed = (
+        json!([first_time(&e, "2019-12-23", "2020-03-21")]),
+        json!({"bill_payments": 1, "autopay_activated_on": null}),
+    );
+    let after_seed = (
+        json!([returning(&e, "2019-12-23", "2020-03-21")]),
+        json!({"bill_payments": 4, "autopay_activated_on": "2019-06-02"}),
+    );
+    let got = (result["decisions"].clone(), customer["facts"].clone());
+    assert!(
+        got == before_seed || got == after_seed,
+        "decided {} and left facts {}: a mix of the decision and the seed\n{}",
+        got.0,
+        got.1,
+        logs(&a, &b)
+    );
+    drop((a, b));
+    db.finish();
+}

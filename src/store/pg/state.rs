@@ -106,14 +106,13 @@ impl<'e> Reach<'e> {
     }
 }
 
+/// Takes the advisory locks of an array of keys, in its order.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+
 /// Takes the transaction-level advisory locks `keys`, in their order (released at commit or
 /// rollback).
 pub async fn lock(tx: &Transaction<'_>, keys: &[i64]) -> Result<(), RowError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
-        &[&keys],
-    )
-    .await?;
+    tx.execute(LOCK, &[&keys]).await?;
     Ok(())
 }
 
@@ -421,26 +420,63 @@ impl<'s> FactRows<'s> {
 
 impl PgStore {
     /// Writes the facts `state` was given (a customer snapshot) for the customers and
-    /// wallets the shared state holds no fact of yet; the number of facts written.
+    /// wallets the shared state holds no fact of yet; the number of facts written. Each
+    /// chunk of owners is written under their advisory locks, as a decision takes them, so
+    /// that a seed never lands between a decision's read of an owner and its write.
     pub async fn seed(&self, ruleset: &Ruleset, state: &mut State) -> Result<u64, PgError> {
         let failed = |e| self.query_failed("seeding the customer snapshot", e);
         let changes = state.take_changes();
         let facts = FactRows::of(ruleset, &changes);
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO facts (scope, owner, name, value)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                   AS k(scope, owner, name, value)
-                 WHERE NOT EXISTS
-                   (SELECT 1 FROM facts f WHERE (f.scope, f.owner) = (k.scope, k.owner))
-                 ON CONFLICT (scope, owner, name) DO NOTHING",
-                &facts.columns(),
-            )
-            .await
-            .map_err(failed)
+        let mut client = self.client().await?;
+        let mut written = 0;
+        let mut from = 0;
+        while from < facts.owners.len() {
+            // Up to SEED_CHUNK owners; an owner's rows (consecutive) stay in one chunk.
+            let mut reach = Reach::default();
+            let mut to = from;
+            while to < facts.owners.len() {
+                let (scope, owner) = (facts.scopes[to], facts.owners[to]);
+                let new = if scope == Scope::Wallet.name() {
+                    reach.wallets.insert(owner)
+                } else {
+                    reach.customers.insert(owner)
+                };
+                if new && reach.customers.len() + reach.wallets.len() > SEED_CHUNK {
+                    break;
+                }
+                to += 1;
+            }
+            let tx = client.transaction().await.map_err(failed)?;
+            tx.execute(LOCK, &[&reach.lock_keys()])
+                .await
+                .map_err(failed)?;
+            written += tx
+                .execute(
+                    "INSERT INTO facts (scope, owner, name, value)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                       AS k(scope, owner, name, value)
+                     WHERE NOT EXISTS
+                       (SELECT 1 FROM facts f WHERE (f.scope, f.owner) = (k.scope, k.owner))
+                     ON CONFLICT (scope, owner, name) DO NOTHING",
+                    &[
+                        &&facts.scopes[from..to],
+                        &&facts.owners[from..to],
+                        &&facts.names[from..to],
+                        &&facts.values[from..to],
+                    ],
+                )
+                .await
+                .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            from = to;
+        }
+        Ok(written)
     }
 }
+
+/// The most owners one transaction of a seed locks (advisory locks share the server's
+/// lock table, sized for a few thousand).
+const SEED_CHUNK: usize = 500;
 
 async fn write_counters(
     tx: &Transaction<'_>,
