@@ -1289,8 +1289,23 @@ fn a_seed_never_lands_inside_a_decision() {
     // B seeds while A's decision waits; B may wait for it (in a thread of its own).
     let serve_b = instance(&dir, &shipped_rules(), &db, "b").customers(&snapshot);
     let b = std::thread::spawn(move || serve_b.start());
-    // Give a seed that does not wait the time to land (no assertion rests on it).
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the seed has landed (a seed that does not wait) or waits for an advisory lock.
+    let start = Instant::now();
+    loop {
+        let seen: i64 = db
+            .block(holder.query_one(
+                "SELECT (SELECT count(*) FROM facts WHERE owner = 'si')
+                      + (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)",
+                &[],
+            ))
+            .unwrap()
+            .get(0);
+        if seen > 0 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the seed neither landed nor waited");
+        std::thread::sleep(POLL);
+    }
     db.block(holder.batch_execute("COMMIT")).unwrap();
     let decided = decided.join().unwrap();
     let b = b.join().unwrap();
