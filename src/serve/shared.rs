@@ -4,7 +4,8 @@
 //!
 //! 1. take the advisory locks of every customer, wallet, event id and total counter the
 //!    group's events reach, in one sorted order (instances deciding for the same customer,
-//!    wallet or budget take turns; no two transactions can wait for each other);
+//!    wallet or budget take turns; no two transactions can wait for each other); a group
+//!    of more keys than `rows::MAX_KEYS` takes the one lock of them all instead;
 //! 2. read the answers already given to its event ids (replays, and 409s);
 //! 3. load the rows its events reach into a fresh engine `State`;
 //! 4. decide each request there, as the deciding thread does;

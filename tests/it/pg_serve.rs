@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::gen::GenConfig;
 use crate::pg::{admin_client, TestCluster, TestDb};
-use crate::serve::server::{metric, Client, Serve, Server, POLL, WAIT};
+use crate::serve::server::{metric, Client, Resp, Serve, Server, POLL, WAIT};
 use crate::serve::{
     assert_answered_replay, assert_error, assert_golden_pass, assert_result, coupon_ids,
     decide_at_once_on, load_event, octopus, put, stream_as_eval_does, under_load, wallet_coupons,
@@ -1329,6 +1329,46 @@ fn a_seed_never_lands_inside_a_decision() {
         got.1,
         logs(&a, &b)
     );
+    drop((a, b));
+    db.finish();
+}
+
+/// Full batches (1,000 events of as many customers, the most a request carries) sent at
+/// once to two instances: every batch is decided, however many locks their groups take.
+#[test]
+fn full_batches_at_once_are_decided() {
+    let db = Db::new("batches");
+    let dir = Dir::new("pg-serve-batches");
+    let (a, b) = two(&dir, &db);
+    let clients = [a.client(), b.client()];
+    let batches: Vec<Vec<Value>> = (0..8)
+        .map(|n| {
+            (0..1_000)
+                .map(|i| {
+                    bill(
+                        &format!("fb{n}-{i}"),
+                        "2019-12-19T10:00:00+08:00",
+                        &format!("fbc{n}-{i}"),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let answers: Vec<Resp> = std::thread::scope(|s| {
+        let handles: Vec<_> = batches
+            .iter()
+            .enumerate()
+            .map(|(n, batch)| {
+                let client = clients[n % 2].clone();
+                s.spawn(move || client.post("/v1/events", &Value::Array(batch.clone())))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (n, r) in answers.iter().enumerate() {
+        assert_eq!(r.status, 200, "batch {n}: {}\n{}", r.body, logs(&a, &b));
+    }
+    assert_eq!(db.count("SELECT count(*) FROM answers"), 8_000);
     drop((a, b));
     db.finish();
 }

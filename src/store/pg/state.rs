@@ -106,14 +106,37 @@ impl<'e> Reach<'e> {
     }
 }
 
-/// Takes the advisory locks of an array of keys, in its order.
-const LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+/// The advisory lock every transaction of decisions takes first: shared when it then locks
+/// its keys one by one, alone when it has more than [`MAX_KEYS`] (ASCII "promo/g").
+const ALL_KEY: i64 = 0x70_72_6f_6d_6f_2f_67;
+
+/// The most keys one transaction locks one by one. Advisory locks fill the server's lock
+/// table, sized for max_locks_per_transaction (64 by default) per connection: a batch
+/// locking three keys per event ran it out ("out of shared memory") with a few full
+/// batches at once. A transaction with more keys locks them all at once, alone.
+pub const MAX_KEYS: usize = 32;
 
 /// Takes the transaction-level advisory locks `keys`, in their order (released at commit or
-/// rollback).
+/// rollback); more than [`MAX_KEYS`] of them, the lock of every key instead.
 pub async fn lock(tx: &Transaction<'_>, keys: &[i64]) -> Result<(), RowError> {
-    tx.execute(LOCK, &[&keys]).await?;
+    if keys.len() > MAX_KEYS {
+        lock_all(tx).await?;
+        return Ok(());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&ALL_KEY])
+        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
+        &[&keys],
+    )
+    .await?;
     Ok(())
+}
+
+/// Takes the lock of every key: no other transaction of decisions runs until it ends.
+async fn lock_all(tx: &Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ALL_KEY])
+        .await
 }
 
 /// The answers given before to any of `ids`.
@@ -421,8 +444,8 @@ impl<'s> FactRows<'s> {
 impl PgStore {
     /// Writes the facts `state` was given (a customer snapshot) for the customers and
     /// wallets the shared state holds no fact of yet; the number of facts written. Each
-    /// chunk of owners is written under their advisory locks, as a decision takes them, so
-    /// that a seed never lands between a decision's read of an owner and its write.
+    /// chunk of owners is written under the lock of every key (see [`lock`]), so that a
+    /// seed never lands between a decision's read of an owner and its write.
     pub async fn seed(&self, ruleset: &Ruleset, state: &mut State) -> Result<u64, PgError> {
         let failed = |e| self.query_failed("seeding the customer snapshot", e);
         let changes = state.take_changes();
@@ -447,9 +470,7 @@ impl PgStore {
                 to += 1;
             }
             let tx = client.transaction().await.map_err(failed)?;
-            tx.execute(LOCK, &[&reach.lock_keys()])
-                .await
-                .map_err(failed)?;
+            lock_all(&tx).await.map_err(failed)?;
             written += tx
                 .execute(
                     "INSERT INTO facts (scope, owner, name, value)
@@ -474,8 +495,7 @@ impl PgStore {
     }
 }
 
-/// The most owners one transaction of a seed locks (advisory locks share the server's
-/// lock table, sized for a few thousand).
+/// The most owners one transaction of a seed writes (decisions wait while it does).
 const SEED_CHUNK: usize = 500;
 
 async fn write_counters(
