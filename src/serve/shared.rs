@@ -2,9 +2,9 @@
 //! Requests queue as for the deciding thread; whatever waits is taken as one group and
 //! decided in one transaction:
 //!
-//! 1. take the advisory locks of every customer, wallet, event id and total counter the
-//!    group's events reach, in one sorted order (instances deciding for the same customer,
-//!    wallet or budget take turns; no two transactions can wait for each other);
+//! 1. lock every customer, wallet, coupon and total counter the group's events reach, in
+//!    one sorted order (instances deciding for the same customer, wallet or budget take
+//!    turns; no two transactions can wait for each other);
 //! 2. read the answers already given to its event ids (replays, and 409s);
 //! 3. load the rows its events reach into a fresh engine `State`;
 //! 4. decide each request there, as the deciding thread does;
@@ -68,8 +68,30 @@ impl SharedDecider {
                     Some(Msg::Stop) | None => break,
                 },
             };
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                break;
+            // A slot is a connection: waited for as long as a checkout waits for one.
+            let wait = self.pg.wait();
+            let slot = match tokio::time::timeout(wait, Arc::clone(&slots).acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    // Every connection is held by a group that is not done: this request and
+                    // those queued behind it are told to come back, not left to time out.
+                    let full = unavailable(self.pg.exhausted(wait));
+                    let _ = first.reply.send(Err(full.clone()));
+                    loop {
+                        match self.jobs.try_recv() {
+                            Ok(Msg::Decide(job)) => {
+                                let _ = job.reply.send(Err(full.clone()));
+                            }
+                            Ok(Msg::Stop) => {
+                                stopping = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    continue;
+                }
             };
             let mut group = vec![first];
             let mut events = group[0].events.events().len();
@@ -106,11 +128,16 @@ impl SharedDecider {
 /// Decides a group and answers its requests once it is committed.
 async fn answer_group(pg: &PgStore, metrics: Arc<Metrics>, group: Vec<Job>) {
     let started = Instant::now();
-    let mut core = Deciding::new(Arc::clone(&metrics));
     let mut outcome = Err(ApiError::unavailable("the group was never tried"));
     for attempt in 0..ATTEMPTS {
+        // Each try counts its decisions apart; only the committed one adds them to the
+        // service's metrics (a rolled-back try decided nothing).
+        let mut core = Deciding::new(Arc::new(Metrics::new()));
         match decide_group(pg, &mut core, &group).await {
             Ok(replies) => {
+                if let Some(job) = group.first() {
+                    count_decisions(&metrics, &job.live.ruleset, &core);
+                }
                 outcome = Ok(replies);
                 break;
             }
@@ -140,6 +167,17 @@ async fn answer_group(pg: &PgStore, metrics: Arc<Metrics>, group: Vec<Job>) {
             for job in group {
                 let _ = job.reply.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+/// Adds the decisions `core` counted (on metrics of its own) to the service's `metrics`.
+fn count_decisions(metrics: &Metrics, ruleset: &Ruleset, core: &Deciding) {
+    for (&(rule, kind), counter) in &core.per_ruleset.2 {
+        let n = counter.get();
+        if n > 0 {
+            let id = ruleset.rules.get(rule).map_or("", |r| r.id.as_str());
+            metrics.decisions(id, kind.as_str()).inc_by(n);
         }
     }
 }
@@ -211,9 +249,8 @@ async fn decide_group(
     let keys = reach.lock_keys();
     let mut state = fresh_state(ruleset);
     state.track_changes();
-    // One round trip: the connection runs them in order, the reads once the locks are held.
-    let ((), given, ()) = tokio::try_join!(
-        rows::lock(&tx, &keys),
+    rows::lock(&tx, &keys).await?;
+    let (given, ()) = tokio::try_join!(
         rows::answers(&tx, &ids),
         rows::load(&tx, ruleset, &reach, &mut state),
     )?;

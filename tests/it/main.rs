@@ -68,6 +68,9 @@ mod parse;
 // `promo serve`: the HTTP service, started as a process on loopback and driven over HTTP.
 mod serve;
 
+// Issue 17: `promo serve --state postgres://`, several instances on one database.
+mod pg_serve;
+
 // Issue 18: defects that lost data or gave wrong coupons, one test each.
 mod defects;
 

@@ -142,7 +142,7 @@ impl TestDb {
     }
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn admin_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e:?}"));
@@ -376,8 +376,11 @@ async fn migrations_apply_once_on_an_empty_database() {
                 .unwrap();
             assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some(table));
         }
-        let before: std::time::SystemTime = client
-            .query_one("SELECT max(applied_at) FROM promo_schema_version", &[])
+        let before: Vec<std::time::SystemTime> = client
+            .query_one(
+                "SELECT array_agg(applied_at ORDER BY version) FROM promo_schema_version",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -388,8 +391,11 @@ async fn migrations_apply_once_on_an_empty_database() {
         let again = pg::connect(&url, 1).await.unwrap();
         assert_eq!(again.migrate().await.unwrap(), Vec::<i32>::new());
         assert_eq!(versions(&client).await, known());
-        let after: std::time::SystemTime = client
-            .query_one("SELECT max(applied_at) FROM promo_schema_version", &[])
+        let after: Vec<std::time::SystemTime> = client
+            .query_one(
+                "SELECT array_agg(applied_at ORDER BY version) FROM promo_schema_version",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);

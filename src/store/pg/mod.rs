@@ -174,6 +174,20 @@ impl PgStore {
         &self.target
     }
 
+    /// How long a checkout waits for a free connection.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The error a checkout that found every connection busy for `waited` gives.
+    pub fn exhausted(&self, waited: Duration) -> PgError {
+        PgError::PoolExhausted {
+            target: self.target.clone(),
+            size: self.size,
+            waited,
+        }
+    }
+
     /// A connection of the pool, waiting for one at most the configured time.
     pub async fn client(&self) -> Result<Object, PgError> {
         self.client_within(self.wait).await
@@ -205,11 +219,7 @@ impl PgStore {
     fn pool_error(&self, e: PoolError, wait: Duration) -> PgError {
         let target = self.target.clone();
         match e {
-            PoolError::Timeout(TimeoutType::Wait) => PgError::PoolExhausted {
-                target,
-                size: self.size,
-                waited: wait,
-            },
+            PoolError::Timeout(TimeoutType::Wait) => self.exhausted(wait),
             PoolError::Timeout(TimeoutType::Create) => PgError::ConnectTimeout {
                 target,
                 timeout: self.create.unwrap_or(CONNECT_TIMEOUT),

@@ -175,8 +175,8 @@ impl<'r> SharedRun<'r> {
                 client.batch_execute("BEGIN").await?;
                 let ids: Vec<&str> = reach.event_ids.iter().map(String::as_str).collect();
                 let keys = reach.lock_keys();
-                let ((), answered, ()) = tokio::try_join!(
-                    rows::lock(client, &keys),
+                rows::lock(client, &keys).await?;
+                let (answered, ()) = tokio::try_join!(
                     rows::answers(client, &ids),
                     rows::load(client, ruleset, &reach, state),
                 )?;

@@ -1,6 +1,6 @@
 //! The shared state's rows, read into and written from an engine `State`, inside one
-//! transaction. A transaction first takes the advisory locks of everything its events reach
-//! ([`Reach::lock_keys`]), so that two instances deciding for one customer, wallet or total
+//! transaction. A transaction first locks everything its events reach ([`Reach::lock_keys`],
+//! [`lock`]), so that two instances deciding for one customer, wallet or total
 //! budget take turns; then it loads exactly those rows into a fresh `State`, the engine
 //! decides on it, and what the engine changed is written back before the commit.
 
@@ -80,10 +80,12 @@ impl Reach {
         }
     }
 
-    /// The advisory lock keys of this reach, sorted: every transaction takes its keys in
-    /// this one order, so two can never wait for each other. Every row a transaction may
-    /// write is behind one of its keys: its owners' facts and counters, the coupons its
-    /// events name or grant (granted ones are named after the event id), its answers. A total counter locks by its
+    /// The lock keys of this reach (see [`lock`]), sorted. Every row a transaction may write
+    /// is behind one of its keys: its owners' facts and counters, the coupons its events
+    /// name or grant (granted ones are named after their event, so behind its customer).
+    /// Event ids have no key: two transactions answering one id are the same customer's
+    /// (and so take turns) or else the second fails on the answers table's unique key and
+    /// runs again, to find the answer. A total counter locks by its
     /// name alone (all its days), the one key every event counting on it shares.
     pub fn lock_keys(&self) -> Vec<i64> {
         let key = |kind: &str, name: &str| {
@@ -98,7 +100,6 @@ impl Reach {
             .iter()
             .map(|c| key("customer", c))
             .chain(self.wallets.iter().map(|w| key("wallet", w)))
-            .chain(self.event_ids.iter().map(|id| key("event", id)))
             // A coupon may be named by an event of another wallet than its own.
             .chain(self.coupons.iter().map(|id| key("coupon", id)))
             .chain(
@@ -135,10 +136,15 @@ async fn execute(
     Ok(tx.execute(&statement, params).await?)
 }
 
-/// Takes the transaction-level advisory locks `keys`, in their order (released at commit or
-/// rollback).
+/// Locks the rows of `keys` in the table `locks` (released at commit or rollback), adding
+/// those it lacks, in one pass in key order: a transaction waits for a key only while
+/// holding smaller ones, so no two can wait for each other. `DO UPDATE … WHERE false`
+/// locks an existing row without writing a new version of it. Row locks rather than
+/// advisory locks: those fill the server's shared lock table (sized by
+/// max_locks_per_transaction), which a few full batches at once ran out of.
 pub async fn lock(tx: &impl GenericClient, keys: &[i64]) -> Result<(), RowError> {
-    let sql = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+    let sql = "INSERT INTO locks (key) SELECT k FROM unnest($1::bigint[]) AS k ORDER BY k
+               ON CONFLICT (key) DO UPDATE SET key = excluded.key WHERE false";
     execute(tx, sql, &[&keys]).await.map(drop)
 }
 
@@ -181,7 +187,9 @@ pub async fn put_run(tx: &impl GenericClient, output: &str, record: &str) -> Res
 }
 
 /// Loads into `state` the facts, counters and coupons `reach` names. The three queries go
-/// out together (tokio-postgres pipelines them on the connection): one round trip.
+/// out together (tokio-postgres pipelines them on the connection): one round trip. Only
+/// after `lock` has returned: pipelined with it, reads were seen to run before the locks
+/// were held.
 pub async fn load(
     tx: &impl GenericClient,
     ruleset: &Ruleset,
@@ -458,26 +466,66 @@ impl<'s> FactRows<'s> {
 
 impl PgStore {
     /// Writes the facts `state` was given (a customer snapshot) for the customers and
-    /// wallets the shared state holds no fact of yet; the number of facts written.
+    /// wallets the shared state holds no fact of yet; the number of facts written. Each
+    /// chunk of owners is written under the lock of every key (see [`lock`]), so that a
+    /// seed never lands between a decision's read of an owner and its write.
     pub async fn seed(&self, ruleset: &Ruleset, state: &mut State) -> Result<u64, PgError> {
         let failed = |e| self.query_failed("seeding the customer snapshot", e);
         let changes = state.take_changes();
         let facts = FactRows::of(ruleset, &changes);
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO facts (scope, owner, name, value)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                   AS k(scope, owner, name, value)
-                 WHERE NOT EXISTS
-                   (SELECT 1 FROM facts f WHERE (f.scope, f.owner) = (k.scope, k.owner))
-                 ON CONFLICT (scope, owner, name) DO NOTHING",
-                &facts.columns(),
-            )
-            .await
-            .map_err(failed)
+        let mut client = self.client().await?;
+        let mut written = 0;
+        let mut from = 0;
+        while from < facts.owners.len() {
+            // Up to SEED_CHUNK owners; an owner's rows (consecutive) stay in one chunk.
+            let mut reach = Reach::default();
+            let mut to = from;
+            while to < facts.owners.len() {
+                let (scope, owner) = (facts.scopes[to], facts.owners[to]);
+                let new = if scope == Scope::Wallet.name() {
+                    reach.wallets.insert(owner.to_string())
+                } else {
+                    reach.customers.insert(owner.to_string())
+                };
+                if new && reach.customers.len() + reach.wallets.len() > SEED_CHUNK {
+                    break;
+                }
+                to += 1;
+            }
+            let tx = client.transaction().await.map_err(failed)?;
+            lock(&tx, &reach.lock_keys()).await.map_err(|e| match e {
+                RowError::Db(e) => failed(e),
+                other => PgError::Pool {
+                    target: self.target().to_string(),
+                    detail: other.to_string(),
+                },
+            })?;
+            written += tx
+                .execute(
+                    "INSERT INTO facts (scope, owner, name, value)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                       AS k(scope, owner, name, value)
+                     WHERE NOT EXISTS
+                       (SELECT 1 FROM facts f WHERE (f.scope, f.owner) = (k.scope, k.owner))
+                     ON CONFLICT (scope, owner, name) DO NOTHING",
+                    &[
+                        &&facts.scopes[from..to],
+                        &&facts.owners[from..to],
+                        &&facts.names[from..to],
+                        &&facts.values[from..to],
+                    ],
+                )
+                .await
+                .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            from = to;
+        }
+        Ok(written)
     }
 }
+
+/// The most owners one transaction of a seed writes (decisions wait while it does).
+const SEED_CHUNK: usize = 500;
 
 async fn write_counters(
     tx: &impl GenericClient,

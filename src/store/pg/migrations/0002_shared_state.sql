@@ -26,3 +26,10 @@ CREATE TABLE runs (
     output text PRIMARY KEY,
     record text NOT NULL
 );
+
+-- The keys transactions of decisions lock, one row each (customers, wallets, coupons named,
+-- total counters: src/store/pg/state.rs); row locks, as advisory locks fill the server's
+-- shared lock table.
+CREATE TABLE locks (
+    key bigint PRIMARY KEY
+);
