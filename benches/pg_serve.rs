@@ -103,15 +103,18 @@ const PG_SETTINGS: &str =
 enum Kind {
     Uncapped,
     HotBudget,
+    /// The hot budget, run out midway: [`Args::budget_out`] grants.
+    BudgetOut,
 }
 
 impl Kind {
-    const ALL: [Kind; 2] = [Kind::Uncapped, Kind::HotBudget];
+    const ALL: [Kind; 3] = [Kind::Uncapped, Kind::HotBudget, Kind::BudgetOut];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Uncapped => "pg-uncapped",
             Kind::HotBudget => "pg-hot-budget",
+            Kind::BudgetOut => "pg-budget-out",
         }
     }
 }
@@ -128,11 +131,13 @@ struct Args {
     only: Vec<Kind>,
     sweep: bool,
     sync_off: bool,
+    /// The total budget of `pg-budget-out`.
+    budget_out: u64,
     /// A smoke run: a failed request or a mismatch is an error.
     strict: bool,
 }
 
-const USAGE: &str = "usage: cargo bench --bench pg_serve -- [--events N] [--customers N] [--seed S] [--duration-secs S] [--conns N] [--pg-pool N] [--client-threads N] [--only pg-uncapped,pg-hot-budget] [--sweep] [--sync-off]";
+const USAGE: &str = "usage: cargo bench --bench pg_serve -- [--events N] [--customers N] [--seed S] [--duration-secs S] [--conns N] [--pg-pool N] [--client-threads N] [--only pg-uncapped,pg-hot-budget,pg-budget-out] [--budget-out N] [--sweep] [--sync-off]";
 
 fn parse_args() -> Res<Args> {
     let mut args = Args {
@@ -146,6 +151,7 @@ fn parse_args() -> Res<Args> {
         only: Kind::ALL.to_vec(),
         sweep: false,
         sync_off: false,
+        budget_out: 5_000,
         strict: false,
     };
     // `cargo test --all-targets` runs this binary with no argument at all (`cargo bench`
@@ -154,6 +160,7 @@ fn parse_args() -> Res<Args> {
         args.events = 600;
         args.customers = 100;
         args.duration = Duration::from_secs(2);
+        args.budget_out = 200;
         args.strict = true;
         return Ok(args);
     }
@@ -181,7 +188,7 @@ fn parse_args() -> Res<Args> {
                         Some(_) => {}
                         None => {
                             return Err(format!(
-                                "unknown variant `{name}`; one of pg-uncapped, pg-hot-budget"
+                                "unknown variant `{name}`; one of pg-uncapped, pg-hot-budget, pg-budget-out"
                             )
                             .into())
                         }
@@ -189,6 +196,7 @@ fn parse_args() -> Res<Args> {
                 }
                 args.only = only;
             }
+            "--budget-out" => args.budget_out = value()?.replace(['_', ','], "").parse()?,
             "--sweep" => args.sweep = true,
             "--sync-off" => args.sync_off = true,
             // `cargo bench` passes `--bench` to harness-less benches.
@@ -304,6 +312,12 @@ impl Cluster {
         cmd
     }
 
+    /// The postmaster's pid.
+    fn postmaster(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     fn url(&self, db: &str) -> String {
         format!("postgres://promo@127.0.0.1:{}/{db}", self.port)
     }
@@ -405,8 +419,8 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
 
 /// A copy of the shipped rules plus the hot budget rule, on `types`, for every customer but
 /// those of the golden cases; checked with `promo test`.
-fn hot_rules(dir: &Path, types: &BTreeSet<String>) -> Res<PathBuf> {
-    let rules = dir.join("rules-hot");
+fn hot_rules(dir: &Path, types: &BTreeSet<String>, budget: u64) -> Res<PathBuf> {
+    let rules = dir.join(format!("rules-hot-{budget}"));
     copy_dir(Path::new(RULES_DIR), &rules)?;
     let mut golden = BTreeSet::new();
     for case in std::fs::read_dir(rules.join("tests"))? {
@@ -442,10 +456,10 @@ when:
     not_in: [{golden}]
 limits:
   - name: total_budget
-    clause: "at most {HOT_BUDGET} grants in total"
+    clause: "at most {budget} grants in total"
     counter: {HOT_COUNTER}
     per: all
-    max_grants: {HOT_BUDGET}
+    max_grants: {budget}
 grant:
   clause: "one HK$1 coupon, in store, credited the same day, valid 30 days"
   coupons:
@@ -487,9 +501,21 @@ struct Cpu {
     total: u64,
     servers: u64,
     bench: u64,
+    /// The postmaster and its children.
+    postgres: u64,
 }
 
-fn cpu_now(pids: &[u32]) -> Cpu {
+/// User and system jiffies of a process, and its parent.
+fn proc_cpu(path: &Path) -> Option<(u64, u32)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let after = s.rsplit_once(')')?.1.to_string();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 4, 14 and 15 of the line: the 2nd, 12th and 13th after the name.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((ticks, f.get(1)?.parse().ok()?))
+}
+
+fn cpu_now(pids: &[u32], postmaster: Option<u32>) -> Cpu {
     let mut cpu = Cpu::default();
     if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
         if let Some(line) = stat.lines().next() {
@@ -504,28 +530,25 @@ fn cpu_now(pids: &[u32]) -> Cpu {
             cpu.busy = cpu.total.saturating_sub(idle);
         }
     }
-    let proc_cpu = |path: String| -> u64 {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| {
-                let after = s.rsplit_once(')')?.1.to_string();
-                let f: Vec<&str> = after.split_whitespace().collect();
-                // fields 14 and 15 of the line: the 12th and 13th after the name.
-                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-            })
-            .unwrap_or(0)
-    };
-    cpu.servers = pids
-        .iter()
-        .map(|p| proc_cpu(format!("/proc/{p}/stat")))
-        .sum();
-    cpu.bench = proc_cpu("/proc/self/stat".to_string());
+    let ticks = |p: &str| proc_cpu(Path::new(p)).map_or(0, |(t, _)| t);
+    cpu.servers = pids.iter().map(|p| ticks(&format!("/proc/{p}/stat"))).sum();
+    cpu.bench = ticks("/proc/self/stat");
+    if let (Some(pm), Ok(entries)) = (postmaster, std::fs::read_dir("/proc")) {
+        cpu.postgres = ticks(&format!("/proc/{pm}/stat"));
+        for e in entries.flatten() {
+            if let Some((t, parent)) = proc_cpu(&e.path().join("stat")) {
+                if parent == pm {
+                    cpu.postgres += t;
+                }
+            }
+        }
+    }
     cpu
 }
 
 /// Per cent of the machine (all cores) between two readings.
 fn cpu_share(part: u64, total: u64) -> String {
-    format!("{}%", fixed(part.into(), total.max(1).into(), 0))
+    format!("{}%", fixed(u128::from(part) * 100, total.max(1).into(), 0))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -637,14 +660,15 @@ fn run_once(
         batch: 1,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu0 = cpu_now(&pids);
+    let postmaster = cluster.postmaster();
+    let cpu0 = cpu_now(&pids, postmaster);
     let (measured, waits) = rt.block_on(async {
         let sampler = tokio::spawn(sample_waits(url.clone(), Arc::clone(&stop)));
         let m = window(stream, load, 0, stream.bodies.len(), args.duration).await;
         stop.store(true, Ordering::Relaxed);
         (m, sampler.await)
     });
-    let cpu1 = cpu_now(&pids);
+    let cpu1 = cpu_now(&pids, postmaster);
     let (waits, samples) = waits.unwrap_or_default();
     let rss_kib = [a.peak_rss_kib(), b.peak_rss_kib()];
     let mut stops = Vec::new();
@@ -682,14 +706,25 @@ fn run_once(
             measured.tally.events
         ));
     }
-    if setup.kind == Kind::HotBudget {
+    if setup.kind != Kind::Uncapped {
         let stored = counter_grants.unwrap_or(0);
         if u64::try_from(stored).ok() != Some(hot_grants_answered) {
             check_errors.push(format!(
                 "counter {HOT_COUNTER} holds {stored} grants, {hot_grants_answered} grants of {HOT_RULE} were answered"
             ));
         }
-        if hot_grants_answered != measured.tally.events {
+        let budget = match setup.kind {
+            Kind::BudgetOut => args.budget_out,
+            _ => HOT_BUDGET,
+        };
+        let expected = measured.tally.events.min(budget);
+        if hot_grants_answered != expected {
+            check_errors.push(format!(
+                "{hot_grants_answered} grants of {HOT_RULE} for {} events answered on a budget of {budget}: expected {expected}",
+                measured.tally.events
+            ));
+        }
+        if setup.kind == Kind::HotBudget && hot_grants_answered != measured.tally.events {
             check_errors.push(format!(
                 "{hot_grants_answered} grants of {HOT_RULE} for {} events answered: not every event counted on the budget",
                 measured.tally.events
@@ -753,7 +788,8 @@ fn run(args: &Args) -> Res<()> {
     gen::write_snapshot_jsonl(&mut w, &cfg)?;
     w.flush()?;
     drop(w);
-    let hot = hot_rules(data.path(), &types)?;
+    let hot = hot_rules(data.path(), &types, HOT_BUDGET)?;
+    let out = hot_rules(data.path(), &types, args.budget_out)?;
     let stream = Arc::new(stream);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads)
@@ -775,7 +811,7 @@ fn run(args: &Args) -> Res<()> {
         vec![(args.conns, args.pool)]
     };
     for (conns, pool) in grid {
-        for &kind in &args.only {
+        for &kind in args.only.iter().filter(|&&k| k != Kind::BudgetOut) {
             setups.push(Setup {
                 kind,
                 conns,
@@ -784,8 +820,16 @@ fn run(args: &Args) -> Res<()> {
             });
         }
     }
+    if args.only.contains(&Kind::BudgetOut) {
+        setups.push(Setup {
+            kind: Kind::BudgetOut,
+            conns: args.conns,
+            pool: args.pool,
+            sync_off: false,
+        });
+    }
     if args.sync_off {
-        for &kind in &args.only {
+        for &kind in args.only.iter().filter(|&&k| k != Kind::BudgetOut) {
             setups.push(Setup {
                 kind,
                 conns: args.conns,
@@ -805,6 +849,7 @@ fn run(args: &Args) -> Res<()> {
         let rules = match setup.kind {
             Kind::Uncapped => PathBuf::from(RULES_DIR),
             Kind::HotBudget => hot.clone(),
+            Kind::BudgetOut => out.clone(),
         };
         results.push(run_once(
             &rt, args, &cluster, &stream, &customers, &rules, setup, n,
@@ -867,14 +912,15 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
     println!();
     println!("answered: events answered 200 (one per request); dec/s: answered per second, from the first request to the last answer; latency per request, answered ones only; RSS: each instance's VmHWM before SIGTERM; check: answers rows = answered (and hot counter grants = hot grants answered).");
     println!();
-    println!("where the time went (CPU of all {nproc} cores over the run: instances / load generator / the rest, mostly PostgreSQL / idle; busy backends of the database by wait event, mean over 50 ms samples):");
+    println!("where the time went (CPU of all {nproc} cores over the run: the two instances / load generator / the cluster's processes / any other process of the machine / idle; busy backends of the database by wait event, mean over 50 ms samples):");
     for r in results {
         let (c0, c1) = r.cpu;
         let total = c1.total.saturating_sub(c0.total);
         let busy = c1.busy.saturating_sub(c0.busy);
         let servers = c1.servers.saturating_sub(c0.servers);
         let bench = c1.bench.saturating_sub(c0.bench);
-        let rest = busy.saturating_sub(servers + bench);
+        let postgres = c1.postgres.saturating_sub(c0.postgres);
+        let rest = busy.saturating_sub(servers + bench + postgres);
         let waits: Vec<String> = {
             let mut w: Vec<(&String, &u64)> = r.waits.iter().collect();
             w.sort_by(|a, b| b.1.cmp(a.1));
@@ -884,12 +930,13 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
                 .collect()
         };
         println!(
-            "  {} c{} p{}: instances {}, load generator {}, rest {}, idle {}; waits: {}",
+            "  {} c{} p{}: instances {}, load generator {}, PostgreSQL {}, other processes {}, idle {}; waits: {}",
             r.setup.name(),
             r.setup.conns,
             r.setup.pool,
             cpu_share(servers, total),
             cpu_share(bench, total),
+            cpu_share(postgres, total),
             cpu_share(rest, total),
             cpu_share(total.saturating_sub(busy), total),
             if waits.is_empty() {
@@ -920,7 +967,7 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
             problems += 1;
             eprintln!("WARNING: {name}: {e}");
         }
-        if r.setup.kind == Kind::HotBudget {
+        if r.setup.kind != Kind::Uncapped {
             println!(
                 "  {name}: answers rows {}, {HOT_COUNTER} grants {}, {HOT_RULE} grants answered {}",
                 grouped(r.answers_rows.max(0) as u64),
