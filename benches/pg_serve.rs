@@ -91,8 +91,12 @@ const HOT_COUNTER: &str = "bench-hot-total";
 /// The hot budget: never reached in a run.
 const HOT_BUDGET: u64 = 1_000_000_000;
 /// Connections in all, and each instance's `--pg-pool`, by default (the best of the sweep).
-const DEFAULT_CONNS: usize = 64;
-const DEFAULT_POOL: usize = 4;
+/// Sweep of 2026-12-06 (2 cores, shared with other work), 10 s runs: 128 connections and
+/// pool 1 gave 7,144 decisions/s uncapped and 4,282 hot (ratio 0.60); pool 2 and 4 lose on
+/// both (more transactions in flight: WAL write contention uncapped, advisory lock queues
+/// hot), 64 connections make groups too small, 256 only add queueing latency.
+const DEFAULT_CONNS: usize = 128;
+const DEFAULT_POOL: usize = 1;
 /// How often `pg_stat_activity` is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// The server settings, whatever the run (durable: fsync and synchronous_commit on).
@@ -506,6 +510,8 @@ struct Cpu {
     bench: u64,
     /// The postmaster and its children.
     postgres: u64,
+    /// Interrupts and soft interrupts of the machine.
+    irq: u64,
 }
 
 /// User and system jiffies of a process, and its parent.
@@ -531,6 +537,7 @@ fn cpu_now(pids: &[u32], postmaster: Option<u32>) -> Cpu {
             // idle and iowait
             let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
             cpu.busy = cpu.total.saturating_sub(idle);
+            cpu.irq = v.get(5).copied().unwrap_or(0) + v.get(6).copied().unwrap_or(0);
         }
     }
     let ticks = |p: &str| proc_cpu(Path::new(p)).map_or(0, |(t, _)| t);
@@ -915,7 +922,7 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
     println!();
     println!("answered: events answered 200 (one per request); dec/s: answered per second, from the first request to the last answer; latency per request, answered ones only; RSS: each instance's VmHWM before SIGTERM; check: answers rows = answered (and hot counter grants = hot grants answered).");
     println!();
-    println!("where the time went (CPU of all {nproc} cores over the run: the two instances / load generator / the cluster's processes / any other process of the machine / idle; busy backends of the database by wait event, mean over 50 ms samples):");
+    println!("where the time went (CPU of all {nproc} cores over the run: the two instances / load generator / the cluster's processes / everything else (other processes of the machine, interrupts) / idle; busy backends of the database by wait event, mean over 50 ms samples):");
     for r in results {
         let (c0, c1) = r.cpu;
         let total = c1.total.saturating_sub(c0.total);
@@ -924,6 +931,7 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
         let bench = c1.bench.saturating_sub(c0.bench);
         let postgres = c1.postgres.saturating_sub(c0.postgres);
         let rest = busy.saturating_sub(servers + bench + postgres);
+        let irq = c1.irq.saturating_sub(c0.irq);
         let waits: Vec<String> = {
             let mut w: Vec<(&String, &u64)> = r.waits.iter().collect();
             w.sort_by(|a, b| b.1.cmp(a.1));
@@ -933,7 +941,7 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
                 .collect()
         };
         println!(
-            "  {} c{} p{}: instances {}, load generator {}, PostgreSQL {}, other processes {}, idle {}; waits: {}",
+            "  {} c{} p{}: instances {}, load generator {}, PostgreSQL {}, else {} (irq+softirq {}), idle {}; waits: {}",
             r.setup.name(),
             r.setup.conns,
             r.setup.pool,
@@ -941,6 +949,7 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
             cpu_share(bench, total),
             cpu_share(postgres, total),
             cpu_share(rest, total),
+            cpu_share(irq, total),
             cpu_share(total.saturating_sub(busy), total),
             if waits.is_empty() {
                 "-".to_string()
