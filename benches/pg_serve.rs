@@ -957,7 +957,7 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
                 .collect()
         };
         println!(
-            "  {} c{} p{}: instances {}, load generator {}, PostgreSQL {}, else {} (irq+softirq {}), idle {}; waits: {}",
+            "  {} c{} p{}: instances {}, load generator {}, PostgreSQL {}, else {}, idle {} (irq+softirq, whoever ran: {}); waits: {}",
             r.setup.name(),
             r.setup.conns,
             r.setup.pool,
@@ -965,8 +965,8 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
             cpu_share(bench, total),
             cpu_share(postgres, total),
             cpu_share(rest, total),
-            cpu_share(irq, total),
             cpu_share(total.saturating_sub(busy), total),
+            cpu_share(irq, total),
             if waits.is_empty() {
                 "-".to_string()
             } else {
