@@ -73,53 +73,40 @@
 //! while reloading at most 1.5 times its steady p99. The machine's `nproc` and load average
 //! are printed too: the figures are only as good as the machine was quiet.
 
-use std::collections::{BTreeMap, HashSet};
-use std::error::Error;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{header, Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use serde::de::IgnoredAny;
-use serde::Deserialize;
-use tokio::net::TcpStream;
+use hyper::{Method, StatusCode};
 use tokio::runtime::Runtime;
 
-// The deterministic event generator shared with the integration tests.
 #[path = "common/report.rs"]
 mod report;
-use report::{copy_dir, fixed, grouped, load_average, nanos_since, per_second};
+use report::{copy_dir, fixed, grouped, load_average, per_second};
 
+// The stream, the server, the HTTP client and the load generator.
+#[path = "common/load.rs"]
+mod load;
+use load::{
+    connect, exchange, generate, ms, percentile_us, window, Load, Measured, Res, Server, Stopped,
+    Stream, Tally, REQUEST_TIMEOUT, STOP_TIMEOUT,
+};
+
+// The deterministic event generator shared with the integration tests.
 #[path = "../tests/gen/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod gen;
 
-type BoxError = Box<dyn Error + Send + Sync>;
-type Res<T> = Result<T, BoxError>;
-
 /// The shipped seed ruleset.
 const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
-/// The server: the `promo` binary Cargo built with this bench.
-/// The server under test: `PROMO_BENCH_BIN`, or the binary Cargo built with this bench.
-fn promo_bin() -> String {
-    std::env::var("PROMO_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_promo").to_string())
-}
-/// How long a request may take before it counts as failed (the server answers `408`
-/// after 10 s by default).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the server may take to print its address, and then to be ready.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the server may take to exit after `SIGTERM` before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `reload-64-state` reloads while it measures.
 const RELOAD_EVERY: Duration = Duration::from_millis(200);
 /// The most answered events the replay check sends again.
@@ -286,543 +273,6 @@ fn main() -> ExitCode {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// The stream.
-
-/// The events to send, in stream order, each as the JSON object of one request.
-struct Stream {
-    bodies: Vec<Bytes>,
-    ids: Vec<String>,
-    /// Every k-th event is kept for the replay check.
-    sample_every: usize,
-}
-
-impl Stream {
-    /// The body of a request for events `from..to`: an object for one event of a single
-    /// variant, else an array.
-    fn body(&self, from: usize, to: usize, array: bool) -> Bytes {
-        let events = self.bodies.get(from..to).unwrap_or_default();
-        if !array {
-            if let [one] = events {
-                return one.clone();
-            }
-        }
-        let len = events.iter().map(|b| b.len() + 1).sum::<usize>() + 2;
-        let mut out = Vec::with_capacity(len);
-        out.push(b'[');
-        for (i, b) in events.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b);
-        }
-        out.push(b']');
-        Bytes::from(out)
-    }
-}
-
-/// Generates the stream and keeps the events the service should decide: a declared type
-/// with the fields it requires, and the first occurrence of each id.
-fn generate(cfg: &gen::GenConfig) -> Res<(Stream, u64, u64)> {
-    let ruleset = promo::rules::load_ruleset(Path::new(RULES_DIR))
-        .map_err(|e| format!("loading {RULES_DIR}: {e}"))?;
-    let mut seen: HashSet<String> = HashSet::with_capacity(cfg.events);
-    let mut bodies = Vec::with_capacity(cfg.events);
-    let mut ids = Vec::with_capacity(cfg.events);
-    let (mut invalid, mut repeated) = (0u64, 0u64);
-    let mut line = Vec::with_capacity(1024);
-    for e in gen::Generator::new(cfg) {
-        line.clear();
-        gen::write_jsonl_event(&mut line, &e)?;
-        while line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        let text = std::str::from_utf8(&line)?;
-        let decidable = promo::io::event_json::parse_event(text)
-            .is_ok_and(|ev| promo::engine::admit::event_kind(&ruleset, &ev).is_ok());
-        if !decidable {
-            invalid += 1;
-            continue;
-        }
-        if !seen.insert(e.id.clone()) {
-            repeated += 1;
-            continue;
-        }
-        bodies.push(Bytes::copy_from_slice(&line));
-        ids.push(e.id);
-    }
-    let sample_every = (bodies.len() / MAX_SAMPLES).max(1);
-    Ok((
-        Stream {
-            bodies,
-            ids,
-            sample_every,
-        },
-        invalid,
-        repeated,
-    ))
-}
-
-// ---------------------------------------------------------------------------------------
-// The server.
-
-/// A running `promo serve`.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    stopped: bool,
-}
-
-/// How a server ended.
-struct Stopped {
-    status: Option<ExitStatus>,
-    /// From `SIGTERM` to its exit.
-    nanos: u64,
-    /// It did not exit within the timeout and was killed.
-    killed: bool,
-}
-
-impl Server {
-    fn start(
-        rt: &Runtime,
-        rules: &Path,
-        state: Option<&Path>,
-        customers: Option<&Path>,
-        log: &Path,
-    ) -> Res<Server> {
-        let promo = promo_bin();
-        let mut cmd = Command::new(&promo);
-        cmd.arg("serve")
-            .arg("--rules")
-            .arg(rules)
-            .arg("--bind")
-            .arg("127.0.0.1:0");
-        if let Some(state) = state {
-            cmd.arg("--state").arg(state);
-        }
-        if let Some(customers) = customers {
-            cmd.arg("--customers").arg(customers);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(File::create(log)?))
-            .spawn()
-            .map_err(|e| format!("starting {promo}: {e}"))?;
-        let stdout = child.stdout.take();
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log: log.to_path_buf(),
-            stopped: false,
-        };
-        let Some(stdout) = stdout else {
-            return Err("the server's standard output is not a pipe".into());
-        };
-        // The first line gives the address; the rest is drained so the server never blocks.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut out = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = out.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            let _ = std::io::copy(&mut out, &mut std::io::sink());
-        });
-        let first = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => return Err(server.failed(&format!("reading its output: {e}"))),
-            Err(_) => return Err(server.failed("no address printed")),
-        };
-        let Some(addr) = first
-            .trim()
-            .strip_prefix("listening on http://")
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-        else {
-            return Err(server.failed(&format!("unexpected first line {:?}", first.trim())));
-        };
-        if !addr.ip().is_loopback() {
-            return Err(server.failed(&format!("listening on {addr}, not on loopback")));
-        }
-        server.addr = addr;
-        let started = Instant::now();
-        loop {
-            if let Ok((StatusCode::OK, _)) = rt.block_on(get(addr, "/readyz")) {
-                return Ok(server);
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                server.stopped = true;
-                return Err(server.failed(&format!("exited ({status})")));
-            }
-            if started.elapsed() > START_TIMEOUT {
-                return Err(server.failed("not ready in time"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// An error naming what went wrong, with the end of the server's log.
-    fn failed(&mut self, what: &str) -> BoxError {
-        self.kill();
-        format!(
-            "promo serve: {what}; the end of its log ({}):\n{}",
-            self.log.display(),
-            log_tail(&self.log)
-        )
-        .into()
-    }
-
-    /// The server's peak RSS so far, in KiB.
-    fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    /// `SIGTERM`, then waits for the exit; `SIGKILL` after the timeout.
-    fn stop(mut self) -> Res<Stopped> {
-        let started = Instant::now();
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !sent.success() {
-            return Err(format!("kill -TERM {} failed: {sent}", self.child.id()).into());
-        }
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                self.stopped = true;
-                return Ok(Stopped {
-                    status: Some(status),
-                    nanos: nanos_since(started),
-                    killed: false,
-                });
-            }
-            if started.elapsed() > STOP_TIMEOUT {
-                self.kill();
-                return Ok(Stopped {
-                    status: None,
-                    nanos: nanos_since(started),
-                    killed: true,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.stopped = true;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The last lines of a log file.
-fn log_tail(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let len = f.metadata().map_or(0, |m| m.len());
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
-        let _ = f.read_to_string(&mut text);
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    lines
-        .get(lines.len().saturating_sub(20)..)
-        .unwrap_or_default()
-        .join("\n")
-}
-
-// ---------------------------------------------------------------------------------------
-// The HTTP client.
-
-type Sender = SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Res<Sender> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// One request and its whole answer.
-async fn exchange(
-    sender: &mut Sender,
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    body: Bytes,
-) -> Res<(StatusCode, Bytes)> {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, addr.to_string())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
-    sender.ready().await?;
-    let res = sender.send_request(req).await?;
-    let status = res.status();
-    let body = res.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-/// A `GET` on a connection of its own.
-async fn get(addr: SocketAddr, path: &str) -> Res<(StatusCode, Bytes)> {
-    let mut sender = connect(addr).await?;
-    exchange(&mut sender, addr, Method::GET, path, Bytes::new()).await
-}
-
-/// The result of one event, as much of it as the bench reads.
-#[derive(Deserialize)]
-struct Answer {
-    event_id: String,
-    #[serde(default)]
-    replay: bool,
-    #[serde(default)]
-    decisions: Vec<DecisionTally>,
-}
-
-#[derive(Deserialize)]
-struct DecisionTally {
-    #[serde(default)]
-    coupons: Vec<IgnoredAny>,
-}
-
-/// What one connection (or a whole window, once merged) measured.
-#[derive(Default)]
-struct Tally {
-    /// Latency of each answered request, in microseconds.
-    latencies_us: Vec<u32>,
-    /// Requests answered `200` with the results of their events.
-    requests: u64,
-    events: u64,
-    failed: u64,
-    decisions: u64,
-    coupons: u64,
-    /// Answers `"replay": true` (none expected: every id is fresh).
-    replays: u64,
-    /// The decisions answered for sampled events, by stream index.
-    samples: Vec<(usize, serde_json::Value)>,
-    /// The first failures, to show.
-    errors: Vec<String>,
-}
-
-impl Tally {
-    fn fail(&mut self, what: String) {
-        self.failed += 1;
-        if self.errors.len() < 3 {
-            self.errors.push(what);
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.latencies_us.extend(other.latencies_us);
-        self.requests += other.requests;
-        self.events += other.events;
-        self.failed += other.failed;
-        self.decisions += other.decisions;
-        self.coupons += other.coupons;
-        self.replays += other.replays;
-        self.samples.extend(other.samples);
-        for e in other.errors {
-            if self.errors.len() < 5 {
-                self.errors.push(e);
-            }
-        }
-    }
-
-    /// Counts the answer to events `from..to`; an error if it is not their results in order.
-    fn answered(
-        &mut self,
-        stream: &Stream,
-        from: usize,
-        to: usize,
-        array: bool,
-        body: &[u8],
-    ) -> Res<()> {
-        let answers: Vec<Answer> = if array {
-            serde_json::from_slice(body)?
-        } else {
-            vec![serde_json::from_slice(body)?]
-        };
-        if answers.len() != to - from {
-            return Err(format!("{} results for {} events", answers.len(), to - from).into());
-        }
-        for (i, a) in (from..to).zip(&answers) {
-            let id = stream.ids.get(i).map_or("", String::as_str);
-            if a.event_id != id {
-                return Err(
-                    format!("result for `{}` where `{id}` was expected", a.event_id).into(),
-                );
-            }
-        }
-        for a in answers {
-            if a.replay {
-                self.replays += 1;
-            }
-            self.decisions += a.decisions.len() as u64;
-            self.coupons += a
-                .decisions
-                .iter()
-                .map(|d| d.coupons.len() as u64)
-                .sum::<u64>();
-        }
-        // The sampled events' decisions, kept whole for the replay check.
-        let sampled: Vec<usize> = (from..to)
-            .filter(|i| i % stream.sample_every == 0)
-            .collect();
-        if !sampled.is_empty() {
-            let values: Vec<serde_json::Value> = if array {
-                serde_json::from_slice(body)?
-            } else {
-                vec![serde_json::from_slice(body)?]
-            };
-            for i in sampled {
-                let decisions = values
-                    .get(i - from)
-                    .and_then(|v| v.get("decisions"))
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null);
-                self.samples.push((i, decisions));
-            }
-        }
-        self.requests += 1;
-        self.events += (to - from) as u64;
-        Ok(())
-    }
-}
-
-/// What the connections of a window share.
-struct Window {
-    stream: Arc<Stream>,
-    addr: SocketAddr,
-    /// The next event of the stream to send.
-    next: AtomicUsize,
-    /// Where the window's part of the stream ends.
-    end: usize,
-    deadline: Instant,
-    batch: usize,
-    array: bool,
-}
-
-/// One connection's closed loop: the next events, one request at a time.
-async fn connection(w: Arc<Window>) -> Tally {
-    let mut t = Tally::default();
-    let mut sender = match connect(w.addr).await {
-        Ok(s) => s,
-        Err(e) => {
-            t.fail(format!("connecting: {e}"));
-            return t;
-        }
-    };
-    loop {
-        if Instant::now() >= w.deadline {
-            break;
-        }
-        let from = w.next.fetch_add(w.batch, Ordering::Relaxed);
-        if from >= w.end {
-            break;
-        }
-        let to = (from + w.batch).min(w.end);
-        let body = w.stream.body(from, to, w.array);
-        let sent = Instant::now();
-        let res = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            exchange(&mut sender, w.addr, Method::POST, "/v1/events", body),
-        )
-        .await;
-        let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
-        match res {
-            Ok(Ok((StatusCode::OK, answer))) => {
-                match t.answered(&w.stream, from, to, w.array, &answer) {
-                    Ok(()) => t.latencies_us.push(us),
-                    Err(e) => t.fail(format!("events {from}..{to}: {e}")),
-                }
-            }
-            Ok(Ok((status, answer))) => {
-                let text = String::from_utf8_lossy(answer.get(..300).unwrap_or(&answer));
-                t.fail(format!("events {from}..{to}: {status} {text}"));
-            }
-            Ok(Err(e)) => {
-                t.fail(format!("events {from}..{to}: {e}"));
-                match connect(w.addr).await {
-                    Ok(s) => sender = s,
-                    Err(_) => break,
-                }
-            }
-            Err(_) => {
-                t.fail(format!(
-                    "events {from}..{to}: no answer in {REQUEST_TIMEOUT:?}"
-                ));
-                match connect(w.addr).await {
-                    Ok(s) => sender = s,
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-    t
-}
-
-/// What a window measured: the merged tally and its wall time.
-struct Measured {
-    tally: Tally,
-    nanos: u64,
-    /// Where the window stopped in the stream.
-    next: usize,
-}
-
-/// Runs `conns` closed loops over events `from..end` until they are used up or `duration`
-/// is over.
-async fn window(
-    stream: &Arc<Stream>,
-    addr: SocketAddr,
-    v: Variant,
-    from: usize,
-    end: usize,
-    duration: Duration,
-) -> Measured {
-    let started = Instant::now();
-    let w = Arc::new(Window {
-        stream: Arc::clone(stream),
-        addr,
-        next: AtomicUsize::new(from),
-        end,
-        deadline: started + duration,
-        batch: v.batch,
-        array: v.batch > 1,
-    });
-    let tasks: Vec<_> = (0..v.conns)
-        .map(|_| tokio::spawn(connection(Arc::clone(&w))))
-        .collect();
-    let mut tally = Tally::default();
-    for task in tasks {
-        match task.await {
-            Ok(t) => tally.merge(t),
-            Err(e) => tally.fail(format!("a connection's task failed: {e}")),
-        }
-    }
-    tally.latencies_us.sort_unstable();
-    Measured {
-        tally,
-        nanos: nanos_since(started),
-        next: w.next.load(Ordering::Relaxed).min(end),
-    }
-}
-
-/// What the reloading connection saw.
 #[derive(Default)]
 struct Reloads {
     outcomes: BTreeMap<String, u64>,
@@ -978,7 +428,13 @@ fn check_state(
             .push(format!("reading the answers in the state: {e}")),
     }
     // Only the state can answer the first decisions now.
-    let server = Server::start(rt, rules, Some(&state), None, &dir.join("replay.log"))?;
+    let args: [&std::ffi::OsStr; 4] = [
+        "--rules".as_ref(),
+        rules.as_os_str(),
+        "--state".as_ref(),
+        state.as_os_str(),
+    ];
+    let server = Server::start(rt, &args, &dir.join("replay.log"))?;
     rt.block_on(replay(stream, server.addr, &samples, &mut check));
     check.stopped = Some(server.stop()?);
     Ok(check)
@@ -1116,24 +572,29 @@ fn run_variant(
         PathBuf::from(RULES_DIR)
     };
     let state = dir.path().join("state");
-    let server = Server::start(
-        rt,
-        &rules,
-        v.state.then_some(state.as_path()),
-        Some(customers),
-        &dir.path().join("server.log"),
-    )?;
+    let mut serve_args: Vec<OsString> = vec!["--rules".into(), rules.clone().into()];
+    if v.state {
+        serve_args.extend(["--state".into(), state.into()]);
+    }
+    serve_args.extend(["--customers".into(), customers.into()]);
+    let server = Server::start(rt, &serve_args, &dir.path().join("server.log"))?;
     let total = stream.bodies.len();
     let addr = server.addr;
+    let addrs = [addr];
+    let load = Load {
+        conns: v.conns,
+        addrs: &addrs,
+        batch: v.batch,
+    };
     let mut rows = Vec::new();
     let mut reloads = None;
     if v.reload {
-        let steady = rt.block_on(window(stream, addr, v, 0, total / 2, args.duration));
+        let steady = rt.block_on(window(stream, load, 0, total / 2, args.duration));
         let from = steady.next;
         let stop = Arc::new(AtomicBool::new(false));
         let (reloading, task) = rt.block_on(async {
             let task = tokio::spawn(reloader(addr, rules.clone(), Arc::clone(&stop)));
-            let m = window(stream, addr, v, from, total, args.duration).await;
+            let m = window(stream, load, from, total, args.duration).await;
             stop.store(true, Ordering::Relaxed);
             (m, task.await)
         });
@@ -1150,7 +611,7 @@ fn run_variant(
         rows.push(Row {
             name: v.name(),
             conns: v.conns,
-            measured: rt.block_on(window(stream, addr, v, 0, total, args.duration)),
+            measured: rt.block_on(window(stream, load, 0, total, args.duration)),
             peak_rss_kib: None,
         });
     }
@@ -1193,7 +654,7 @@ fn run(args: &Args) -> Res<()> {
         customers: args.customers,
     };
     let t = Instant::now();
-    let (stream, invalid, repeated) = generate(&cfg)?;
+    let (stream, invalid, repeated) = generate(&cfg, Path::new(RULES_DIR), MAX_SAMPLES)?;
     println!(
         "stream: {} events to send, generated in {} s ({} dropped: {} the ruleset would refuse, {} repeated ids)",
         grouped(stream.bodies.len() as u64),
@@ -1226,20 +687,6 @@ fn run(args: &Args) -> Res<()> {
         return Err(format!("smoke run: {problems} problem(s), see the warnings").into());
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// The report.
-
-/// A percentile of sorted latencies (`per_10k` of 10,000: 5,000 is the median).
-fn percentile_us(sorted: &[u32], per_10k: usize) -> Option<u32> {
-    let rank = (sorted.len() * per_10k).div_ceil(10_000).max(1);
-    sorted.get(rank - 1).copied()
-}
-
-/// Microseconds as milliseconds, two decimals.
-fn ms(us: Option<u32>) -> String {
-    us.map_or("-".to_string(), |us| fixed(us.into(), 1_000, 2))
 }
 
 fn p99_us(row: &Row) -> Option<u32> {
