@@ -42,8 +42,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// With a `postgres://` state: the connections this instance keeps, which is also how
-    /// many transactions of decisions it runs at once.
-    #[arg(long, default_value_t = 4)]
+    /// many transactions of decisions it runs at once (each carries every request waiting);
+    /// instances times pool near the database server's cores is best.
+    #[arg(long, default_value_t = 2)]
     pub pg_pool: usize,
     /// A customer snapshot (JSONL, CSV or YAML) to seed the state with; with an existing
     /// state, only customers it does not know yet.

@@ -271,7 +271,7 @@ fn fresh_state(ruleset: &Ruleset) -> State {
     state
 }
 
-/// The answers of one transaction: those given before (read under the ids' locks) and
+/// The answers of one transaction: those given before (read once its locks are held) and
 /// those it gives.
 struct SharedBook {
     given: FxHashMap<Arc<str>, StoredAnswer>,

@@ -93,8 +93,12 @@ impl Reach {
             h.update(kind.as_bytes());
             h.update(&[0]);
             h.update(name.as_bytes());
-            h.digest() as i64
+            // Non-negative, below 2^62: total counters' keys (above) sort after all others.
+            (h.digest() >> 2) as i64
         };
+        // Taken last, a total counter's key is held only from when the transaction has all
+        // its other keys: every transaction counting on the budget waits for it.
+        let total = |name: &str| key("total", name) | 1 << 62;
         let mut keys: Vec<i64> = self
             .customers
             .iter()
@@ -106,7 +110,7 @@ impl Reach {
                 self.counters
                     .iter()
                     .filter(|c| c.1 == Scope::All.name())
-                    .map(|c| key("total", &c.0)),
+                    .map(|c| total(&c.0)),
             )
             .collect();
         keys.sort_unstable();
