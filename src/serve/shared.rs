@@ -2,9 +2,10 @@
 //! Requests queue as for the deciding thread; whatever waits is taken as one group and
 //! decided in one transaction:
 //!
-//! 1. lock every customer, wallet, coupon and total counter the group's events reach, in
-//!    one sorted order (instances deciding for the same customer, wallet or budget take
-//!    turns; no two transactions can wait for each other);
+//! 1. lock every customer, wallet and coupon the group's events reach, in one sorted order,
+//!    then (as it reads them) the rows of the total counters they count on (instances
+//!    deciding for the same customer, wallet or budget take turns; no two transactions can
+//!    wait for each other);
 //! 2. read the answers already given to its event ids (replays, and 409s);
 //! 3. load the rows its events reach into a fresh engine `State`;
 //! 4. decide each request there, as the deciding thread does;
@@ -244,6 +245,7 @@ async fn decide_group(
         }
     }
     let mut client = pg.client().await?;
+    rows::ensure_totals(&client, &reach).await?;
     let tx = client.transaction().await?;
     let ids: Vec<&str> = reach.event_ids.iter().map(String::as_str).collect();
     let keys = reach.lock_keys();

@@ -172,6 +172,7 @@ impl<'r> SharedRun<'r> {
         let answered = self
             .runtime
             .block_on(async {
+                rows::ensure_totals(client, &reach).await?;
                 client.batch_execute("BEGIN").await?;
                 let ids: Vec<&str> = reach.event_ids.iter().map(String::as_str).collect();
                 let keys = reach.lock_keys();

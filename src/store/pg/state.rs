@@ -80,9 +80,19 @@ impl Reach {
         }
     }
 
+    /// The total counters (no owner) this reach counts on: name and bucket day.
+    fn totals(&self) -> (Vec<&str>, Vec<i32>) {
+        self.counters
+            .iter()
+            .filter(|c| c.1 == Scope::All.name())
+            .map(|c| (c.0.as_str(), c.3))
+            .unzip()
+    }
+
     /// The lock keys of this reach (see [`lock`]), sorted. Every row a transaction may write
     /// is behind one of its keys: its owners' facts and counters, the coupons its events
-    /// name or grant (granted ones are named after their event, so behind its customer).
+    /// name or grant (granted ones are named after their event, so behind its customer);
+    /// but total counters, whose rows `load` locks themselves, after these keys.
     /// Event ids have no key: two transactions answering one id are the same customer's
     /// (and so take turns) or else the second fails on the answers table's unique key and
     /// runs again, to find the answer. A total counter locks by its
@@ -93,12 +103,8 @@ impl Reach {
             h.update(kind.as_bytes());
             h.update(&[0]);
             h.update(name.as_bytes());
-            // Non-negative, below 2^62: total counters' keys (above) sort after all others.
-            (h.digest() >> 2) as i64
+            h.digest() as i64
         };
-        // Taken last, a total counter's key is held only from when the transaction has all
-        // its other keys: every transaction counting on the budget waits for it.
-        let total = |name: &str| key("total", name) | 1 << 62;
         let mut keys: Vec<i64> = self
             .customers
             .iter()
@@ -106,12 +112,6 @@ impl Reach {
             .chain(self.wallets.iter().map(|w| key("wallet", w)))
             // A coupon may be named by an event of another wallet than its own.
             .chain(self.coupons.iter().map(|id| key("coupon", id)))
-            .chain(
-                self.counters
-                    .iter()
-                    .filter(|c| c.1 == Scope::All.name())
-                    .map(|c| total(&c.0)),
-            )
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -190,10 +190,26 @@ pub async fn put_run(tx: &impl GenericClient, output: &str, record: &str) -> Res
     execute(tx, sql, &[&output, &record]).await
 }
 
-/// Loads into `state` the facts, counters and coupons `reach` names. The three queries go
-/// out together (tokio-postgres pipelines them on the connection): one round trip. Only
-/// after `lock` has returned: pipelined with it, reads were seen to run before the locks
-/// were held.
+/// Makes sure the rows of the total counters `reach` counts on exist (at zero), so that
+/// `load` can lock them: outside the transaction, on its own (a row is created once; two
+/// creating one at once wait for each other, holding nothing else).
+pub async fn ensure_totals(client: &impl GenericClient, reach: &Reach) -> Result<(), RowError> {
+    let (names, days) = reach.totals();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let sql = "INSERT INTO counters (counter, scope, owner, day)
+               SELECT c, 'all', '', d FROM unnest($1::text[], $2::int[]) AS k(c, d)
+               ON CONFLICT DO NOTHING";
+    execute(client, sql, &[&names, &days]).await.map(drop)
+}
+
+/// Loads into `state` the facts, counters and coupons `reach` names. The queries go out
+/// together (tokio-postgres pipelines them on the connection): one round trip. Only after
+/// `lock` has returned: pipelined with it, reads were seen to run before the locks were
+/// held. The total counters' rows are read `FOR UPDATE` (in one order; `ensure_totals`
+/// made them): the lock of a hot budget is taken last, by the read that needs it, and
+/// held only from there to the commit.
 pub async fn load(
     tx: &impl GenericClient,
     ruleset: &Ruleset,
@@ -209,7 +225,12 @@ pub async fn load(
         .iter()
         .map(|w| (Scope::Wallet.name(), w.as_str()));
     let owners: Vec<(&str, &str)> = customers.chain(wallets).collect();
-    let counters: Vec<_> = reach.counters.iter().collect();
+    let counters: Vec<_> = reach
+        .counters
+        .iter()
+        .filter(|c| c.1 != Scope::All.name())
+        .collect();
+    let (total_names, total_days) = reach.totals();
     let counter_keys = (
         counters.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
         counters.iter().map(|c| c.1).collect::<Vec<_>>(),
@@ -222,8 +243,13 @@ pub async fn load(
          FROM counters c
          JOIN unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS k(counter, scope, owner, day)
            ON (c.counter, c.scope, c.owner, c.day) = (k.counter, k.scope, k.owner, k.day)";
+    let totals_sql = "SELECT c.counter, c.scope, c.owner, c.day, c.grants, c.coupons, c.value::text
+         FROM counters c JOIN unnest($1::text[], $2::int[]) AS k(counter, day)
+           ON (c.counter, c.scope, c.owner, c.day) = (k.counter, 'all', '', k.day)
+         ORDER BY c.counter, c.day
+         FOR UPDATE OF c";
     let coupons_sql = format!("{COUPON_COLUMNS} WHERE coupon_id = ANY($1)");
-    let (facts, counters, coupons) = tokio::try_join!(
+    let (facts, counters, coupons, totals) = tokio::try_join!(
         fact_rows(tx, &owners),
         async {
             if counters.is_empty() {
@@ -238,9 +264,15 @@ pub async fn load(
             }
             query(tx, &coupons_sql, &[&coupon_ids]).await
         },
+        async {
+            if total_names.is_empty() {
+                return Ok(Vec::new());
+            }
+            query(tx, totals_sql, &[&total_names, &total_days]).await
+        },
     )?;
     put_facts(ruleset, state, &facts)?;
-    for row in &counters {
+    for row in counters.iter().chain(&totals) {
         put_counter(ruleset, state, row)?;
     }
     for row in &coupons {
