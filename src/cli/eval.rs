@@ -112,6 +112,25 @@ enum Start {
     Rerun(RunRecord),
 }
 
+impl Start {
+    /// How a run starts after the earlier one whose record this is, if any.
+    fn after(record: Option<RunRecord>) -> Start {
+        match record {
+            Some(r) if !r.complete => Start::Resume(r),
+            Some(r) => Start::Rerun(r),
+            None => Start::Fresh,
+        }
+    }
+
+    /// The input units an earlier run committed, to read past.
+    fn skip(&self) -> u64 {
+        match self {
+            Start::Resume(r) => r.consumed,
+            _ => 0,
+        }
+    }
+}
+
 /// Set by Ctrl-C: stop at the next checkpoint.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -307,17 +326,13 @@ pub fn run(args: &EvalArgs) -> Exit {
         }
         state.track_changes();
         match store.run(&run_key) {
-            Ok(Some(r)) if !r.complete => start = Start::Resume(r),
-            Ok(Some(r)) => start = Start::Rerun(r),
-            Ok(None) => {}
+            Ok(record) => start = Start::after(record),
             Err(e) => return fatal(e),
         }
     }
     if let Some(shared) = &shared {
         match shared.record(&run_key) {
-            Ok(Some(r)) if !r.complete => start = Start::Resume(r),
-            Ok(Some(r)) => start = Start::Rerun(r),
-            Ok(None) => {}
+            Ok(record) => start = Start::after(record),
             Err(e) => return fatal(e),
         }
     }
@@ -355,23 +370,23 @@ pub fn run(args: &EvalArgs) -> Exit {
     for w in &snapshot_warnings {
         errln!("promo eval: warning: {w}");
     }
-    let mut shared = match shared {
-        Some(shared) => {
-            let run = RunKey {
-                output: run_key.clone(),
-                input: input_head,
-                version: version.clone(),
-            };
-            let skip = match &start {
-                Start::Resume(r) => r.consumed,
-                _ => 0,
-            };
-            match shared.start(args, (&ruleset, run), input_format, skip, &mut state) {
-                Ok(run) => Some(run),
-                Err(e) => return fatal(e),
-            }
-        }
-        None => None,
+    let run = RunKey {
+        output: run_key.clone(),
+        input: input_head,
+        version: version.clone(),
+    };
+    let started = shared.map(|s| {
+        s.start(
+            args,
+            (&ruleset, run),
+            input_format,
+            start.skip(),
+            &mut state,
+        )
+    });
+    let mut shared = match started.transpose() {
+        Ok(shared) => shared,
+        Err(e) => return fatal(e),
     };
     let output_format = args.output_format.unwrap_or(match &args.output {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
