@@ -22,8 +22,8 @@ use crate::pg::{admin_client, TestCluster, TestDb};
 use crate::serve::server::{metric, Client, Resp, Serve, Server, POLL, WAIT};
 use crate::serve::{
     assert_answered_replay, assert_error, assert_golden_pass, assert_result, coupon_ids,
-    decide_at_once_on, load_event, octopus, put, stream_as_eval_does, under_load, wallet_coupons,
-    Load, OCTOPUS_BUDGET, OCTOPUS_WELCOME,
+    decide_at_once_on, fifty_redemptions, load_event, octopus, put, stream_as_eval_does,
+    under_daily_cap, under_load, wallet_coupons, Load, OCTOPUS_BUDGET, OCTOPUS_WELCOME,
 };
 use crate::util::*;
 
@@ -239,31 +239,10 @@ fn daily_limit_holds_across_two_instances() {
         "cp",
     ));
 
-    let events: Vec<Value> = (0..50)
-        .map(|i| {
-            redeem(
-                &format!("cap{i:02}"),
-                "2020-01-06T12:00:00+08:00",
-                "cp",
-                &["50", "50"],
-            )
-        })
-        .collect();
+    let events = fifty_redemptions();
     let results = decide_at_once_on(&clients, &events);
 
-    let mut approved = Vec::new();
-    let mut rejected = 0;
-    for (r, e) in results.iter().zip(&events) {
-        assert_result(r, e, &version, false, false);
-        let d = r["decisions"].as_array().unwrap();
-        assert_eq!(d.len(), 1, "{r}");
-        if d[0] == approve(e, "2020-01-06") {
-            approved.push(r.clone());
-        } else {
-            assert_eq!(d[0], reject(e, "daily_limit_exceeded"), "{r}");
-            rejected += 1;
-        }
-    }
+    let (approved, rejected) = under_daily_cap(&results, &events, &version);
     assert_eq!(
         (approved.len(), rejected),
         (10, 40),
@@ -751,6 +730,50 @@ fn a_ruleset_reading_the_state_otherwise_is_refused() {
     db.finish();
 }
 
+/// An instance with a pool of one connection, whose requests may wait longer than the
+/// pool's 5 s wait.
+fn pool_of_one(dir: &Dir, db: &Db) -> Server {
+    instance(dir, &shipped_rules(), db, "a")
+        .opt("--pg-pool", "1")
+        .opt("--request-timeout-ms", "14000")
+        .start()
+}
+
+/// Waits (bounded) until one query waits for the lock `holder` holds on `table`.
+fn wait_for_one_waiter(db: &Db, holder: &tokio_postgres::Client, table: &str, a: &Server) {
+    let sql = format!(
+        "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass AND NOT granted"
+    );
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = db.block(holder.query_one(&sql, &[])).unwrap().get(0);
+        if waiting == 1 {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "nothing waited on the lock of {table}\n{}",
+            a.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `r` is the 503 of a full pool: `Retry-After: 1`, saying why, after the pool's wait.
+fn assert_pool_full(what: &str, r: &Answered, a: &Server) {
+    assert_eq!(r.status, 503, "{what}: {}\n{}", r.body, a.logs());
+    assert_eq!(r.retry_after.as_deref(), Some("1"), "{what}: Retry-After");
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["code"], json!("unavailable"), "{what}: {body}");
+    let m = body["message"].as_str().unwrap_or_default();
+    assert!(m.contains("all 1 connections"), "{what}: {m}");
+    assert!(
+        r.took >= Duration::from_secs(4),
+        "{what}: answered after {:?}, before the pool's wait",
+        r.took
+    );
+}
+
 /// With `--pg-pool 1` and the instance's one connection held (a read waiting on a table
 /// another connection locked), a decision and another read are answered 503 with
 /// `Retry-After: 1` once the pool's wait (5 s) is over, not left hanging; once the lock
@@ -759,10 +782,7 @@ fn a_ruleset_reading_the_state_otherwise_is_refused() {
 fn a_full_pool_answers_503_with_retry_after() {
     let db = Db::new("pool");
     let dir = Dir::new("pg-serve-pool");
-    let a = instance(&dir, &shipped_rules(), &db, "a")
-        .opt("--pg-pool", "1")
-        .opt("--request-timeout-ms", "14000")
-        .start();
+    let a = pool_of_one(&dir, &db);
     let ca = a.client();
     ca.decide(&bill("pool1", "2019-12-19T10:00:00+08:00", "pc"));
 
@@ -775,25 +795,7 @@ fn a_full_pool_answers_503_with_retry_after() {
         std::thread::spawn(move || call_with_headers(&addr, "/v1/customers/pc", None))
     };
     // Wait until the read holds the connection, waiting for the table.
-    let start = Instant::now();
-    loop {
-        let waiting: i64 = db
-            .block(holder.query_one(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'facts'::regclass AND NOT granted",
-                &[],
-            ))
-            .unwrap()
-            .get(0);
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the read never waited on the lock\n{}",
-            a.logs()
-        );
-        std::thread::sleep(POLL);
-    }
+    wait_for_one_waiter(&db, &holder, "facts", &a);
 
     let e2 = bill("pool2", "2019-12-19T11:00:00+08:00", "pd");
     let (post, read) = std::thread::scope(|s| {
@@ -805,17 +807,7 @@ fn a_full_pool_answers_503_with_retry_after() {
     let blocked = blocked.join().unwrap();
 
     for (what, r) in [("POST /v1/events", &post), ("GET a wallet", &read)] {
-        assert_eq!(r.status, 503, "{what}: {}\n{}", r.body, a.logs());
-        assert_eq!(r.retry_after.as_deref(), Some("1"), "{what}: Retry-After");
-        let body: Value = serde_json::from_str(&r.body).unwrap();
-        assert_eq!(body["code"], json!("unavailable"), "{what}: {body}");
-        let m = body["message"].as_str().unwrap_or_default();
-        assert!(m.contains("all 1 connections"), "{what}: {m}");
-        assert!(
-            r.took >= Duration::from_secs(4),
-            "{what}: answered after {:?}, before the pool's wait",
-            r.took
-        );
+        assert_pool_full(what, r, &a);
     }
     assert_eq!(blocked.status, 200, "the held read: {}", blocked.body);
     assert_eq!(blocked.retry_after, None);
@@ -1017,10 +1009,7 @@ fn sigterm_of_one_instance_exits_0_and_keeps_answers() {
 fn a_decision_stuck_behind_another_answers_503_with_retry_after() {
     let db = Db::new("stuck");
     let dir = Dir::new("pg-serve-stuck");
-    let a = instance(&dir, &shipped_rules(), &db, "a")
-        .opt("--pg-pool", "1")
-        .opt("--request-timeout-ms", "14000")
-        .start();
+    let a = pool_of_one(&dir, &db);
     let ca = a.client();
     ca.decide(&bill("stuck0", "2019-12-19T10:00:00+08:00", "sk"));
 
@@ -1034,48 +1023,13 @@ fn a_decision_stuck_behind_another_answers_503_with_retry_after() {
         let e1 = e1.clone();
         std::thread::spawn(move || call_with_headers(&addr, "/v1/events", Some(&e1)))
     };
-    let start = Instant::now();
-    loop {
-        let waiting: i64 = db
-            .block(holder.query_one(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'facts'::regclass AND NOT granted",
-                &[],
-            ))
-            .unwrap()
-            .get(0);
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the decision never waited on the lock\n{}",
-            a.logs()
-        );
-        std::thread::sleep(POLL);
-    }
+    wait_for_one_waiter(&db, &holder, "facts", &a);
     let e2 = bill("stuck2", "2019-12-19T11:00:00+08:00", "sk2");
     let second = call_with_headers(&addr, "/v1/events", Some(&e2));
     db.block(holder.batch_execute("COMMIT")).unwrap();
     let first = blocked.join().unwrap();
     assert_eq!(first.status, 200, "the stuck decision: {}", first.body);
-    assert_eq!(
-        (second.status, second.retry_after.as_deref()),
-        (503, Some("1")),
-        "the decision behind it, after {:?}: {}\n{}",
-        second.took,
-        second.body,
-        a.logs()
-    );
-    assert!(
-        second.body.contains("all 1 connections"),
-        "the 503 says why: {}",
-        second.body
-    );
-    assert!(
-        second.took >= Duration::from_secs(4),
-        "answered after {:?}, before the pool's wait",
-        second.took
-    );
+    assert_pool_full("the decision behind it", &second, &a);
     // Nothing of it was decided: it is decided now, for the first time.
     let r = ca.decide(&e2);
     assert_eq!(r["replay"], json!(false), "{r}");
@@ -1267,25 +1221,7 @@ fn a_seed_never_lands_inside_a_decision() {
         let e = e.clone();
         std::thread::spawn(move || call_with_headers(&addr, "/v1/events", Some(&e)))
     };
-    let start = Instant::now();
-    loop {
-        let waiting: i64 = db
-            .block(holder.query_one(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'counters'::regclass AND NOT granted",
-                &[],
-            ))
-            .unwrap()
-            .get(0);
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the decision never waited\n{}",
-            a.logs()
-        );
-        std::thread::sleep(POLL);
-    }
+    wait_for_one_waiter(&db, &holder, "counters", &a);
     // B seeds while A's decision waits; B may wait for it (in a thread of its own).
     let serve_b = instance(&dir, &shipped_rules(), &db, "b").customers(&snapshot);
     let b = std::thread::spawn(move || serve_b.start());

@@ -1071,6 +1071,43 @@ fn broken_edits_never_go_live() {
 // ---------------------------------------------------------------------------------------
 // Caps under concurrency
 
+/// 50 redemptions of HK$100 by one wallet on one day (its cap is HK$1,000 a day).
+pub(crate) fn fifty_redemptions() -> Vec<Value> {
+    (0..50)
+        .map(|i| {
+            redeem(
+                &format!("cap{i:02}"),
+                "2020-01-06T12:00:00+08:00",
+                "cp",
+                &["50", "50"],
+            )
+        })
+        .collect()
+}
+
+/// The answers to `fifty_redemptions` that approve, and how many reject on the daily cap;
+/// every answer is one or the other.
+pub(crate) fn under_daily_cap(
+    results: &[Value],
+    events: &[Value],
+    version: &str,
+) -> (Vec<Value>, usize) {
+    let mut approved = Vec::new();
+    let mut rejected = 0;
+    for (r, e) in results.iter().zip(events) {
+        assert_result(r, e, version, false, false);
+        let d = r["decisions"].as_array().unwrap();
+        assert_eq!(d.len(), 1, "{r}");
+        if d[0] == approve(e, "2020-01-06") {
+            approved.push(r.clone());
+        } else {
+            assert_eq!(d[0], reject(e, "daily_limit_exceeded"), "{r}");
+            rejected += 1;
+        }
+    }
+    (approved, rejected)
+}
+
 /// S14 under 50 concurrent requests: HK$100 each on one wallet and one HK date, so exactly
 /// 10 are approved (HK$1,000) and 40 rejected `daily_limit_exceeded`.
 #[test]
@@ -1087,31 +1124,10 @@ fn daily_limit_holds_under_concurrency() {
         "cp",
     ));
 
-    let events: Vec<Value> = (0..50)
-        .map(|i| {
-            redeem(
-                &format!("cap{i:02}"),
-                "2020-01-06T12:00:00+08:00",
-                "cp",
-                &["50", "50"],
-            )
-        })
-        .collect();
+    let events = fifty_redemptions();
     let results = decide_at_once(&client, &events);
 
-    let mut approved = Vec::new();
-    let mut rejected = 0;
-    for (r, e) in results.iter().zip(&events) {
-        assert_result(r, e, &version, false, false);
-        let d = r["decisions"].as_array().unwrap();
-        assert_eq!(d.len(), 1, "{r}");
-        if d[0] == approve(e, "2020-01-06") {
-            approved.push(r.clone());
-        } else {
-            assert_eq!(d[0], reject(e, "daily_limit_exceeded"), "{r}");
-            rejected += 1;
-        }
-    }
+    let (approved, rejected) = under_daily_cap(&results, &events, &version);
     assert_eq!((approved.len(), rejected), (10, 40), "approved, rejected");
 
     // The wallet holds the 20 coupons of the 10 approvals.
