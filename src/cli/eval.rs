@@ -129,6 +129,19 @@ impl Start {
             _ => 0,
         }
     }
+
+    /// Where the run starts: the input units to read past, and those whose rejects a
+    /// finished earlier run wrote already; a resumed run continues its summary.
+    fn position(&self, summary: &mut Summary) -> (u64, u64) {
+        match self {
+            Start::Resume(r) => {
+                summary.resume(&r.summary);
+                (r.consumed, 0)
+            }
+            Start::Rerun(r) => (0, r.consumed),
+            Start::Fresh => (0, 0),
+        }
+    }
 }
 
 /// Set by Ctrl-C: stop at the next checkpoint.
@@ -169,6 +182,68 @@ fn open_sink(
             Ok(FileSink::new(f, len))
         }
     }
+}
+
+/// What a run's record is kept under: its output's absolute path, `-` for standard output.
+fn run_key(args: &EvalArgs) -> String {
+    let Some(p) = &args.output else {
+        return "-".into();
+    };
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.clone())
+        .display()
+        .to_string()
+}
+
+/// `--format`, or else CSV for a `.csv` input and JSON lines for any other.
+fn input_format(args: &EvalArgs) -> InputFormat {
+    args.format.unwrap_or(if has_ext(&args.input, "csv") {
+        InputFormat::Csv
+    } else {
+        InputFormat::Jsonl
+    })
+}
+
+/// A state with the memory budgets the arguments give.
+fn empty_state(args: &EvalArgs, ruleset: &crate::rules::Ruleset) -> State {
+    let mut state = State::new(ruleset);
+    if let Some(bytes) = args.id_memory {
+        state.limit_id_memory(bytes);
+    }
+    if let Some(bytes) = args.coupon_memory {
+        state.limit_coupon_memory(bytes);
+    }
+    state
+}
+
+/// Where a run writes.
+struct Outputs {
+    /// The decisions (a file, or standard output).
+    out: Box<dyn Sink>,
+    /// What `out` holds already: a resumed or rerun output, its CSV header among it.
+    held: u64,
+    rejects: Box<dyn Sink>,
+}
+
+/// Opens the outputs of a run that starts so.
+fn open_outputs(
+    args: &EvalArgs,
+    start: &Start,
+    rejects_path: Option<&Path>,
+) -> Result<Outputs, String> {
+    let cannot = |p: &Path, e: io::Error| format!("cannot write {}: {e}", p.display());
+    let mut out: Box<dyn Sink> = match &args.output {
+        Some(p) => Box::new(open_sink(p, start, |r| r.output_bytes).map_err(|e| cannot(p, e))?),
+        None => Box::new(StreamSink::new(io::stdout().lock())),
+    };
+    let held = out
+        .flush_len()
+        .map_err(|e| format!("cannot write the output: {e}"))?;
+    let rejects: Box<dyn Sink> = match rejects_path {
+        Some(p) => Box::new(open_sink(p, start, |r| r.rejects_bytes).map_err(|e| cannot(p, e))?),
+        None => Box::new(StreamSink::new(io::stderr())),
+    };
+    Ok(Outputs { out, held, rejects })
 }
 
 /// Where rejects go when decisions go to standard output and `--rejects` is not given:
@@ -276,13 +351,7 @@ pub fn run(args: &EvalArgs) -> Exit {
         Ok(r) => r,
         Err(e) => return fatal(format!("invalid rules in {}:\n{e}", args.rules.display())),
     };
-    let mut state = State::new(&ruleset);
-    if let Some(bytes) = args.id_memory {
-        state.limit_id_memory(bytes);
-    }
-    if let Some(bytes) = args.coupon_memory {
-        state.limit_coupon_memory(bytes);
-    }
+    let mut state = empty_state(args, &ruleset);
     let shared_url = crate::store::pg::url_in(args.state.as_deref());
     let mut store = match &args.state {
         Some(dir) if shared_url.is_none() => match Store::open(dir, &ruleset) {
@@ -302,16 +371,7 @@ pub fn run(args: &EvalArgs) -> Exit {
         },
         None => None,
     };
-    let run_key = args
-        .output
-        .as_ref()
-        .map(|p| {
-            std::path::absolute(p)
-                .unwrap_or_else(|_| p.clone())
-                .display()
-                .to_string()
-        })
-        .unwrap_or_else(|| "-".into());
+    let run_key = run_key(args);
     let mut start = Start::Fresh;
     // The version of the rules (the one `promo serve` puts on its decisions): shown in the
     // summary and recorded with the run, as a resume or a rerun into the same output with
@@ -351,11 +411,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     } else {
         std::fs::metadata(&args.input).ok().map(|m| m.len())
     };
-    let input_format = args.format.unwrap_or(if has_ext(&args.input, "csv") {
-        InputFormat::Csv
-    } else {
-        InputFormat::Jsonl
-    });
+    let input_format = input_format(args);
     let loaded = match input_len {
         Some(bytes) => state.expect_input_while(input_format.events_in(bytes), snapshot),
         None => snapshot(&mut state),
@@ -392,24 +448,9 @@ pub fn run(args: &EvalArgs) -> Exit {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
         _ => OutputFormat::Jsonl,
     });
-    let mut out: Box<dyn Sink> = match &args.output {
-        Some(p) => match open_sink(p, &start, |r| r.output_bytes) {
-            Ok(f) => Box::new(f),
-            Err(e) => return fatal(format!("cannot write {}: {e}", p.display())),
-        },
-        None => Box::new(StreamSink::new(io::stdout().lock())),
-    };
-    // What a resumed or rerun output holds already (its CSV header among it).
-    let held = match out.flush_len() {
-        Ok(n) => n,
-        Err(e) => return fatal(format!("cannot write the output: {e}")),
-    };
-    let rejects: Box<dyn Sink> = match &rejects_path {
-        Some(p) => match open_sink(p, &start, |r| r.rejects_bytes) {
-            Ok(f) => Box::new(f),
-            Err(e) => return fatal(format!("cannot write {}: {e}", p.display())),
-        },
-        None => Box::new(StreamSink::new(io::stderr())),
+    let Outputs { out, held, rejects } = match open_outputs(args, &start, rejects_path.as_deref()) {
+        Ok(outputs) => outputs,
+        Err(e) => return fatal(e),
     };
     let input: Box<dyn io::Read + Send> = if stdin {
         Box::new(io::stdin())
@@ -434,16 +475,7 @@ pub fn run(args: &EvalArgs) -> Exit {
     if stdin {
         batch.parallel = false;
     }
-    let mut resumed_from = None;
-    let (skip, rejects_known) = match &start {
-        Start::Resume(r) => {
-            batch.summary.resume(&r.summary);
-            resumed_from = Some(r.consumed);
-            (r.consumed, 0)
-        }
-        Start::Rerun(r) => (0, r.consumed),
-        Start::Fresh => (0, 0),
-    };
+    let (skip, rejects_known) = start.position(&mut batch.summary);
     if kept {
         if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
@@ -481,7 +513,8 @@ pub fn run(args: &EvalArgs) -> Exit {
             ..durability
         });
     }
-    if let (Some(n), false) = (resumed_from, args.quiet) {
+    if let (Start::Resume(r), false) = (&start, args.quiet) {
+        let n = r.consumed;
         errln!("promo eval: resuming after {n} input lines committed by an earlier run");
     }
     let reader = BufReader::with_capacity(1 << 16, input);
