@@ -420,10 +420,22 @@ pub(crate) fn facts_fit(stored: &[FactShape], ruleset: &Ruleset) -> Result<(), S
     Ok(())
 }
 
-/// Whether every counter a state recorded (`stored`) keeps its window in `ruleset`.
+/// Whether every counter a state recorded (`stored`) keeps its owner and its window in
+/// `ruleset`: tallies are kept per customer or wallet and per window bucket, and a ruleset
+/// counting the same counter otherwise would not see them (a cap would start again).
 pub(crate) fn windows_fit(stored: &[CounterShape], ruleset: &Ruleset) -> Result<(), String> {
     let current = counter_shapes(ruleset);
     for s in stored {
+        let named: Vec<&CounterShape> = current.iter().filter(|c| c.name == s.name).collect();
+        if !named.is_empty() && !named.iter().any(|c| c.per == s.per) {
+            let now: Vec<&str> = named.iter().map(|c| c.per.as_str()).collect();
+            return Err(format!(
+                "counter `{}` was counted per {} and is now counted per {}: its tallies cannot be read so; use a new state",
+                s.name,
+                s.per,
+                now.join(" and per ")
+            ));
+        }
         let now = current
             .iter()
             .find(|c| c.name == s.name && c.per == s.per && c.window != s.window);

@@ -1238,6 +1238,23 @@ fn foreign_corrupt_and_incompatible_states_are_refused_untouched() {
         "names the windows\n{}",
         run.stderr
     );
+    // The same rules counting the points' daily limit per customer rather than per wallet:
+    // the wallets' tallies would not be seen, and the limit would start again.
+    let per_customer = d.copy_rules();
+    let conversion = per_customer.join("promotions/points-conversion.yaml");
+    let text = std::fs::read_to_string(&conversion).unwrap();
+    std::fs::write(
+        &conversion,
+        text.replace("    per: wallet", "    per: customer"),
+    )
+    .unwrap();
+    let run = refuse("per", &per_customer, &state, "incompatible ruleset");
+    assert!(
+        run.stderr
+            .contains("was counted per wallet and is now counted per customer"),
+        "names the owners\n{}",
+        run.stderr
+    );
     // And the state still works with the rules that wrote it.
     let again = Eval::new(&events, &d.path().join("shipped.out.jsonl"))
         .state(&state)
