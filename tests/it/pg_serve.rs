@@ -21,9 +21,10 @@ use crate::gen::GenConfig;
 use crate::pg::{admin_client, TestCluster, TestDb};
 use crate::serve::server::{metric, Client, Resp, Serve, Server, POLL, WAIT};
 use crate::serve::{
-    assert_answered_replay, assert_error, assert_golden_pass, assert_result, coupon_ids,
-    decide_at_once_on, fifty_redemptions, load_event, octopus, put, stream_as_eval_does,
-    under_daily_cap, under_load, wallet_coupons, Load, OCTOPUS_BUDGET, OCTOPUS_WELCOME,
+    assert_answered_replay, assert_error, assert_golden_pass, assert_result, budget_grants,
+    coupon_ids, decide_at_once_on, fifty_octopus_customers, fifty_redemptions, load_event, octopus,
+    put, stream_as_eval_does, under_daily_cap, under_load, wallet_coupons, Load, OCTOPUS_BUDGET,
+    OCTOPUS_WELCOME,
 };
 use crate::util::*;
 
@@ -298,34 +299,10 @@ fn total_budget_holds_across_two_instances() {
     assert_eq!(b.version(), version);
 
     let at = "2020-01-10T10:00:00+08:00";
-    let events: Vec<Value> = (0..50)
-        .map(|i| octopus(&format!("ob{i:02}"), at, &format!("obc{i:02}")))
-        .collect();
+    let events = fifty_octopus_customers(at);
     let results = decide_at_once_on(&clients, &events);
 
-    let mut granted = BTreeMap::new();
-    for (r, e) in results.iter().zip(&events) {
-        assert_result(r, e, &version, false, false);
-        match r["decisions"].as_array().unwrap().as_slice() {
-            [] => {}
-            [d] => {
-                let c = coupon(
-                    &coupon_id(e, "octopus-budget", 1),
-                    "10.00",
-                    "50.00",
-                    &["in_store"],
-                    "2020-01-10",
-                    Some("2020-02-08"),
-                );
-                assert_eq!(d, &grant(e, "octopus-budget", vec![c]), "{r}");
-                granted.insert(
-                    e["customer"].as_str().unwrap().to_owned(),
-                    coupon_id(e, "octopus-budget", 1),
-                );
-            }
-            _ => panic!("more than one decision: {r}"),
-        }
-    }
+    let granted = budget_grants(&results, &events, &version);
     assert_eq!(granted.len(), 5, "grants to {granted:?}\n{}", logs(&a, &b));
     // Every customer's wallet, read on the instance that did not decide its event.
     for (i, e) in events.iter().enumerate() {

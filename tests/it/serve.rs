@@ -1176,31 +1176,12 @@ fn total_budget_holds_under_concurrency() {
     );
 
     let at = "2020-01-10T10:00:00+08:00";
-    let events: Vec<Value> = (0..50)
-        .map(|i| octopus(&format!("ob{i:02}"), at, &format!("obc{i:02}")))
-        .collect();
+    let events = fifty_octopus_customers(at);
     let results = decide_at_once(&client, &events);
 
-    let mut granted = Vec::new();
-    for (r, e) in results.iter().zip(&events) {
-        assert_result(r, e, &version, false, false);
-        match r["decisions"].as_array().unwrap().as_slice() {
-            [] => {}
-            [d] => {
-                let c = coupon(
-                    &coupon_id(e, "octopus-budget", 1),
-                    "10.00",
-                    "50.00",
-                    &["in_store"],
-                    "2020-01-10",
-                    Some("2020-02-08"),
-                );
-                assert_eq!(d, &grant(e, "octopus-budget", vec![c]), "{r}");
-                granted.push(e["customer"].as_str().unwrap().to_owned());
-            }
-            _ => panic!("more than one decision: {r}"),
-        }
-    }
+    let granted: Vec<String> = budget_grants(&results, &events, &version)
+        .into_keys()
+        .collect();
     assert_eq!(granted.len(), 5, "grants to {granted:?}");
     for c in &granted {
         assert_eq!(wallet_coupons(&client, &wallet(c), None).len(), 1, "{c}");
@@ -1218,6 +1199,45 @@ fn total_budget_holds_under_concurrency() {
     // The budget is spent: a 51st customer gets nothing.
     let late = octopus("ob-late", at, "obc-late");
     assert_eq!(client.decide(&late)["decisions"], json!([]));
+}
+
+/// 50 Octopus top-ups at `at`, each of a new customer (the budget of `OCTOPUS_BUDGET` is 5).
+pub(crate) fn fifty_octopus_customers(at: &str) -> Vec<Value> {
+    (0..50)
+        .map(|i| octopus(&format!("ob{i:02}"), at, &format!("obc{i:02}")))
+        .collect()
+}
+
+/// The grants of `octopus-budget` among the answers to `fifty_octopus_customers` sent on
+/// 2020-01-10 (the coupons' dates follow from it): the
+/// customer and the coupon of each; every other answer decides nothing.
+pub(crate) fn budget_grants(
+    results: &[Value],
+    events: &[Value],
+    version: &str,
+) -> BTreeMap<String, String> {
+    let mut granted = BTreeMap::new();
+    for (r, e) in results.iter().zip(events) {
+        assert_result(r, e, version, false, false);
+        match r["decisions"].as_array().unwrap().as_slice() {
+            [] => {}
+            [d] => {
+                let id = coupon_id(e, "octopus-budget", 1);
+                let c = coupon(
+                    &id,
+                    "10.00",
+                    "50.00",
+                    &["in_store"],
+                    "2020-01-10",
+                    Some("2020-02-08"),
+                );
+                assert_eq!(d, &grant(e, "octopus-budget", vec![c]), "{r}");
+                granted.insert(e["customer"].as_str().unwrap().to_owned(), id);
+            }
+            _ => panic!("more than one decision: {r}"),
+        }
+    }
+    granted
 }
 
 // ---------------------------------------------------------------------------------------
