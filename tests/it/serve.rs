@@ -1209,8 +1209,8 @@ pub(crate) fn fifty_octopus_customers(at: &str) -> Vec<Value> {
 }
 
 /// The grants of `octopus-budget` among the answers to `fifty_octopus_customers` sent on
-/// 2020-01-10 (the coupons' dates follow from it): the
-/// customer and the coupon of each; every other answer decides nothing.
+/// 2020-01-10 (the coupons' dates follow from it): the customer and the coupon of each;
+/// every other answer decides nothing.
 pub(crate) fn budget_grants(
     results: &[Value],
     events: &[Value],
