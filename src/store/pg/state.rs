@@ -92,11 +92,10 @@ impl Reach {
     /// The lock keys of this reach (see [`lock`]), sorted. Every row a transaction may write
     /// is behind one of its keys: its owners' facts and counters, the coupons its events
     /// name or grant (granted ones are named after their event, so behind its customer);
-    /// but total counters, whose rows `load` locks themselves, after these keys.
-    /// Event ids have no key: two transactions answering one id are the same customer's
-    /// (and so take turns) or else the second fails on the answers table's unique key and
-    /// runs again, to find the answer. A total counter locks by its
-    /// name alone (all its days), the one key every event counting on it shares.
+    /// but total counters, whose rows `load` locks themselves, after these keys. Event ids
+    /// have no key: two transactions answering one id are the same customer's (and so take
+    /// turns) or else the second fails on the answers table's unique key and runs again, to
+    /// find the answer.
     pub fn lock_keys(&self) -> Vec<i64> {
         let key = |kind: &str, name: &str| {
             let mut h = xxhash_rust::xxh3::Xxh3::new();
