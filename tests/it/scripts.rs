@@ -171,6 +171,15 @@ fn check_rule(dir: &Dir, id: &str, yaml: &str) -> (PathBuf, Option<i32>, String)
     (rules, out.status.code(), stderr)
 }
 
+/// The rules with the rule `id` added, which `promo check` passes with nothing to say.
+#[track_caller]
+fn checked_clean(dir: &Dir, id: &str, yaml: &str) -> PathBuf {
+    let (rules, code, stderr) = check_rule(dir, id, yaml);
+    eqnice(Some(0), code);
+    eqnice(String::new(), stderr);
+    rules
+}
+
 #[track_caller]
 fn assert_line(stderr: &str, expected: &str) {
     assert!(
@@ -225,9 +234,7 @@ fn decimal_params_written_as_strings_compare_with_amounts() {
             "      && params.code == \"007\"",
         ],
     );
-    let (rules, code, stderr) = check_rule(&dir, "typed", &yaml);
-    eqnice(Some(0), code);
-    eqnice(String::new(), stderr);
+    let rules = checked_clean(&dir, "typed", &yaml);
     let at = "2020-01-10T10:00:00+08:00";
     let events = [
         purchase("p1", at, "c1").set("amount", "60.00"),
@@ -268,9 +275,7 @@ fn absent_facts_have_defaults_in_scripts() {
             "      && facts.points_authorized == false && facts.autopay_activated_on == ()",
         ],
     );
-    let (rules, code, stderr) = check_rule(&dir, "first", &yaml);
-    eqnice(Some(0), code);
-    eqnice(String::new(), stderr);
+    let rules = checked_clean(&dir, "first", &yaml);
     let e = purchase("p1", "2020-01-10T10:00:00+08:00", "c1");
     let input = dir.write_jsonl("events.jsonl", std::slice::from_ref(&e));
     let run = dir.eval(&rules, &input, None);
@@ -323,9 +328,7 @@ fn script_print_and_debug_go_to_the_explain_trace() {
             "    event.amount >= params.threshold",
         ],
     );
-    let (rules, code, stderr) = check_rule(&dir, "chatty", &yaml);
-    eqnice(Some(0), code);
-    eqnice(String::new(), stderr);
+    let rules = checked_clean(&dir, "chatty", &yaml);
     let at = "2020-01-10T10:00:00+08:00";
     let events = [
         purchase("p1", at, "c1").set("amount", "60.00"),
@@ -381,9 +384,7 @@ fn declarative_conditions_run_before_scripts_where_order_cannot_matter() {
             "  eq: SHOP_X",
         ],
     );
-    let (rules, code, stderr) = check_rule(&dir, "ordered", &yaml);
-    eqnice(Some(0), code);
-    eqnice(String::new(), stderr);
+    let rules = checked_clean(&dir, "ordered", &yaml);
     let at = "2020-01-10T10:00:00+08:00";
     let events = [
         // No terminal: the script would fail, but the merchant already turns the event away.
