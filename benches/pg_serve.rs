@@ -51,12 +51,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::NoTls;
@@ -72,6 +72,11 @@ use report::{copy_dir, fixed, grouped, load_average, per_second};
 mod load;
 use load::{generate, ms, percentile_us, window, Load, Measured, Res, Server};
 
+// A throwaway PostgreSQL cluster, shared with the integration tests.
+#[path = "../tests/pg_cluster/mod.rs"]
+mod pg_cluster;
+use pg_cluster::{bindir, LocalCluster};
+
 // The deterministic event generator shared with the integration tests.
 #[path = "../tests/gen/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -79,12 +84,6 @@ mod gen;
 
 /// The shipped seed ruleset.
 const RULES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
-/// Where Debian's postgresql-15 puts the server binaries.
-const DEBIAN_BINDIR: &str = "/usr/lib/postgresql/15/bin";
-/// The unprivileged user the server runs as when the bench runs as root.
-const SERVER_USER: &str = "nobody";
-/// The most initdb, pg_ctl may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// The rule and counter of the hot budget.
 const HOT_RULE: &str = "bench-hot-budget";
 const HOT_COUNTER: &str = "bench-hot-total";
@@ -227,14 +226,7 @@ fn main() -> ExitCode {
 // The PostgreSQL cluster.
 
 /// A throwaway cluster of the local server binaries, stopped and removed on drop.
-struct Cluster {
-    bindir: PathBuf,
-    /// Holds the data directory, the socket directory and the server's log.
-    dir: tempfile::TempDir,
-    as_user: Option<&'static str>,
-    port: u16,
-    started: bool,
-}
+struct Cluster(LocalCluster);
 
 impl Cluster {
     fn start() -> Res<Cluster> {
@@ -242,89 +234,25 @@ impl Cluster {
             "no PostgreSQL server binaries: install postgresql-15 (apt-get install -y postgresql-15) \
              so that initdb and pg_ctl are in /usr/lib/postgresql/15/bin or `pg_config --bindir`",
         )?;
-        let dir = tempfile::Builder::new()
-            .prefix("promo-bench-pg-")
-            .tempdir()?;
-        // PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`.
-        let as_user = is_root().then_some(SERVER_USER);
-        let sock = dir.path().join("sock");
-        std::fs::create_dir(&sock)?;
-        if let Some(user) = as_user {
-            let out = Command::new("id").args(["-u", user]).output()?;
-            let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
-            for path in [dir.path(), &sock] {
-                std::os::unix::fs::chown(path, Some(uid), None)?;
-            }
-        }
-        let mut cluster = Cluster {
+        Ok(Cluster(LocalCluster::start(
             bindir,
-            dir,
-            as_user,
-            port: 0,
-            started: false,
-        };
-        let data = cluster.dir.path().join("data");
-        let mut initdb = cluster.command("initdb");
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "promo", "-E", "UTF8", "--no-sync"]);
-        run_bounded(&mut initdb, COMMAND_TIMEOUT).map_err(|e| format!("initdb: {e}"))?;
-        let mut last = String::new();
-        // Another process may take the port between the probe and the bind: three tries.
-        for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let mut start = cluster.command("pg_ctl");
-            start
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(cluster.dir.path().join("server.log"))
-                .arg("-o")
-                .arg(format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 {PG_SETTINGS}",
-                    sock.display()
-                ))
-                .args(["-w", "-t", "60", "start"]);
-            match run_bounded(&mut start, COMMAND_TIMEOUT) {
-                Ok(()) => {
-                    cluster.port = port;
-                    cluster.started = true;
-                    return Ok(cluster);
-                }
-                Err(e) => {
-                    let log = std::fs::read_to_string(cluster.dir.path().join("server.log"));
-                    last = format!("{e}\nserver log:\n{}", log.unwrap_or_default());
-                }
-            }
-        }
-        Err(format!("pg_ctl start failed three times: {last}").into())
+            "promo-bench-pg-",
+            PG_SETTINGS,
+        )?))
     }
 
-    /// A command of the server binaries, run as the server's user.
-    fn command(&self, program: &str) -> Command {
-        let path = self.bindir.join(program);
-        let mut cmd = match self.as_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(path);
-                c
-            }
-            None => Command::new(path),
-        };
-        // The server's user may not be allowed into the bench's working directory.
-        cmd.current_dir(self.dir.path());
-        cmd
+    fn port(&self) -> u16 {
+        self.0.port
     }
 
     /// The postmaster's pid.
     fn postmaster(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).ok()?;
+        let text = std::fs::read_to_string(self.0.data().join("postmaster.pid")).ok()?;
         text.lines().next()?.trim().parse().ok()
     }
 
     fn url(&self, db: &str) -> String {
-        format!("postgres://promo@127.0.0.1:{}/{db}", self.port)
+        format!("postgres://promo@127.0.0.1:{}/{db}", self.port())
     }
 
     /// A new empty database, with `synchronous_commit` off if asked.
@@ -344,79 +272,12 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if !self.started {
-            return;
-        }
-        let data = self.dir.path().join("data");
-        let mut stop = self.command("pg_ctl");
-        stop.arg("-D")
-            .arg(&data)
-            .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
-        if let Err(e) = run_bounded(&mut stop, Duration::from_secs(40)) {
-            eprintln!("bench: stopping the PostgreSQL cluster: {e}");
-        }
-    }
-}
-
 async fn client(url: &str) -> Res<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .map_err(|e| format!("connecting to {url}: {e}"))?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-/// The directory holding initdb and pg_ctl, if any.
-fn bindir() -> Option<PathBuf> {
-    let has = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    let debian = PathBuf::from(DEBIAN_BINDIR);
-    if has(&debian) {
-        return Some(debian);
-    }
-    let out = Command::new("pg_config").arg("--bindir").output().ok()?;
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    (out.status.success() && has(&dir)).then_some(dir)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Runs `cmd` to its end within `timeout` (killed past it); its output in the error.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
-    let mut child: Child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(_) => break,
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{cmd:?}: still running after {timeout:?}; killed"));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -806,7 +667,7 @@ fn run(args: &Args) -> Res<()> {
     let cluster = Cluster::start()?;
     println!(
         "PostgreSQL 15 cluster on 127.0.0.1:{} ({PG_SETTINGS}); a fresh database per run",
-        cluster.port
+        cluster.port()
     );
 
     let mut setups = Vec::new();

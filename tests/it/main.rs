@@ -56,6 +56,10 @@ mod state;
 // The PostgreSQL store's foundation: migrations, their lock, the pool, against a real server.
 mod pg;
 
+// A throwaway PostgreSQL cluster, shared with the shared-state benchmark.
+#[path = "../pg_cluster/mod.rs"]
+mod pg_cluster;
+
 // `eval --state postgres://`: blocks on the shared state, and a state shared with serve.
 mod pg_eval;
 

@@ -6,9 +6,8 @@ the tests that run at once and stopped when the last of them ends. Each test has
 of its own. No server is a failed test, never a skipped one.
 */
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -16,12 +15,8 @@ use std::time::{Duration, Instant};
 use promo::store::pg::{self, PgError, MIGRATIONS, SCHEMA_VERSION};
 use tokio_postgres::NoTls;
 
-/// Where Debian's postgresql-15 puts the server binaries.
-const DEBIAN_BINDIR: &str = "/usr/lib/postgresql/15/bin";
-/// The unprivileged user the server runs as when the tests run as root.
-const SERVER_USER: &str = "nobody";
-/// The most any one command of the harness (initdb, pg_ctl, createdb) may take.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::pg_cluster::{bindir, is_root, run_bounded, LocalCluster};
+
 /// The most any one test's database work may take.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -34,14 +29,7 @@ pub struct TestCluster {
     /// The URL of a database to run CREATE DATABASE from.
     admin: String,
     /// Our own cluster, stopped and removed on drop; None for an external server.
-    local: Option<Local>,
-}
-
-struct Local {
-    bindir: PathBuf,
-    /// Holds the data directory, the socket directory and the server's log.
-    dir: tempfile::TempDir,
-    as_user: Option<&'static str>,
+    _local: Option<LocalCluster>,
 }
 
 impl TestCluster {
@@ -64,7 +52,7 @@ impl TestCluster {
             if !url.is_empty() {
                 return TestCluster {
                     admin: url,
-                    local: None,
+                    _local: None,
                 };
             }
         }
@@ -91,37 +79,6 @@ impl TestCluster {
             name: db,
             admin: self.admin.clone(),
         }
-    }
-}
-
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        let Some(local) = &self.local else { return };
-        let data = local.dir.path().join("data");
-        let mut stop = local.command("pg_ctl");
-        stop.arg("-D")
-            .arg(&data)
-            .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
-        // Nothing to do about a failed stop in a drop; the directory goes either way.
-        let _ = run(&mut stop, Duration::from_secs(40));
-    }
-}
-
-impl Local {
-    /// A command of the server binaries, run as the server's user.
-    fn command(&self, program: &str) -> Command {
-        let path = self.bindir.join(program);
-        let mut cmd = match self.as_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(path);
-                c
-            }
-            None => Command::new(path),
-        };
-        // The server's user may not be allowed into the test's working directory.
-        cmd.current_dir(self.dir.path());
-        cmd
     }
 }
 
@@ -165,18 +122,6 @@ fn url_of(config: &tokio_postgres::Config) -> String {
     format!("postgres://{user}{password}@{host}:{port}/{db}")
 }
 
-/// The directory holding initdb and pg_ctl, if any.
-fn bindir() -> Option<PathBuf> {
-    let has = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    let debian = PathBuf::from(DEBIAN_BINDIR);
-    if has(&debian) {
-        return Some(debian);
-    }
-    let out = Command::new("pg_config").arg("--bindir").output().ok()?;
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    (out.status.success() && has(&dir)).then_some(dir)
-}
-
 /// Installs the server binaries as the README's test command promises to need nothing but
 /// the Rust toolchain: with apt-get, as root (a bounded wait each step). `None` when that
 /// cannot be done here; the test then fails saying how to provide a server.
@@ -190,7 +135,7 @@ fn install_server() -> Option<PathBuf> {
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut cmd, Duration::from_secs(600))
+        run_bounded(&mut cmd, Duration::from_secs(600))
     };
     if let Err(e) = apt(&["update"]).and_then(|()| apt(&["install", "-y", "postgresql-15"])) {
         eprintln!("tests/it/pg.rs: installing postgresql-15 failed: {e}");
@@ -199,130 +144,25 @@ fn install_server() -> Option<PathBuf> {
     bindir()
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// initdb, then start on a free port (another process may take the port between our
-/// probe and the server's bind: then a new port, up to three times), then the database.
+/// A cluster of our own, with the database `promo` to create the tests' databases from.
 fn start_local(bindir: PathBuf) -> TestCluster {
-    let dir = tempfile::Builder::new()
-        .prefix("promo-it-pg-")
-        .tempdir()
-        .unwrap();
-    // PostgreSQL refuses to run as root: as root, the cluster belongs to `nobody`.
-    let as_user = is_root().then_some(SERVER_USER);
-    let sock = dir.path().join("sock");
-    std::fs::create_dir(&sock).unwrap();
-    if let Some(user) = as_user {
-        let out = Command::new("id").args(["-u", user]).output().unwrap();
-        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        for path in [dir.path(), &sock] {
-            std::os::unix::fs::chown(path, Some(uid), None).unwrap();
-        }
+    let local = LocalCluster::start(bindir, "promo-it-pg-", "-c fsync=on")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = local.port.to_string();
+    let mut createdb = local.command("createdb");
+    createdb.args(["-h", "127.0.0.1", "-p", &port, "-U", "promo", "promo"]);
+    run_bounded(&mut createdb, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("createdb: {e}"));
+    TestCluster {
+        admin: format!("postgres://promo@127.0.0.1:{port}/promo"),
+        _local: Some(local),
     }
-    let local = Local {
-        bindir,
-        dir,
-        as_user,
-    };
-    let data = local.dir.path().join("data");
-    let mut initdb = local.command("initdb");
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-A", "trust", "-U", "promo", "-E", "UTF8", "--no-sync"]);
-    run(&mut initdb, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("initdb: {e}"));
-    let mut last = String::new();
-    for _ in 0..3 {
-        let port = free_port();
-        let mut start = local.command("pg_ctl");
-        start
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(local.dir.path().join("server.log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on",
-                sock.display()
-            ))
-            .args(["-w", "-t", "60", "start"]);
-        match run(&mut start, COMMAND_TIMEOUT) {
-            Ok(()) => {
-                let mut createdb = local.command("createdb");
-                createdb.args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "promo",
-                    "promo",
-                ]);
-                run(&mut createdb, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("createdb: {e}"));
-                return TestCluster {
-                    admin: format!("postgres://promo@127.0.0.1:{port}/promo"),
-                    local: Some(local),
-                };
-            }
-            Err(e) => {
-                let log = std::fs::read_to_string(local.dir.path().join("server.log"));
-                last = format!("{e}\nserver log:\n{}", log.unwrap_or_default());
-            }
-        }
-    }
-    panic!("pg_ctl start failed three times: {last}");
 }
 
 /// A loopback port nothing listens on now.
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-/// Runs `cmd` to its end within `timeout` (killed past it); its output in the error.
-fn run(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let (ok, output) = wait_bounded(child, timeout).map_err(|e| format!("{cmd:?}: {e}"))?;
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed: {output}"))
-    }
-}
-
-fn wait_bounded(mut child: Child, timeout: Duration) -> Result<(bool, String), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(_) => break,
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "still running after {}s; killed",
-                    timeout.as_secs()
-                ));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
 }
 
 /// Runs one test's body against a database of its own, bounded in time; the database is
