@@ -2,7 +2,7 @@
 //! in decimals, and a runaway script fails that rule on that event with a located error while
 //! the run goes on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
@@ -180,6 +180,42 @@ fn checked_clean(dir: &Dir, id: &str, yaml: &str) -> PathBuf {
     rules
 }
 
+/// `promo eval --explain` of `events` on `rules`, which must exit 0: the output's rows
+/// (decisions and explanations), and what it wrote on standard output.
+fn explained_run(
+    dir: &Dir,
+    rules: &Path,
+    events: &[serde_json::Value],
+) -> (Vec<serde_json::Value>, String) {
+    let input = dir.write_jsonl("events.jsonl", events);
+    let output = dir.path().join("out.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .args(["eval", "--explain", "--rules"])
+        .arg(rules)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    eqnice(Some(0), out.status.code());
+    let rows = parse_jsonl(&std::fs::read(&output).unwrap());
+    (rows, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The trace of `rule` in the explanation of event `id` among `rows`.
+fn rule_trace(rows: &[serde_json::Value], id: &str, rule: &str) -> serde_json::Value {
+    let row = rows
+        .iter()
+        .find(|r| r["event_id"] == id && r.get("explain").is_some())
+        .unwrap_or_else(|| panic!("no explanation of {id}: {rows:?}"));
+    let traces = row["explain"].as_array().unwrap();
+    let trace = traces.iter().find(|r| r["rule"] == rule);
+    trace
+        .unwrap_or_else(|| panic!("no trace of {rule} for {id}: {row}"))
+        .clone()
+}
+
 #[track_caller]
 fn assert_line(stderr: &str, expected: &str) {
     assert!(
@@ -334,35 +370,10 @@ fn script_print_and_debug_go_to_the_explain_trace() {
         purchase("p1", at, "c1").set("amount", "60.00"),
         purchase("p2", at, "c2").set("amount", "40.00"),
     ];
-    let input = dir.write_jsonl("events.jsonl", &events);
-    let output = dir.path().join("out.jsonl");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
-        .args(["eval", "--explain", "--rules"])
-        .arg(&rules)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    eqnice(Some(0), out.status.code());
-    let rows = parse_jsonl(&std::fs::read(&output).unwrap());
-    let printed = |id: &str| -> serde_json::Value {
-        let row = rows
-            .iter()
-            .find(|r| r["event_id"] == id && r.get("explain").is_some())
-            .unwrap_or_else(|| panic!("no explanation of {id}: {rows:?}"));
-        let rule = row["explain"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["rule"] == "chatty")
-            .unwrap();
-        rule["printed"].clone()
-    };
+    let (rows, stdout) = explained_run(&dir, &rules, &events);
+    let printed = |id: &str| rule_trace(&rows, id, "chatty")["printed"].clone();
     eqnice(json!(["amount 60.00", "50.00"]), printed("p1"));
     eqnice(json!(["amount 40.00", "50.00"]), printed("p2"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("amount 60.00"), "{stdout}");
 }
 
@@ -393,31 +404,8 @@ fn declarative_conditions_run_before_scripts_where_order_cannot_matter() {
             .set("merchant", "SHOP_X")
             .set("terminal", "T0042"),
     ];
-    let input = dir.write_jsonl("events.jsonl", &events);
-    let output = dir.path().join("out.jsonl");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
-        .args(["eval", "--explain", "--rules"])
-        .arg(&rules)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    eqnice(Some(0), out.status.code());
-    let rows = parse_jsonl(&std::fs::read(&output).unwrap());
-    let explained = |id: &str| -> serde_json::Value {
-        let row = rows
-            .iter()
-            .find(|r| r["event_id"] == id && r.get("explain").is_some())
-            .unwrap();
-        let rules = row["explain"].as_array().unwrap();
-        rules
-            .iter()
-            .find(|r| r["rule"] == "ordered")
-            .unwrap()
-            .clone()
-    };
+    let (rows, _) = explained_run(&dir, &rules, &events);
+    let explained = |id: &str| rule_trace(&rows, id, "ordered");
     eqnice(json!("at_shop_x"), explained("p1")["failed"].clone());
     eqnice(json!(true), explained("p2")["fired"].clone());
     let granted: Vec<&serde_json::Value> = rows
