@@ -70,7 +70,7 @@ use report::{copy_dir, fixed, grouped, load_average, per_second};
 #[path = "common/load.rs"]
 #[allow(dead_code)]
 mod load;
-use load::{generate, ms, percentile_us, window, Load, Measured, Res, Server};
+use load::{generate_announced, ms, percentile_us, window, Load, Measured, Res, Server};
 
 // A throwaway PostgreSQL cluster, shared with the integration tests.
 #[path = "../tests/pg_cluster/mod.rs"]
@@ -634,14 +634,7 @@ fn run(args: &Args) -> Res<()> {
         events: args.events,
         customers: args.customers,
     };
-    let (stream, invalid, repeated) = generate(&cfg, Path::new(RULES_DIR), 1)?;
-    println!(
-        "stream: {} events to send ({} dropped: {} the ruleset would refuse, {} repeated ids)",
-        grouped(stream.bodies.len() as u64),
-        grouped(invalid + repeated),
-        grouped(invalid),
-        grouped(repeated)
-    );
+    let stream = generate_announced(&cfg, Path::new(RULES_DIR), 1)?;
     let mut types = BTreeSet::new();
     for body in &stream.bodies {
         let v: serde_json::Value = serde_json::from_slice(body)?;

@@ -96,8 +96,8 @@ use report::{copy_dir, fixed, grouped, load_average, per_second};
 #[path = "common/load.rs"]
 mod load;
 use load::{
-    connect, exchange, generate, ms, percentile_us, window, Load, Measured, Res, Server, Stopped,
-    Stream, Tally, REQUEST_TIMEOUT, STOP_TIMEOUT,
+    connect, exchange, generate_announced, ms, percentile_us, window, Load, Measured, Res, Server,
+    Stopped, Stream, Tally, REQUEST_TIMEOUT, STOP_TIMEOUT,
 };
 
 // The deterministic event generator shared with the integration tests.
@@ -653,16 +653,7 @@ fn run(args: &Args) -> Res<()> {
         events: args.events,
         customers: args.customers,
     };
-    let t = Instant::now();
-    let (stream, invalid, repeated) = generate(&cfg, Path::new(RULES_DIR), MAX_SAMPLES)?;
-    println!(
-        "stream: {} events to send, generated in {} s ({} dropped: {} the ruleset would refuse, {} repeated ids)",
-        grouped(stream.bodies.len() as u64),
-        fixed(t.elapsed().as_nanos(), 1_000_000_000, 1),
-        grouped(invalid + repeated),
-        grouped(invalid),
-        grouped(repeated)
-    );
+    let stream = generate_announced(&cfg, Path::new(RULES_DIR), MAX_SAMPLES)?;
     let data = tempfile::Builder::new()
         .prefix("promo-serve-bench-data-")
         .tempdir()?;

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
 use crate::gen;
-use crate::report::{fixed, nanos_since};
+use crate::report::{fixed, grouped, nanos_since};
 
 pub type BoxError = Box<dyn Error + Send + Sync>;
 pub type Res<T> = Result<T, BoxError>;
@@ -77,9 +77,25 @@ impl Stream {
     }
 }
 
+/// `generate`, saying on standard output how many events are sent, how many were dropped
+/// and why, and how long it took.
+pub fn generate_announced(cfg: &gen::GenConfig, rules: &Path, max_samples: usize) -> Res<Stream> {
+    let t = Instant::now();
+    let (stream, invalid, repeated) = generate(cfg, rules, max_samples)?;
+    println!(
+        "stream: {} events to send, generated in {} s ({} dropped: {} the ruleset would refuse, {} repeated ids)",
+        grouped(stream.bodies.len() as u64),
+        fixed(t.elapsed().as_nanos(), 1_000_000_000, 1),
+        grouped(invalid + repeated),
+        grouped(invalid),
+        grouped(repeated)
+    );
+    Ok(stream)
+}
+
 /// Generates the stream and keeps the events the service should decide: a declared type
 /// with the fields it requires, and the first occurrence of each id.
-pub fn generate(cfg: &gen::GenConfig, rules: &Path, max_samples: usize) -> Res<(Stream, u64, u64)> {
+fn generate(cfg: &gen::GenConfig, rules: &Path, max_samples: usize) -> Res<(Stream, u64, u64)> {
     let ruleset = promo::rules::load_ruleset(rules)
         .map_err(|e| format!("loading {}: {e}", rules.display()))?;
     let mut seen: HashSet<String> = HashSet::with_capacity(cfg.events);
