@@ -30,9 +30,8 @@ use crate::store::pg::PgStore;
 pub struct App {
     pub live: ArcSwap<Live>,
     pub last_rejected: Mutex<Option<Rejection>>,
-    pub state: SharedState,
-    /// The shared state, when decisions are kept in PostgreSQL (`state` is then unused).
-    pub pg: Option<Arc<PgStore>>,
+    /// Where the read routes find a customer's or a wallet's state.
+    pub state: StateSource,
     pub jobs: mpsc::Sender<Msg>,
     pub reloads: mpsc::Sender<Reload>,
     pub metrics: Arc<Metrics>,
@@ -43,6 +42,30 @@ pub struct App {
 }
 
 pub type Shared = Arc<App>;
+
+/// The state the read routes read: this process's, or the shared one in PostgreSQL.
+pub enum StateSource {
+    Local(SharedState),
+    Shared(Arc<PgStore>),
+}
+
+impl StateSource {
+    /// `f` of a state holding (at least) the customer's or wallet's `name` rows.
+    async fn read<T>(
+        &self,
+        ruleset: &crate::rules::Ruleset,
+        (scope, name): (Scope, &str),
+        f: impl FnOnce(&crate::engine::State) -> T,
+    ) -> Result<T, ApiError> {
+        match self {
+            StateSource::Local(state) => Ok(f(&decider::lock(state))),
+            StateSource::Shared(pg) => {
+                let state = super::shared::owner_state(pg, ruleset, scope, name).await?;
+                Ok(f(&state))
+            }
+        }
+    }
+}
 
 /// An event of the contract (PRODUCT.md): the fields the seed's event types use; any other
 /// field is kept and visible to scripts.
@@ -333,12 +356,14 @@ pub async fn wallet_coupons(
                 .date_naive()
         }),
     };
-    if let Some(pg) = &app.pg {
-        let state = super::shared::owner_state(pg, &live.ruleset, Scope::Wallet, &wallet).await?;
-        return views::coupons(&live.ruleset, &state, &wallet, on).map(Json);
-    }
-    let state = decider::lock(&app.state);
-    views::coupons(&live.ruleset, &state, &wallet, on).map(Json)
+    let ruleset = &live.ruleset;
+    let owner = (Scope::Wallet, wallet.as_str());
+    app.state
+        .read(ruleset, owner, |state| {
+            views::coupons(ruleset, state, &wallet, on)
+        })
+        .await?
+        .map(Json)
 }
 
 /// A customer's facts and counters.
@@ -352,13 +377,14 @@ pub async fn customer(
     Path(customer): Path<String>,
 ) -> Result<Json<CustomerView>, ApiError> {
     let live = app.live.load_full();
-    if let Some(pg) = &app.pg {
-        let state =
-            super::shared::owner_state(pg, &live.ruleset, Scope::Customer, &customer).await?;
-        return Ok(Json(views::customer(&live.ruleset, &state, &customer)));
-    }
-    let state = decider::lock(&app.state);
-    Ok(Json(views::customer(&live.ruleset, &state, &customer)))
+    let ruleset = &live.ruleset;
+    let owner = (Scope::Customer, customer.as_str());
+    app.state
+        .read(ruleset, owner, |state| {
+            views::customer(ruleset, state, &customer)
+        })
+        .await
+        .map(Json)
 }
 
 fn ruleset_out(app: &App) -> RulesetOut {

@@ -41,7 +41,7 @@ use chrono::NaiveDate;
 use tokio::sync::mpsc;
 
 use self::answers::Answers;
-use self::api::{App, Shared};
+use self::api::{App, Shared, StateSource};
 use self::decider::{Decider, Durable, Msg};
 use self::live::{try_load, Gate, Live};
 use self::metrics::Metrics;
@@ -173,7 +173,7 @@ async fn serve(opts: Options) -> Result<(), String> {
     let ready = Arc::new(AtomicBool::new(true));
     let (jobs, inbox) = mpsc::channel::<Msg>(4096);
     let (reloads, reload_inbox) = mpsc::channel(16);
-    let (state, pg, deciding) = match &opts.state {
+    let (state, deciding) = match &opts.state {
         StateAt::Postgres { url, pool } => {
             let pg = Arc::new(open_shared(url, *pool, &opts, &live).await?);
             let decider = shared::SharedDecider {
@@ -182,8 +182,8 @@ async fn serve(opts: Options) -> Result<(), String> {
                 metrics: Arc::clone(&metrics),
                 concurrency: *pool,
             };
-            let state = Arc::new(Mutex::new(State::new(&live.ruleset)));
-            (state, Some(pg), Deciding::Task(tokio::spawn(decider.run())))
+            let task = tokio::spawn(decider.run());
+            (StateSource::Shared(pg), Deciding::Task(task))
         }
         _ => {
             let (state, durable, answers) = open_state(&opts, &live)?;
@@ -204,14 +204,13 @@ async fn serve(opts: Options) -> Result<(), String> {
                 .name("promo-decide".into())
                 .spawn(move || decider.run())
                 .map_err(|e| format!("cannot start the deciding thread: {e}"))?;
-            (state, None, Deciding::Thread(thread))
+            (StateSource::Local(state), Deciding::Thread(thread))
         }
     };
     let app: Shared = Arc::new(App {
         live: ArcSwap::from_pointee(live),
         last_rejected: Mutex::new(None),
         state,
-        pg,
         jobs: jobs.clone(),
         reloads: reloads.clone(),
         metrics,
