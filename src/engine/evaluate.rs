@@ -231,6 +231,9 @@ pub fn decide(
         crate::rules::script::take_printed(|line| out.printed.push((ri, line)));
     }
     accumulate(ruleset, state, &ctx, out);
+    // An accumulator's filter belongs to no rule to show its scripts' output under; left
+    // in the buffer, it would show under the next event's first rule.
+    crate::rules::script::take_printed(drop);
     apply_updates(ruleset, state, &ctx);
     out.accumulators = accumulators;
     Ok(Ok(Outcome::Decided))

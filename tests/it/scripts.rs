@@ -377,6 +377,38 @@ fn script_print_and_debug_go_to_the_explain_trace() {
     assert!(!stdout.contains("amount 60.00"), "{stdout}");
 }
 
+/// What an accumulator filter's script prints belongs to no rule: it never shows under the
+/// rule decided next (it used to show under the next event's first rule).
+#[test]
+fn an_accumulator_filter_prints_under_no_rule() {
+    let dir = Dir::new("script-accumulator-print");
+    let yaml = rule_yaml(
+        "chatty",
+        "grant",
+        &[],
+        &[
+            "- name: any",
+            "  script: |",
+            "    print(`rule ${event.id}`);",
+            "    true",
+        ],
+    );
+    let rules = checked_clean(&dir, "chatty", &yaml);
+    let manifest = rules.join("ruleset.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let accumulator = "accumulators:\n  noisy:\n    per: customer\n    window: month\n    on: [purchase]\n    when:\n      - name: loud\n        script: |\n          print(`accumulator ${event.id}`);\n          true\n";
+    std::fs::write(&manifest, format!("{text}{accumulator}")).unwrap();
+    let at = "2020-01-10T10:00:00+08:00";
+    let events = [purchase("p1", at, "c1"), purchase("p2", at, "c2")];
+    let (rows, _) = explained_run(&dir, &rules, &events);
+    for id in ["p1", "p2"] {
+        let printed = rule_trace(&rows, id, "chatty")["printed"].clone();
+        eqnice(json!([format!("rule {id}")]), printed);
+    }
+    let explained = serde_json::to_string(&rows).unwrap();
+    assert!(!explained.contains("accumulator p"), "{explained}");
+}
+
 /// Issue 16: in a rule without `reject` reasons, declarative conditions run before scripts
 /// whatever the written order: a script that fails on events the declarative condition turns
 /// away no longer fails them, and the trace names the condition that failed by its name.
