@@ -345,6 +345,19 @@ fn a_script_that_fails_without_history_fails_the_check() {
     let (_, code, stderr) = check_rule(&dir, "history", &yaml);
     eqnice(Some(1), code);
     assert_line(&stderr, "rules/promotions/history.yaml:8:34: error[script_no_history]: script of condition `activated_early` in rule `history` fails for a customer with no history (every fact absent): Function not found: sub_string ((), i64, i64)");
+
+    // The same script as a tier's condition, and as a coupon's own: probed all the same.
+    let script = "script: 'facts.autopay_activated_on.sub_string(0, 4) == \"2019\"'";
+    let yaml = format!(
+        "id: tiered\nphase: promotion\non: [purchase]\ndecides: grant\nwhen: []\ngrant:\n  tiers:\n    - name: early\n      when: [{{ name: tier_early, {script} }}]\n      coupons: [{{ face_value: \"1\", usable_for: [in_store] }}]\n  coupons:\n    - face_value: \"2\"\n      usable_for: [in_store]\n      when: [{{ name: coupon_early, {script} }}]\n  credit_by: {{ days_after: 0 }}\n"
+    );
+    let (_, code, stderr) = check_rule(&dir, "tiered", &yaml);
+    eqnice(Some(1), code);
+    for condition in ["tier_early", "coupon_early"] {
+        let said =
+            format!("error[script_no_history]: script of condition `{condition}` in rule `tiered`");
+        assert!(stderr.contains(&said), "{said}\n{stderr}");
+    }
 }
 
 /// Issue 16: what a script prints (`print`, `debug`) is in the `--explain` trace of that

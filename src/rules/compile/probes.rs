@@ -16,7 +16,7 @@ pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d:
 fn probe_all(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
     for rule in rules {
         let mut indexes = Vec::new();
-        for c in &rule.when {
+        for c in conditions_of(rule) {
             collect_scripts(&c.test, &mut indexes);
         }
         for index in indexes {
@@ -38,6 +38,19 @@ fn probe_all(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnosti
             }
         }
     }
+}
+
+/// Every condition of a rule: its own, and those of its grant's tiers and coupons.
+fn conditions_of(rule: &Rule) -> impl Iterator<Item = &Condition> {
+    let grant = rule.grant.iter();
+    let tiers = grant.clone().flat_map(|g| &g.tiers);
+    let coupons = grant
+        .flat_map(|g| &g.coupons)
+        .chain(tiers.clone().flat_map(|t| &t.coupons));
+    rule.when
+        .iter()
+        .chain(tiers.flat_map(|t| &t.when))
+        .chain(coupons.flat_map(|c| &c.when))
 }
 
 /// Runs a script for a customer with no history (every fact absent, as scripts read it): a
