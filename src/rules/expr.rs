@@ -80,6 +80,13 @@ impl Expr {
         parser.whole().map(|root| Expr { root })
     }
 
+    /// The expression that is the constant `value`.
+    pub fn of_constant(value: Decimal) -> Expr {
+        Expr {
+            root: Node::Const(value),
+        }
+    }
+
     /// The value when the expression uses no variable.
     pub fn constant(&self) -> Option<Decimal> {
         match self.root {

@@ -174,7 +174,7 @@ pub(super) fn compile_coupon(
         }
         let as_expr = |w: AmountOrExpr| match w {
             AmountOrExpr::Expr(e) => Some(e),
-            AmountOrExpr::Amount(a) => Expr::compile(&a.to_string(), &|_| None, &[]).ok(),
+            AmountOrExpr::Amount(a) => Some(Expr::of_constant(a)),
         };
         return Some(CouponTemplate::Computed {
             face_value: face_written.and_then(as_expr)?,
