@@ -270,7 +270,7 @@ fn decide_grant(
         }
     };
     for cond in &rule.when {
-        if !passes_condition(ruleset, state, ctx, rule, cond)? {
+        if !passes_condition(ruleset, state, ctx, (&rule.id, &rule.params), cond)? {
             reject(out, &cond.reject);
             return Ok(Some(Failed::Condition(cond.index)));
         }
@@ -338,7 +338,7 @@ fn grant_faces<'r>(
     let tier = chosen_tier(ruleset, state, ctx, rule, grant)?;
     let mut faces = Vec::new();
     for coupon in tier.into_iter().flatten().chain(&grant.coupons) {
-        if passes_all(ruleset, state, ctx, rule, &coupon.when)? {
+        if passes_all(ruleset, state, ctx, (&rule.id, &rule.params), &coupon.when)? {
             add_faces(ruleset, state, ctx, rule, &coupon.template, &mut faces)?;
         }
     }
@@ -438,15 +438,18 @@ fn issue(
 
 /// Whether the event passes one named condition of a rule; an expression that cannot be
 /// worked out (a division by zero) is an error of that condition, like a script's.
+/// Whose conditions are tested: the id their errors name, and the params their scripts read.
+type Owner<'a> = (&'a str, &'a rhai::Map);
+
 fn passes_condition(
     ruleset: &Ruleset,
     state: &State,
     ctx: &Ctx,
-    rule: &Rule,
+    (id, params): Owner<'_>,
     cond: &Condition,
 ) -> Result<bool, ScriptError> {
-    test(ruleset, state, ctx, &rule.params, &cond.test).map_err(|e| {
-        let mut e = e.into_script_error(&rule.id);
+    test(ruleset, state, ctx, params, &cond.test).map_err(|e| {
+        let mut e = e.into_script_error(id);
         if e.condition.is_empty() {
             e.condition.clone_from(&cond.name);
         }
@@ -463,7 +466,7 @@ fn chosen_tier<'r>(
     grant: &'r Grant,
 ) -> Result<Option<&'r [Coupon]>, ScriptError> {
     for tier in &grant.tiers {
-        if passes_all(ruleset, state, ctx, rule, &tier.when)? {
+        if passes_all(ruleset, state, ctx, (&rule.id, &rule.params), &tier.when)? {
             return Ok(Some(&tier.coupons));
         }
     }
@@ -474,11 +477,11 @@ fn passes_all(
     ruleset: &Ruleset,
     state: &State,
     ctx: &Ctx,
-    rule: &Rule,
+    owner: Owner<'_>,
     conditions: &[Condition],
 ) -> Result<bool, ScriptError> {
     for cond in conditions {
-        if !passes_condition(ruleset, state, ctx, rule, cond)? {
+        if !passes_condition(ruleset, state, ctx, owner, cond)? {
             return Ok(false);
         }
     }
@@ -959,26 +962,13 @@ fn accumulate(ruleset: &Ruleset, state: &mut State, ctx: &Ctx, out: &mut Evaluat
         let Some(acc) = ruleset.accumulators.get(a) else {
             continue;
         };
-        let mut passed = true;
-        for cond in &acc.when {
-            match test(ruleset, state, ctx, &no_params, &cond.test) {
-                Ok(true) => {}
-                Ok(false) => passed = false,
-                Err(e) => {
-                    let mut e = e.into_script_error(&format!("accumulator {}", acc.name));
-                    if e.condition.is_empty() {
-                        e.condition.clone_from(&cond.name);
-                    }
-                    out.errors.push(e);
-                    passed = false;
-                }
+        match passes_all(ruleset, state, ctx, (&acc.id, &no_params), &acc.when) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                out.errors.push(e);
+                continue;
             }
-            if !passed {
-                break;
-            }
-        }
-        if !passed {
-            continue;
         }
         let added = match acc.sum {
             Some(Field::Amount) => ctx.ev.amount.unwrap_or_default(),

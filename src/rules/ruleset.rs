@@ -651,6 +651,8 @@ impl Window {
 #[derive(Debug)]
 pub struct Accumulator {
     pub name: String,
+    /// What its scripts' errors name it by (`accumulator NAME`).
+    pub id: String,
     pub clause: Option<String>,
     pub per: Scope,
     pub window: Window,

@@ -70,6 +70,7 @@ pub(super) fn compile_accumulators(
         let when = compile_conditions(&a.when, &owner, false, ctx, scripts, d);
         out.push(Accumulator {
             name: name.clone(),
+            id: owner.id,
             clause: a.clause.clone(),
             per,
             window: a
