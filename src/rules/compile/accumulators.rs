@@ -2,8 +2,11 @@
 
 use super::*;
 
-/// A limit's or an accumulator's window as written.
-pub(super) fn window(w: &Sp<RawWindow>, src: &SourceFile, d: &mut Diagnostics) -> Window {
+/// A limit's or an accumulator's window as written; none is the promotion period.
+pub(super) fn window(w: Option<&Sp<RawWindow>>, src: &SourceFile, d: &mut Diagnostics) -> Window {
+    let Some(w) = w else {
+        return Window::Never;
+    };
     match **w {
         RawWindow::Day => Window::Day,
         RawWindow::Week => Window::Week,
@@ -73,10 +76,7 @@ pub(super) fn compile_accumulators(
             id: owner.id,
             clause: a.clause.clone(),
             per,
-            window: a
-                .window
-                .as_ref()
-                .map_or(Window::Never, |w| window(w, src, d)),
+            window: window(a.window.as_ref(), src, d),
             on: ctx.type_mask(&a.on, src, d),
             sum,
             when,

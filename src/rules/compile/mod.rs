@@ -665,10 +665,7 @@ fn compile_limit(
         let owner = format!("limit `{}`", l.name);
         d.at(src, reject.pos(), Problem::RejectNotAllowed { owner });
     }
-    let window = l
-        .window
-        .as_ref()
-        .map_or(Window::Never, |w| window(w, src, d));
+    let window = window(l.window.as_ref(), src, d);
     let counter = ctx.counter(&l.counter);
     ctx.same_window(counter, l.per.into(), window, l, src, d);
     let mut bounds = Vec::new();
