@@ -728,8 +728,18 @@ fn run(args: &Args) -> Res<()> {
 // ---------------------------------------------------------------------------------------
 // The report.
 
+/// Prints the table, where the time went, the checks and the targets; the number of
+/// problems found (failed requests, replays, mismatches).
 fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
-    let mut problems = 0;
+    print_table(results);
+    print_cpu(nproc, results);
+    let problems = print_checks(results);
+    print_targets(args, nproc, results);
+    problems
+}
+
+/// One row per run.
+fn print_table(results: &[RunResult]) {
     println!();
     println!(
         "{:<26} {:>5} {:>4} {:>8} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>9} {:>9} {:>5}",
@@ -773,6 +783,10 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
     }
     println!();
     println!("answered: events answered 200 (one per request); dec/s: answered per second, from the first request to the last answer; latency per request, answered ones only; RSS: each instance's VmHWM before SIGTERM; check: answers rows = answered (and hot counter grants = hot grants answered).");
+}
+
+/// Where each run's CPU time went, and what the database waited on.
+fn print_cpu(nproc: usize, results: &[RunResult]) {
     println!();
     println!("where the time went (CPU of all {nproc} cores over the run: the two instances / load generator / the cluster's processes / everything else (other processes of the machine, interrupts) / idle; busy backends of the database by wait event, mean over 50 ms samples):");
     for r in results {
@@ -810,6 +824,12 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
             }
         );
     }
+}
+
+/// Failed requests, replays and mismatches (warnings on standard error), and the hot
+/// counters of the budget runs; the number of problems.
+fn print_checks(results: &[RunResult]) -> usize {
+    let mut problems = 0;
     for r in results {
         let t = &r.measured.tally;
         let name = format!("{} c{} p{}", r.setup.name(), r.setup.conns, r.setup.pool);
@@ -842,6 +862,11 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
         }
     }
 
+    problems
+}
+
+/// The targets, on the best durable run of each kind.
+fn print_targets(args: &Args, nproc: usize, results: &[RunResult]) {
     // The best durable setting of each kind, and the targets on it.
     let best = |kind: Kind| {
         results
@@ -901,5 +926,4 @@ fn report(args: &Args, nproc: usize, results: &[RunResult]) -> usize {
         "load average at the end: {} (other processes on the machine skew the figures)",
         load_average()
     );
-    problems
 }
