@@ -161,6 +161,8 @@ struct Ctx<'e, 'a> {
     ev: &'e Event<'a>,
     kind: usize,
     date: NaiveDate,
+    /// `date` as counters' windows bucket it.
+    day: WindowDay,
     customer: u32,
     wallet: u32,
     accumulators: &'e [Cell<Option<Tally>>],
@@ -206,6 +208,7 @@ pub fn decide(
         ev,
         kind: admitted.kind,
         date: admitted.date,
+        day: admitted.date.into(),
         customer: admitted.customer,
         wallet: admitted.wallet,
         accumulators: &accumulators,
@@ -382,16 +385,17 @@ fn debit_points(
 /// Counts a grant on the counters of the rule's limits, once per distinct counter key even
 /// if two limits share a counter.
 fn count_grant(state: &mut State, rule: &Rule, ctx: &Ctx, coupons: u64, value: Decimal) {
-    let mut counted: Vec<CounterKey> = Vec::with_capacity(rule.limits.len());
-    for limit in &rule.limits {
-        let key = counter_key(limit.counter, limit.per, limit.window, ctx);
-        if !counted.contains(&key) {
-            let t = state.tally_mut(key);
-            t.grants += 1;
-            t.coupons += coupons;
-            t.value = t.value.saturating_add(value);
-            counted.push(key);
+    let key = |limit: &Limit| counter_key(limit.counter, limit.per, limit.window, ctx);
+    for (i, limit) in rule.limits.iter().enumerate() {
+        let k = key(limit);
+        // Rules have a limit or two: looking back costs less than a set would.
+        if rule.limits.iter().take(i).any(|earlier| key(earlier) == k) {
+            continue;
         }
+        let t = state.tally_mut(k);
+        t.grants += 1;
+        t.coupons += coupons;
+        t.value = t.value.saturating_add(value);
     }
 }
 
@@ -628,7 +632,7 @@ fn fill(limit: &Limit, tally: &Tally, coupons: u64, value: Decimal) -> Fill {
 fn window_tally(state: &State, counter: usize, per: Scope, window: Window, ctx: &Ctx) -> Tally {
     let key = counter_key(counter, per, window, ctx);
     let mut sum = Tally::default();
-    for day in window.buckets(ctx.date) {
+    for day in window.buckets(ctx.day) {
         if let Some(t) = state.tally(&key.in_bucket(day)) {
             sum.grants += t.grants;
             sum.coupons += t.coupons;
@@ -720,7 +724,7 @@ fn coupon_id(event: &str, rule: &str, n: usize) -> String {
 }
 
 fn counter_key(counter: usize, per: Scope, window: Window, ctx: &Ctx) -> CounterKey {
-    CounterKey::new(counter, per, window, (ctx.customer, ctx.wallet, ctx.date))
+    CounterKey::new(counter, per, window, (ctx.customer, ctx.wallet, ctx.day))
 }
 
 fn fits(bounds: &[Bound], tally: &Tally, coupons: u64, value: Decimal) -> bool {

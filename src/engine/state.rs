@@ -16,7 +16,7 @@ use super::footprint::footprint;
 use super::ledger::{CouponLedger, LedgerStats, LedgerUnreadable};
 use super::seen::SeenIds;
 use crate::model::Event;
-use crate::rules::ruleset::{FactType, Scope, Window};
+use crate::rules::ruleset::{FactType, Scope, Window, WindowDay};
 use crate::rules::Ruleset;
 
 /// Events per coupon granted, as a guess to reserve room in the ledger by: most events of
@@ -129,7 +129,7 @@ impl CounterKey {
         counter: usize,
         per: Scope,
         window: Window,
-        (customer, wallet, date): (u32, u32, NaiveDate),
+        (customer, wallet, date): (u32, u32, WindowDay),
     ) -> Self {
         CounterKey {
             counter: counter as u32,
@@ -182,6 +182,9 @@ pub struct State {
     customer_facts: FactTable,
     wallet_facts: FactTable,
     counters: CounterTable,
+    /// How many counters each customer or wallet keeps, a window's bucket at a time: the
+    /// counters to make room for per owner a snapshot brings (`expect_customers`).
+    counters_per_owner: usize,
     coupons: CouponLedger,
     /// What changed since the last checkpoint, when a store keeps the state (else `None`).
     dirty: Option<Dirty>,
@@ -256,6 +259,11 @@ impl State {
             customer_facts: FactTable::new(ruleset.facts_of(Scope::Customer).count()),
             wallet_facts: FactTable::new(ruleset.facts_of(Scope::Wallet).count()),
             counters: CounterTable::default(),
+            counters_per_owner: ruleset
+                .counter_shapes()
+                .iter()
+                .filter(|&&(_, per, _)| per != Scope::All)
+                .count(),
             coupons: CouponLedger::default(),
             dirty: None,
         }
@@ -319,7 +327,9 @@ impl State {
     }
 
     /// Makes room for about `n` more customers and wallets, as a snapshot of `n` rows will
-    /// bring, so their tables are not rebuilt again and again as they grow.
+    /// bring, so their tables are not rebuilt again and again as they grow. Counters are
+    /// guessed at one per owner and counter kept per owner: a larger table rebuilt late in
+    /// a run cost a tenth of deciding a stream that counts per customer and month.
     pub fn expect_customers(&mut self, n: usize) {
         self.keys.customers.reserve(n);
         self.keys.wallets.reserve(n);
@@ -327,7 +337,8 @@ impl State {
         self.wallets.0.reserve(n);
         self.customer_facts.reserve(n);
         self.wallet_facts.reserve(n);
-        self.counters.reserve(n);
+        self.counters
+            .reserve(n.saturating_mul(self.counters_per_owner.max(1)));
     }
 
     /// Starts recording changes for a store's checkpoints.
@@ -515,6 +526,7 @@ impl State {
             let Some(reads) = ruleset.reads_by_type.get(a.kind) else {
                 continue;
             };
+            let day = WindowDay::from(a.date);
             if reads.customer {
                 self.customer_facts.prefetch(a.customer);
             }
@@ -522,7 +534,7 @@ impl State {
                 self.wallet_facts.prefetch(a.wallet);
             }
             for &(counter, per, window) in &reads.counters {
-                let key = CounterKey::new(counter, per, window, (a.customer, a.wallet, a.date));
+                let key = CounterKey::new(counter, per, window, (a.customer, a.wallet, day));
                 self.counters.prefetch(&key);
             }
         }

@@ -114,3 +114,45 @@ fn rolling_and_period_windows_time_day_working_day_and_params() {
         .collect();
     eqnice(want, granted);
 }
+
+const SHARED_COUNTER: &str = r#"
+id: shared
+phase: promotion
+on: [purchase]
+limits:
+  - { name: two_a_month, counter: shared, per: customer, window: month, max_grants: 2 }
+  - { name: value_a_month, counter: shared, per: customer, window: month, max_value: "250" }
+grant:
+  coupons:
+    - { face_value: "100", usable_for: [in_store] }
+  credit_by: { days_after: 0 }
+"#;
+
+/// Two limits of one rule on one counter count each grant once: counted twice, the first
+/// grant would use up `two_a_month`.
+#[test]
+fn limits_sharing_a_counter_count_a_grant_once() {
+    let dir = Dir::new("v2-shared-counter");
+    let rules = dir.path().join("rules");
+    dir.write("rules/ruleset.yaml", MANIFEST);
+    dir.write("rules/calendars/office.yaml", CALENDAR);
+    dir.write("rules/promotions/shared.yaml", SHARED_COUNTER);
+    let events = [
+        buy("e1", "2031-03-03T10:00:00+08:00", "C1", "10.00"),
+        buy("e2", "2031-03-04T10:00:00+08:00", "C1", "10.00"),
+        // Two grants and 200 of 250 this month: refused by both limits' reading.
+        buy("e3", "2031-03-05T10:00:00+08:00", "C1", "10.00"),
+        // 1 April 00:30 HK is 31 March UTC: a new month in HK.
+        buy("e4", "2031-03-31T16:30:00Z", "C1", "10.00"),
+    ];
+    let input = dir.write_jsonl("events.jsonl", &events);
+    let run = dir.eval(&rules, &input, None);
+    run.assert_clean();
+    let granted: Vec<&str> = run
+        .decisions
+        .iter()
+        .filter(|d| d["decision"] == "grant")
+        .filter_map(|d| d["event_id"].as_str())
+        .collect();
+    eqnice(vec!["e1", "e2", "e4"], granted);
+}
