@@ -5,7 +5,7 @@
 //! facts, counters or coupons, so a reading thread can admit events ahead of the deciding
 //! thread while that one decides earlier events.
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 
 use super::evaluate::InvalidEvent;
@@ -27,6 +27,8 @@ pub struct Admitted {
     pub wallet: u32,
     /// Its date in the ruleset's zone.
     pub date: NaiveDate,
+    /// Its time of day in the ruleset's zone.
+    pub time: NaiveTime,
     /// The customer's name, if admitting gave it its id.
     pub new_customer: Option<Box<str>>,
     /// The wallet's name, if admitting gave it its id.
@@ -199,12 +201,14 @@ impl Keys {
         let wallet = intern_hashed(&mut self.wallets, h.wallet, || {
             new_wallet = Some(ev.wallet.as_ref().into());
         });
+        let (date, time) = self.dates.local(&ruleset.timezone, &ev.at);
         Admission::Fresh(Admitted {
             kind,
             id_hash,
             customer,
             wallet,
-            date: self.dates.local_date(&ruleset.timezone, &ev.at),
+            date,
+            time,
             new_customer,
             new_wallet,
         })

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use chrono::{Datelike, Days, NaiveDate};
+use chrono::{Datelike, Days, NaiveDate, NaiveTime};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::admit::Admission;
@@ -163,6 +163,8 @@ struct Ctx<'e, 'a> {
     date: NaiveDate,
     /// `date` as counters' windows bucket it.
     day: WindowDay,
+    /// Its time of day in the ruleset's zone.
+    time: NaiveTime,
     customer: u32,
     wallet: u32,
     accumulators: &'e [Cell<Option<Tally>>],
@@ -209,6 +211,7 @@ pub fn decide(
         kind: admitted.kind,
         date: admitted.date,
         day: admitted.date.into(),
+        time: admitted.time,
         customer: admitted.customer,
         wallet: admitted.wallet,
         accumulators: &accumulators,
@@ -907,7 +910,7 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
         Operand::Fact(fi) => fact_value(ruleset, state, ctx, *fi),
         Operand::Weekday => Val::Text(weekday_name(ctx.date.weekday())),
         Operand::DayOfMonth => Val::Int(i64::from(ctx.date.day())),
-        Operand::TimeOfDay => Val::Time(ev.at.with_timezone(&ruleset.timezone).time()),
+        Operand::TimeOfDay => Val::Time(ctx.time),
         Operand::WorkingDay(c) => Val::Bool(
             ruleset
                 .calendars

@@ -1,6 +1,6 @@
 //! Dating events in the ruleset's zone, quickly for streams that come roughly in time order.
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveTime};
 
 /// The ruleset zone's offset for the last quarter hour of UTC seen: zones change offset only
 /// on quarter hours, and streams come roughly in time order, so the zone's transition table
@@ -28,12 +28,12 @@ impl Default for LocalDates {
 }
 
 impl LocalDates {
-    /// The date of `at` in `zone`.
-    pub fn local_date(
+    /// The date and time of day of `at` in `zone`.
+    pub fn local(
         &mut self,
         zone: &chrono_tz::Tz,
         at: &chrono::DateTime<chrono::FixedOffset>,
-    ) -> NaiveDate {
+    ) -> (NaiveDate, NaiveTime) {
         use chrono::{Offset, TimeZone};
         let ts = at.timestamp();
         let quarter = ts.div_euclid(900);
@@ -53,10 +53,18 @@ impl LocalDates {
                     self.date = d.date_naive();
                     self.day = day;
                 }
-                None => return at.with_timezone(zone).date_naive(),
+                None => {
+                    let there = at.with_timezone(zone);
+                    return (there.date_naive(), there.time());
+                }
             }
         }
-        self.date
+        // Zone offsets are whole seconds, so the fraction of a second is UTC's.
+        let second = u32::try_from(local.rem_euclid(86_400)).unwrap_or_default();
+        let time =
+            NaiveTime::from_num_seconds_from_midnight_opt(second, at.timestamp_subsec_nanos())
+                .unwrap_or_else(|| at.with_timezone(zone).time());
+        (self.date, time)
     }
 }
 
@@ -65,7 +73,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_dates_match_chrono_back_and_forth_across_midnights_and_zone_changes() {
+    fn local_dates_and_times_match_chrono_back_and_forth_across_midnights_and_zone_changes() {
         let zones: [chrono_tz::Tz; 3] = [
             chrono_tz::Asia::Hong_Kong,
             chrono_tz::Europe::London,
@@ -80,12 +88,14 @@ mod tests {
             for step in (0..400).map(|i| if i % 7 == 3 { -5_000 } else { 1_789 + i }) {
                 ts += step;
                 let offset = chrono::FixedOffset::east_opt(if step % 2 == 0 { 0 } else { 3600 });
-                let at = chrono::DateTime::from_timestamp(ts, 0)
+                let nanos = u32::try_from(step.rem_euclid(1_000)).unwrap() * 1_000_000;
+                let at = chrono::DateTime::from_timestamp(ts, nanos)
                     .unwrap()
                     .with_timezone(&offset.unwrap());
+                let there = at.with_timezone(&zone);
                 assert_eq!(
-                    cache.local_date(&zone, &at),
-                    at.with_timezone(&zone).date_naive(),
+                    cache.local(&zone, &at),
+                    (there.date_naive(), there.time()),
                     "{zone} {at}"
                 );
             }
