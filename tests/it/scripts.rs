@@ -360,6 +360,44 @@ fn a_script_that_fails_without_history_fails_the_check() {
     }
 }
 
+/// An accumulator's filter script is probed like a rule's: one that fails for a customer
+/// with no history, or that breaks the sandbox's limits, fails the check at its line.
+#[test]
+fn accumulator_filter_scripts_are_probed() {
+    let dir = Dir::new("script-accumulator-probe");
+    let rules = rules_with_terminal(&dir);
+    let manifest = rules.join("ruleset.yaml");
+    let base = std::fs::read_to_string(&manifest).unwrap();
+    let cases = [
+        (
+            "facts.autopay_activated_on.sub_string(0, 4) == \"2019\"",
+            "error[script_no_history]: script of condition `early` in rule `accumulator spend` fails for a customer with no history",
+        ),
+        (
+            "loop { }",
+            "error[script_limit]: script of condition `early` in rule `accumulator spend` breaks the sandbox's limits",
+        ),
+    ];
+    for (script, said) in cases {
+        let accumulator = format!(
+            "accumulators:\n  spend:\n    per: customer\n    window: month\n    on: [purchase]\n    sum: amount\n    when:\n      - {{ name: early, script: '{script}' }}\n"
+        );
+        std::fs::write(&manifest, format!("{base}{accumulator}")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+            .arg("check")
+            .arg(&rules)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eqnice(Some(1), out.status.code());
+        assert!(stderr.contains(said), "{said}\n{stderr}");
+        assert!(
+            stderr.contains("ruleset.yaml:"),
+            "located in the manifest\n{stderr}"
+        );
+    }
+}
+
 /// Issue 16: what a script prints (`print`, `debug`) is in the `--explain` trace of that
 /// rule and event, and nowhere else.
 #[test]

@@ -528,7 +528,7 @@ pub fn compile(
         return None;
     }
     check_order(&compiled, &rules, &ctx, d);
-    probe_scripts(&scripts, &compiled, &ctx, d);
+    probe_scripts(&scripts, &compiled, &accumulators, &ctx, d);
     if d.has_errors() {
         return None;
     }

@@ -6,34 +6,59 @@ use crate::rules::script::absent_fact;
 
 /// Runs every script on a few probe events, so that one that breaks the sandbox's limits on
 /// ordinary input (an endless loop, runaway recursion) fails the ruleset at load rather than
-/// every event at run time.
-pub(super) fn probe_scripts(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
-    probe_all(scripts, rules, ctx, d);
+/// every event at run time: rules' conditions and accumulators' filters alike.
+pub(super) fn probe_scripts(
+    scripts: &Scripts,
+    rules: &[Rule],
+    accumulators: &[Accumulator],
+    ctx: &Context,
+    d: &mut Diagnostics,
+) {
+    let no_params = rhai::Map::new();
+    let rules = rules.iter().map(|r| Subject {
+        on: r.on,
+        params: &r.params,
+        conditions: conditions_of(r).collect(),
+    });
+    let filters = accumulators.iter().map(|a| Subject {
+        on: a.on,
+        params: &no_params,
+        conditions: a.when.iter().collect(),
+    });
+    for subject in rules.chain(filters) {
+        probe_subject(scripts, &subject, ctx, d);
+    }
     // What the probes printed is no event's: the first event decided must not show it.
     crate::rules::script::take_printed(|_| {});
 }
 
-fn probe_all(scripts: &Scripts, rules: &[Rule], ctx: &Context, d: &mut Diagnostics) {
-    for rule in rules {
-        let mut indexes = Vec::new();
-        for c in conditions_of(rule) {
-            collect_scripts(&c.test, &mut indexes);
-        }
-        for index in indexes {
-            probe_history(scripts, index, rule, ctx, d);
-            for amount in [0_i64, 100, 1_000_000] {
-                let (event, facts) = probe_event(rule, ctx, amount);
-                if let Err(e) = scripts.run_condition(index, event, facts, &rule.params) {
-                    if e.exceeded_limit {
-                        let problem = Problem::ScriptLimit {
-                            condition: e.condition,
-                            rule: e.rule,
-                            amount,
-                            message: e.message,
-                        };
-                        d.push(Diagnostic::new(e.at, problem));
-                        break;
-                    }
+/// What scripts run for: a rule, or an accumulator's filter.
+struct Subject<'a> {
+    /// The event types it decides or counts.
+    on: TypeMask,
+    params: &'a rhai::Map,
+    conditions: Vec<&'a Condition>,
+}
+
+fn probe_subject(scripts: &Scripts, subject: &Subject, ctx: &Context, d: &mut Diagnostics) {
+    let mut indexes = Vec::new();
+    for c in &subject.conditions {
+        collect_scripts(&c.test, &mut indexes);
+    }
+    for index in indexes {
+        probe_history(scripts, index, subject, ctx, d);
+        for amount in [0_i64, 100, 1_000_000] {
+            let (event, facts) = probe_event(subject.on, ctx, amount);
+            if let Err(e) = scripts.run_condition(index, event, facts, subject.params) {
+                if e.exceeded_limit {
+                    let problem = Problem::ScriptLimit {
+                        condition: e.condition,
+                        rule: e.rule,
+                        amount,
+                        message: e.message,
+                    };
+                    d.push(Diagnostic::new(e.at, problem));
+                    break;
                 }
             }
         }
@@ -57,16 +82,22 @@ fn conditions_of(rule: &Rule) -> impl Iterator<Item = &Condition> {
 /// script that fails there and not for a customer with some history (`facts.total +
 /// event.amount` with no default) would fail on every customer's first event. A script that
 /// fails either way is not reported: the probe event's made-up values may be the cause.
-fn probe_history(scripts: &Scripts, index: usize, rule: &Rule, ctx: &Context, d: &mut Diagnostics) {
-    let (event, facts) = probe_event(rule, ctx, 100);
-    let Err(e) = scripts.run_condition(index, event.clone(), facts, &rule.params) else {
+fn probe_history(
+    scripts: &Scripts,
+    index: usize,
+    subject: &Subject,
+    ctx: &Context,
+    d: &mut Diagnostics,
+) {
+    let (event, facts) = probe_event(subject.on, ctx, 100);
+    let Err(e) = scripts.run_condition(index, event.clone(), facts, subject.params) else {
         return;
     };
     if e.exceeded_limit {
         return;
     }
     if scripts
-        .run_condition(index, event, history_facts(ctx), &rule.params)
+        .run_condition(index, event, history_facts(ctx), subject.params)
         .is_ok()
     {
         let problem = Problem::ScriptNoHistory {
@@ -105,14 +136,14 @@ fn collect_scripts(t: &Test, out: &mut Vec<usize>) {
     }
 }
 
-/// A probe event of the rule's first event type with every contract field set, and facts at
-/// their starting values.
-fn probe_event(rule: &Rule, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map) {
+/// A probe event of the first event type of `on` with every contract field set, and facts
+/// at their starting values.
+fn probe_event(on: TypeMask, ctx: &Context, amount: i64) -> (rhai::Map, rhai::Map) {
     let kind = ctx
         .event_types
         .iter()
         .enumerate()
-        .find(|(i, _)| rule.on & (1 << i) != 0)
+        .find(|(i, _)| on & (1 << i) != 0)
         .map(|(_, t)| t.clone())
         .unwrap_or_default();
     let text = |s: &str| rhai::Dynamic::from(s.to_string());
