@@ -343,123 +343,146 @@ fn same_run(
 
 /// Runs `eval`.
 pub fn run(args: &EvalArgs) -> Exit {
-    let rejects_path = rejects_path(args);
-    if let Err(e) = outputs_apart(args, rejects_path.as_deref()) {
-        return fatal(e);
+    match evaluate(args) {
+        Ok(exit) => exit,
+        Err(message) => fatal(message),
     }
-    let ruleset = match load_ruleset(&args.rules) {
-        Ok(r) => r,
-        Err(e) => return fatal(format!("invalid rules in {}:\n{e}", args.rules.display())),
-    };
-    let mut state = empty_state(args, &ruleset);
+}
+
+/// Where a run keeps its state, if anywhere, and how it starts given what that state
+/// recorded for its output.
+struct Kept {
+    store: Option<Store>,
+    shared: Option<eval_shared::Shared>,
+    start: Start,
+}
+
+/// Opens the state `--state` names (a SQLite directory or a PostgreSQL URL), loads what it
+/// holds into `state`, and reads the record of an earlier run into the same output.
+fn open_kept(
+    args: &EvalArgs,
+    ruleset: &crate::rules::Ruleset,
+    state: &mut State,
+    run_key: &str,
+) -> Result<Kept, String> {
     let shared_url = crate::store::pg::url_in(args.state.as_deref());
-    let mut store = match &args.state {
-        Some(dir) if shared_url.is_none() => match Store::open(dir, &ruleset) {
-            Ok(store) => Some(store),
-            Err(e) => return fatal(e),
-        },
-        _ => None,
+    let mut kept = Kept {
+        store: None,
+        shared: None,
+        start: Start::Fresh,
     };
-    let shared = match shared_url {
-        Some(url) => match eval_shared::connect(args, url, &ruleset) {
-            Ok(shared) => {
-                // The snapshot's facts are seeded from the changes it makes.
-                state.track_changes();
-                Some(shared)
-            }
-            Err(e) => return fatal(e),
-        },
-        None => None,
+    match (&args.state, shared_url) {
+        (_, Some(url)) => {
+            let shared = eval_shared::connect(args, url, ruleset)?;
+            // The snapshot's facts are seeded from the changes it makes.
+            state.track_changes();
+            kept.start = Start::after(shared.record(run_key)?);
+            kept.shared = Some(shared);
+        }
+        (Some(dir), None) => {
+            let store = Store::open(dir, ruleset).map_err(|e| e.to_string())?;
+            store.load(ruleset, state).map_err(|e| e.to_string())?;
+            state.track_changes();
+            kept.start = Start::after(store.run(run_key).map_err(|e| e.to_string())?);
+            kept.store = Some(store);
+        }
+        (None, None) => {}
+    }
+    Ok(kept)
+}
+
+/// Loads `--customers` into `state` (meanwhile making room for the input's events, when
+/// its size is known); the snapshot's warnings, already shown.
+fn load_customers(
+    args: &EvalArgs,
+    ruleset: &crate::rules::Ruleset,
+    state: &mut State,
+    (stored, expected_events): (bool, Option<usize>),
+) -> Result<Vec<String>, String> {
+    let snapshot = |state: &mut State| match &args.customers {
+        Some(path) => load_snapshot(path, ruleset, state, stored),
+        None => Ok(SnapshotLoad::default()),
     };
+    let loaded = match expected_events {
+        Some(events) => state.expect_input_while(events, snapshot),
+        None => snapshot(state),
+    };
+    // Rows rejected and columns no fact declares: shown now and at the end, and the run
+    // exits 3, as for rejected lines.
+    let warnings = match (loaded, &args.customers) {
+        (Err(e), _) => return Err(format!("bad customer snapshot: {e}")),
+        (Ok(load), Some(path)) => load.warnings(path),
+        (Ok(_), None) => Vec::new(),
+    };
+    for w in &warnings {
+        errln!("promo eval: warning: {w}");
+    }
+    Ok(warnings)
+}
+
+/// The events to read: `--input`, or standard input for `-`.
+fn open_input(args: &EvalArgs) -> Result<Box<dyn io::Read + Send>, String> {
+    if args.input.as_os_str() == "-" {
+        return Ok(Box::new(io::stdin()));
+    }
+    File::open(&args.input)
+        .map(|f| Box::new(f) as Box<dyn io::Read + Send>)
+        .map_err(|e| format!("cannot open {}: {e}", args.input.display()))
+}
+
+/// `eval` up to its report; an error is fatal. A closed standard output (`| head`) ends
+/// the run quietly.
+fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
+    let rejects_path = rejects_path(args);
+    outputs_apart(args, rejects_path.as_deref())?;
+    let ruleset = load_ruleset(&args.rules)
+        .map_err(|e| format!("invalid rules in {}:\n{e}", args.rules.display()))?;
+    let mut state = empty_state(args, &ruleset);
     let run_key = run_key(args);
-    let mut start = Start::Fresh;
+    let Kept {
+        mut store,
+        shared,
+        start,
+    } = open_kept(args, &ruleset, &mut state, &run_key)?;
     // The version of the rules (the one `promo serve` puts on its decisions): shown in the
     // summary and recorded with the run, as a resume or a rerun into the same output with
     // other rules would mix the decisions of two rulesets in one output.
-    let version = match ruleset_version(&args.rules) {
-        Ok(v) => v,
-        Err(e) => return fatal(format!("cannot read {}: {e}", args.rules.display())),
-    };
-    if let Some(store) = &store {
-        if let Err(e) = store.load(&ruleset, &mut state) {
-            return fatal(e);
-        }
-        state.track_changes();
-        match store.run(&run_key) {
-            Ok(record) => start = Start::after(record),
-            Err(e) => return fatal(e),
-        }
-    }
-    if let Some(shared) = &shared {
-        match shared.record(&run_key) {
-            Ok(record) => start = Start::after(record),
-            Err(e) => return fatal(e),
-        }
-    }
+    let version = ruleset_version(&args.rules)
+        .map_err(|e| format!("cannot read {}: {e}", args.rules.display()))?;
     let kept = store.is_some() || shared.is_some();
     let stdin = args.input.as_os_str() == "-";
-    let input_head = match same_run(args, &start, kept, &run_key, &version) {
-        Ok(head) => head,
-        Err(e) => return fatal(e),
-    };
-    let snapshot = |state: &mut State| match &args.customers {
-        Some(path) => load_snapshot(path, &ruleset, state, store.is_some()),
-        None => Ok(SnapshotLoad::default()),
-    };
+    let input_head = same_run(args, &start, kept, &run_key, &version)?;
     let input_len = if stdin {
         None
     } else {
         std::fs::metadata(&args.input).ok().map(|m| m.len())
     };
     let input_format = input_format(args);
-    let loaded = match input_len {
-        Some(bytes) => state.expect_input_while(input_format.events_in(bytes), snapshot),
-        None => snapshot(&mut state),
-    };
-    // Rows rejected and columns no fact declares: shown now and at the end, and the run
-    // exits 3, as for rejected lines.
-    let snapshot_warnings = match (loaded, &args.customers) {
-        (Err(e), _) => return fatal(format!("bad customer snapshot: {e}")),
-        (Ok(load), Some(path)) => load.warnings(path),
-        (Ok(_), None) => Vec::new(),
-    };
-    for w in &snapshot_warnings {
-        errln!("promo eval: warning: {w}");
-    }
+    let expected = input_len.map(|bytes| input_format.events_in(bytes));
+    let snapshot_warnings =
+        load_customers(args, &ruleset, &mut state, (store.is_some(), expected))?;
     let run = RunKey {
         output: run_key.clone(),
         input: input_head,
         version: version.clone(),
     };
-    let started = shared.map(|s| {
-        s.start(
-            args,
-            (&ruleset, run),
-            input_format,
-            start.skip(),
-            &mut state,
-        )
-    });
-    let mut shared = match started.transpose() {
-        Ok(shared) => shared,
-        Err(e) => return fatal(e),
-    };
+    let mut shared = shared
+        .map(|s| {
+            s.start(
+                args,
+                (&ruleset, run),
+                input_format,
+                start.skip(),
+                &mut state,
+            )
+        })
+        .transpose()?;
     let output_format = args.output_format.unwrap_or(match &args.output {
         Some(p) if has_ext(p, "csv") => OutputFormat::Csv,
         _ => OutputFormat::Jsonl,
     });
-    let Outputs { out, held, rejects } = match open_outputs(args, &start, rejects_path.as_deref()) {
-        Ok(outputs) => outputs,
-        Err(e) => return fatal(e),
-    };
-    let input: Box<dyn io::Read + Send> = if stdin {
-        Box::new(io::stdin())
-    } else {
-        match File::open(&args.input) {
-            Ok(f) => Box::new(f),
-            Err(e) => return fatal(format!("cannot open {}: {e}", args.input.display())),
-        }
-    };
+    let Outputs { out, held, rejects } = open_outputs(args, &start, rejects_path.as_deref())?;
+    let input = open_input(args)?;
     let bar = progress_bar(input_len, args.quiet);
     let mut progress = |bytes: u64| bar.set_position(bytes);
     let mut batch = Batch::new(
@@ -496,16 +519,15 @@ pub fn run(args: &EvalArgs) -> Exit {
         if let Some(bytes) = args.compact_after {
             store.compact_after(bytes);
         }
-        let durability = match store.durability(
-            &ruleset,
-            run_key.clone(),
-            input_head,
-            Some(version.clone()),
-            args.checkpoint_every,
-        ) {
-            Ok(d) => d,
-            Err(e) => return fatal(format!("{e}")),
-        };
+        let durability = store
+            .durability(
+                &ruleset,
+                run_key.clone(),
+                input_head,
+                Some(version.clone()),
+                args.checkpoint_every,
+            )
+            .map_err(|e| e.to_string())?;
         batch.durability = Some(Durability {
             skip,
             rejects_known,
@@ -523,15 +545,16 @@ pub fn run(args: &EvalArgs) -> Exit {
         InputFormat::Csv => batch.run_csv(reader, &mut progress),
     };
     bar.finish_and_clear();
+    let closed = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
     let finish = match run {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
-        Err(e) => return fatal(e),
+        Err(e) if closed(&e) => return Ok(Exit::Success),
+        Err(e) => return Err(e.to_string()),
     };
     let summary = match batch.finish() {
         Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Exit::Success,
-        Err(e) => return fatal(e),
+        Err(e) if closed(&e) => return Ok(Exit::Success),
+        Err(e) => return Err(e.to_string()),
     };
     let ended = Ended {
         summary: &summary,
@@ -542,7 +565,7 @@ pub fn run(args: &EvalArgs) -> Exit {
         snapshot_warnings: &snapshot_warnings,
         rerun: matches!(start, Start::Rerun(_)),
     };
-    conclude(args, &ended, &state)
+    Ok(conclude(args, &ended, &state))
 }
 
 /// What a run that went to its end (or to a stop) reports on.
