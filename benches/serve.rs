@@ -687,7 +687,25 @@ fn p99_us(row: &Row) -> Option<u32> {
 /// Prints the table and what follows it; returns the number of problems found (failed
 /// requests, replays, state mismatches, servers that did not stop cleanly).
 fn report(args: &Args, outcomes: &[Outcome]) -> usize {
-    let mut problems = 0;
+    print_table(outcomes);
+    let mut problems = report_checks(outcomes);
+    let (reload_problems, reload_ratio) = report_reloads(outcomes);
+    problems += reload_problems;
+    print_ratios(outcomes);
+    print_targets(args, outcomes, reload_ratio);
+    problems
+}
+
+/// The row of the variant window `name`, if it ran.
+fn find_row<'a>(outcomes: &'a [Outcome], name: &str) -> Option<&'a Row> {
+    outcomes
+        .iter()
+        .flat_map(|o| o.rows.iter())
+        .find(|r| r.name == name)
+}
+
+/// One line per variant window: throughput, latency, memory, the state check.
+fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
         "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>6} {:>10} {:>8}",
@@ -740,8 +758,11 @@ fn report(args: &Args, outcomes: &[Outcome]) -> usize {
     println!(
         "peak RSS: the server's VmHWM just before SIGTERM; state: answers vs state, see below."
     );
+}
 
-    // Failures, replays, state checks, stops.
+/// Failed requests, replays, the state checks and the stops; the number of problems.
+fn report_checks(outcomes: &[Outcome]) -> usize {
+    let mut problems = 0;
     for o in outcomes {
         for row in &o.rows {
             let t = &row.measured.tally;
@@ -812,7 +833,15 @@ fn report(args: &Args, outcomes: &[Outcome]) -> usize {
         fixed(slowest_stop.into(), 1_000_000_000, 2)
     );
 
-    // Reloads.
+    problems
+}
+
+/// Steady and reloading p99 over steady p99, and the failures around them.
+type ReloadRatio = (u128, u128, u64);
+
+/// The reloads asked while measuring; the number of problems, and the reload ratio.
+fn report_reloads(outcomes: &[Outcome]) -> (usize, Option<ReloadRatio>) {
+    let mut problems = 0;
     let mut reload_ratio = None;
     for o in outcomes {
         let Some(r) = &o.reloads else { continue };
@@ -855,13 +884,12 @@ fn report(args: &Args, outcomes: &[Outcome]) -> usize {
         }
     }
 
-    // Ratios within this run.
-    let find = |name: &str| {
-        outcomes
-            .iter()
-            .flat_map(|o| o.rows.iter())
-            .find(|r| r.name == name)
-    };
+    (problems, reload_ratio)
+}
+
+/// Ratios of variants measured in this run: state over memory, connections, batches.
+fn print_ratios(outcomes: &[Outcome]) {
+    let find = |name: &str| find_row(outcomes, name);
     let rate = |r: &Row| (r.measured.tally.events, r.measured.nanos);
     let mut ratios = Vec::new();
     for kind in [
@@ -922,8 +950,11 @@ fn report(args: &Args, outcomes: &[Outcome]) -> usize {
             println!("  {r}");
         }
     }
+}
 
-    // Targets.
+/// Each of the targets, PASS or MISS.
+fn print_targets(args: &Args, outcomes: &[Outcome], reload_ratio: Option<ReloadRatio>) {
+    let find = |name: &str| find_row(outcomes, name);
     println!();
     println!("targets (2 cores, durable state, load generator included):");
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
@@ -983,7 +1014,6 @@ fn report(args: &Args, outcomes: &[Outcome]) -> usize {
         "load average at the end: {} (other processes on the machine skew the figures)",
         load_average()
     );
-    problems
 }
 
 /// Warns when a server did not exit 0 on `SIGTERM`; the number of problems.
