@@ -18,7 +18,7 @@ use crate::io::{
 };
 use crate::model::Money;
 use crate::rules::{load_ruleset, ruleset_version};
-use crate::store::pg::run::RunKey;
+use crate::store::pg::run::{RunKey, SharedRun};
 use crate::store::{InputHead, RunRecord, Store};
 
 /// Arguments of `promo eval`.
@@ -504,37 +504,18 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
             errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
         }
     }
-    if let Some(run) = shared.as_mut() {
+    if shared.is_some() {
         // Blocks are read ahead by unit: the batch reads them in the same order.
         batch.parallel = false;
-        batch.durability = Some(Durability {
-            every: eval_shared::block_size(args),
-            skip,
-            rejects_known,
-            commit: Box::new(|state, summary, at, files| run.checkpoint(state, summary, at, files)),
-            stop: Some(&STOP),
-        });
     }
-    if let Some(store) = store.as_mut() {
-        if let Some(bytes) = args.compact_after {
-            store.compact_after(bytes);
-        }
-        let durability = store
-            .durability(
-                &ruleset,
-                run_key.clone(),
-                input_head,
-                Some(version.clone()),
-                args.checkpoint_every,
-            )
-            .map_err(|e| e.to_string())?;
-        batch.durability = Some(Durability {
-            skip,
-            rejects_known,
-            stop: Some(&STOP),
-            ..durability
-        });
-    }
+    let at = RunAt {
+        key: run_key.clone(),
+        input: input_head,
+        version: version.clone(),
+        skip,
+        rejects_known,
+    };
+    batch.durability = durability(args, &ruleset, (store.as_mut(), shared.as_mut()), at)?;
     if let (Start::Resume(r), false) = (&start, args.quiet) {
         let n = r.consumed;
         errln!("promo eval: resuming after {n} input lines committed by an earlier run");
@@ -566,6 +547,57 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
         rerun: matches!(start, Start::Rerun(_)),
     };
     Ok(conclude(args, &ended, &state))
+}
+
+/// Where a kept run is: its record's key, input and rules, and where it starts.
+struct RunAt {
+    key: String,
+    input: Option<InputHead>,
+    version: String,
+    skip: u64,
+    rejects_known: u64,
+}
+
+/// The checkpoints of a run that keeps state: a block per transaction on PostgreSQL,
+/// every `--checkpoint-every` units on SQLite; `None` in memory.
+fn durability<'r>(
+    args: &EvalArgs,
+    ruleset: &'r crate::rules::Ruleset,
+    kept: (Option<&'r mut Store>, Option<&'r mut SharedRun<'r>>),
+    at: RunAt,
+) -> Result<Option<Durability<'r>>, String> {
+    match kept {
+        (_, Some(run)) => Ok(Some(Durability {
+            every: eval_shared::block_size(args),
+            skip: at.skip,
+            rejects_known: at.rejects_known,
+            commit: Box::new(|state, summary, unit, files| {
+                run.checkpoint(state, summary, unit, files)
+            }),
+            stop: Some(&STOP),
+        })),
+        (Some(store), None) => {
+            if let Some(bytes) = args.compact_after {
+                store.compact_after(bytes);
+            }
+            let durability = store
+                .durability(
+                    ruleset,
+                    at.key,
+                    at.input,
+                    Some(at.version),
+                    args.checkpoint_every,
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(Some(Durability {
+                skip: at.skip,
+                rejects_known: at.rejects_known,
+                stop: Some(&STOP),
+                ..durability
+            }))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// What a run that went to its end (or to a stop) reports on.
