@@ -48,13 +48,22 @@ fn buy(id: &str, at: &str, customer: &str, amount: &str) -> Value {
            "wallet": wallet(customer), "amount": amount, "channel": "in_store"})
 }
 
-#[test]
-fn rolling_and_period_windows_time_day_working_day_and_params() {
-    let dir = Dir::new("v2-operands");
+/// Runs the rule `id` alone (with the manifest and calendar above) over `events`; a clean
+/// run.
+fn eval_alone(name: &str, (id, rule): (&str, &str), events: &[Value]) -> Run {
+    let dir = Dir::new(name);
     let rules = dir.path().join("rules");
     dir.write("rules/ruleset.yaml", MANIFEST);
     dir.write("rules/calendars/office.yaml", CALENDAR);
-    dir.write("rules/promotions/office.yaml", RULE);
+    dir.write(&format!("rules/promotions/{id}.yaml"), rule);
+    let input = dir.write_jsonl("events.jsonl", events);
+    let run = dir.eval(&rules, &input, None);
+    run.assert_clean();
+    run
+}
+
+#[test]
+fn rolling_and_period_windows_time_day_working_day_and_params() {
     let events = [
         // Mon 3 March, 10:00 HK: 100 * 5% = 5.00, over the floor of 3.
         buy("e01", "2031-03-03T10:00:00+08:00", "C1", "100.00"),
@@ -84,9 +93,7 @@ fn rolling_and_period_windows_time_day_working_day_and_params() {
         // 10:00 UTC is 18:00 HK on Thu 13: after hours.
         buy("e14", "2031-03-13T10:00:00Z", "C2", "100.00"),
     ];
-    let input = dir.write_jsonl("events.jsonl", &events);
-    let run = dir.eval(&rules, &input, None);
-    run.assert_clean();
+    let run = eval_alone("v2-operands", ("office", RULE), &events);
     let granted: Vec<(String, String)> = run
         .decisions
         .iter()
@@ -132,11 +139,6 @@ grant:
 /// grant would use up `two_a_month`.
 #[test]
 fn limits_sharing_a_counter_count_a_grant_once() {
-    let dir = Dir::new("v2-shared-counter");
-    let rules = dir.path().join("rules");
-    dir.write("rules/ruleset.yaml", MANIFEST);
-    dir.write("rules/calendars/office.yaml", CALENDAR);
-    dir.write("rules/promotions/shared.yaml", SHARED_COUNTER);
     let events = [
         buy("e1", "2031-03-03T10:00:00+08:00", "C1", "10.00"),
         buy("e2", "2031-03-04T10:00:00+08:00", "C1", "10.00"),
@@ -145,9 +147,7 @@ fn limits_sharing_a_counter_count_a_grant_once() {
         // 1 April 00:30 HK is 31 March UTC: a new month in HK.
         buy("e4", "2031-03-31T16:30:00Z", "C1", "10.00"),
     ];
-    let input = dir.write_jsonl("events.jsonl", &events);
-    let run = dir.eval(&rules, &input, None);
-    run.assert_clean();
+    let run = eval_alone("v2-shared-counter", ("shared", SHARED_COUNTER), &events);
     let granted: Vec<&str> = run
         .decisions
         .iter()
