@@ -328,8 +328,8 @@ impl State {
 
     /// Makes room for about `n` more customers and wallets, as a snapshot of `n` rows will
     /// bring, so their tables are not rebuilt again and again as they grow. Counters are
-    /// guessed at one per owner and counter kept per owner: a larger table rebuilt late in
-    /// a run cost a tenth of deciding a stream that counts per customer and month.
+    /// guessed at one per owner and per counter kept per owner, so that a stream counting
+    /// per customer does not rebuild the counters' table (its largest) as it fills.
     pub fn expect_customers(&mut self, n: usize) {
         self.keys.customers.reserve(n);
         self.keys.wallets.reserve(n);

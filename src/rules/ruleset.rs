@@ -609,8 +609,8 @@ pub enum Window {
     Rolling(u32),
 }
 
-/// A date as windows bucket it, worked out once per event: an event looks up several
-/// counters, and chrono's day arithmetic showed in profiles when done per lookup.
+/// A date as windows bucket it, worked out once per event rather than per counter an
+/// event looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowDay {
     /// Days since the common era.
