@@ -540,66 +540,16 @@ fn run_once(
     let cpu1 = cpu_now(&pids, postmaster);
     let (waits, samples) = waits.unwrap_or_default();
     let rss_kib = [a.peak_rss_kib(), b.peak_rss_kib()];
-    let mut stops = Vec::new();
-    for (name, server) in [("a", a), ("b", b)] {
-        let s = server.stop()?;
-        if s.killed || !s.status.is_some_and(|st| st.success()) {
-            stops.push(format!(
-                "instance {name} did not exit 0 on SIGTERM ({:?}{})",
-                s.status,
-                if s.killed { ", killed" } else { "" }
-            ));
-        }
-    }
+    let stops = stop_both(a, b)?;
     // The checks, on the database the instances left.
     let hot_grants_answered = measured.tally.grants.get(HOT_RULE).copied().unwrap_or(0);
-    let (answers_rows, counter_grants) = rt.block_on(async {
-        let c = client(&url).await?;
-        let answers: i64 = c
-            .query_one("SELECT count(*) FROM answers", &[])
-            .await?
-            .get(0);
-        let grants: Option<i64> = c
-            .query_opt(
-                "SELECT grants FROM counters WHERE counter = $1 AND scope = 'all'",
-                &[&HOT_COUNTER],
-            )
-            .await?
-            .map(|r| r.get(0));
-        Ok::<_, load::BoxError>((answers, grants))
-    })?;
-    let mut check_errors = Vec::new();
-    if u64::try_from(answers_rows).ok() != Some(measured.tally.events) {
-        check_errors.push(format!(
-            "answers table holds {answers_rows} rows, {} events were answered 200",
-            measured.tally.events
-        ));
-    }
-    if setup.kind != Kind::Uncapped {
-        let stored = counter_grants.unwrap_or(0);
-        if u64::try_from(stored).ok() != Some(hot_grants_answered) {
-            check_errors.push(format!(
-                "counter {HOT_COUNTER} holds {stored} grants, {hot_grants_answered} grants of {HOT_RULE} were answered"
-            ));
-        }
-        let budget = match setup.kind {
-            Kind::BudgetOut => args.budget_out,
-            _ => HOT_BUDGET,
-        };
-        let expected = measured.tally.events.min(budget);
-        if hot_grants_answered != expected {
-            check_errors.push(format!(
-                "{hot_grants_answered} grants of {HOT_RULE} for {} events answered on a budget of {budget}: expected {expected}",
-                measured.tally.events
-            ));
-        }
-        if setup.kind == Kind::HotBudget && hot_grants_answered != measured.tally.events {
-            check_errors.push(format!(
-                "{hot_grants_answered} grants of {HOT_RULE} for {} events answered: not every event counted on the budget",
-                measured.tally.events
-            ));
-        }
-    }
+    let (answers_rows, counter_grants) = rt.block_on(stored_counts(&url))?;
+    let check_errors = check_counts(
+        args,
+        setup.kind,
+        &measured,
+        (answers_rows, counter_grants, hot_grants_answered),
+    );
     Ok(RunResult {
         setup,
         measured,
@@ -613,6 +563,82 @@ fn run_once(
         cpu: (cpu0, cpu1),
         stops,
     })
+}
+
+/// Stops both instances with SIGTERM; what did not exit 0.
+fn stop_both(a: Server, b: Server) -> Res<Vec<String>> {
+    let mut stops = Vec::new();
+    for (name, server) in [("a", a), ("b", b)] {
+        let s = server.stop()?;
+        if s.killed || !s.status.is_some_and(|st| st.success()) {
+            stops.push(format!(
+                "instance {name} did not exit 0 on SIGTERM ({:?}{})",
+                s.status,
+                if s.killed { ", killed" } else { "" }
+            ));
+        }
+    }
+    Ok(stops)
+}
+
+/// The rows of `answers`, and the grants the hot counter holds (if it has a row).
+async fn stored_counts(url: &str) -> Res<(i64, Option<i64>)> {
+    let c = client(url).await?;
+    let answers: i64 = c
+        .query_one("SELECT count(*) FROM answers", &[])
+        .await?
+        .get(0);
+    let grants: Option<i64> = c
+        .query_opt(
+            "SELECT grants FROM counters WHERE counter = $1 AND scope = 'all'",
+            &[&HOT_COUNTER],
+        )
+        .await?
+        .map(|r| r.get(0));
+    Ok((answers, grants))
+}
+
+/// What the database holds against what was answered: the answers' rows, and on a budget
+/// the grants counted and the grants the budget allows.
+fn check_counts(
+    args: &Args,
+    kind: Kind,
+    measured: &Measured,
+    (answers_rows, counter_grants, hot_grants_answered): (i64, Option<i64>, u64),
+) -> Vec<String> {
+    let mut check_errors = Vec::new();
+    if u64::try_from(answers_rows).ok() != Some(measured.tally.events) {
+        check_errors.push(format!(
+            "answers table holds {answers_rows} rows, {} events were answered 200",
+            measured.tally.events
+        ));
+    }
+    if kind != Kind::Uncapped {
+        let stored = counter_grants.unwrap_or(0);
+        if u64::try_from(stored).ok() != Some(hot_grants_answered) {
+            check_errors.push(format!(
+                "counter {HOT_COUNTER} holds {stored} grants, {hot_grants_answered} grants of {HOT_RULE} were answered"
+            ));
+        }
+        let budget = match kind {
+            Kind::BudgetOut => args.budget_out,
+            _ => HOT_BUDGET,
+        };
+        let expected = measured.tally.events.min(budget);
+        if hot_grants_answered != expected {
+            check_errors.push(format!(
+                "{hot_grants_answered} grants of {HOT_RULE} for {} events answered on a budget of {budget}: expected {expected}",
+                measured.tally.events
+            ));
+        }
+        if kind == Kind::HotBudget && hot_grants_answered != measured.tally.events {
+            check_errors.push(format!(
+                "{hot_grants_answered} grants of {HOT_RULE} for {} events answered: not every event counted on the budget",
+                measured.tally.events
+            ));
+        }
+    }
+    check_errors
 }
 
 // ---------------------------------------------------------------------------------------
