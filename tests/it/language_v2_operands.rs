@@ -156,3 +156,40 @@ fn limits_sharing_a_counter_count_a_grant_once() {
         .collect();
     eqnice(vec!["e1", "e2", "e4"], granted);
 }
+
+/// A string param is a number in an expression only if it is a plain decimal, as scripts
+/// read it: `"007"` is a code (text) to both, and an expression naming it fails `check`
+/// with a help that says why, not a silent 7. A YAML number with a fraction is a number to
+/// both.
+#[test]
+fn a_param_written_as_a_code_is_not_a_number_in_expressions() {
+    let dir = Dir::new("v2-text-param");
+    let rules = dir.path().join("rules");
+    dir.write("rules/ruleset.yaml", MANIFEST);
+    dir.write("rules/calendars/office.yaml", CALENDAR);
+    // A YAML number with a fraction is a number: the first name the expression fails on
+    // is `params.code`, not `params.rate`.
+    let rule = RULE
+        .replace(
+            r#"rate: "0.05", floor: 3 }"#,
+            r#"rate: 0.05, floor: 3, code: "007" }"#,
+        )
+        .replace("params.floor)", "params.code)");
+    dir.write("rules/promotions/office.yaml", &rule);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eqnice(Some(1), out.status.code());
+    assert!(stderr.contains("error[bad_expression]"), "{stderr}");
+    assert!(
+        stderr.contains("office.yaml:15:63: error[bad_expression]"),
+        "located at the name: {stderr}"
+    );
+    assert!(
+        stderr.contains("help: `params.code` is the text `007`"),
+        "{stderr}"
+    );
+}

@@ -54,15 +54,27 @@ pub(super) fn compile_written(
     match Expr::compile(w.text, &resolve, &known) {
         Ok(e) => Some(e),
         Err(e) => {
+            let help = text_param_named(owner, &e.message)
+                .or_else(|| e.suggestion.map(|s| format!("did you mean `{s}`?")));
             let problem = Problem::BadExpression {
                 text: w.text.to_string(),
                 message: e.message,
             };
-            let help = e.suggestion.map(|s| format!("did you mean `{s}`?"));
             d.at_with_help(owner.src, w.pos_of(owner.src, e.offset), problem, help);
             None
         }
     }
+}
+
+/// The help for an unknown name that is a param of the owner holding text, not a number.
+fn text_param_named(owner: &Owner, message: &str) -> Option<String> {
+    owner.params.iter().find_map(|(name, v)| {
+        let text = v.as_str()?;
+        let named = message.contains(&format!("`params.{name}`"));
+        (named && param_value(v).is_none()).then(|| {
+            format!("`params.{name}` is the text `{text}`: write a number as a plain decimal (`12.50`, `-3`) or a YAML number")
+        })
+    })
 }
 
 /// What a name of an expression stands for.
@@ -93,11 +105,12 @@ fn is_number(f: &Fact) -> bool {
     matches!(f.kind, FactType::Count | FactType::Decimal)
 }
 
-/// A param as a number: a whole YAML number, or a string that is a decimal.
+/// A param as a number, as scripts read it: a YAML number, or a string that is a plain
+/// decimal (`"007"` is a code, text to both).
 fn param_value(v: &Value) -> Option<Decimal> {
     match v {
-        Value::String(s) => Decimal::from_str(s.trim()).ok(),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Decimal::from_str(&n.to_string()).ok(),
+        Value::String(s) if super::params::is_plain_decimal(s) => Decimal::from_str(s).ok(),
+        Value::Number(n) => Decimal::from_str(&n.to_string()).ok(),
         _ => None,
     }
 }

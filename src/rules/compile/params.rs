@@ -19,7 +19,8 @@ pub(super) fn text_param(s: &str) -> Dynamic {
     Dynamic::from(s.to_string())
 }
 
-fn is_plain_decimal(s: &str) -> bool {
+/// Whether a string param is a number, in scripts and expressions alike.
+pub(super) fn is_plain_decimal(s: &str) -> bool {
     let digits = s.strip_prefix('-').unwrap_or(s);
     let (whole, fraction) = match digits.split_once('.') {
         Some((w, f)) => (w, Some(f)),
