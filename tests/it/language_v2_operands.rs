@@ -176,13 +176,8 @@ fn a_param_written_as_a_code_is_not_a_number_in_expressions() {
         )
         .replace("params.floor)", "params.code)");
     dir.write("rules/promotions/office.yaml", &rule);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
-        .arg("check")
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eqnice(Some(1), out.status.code());
+    let (code, stderr) = promo_check(&rules);
+    eqnice(Some(1), code);
     assert!(stderr.contains("error[bad_expression]"), "{stderr}");
     assert!(
         stderr.contains("office.yaml:15:63: error[bad_expression]"),

@@ -383,13 +383,8 @@ fn accumulator_filter_scripts_are_probed() {
             "accumulators:\n  spend:\n    per: customer\n    window: month\n    on: [purchase]\n    sum: amount\n    when:\n      - {{ name: early, script: '{script}' }}\n"
         );
         std::fs::write(&manifest, format!("{base}{accumulator}")).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_promo"))
-            .arg("check")
-            .arg(&rules)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eqnice(Some(1), out.status.code());
+        let (code, stderr) = promo_check(&rules);
+        eqnice(Some(1), code);
         assert!(stderr.contains(said), "{said}\n{stderr}");
         assert!(
             stderr.contains("ruleset.yaml:"),

@@ -16,6 +16,17 @@ pub fn shipped_rules() -> PathBuf {
 }
 
 /// A file under `tests/fixtures/`.
+/// Runs `promo check RULES`: its exit code and standard error.
+pub fn promo_check(rules: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_promo"))
+        .arg("check")
+        .arg(rules)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr)
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
