@@ -47,6 +47,11 @@
 //! With no argument at all (as `cargo test --all-targets` runs it), a smoke run: 600 events,
 //! at most 2 s per variant; a failed request or a mismatch is an error.
 
+/// The load generator's allocator, the `promo` binary's: it shares the cores with the
+/// servers, so its allocations are taken from their figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;

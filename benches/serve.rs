@@ -73,6 +73,11 @@
 //! while reloading at most 1.5 times its steady p99. The machine's `nproc` and load average
 //! are printed too: the figures are only as good as the machine was quiet.
 
+/// The load generator's allocator, the `promo` binary's: it shares the cores with the
+/// servers, so its allocations are taken from their figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;

@@ -2,6 +2,7 @@
 //! the stream of events (from the test generator), a `promo serve` child process, the
 //! HTTP/1.1 client, and the closed-loop load generator with its tally and latencies.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::error::Error;
 use std::ffi::OsStr;
@@ -21,6 +22,7 @@ use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
@@ -341,22 +343,26 @@ pub async fn get(addr: SocketAddr, path: &str) -> Res<(StatusCode, Bytes)> {
     exchange(&mut sender, addr, Method::GET, path, Bytes::new()).await
 }
 
-/// The result of one event, as much of it as the bench reads.
+/// The result of one event, as much of it as the bench reads, borrowed from the answer's
+/// bytes where it can be: the load generator shares the machine with the server, so what
+/// it spends on reading answers is taken from the figures.
 #[derive(Deserialize)]
-pub struct Answer {
-    pub event_id: String,
+pub struct Answer<'a> {
+    #[serde(borrow)]
+    pub event_id: Cow<'a, str>,
     #[serde(default)]
     pub replay: bool,
-    #[serde(default)]
-    pub decisions: Vec<DecisionTally>,
+    /// Kept as written, read as values only for the sampled events.
+    #[serde(borrow)]
+    pub decisions: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-pub struct DecisionTally {
-    #[serde(default)]
-    pub rule: String,
-    #[serde(default)]
-    pub decision: String,
+pub struct DecisionTally<'a> {
+    #[serde(default, borrow)]
+    pub rule: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub decision: Cow<'a, str>,
     #[serde(default)]
     pub coupons: Vec<IgnoredAny>,
 }
@@ -434,37 +440,28 @@ impl Tally {
                 );
             }
         }
-        for a in answers {
+        // Counted only once the whole answer is the results of its events.
+        for (i, a) in (from..to).zip(&answers) {
             if a.replay {
                 self.replays += 1;
             }
-            self.decisions += a.decisions.len() as u64;
-            for d in a.decisions.iter().filter(|d| d.decision == "grant") {
-                *self.grants.entry(d.rule.clone()).or_default() += 1;
+            let raw = a.decisions.map_or("[]", RawValue::get);
+            let decisions: Vec<DecisionTally> = serde_json::from_str(raw)?;
+            self.decisions += decisions.len() as u64;
+            for d in &decisions {
+                self.coupons += d.coupons.len() as u64;
+                if d.decision == "grant" {
+                    match self.grants.get_mut(d.rule.as_ref()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.grants.insert(d.rule.to_string(), 1);
+                        }
+                    }
+                }
             }
-            self.coupons += a
-                .decisions
-                .iter()
-                .map(|d| d.coupons.len() as u64)
-                .sum::<u64>();
-        }
-        // The sampled events' decisions, kept whole for the replay check.
-        let sampled: Vec<usize> = (from..to)
-            .filter(|i| i % stream.sample_every == 0)
-            .collect();
-        if !sampled.is_empty() {
-            let values: Vec<serde_json::Value> = if array {
-                serde_json::from_slice(body)?
-            } else {
-                vec![serde_json::from_slice(body)?]
-            };
-            for i in sampled {
-                let decisions = values
-                    .get(i - from)
-                    .and_then(|v| v.get("decisions"))
-                    .cloned()
-                    .unwrap_or(serde_json::Value::Null);
-                self.samples.push((i, decisions));
+            // The sampled events' decisions, kept whole for the replay check.
+            if i % stream.sample_every == 0 {
+                self.samples.push((i, serde_json::from_str(raw)?));
             }
         }
         self.requests += 1;
