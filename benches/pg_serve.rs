@@ -54,8 +54,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -75,7 +73,7 @@ use report::{copy_dir, fixed, grouped, load_average, per_second};
 #[path = "common/load.rs"]
 #[allow(dead_code)]
 mod load;
-use load::{generate_announced, ms, percentile_us, window, Load, Measured, Res, Server};
+use load::{client_runtime, ms, percentile_us, window, Load, LoadData, Measured, Res, Server};
 
 // A throwaway PostgreSQL cluster, shared with the integration tests.
 #[path = "../tests/pg_cluster/mod.rs"]
@@ -665,7 +663,8 @@ fn run(args: &Args) -> Res<()> {
         events: args.events,
         customers: args.customers,
     };
-    let stream = generate_announced(&cfg, Path::new(RULES_DIR), 1)?;
+    let data = LoadData::prepare(&cfg, Path::new(RULES_DIR), 1, "promo-pg-serve-bench-data-")?;
+    let (stream, customers) = (&data.stream, &data.customers);
     let mut types = BTreeSet::new();
     for body in &stream.bodies {
         let v: serde_json::Value = serde_json::from_slice(body)?;
@@ -673,21 +672,9 @@ fn run(args: &Args) -> Res<()> {
             types.insert(t.to_string());
         }
     }
-    let data = tempfile::Builder::new()
-        .prefix("promo-pg-serve-bench-data-")
-        .tempdir()?;
-    let customers = data.path().join("customers.jsonl");
-    let mut w = BufWriter::new(File::create(&customers)?);
-    gen::write_snapshot_jsonl(&mut w, &cfg)?;
-    w.flush()?;
-    drop(w);
-    let hot = hot_rules(data.path(), &types, HOT_BUDGET)?;
-    let out = hot_rules(data.path(), &types, args.budget_out)?;
-    let stream = Arc::new(stream);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads)
-        .enable_all()
-        .build()?;
+    let hot = hot_rules(data.dir.path(), &types, HOT_BUDGET)?;
+    let out = hot_rules(data.dir.path(), &types, args.budget_out)?;
+    let rt = client_runtime(args.client_threads)?;
     let cluster = Cluster::start()?;
     println!(
         "PostgreSQL 15 cluster on 127.0.0.1:{} ({PG_SETTINGS}); a fresh database per run",
@@ -745,7 +732,7 @@ fn run(args: &Args) -> Res<()> {
             Kind::BudgetOut => out.clone(),
         };
         results.push(run_once(
-            &rt, args, &cluster, &stream, &customers, &rules, setup, n,
+            &rt, args, &cluster, stream, customers, &rules, setup, n,
         )?);
     }
     drop(cluster);

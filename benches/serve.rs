@@ -80,8 +80,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -101,8 +100,8 @@ use report::{copy_dir, fixed, grouped, load_average, per_second};
 #[path = "common/load.rs"]
 mod load;
 use load::{
-    connect, exchange, generate_announced, ms, percentile_us, window, Load, Measured, Res, Server,
-    Stopped, Stream, Tally, REQUEST_TIMEOUT, STOP_TIMEOUT,
+    client_runtime, connect, exchange, ms, percentile_us, window, Load, LoadData, Measured, Res,
+    Server, Stopped, Stream, Tally, REQUEST_TIMEOUT, STOP_TIMEOUT,
 };
 
 // The deterministic event generator shared with the integration tests.
@@ -658,25 +657,19 @@ fn run(args: &Args) -> Res<()> {
         events: args.events,
         customers: args.customers,
     };
-    let stream = generate_announced(&cfg, Path::new(RULES_DIR), MAX_SAMPLES)?;
-    let data = tempfile::Builder::new()
-        .prefix("promo-serve-bench-data-")
-        .tempdir()?;
-    let customers = data.path().join("customers.jsonl");
-    let mut w = BufWriter::new(File::create(&customers)?);
-    gen::write_snapshot_jsonl(&mut w, &cfg)?;
-    w.flush()?;
-    drop(w);
-    let stream = Arc::new(stream);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads)
-        .enable_all()
-        .build()?;
+    let data = LoadData::prepare(
+        &cfg,
+        Path::new(RULES_DIR),
+        MAX_SAMPLES,
+        "promo-serve-bench-data-",
+    )?;
+    let (stream, customers) = (&data.stream, &data.customers);
+    let rt = client_runtime(args.client_threads)?;
 
     let mut outcomes = Vec::new();
     for &v in &args.only {
         eprintln!("running {} ...", v.name());
-        outcomes.push(run_variant(&rt, args, &stream, &customers, v)?);
+        outcomes.push(run_variant(&rt, args, stream, customers, v)?);
     }
     let problems = report(args, &outcomes);
     if args.strict && problems > 0 {

@@ -95,6 +95,46 @@ pub fn generate_announced(cfg: &gen::GenConfig, rules: &Path, max_samples: usize
     Ok(stream)
 }
 
+/// What a load bench sends: the stream (announced), and the customer snapshot the servers
+/// load, written to `customers.jsonl` in a temporary directory named after `prefix` (kept
+/// as long as the returned directory is).
+pub struct LoadData {
+    pub stream: Arc<Stream>,
+    pub customers: PathBuf,
+    /// Holds the snapshot until dropped; the PostgreSQL bench writes its rules here too.
+    #[allow(dead_code)]
+    pub dir: tempfile::TempDir,
+}
+
+impl LoadData {
+    pub fn prepare(
+        cfg: &gen::GenConfig,
+        rules: &Path,
+        max_samples: usize,
+        prefix: &str,
+    ) -> Res<LoadData> {
+        let stream = generate_announced(cfg, rules, max_samples)?;
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let customers = dir.path().join("customers.jsonl");
+        let mut w = std::io::BufWriter::new(File::create(&customers)?);
+        gen::write_snapshot_jsonl(&mut w, cfg)?;
+        std::io::Write::flush(&mut w)?;
+        Ok(LoadData {
+            stream: Arc::new(stream),
+            customers,
+            dir,
+        })
+    }
+}
+
+/// The load generator's runtime, on `threads` worker threads.
+pub fn client_runtime(threads: usize) -> Res<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?)
+}
+
 /// Generates the stream and keeps the events the service should decide: a declared type
 /// with the fields it requires, and the first occurrence of each id.
 fn generate(cfg: &gen::GenConfig, rules: &Path, max_samples: usize) -> Res<(Stream, u64, u64)> {
