@@ -13,7 +13,7 @@ use super::name_ids::NameIds;
 use super::seen::SeenIds;
 use super::zone::LocalDates;
 use crate::model::Event;
-use crate::rules::ruleset::Scope;
+use crate::rules::ruleset::{Scope, WindowDay};
 use crate::rules::Ruleset;
 
 /// An event admitted for deciding.
@@ -27,6 +27,8 @@ pub struct Admitted {
     pub wallet: u32,
     /// Its date in the ruleset's zone.
     pub date: NaiveDate,
+    /// `date` as counters' windows bucket it.
+    pub day: WindowDay,
     /// Its time of day in the ruleset's zone.
     pub time: NaiveTime,
     /// The customer's name, if admitting gave it its id.
@@ -201,13 +203,14 @@ impl Keys {
         let wallet = intern_hashed(&mut self.wallets, h.wallet, || {
             new_wallet = Some(ev.wallet.as_ref().into());
         });
-        let (date, time) = self.dates.local(&ruleset.timezone, &ev.at);
+        let (date, day, time) = self.dates.local(&ruleset.timezone, &ev.at);
         Admission::Fresh(Admitted {
             kind,
             id_hash,
             customer,
             wallet,
             date,
+            day,
             time,
             new_customer,
             new_wallet,

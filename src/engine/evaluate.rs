@@ -210,7 +210,7 @@ pub fn decide(
         ev,
         kind: admitted.kind,
         date: admitted.date,
-        day: admitted.date.into(),
+        day: admitted.day,
         time: admitted.time,
         customer: admitted.customer,
         wallet: admitted.wallet,

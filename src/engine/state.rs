@@ -526,7 +526,6 @@ impl State {
             let Some(reads) = ruleset.reads_by_type.get(a.kind) else {
                 continue;
             };
-            let day = WindowDay::from(a.date);
             if reads.customer {
                 self.customer_facts.prefetch(a.customer);
             }
@@ -534,7 +533,7 @@ impl State {
                 self.wallet_facts.prefetch(a.wallet);
             }
             for &(counter, per, window) in &reads.counters {
-                let key = CounterKey::new(counter, per, window, (a.customer, a.wallet, day));
+                let key = CounterKey::new(counter, per, window, (a.customer, a.wallet, a.day));
                 self.counters.prefetch(&key);
             }
         }

@@ -2,6 +2,8 @@
 
 use chrono::{NaiveDate, NaiveTime};
 
+use crate::rules::ruleset::WindowDay;
+
 /// The ruleset zone's offset for the last quarter hour of UTC seen: zones change offset only
 /// on quarter hours, and streams come roughly in time order, so the zone's transition table
 /// is searched about once per quarter hour of events rather than once per event. The local
@@ -14,6 +16,8 @@ pub struct LocalDates {
     /// Local days since the Unix epoch of `date`.
     day: i64,
     date: NaiveDate,
+    /// `date` as counters' windows bucket it.
+    window_day: WindowDay,
 }
 
 impl Default for LocalDates {
@@ -23,17 +27,18 @@ impl Default for LocalDates {
             offset: 0,
             day: i64::MIN,
             date: NaiveDate::MIN,
+            window_day: NaiveDate::MIN.into(),
         }
     }
 }
 
 impl LocalDates {
-    /// The date and time of day of `at` in `zone`.
+    /// The date of `at` in `zone` (also as windows bucket it) and its time of day.
     pub fn local(
         &mut self,
         zone: &chrono_tz::Tz,
         at: &chrono::DateTime<chrono::FixedOffset>,
-    ) -> (NaiveDate, NaiveTime) {
+    ) -> (NaiveDate, WindowDay, NaiveTime) {
         use chrono::{Offset, TimeZone};
         let ts = at.timestamp();
         let quarter = ts.div_euclid(900);
@@ -51,11 +56,13 @@ impl LocalDates {
             match chrono::DateTime::from_timestamp(local, 0) {
                 Some(d) => {
                     self.date = d.date_naive();
+                    self.window_day = self.date.into();
                     self.day = day;
                 }
                 None => {
                     let there = at.with_timezone(zone);
-                    return (there.date_naive(), there.time());
+                    let date = there.date_naive();
+                    return (date, date.into(), there.time());
                 }
             }
         }
@@ -64,7 +71,7 @@ impl LocalDates {
         let time =
             NaiveTime::from_num_seconds_from_midnight_opt(second, at.timestamp_subsec_nanos())
                 .unwrap_or_else(|| at.with_timezone(zone).time());
-        (self.date, time)
+        (self.date, self.window_day, time)
     }
 }
 
@@ -93,9 +100,10 @@ mod tests {
                     .unwrap()
                     .with_timezone(&offset.unwrap());
                 let there = at.with_timezone(&zone);
+                let date = there.date_naive();
                 assert_eq!(
                     cache.local(&zone, &at),
-                    (there.date_naive(), there.time()),
+                    (date, WindowDay::from(date), there.time()),
                     "{zone} {at}"
                 );
             }
