@@ -61,6 +61,8 @@ pub struct Answer {
 #[derive(Debug)]
 pub enum Msg {
     Decide(Job),
+    /// The commit in flight has ended (sent by the committing thread, to wake this one).
+    Committed,
     /// Commit and answer what was sent before, then end.
     Stop,
 }
@@ -185,29 +187,26 @@ enum Plan {
 
 impl Decider {
     /// Decides requests until told to stop (or every sender is gone), then commits and
-    /// answers the last.
+    /// answers the last. With nothing to decide, it waits for a request or for the commit
+    /// in flight to end (which says so with `Msg::Committed`), whichever comes first: a
+    /// request that arrives during a commit is decided at once and goes into the next.
     pub fn run(mut self) {
         let mut stopping = false;
         while !stopping {
-            let idle = self.decided.is_empty() && self.committing.is_none();
-            let first = if idle {
-                self.jobs.blocking_recv().unwrap_or(Msg::Stop)
-            } else {
-                match self.jobs.try_recv() {
-                    Ok(msg) => msg,
-                    Err(TryRecvError::Empty) => {
-                        // Nothing to decide meanwhile: wait for the commit in flight.
-                        self.advance(true);
-                        continue;
-                    }
-                    Err(TryRecvError::Disconnected) => Msg::Stop,
+            let first = match self.jobs.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Empty) => {
+                    self.advance(false);
+                    self.jobs.blocking_recv().unwrap_or(Msg::Stop)
                 }
+                Err(TryRecvError::Disconnected) => Msg::Stop,
             };
             let mut group = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Decide(job) => group.push(job),
+                    Msg::Committed => {}
                     Msg::Stop => {
                         stopping = true;
                         break;

@@ -86,14 +86,20 @@ impl GroupCommits {
 impl Store {
     /// Group commits for the service (`promo serve`): each commit holds what the state
     /// changed since the one before and the batch of answers given for the events decided
-    /// meanwhile. Commits run on a thread of their own, one in flight.
-    pub fn group_commits(&self, ruleset: &Ruleset) -> Result<GroupCommits, StoreError> {
+    /// meanwhile. Commits run on a thread of their own, one in flight; `done` is called as
+    /// each one's result is ready.
+    pub fn group_commits(
+        &self,
+        ruleset: &Ruleset,
+        done: Option<commit::OnDone>,
+    ) -> Result<GroupCommits, StoreError> {
         self.conn.execute_batch(TABLE).map_err(|e| self.sql(e))?;
         Ok(GroupCommits {
             committer: commit::Committer::start(
                 &self.path,
                 self.compact_after,
                 shape_meta(ruleset),
+                done,
             )?,
         })
     }

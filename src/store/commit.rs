@@ -43,6 +43,27 @@ pub struct Committer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Told that a commit's result is ready.
+pub type OnDone = Box<dyn Fn() + Send>;
+
+/// Calls `OnDone` after each commit, and once more when the thread ends however it ends (a
+/// panic included), so that no one waits for a result that will not come.
+struct Wake(Option<OnDone>);
+
+impl Wake {
+    fn now(&self) {
+        if let Some(done) = &self.0 {
+            done();
+        }
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
 /// What the committing thread keeps between commits.
 struct Writer {
     conn: Connection,
@@ -61,11 +82,14 @@ struct Writer {
 impl Committer {
     /// Starts a committing thread with its own connection to the database at `path`; it
     /// folds the change log into the tables once the log passes `compact_after` bytes, and
-    /// records the ruleset's fact shapes (`facts`, JSON) with its first commit.
+    /// records the ruleset's fact shapes (`facts`, JSON) with its first commit. `done` is
+    /// called after each commit's result is ready (and if the thread ends): a caller that
+    /// waits for other work too is woken by it rather than blocking on the commit alone.
     pub fn start(
         path: &Path,
         compact_after: u64,
         meta: Vec<(&'static str, String)>,
+        done: Option<OnDone>,
     ) -> Result<Self, StoreError> {
         let (conn, log_bytes, next_change, next_seen) = Connection::open_with_flags(
             path,
@@ -99,8 +123,11 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("promo-commit".into())
             .spawn(move || {
+                let wake = Wake(done);
                 for job in inbox {
-                    if outbox.send(writer.commit(job)).is_err() {
+                    let sent = outbox.send(writer.commit(job));
+                    wake.now();
+                    if sent.is_err() {
                         break;
                     }
                 }

@@ -22,6 +22,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use self::answers::{AnswerBatch, GroupCommits, SealedAnswers, StoredAnswer};
+pub use self::commit::OnDone;
 use self::rows::Checked as _;
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
@@ -945,7 +946,7 @@ impl Store {
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
         let mut committer =
-            commit::Committer::start(&self.path, self.compact_after, shape_meta(ruleset))?;
+            commit::Committer::start(&self.path, self.compact_after, shape_meta(ruleset), None)?;
         Ok(Durability {
             every: every.max(1),
             skip: 0,
@@ -1057,7 +1058,7 @@ mod tests {
         {
             let store = Store::open(&dir, &rules).unwrap();
             let mut state = State::new(&rules);
-            let mut commits = store.group_commits(&rules).unwrap();
+            let mut commits = store.group_commits(&rules, None).unwrap();
             commits
                 .submit(
                     &rules,
