@@ -256,10 +256,13 @@ async fn decide_group(
     let mut state = fresh_state(ruleset);
     state.track_changes();
     rows::lock(&tx, &keys).await?;
-    let (given, ()) = tokio::try_join!(
+    let (given, loaded) = tokio::join!(
         rows::answers(&tx, &ids),
         rows::load(&tx, ruleset, &reach, &mut state),
-    )?;
+    );
+    let (given, loaded) = (rows::own_first(given)?, rows::own_first(loaded)?);
+    loaded?;
+    let given = given?;
     let mut book = SharedBook::new(given);
     let replies: Replies = group
         .iter()

@@ -177,11 +177,13 @@ impl<'r> SharedRun<'r> {
                 let ids: Vec<&str> = reach.event_ids.iter().map(String::as_str).collect();
                 let keys = reach.lock_keys();
                 rows::lock(client, &keys).await?;
-                let (answered, ()) = tokio::try_join!(
+                let (answered, loaded) = tokio::join!(
                     rows::answers(client, &ids),
                     rows::load(client, ruleset, &reach, state),
-                )?;
-                Ok::<_, rows::RowError>(answered)
+                );
+                let (answered, loaded) = (rows::own_first(answered)?, rows::own_first(loaded)?);
+                loaded?;
+                answered
             })
             .map_err(|e| failed("loading a block", e))?;
         for a in &answered {

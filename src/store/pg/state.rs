@@ -45,6 +45,23 @@ impl RowError {
         .iter()
         .any(|s| e.code() == Some(s))
     }
+
+    /// Whether this is "the transaction is aborted": what the statements pipelined after
+    /// a failed one get, which may come back before the failure itself.
+    fn aborted(&self) -> bool {
+        matches!(self, RowError::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION))
+    }
+}
+
+/// One statement's result of a pipeline, checked in two passes so that a statement's own
+/// failure is reported rather than "the transaction is aborted" of those after it:
+/// `own_first(r)?` returns a statement's own error, and the `?` on what it gives then the
+/// rest.
+pub fn own_first<T>(r: Result<T, RowError>) -> Result<Result<T, RowError>, RowError> {
+    match r {
+        Err(e) if !e.aborted() => Err(e),
+        other => Ok(other),
+    }
 }
 
 /// Everything the events of one transaction reach, by name.
@@ -248,7 +265,7 @@ pub async fn load(
          ORDER BY c.counter, c.day
          FOR UPDATE OF c";
     let coupons_sql = format!("{COUPON_COLUMNS} WHERE coupon_id = ANY($1)");
-    let (facts, counters, coupons, totals) = tokio::try_join!(
+    let (facts, counters, coupons, totals) = tokio::join!(
         fact_rows(tx, &owners),
         async {
             if counters.is_empty() {
@@ -269,7 +286,14 @@ pub async fn load(
             }
             query(tx, totals_sql, &[&total_names, &total_days]).await
         },
-    )?;
+    );
+    let (facts, counters, coupons, totals) = (
+        own_first(facts)?,
+        own_first(counters)?,
+        own_first(coupons)?,
+        own_first(totals)?,
+    );
+    let (facts, counters, coupons, totals) = (facts?, counters?, coupons?, totals?);
     put_facts(ruleset, state, &facts)?;
     for row in counters.iter().chain(&totals) {
         put_counter(ruleset, state, row)?;
@@ -425,7 +449,7 @@ pub async fn write(
     let changes = state.take_changes();
     let facts = FactRows::of(ruleset, &changes);
     // Pipelined, as the reads of `load`.
-    tokio::try_join!(
+    let (facts, counters, coupons, answers) = tokio::join!(
         async {
             if facts.owners.is_empty() {
                 return Ok(0);
@@ -438,7 +462,17 @@ pub async fn write(
         write_counters(tx, ruleset, &changes),
         write_coupons(tx, ruleset, &changes),
         write_answers(tx, given),
-    )?;
+    );
+    let written = (
+        own_first(facts)?,
+        own_first(counters)?,
+        own_first(coupons)?,
+        own_first(answers)?,
+    );
+    written.0?;
+    written.1?;
+    written.2?;
+    written.3?;
     Ok(())
 }
 
