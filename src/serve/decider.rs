@@ -1,17 +1,17 @@
 //! The deciding thread. Requests queue here; the thread takes every request waiting (a
 //! group) and decides their events one at a time against the one state, in the order they
-//! came. Once no commit is in flight, everything decided since the last commit (its
-//! changes and its answers) is committed in one transaction, and those requests are
-//! answered once that commit is durable. Deciding one event at a time is what makes limits
-//! exact under any concurrency; committing many requests at a time is what makes a durable
-//! answer cheap (one sync for every request waiting). While a commit syncs, deciding goes on.
+//! came, then hands what the group changed and its answers to a commit. The committing
+//! threads write every group waiting in one transaction and answer the requests once it is
+//! durable. Deciding one event at a time is what makes limits exact under any concurrency;
+//! committing many requests at a time is what makes a durable answer cheap (one sync for
+//! every request waiting). While a commit is written and synced, deciding goes on.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::http::StatusCode;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
@@ -23,7 +23,7 @@ use super::metrics::Metrics;
 use crate::engine::{evaluate, Evaluation, InvalidEvent, Outcome, State};
 use crate::io::output::{write_json_line, LineHeads};
 use crate::model::{DecisionKind, Event};
-use crate::store::{GroupCommits, Store, StoredAnswer};
+use crate::store::{GroupCommits, Store, StoredAnswer, Then};
 use prometheus_client::metrics::counter::Counter;
 use rustc_hash::FxHashMap;
 
@@ -61,8 +61,6 @@ pub struct Answer {
 #[derive(Debug)]
 pub enum Msg {
     Decide(Job),
-    /// The commit in flight has ended (sent by the committing thread, to wake this one).
-    Committed,
     /// Commit and answer what was sent before, then end.
     Stop,
 }
@@ -97,8 +95,9 @@ pub struct Decider {
     /// Requests decided and not yet handed to a commit, and the ruleset of the last.
     pub decided: Waiting,
     pub live: Option<Arc<Live>>,
-    /// The commit in flight: its requests, its batch of answers, when it was handed over.
-    pub committing: Option<(Waiting, Option<i64>, Instant)>,
+    /// The commits handed over whose results are not yet taken, oldest first: their batch
+    /// of answers.
+    pub committing: VecDeque<Option<i64>>,
 }
 
 /// Decides the events of requests against a state: what the deciding thread runs on its
@@ -186,27 +185,18 @@ enum Plan {
 }
 
 impl Decider {
-    /// Decides requests until told to stop (or every sender is gone), then commits and
-    /// answers the last. With nothing to decide, it waits for a request or for the commit
-    /// in flight to end (which says so with `Msg::Committed`), whichever comes first: a
-    /// request that arrives during a commit is decided at once and goes into the next.
+    /// Decides requests until told to stop (or every sender is gone), then waits for the
+    /// last commits. Each group of requests is handed to a commit as soon as it is decided;
+    /// the committing threads answer them once their commit is durable, so that the
+    /// deciding thread never waits for a commit.
     pub fn run(mut self) {
         let mut stopping = false;
         while !stopping {
-            let first = match self.jobs.try_recv() {
-                Ok(msg) => msg,
-                Err(TryRecvError::Empty) => {
-                    self.advance(false);
-                    self.jobs.blocking_recv().unwrap_or(Msg::Stop)
-                }
-                Err(TryRecvError::Disconnected) => Msg::Stop,
-            };
             let mut group = Vec::new();
-            let mut next = Some(first);
+            let mut next = Some(self.jobs.blocking_recv().unwrap_or(Msg::Stop));
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Decide(job) => group.push(job),
-                    Msg::Committed => {}
                     Msg::Stop => {
                         stopping = true;
                         break;
@@ -217,11 +207,10 @@ impl Decider {
                 }
             }
             self.group(group);
-            self.advance(false);
+            self.commit();
+            self.settle(false);
         }
-        while !self.decided.is_empty() || self.committing.is_some() {
-            self.advance(true);
-        }
+        self.settle(true);
     }
 
     /// Decides a group of requests. Their answers wait for a commit (but dry runs', and all
@@ -250,71 +239,83 @@ impl Decider {
         }
     }
 
-    /// Once the commit in flight is done (waiting for it with `block`), answers its
-    /// requests, then hands over one commit of everything decided since. A slow commit so
-    /// gathers more requests into the next one, and deciding never waits while there is
-    /// something to decide.
-    fn advance(&mut self, block: bool) {
-        let Some(durable) = &mut self.durable else {
-            return;
-        };
-        if let Some((waiting, batch, started)) = self.committing.take() {
-            let result = if block {
-                Some(durable.commits.wait())
-            } else {
-                durable.commits.poll()
-            };
-            let Some(result) = result else {
-                self.committing = Some((waiting, batch, started));
-                return;
-            };
-            self.metrics.commit(started.elapsed());
-            match result {
-                Ok(()) => {
-                    if let Some(batch) = batch {
-                        self.answers.committed(batch);
-                    }
-                    for (reply, result) in waiting {
-                        let _ = reply.send(result);
-                    }
-                }
-                Err(e) => self.fail(waiting, &e.to_string()),
-            }
-        }
+    /// Hands over one commit of everything decided since the last, with a `then` that
+    /// answers its requests once it is durable (or fails them).
+    fn commit(&mut self) {
         let (Some(durable), Some(live)) = (&mut self.durable, &self.live) else {
             return;
         };
         if self.decided.is_empty() {
             return;
         }
-        let decided = std::mem::take(&mut self.decided);
+        let waiting = std::mem::take(&mut self.decided);
         let batch = self.answers.seal();
         let sealed = batch.as_ref().map(|(b, _)| *b);
-        let submitted = {
-            let mut state = lock(&self.state);
-            durable
-                .commits
-                .submit(&live.ruleset, &mut state, batch, false)
-        };
-        match submitted {
-            Ok(()) => self.committing = Some((decided, sealed, Instant::now())),
-            Err(e) => self.fail(decided, &e.to_string()),
+        let (metrics, ready, started) = (
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.ready),
+            Instant::now(),
+        );
+        let then: Then = Box::new(move |result| match result {
+            Ok(()) => {
+                metrics.commit(started.elapsed());
+                for (reply, result) in waiting {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => fail(&ready, waiting, &e.to_string()),
+        });
+        let mut state = lock(&self.state);
+        let submitted = durable
+            .commits
+            .submit(&live.ruleset, &mut state, batch, Some(then), false);
+        // On a failure `then` was told.
+        if submitted.is_ok() {
+            self.committing.push_back(sealed);
         }
     }
 
-    /// A commit failed: the decisions of `waiting` may not be durable, so they are not
-    /// given, and nothing more is decided.
-    fn fail(&self, waiting: Waiting, why: &str) {
-        tracing::error!(
-            error = why,
-            "state commit failed; the service stops deciding"
-        );
-        self.ready.store(false, Ordering::Release);
-        for (reply, _) in waiting {
-            let _ = reply.send(Err(ApiError::unavailable(format!(
-                "the decisions could not be committed: {why}"
-            ))));
+    /// Takes the results of the commits that are done (of all of them, waiting, with
+    /// `block`): their answers are read from the state from now on.
+    fn settle(&mut self, block: bool) {
+        let Some(durable) = &mut self.durable else {
+            return;
+        };
+        while let Some(batch) = self.committing.pop_front() {
+            let result = if block {
+                Some(durable.commits.wait_next())
+            } else {
+                durable.commits.poll()
+            };
+            match result {
+                None => {
+                    self.committing.push_front(batch);
+                    return;
+                }
+                Some(Ok(())) => {
+                    if let Some(batch) = batch {
+                        self.answers.committed(batch);
+                    }
+                }
+                // `then` answered the requests.
+                Some(Err(_)) => {}
+            }
         }
+    }
+}
+
+/// A commit failed: the decisions of `waiting` may not be durable, so they are not given,
+/// and nothing more is decided.
+fn fail(ready: &AtomicBool, waiting: Waiting, why: &str) {
+    tracing::error!(
+        error = why,
+        "state commit failed; the service stops deciding"
+    );
+    ready.store(false, Ordering::Release);
+    for (reply, _) in waiting {
+        let _ = reply.send(Err(ApiError::unavailable(format!(
+            "the decisions could not be committed: {why}"
+        ))));
     }
 }
 

@@ -47,7 +47,7 @@ use self::live::{try_load, Gate, Live};
 use self::metrics::Metrics;
 use crate::engine::State;
 use crate::store::pg::PgStore;
-use crate::store::{OnDone, Store};
+use crate::store::Store;
 
 pub use self::api::openapi_json;
 
@@ -117,13 +117,8 @@ fn first_ruleset(opts: &Options) -> Result<Live, String> {
 }
 
 /// The state, loaded from `--state` (and its group commits) or fresh in memory, with the
-/// customer snapshot applied. Each commit's end is told to the deciding thread through
-/// `wake` (a weak sender: it does not keep the deciding thread's inbox open).
-fn open_state(
-    opts: &Options,
-    live: &Live,
-    wake: mpsc::WeakSender<Msg>,
-) -> Result<(State, Option<Durable>, Answers), String> {
+/// customer snapshot applied.
+fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, Answers), String> {
     let ruleset = &live.ruleset;
     let mut state = State::new(ruleset);
     // Coupons stay in memory, where a wallet's can be listed.
@@ -133,15 +128,7 @@ fn open_state(
             let store = Store::open(dir, ruleset).map_err(|e| e.to_string())?;
             store.load(ruleset, &mut state).map_err(|e| e.to_string())?;
             state.track_changes();
-            let done: OnDone = Box::new(move || {
-                if let Some(jobs) = wake.upgrade() {
-                    // A full inbox needs no wake: the deciding thread has work to take.
-                    let _ = jobs.try_send(Msg::Committed);
-                }
-            });
-            let commits = store
-                .group_commits(ruleset, Some(done))
-                .map_err(|e| e.to_string())?;
+            let commits = store.group_commits(ruleset).map_err(|e| e.to_string())?;
             Some(Durable { store, commits })
         }
         StateAt::Memory => {
@@ -169,7 +156,7 @@ fn open_state(
     loaded?;
     if let Some(d) = &mut durable {
         d.commits
-            .submit(ruleset, &mut state, None, true)
+            .submit(ruleset, &mut state, None, None, true)
             .map_err(|e| e.to_string())?;
     }
     let mut answers =
@@ -199,7 +186,7 @@ async fn serve(opts: Options) -> Result<(), String> {
             (StateSource::Shared(pg), Deciding::Task(task))
         }
         _ => {
-            let (state, durable, answers) = open_state(&opts, &live, jobs.downgrade())?;
+            let (state, durable, answers) = open_state(&opts, &live)?;
             let state = Arc::new(Mutex::new(state));
             let decider = Decider {
                 jobs: inbox,
@@ -211,7 +198,7 @@ async fn serve(opts: Options) -> Result<(), String> {
                 core: decider::Deciding::new(Arc::clone(&metrics)),
                 decided: Vec::new(),
                 live: None,
-                committing: None,
+                committing: std::collections::VecDeque::new(),
             };
             let thread = std::thread::Builder::new()
                 .name("promo-decide".into())

@@ -66,8 +66,6 @@ impl SharedDecider {
                 None if stopping => break,
                 None => match self.jobs.recv().await {
                     Some(Msg::Decide(job)) => job,
-                    // Only a local state's commits send it.
-                    Some(Msg::Committed) => continue,
                     Some(Msg::Stop) | None => break,
                 },
             };
@@ -86,7 +84,6 @@ impl SharedDecider {
                             Ok(Msg::Decide(job)) => {
                                 let _ = job.reply.send(Err(full.clone()));
                             }
-                            Ok(Msg::Committed) => {}
                             Ok(Msg::Stop) => {
                                 stopping = true;
                                 break;
@@ -110,7 +107,6 @@ impl SharedDecider {
                         carry = Some(job);
                         break;
                     }
-                    Ok(Msg::Committed) => {}
                     Ok(Msg::Stop) => {
                         stopping = true;
                         break;

@@ -54,30 +54,39 @@ pub struct GroupCommits {
 
 impl GroupCommits {
     /// Hands over what `state` changed since the last commit, with the batch of answers
-    /// given meanwhile, once the commit before is durable; with `wait`, returns once this
-    /// one is durable too. The answers are encoded on the committing thread: the deciding
-    /// thread is the service's one serial part.
+    /// given meanwhile; `then` is told the result on the syncing thread as soon as it is
+    /// known. With `wait`, returns once every commit handed over is durable, this one
+    /// included. The answers are encoded on the committing thread: the deciding thread is
+    /// the service's one serial part.
     pub fn submit(
         &mut self,
         ruleset: &Ruleset,
         state: &mut State,
         answers: Option<SealedAnswers>,
+        then: Option<commit::Then>,
         wait: bool,
     ) -> Result<(), StoreError> {
-        let mut job = Store::changes_job(ruleset, state).map_err(|detail| StoreError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(detail),
-        })?;
+        let mut job = match Store::changes_job(ruleset, state) {
+            Ok(job) => job,
+            Err(detail) => {
+                let e = StoreError::Io {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(detail),
+                };
+                return Err(commit::tell(then, e));
+            }
+        };
         job.answers = answers;
+        job.then = then;
         self.committer.submit(job, wait)
     }
 
-    /// Waits for the commit in flight, if any.
-    pub fn wait(&mut self) -> Result<(), StoreError> {
-        self.committer.wait()
+    /// Waits for the result of the oldest commit not yet taken (`Ok` if there is none).
+    pub fn wait_next(&mut self) -> Result<(), StoreError> {
+        self.committer.wait_next()
     }
 
-    /// The result of the commit in flight if it is done, without waiting.
+    /// The result of the oldest commit not yet taken if it is ready, without waiting.
     pub fn poll(&mut self) -> Option<Result<(), StoreError>> {
         self.committer.poll()
     }
@@ -86,20 +95,15 @@ impl GroupCommits {
 impl Store {
     /// Group commits for the service (`promo serve`): each commit holds what the state
     /// changed since the one before and the batch of answers given for the events decided
-    /// meanwhile. Commits run on a thread of their own, one in flight; `done` is called as
-    /// each one's result is ready.
-    pub fn group_commits(
-        &self,
-        ruleset: &Ruleset,
-        done: Option<commit::OnDone>,
-    ) -> Result<GroupCommits, StoreError> {
+    /// meanwhile. Commits are written on a thread of their own and synced on another
+    /// (see `commit`).
+    pub fn group_commits(&self, ruleset: &Ruleset) -> Result<GroupCommits, StoreError> {
         self.conn.execute_batch(TABLE).map_err(|e| self.sql(e))?;
         Ok(GroupCommits {
             committer: commit::Committer::start(
                 &self.path,
                 self.compact_after,
                 shape_meta(ruleset),
-                done,
             )?,
         })
     }

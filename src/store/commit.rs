@@ -1,22 +1,37 @@
-//! Committing checkpoints on a thread of their own. A checkpoint waits for two disk syncs
+//! Committing checkpoints on threads of their own. A checkpoint waits for two disk syncs
 //! (the output files, then SQLite's log), which held the deciding thread a second and more
 //! on a million events. The deciding thread now encodes what changed and hands it over;
-//! this thread syncs the outputs, writes the change set, the decided ids and the run's
-//! record in one transaction, and commits, while the next events are decided. One commit
-//! is in flight at a time: the next checkpoint first waits for the previous one, and the
-//! last one of a run is waited for before the run ends. A crash loses at most the commit in
-//! flight, which the run had not yet counted on: rerunning resumes from the one before.
+//! the writing thread takes every checkpoint waiting, syncs their outputs, writes their
+//! change sets, decided ids and records in one transaction and commits it to SQLite's log
+//! without syncing it; the syncing thread then syncs the log, so that the sync of one
+//! commit overlaps the writing of the next. A checkpoint's result is given (and its `then`
+//! called) only after a sync that began once its writing had ended: only then is it
+//! durable. Once a commit fails, every later one fails too: a change set holds only what
+//! changed since the one before, so none can be written over a lost one. A crash loses at
+//! most the checkpoints whose results were not yet given, which the run had not yet
+//! counted on: rerunning resumes from the last one given.
+//!
+//! Why syncing the log file is enough: with `synchronous = NORMAL`, SQLite itself syncs the
+//! log before each checkpoint into the database and the log's header when the log is reused,
+//! and removes the log only when the last connection closes (the writing thread's closes
+//! only after the syncing thread has ended).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, Transaction};
 
 use super::rows::{Checked as _, RunRow};
 use super::sum::seal;
 use super::{compact_log, log, put_meta, StoreError, ANSWERS, SEEN};
+
+/// Checkpoints handed over and not yet written, at most; more wait in `submit`.
+const QUEUE: usize = 64;
+
+/// Called on the syncing thread with a checkpoint's result, once it is known.
+pub type Then = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 /// One checkpoint's writes, encoded by the deciding thread.
 pub struct Job {
@@ -31,40 +46,27 @@ pub struct Job {
     /// The answers the service gave for the events decided since the last commit: their
     /// batch number and the batch, encoded here (`answers::encode`).
     pub answers: Option<super::answers::SealedAnswers>,
+    /// Told the result as soon as it is known (the service answers its requests so, without
+    /// waiting for the deciding thread to look).
+    pub then: Option<Then>,
 }
 
-/// The committing thread and the way to it.
+/// A written checkpoint on its way to the syncing thread.
+type Written = (Result<(), StoreError>, Option<Then>);
+
+/// The committing threads and the way to them.
 pub struct Committer {
     /// The database, for errors.
     path: PathBuf,
     jobs: Option<SyncSender<Job>>,
+    /// One result per checkpoint, in order, once it is durable (or has failed).
     results: Receiver<Result<(), StoreError>>,
-    in_flight: bool,
+    /// Checkpoints handed over whose results have not been taken.
+    pending: usize,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Told that a commit's result is ready.
-pub type OnDone = Box<dyn Fn() + Send>;
-
-/// Calls `OnDone` after each commit, and once more when the thread ends however it ends (a
-/// panic included), so that no one waits for a result that will not come.
-struct Wake(Option<OnDone>);
-
-impl Wake {
-    fn now(&self) {
-        if let Some(done) = &self.0 {
-            done();
-        }
-    }
-}
-
-impl Drop for Wake {
-    fn drop(&mut self) {
-        self.now();
-    }
-}
-
-/// What the committing thread keeps between commits.
+/// What the writing thread keeps between commits.
 struct Writer {
     conn: Connection,
     path: PathBuf,
@@ -77,127 +79,130 @@ struct Writer {
     /// (their blobs' checksums cover them).
     next_change: i64,
     next_seen: i64,
+    /// A commit failed: every later one fails too.
+    failed: bool,
 }
 
 impl Committer {
-    /// Starts a committing thread with its own connection to the database at `path`; it
-    /// folds the change log into the tables once the log passes `compact_after` bytes, and
-    /// records the ruleset's fact shapes (`facts`, JSON) with its first commit. `done` is
-    /// called after each commit's result is ready (and if the thread ends): a caller that
-    /// waits for other work too is woken by it rather than blocking on the commit alone.
+    /// Starts the committing threads with their own connection to the database at `path`;
+    /// they fold the change log into the tables once the log passes `compact_after` bytes,
+    /// and record the ruleset's fact shapes (`facts`, JSON) with the first commit.
     pub fn start(
         path: &Path,
         compact_after: u64,
         meta: Vec<(&'static str, String)>,
-        done: Option<OnDone>,
     ) -> Result<Self, StoreError> {
-        let (conn, log_bytes, next_change, next_seen) = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .and_then(|c| {
-            c.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 8192;")?;
-            let (bytes, next_change): (i64, i64) = c.query_row(
-                "SELECT COALESCE(SUM(length(blob)), 0), COALESCE(MAX(batch), 0) + 1 FROM changes",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let next_seen: i64 =
-                c.query_row("SELECT COALESCE(MAX(batch), 0) + 1 FROM seen", [], |r| {
-                    r.get(0)
-                })?;
-            Ok((c, u64::try_from(bytes).unwrap_or(0), next_change, next_seen))
-        })
-        .map_err(|source| StoreError::sqlite(path, source))?;
-        let mut writer = Writer {
-            conn,
-            path: path.to_path_buf(),
-            log_bytes,
-            compact_after,
-            meta,
-            next_change,
-            next_seen,
-        };
-        let (jobs, inbox) = mpsc::sync_channel::<Job>(1);
+        let mut writer = Writer::open(path, compact_after, meta)?;
+        let (jobs, inbox) = mpsc::sync_channel::<Job>(QUEUE);
         let (outbox, results) = mpsc::channel();
+        let (to_sync, sync_inbox) = mpsc::channel();
+        let spawn_failed = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let wal = wal_path(path);
+        let syncing = std::thread::Builder::new()
+            .name("promo-sync".into())
+            .spawn(move || sync_each(&wal, &sync_inbox, &outbox))
+            .map_err(spawn_failed)?;
         let thread = std::thread::Builder::new()
             .name("promo-commit".into())
             .spawn(move || {
-                let wake = Wake(done);
-                for job in inbox {
-                    let sent = outbox.send(writer.commit(job));
-                    wake.now();
-                    if sent.is_err() {
-                        break;
-                    }
-                }
+                writer.write_each(&inbox, &to_sync);
+                // The syncing thread ends before this connection closes (see the module's
+                // comment).
+                drop(to_sync);
+                let _ = syncing.join();
+                drop(writer);
             })
-            .map_err(|source| StoreError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(spawn_failed)?;
         Ok(Committer {
             path: path.to_path_buf(),
             jobs: Some(jobs),
             results,
-            in_flight: false,
+            pending: 0,
             thread: Some(thread),
         })
     }
 
-    /// Hands `job` over once the previous commit is done; with `wait`, returns only once
-    /// this one is durable too.
-    pub fn submit(&mut self, job: Job, wait: bool) -> Result<(), StoreError> {
-        self.wait()?;
-        let gone = || StoreError::Io {
+    fn gone(&self) -> StoreError {
+        StoreError::Io {
             path: self.path.clone(),
-            source: std::io::Error::other("the committing thread stopped"),
+            source: std::io::Error::other("the committing thread stopped mid-commit"),
+        }
+    }
+
+    /// Hands `job` over (waiting while `QUEUE` others wait to be written); with `wait`,
+    /// returns only once every checkpoint handed over is durable, this one included (and
+    /// says if one failed).
+    pub fn submit(&mut self, job: Job, wait: bool) -> Result<(), StoreError> {
+        let Some(jobs) = &self.jobs else {
+            return Err(tell(job.then, self.gone()));
         };
-        self.jobs
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(job)
-            .map_err(|_| gone())?;
-        self.in_flight = true;
+        if let Err(mpsc::SendError(job)) = jobs.send(job) {
+            return Err(tell(job.then, self.gone()));
+        }
+        self.pending += 1;
         if wait {
             self.wait()?;
         }
         Ok(())
     }
 
-    /// The result of the commit in flight if it is done (or of none, if none is in flight),
-    /// without waiting for it.
+    /// The result of the oldest checkpoint not yet taken if it is ready (`Ok` if there is
+    /// none), without waiting for it.
     pub fn poll(&mut self) -> Option<Result<(), StoreError>> {
-        if !self.in_flight {
+        if self.pending == 0 {
             return Some(Ok(()));
         }
         match self.results.try_recv() {
             Ok(result) => {
-                self.in_flight = false;
+                self.pending -= 1;
                 Some(result)
             }
             Err(mpsc::TryRecvError::Empty) => None,
-            Err(mpsc::TryRecvError::Disconnected) => Some(self.wait()),
+            Err(mpsc::TryRecvError::Disconnected) => Some(self.wait_next()),
         }
     }
 
-    /// Waits for the commit in flight, if any.
-    pub fn wait(&mut self) -> Result<(), StoreError> {
-        if !std::mem::take(&mut self.in_flight) {
+    /// Waits for the result of the oldest checkpoint not yet taken (`Ok` if there is none).
+    pub fn wait_next(&mut self) -> Result<(), StoreError> {
+        if self.pending == 0 {
             return Ok(());
         }
-        self.results.recv().unwrap_or_else(|_| {
-            Err(StoreError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other("the committing thread stopped mid-commit"),
-            })
-        })
+        self.pending -= 1;
+        self.results.recv().unwrap_or_else(|_| Err(self.gone()))
+    }
+
+    /// Takes the results that are ready, without waiting; the first failure, if any.
+    pub fn take_ready(&mut self) -> Result<(), StoreError> {
+        let mut first = Ok(());
+        while self.pending > 0 {
+            let Some(result) = self.poll() else { break };
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+
+    /// Waits for every checkpoint handed over to be durable; the first failure, if any.
+    pub fn wait(&mut self) -> Result<(), StoreError> {
+        let mut first = Ok(());
+        while self.pending > 0 {
+            let result = self.wait_next();
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
     }
 }
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        // A commit in flight completes; the thread then sees the channel closed and ends.
+        // The checkpoints handed over complete; the thread then sees the channel closed
+        // and ends.
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -205,7 +210,136 @@ impl Drop for Committer {
     }
 }
 
+/// Tells `then` (if any) of `e`, and gives `e` back.
+pub(super) fn tell(then: Option<Then>, e: StoreError) -> StoreError {
+    if let Some(then) = then {
+        then(Err(&e));
+    }
+    e
+}
+
+/// SQLite's log next to the database at `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// `e` again, for another checkpoint of the same commit.
+fn copy(e: &StoreError, path: &Path) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The syncing thread: takes each written checkpoint's outcome, syncs the log once for
+/// all those waiting, and passes their results on in order. Once a sync fails, every
+/// later result is that failure: what was written after it may not be durable either.
+fn sync_each(wal: &Path, inbox: &Receiver<Written>, results: &Sender<Result<(), StoreError>>) {
+    let mut log = None;
+    let mut failed: Option<StoreError> = None;
+    while let Ok(first) = inbox.recv() {
+        let mut round = vec![first];
+        round.extend(inbox.try_iter());
+        if failed.is_none() && round.iter().any(|(r, _)| r.is_ok()) {
+            if let Err(source) = sync_log(&mut log, wal) {
+                failed = Some(StoreError::Io {
+                    path: wal.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        for (outcome, then) in round {
+            let outcome = match &failed {
+                Some(e) => outcome.and(Err(copy(e, wal))),
+                None => outcome,
+            };
+            if let Some(then) = then {
+                then(outcome.as_ref().map(|_| ()));
+            }
+            if results.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Syncs the log's data to disk, opening it the first time.
+fn sync_log(log: &mut Option<File>, wal: &Path) -> std::io::Result<()> {
+    if log.is_none() {
+        *log = Some(File::open(wal)?);
+    }
+    log.as_ref().map_or(Ok(()), File::sync_data)
+}
+
 impl Writer {
+    fn open(
+        path: &Path,
+        compact_after: u64,
+        meta: Vec<(&'static str, String)>,
+    ) -> Result<Self, StoreError> {
+        let sql = |source| StoreError::sqlite(path, source);
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        // The log is synced by the syncing thread, not by each commit (see the module's
+        // comment).
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
+            .map_err(sql)?;
+        let (bytes, next_change): (i64, i64) = conn
+            .query_row(
+                "SELECT COALESCE(SUM(length(blob)), 0), COALESCE(MAX(batch), 0) + 1 FROM changes",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql)?;
+        let next_seen: i64 = conn
+            .query_row("SELECT COALESCE(MAX(batch), 0) + 1 FROM seen", [], |r| {
+                r.get(0)
+            })
+            .map_err(sql)?;
+        Ok(Writer {
+            conn,
+            path: path.to_path_buf(),
+            log_bytes: u64::try_from(bytes).unwrap_or(0),
+            compact_after,
+            meta,
+            next_change,
+            next_seen,
+            failed: false,
+        })
+    }
+
+    /// Commits the checkpoints handed over, every one waiting (up to `QUEUE`) in one
+    /// transaction, and passes each one's outcome on to the syncing thread.
+    fn write_each(&mut self, inbox: &Receiver<Job>, to_sync: &Sender<Written>) {
+        while let Ok(first) = inbox.recv() {
+            let mut jobs = vec![first];
+            jobs.extend(inbox.try_iter().take(QUEUE));
+            let result = if self.failed {
+                Err(StoreError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::other("an earlier commit failed"),
+                })
+            } else {
+                self.commit(&jobs)
+            };
+            self.failed |= result.is_err();
+            for job in jobs {
+                let outcome = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(copy(e, &self.path)),
+                };
+                if to_sync.send((outcome, job.then)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     fn encode_answers(&self, list: &[super::StoredAnswer]) -> Result<Vec<u8>, StoreError> {
         super::answers::encode(list).map_err(|detail| StoreError::Io {
             path: self.path.clone(),
@@ -213,12 +347,16 @@ impl Writer {
         })
     }
 
-    fn commit(&mut self, job: Job) -> Result<(), StoreError> {
-        let answers = match &job.answers {
-            Some((batch, list)) => Some((*batch, self.encode_answers(list)?)),
-            None => None,
-        };
-        for f in &job.files {
+    /// Writes `jobs` in one transaction, in order.
+    fn commit(&mut self, jobs: &[Job]) -> Result<(), StoreError> {
+        let answers = jobs
+            .iter()
+            .map(|job| match &job.answers {
+                Some((batch, list)) => Ok(Some((*batch, self.encode_answers(list)?))),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for f in jobs.iter().flat_map(|job| &job.files) {
             f.sync_data().map_err(|source| StoreError::Io {
                 path: self.path.clone(),
                 source,
@@ -226,32 +364,68 @@ impl Writer {
         }
         let path = self.path.clone();
         let sql = |source| StoreError::sqlite(&path, source);
-        let compact = self.log_bytes + job.changes.len() as u64 > self.compact_after;
+        let mut next = Cursor {
+            change: self.next_change,
+            seen: self.next_seen,
+            log_bytes: self.log_bytes,
+        };
         let tx = self.conn.transaction().map_err(sql)?;
+        for (job, answers) in jobs.iter().zip(&answers) {
+            next.write(&tx, &path, self.compact_after, job, answers.as_ref())?;
+        }
+        for (key, value) in &self.meta {
+            put_meta(&tx, key, value).map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        self.meta.clear();
+        (self.next_change, self.next_seen, self.log_bytes) =
+            (next.change, next.seen, next.log_bytes);
+        Ok(())
+    }
+}
+
+/// Where the next checkpoint of a transaction is written: its batch numbers, and the
+/// change log's size before it.
+struct Cursor {
+    change: i64,
+    seen: i64,
+    log_bytes: u64,
+}
+
+impl Cursor {
+    /// Writes one checkpoint (with its answers, encoded) and moves past it.
+    fn write(
+        &mut self,
+        tx: &Transaction,
+        path: &Path,
+        compact_after: u64,
+        job: &Job,
+        answers: Option<&(i64, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let sql = |source| StoreError::sqlite(path, source);
+        let compact = self.log_bytes + job.changes.len() as u64 > compact_after;
         tx.execute(
             "INSERT INTO changes (batch, blob) VALUES (?1, ?2)",
-            params![
-                self.next_change,
-                seal(log::TABLE, self.next_change, &job.changes)
-            ],
+            params![self.change, seal(log::TABLE, self.change, &job.changes)],
         )
         .map_err(sql)?;
         if compact {
-            compact_log(&tx, &path)?;
+            compact_log(tx, path)?;
         }
         // The ids decided since the last checkpoint, as one blob: the set is only ever
         // loaded whole, so a row per id would cost a B-tree insert each for nothing.
         if !job.seen.is_empty() {
             tx.execute(
                 "INSERT INTO seen (batch, hashes) VALUES (?1, ?2)",
-                params![self.next_seen, seal(SEEN, self.next_seen, &job.seen)],
+                params![self.seen, seal(SEEN, self.seen, &job.seen)],
             )
             .map_err(sql)?;
+            self.seen += 1;
         }
-        if let Some((output, record)) = job.run {
+        if let Some((output, record)) = &job.run {
             let run = RunRow {
-                key: output,
-                value: record,
+                key: output.clone(),
+                value: record.clone(),
             };
             tx.execute(
                 "INSERT OR REPLACE INTO runs (output, record, sum) VALUES (?1, ?2, ?3)",
@@ -259,22 +433,14 @@ impl Writer {
             )
             .map_err(sql)?;
         }
-        if let Some((batch, blob)) = &answers {
+        if let Some((batch, blob)) = answers {
             tx.execute(
                 "INSERT INTO answers (batch, blob) VALUES (?1, ?2)",
                 params![batch, seal(ANSWERS, *batch, blob)],
             )
             .map_err(sql)?;
         }
-        for (key, value) in &self.meta {
-            put_meta(&tx, key, value).map_err(sql)?;
-        }
-        tx.commit().map_err(sql)?;
-        self.meta.clear();
-        self.next_change += 1;
-        if !job.seen.is_empty() {
-            self.next_seen += 1;
-        }
+        self.change += 1;
         self.log_bytes = if compact {
             0
         } else {

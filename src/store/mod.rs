@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use self::answers::{AnswerBatch, GroupCommits, SealedAnswers, StoredAnswer};
-pub use self::commit::OnDone;
+pub use self::commit::Then;
 use self::rows::Checked as _;
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
@@ -929,6 +929,7 @@ impl Store {
                 .collect(),
             run: None,
             answers: None,
+            then: None,
         })
     }
 
@@ -946,7 +947,7 @@ impl Store {
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
         let mut committer =
-            commit::Committer::start(&self.path, self.compact_after, shape_meta(ruleset), None)?;
+            commit::Committer::start(&self.path, self.compact_after, shape_meta(ruleset))?;
         Ok(Durability {
             every: every.max(1),
             skip: 0,
@@ -957,7 +958,8 @@ impl Store {
                 let job = Self::job(ruleset, state, &output, &record, files)
                     .map_err(std::io::Error::other)?;
                 committer
-                    .submit(job, at.last)
+                    .take_ready()
+                    .and_then(|()| committer.submit(job, at.last))
                     .map_err(std::io::Error::other)
             }),
         })
@@ -1058,12 +1060,13 @@ mod tests {
         {
             let store = Store::open(&dir, &rules).unwrap();
             let mut state = State::new(&rules);
-            let mut commits = store.group_commits(&rules, None).unwrap();
+            let mut commits = store.group_commits(&rules).unwrap();
             commits
                 .submit(
                     &rules,
                     &mut state,
                     Some((1, std::sync::Arc::new(vec![answer.clone()]))),
+                    None,
                     true,
                 )
                 .unwrap();
@@ -1110,6 +1113,55 @@ mod tests {
                 .is_some_and(|e| e.contains("layout is version 2")),
             "{refused:?}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // Once a commit fails, every later one fails too, and each one's `then` is told: a
+    // change set holds only what changed since the one before, so none may be written
+    // over a lost one.
+    #[test]
+    fn after_a_failed_commit_every_later_one_fails_and_is_told() {
+        use std::sync::{Arc, Mutex};
+        let rules =
+            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("promo-store-sticky-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, &rules).unwrap();
+        let mut commits = store.group_commits(&rules).unwrap();
+        let told: Arc<Mutex<Vec<(u8, bool)>>> = Arc::default();
+        let then = |n: u8| -> Option<Then> {
+            let told = Arc::clone(&told);
+            Some(Box::new(move |r: Result<(), &StoreError>| {
+                told.lock().unwrap().push((n, r.is_ok()))
+            }))
+        };
+        let mut state = State::new(&rules);
+        commits
+            .submit(&rules, &mut state, None, then(1), true)
+            .unwrap();
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER fail_once BEFORE INSERT ON changes BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+        let failed = commits.submit(&rules, &mut state, None, then(2), true);
+        assert!(format!("{:?}", failed.unwrap_err()).contains("injected"));
+        conn.execute_batch("DROP TRIGGER fail_once").unwrap();
+        let later = commits.submit(&rules, &mut state, None, then(3), true);
+        assert!(
+            later
+                .unwrap_err()
+                .to_string()
+                .contains("an earlier commit failed"),
+            "a commit after a failed one fails"
+        );
+        assert_eq!(*told.lock().unwrap(), [(1, true), (2, false), (3, false)]);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "only the first commit was written");
+        drop((commits, store, conn));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
