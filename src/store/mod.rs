@@ -975,6 +975,16 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// The shipped ruleset, and an empty directory of the test's own for a state.
+    fn shipped_rules_and_fresh_dir(name: &str) -> (Ruleset, PathBuf) {
+        let rules =
+            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("promo-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (rules, dir)
+    }
+
     /// The compatibility record of a ruleset's facts, byte for byte as states written before
     /// the ruleset had its own types record it (the file shapes' names, lowercased), so that
     /// such a state still opens.
@@ -1024,11 +1034,7 @@ mod tests {
 
     #[test]
     fn a_second_run_on_the_same_state_is_refused_while_the_first_holds_it() {
-        let rules =
-            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
-                .unwrap();
-        let dir = std::env::temp_dir().join(format!("promo-store-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let (rules, dir) = shipped_rules_and_fresh_dir("lock");
         let first = Store::open(&dir, &rules).unwrap();
         assert!(matches!(
             Store::open(&dir, &rules),
@@ -1046,11 +1052,7 @@ mod tests {
     // batch refuses the state at open, naming the table and batch.
     #[test]
     fn a_changed_answer_batch_is_refused_at_open() {
-        let rules =
-            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
-                .unwrap();
-        let dir = std::env::temp_dir().join(format!("promo-store-answers-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let (rules, dir) = shipped_rules_and_fresh_dir("answers");
         let answer = StoredAnswer {
             event_id: "e1".into(),
             body_hash: [7; 16],
@@ -1122,11 +1124,7 @@ mod tests {
     #[test]
     fn after_a_failed_commit_every_later_one_fails_and_is_told() {
         use std::sync::{Arc, Mutex};
-        let rules =
-            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
-                .unwrap();
-        let dir = std::env::temp_dir().join(format!("promo-store-sticky-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let (rules, dir) = shipped_rules_and_fresh_dir("sticky");
         let store = Store::open(&dir, &rules).unwrap();
         let mut commits = store.group_commits(&rules).unwrap();
         let told: Arc<Mutex<Vec<(u8, bool)>>> = Arc::default();
