@@ -49,7 +49,8 @@ impl RowError {
     /// Whether this is "the transaction is aborted": what the statements pipelined after
     /// a failed one get, which may come back before the failure itself.
     fn aborted(&self) -> bool {
-        matches!(self, RowError::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION))
+        use tokio_postgres::error::SqlState;
+        matches!(self, RowError::Db(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
     }
 }
 
