@@ -70,15 +70,12 @@ pub struct Committer {
 struct Writer {
     conn: Connection,
     path: PathBuf,
-    log_bytes: u64,
     compact_after: u64,
     /// The `meta` rows saying what the run's ruleset's state means (its facts' and counters'
     /// shapes), until the first commit records them.
     meta: Vec<(&'static str, String)>,
-    /// The batch numbers the next change set and the next decided ids are written under
-    /// (their blobs' checksums cover them).
-    next_change: i64,
-    next_seen: i64,
+    /// Where the next checkpoint is written.
+    next: Cursor,
     /// A commit failed: every later one fails too.
     failed: bool,
 }
@@ -176,21 +173,26 @@ impl Committer {
 
     /// Takes the results that are ready, without waiting; the first failure, if any.
     pub fn take_ready(&mut self) -> Result<(), StoreError> {
-        let mut first = Ok(());
-        while self.pending > 0 {
-            let Some(result) = self.poll() else { break };
-            if first.is_ok() {
-                first = result;
-            }
-        }
-        first
+        self.drain(false)
     }
 
     /// Waits for every checkpoint handed over to be durable; the first failure, if any.
     pub fn wait(&mut self) -> Result<(), StoreError> {
+        self.drain(true)
+    }
+
+    /// Takes results (all of them, waiting, with `block`); the first failure, if any.
+    fn drain(&mut self, block: bool) -> Result<(), StoreError> {
         let mut first = Ok(());
         while self.pending > 0 {
-            let result = self.wait_next();
+            let result = if block {
+                self.wait_next()
+            } else {
+                match self.poll() {
+                    Some(result) => result,
+                    None => break,
+                }
+            };
             if first.is_ok() {
                 first = result;
             }
@@ -267,10 +269,11 @@ fn sync_each(wal: &Path, inbox: &Receiver<Written>, results: &Sender<Result<(), 
 
 /// Syncs the log's data to disk, opening it the first time.
 fn sync_log(log: &mut Option<File>, wal: &Path) -> std::io::Result<()> {
-    if log.is_none() {
-        *log = Some(File::open(wal)?);
-    }
-    log.as_ref().map_or(Ok(()), File::sync_data)
+    let file = match log {
+        Some(file) => file,
+        None => log.insert(File::open(wal)?),
+    };
+    file.sync_data()
 }
 
 impl Writer {
@@ -304,11 +307,13 @@ impl Writer {
         Ok(Writer {
             conn,
             path: path.to_path_buf(),
-            log_bytes: u64::try_from(bytes).unwrap_or(0),
             compact_after,
             meta,
-            next_change,
-            next_seen,
+            next: Cursor {
+                change: next_change,
+                seen: next_seen,
+                log_bytes: u64::try_from(bytes).unwrap_or(0),
+            },
             failed: false,
         })
     }
@@ -364,11 +369,7 @@ impl Writer {
         }
         let path = self.path.clone();
         let sql = |source| StoreError::sqlite(&path, source);
-        let mut next = Cursor {
-            change: self.next_change,
-            seen: self.next_seen,
-            log_bytes: self.log_bytes,
-        };
+        let mut next = self.next;
         let tx = self.conn.transaction().map_err(sql)?;
         for (job, answers) in jobs.iter().zip(&answers) {
             next.write(&tx, &path, self.compact_after, job, answers.as_ref())?;
@@ -378,14 +379,14 @@ impl Writer {
         }
         tx.commit().map_err(sql)?;
         self.meta.clear();
-        (self.next_change, self.next_seen, self.log_bytes) =
-            (next.change, next.seen, next.log_bytes);
+        self.next = next;
         Ok(())
     }
 }
 
-/// Where the next checkpoint of a transaction is written: its batch numbers, and the
-/// change log's size before it.
+/// Where the next checkpoint is written: the batch numbers its change set and decided ids
+/// go under (their blobs' checksums cover them), and the change log's size before it.
+#[derive(Debug, Clone, Copy)]
 struct Cursor {
     change: i64,
     seen: i64,
