@@ -105,7 +105,7 @@ fn too_many_decimals(ruleset: &Ruleset, field: &'static str, amount: Decimal) ->
 }
 
 /// The hash a name or event id is known by.
-pub(super) fn name_hash(name: &str) -> u128 {
+pub(crate) fn name_hash(name: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(name.as_bytes())
 }
 
@@ -152,6 +152,11 @@ impl EventHashes {
             customer: name_hash(&ev.customer),
             wallet: name_hash(&ev.wallet),
         }
+    }
+
+    /// The hash the event's id is remembered by.
+    pub fn id(&self) -> u128 {
+        self.id
     }
 }
 

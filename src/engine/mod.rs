@@ -7,7 +7,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod footprint;
 pub mod ledger;
-mod name_ids;
+pub(crate) mod name_ids;
 mod prefetch;
 mod runs;
 pub mod script_view;

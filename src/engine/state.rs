@@ -9,7 +9,7 @@ use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashSet;
 
-use super::admit::{intern_in, name_hash, Admission, Admitted, Keys};
+use super::admit::{intern_in, name_hash, Admission, Admitted, EventHashes, Keys};
 use super::counters::CounterTable;
 use super::evaluate::InvalidEvent;
 use super::footprint::footprint;
@@ -480,6 +480,17 @@ impl State {
         self.keys.admit(ruleset, ev)
     }
 
+    /// `admit`, with the event's hashes worked out already (on another thread, say).
+    pub fn admit_hashed(&mut self, ruleset: &Ruleset, ev: &Event<'_>, h: EventHashes) -> Admission {
+        self.keys.admit_hashed(ruleset, ev, h)
+    }
+
+    /// Prefetches what admitting an event with these hashes, or asking whether its id was
+    /// decided, will look up (see `Keys::prefetch`).
+    pub fn prefetch_keys(&self, h: &EventHashes) {
+        self.keys.prefetch(h);
+    }
+
     /// The id of a customer's or wallet's name, assigning the next one if it is new.
     pub fn intern(&mut self, scope: Scope, name: &str) -> u32 {
         let (ids, names) = if scope == Scope::Wallet {
@@ -589,10 +600,10 @@ impl State {
             .collect()
     }
 
-    /// Whether an event with this id was decided, changing nothing. An error means the
-    /// decided ids could not be read back from their temporary files.
-    pub fn decided(&self, id: &str) -> std::io::Result<bool> {
-        self.keys.seen.contains(name_hash(id))
+    /// Whether an event with these hashes (its id's) was decided, changing nothing. An
+    /// error means the decided ids could not be read back from their temporary files.
+    pub fn decided(&self, id: &EventHashes) -> std::io::Result<bool> {
+        self.keys.seen.contains(id.id())
     }
 
     /// Copies into `scratch` what deciding `ev` reads of this state and `scratch` does not

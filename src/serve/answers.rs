@@ -6,15 +6,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
+use crate::engine::name_ids::NameIds;
 use crate::store::{SealedAnswers, Store, StoreError, StoredAnswer};
 
 /// Where each answered id's answer is, and the batches still in memory.
 #[derive(Debug, Default)]
 pub struct Answers {
-    /// By the hash of the event id: its batch and its place in it.
-    index: FxHashMap<u128, (i64, u32)>,
+    /// A number for each answered id, by the hash of the id: a table whose slots can be
+    /// prefetched (`prefetch`), as a lookup in a table of millions misses the caches.
+    ids: NameIds,
+    /// By an id's number: its answer's batch and its place in that batch.
+    places: Vec<(i64, u32)>,
     /// Sealed batches in memory: every one without a state directory; with one, those not
     /// yet committed.
     held: BTreeMap<i64, Arc<Vec<StoredAnswer>>>,
@@ -23,8 +25,10 @@ pub struct Answers {
     recording: Vec<StoredAnswer>,
 }
 
+/// The hash an id is known by: the engine's, so that the deciding thread can prefetch by
+/// the hashes a request's thread worked out (`EventHashes::id`).
 fn key(id: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+    crate::engine::admit::name_hash(id)
 }
 
 impl Answers {
@@ -35,7 +39,7 @@ impl Answers {
             store.each_answer_batch(&mut |(batch, list)| {
                 for (i, a) in list.iter().enumerate() {
                     let at = u32::try_from(i).unwrap_or(u32::MAX);
-                    answers.index.insert(key(&a.event_id), (batch, at));
+                    answers.place(key(&a.event_id), (batch, at));
                 }
                 answers.open = answers.open.max(batch + 1);
             })?;
@@ -49,7 +53,11 @@ impl Answers {
         store: Option<&Store>,
         id: &str,
     ) -> Result<Option<StoredAnswer>, StoreError> {
-        let Some(&(batch, at)) = self.index.get(&key(id)) else {
+        let place = self
+            .ids
+            .get(key(id))
+            .and_then(|n| self.places.get(n as usize));
+        let Some(&(batch, at)) = place else {
             return Ok(None);
         };
         let held = if batch == self.open {
@@ -67,14 +75,30 @@ impl Answers {
 
     /// Makes room for `n` more answers.
     pub fn reserve(&mut self, n: usize) {
-        self.index.reserve(n);
+        self.ids.reserve(n);
+        self.places.reserve(n);
+    }
+
+    /// Prefetches where finding or recording the answer of the id with this hash (the
+    /// engine's, `EventHashes::id`) will look.
+    pub fn prefetch(&self, id_hash: u128) {
+        self.ids.prefetch(id_hash);
     }
 
     /// Records an answer in the open batch.
     pub fn record(&mut self, answer: StoredAnswer) {
         let at = u32::try_from(self.recording.len()).unwrap_or(u32::MAX);
-        self.index.insert(key(&answer.event_id), (self.open, at));
+        self.place(key(&answer.event_id), (self.open, at));
         self.recording.push(answer);
+    }
+
+    /// Puts the answer of the id hashing to `h` at `place`.
+    fn place(&mut self, h: u128, place: (i64, u32)) {
+        let (n, new) = self.ids.intern(h);
+        match self.places.get_mut(n as usize) {
+            Some(p) if !new => *p = place,
+            _ => self.places.push(place),
+        }
     }
 
     /// Closes the open batch, if it holds any answer: its number and answers, to commit.
@@ -128,5 +152,20 @@ mod tests {
             "committed: in the state only"
         );
         assert_eq!(answers.find(None, "c").ok().flatten(), Some(answer("c")));
+    }
+
+    #[test]
+    fn an_id_recorded_again_is_found_where_it_was_recorded_last() {
+        let mut answers = Answers::default();
+        answers.reserve(2);
+        answers.record(answer("a"));
+        answers.seal();
+        let mut again = answer("a");
+        again.version = "w".into();
+        answers.record(answer("b"));
+        answers.record(again.clone());
+        assert_eq!(answers.find(None, "a").ok().flatten(), Some(again));
+        assert_eq!(answers.find(None, "b").ok().flatten(), Some(answer("b")));
+        assert_eq!(answers.places.len(), 2, "one place per id");
     }
 }

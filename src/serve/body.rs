@@ -8,11 +8,22 @@ use serde_json::value::RawValue;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::error::ApiError;
+use crate::engine::EventHashes;
 use crate::io::event_json::{named_field, parse_event};
 use crate::model::Event;
 
-/// The events of a body, each with the hash of what it says.
-type Events<'a> = Vec<(Event<'a>, [u8; 16])>;
+/// An event of a body, with what the deciding thread would otherwise work out itself.
+#[derive(Debug)]
+pub struct BodyEvent<'a> {
+    pub event: Event<'a>,
+    /// The hash of what it says (`canonical_hash`), to tell a replay from a reused id.
+    pub body_hash: [u8; 16],
+    /// The hashes admitting it looks its id, customer and wallet up by: worked out here,
+    /// on the request's own thread, so that the one deciding thread need not.
+    pub keys: EventHashes,
+}
+
+type Events<'a> = Vec<BodyEvent<'a>>;
 
 self_cell::self_cell!(
     /// A request's body and the events read from it, to be decided as they are.
@@ -27,7 +38,7 @@ self_cell::self_cell!(
 
 impl ParsedBody {
     /// The events, each with the hash of what it says.
-    pub fn events(&self) -> &[(Event<'_>, [u8; 16])] {
+    pub fn events(&self) -> &[BodyEvent<'_>] {
         self.borrow_dependent()
     }
 }
@@ -60,10 +71,11 @@ fn read_events(text: &str, many: bool, max: usize) -> Result<Events<'_>, ApiErro
     for (i, raw) in raws.into_iter().enumerate() {
         let event = raw.get();
         match parse_event(event) {
-            Ok(ev) => {
-                let hash = canonical_hash(&ev);
-                events.push((ev, hash));
-            }
+            Ok(event) => events.push(BodyEvent {
+                body_hash: canonical_hash(&event),
+                keys: EventHashes::of(&event),
+                event,
+            }),
             Err(message) => return Err(unreadable(many, i, event, message)),
         }
     }
@@ -142,7 +154,7 @@ mod tests {
         let text = String::from_utf8_lossy(body).into_owned();
         split_events(text, 10)
             .ok()
-            .and_then(|(e, _)| e.events().first().map(|e| e.1))
+            .and_then(|(e, _)| e.events().first().map(|e| e.body_hash))
     }
 
     const EVENT: &[u8] = br#"{"id":"e1","type":"t","at":"2031-05-06T07:08:09+08:00","customer":"c","wallet":"w","amount":"1.00","note":{"a":1}}"#;

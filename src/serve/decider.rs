@@ -16,13 +16,13 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::answers::Answers;
-use super::body::ParsedBody;
+use super::body::{BodyEvent, ParsedBody};
 use super::error::ApiError;
 use super::live::Live;
 use super::metrics::Metrics;
-use crate::engine::{evaluate, Evaluation, InvalidEvent, Outcome, State};
+use crate::engine::{decide, Evaluation, EventHashes, InvalidEvent, Outcome, State};
 use crate::io::output::{write_json_line, LineHeads};
-use crate::model::{DecisionKind, Event};
+use crate::model::DecisionKind;
 use crate::store::{GroupCommits, Store, StoredAnswer, Then};
 use prometheus_client::metrics::counter::Counter;
 use rustc_hash::FxHashMap;
@@ -32,6 +32,10 @@ const NO_HASH: [u8; 16] = [0; 16];
 
 /// The most requests decided and committed as one group.
 const MAX_GROUP: usize = 512;
+
+/// How many events ahead of the one looked up the tables of decided ids and names are
+/// prefetched: far larger than the caches, they would otherwise cost a miss per lookup.
+const PREFETCH_AHEAD: usize = 4;
 
 /// A request for decisions.
 #[derive(Debug)]
@@ -129,10 +133,17 @@ impl Deciding {
 
 /// The answers given before, and where a new one is recorded.
 pub trait AnswerBook {
-    /// The answer given for `id`, if it was decided.
-    fn given(&self, state: &State, id: &str) -> Result<Option<StoredAnswer>, ApiError>;
+    /// The answer given for `id` (an event's, with these hashes), if it was decided.
+    fn given(
+        &self,
+        state: &State,
+        id: &str,
+        keys: &EventHashes,
+    ) -> Result<Option<StoredAnswer>, ApiError>;
     /// Records the answer given for an event just decided.
     fn record(&mut self, answer: StoredAnswer);
+    /// Prefetches what `given` and `record` will look up for an event with these hashes.
+    fn prefetch(&self, _keys: &EventHashes) {}
 }
 
 /// The deciding thread's answers: those of this run in memory, older ones in the store.
@@ -142,10 +153,15 @@ struct LocalBook<'a> {
 }
 
 impl AnswerBook for LocalBook<'_> {
-    fn given(&self, state: &State, id: &str) -> Result<Option<StoredAnswer>, ApiError> {
+    fn given(
+        &self,
+        state: &State,
+        id: &str,
+        keys: &EventHashes,
+    ) -> Result<Option<StoredAnswer>, ApiError> {
         // Every id answered is among the decided ones, which are cheaper to ask.
         let decided = state
-            .decided(id)
+            .decided(keys)
             .map_err(|e| ApiError::unavailable(format!("cannot read the decided ids: {e}")))?;
         if !decided {
             return Ok(None);
@@ -166,6 +182,10 @@ impl AnswerBook for LocalBook<'_> {
 
     fn record(&mut self, answer: StoredAnswer) {
         self.answers.record(answer);
+    }
+
+    fn prefetch(&self, keys: &EventHashes) {
+        self.answers.prefetch(keys.id());
     }
 }
 
@@ -329,14 +349,14 @@ impl Deciding {
     ) -> Result<Vec<Answer>, ApiError> {
         let ruleset = &job.live.ruleset;
         let events = job.events.events();
-        for (i, (ev, _)) in events.iter().enumerate() {
-            crate::engine::admit::event_kind(ruleset, ev)
+        for (i, e) in events.iter().enumerate() {
+            crate::engine::admit::event_kind(ruleset, &e.event)
                 .map_err(|err| invalid_event(job, i, &err))?;
         }
         let plans = Self::plans(book, state, job, events)?;
         let mut scratch = job.dry_run.then(|| State::new(ruleset));
         let mut out: Vec<Answer> = Vec::with_capacity(events.len());
-        for ((ev, hash), plan) in events.iter().zip(plans) {
+        for (e, plan) in events.iter().zip(plans) {
             let answer = match plan {
                 Plan::Replay(a) => Answer {
                     event_id: a.event_id,
@@ -353,12 +373,12 @@ impl Deciding {
                     a
                 }
                 Plan::Decide => {
-                    let decisions = self.decide(state, scratch.as_mut(), &job.live, ev)?;
-                    let event_id: Arc<str> = Arc::from(&*ev.id);
+                    let decisions = self.decide(state, scratch.as_mut(), &job.live, e)?;
+                    let event_id: Arc<str> = Arc::from(&*e.event.id);
                     if !job.dry_run {
                         book.record(StoredAnswer {
                             event_id: Arc::clone(&event_id),
-                            body_hash: *hash,
+                            body_hash: e.body_hash,
                             version: Arc::clone(&job.live.version),
                             decisions: Arc::clone(&decisions),
                         });
@@ -383,15 +403,23 @@ impl Deciding {
         book: &dyn AnswerBook,
         state: &State,
         job: &Job,
-        events: &[(Event<'_>, [u8; 16])],
+        events: &[BodyEvent<'_>],
     ) -> Result<Vec<Plan>, ApiError> {
         let mut first: FxHashMap<&str, usize> = FxHashMap::default();
         let mut plans = Vec::with_capacity(events.len());
         let single = events.len() == 1;
-        for (i, (ev, hash)) in events.iter().enumerate() {
-            let id: &str = &ev.id;
+        let prefetch = |e: &BodyEvent<'_>| {
+            state.prefetch_keys(&e.keys);
+            book.prefetch(&e.keys);
+        };
+        events.iter().take(PREFETCH_AHEAD).for_each(prefetch);
+        for (i, e) in events.iter().enumerate() {
+            if let Some(ahead) = events.get(i + PREFETCH_AHEAD) {
+                prefetch(ahead);
+            }
+            let (id, hash): (&str, _) = (&e.event.id, &e.body_hash);
             if let Some(&earlier) = first.get(id) {
-                let same = events.get(earlier).map(|e| &e.1) == Some(hash);
+                let same = events.get(earlier).map(|e| &e.body_hash) == Some(hash);
                 if !same {
                     return Err(conflict(job, i, id));
                 }
@@ -401,7 +429,7 @@ impl Deciding {
             if !single {
                 first.insert(id, i);
             }
-            match book.given(state, id)? {
+            match book.given(state, id, &e.keys)? {
                 Some(a) if a.body_hash != NO_HASH && a.body_hash != *hash => {
                     return Err(conflict(job, i, id))
                 }
@@ -419,9 +447,9 @@ impl Deciding {
         state: &mut State,
         scratch: Option<&mut State>,
         live: &Live,
-        ev: &Event<'_>,
+        e: &BodyEvent<'_>,
     ) -> Result<Arc<str>, ApiError> {
-        let ruleset = &live.ruleset;
+        let (ruleset, ev) = (&live.ruleset, &e.event);
         let unreadable = |e: crate::engine::ledger::LedgerUnreadable| {
             ApiError::unavailable(format!("cannot read the coupon ledger: {e}"))
         };
@@ -438,9 +466,13 @@ impl Deciding {
                             e.to_string(),
                         )
                     })?;
-                evaluate(ruleset, scratch, ev, &mut self.eval)
+                let admission = scratch.admit_hashed(ruleset, ev, e.keys);
+                decide(ruleset, scratch, ev, admission, &mut self.eval)
             }
-            None => evaluate(ruleset, state, ev, &mut self.eval),
+            None => {
+                let admission = state.admit_hashed(ruleset, ev, e.keys);
+                decide(ruleset, state, ev, admission, &mut self.eval)
+            }
         };
         match decided.map_err(unreadable)? {
             Ok(Outcome::Decided) => {}

@@ -27,7 +27,7 @@ use super::decider::{Answer, AnswerBook, Deciding, Job, Msg};
 use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::engine::footprint::footprint;
-use crate::engine::State;
+use crate::engine::{EventHashes, State};
 use crate::rules::ruleset::Scope;
 use crate::rules::Ruleset;
 use crate::store::pg::state::{self as rows, Reach, RowError};
@@ -237,7 +237,7 @@ async fn decide_group(
     let ruleset: &Ruleset = &first.live.ruleset;
     let mut reach = Reach::default();
     for job in group {
-        for (ev, _) in job.events.events() {
+        for ev in job.events.events().iter().map(|e| &e.event) {
             // An event the ruleset cannot decide reaches nothing; deciding refuses it.
             if let Ok(print) = footprint(ruleset, ev) {
                 reach.add(ruleset, &ev.id, &print);
@@ -296,7 +296,12 @@ impl SharedBook {
 }
 
 impl AnswerBook for SharedBook {
-    fn given(&self, _: &State, id: &str) -> Result<Option<StoredAnswer>, ApiError> {
+    fn given(
+        &self,
+        _: &State,
+        id: &str,
+        _: &EventHashes,
+    ) -> Result<Option<StoredAnswer>, ApiError> {
         Ok(self.given.get(id).cloned())
     }
 
