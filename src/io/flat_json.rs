@@ -245,8 +245,37 @@ fn extra_value(line: &str, i: &mut usize) -> Option<serde_json::Value> {
 
 /// Parses a flat event line, or says `None` if the line needs the full parser.
 pub fn parse_flat(line: &str) -> Option<Event<'_>> {
-    let b = line.as_bytes();
+    let (event, end) = parse_flat_at(line, 0)?;
+    (ws(line.as_bytes(), end) == line.len()).then_some(event)
+}
+
+/// The events of a JSON array of flat events, or `None` if any of it needs the full parser
+/// (a malformed array included: the full parser then says what is wrong).
+pub fn parse_flat_array(text: &str) -> Option<Vec<Event<'_>>> {
+    let b = text.as_bytes();
     let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    let mut events = Vec::new();
+    loop {
+        let (event, end) = parse_flat_at(text, ws(b, i + 1))?;
+        events.push(event);
+        i = ws(b, end);
+        match b.get(i)? {
+            b',' => {}
+            b']' => break,
+            _ => return None,
+        }
+    }
+    (ws(b, i + 1) == b.len()).then_some(events)
+}
+
+/// Parses the flat event object at `text[start..]` (after any white space): the event and
+/// where its object ends; `None` if it needs the full parser.
+fn parse_flat_at(line: &str, start: usize) -> Option<(Event<'_>, usize)> {
+    let b = line.as_bytes();
+    let mut i = ws(b, start);
     if b.get(i) != Some(&b'{') {
         return None;
     }
@@ -319,11 +348,9 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
             }
         }
     }
-    if ws(b, i + 1) != b.len() {
-        return None;
-    }
+    let end = i + 1;
     let [id, kind, _, customer, wallet, card_product, card_role, merchant, amount, channel] = texts;
-    Some(Event {
+    let event = Event {
         id: Cow::Borrowed(id?),
         kind: Cow::Borrowed(kind?),
         at: match at? {
@@ -344,7 +371,8 @@ pub fn parse_flat(line: &str) -> Option<Event<'_>> {
         face_values,
         extra,
         plain: true,
-    })
+    };
+    Some((event, end))
 }
 
 #[cfg(test)]

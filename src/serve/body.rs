@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use super::error::ApiError;
 use crate::engine::EventHashes;
 use crate::io::event_json::{named_field, parse_event};
+use crate::io::flat_json::{parse_flat, parse_flat_array};
 use crate::model::Event;
 
 /// An event of a body, with what the deciding thread would otherwise work out itself.
@@ -50,6 +51,30 @@ pub fn split_events(body: String, max: usize) -> Result<(ParsedBody, bool), ApiE
 }
 
 fn read_events(text: &str, many: bool, max: usize) -> Result<Events<'_>, ApiError> {
+    // The common body, flat events within the limit, is read in one scan; any other goes
+    // through serde_json, which says what is wrong with it.
+    let fast = if many {
+        parse_flat_array(text).filter(|events| events.len() <= max)
+    } else {
+        parse_flat(text).map(|event| vec![event])
+    };
+    let events = match fast {
+        Some(events) => events,
+        None => read_each(text, many, max)?,
+    };
+    let mut bytes = Vec::with_capacity(256);
+    Ok(events
+        .into_iter()
+        .map(|event| BodyEvent {
+            body_hash: canonical_hash(&event, &mut bytes),
+            keys: EventHashes::of(&event),
+            event,
+        })
+        .collect())
+}
+
+/// The events of a body, each object found by serde_json and then read.
+fn read_each(text: &str, many: bool, max: usize) -> Result<Vec<Event<'_>>, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", m);
     let raws: Vec<&RawValue> = if many {
         serde_json::from_str(text).map_err(|e| bad(format!("not a JSON array of events: {e}")))?
@@ -66,20 +91,10 @@ fn read_events(text: &str, many: bool, max: usize) -> Result<Events<'_>, ApiErro
             format!("{} events in one request; at most {max}", raws.len()),
         ));
     }
-    let mut events = Vec::with_capacity(raws.len());
-    let mut bytes = Vec::with_capacity(256);
-    for (i, raw) in raws.into_iter().enumerate() {
-        let event = raw.get();
-        match parse_event(event) {
-            Ok(event) => events.push(BodyEvent {
-                body_hash: canonical_hash(&event, &mut bytes),
-                keys: EventHashes::of(&event),
-                event,
-            }),
-            Err(message) => return Err(unreadable(many, i, event, message)),
-        }
-    }
-    Ok(events)
+    raws.into_iter()
+        .enumerate()
+        .map(|(i, raw)| parse_event(raw.get()).map_err(|m| unreadable(many, i, raw.get(), m)))
+        .collect()
 }
 
 /// The error for an event the parser refused, naming the field it names.
@@ -220,6 +235,62 @@ mod tests {
         ] {
             let other = text.replace(from, to);
             assert_ne!(hash(EVENT), hash(other.as_bytes()), "{from} -> {to}");
+        }
+    }
+
+    /// What reading a body gave, comparably: its events and their hashes, or the error.
+    type Read<'a> = Result<Vec<(Event<'a>, [u8; 16])>, (u16, String, Option<String>, String)>;
+
+    fn read(events: Result<Events<'_>, ApiError>) -> Read<'_> {
+        events
+            .map(|es| es.into_iter().map(|e| (e.event, e.body_hash)).collect())
+            .map_err(|e| (e.status.as_u16(), e.body.code, e.body.field, e.body.message))
+    }
+
+    #[test]
+    fn a_body_read_in_one_scan_reads_as_serde_json_splits_it() {
+        let flat = r#"{"id":"e1","type":"t","at":"2031-05-06T07:08:09+08:00","customer":"c","wallet":"w","amount":"1.00","tags":["x"]}"#;
+        let number = r#"{"id":"e2","type":"t","at":"2031-05-06T07:08:09+08:00","customer":"c","wallet":"w","n":1}"#;
+        let escaped = r#"{"id":"e\u0033","type":"t","at":"2031-05-06T07:08:09+08:00","customer":"c","wallet":"w"}"#;
+        let bodies = [
+            flat.to_string(),
+            format!(" {flat}\n"),
+            format!("{flat} {flat}"),
+            format!("[{flat}]"),
+            format!("[ {flat} ,\n\t{flat}\r\n]\n"),
+            format!("[{flat},{number}]"),
+            format!("[{escaped},{flat}]"),
+            format!("[{flat},]"),
+            format!("[{flat}]]"),
+            format!("[{flat}] x"),
+            format!("[{flat},{flat},{flat}]"),
+            format!("[{flat}, 3]"),
+            format!("[[{flat}]]"),
+            "[]".into(),
+            "[".into(),
+            "{}".into(),
+        ];
+        let two = format!("[ {flat} ,\n\t{flat}\r\n]\n");
+        assert_eq!(
+            parse_flat_array(&two).map(|e| e.len()),
+            Some(2),
+            "read in one scan"
+        );
+        assert!(parse_flat_array(&format!("[{flat},{number}]")).is_none());
+        for body in &bodies {
+            let many = body.trim_start().starts_with('[');
+            let slow = read_each(body, many, 2).map(|events| {
+                let mut bytes = Vec::new();
+                events
+                    .into_iter()
+                    .map(|event| BodyEvent {
+                        body_hash: canonical_hash(&event, &mut bytes),
+                        keys: EventHashes::of(&event),
+                        event,
+                    })
+                    .collect()
+            });
+            assert_eq!(read(read_events(body, many, 2)), read(slow), "{body}");
         }
     }
 
