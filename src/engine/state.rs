@@ -602,8 +602,8 @@ impl State {
 
     /// Whether an event with these hashes (its id's) was decided, changing nothing. An
     /// error means the decided ids could not be read back from their temporary files.
-    pub fn decided(&self, id: &EventHashes) -> std::io::Result<bool> {
-        self.keys.seen.contains(id.id())
+    pub fn decided(&self, keys: &EventHashes) -> std::io::Result<bool> {
+        self.keys.seen.contains(keys.id())
     }
 
     /// Copies into `scratch` what deciding `ev` reads of this state and `scratch` does not

@@ -243,6 +243,23 @@ fn extra_value(line: &str, i: &mut usize) -> Option<serde_json::Value> {
     })
 }
 
+/// Past a member's value at `b[i]`: whether another member follows, and where (its key,
+/// or the object's closing brace); `None` for anything else.
+#[inline(always)]
+fn after_value(b: &[u8], i: usize) -> Option<(bool, usize)> {
+    // A compact line has no white space here: skip looking for it.
+    let i = if matches!(b.get(i), Some(b',' | b'}')) {
+        i
+    } else {
+        ws(b, i)
+    };
+    match b.get(i)? {
+        b',' => Some((true, ws(b, i + 1))),
+        b'}' => Some((false, i)),
+        _ => None,
+    }
+}
+
 /// Parses a flat event line, or says `None` if the line needs the full parser.
 pub fn parse_flat(line: &str) -> Option<Event<'_>> {
     let (event, end) = parse_flat_at(line, 0)?;
@@ -335,17 +352,10 @@ fn parse_flat_at(line: &str, start: usize) -> Option<(Event<'_>, usize)> {
                 extra.push((Cow::Borrowed(key), extra_value(line, &mut i)?));
             }
         }
-        match b.get(i)? {
-            b',' => i = ws(b, i + 1),
-            b'}' => break,
-            _ => {
-                i = ws(b, i);
-                match b.get(i)? {
-                    b',' => i = ws(b, i + 1),
-                    b'}' => break,
-                    _ => return None,
-                }
-            }
+        let (more, at) = after_value(b, i)?;
+        i = at;
+        if !more {
+            break;
         }
     }
     let end = i + 1;

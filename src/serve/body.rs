@@ -62,15 +62,21 @@ fn read_events(text: &str, many: bool, max: usize) -> Result<Events<'_>, ApiErro
         Some(events) => events,
         None => read_each(text, many, max)?,
     };
+    Ok(with_hashes(events))
+}
+
+/// The events, each with what it is hashed to: its canonical form, and the keys admitting
+/// it looks up.
+fn with_hashes(events: Vec<Event<'_>>) -> Events<'_> {
     let mut bytes = Vec::with_capacity(256);
-    Ok(events
+    events
         .into_iter()
         .map(|event| BodyEvent {
             body_hash: canonical_hash(&event, &mut bytes),
             keys: EventHashes::of(&event),
             event,
         })
-        .collect())
+        .collect()
 }
 
 /// The events of a body, each object found by serde_json and then read.
@@ -279,17 +285,7 @@ mod tests {
         assert!(parse_flat_array(&format!("[{flat},{number}]")).is_none());
         for body in &bodies {
             let many = body.trim_start().starts_with('[');
-            let slow = read_each(body, many, 2).map(|events| {
-                let mut bytes = Vec::new();
-                events
-                    .into_iter()
-                    .map(|event| BodyEvent {
-                        body_hash: canonical_hash(&event, &mut bytes),
-                        keys: EventHashes::of(&event),
-                        event,
-                    })
-                    .collect()
-            });
+            let slow = read_each(body, many, 2).map(with_hashes);
             assert_eq!(read(read_events(body, many, 2)), read(slow), "{body}");
         }
     }

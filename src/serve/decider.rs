@@ -454,7 +454,8 @@ impl Deciding {
             ApiError::unavailable(format!("cannot read the coupon ledger: {e}"))
         };
         let dry_run = scratch.is_some();
-        let decided = match scratch {
+        // A dry run decides on a scratch state holding a copy of what the event reads.
+        let target = match scratch {
             Some(scratch) => {
                 state
                     .copy_into(scratch, ruleset, ev)
@@ -466,14 +467,12 @@ impl Deciding {
                             e.to_string(),
                         )
                     })?;
-                let admission = scratch.admit_hashed(ruleset, ev, e.keys);
-                decide(ruleset, scratch, ev, admission, &mut self.eval)
+                scratch
             }
-            None => {
-                let admission = state.admit_hashed(ruleset, ev, e.keys);
-                decide(ruleset, state, ev, admission, &mut self.eval)
-            }
+            None => state,
         };
+        let admission = target.admit_hashed(ruleset, ev, e.keys);
+        let decided = decide(ruleset, target, ev, admission, &mut self.eval);
         match decided.map_err(unreadable)? {
             Ok(Outcome::Decided) => {}
             Ok(Outcome::Duplicate) => return Ok("[]".into()),
