@@ -11,7 +11,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    decide, evaluate, explain, Admission, Evaluation, EventHashes, Keys, Outcome, State,
+    decide, evaluate, explain, Admission, Evaluation, EventHashes, Keys, Outcome, StagedCounters,
+    State,
 };
 use crate::io::event_json::named_field;
 use crate::io::output::{write_reject_line, Why};
@@ -191,6 +192,7 @@ impl Prepare for Admit<'_> {
 struct Deciding<'b, 'r, W: Sink, X: Sink> {
     batch: &'b mut Batch<'r, W, X>,
     progress: &'b mut dyn FnMut(u64),
+    staged: StagedCounters,
 }
 
 impl<W: Sink, X: Sink> Consume<Admission> for Deciding<'_, '_, W, X> {
@@ -199,7 +201,8 @@ impl<W: Sink, X: Sink> Consume<Admission> for Deciding<'_, '_, W, X> {
     }
 
     fn ahead(&mut self, next: &[Admission]) {
-        self.batch.state.prefetch(self.batch.ruleset, next);
+        let staged = &mut self.staged;
+        self.batch.state.prefetch(self.batch.ruleset, next, staged);
     }
 }
 
@@ -615,6 +618,7 @@ impl<'r, W: Sink, X: Sink> Batch<'r, W, X> {
             &mut Deciding {
                 batch: &mut *self,
                 progress,
+                staged: StagedCounters::default(),
             },
         );
         let undecided = end.unused.into_iter().filter_map(|a| match a {

@@ -1,7 +1,11 @@
-//! The counters of rules' limits by key, in an open-addressed table (linear probing from the
-//! key's hash, at most 3/4 full) rather than a general hash map: the slot a lookup starts at
-//! is known from the key alone, so the counters the next events will look up can be
-//! prefetched (`prefetch`) before they are. Counters are never removed.
+//! The counters of rules' limits by key. The tallies lie in insertion order in fixed-size
+//! chunks; an open-addressed index (linear probing from the key's hash, at most 3/4 full)
+//! of 8-byte slots finds them: each slot holds part of the key's hash and where its
+//! counter lies. Rather than a general hash map, so that lookups can be prefetched
+//! (`prefetch_slot`, then `prefetch_entry`), and so that memory the table has never
+//! touched stays untouched: a table of the counters themselves, at 3/8 to 3/4 full, faults
+//! in up to twice the pages they fill each time it grows, and fresh pages cost more than
+//! the lookups on some machines. Counters are never removed.
 
 use std::hash::BuildHasher;
 
@@ -10,14 +14,52 @@ use rustc_hash::FxBuildHasher;
 use super::prefetch::prefetch;
 use super::state::{CounterKey, Tally};
 
-/// The fewest slots of a table.
+/// The fewest slots of the index.
 const MIN_SLOTS: usize = 16;
+
+/// Counters per chunk (1.5 MB of them): a chunk is never moved, so growing copies only
+/// the index.
+const CHUNK: usize = 1 << 15;
+
+/// A slot of the index: 0 is empty, else the top 24 bits of the key's hash above the
+/// counter's place plus one (40 bits: more counters than memory holds).
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot(u64);
+
+const PLACE_BITS: u32 = 40;
+
+impl Slot {
+    fn new(hash: u64, at: usize) -> Slot {
+        Slot((hash >> PLACE_BITS << PLACE_BITS) | (at as u64 + 1))
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether a key of this hash may be the one at this slot.
+    fn may_hold(self, hash: u64) -> bool {
+        self.0 >> PLACE_BITS == hash >> PLACE_BITS
+    }
+
+    /// The counter's place.
+    fn at(self) -> usize {
+        ((self.0 & ((1 << PLACE_BITS) - 1)) - 1) as usize
+    }
+}
 
 /// Tallies by counter key.
 #[derive(Debug, Default)]
 pub struct CounterTable {
-    slots: Vec<Option<(CounterKey, Tally)>>,
+    slots: Vec<Slot>,
+    chunks: Vec<Vec<(CounterKey, Tally)>>,
     len: usize,
+}
+
+/// Where a lookup found its key, or the empty slot where it would go.
+enum Probe {
+    Found(usize),
+    Vacant(usize),
 }
 
 impl CounterTable {
@@ -30,31 +72,41 @@ impl CounterTable {
         self.len == 0
     }
 
-    fn start(&self, key: &CounterKey) -> usize {
-        FxBuildHasher.hash_one(key) as usize & self.slots.len().wrapping_sub(1)
+    fn hash(key: &CounterKey) -> u64 {
+        FxBuildHasher.hash_one(key)
     }
 
-    /// The slot of `key`, or the empty slot where it would go; `None` with no slots.
-    fn probe(&self, key: &CounterKey) -> Option<usize> {
+    fn entry(&self, i: usize) -> Option<&(CounterKey, Tally)> {
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+
+    /// Looks `key` up in the index; `None` with no slots.
+    fn probe(&self, key: &CounterKey, hash: u64) -> Option<Probe> {
         let mask = self.slots.len().checked_sub(1)?;
-        let mut i = self.start(key);
+        let mut i = hash as usize & mask;
         loop {
-            match self.slots.get(i)? {
-                Some((k, _)) if k != key => i = (i + 1) & mask,
-                _ => return Some(i),
+            let slot = *self.slots.get(i)?;
+            if slot.is_empty() {
+                return Some(Probe::Vacant(i));
             }
+            if slot.may_hold(hash) && self.entry(slot.at()).is_some_and(|(k, _)| k == key) {
+                return Some(Probe::Found(slot.at()));
+            }
+            i = (i + 1) & mask;
         }
     }
 
-    /// Every counter with its tally, in no particular order.
+    /// Every counter with its tally, in the order they were first counted.
     pub fn iter(&self) -> impl Iterator<Item = (&CounterKey, &Tally)> {
-        self.slots.iter().flatten().map(|(k, t)| (k, t))
+        self.chunks.iter().flatten().map(|(k, t)| (k, t))
     }
 
     /// The tally of `key`, if it has counted anything.
     pub fn get(&self, key: &CounterKey) -> Option<&Tally> {
-        let i = self.probe(key)?;
-        self.slots.get(i)?.as_ref().map(|(_, t)| t)
+        match self.probe(key, Self::hash(key))? {
+            Probe::Found(at) => self.entry(at).map(|(_, t)| t),
+            Probe::Vacant(_) => None,
+        }
     }
 
     /// The tally of `key`, added at zero if it is new.
@@ -62,15 +114,27 @@ impl CounterTable {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.rehash((self.slots.len() * 2).max(MIN_SLOTS));
         }
-        let i = self.probe(&key).unwrap_or_default();
-        let slot = &mut self.slots[i];
-        if slot.is_none() {
-            self.len += 1;
-        }
-        &mut slot.get_or_insert((key, Tally::default())).1
+        let hash = Self::hash(&key);
+        let at = match self.probe(&key, hash).unwrap_or(Probe::Vacant(0)) {
+            Probe::Found(at) => at,
+            Probe::Vacant(i) => self.push(i, hash, key),
+        };
+        &mut self.chunks[at / CHUNK][at % CHUNK].1
     }
 
-    /// Makes room for `n` more counters without growing again.
+    /// Adds `key` at zero, indexed at the vacant slot `i`; returns its place.
+    fn push(&mut self, i: usize, hash: u64, key: CounterKey) -> usize {
+        let at = self.len;
+        if at.is_multiple_of(CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks[at / CHUNK].push((key, Tally::default()));
+        self.len += 1;
+        self.slots[i] = Slot::new(hash, at);
+        at
+    }
+
+    /// Makes room for `n` more counters without growing the index again.
     pub fn reserve(&mut self, n: usize) {
         let need = self.len.saturating_add(n).saturating_mul(4).div_ceil(3);
         let slots = need.checked_next_power_of_two().unwrap_or(need);
@@ -79,19 +143,37 @@ impl CounterTable {
         }
     }
 
+    /// Rebuilds the index with `slots` slots; the counters stay where they are.
     fn rehash(&mut self, slots: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![None; slots]);
-        for (key, tally) in old.into_iter().flatten() {
-            if let Some(i) = self.probe(&key) {
-                self.slots[i] = Some((key, tally));
+        let mask = slots - 1;
+        let mut index = vec![Slot::default(); slots];
+        for (at, (key, _)) in self.chunks.iter().flatten().enumerate() {
+            let hash = Self::hash(key);
+            let mut i = hash as usize & mask;
+            while !index[i].is_empty() {
+                i = (i + 1) & mask;
             }
+            index[i] = Slot::new(hash, at);
+        }
+        self.slots = index;
+    }
+
+    /// Prefetches the index slot where a lookup of `key` starts: the first step of
+    /// fetching a counter ahead of its lookup.
+    pub fn prefetch_slot(&self, key: &CounterKey) {
+        let mask = self.slots.len().wrapping_sub(1);
+        if let Some(slot) = self.slots.get(Self::hash(key) as usize & mask) {
+            prefetch(slot);
         }
     }
 
-    /// Prefetches the slot where a lookup of `key` starts.
-    pub fn prefetch(&self, key: &CounterKey) {
-        if let Some(slot) = self.slots.get(self.start(key)) {
-            prefetch(slot);
+    /// Prefetches `key`'s counter, if it has one: the second step, once its index slot is
+    /// in the caches (`prefetch_slot`), or the lookup itself waits for memory.
+    pub fn prefetch_entry(&self, key: &CounterKey) {
+        if let Some(Probe::Found(at)) = self.probe(key, Self::hash(key)) {
+            if let Some(entry) = self.entry(at) {
+                prefetch(entry);
+            }
         }
     }
 }
@@ -139,5 +221,20 @@ mod tests {
         for (k, t) in &model {
             assert_eq!(table.get(k), Some(t));
         }
+    }
+
+    #[test]
+    fn counters_past_a_chunk_are_found_and_listed_in_the_order_first_counted() {
+        let mut table = CounterTable::default();
+        let n = (2 * CHUNK + 5) as u32;
+        for i in 0..n {
+            table.tally_mut(key(i)).grants += u64::from(i) + 1;
+        }
+        assert_eq!(table.len(), n as usize);
+        for i in (0..n).step_by(97) {
+            assert_eq!(table.get(&key(i)).map(|t| t.grants), Some(u64::from(i) + 1));
+        }
+        let listed: Vec<u64> = table.iter().map(|(_, t)| t.grants).collect();
+        assert_eq!(listed, (1..=u64::from(n)).collect::<Vec<_>>());
     }
 }

@@ -19,4 +19,4 @@ pub use admit::{Admission, Admitted, EventHashes, Keys};
 pub use evaluate::{decide, evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};
 pub use explain::{explain, Explanation};
 pub use seen::SeenIds;
-pub use state::State;
+pub use state::{StagedCounters, State};

@@ -149,6 +149,11 @@ impl CounterKey {
     }
 }
 
+/// The keys of counters whose index slots `State::prefetch` fetched, to fetch the counters
+/// themselves on its next call.
+#[derive(Debug, Default)]
+pub struct StagedCounters(Vec<CounterKey>);
+
 /// What a counter has counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tally {
@@ -530,8 +535,13 @@ impl State {
     /// Prefetches the fact rows and limit counters that deciding the admitted events among
     /// `next`, soon, will read: the tables are far larger than the caches, so fetching what
     /// a few events need ahead lets their cache misses overlap instead of stalling deciding
-    /// one by one (see `Consume::ahead`).
-    pub fn prefetch(&self, ruleset: &Ruleset, next: &[Admission]) {
+    /// one by one (see `Consume::ahead`). A counter takes two steps, its index slot and
+    /// then the counter the slot points to: `staged` keeps the keys whose slots the last
+    /// call fetched, and this call fetches their counters.
+    pub fn prefetch(&self, ruleset: &Ruleset, next: &[Admission], staged: &mut StagedCounters) {
+        for key in staged.0.drain(..) {
+            self.counters.prefetch_entry(&key);
+        }
         for a in next {
             let Admission::Fresh(a) = a else { continue };
             let Some(reads) = ruleset.reads_by_type.get(a.kind) else {
@@ -545,7 +555,8 @@ impl State {
             }
             for &(counter, per, window) in &reads.counters {
                 let key = CounterKey::new(counter, per, window, (a.customer, a.wallet, a.day));
-                self.counters.prefetch(&key);
+                self.counters.prefetch_slot(&key);
+                staged.0.push(key);
             }
         }
     }
