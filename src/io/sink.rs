@@ -3,7 +3,9 @@
 //! with the state, once synced.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 /// A writer that reports the bytes written through it and, for files, a handle to sync.
 pub trait Sink: Write {
@@ -34,46 +36,190 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
 }
 
-/// A buffered file that counts its bytes.
+/// A file that counts its bytes, written by a thread of its own: the caller fills one
+/// buffer while the last is written, so the system call and the kernel's copy into its
+/// page cache overlap with deciding instead of stalling it. The writing thread starts
+/// with the first full buffer; a failed write is told at the next write or flush.
 pub struct FileSink {
-    inner: BufWriter<File>,
+    buf: Vec<u8>,
     written: u64,
+    file: File,
+    writer: Option<Writer>,
+    /// Why an earlier write failed: the file's contents past what was flushed are unknown.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+/// Bytes handed to the writing thread at a time.
+const BUFFER: usize = 1 << 18;
+/// Buffers handed over and not yet written back, at most.
+const IN_FLIGHT: usize = 2;
+
+/// The writing thread: full buffers go to it, and come back emptied (or with the error).
+struct Writer {
+    full: mpsc::Sender<Vec<u8>>,
+    emptied: mpsc::Receiver<io::Result<Vec<u8>>>,
+    in_flight: usize,
+    spare: Vec<Vec<u8>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(file: File) -> Writer {
+        let (full, to_write) = mpsc::channel::<Vec<u8>>();
+        let (give_back, emptied) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut file = file;
+            for mut buf in to_write {
+                let wrote = file.write_all(&buf).map(|()| {
+                    buf.clear();
+                    buf
+                });
+                if give_back.send(wrote).is_err() {
+                    break;
+                }
+            }
+        });
+        Writer {
+            full,
+            emptied,
+            in_flight: 0,
+            spare: Vec::new(),
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for one buffer to be written.
+    fn wait_one(&mut self) -> io::Result<()> {
+        let back = self
+            .emptied
+            .recv()
+            .map_err(|_| io::Error::other("the thread writing the file stopped"))?;
+        self.in_flight -= 1;
+        self.spare.push(back?);
+        Ok(())
+    }
+
+    /// Hands `buf` over and returns an empty one to fill next.
+    fn hand_over(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        while self.in_flight >= IN_FLIGHT {
+            self.wait_one()?;
+        }
+        self.full
+            .send(buf)
+            .map_err(|_| io::Error::other("the thread writing the file stopped"))?;
+        self.in_flight += 1;
+        Ok(self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUFFER)))
+    }
+
+    /// Waits until every buffer handed over is written.
+    fn drain(&mut self) -> io::Result<()> {
+        while self.in_flight > 0 {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has written what it holds.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.full, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl FileSink {
     /// Writes to `file`, which already holds `written` bytes (positioned at its end).
     pub fn new(file: File, written: u64) -> Self {
         FileSink {
-            inner: BufWriter::with_capacity(1 << 16, file),
+            buf: Vec::with_capacity(BUFFER),
             written,
+            file,
+            writer: None,
+            failed: None,
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers a failed write, so that every later one fails too.
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        self.failed = Some((e.kind(), e.to_string()));
+        e
+    }
+
+    /// Hands the filled buffer to the writing thread, starting it if need be.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.writer.is_none() {
+            self.writer = Some(Writer::start(self.file.try_clone()?));
+        }
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
+        };
+        let full = std::mem::take(&mut self.buf);
+        match writer.hand_over(full) {
+            Ok(next) => {
+                self.buf = next;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
         }
     }
 }
 
 impl Write for FileSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
+        self.write_all(buf)?;
+        Ok(buf.len())
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)?;
+        self.check()?;
+        if self.buf.len() + buf.len() > BUFFER && !self.buf.is_empty() {
+            self.hand_over()?;
+        }
+        self.buf.extend_from_slice(buf);
         self.written += buf.len() as u64;
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.check()?;
+        if self.buf.is_empty() && self.writer.is_none() {
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.hand_over()?;
+        }
+        let drained = self.writer.as_mut().map_or(Ok(()), Writer::drain);
+        drained.map_err(|e| self.fail(e))
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // As `BufWriter` does: what is buffered is written, errors unheard.
+        let _ = self.flush();
     }
 }
 
 impl Sink for FileSink {
     fn flush_len(&mut self) -> io::Result<u64> {
-        self.inner.flush()?;
+        self.flush()?;
         Ok(self.written)
     }
 
     fn sync_handle(&self) -> io::Result<Option<File>> {
-        self.inner.get_ref().try_clone().map(Some)
+        self.file.try_clone().map(Some)
     }
 }
 
@@ -105,5 +251,66 @@ impl<W: Write> Sink for StreamSink<W> {
     fn flush_len(&mut self) -> io::Result<u64> {
         self.inner.flush()?;
         Ok(self.written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines of varied lengths, several buffers' worth.
+    fn lines() -> Vec<Vec<u8>> {
+        (0..40_000)
+            .map(|i| format!("{{\"line\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 37)).into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_file_sink_writes_every_byte_in_order_and_counts_from_where_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        std::fs::write(&path, b"kept\n").unwrap();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut sink = FileSink::new(file, 5);
+        let mut expected = b"kept\n".to_vec();
+        for (n, line) in lines().iter().enumerate() {
+            sink.write_all(line).unwrap();
+            expected.extend_from_slice(line);
+            if n == 20_000 {
+                // Flushed part way: everything so far is in the file.
+                assert_eq!(sink.flush_len().unwrap(), expected.len() as u64);
+                assert_eq!(std::fs::read(&path).unwrap(), expected);
+            }
+        }
+        assert!(expected.len() > 4 * BUFFER);
+        assert_eq!(sink.flush_len().unwrap(), expected.len() as u64);
+        sink.write_all(b"tail\n").unwrap();
+        expected.extend_from_slice(b"tail\n");
+        // Dropping writes what is buffered, as a `BufWriter` does.
+        drop(sink);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_failed_write_is_told_at_the_flush_and_every_write_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read-only");
+        std::fs::write(&path, b"").unwrap();
+        let file = File::open(&path).unwrap();
+        let mut sink = FileSink::new(file, 0);
+        let mut failed = None;
+        for line in lines() {
+            if let Err(e) = sink.write_all(&line) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = failed.or_else(|| sink.flush().err());
+        assert!(failed.is_some(), "writing to a read-only file succeeded");
+        assert!(sink.write_all(b"more\n").is_err());
+        assert!(sink.flush_len().is_err());
     }
 }
