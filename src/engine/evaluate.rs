@@ -112,6 +112,8 @@ pub struct Evaluation {
     /// The event's accumulator totals, each worked out when first read: no rule changes
     /// them (the event is added after the rules ran).
     accumulators: Vec<Cell<Option<Tally>>>,
+    /// The event's shared tests (`Condition::shared`), each worked out when first made.
+    shared: Vec<Cell<Option<bool>>>,
     /// Scripts that failed: their rules decided nothing for this event.
     pub errors: Vec<ScriptError>,
     pub trace: Vec<RuleTrace>,
@@ -168,6 +170,7 @@ struct Ctx<'e, 'a> {
     customer: u32,
     wallet: u32,
     accumulators: &'e [Cell<Option<Tally>>],
+    shared: &'e [Cell<Option<bool>>],
 }
 
 /// What deciding an event came to: an outcome, or why the event is rejected. Deciding
@@ -206,6 +209,9 @@ pub fn decide(
     let mut accumulators = std::mem::take(&mut out.accumulators);
     accumulators.clear();
     accumulators.resize(ruleset.accumulators.len(), Cell::new(None));
+    let mut shared = std::mem::take(&mut out.shared);
+    shared.clear();
+    shared.resize(ruleset.shared_tests, Cell::new(None));
     let ctx = Ctx {
         ev,
         kind: admitted.kind,
@@ -215,6 +221,7 @@ pub fn decide(
         customer: admitted.customer,
         wallet: admitted.wallet,
         accumulators: &accumulators,
+        shared: &shared,
     };
     state.record_admission(admitted);
     for &ri in of_type(&ruleset.rules_by_type, ctx.kind) {
@@ -242,6 +249,7 @@ pub fn decide(
     crate::rules::script::take_printed(drop);
     apply_updates(ruleset, state, &ctx);
     out.accumulators = accumulators;
+    out.shared = shared;
     Ok(Ok(Outcome::Decided))
 }
 
@@ -455,13 +463,21 @@ fn passes_condition(
     (id, params): Owner<'_>,
     cond: &Condition,
 ) -> Result<bool, ScriptError> {
-    test(ruleset, state, ctx, params, &cond.test).map_err(|e| {
+    let memo = cond.shared.and_then(|i| ctx.shared.get(i));
+    if let Some(known) = memo.and_then(Cell::get) {
+        return Ok(known);
+    }
+    let passed = test(ruleset, state, ctx, params, &cond.test).map_err(|e| {
         let mut e = e.into_script_error(id);
         if e.condition.is_empty() {
             e.condition.clone_from(&cond.name);
         }
         e
-    })
+    })?;
+    if let Some(memo) = memo {
+        memo.set(Some(passed));
+    }
+    Ok(passed)
 }
 
 /// The coupons of the first tier of a grant whose conditions pass, if any.

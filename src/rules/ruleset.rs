@@ -68,6 +68,8 @@ pub struct Ruleset {
     /// For each event type, what of the state deciding it may read or write.
     pub reads_by_type: Vec<Reads>,
     pub scripts: Scripts,
+    /// How many event-only tests more than one condition makes (see `Condition::shared`).
+    pub shared_tests: usize,
     type_index: FxHashMap<String, usize>,
 }
 
@@ -84,9 +86,11 @@ impl Ruleset {
         calendars: Vec<Calendar>,
         counters: Vec<String>,
         accumulators: Vec<Accumulator>,
-        rules: Vec<Rule>,
+        mut rules: Vec<Rule>,
         scripts: Scripts,
     ) -> Self {
+        let mut accumulators = accumulators;
+        let shared_tests = share_event_tests(&mut rules, &mut accumulators);
         let type_index = event_types
             .iter()
             .enumerate()
@@ -147,6 +151,7 @@ impl Ruleset {
             accumulators_by_type,
             reads_by_type,
             scripts,
+            shared_tests,
             type_index,
         }
     }
@@ -498,6 +503,68 @@ pub struct Rule {
     pub params: rhai::Map,
 }
 
+/// Marks the conditions whose test looks at the event alone (its fields, local date and
+/// time) and is made, the same, by another condition too: a card-product list a rule and an
+/// accumulator both test, say. Each such test gets a place, and an event works it out once.
+/// Returns the number of places.
+fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> usize {
+    fn lists(rule: &mut Rule) -> impl Iterator<Item = &mut Vec<Condition>> {
+        let grant = rule.grant.as_mut();
+        let (tiers, coupons) = match grant {
+            Some(g) => (g.tiers.as_mut_slice(), g.coupons.as_mut_slice()),
+            None => (Default::default(), Default::default()),
+        };
+        let tier_lists = tiers.iter_mut().flat_map(|t| {
+            std::iter::once(&mut t.when).chain(t.coupons.iter_mut().map(|c| &mut c.when))
+        });
+        std::iter::once(&mut rule.when)
+            .chain(tier_lists)
+            .chain(coupons.iter_mut().map(|c| &mut c.when))
+    }
+    let mut all: Vec<&mut Condition> = rules
+        .iter_mut()
+        .flat_map(|r| lists(r).flat_map(|l| l.iter_mut()).collect::<Vec<_>>())
+        .chain(accumulators.iter_mut().flat_map(|a| a.when.iter_mut()))
+        .collect();
+    // Derived `Debug` shows every part of an operand and its operators: equal text, equal
+    // test.
+    let keys: Vec<Option<String>> = all.iter().map(|c| event_only_key(&c.test)).collect();
+    let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
+    for key in keys.iter().flatten() {
+        *seen.entry(key).or_default() += 1;
+    }
+    let mut places: FxHashMap<&str, usize> = FxHashMap::default();
+    for (c, key) in all.iter_mut().zip(&keys) {
+        let Some(key) = key
+            .as_deref()
+            .filter(|k| seen.get(k).is_some_and(|&n| n > 1))
+        else {
+            continue;
+        };
+        let next = places.len();
+        c.shared = Some(*places.entry(key).or_insert(next));
+    }
+    places.len()
+}
+
+/// The text that identifies a test of the event alone, or `None` for a test that reads
+/// the state, an expression or a script.
+fn event_only_key(test: &Test) -> Option<String> {
+    let Test::Compare { operand, ops } = test else {
+        return None;
+    };
+    match operand {
+        Operand::Field(_)
+        | Operand::SumOf(_)
+        | Operand::CountOf(_)
+        | Operand::Weekday
+        | Operand::DayOfMonth
+        | Operand::TimeOfDay
+        | Operand::WorkingDay(_) => Some(format!("{operand:?} {ops:?}")),
+        Operand::Fact(_) | Operand::Accumulator(_) | Operand::Value(_) => None,
+    }
+}
+
 /// A named condition of a rule.
 #[derive(Debug)]
 pub struct Condition {
@@ -509,6 +576,9 @@ pub struct Condition {
     pub test: Test,
     /// For redemption rules: the reason a failure rejects with.
     pub reject: Option<Arc<str>>,
+    /// Its place among the event-only tests that more than one condition of the ruleset
+    /// makes (`Ruleset::shared_tests`): worked out once per event, whoever asks first.
+    pub shared: Option<usize>,
 }
 
 /// A test over an event and its facts.

@@ -925,3 +925,69 @@ fn cashback_interrupted_and_rerun_is_byte_identical() {
         );
     }
 }
+
+/// Every condition of a ruleset: rules' (with their tiers' and coupons'), then accumulators'.
+fn all_conditions(ruleset: &promo::rules::Ruleset) -> Vec<&promo::rules::ruleset::Condition> {
+    let mut all = Vec::new();
+    for rule in &ruleset.rules {
+        all.extend(&rule.when);
+        if let Some(grant) = &rule.grant {
+            for tier in &grant.tiers {
+                all.extend(&tier.when);
+                all.extend(tier.coupons.iter().flat_map(|c| &c.when));
+            }
+            all.extend(grant.coupons.iter().flat_map(|c| &c.when));
+        }
+    }
+    all.extend(ruleset.accumulators.iter().flat_map(|a| &a.when));
+    all
+}
+
+#[test]
+fn an_event_only_test_several_conditions_make_is_worked_out_in_one_shared_place() {
+    use promo::rules::ruleset::{Operand, Test};
+    // The seed tests the designated-card list in three rules; the v2 bench's promotions and
+    // accumulator test it again.
+    for rules in [shipped_rules(), v2("monthly-spend")] {
+        let ruleset = promo::rules::load_ruleset(&rules).unwrap();
+        let conditions = all_conditions(&ruleset);
+        let mut by_place: HashMap<usize, Vec<String>> = HashMap::new();
+        for c in &conditions {
+            if let Some(place) = c.shared {
+                by_place
+                    .entry(place)
+                    .or_default()
+                    .push(format!("{:?}", c.test));
+            }
+        }
+        assert!(
+            ruleset.shared_tests > 0,
+            "{}: nothing shared",
+            rules.display()
+        );
+        assert_eq!(by_place.len(), ruleset.shared_tests);
+        for tests in by_place.values() {
+            assert!(tests.len() > 1, "a place of one condition: {tests:?}");
+            assert!(
+                tests.iter().all(|t| t == &tests[0]),
+                "different tests share: {tests:?}"
+            );
+        }
+        // Equal tests of the event alone all share; tests of the state never do.
+        for c in &conditions {
+            let Test::Compare { operand, .. } = &c.test else {
+                assert!(c.shared.is_none());
+                continue;
+            };
+            let of_state = matches!(
+                operand,
+                Operand::Fact(_) | Operand::Accumulator(_) | Operand::Value(_)
+            );
+            let twins = conditions
+                .iter()
+                .filter(|o| format!("{:?}", o.test) == format!("{:?}", c.test))
+                .count();
+            assert_eq!(c.shared.is_some(), !of_state && twins > 1, "{}", c.name);
+        }
+    }
+}

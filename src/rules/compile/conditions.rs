@@ -58,6 +58,7 @@ pub(super) fn compile_condition(
         clause: c.clause.as_deref().cloned(),
         test: test?,
         reject: c.reject.as_deref().map(|r| Arc::from(r.as_str())),
+        shared: None,
     })
 }
 

@@ -101,6 +101,7 @@ mod tests {
             clause: None,
             test,
             reject: reject.map(Arc::from),
+            shared: None,
         }
     }
 
