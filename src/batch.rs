@@ -201,8 +201,9 @@ impl<W: Sink, X: Sink> Consume<Admission> for Deciding<'_, '_, W, X> {
     }
 
     fn ahead(&mut self, next: &[Admission]) {
-        let staged = &mut self.staged;
-        self.batch.state.prefetch(self.batch.ruleset, next, staged);
+        self.batch
+            .state
+            .prefetch(self.batch.ruleset, next, &mut self.staged);
     }
 }
 
