@@ -56,11 +56,16 @@ const IN_FLIGHT: usize = 2;
 
 /// The writing thread: full buffers go to it, and come back emptied (or with the error).
 struct Writer {
-    full: mpsc::Sender<Vec<u8>>,
+    /// `None` once dropping: closing the channel ends the thread.
+    full: Option<mpsc::Sender<Vec<u8>>>,
     emptied: mpsc::Receiver<io::Result<Vec<u8>>>,
     in_flight: usize,
     spare: Vec<Vec<u8>>,
     thread: Option<JoinHandle<()>>,
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the thread writing the file stopped")
 }
 
 impl Writer {
@@ -80,7 +85,7 @@ impl Writer {
             }
         });
         Writer {
-            full,
+            full: Some(full),
             emptied,
             in_flight: 0,
             spare: Vec::new(),
@@ -90,10 +95,7 @@ impl Writer {
 
     /// Waits for one buffer to be written.
     fn wait_one(&mut self) -> io::Result<()> {
-        let back = self
-            .emptied
-            .recv()
-            .map_err(|_| io::Error::other("the thread writing the file stopped"))?;
+        let back = self.emptied.recv().map_err(|_| stopped())?;
         self.in_flight -= 1;
         self.spare.push(back?);
         Ok(())
@@ -105,8 +107,9 @@ impl Writer {
             self.wait_one()?;
         }
         self.full
-            .send(buf)
-            .map_err(|_| io::Error::other("the thread writing the file stopped"))?;
+            .as_ref()
+            .and_then(|full| full.send(buf).ok())
+            .ok_or_else(stopped)?;
         self.in_flight += 1;
         Ok(self
             .spare
@@ -126,8 +129,7 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         // Closing the channel ends the thread once it has written what it holds.
-        let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.full, closed));
+        self.full = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -161,12 +163,11 @@ impl FileSink {
 
     /// Hands the filled buffer to the writing thread, starting it if need be.
     fn hand_over(&mut self) -> io::Result<()> {
-        if self.writer.is_none() {
-            self.writer = Some(Writer::start(self.file.try_clone()?));
-        }
-        let Some(writer) = &mut self.writer else {
-            return Ok(());
+        let writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => Writer::start(self.file.try_clone()?),
         };
+        let writer = self.writer.insert(writer);
         let full = std::mem::take(&mut self.buf);
         match writer.hand_over(full) {
             Ok(next) => {
@@ -194,9 +195,6 @@ impl Write for FileSink {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.check()?;
-        if self.buf.is_empty() && self.writer.is_none() {
-            return Ok(());
-        }
         if !self.buf.is_empty() {
             self.hand_over()?;
         }
