@@ -85,11 +85,10 @@ impl Ruleset {
         facts: Vec<Fact>,
         calendars: Vec<Calendar>,
         counters: Vec<String>,
-        accumulators: Vec<Accumulator>,
+        mut accumulators: Vec<Accumulator>,
         mut rules: Vec<Rule>,
         scripts: Scripts,
     ) -> Self {
-        let mut accumulators = accumulators;
         let shared_tests = share_event_tests(&mut rules, &mut accumulators);
         let type_index = event_types
             .iter()
@@ -523,7 +522,7 @@ fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> us
     }
     let mut all: Vec<&mut Condition> = rules
         .iter_mut()
-        .flat_map(|r| lists(r).flat_map(|l| l.iter_mut()).collect::<Vec<_>>())
+        .flat_map(|r| lists(r).flatten())
         .chain(accumulators.iter_mut().flat_map(|a| a.when.iter_mut()))
         .collect();
     // Derived `Debug` shows every part of an operand and its operators: equal text, equal
