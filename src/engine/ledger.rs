@@ -233,14 +233,18 @@ impl CouponLedger {
     }
 
     /// Makes room for about `n` more coupons, as many as the budget holds at most, so that
-    /// the tables are not copied again and again as they grow.
+    /// the tables are not copied again and again as they grow. The records and the index
+    /// get room for as many as the budget could hold were every id empty: ids shorter than
+    /// the guess fit more coupons under the budget, and growing the records past their room
+    /// copied them all just before a spill. Room never written to costs no memory.
     pub fn reserve(&mut self, n: usize) {
-        let room = self.budget.saturating_sub(self.bytes_in_memory()) / (IN_MEMORY + ID_GUESS);
-        let n = n.min(room);
-        self.records.reserve(n);
-        self.ids.reserve(n * ID_GUESS);
+        let room = self.budget.saturating_sub(self.bytes_in_memory());
+        let most = n.min(room / IN_MEMORY);
+        self.records.reserve(most);
+        self.ids
+            .reserve(n.min(room / (IN_MEMORY + ID_GUESS)) * ID_GUESS);
         let (ids, records) = (&self.ids, &self.records);
-        self.index.reserve(n, |&i| hash(id_at(ids, records, i)));
+        self.index.reserve(most, |&i| hash(id_at(ids, records, i)));
     }
 
     /// About the bytes the coupons in memory take.
@@ -512,6 +516,22 @@ mod tests {
         let i = ledger.load(id).unwrap();
         assert_eq!(i, ledger.find(id), "`{id}` is in memory once promoted");
         i.and_then(|i| ledger.record(i)).cloned()
+    }
+
+    #[test]
+    fn the_room_reserved_holds_every_coupon_the_budget_admits_however_short_the_ids() {
+        let mut ledger = CouponLedger::with_budget(64 << 10);
+        ledger.reserve(1 << 20);
+        let (records, index) = (ledger.records.capacity(), ledger.index.capacity());
+        let mut n = 0u32;
+        while ledger.stats().spills == 0 {
+            ledger.insert(&n.to_string(), record(n));
+            ledger.settle(None);
+            n += 1;
+        }
+        assert!(n > 600, "a spill after {n} coupons");
+        assert_eq!(ledger.records.capacity(), records);
+        assert_eq!(ledger.index.capacity(), index);
     }
 
     #[test]
