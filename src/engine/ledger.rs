@@ -26,6 +26,7 @@ use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use rust_decimal::Decimal;
 
+use super::prefetch::prefetch;
 use super::runs::Runs;
 use super::state::CouponRecord;
 
@@ -35,6 +36,8 @@ const DEFAULT_BUDGET: usize = 16 << 20;
 /// `usize` and a control byte, the table at most 7/8 full).
 const IN_MEMORY: usize =
     std::mem::size_of::<(CouponRecord, usize)>() + (std::mem::size_of::<usize>() + 1) * 8 / 7;
+/// Records fetched ahead of the one being written to a run.
+const READ_AHEAD: usize = 8;
 /// Bytes of a coupon id, as a guess to reserve room by.
 const ID_GUESS: usize = 24;
 /// Bytes of a record in a run: wallet, face value, minimum spend, channels, credit date,
@@ -358,15 +361,23 @@ impl CouponLedger {
         let keep = |i: usize, unsaved: Option<&FixedBitSet>| {
             i >= newer || unsaved.is_some_and(|u| u.contains(i))
         };
-        let mut spilled: Vec<(u128, usize)> = (0..self.records.len())
-            .filter(|&i| !keep(i, unsaved.as_deref()))
-            .map(|i| (key(id_at(&self.ids, &self.records, i)), i))
-            .collect();
+        // Sized up front: grown as it filled, it was copied again and again.
+        let mut spilled: Vec<(u128, usize)> = Vec::with_capacity(newer);
+        spilled.extend(
+            (0..newer)
+                .filter(|&i| !keep(i, unsaved.as_deref()))
+                .map(|i| (key(id_at(&self.ids, &self.records, i)), i)),
+        );
         spilled.sort_unstable_by_key(|&(k, _)| k);
         let records = &self.records;
-        let entries = spilled
-            .iter()
-            .filter_map(|&(k, i)| Some((k, encode(&records.get(i)?.0))));
+        // In key order the records are read at random: each a cache miss unless fetched
+        // a few ahead.
+        let entries = spilled.iter().enumerate().filter_map(|(n, &(k, i))| {
+            if let Some(ahead) = spilled.get(n + READ_AHEAD).and_then(|a| records.get(a.1)) {
+                prefetch(ahead);
+            }
+            Some((k, encode(&records.get(i)?.0)))
+        });
         if !self.cold.spill(entries, spilled.len()) {
             self.spill_at = self.bytes_in_memory().saturating_mul(2);
             return;
