@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::FxBuildHasher;
 
+use super::ahead::{self, Ahead};
 use super::prefetch::prefetch;
 use super::state::{CounterKey, Tally};
 
@@ -20,6 +21,10 @@ const MIN_SLOTS: usize = 16;
 /// Counters per chunk (1.5 MB of them): a chunk is never moved, so growing copies only
 /// the index.
 const CHUNK: usize = 1 << 15;
+
+/// Slots of an index from which its next one is made ready by a helper thread (`Ahead`)
+/// before it is due (4 MiB of them): a smaller one faults in too few pages to matter.
+const SLOTS_AHEAD: usize = 1 << 19;
 
 /// A slot of the index: 0 is empty, else the top 24 bits of the key's hash above the
 /// counter's place plus one (40 bits: more counters than memory holds).
@@ -54,6 +59,10 @@ pub struct CounterTable {
     slots: Vec<Slot>,
     chunks: Vec<Vec<(CounterKey, Tally)>>,
     len: usize,
+    /// The next chunk, started when this one is half full.
+    next_chunk: Ahead<(CounterKey, Tally)>,
+    /// The next index of a large table, started when this one is half full.
+    next_slots: Ahead<Slot>,
 }
 
 /// Where a lookup found its key, or the empty slot where it would go.
@@ -113,6 +122,11 @@ impl CounterTable {
     pub fn tally_mut(&mut self, key: CounterKey) -> &mut Tally {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.rehash((self.slots.len() * 2).max(MIN_SLOTS));
+        } else if self.len * 2 >= self.slots.len()
+            && self.slots.len() >= SLOTS_AHEAD
+            && !self.next_slots.is_started()
+        {
+            self.next_slots.start(self.slots.len() * 2, ahead::filled);
         }
         let hash = Self::hash(&key);
         let at = match self.probe(&key, hash).unwrap_or(Probe::Vacant(0)) {
@@ -126,7 +140,11 @@ impl CounterTable {
     fn push(&mut self, i: usize, hash: u64, key: CounterKey) -> usize {
         let at = self.len;
         if at.is_multiple_of(CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            let chunk = self.next_chunk.take(CHUNK);
+            self.chunks
+                .push(chunk.unwrap_or_else(|| Vec::with_capacity(CHUNK)));
+        } else if at % CHUNK == CHUNK / 2 {
+            self.next_chunk.start(CHUNK, ahead::room);
         }
         self.chunks[at / CHUNK].push((key, Tally::default()));
         self.len += 1;
@@ -146,7 +164,10 @@ impl CounterTable {
     /// Rebuilds the index with `slots` slots; the counters stay where they are.
     fn rehash(&mut self, slots: usize) {
         let mask = slots - 1;
-        let mut index = vec![Slot::default(); slots];
+        let mut index = self
+            .next_slots
+            .take(slots)
+            .unwrap_or_else(|| vec![Slot::default(); slots]);
         for (at, (key, _)) in self.chunks.iter().flatten().enumerate() {
             let hash = Self::hash(key);
             let mut i = hash as usize & mask;
@@ -235,6 +256,22 @@ mod tests {
         for (k, t) in &model {
             assert_eq!(table.get(k), Some(t));
         }
+    }
+
+    #[test]
+    fn counts_through_growth_into_an_index_made_ahead() {
+        let mut table = CounterTable::default();
+        // Past the growth of an index of SLOTS_AHEAD slots, whose successor is made ahead.
+        let n = (SLOTS_AHEAD * 3 / 4 + 1_000) as u32;
+        for i in 0..n {
+            table.tally_mut(key(i)).grants += u64::from(i) + 1;
+        }
+        assert_eq!(table.slots.len(), SLOTS_AHEAD * 2);
+        assert!(!table.next_slots.is_started());
+        for i in (0..n).step_by(89).chain([n - 1]) {
+            assert_eq!(table.get(&key(i)).map(|t| t.grants), Some(u64::from(i) + 1));
+        }
+        assert!(table.get(&key(n)).is_none());
     }
 
     #[test]

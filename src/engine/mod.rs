@@ -2,6 +2,7 @@
 //! temporary files where the state keeps what exceeds its memory budgets.
 
 pub mod admit;
+mod ahead;
 pub mod counters;
 pub mod evaluate;
 pub mod explain;

@@ -1,0 +1,105 @@
+//! Memory made resident ahead of need by a helper thread. A page written for the first time
+//! costs a fault, and on some machines (virtual ones above all) faulting in fresh memory
+//! takes longer than filling it: a table that grows in big steps (a chunk of counters, an
+//! index twice the size) would stall its one deciding thread on every page. A helper
+//! thread, started well before the memory is needed, takes those faults on the other core.
+
+use std::mem::MaybeUninit;
+use std::thread::JoinHandle;
+
+/// Bytes of the smallest page whose fault a write pays.
+const PAGE: usize = 4096;
+
+/// One vector being made ready by a helper thread, known by its length.
+#[derive(Debug)]
+pub struct Ahead<T> {
+    pending: Option<(usize, JoinHandle<Vec<T>>)>,
+}
+
+impl<T> Default for Ahead<T> {
+    fn default() -> Self {
+        Ahead { pending: None }
+    }
+}
+
+impl<T: Send + 'static> Ahead<T> {
+    /// Whether a vector is being made ready.
+    pub fn is_started(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Starts making ready `make(len)` (`filled` or `room`), unless one is already on its
+    /// way. Without a thread, nothing is started and `take` will say so.
+    pub fn start(&mut self, len: usize, make: fn(usize) -> Vec<T>) {
+        if self.pending.is_some() {
+            return;
+        }
+        let helper = std::thread::Builder::new()
+            .name("promo-ahead".into())
+            .spawn(move || make(len));
+        if let Ok(handle) = helper {
+            self.pending = Some((len, handle));
+        }
+    }
+
+    /// The vector made ready for `len`, waiting for it if need be; `None` if none was
+    /// started, or one for another length (which is dropped).
+    pub fn take(&mut self, len: usize) -> Option<Vec<T>> {
+        let (made_for, handle) = self.pending.take()?;
+        let made = handle.join().ok()?;
+        (made_for == len).then_some(made)
+    }
+}
+
+/// Values of `T` in a page.
+fn per_page<T>() -> usize {
+    (PAGE / std::mem::size_of::<T>().max(1)).max(1)
+}
+
+/// `len` default values, every page written.
+pub fn filled<T: Clone + Default>(len: usize) -> Vec<T> {
+    let mut v = vec![T::default(); len];
+    for x in v.iter_mut().step_by(per_page::<T>()) {
+        // Written back through `black_box`: a store the compiler cannot drop.
+        *x = std::hint::black_box(x.clone());
+    }
+    v
+}
+
+/// An empty vector with room for `len` values, every page of the room written.
+pub fn room<T>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    for x in v.spare_capacity_mut().iter_mut().step_by(per_page::<T>()) {
+        // Past the length: never read, only there to fault its page in.
+        *x = std::hint::black_box(MaybeUninit::zeroed());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gives_the_shape_asked_for_once_and_only_for_its_length() {
+        let mut values: Ahead<u64> = Ahead::default();
+        assert!(values.take(8).is_none());
+        values.start(10_000, filled);
+        assert!(values.is_started());
+        // A second start while one is on its way changes nothing.
+        values.start(3, room);
+        assert_eq!(values.take(10_000), Some(vec![0u64; 10_000]));
+        assert!(!values.is_started());
+        assert!(values.take(10_000).is_none());
+
+        let mut spare: Ahead<(u32, u64)> = Ahead::default();
+        spare.start(5_000, room);
+        let v = spare.take(5_000).unwrap_or_default();
+        assert!(v.is_empty() && v.capacity() >= 5_000);
+
+        // Made for another length: dropped, not given.
+        spare.start(16, filled);
+        assert!(spare.take(32).is_none());
+        assert!(!spare.is_started());
+    }
+}
