@@ -396,8 +396,8 @@ fn parent(args: &Args) -> Res<()> {
     );
     prepare(&cfg, &files)?;
     let reference = reference_runs(args, &files)?;
-    let reports = rounds(args, &files)?;
-    print_table(args, &reports);
+    let (reports, times) = rounds(args, &files)?;
+    print_table(args, &reports, &times);
     // Both report their disagreements, whatever the other found.
     let rhai_ok = rhai_agrees(&reports, &per_rule(&reference));
     let outputs_ok = outputs_agree(&reports, &reference);
@@ -451,11 +451,17 @@ fn reference_runs(args: &Args, files: &Files) -> Res<Summary> {
     Ok(reference)
 }
 
+/// Each round's time of each variant, in nanoseconds.
+type Rounds = Vec<Vec<(Variant, u64)>>;
+
 /// Rounds of every variant in turn, so that a noisy stretch of a shared machine hits them
-/// alike; each variant keeps its fastest round and its largest peak RSS.
-fn rounds(args: &Args, files: &Files) -> Res<Vec<Best>> {
+/// alike; each variant keeps its fastest round and its largest peak RSS. Also gives every
+/// round's times.
+fn rounds(args: &Args, files: &Files) -> Res<(Vec<Best>, Rounds)> {
     let mut reports: Vec<Best> = Vec::new();
+    let mut times: Rounds = Vec::new();
     for round in 1..=args.repeat {
+        times.push(Vec::new());
         for &v in &args.only {
             eprintln!(
                 "running {} (round {round} of {}) ...",
@@ -463,6 +469,9 @@ fn rounds(args: &Args, files: &Files) -> Res<Vec<Best>> {
                 args.repeat
             );
             let report = spawn(v, args, files)?;
+            if let Some(this_round) = times.last_mut() {
+                this_round.push((v, report.nanos));
+            }
             let same = match same_bytes(&files.output(v), &files.reference(v)) {
                 Ok(true) => "same",
                 Ok(false) => "DIFFERS",
@@ -484,7 +493,7 @@ fn rounds(args: &Args, files: &Files) -> Res<Vec<Best>> {
             }
         }
     }
-    Ok(reports)
+    Ok((reports, times))
 }
 
 /// The variant's best time, if it ran.
@@ -496,7 +505,7 @@ fn nanos_of(reports: &[Best], v: Variant) -> Option<u128> {
 }
 
 /// The table of the variants, what its columns mean, and the ratios between variants.
-fn print_table(args: &Args, reports: &[Best]) {
+fn print_table(args: &Args, reports: &[Best], times: &Rounds) {
     println!();
     println!(
         "{:<17} {:>10} {:>8} {:>12} {:>8} {:>10} {:>9}",
@@ -544,6 +553,36 @@ fn print_table(args: &Args, reports: &[Best]) {
             "eval-v2-jsonl / eval-jsonl speed: {} (the v2 promotions over the seed rules, on the same stream; target >= 0.80)",
             fixed(seed, v2, 2)
         );
+        if let Some(median) = median_round_ratio(times, Variant::EvalJsonl, Variant::EvalV2Jsonl) {
+            println!(
+                "  the same, the median of each round's own ratio over {} rounds: {} (the fastest rounds of two variants may come from different stretches of a noisy machine; a round runs them one after the other)",
+                times.len(),
+                fixed(median, 1_000_000, 2)
+            );
+        }
+    }
+}
+
+/// The median over rounds of `a`'s time over `b`'s in the same round (`b`'s speed
+/// relative to `a`'s), in millionths; `None` unless some round ran both.
+fn median_round_ratio(times: &Rounds, a: Variant, b: Variant) -> Option<u128> {
+    const MILLION: u128 = 1_000_000;
+    let time = |round: &[(Variant, u64)], v: Variant| {
+        round
+            .iter()
+            .find(|(r, _)| *r == v)
+            .map(|&(_, nanos)| u128::from(nanos))
+    };
+    let mut ratios: Vec<u128> = times
+        .iter()
+        .filter_map(|round| Some(time(round, a)? * MILLION / time(round, b)?.max(1)))
+        .collect();
+    ratios.sort_unstable();
+    let mid = ratios.len() / 2;
+    if ratios.len().is_multiple_of(2) {
+        Some((ratios.get(mid.checked_sub(1)?)? + ratios.get(mid)?) / 2)
+    } else {
+        ratios.get(mid).copied()
     }
 }
 
