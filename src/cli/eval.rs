@@ -546,7 +546,7 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
         snapshot_warnings: &snapshot_warnings,
         rerun: matches!(start, Start::Rerun(_)),
     };
-    Ok(conclude(args, &ended, &state))
+    Ok(conclude(args, &ended, &mut state))
 }
 
 /// Where a kept run is: its record's key, input and rules, and where it starts.
@@ -614,7 +614,7 @@ struct Ended<'a> {
 
 /// Reports the end of a run (the human summary, warnings, hints, `--summary-json`) and
 /// tells its exit status.
-fn conclude(args: &EvalArgs, ended: &Ended<'_>, state: &State) -> Exit {
+fn conclude(args: &EvalArgs, ended: &Ended<'_>, state: &mut State) -> Exit {
     let summary = ended.summary;
     let warnings = ended.snapshot_warnings;
     let machine_summary = |exit: Exit| {
@@ -643,6 +643,7 @@ fn conclude(args: &EvalArgs, ended: &Ended<'_>, state: &State) -> Exit {
         );
         return machine_summary(Exit::Interrupted);
     }
+    state.finish_merges();
     // Shown even with --quiet: the run is right, but it used more memory than its budget.
     for warning in state.storage_warnings() {
         errln!("promo eval: warning: {warning}");

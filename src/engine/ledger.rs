@@ -215,6 +215,11 @@ impl CouponLedger {
         ledger
     }
 
+    /// Waits for the merges of runs still running (see `Runs::finish_merges`).
+    pub fn finish_merges(&mut self) {
+        self.cold.finish_merges();
+    }
+
     /// What went wrong first with the temporary files, if anything did.
     pub fn warning(&self) -> Option<&str> {
         self.cold.warning()
@@ -640,6 +645,7 @@ mod tests {
             cold_spends > 200 && cold_hits > 200,
             "{cold_spends} {cold_hits}"
         );
+        ledger.cold.finish_merges();
         let lens = ledger.cold.lens();
         for pair in lens.windows(2) {
             assert!(pair[1] * 2 < pair[0], "runs not merged: {lens:?}");

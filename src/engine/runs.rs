@@ -15,6 +15,8 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use fastbloom::BloomFilter;
 
@@ -32,7 +34,11 @@ pub(super) type MakeFile = fn() -> io::Result<File>;
 
 /// Runs of entries with `V`-byte values, oldest first.
 pub(super) struct Runs<const V: usize> {
-    runs: Vec<Run<V>>,
+    runs: Vec<Arc<Run<V>>>,
+    /// The merges due after the last spill, running on a helper thread: lookups read the
+    /// runs they merge until the next spill (or `finish_merges`) puts the result in their
+    /// place.
+    merging: Option<JoinHandle<Merged<V>>>,
     pub(super) make_file: MakeFile,
     /// What the entries are, for warnings.
     what: &'static str,
@@ -52,6 +58,14 @@ struct Run<const V: usize> {
     len: usize,
 }
 
+/// What the merges of a spill made: the run that replaces every run from `at` on, if any
+/// merge was done, and the error that stopped them, if one did.
+struct Merged<const V: usize> {
+    at: usize,
+    run: Option<Arc<Run<V>>>,
+    error: Option<io::Error>,
+}
+
 /// What a run's filter is given for a key: its high half. Keys are uniform hashes already,
 /// and in-memory tables index by the low bits.
 fn filter_hash(key: u128) -> u64 {
@@ -63,6 +77,7 @@ impl<const V: usize> Runs<V> {
     pub(super) fn new(what: &'static str) -> Self {
         Runs {
             runs: Vec::new(),
+            merging: None,
             make_file: tempfile::tempfile,
             what,
             warning: None,
@@ -78,14 +93,42 @@ impl<const V: usize> Runs<V> {
         self.warning.as_deref()
     }
 
-    /// Entries in all runs (a key in two runs counts twice).
+    /// Entries in all runs (a key in two runs counts twice, until they merge: see
+    /// `finish_merges`).
     pub(super) fn len(&self) -> usize {
         self.runs.iter().map(|r| r.len).sum()
     }
 
-    /// The lengths of the runs, oldest first.
+    /// The lengths of the runs, oldest first (merges still running not yet counted).
     pub(super) fn lens(&self) -> Vec<usize> {
         self.runs.iter().map(|r| r.len).collect()
+    }
+
+    /// Waits for the merges still running, if any, and puts their result in place of the
+    /// runs they merged.
+    pub(super) fn finish_merges(&mut self) {
+        let Some(merging) = self.merging.take() else {
+            return;
+        };
+        let merged = merging.join().unwrap_or_else(|_| Merged {
+            at: self.runs.len(),
+            run: None,
+            error: Some(io::Error::other("the thread merging them stopped")),
+        });
+        self.apply(merged);
+    }
+
+    /// Puts what merges made in place of the runs they merged.
+    fn apply(&mut self, merged: Merged<V>) {
+        if let Some(run) = merged.run {
+            self.runs.truncate(merged.at);
+            self.runs.push(run);
+        }
+        if let Some(e) = merged.error {
+            self.warning.get_or_insert_with(|| {
+                format!("cannot merge temporary files of {} ({e})", self.what)
+            });
+        }
     }
 
     /// Whether a run may hold `key`: false means none does, without reading a file.
@@ -116,6 +159,7 @@ impl<const V: usize> Runs<V> {
         entries: impl IntoIterator<Item = (u128, [u8; V])>,
         len: usize,
     ) -> bool {
+        self.finish_merges();
         let written = (self.make_file)().and_then(|file| {
             let mut w = RunWriter::new(file, len);
             for (key, value) in entries {
@@ -125,7 +169,7 @@ impl<const V: usize> Runs<V> {
         });
         match written {
             Ok(run) => {
-                self.runs.push(run);
+                self.runs.push(Arc::new(run));
                 self.merge_runs();
                 true
             }
@@ -142,27 +186,55 @@ impl<const V: usize> Runs<V> {
         }
     }
 
-    /// Merges the two newest runs while the newest is at least half the size of the one
-    /// before it. A merge that fails keeps both runs (warning once).
+    /// Starts the merges now due (`cascade`) on a helper thread, or runs them here
+    /// without one.
     fn merge_runs(&mut self) {
-        while let [.., older, newer] = self.runs.as_slice() {
-            if newer.len * 2 < older.len {
-                break;
+        if !merge_due(&self.runs) {
+            return;
+        }
+        let (runs, make_file) = (self.runs.clone(), self.make_file);
+        let helper = std::thread::Builder::new()
+            .name("promo-merge".into())
+            .spawn(move || cascade(runs, make_file));
+        match helper {
+            Ok(merging) => self.merging = Some(merging),
+            Err(_) => self.apply(cascade(self.runs.clone(), self.make_file)),
+        }
+    }
+}
+
+/// Whether the newest run is at least half the size of the one before it.
+fn merge_due<const V: usize>(runs: &[Arc<Run<V>>]) -> bool {
+    matches!(runs, [.., older, newer] if newer.len * 2 >= older.len)
+}
+
+/// Merges the two newest of `runs` while they are due (`merge_due`), so that each run is
+/// less than half the size of the one before it. A merge that fails keeps both runs.
+fn cascade<const V: usize>(mut runs: Vec<Arc<Run<V>>>, make_file: MakeFile) -> Merged<V> {
+    let mut merged = Merged {
+        at: runs.len(),
+        run: None,
+        error: None,
+    };
+    while merge_due(&runs) {
+        let [.., older, newer] = runs.as_slice() else {
+            break;
+        };
+        match make_file().and_then(|file| merge(file, older, newer)) {
+            Ok(run) => {
+                runs.truncate(runs.len() - 2);
+                let run = Arc::new(run);
+                runs.push(run.clone());
+                merged.at = runs.len() - 1;
+                merged.run = Some(run);
             }
-            match (self.make_file)().and_then(|file| merge(file, older, newer)) {
-                Ok(run) => {
-                    self.runs.truncate(self.runs.len() - 2);
-                    self.runs.push(run);
-                }
-                Err(e) => {
-                    self.warning.get_or_insert_with(|| {
-                        format!("cannot merge temporary files of {} ({e})", self.what)
-                    });
-                    break;
-                }
+            Err(e) => {
+                merged.error = Some(e);
+                break;
             }
         }
     }
+    merged
 }
 
 impl<const V: usize> Run<V> {
@@ -364,11 +436,17 @@ mod tests {
         let mut runs = Runs::<2>::new("test entries");
         assert!(runs.spill(entries(0..100, 1), 100));
         assert!(runs.spill(entries(50..150, 2), 100));
-        assert_eq!(runs.lens(), [150], "merged, each key once");
-        assert_eq!(runs.find(49).unwrap(), Some([49, 1]));
-        assert_eq!(runs.find(50).unwrap(), Some([50, 2]));
-        assert_eq!(runs.find(149).unwrap(), Some([149, 2]));
-        assert_eq!(runs.find(150).unwrap(), None);
+        // The same answers while the merge may still be running, and once it is in place.
+        for settled in [false, true] {
+            if settled {
+                runs.finish_merges();
+                assert_eq!(runs.lens(), [150], "merged, each key once");
+            }
+            assert_eq!(runs.find(49).unwrap(), Some([49, 1]));
+            assert_eq!(runs.find(50).unwrap(), Some([50, 2]));
+            assert_eq!(runs.find(149).unwrap(), Some([149, 2]));
+            assert_eq!(runs.find(150).unwrap(), None);
+        }
     }
 
     #[test]
@@ -388,7 +466,12 @@ mod tests {
             spill.sort_unstable_by_key(|e| e.0);
             model.extend(spill.iter().copied());
             assert!(runs.spill(spill.iter().copied(), spill.len()));
+            // Lookups read the runs a merge still running is merging.
+            for (&k, v) in model.iter().step_by(7) {
+                assert_eq!(runs.find(k).unwrap(), Some(*v), "{k:x}");
+            }
         }
+        runs.finish_merges();
         let lens = runs.lens();
         for pair in lens.windows(2) {
             assert!(pair[1] * 2 < pair[0], "runs not merged: {lens:?}");

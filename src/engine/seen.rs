@@ -228,6 +228,11 @@ impl SeenIds {
         }
     }
 
+    /// Waits for the merges of runs still running (see `Runs::finish_merges`).
+    pub fn finish_merges(&mut self) {
+        self.runs.finish_merges();
+    }
+
     /// What went wrong first with the temporary files, if anything did.
     pub fn warning(&self) -> Option<&str> {
         self.runs.warning()
@@ -275,9 +280,10 @@ impl SeenIds {
         }
     }
 
-    /// The lengths of the runs, oldest first.
+    /// The lengths of the runs, oldest first, once merges still running are done.
     #[cfg(test)]
-    fn run_lens(&self) -> Vec<usize> {
+    fn run_lens(&mut self) -> Vec<usize> {
+        self.runs.finish_merges();
         self.runs.lens()
     }
 }
@@ -306,7 +312,7 @@ mod tests {
     }
 
     /// Runs are each less than half the size of the one before them.
-    fn assert_logarithmic(s: &SeenIds) {
+    fn assert_logarithmic(s: &mut SeenIds) {
         let lens = s.run_lens();
         for pair in lens.windows(2) {
             assert!(pair[1] * 2 < pair[0], "runs not merged: {lens:?}");
@@ -347,7 +353,7 @@ mod tests {
             lens.len() <= (model.len() / 97).ilog2() as usize + 1,
             "{lens:?}"
         );
-        assert_logarithmic(&s);
+        assert_logarithmic(&mut s);
         // Every id, wherever it sits, reads as seen.
         for &h in history.iter().step_by(7) {
             assert!(!s.insert(h).unwrap());
@@ -384,7 +390,7 @@ mod tests {
         }
         assert!(s.insert(ids[0]).unwrap());
         assert!(!s.insert(ids[0]).unwrap());
-        assert_logarithmic(&s);
+        assert_logarithmic(&mut s);
     }
 
     #[test]

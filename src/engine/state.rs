@@ -322,6 +322,13 @@ impl State {
         out
     }
 
+    /// Waits for the merges of temporary files still running, so that the warnings and the
+    /// ledger's statistics that follow are final.
+    pub fn finish_merges(&mut self) {
+        self.keys.seen.finish_merges();
+        self.coupons.finish_merges();
+    }
+
     /// What went wrong with the temporary files of decided ids and coupons, once each: a
     /// file that could not be written leaves its entries in memory, past the budget, and
     /// one that could not be merged leaves more files; nothing is lost either way.
