@@ -8,7 +8,8 @@
 //! positioned read of one page. Runs are merged two by two so that each is less than half
 //! the size of the one before it: about log2(entries / spill size) runs, each entry written
 //! O(log) times. A newer run shadows an older one: lookups go newest first, and a merge
-//! keeps the newer entry of a key.
+//! keeps the newer entry of a key. The merges a spill makes due run on a helper thread;
+//! meanwhile lookups read the runs being merged, which stay as they were.
 //!
 //! Nothing is ever approximate: a filter only spares reads; when a file cannot be written
 //! the caller keeps its entries in memory; when a page cannot be read, the lookup says so.
