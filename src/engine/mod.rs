@@ -1,6 +1,7 @@
 //! The engine: evaluates events against a compiled ruleset and a state. No I/O but the
 //! temporary files where the state keeps what exceeds its memory budgets. Its only threads
-//! are helpers that never touch the state: they fault in memory a table will grow into
+//! are helpers that decide nothing: one makes room for the decided ids while a snapshot
+//! loads (`State::expect_input_while`), others fault in memory a table will grow into
 //! (`ahead`) and merge those temporary files (`runs`).
 
 pub mod admit;
