@@ -69,28 +69,30 @@ fn stopped() -> io::Error {
 }
 
 impl Writer {
-    fn start(file: File) -> Writer {
+    fn start(file: File) -> io::Result<Writer> {
         let (full, to_write) = mpsc::channel::<Vec<u8>>();
         let (give_back, emptied) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let mut file = file;
-            for mut buf in to_write {
-                let wrote = file.write_all(&buf).map(|()| {
-                    buf.clear();
-                    buf
-                });
-                if give_back.send(wrote).is_err() {
-                    break;
+        let thread = std::thread::Builder::new()
+            .name("promo-write".into())
+            .spawn(move || {
+                let mut file = file;
+                for mut buf in to_write {
+                    let wrote = file.write_all(&buf).map(|()| {
+                        buf.clear();
+                        buf
+                    });
+                    if give_back.send(wrote).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        Writer {
+            })?;
+        Ok(Writer {
             full: Some(full),
             emptied,
             in_flight: 0,
             spare: Vec::new(),
             thread: Some(thread),
-        }
+        })
     }
 
     /// Waits for one buffer to be written.
@@ -163,11 +165,10 @@ impl FileSink {
 
     /// Hands the filled buffer to the writing thread, starting it if need be.
     fn hand_over(&mut self) -> io::Result<()> {
-        let writer = match self.writer.take() {
+        let writer = match &mut self.writer {
             Some(writer) => writer,
-            None => Writer::start(self.file.try_clone()?),
+            None => self.writer.insert(Writer::start(self.file.try_clone()?)?),
         };
-        let writer = self.writer.insert(writer);
         let full = std::mem::take(&mut self.buf);
         match writer.hand_over(full) {
             Ok(next) => {
