@@ -206,12 +206,8 @@ pub fn decide(
     };
     // Before anything of the event changes the state.
     state.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
-    let mut accumulators = std::mem::take(&mut out.accumulators);
-    accumulators.clear();
-    accumulators.resize(ruleset.accumulators.len(), Cell::new(None));
-    let mut shared = std::mem::take(&mut out.shared);
-    shared.clear();
-    shared.resize(ruleset.shared_tests, Cell::new(None));
+    let accumulators = unknowns(&mut out.accumulators, ruleset.accumulators.len());
+    let shared = unknowns(&mut out.shared, ruleset.shared_tests);
     let ctx = Ctx {
         ev,
         kind: admitted.kind,
@@ -251,6 +247,15 @@ pub fn decide(
     out.accumulators = accumulators;
     out.shared = shared;
     Ok(Ok(Outcome::Decided))
+}
+
+/// `n` values not yet worked out, in the room `reused` had (taken from it; given back
+/// after the event).
+fn unknowns<T: Copy>(reused: &mut Vec<Cell<Option<T>>>, n: usize) -> Vec<Cell<Option<T>>> {
+    let mut cells = std::mem::take(reused);
+    cells.clear();
+    cells.resize(n, Cell::new(None));
+    cells
 }
 
 /// A coupon a grant would issue, before limits are checked.
