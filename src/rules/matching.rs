@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use chrono::{NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 
-use super::ruleset::{Literal, Op};
+use super::ruleset::{InList, Literal, Op};
 
 /// A value an operand takes on an event.
 pub enum Val<'e> {
@@ -67,6 +67,21 @@ pub fn equals(v: &Val, lit: &Literal) -> bool {
     }
 }
 
+/// Whether `v` equals an item of `ls`.
+fn is_in(v: &Val, ls: &InList) -> bool {
+    let text = match v {
+        Val::Text(t) => Some(*t),
+        Val::Owned(t) => Some(t.as_str()),
+        _ => None,
+    };
+    match (text, ls.text_set()) {
+        (Some(t), Some(set)) => set.contains(t),
+        // A list of texts holds no value of another type.
+        (None, Some(_)) => false,
+        _ => ls.iter().any(|l| equals(v, l)),
+    }
+}
+
 /// Whether `v` passes `op`: the meaning of each operator, for the engine and the checker.
 pub fn passes(op: &Op, v: &Val) -> bool {
     let is = |lit: &Literal, want: fn(Ordering) -> bool| compare(v, lit).is_some_and(want);
@@ -74,8 +89,8 @@ pub fn passes(op: &Op, v: &Val) -> bool {
         Op::Eq(l) => equals(v, l),
         // Absent is not equal to anything, so `ne` and `not_in` hold for absent values.
         Op::Ne(l) => !equals(v, l),
-        Op::In(ls) => ls.iter().any(|l| equals(v, l)),
-        Op::NotIn(ls) => !ls.iter().any(|l| equals(v, l)),
+        Op::In(ls) => is_in(v, ls),
+        Op::NotIn(ls) => !is_in(v, ls),
         Op::Gt(l) => is(l, Ordering::is_gt),
         Op::Gte(l) => is(l, Ordering::is_ge),
         Op::Lt(l) => is(l, Ordering::is_lt),
@@ -101,5 +116,58 @@ pub fn passes(op: &Op, v: &Val) -> bool {
             }),
             _ => true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(names: &[&str]) -> Vec<Literal> {
+        names.iter().map(|n| Literal::Text((*n).into())).collect()
+    }
+
+    #[test]
+    fn a_long_list_of_texts_is_looked_up_in_its_set_with_the_meaning_of_a_scan() {
+        let names = [
+            "citi_gold",
+            "citi_clear",
+            "citi_ultima",
+            "citi_octopus",
+            "citi_rewards",
+        ];
+        let list = InList::new(texts(&names));
+        assert!(list.text_set().is_some());
+        let (is_in, not_in) = (Op::In(list.clone()), Op::NotIn(list));
+        for probe in [
+            "citi_gold",
+            "citi_rewards",
+            "citi_classic",
+            "citi_gol",
+            "",
+            "CITI_GOLD",
+        ] {
+            let want = names.contains(&probe);
+            assert_eq!(passes(&is_in, &Val::Text(probe)), want, "{probe}");
+            assert_eq!(passes(&is_in, &Val::Owned(probe.into())), want, "{probe}");
+            assert_eq!(passes(&not_in, &Val::Text(probe)), !want, "{probe}");
+        }
+        // Absent, or of another type, is in no list of texts.
+        for v in [Val::Absent, Val::Dec(Decimal::ONE), Val::Int(1)] {
+            assert!(!passes(&is_in, &v));
+            assert!(passes(&not_in, &v));
+        }
+    }
+
+    #[test]
+    fn short_or_mixed_lists_are_scanned() {
+        assert!(InList::new(texts(&["a", "b", "c"])).text_set().is_none());
+        let mut mixed = texts(&["a", "b", "c", "d"]);
+        mixed.push(Literal::Int(7));
+        let mixed = InList::new(mixed);
+        assert!(mixed.text_set().is_none());
+        assert!(passes(&Op::In(mixed.clone()), &Val::Int(7)));
+        assert!(passes(&Op::In(mixed.clone()), &Val::Text("d")));
+        assert!(!passes(&Op::In(mixed), &Val::Text("e")));
     }
 }

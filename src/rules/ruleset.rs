@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::calendar::Calendar;
 pub use super::expr::{Expr, Var};
@@ -625,13 +625,53 @@ pub enum Literal {
     Bool(bool),
 }
 
+/// The literals of an `in` or `not_in` list, with the texts of a long list of texts in a
+/// hash set: a designated-card list is tested on most events, and scanning it compared the
+/// value with one name after another.
+#[derive(Debug, Clone)]
+pub struct InList {
+    items: Vec<Literal>,
+    texts: Option<FxHashSet<Box<str>>>,
+}
+
+/// From how many texts a list is looked up in its set rather than scanned.
+const TEXT_SET_FROM: usize = 4;
+
+impl InList {
+    pub fn new(items: Vec<Literal>) -> Self {
+        let texts: Option<FxHashSet<Box<str>>> = items
+            .iter()
+            .map(|l| match l {
+                Literal::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        InList {
+            texts: texts.filter(|t| t.len() >= TEXT_SET_FROM),
+            items,
+        }
+    }
+
+    /// The texts in a set, when the list is long and holds nothing else.
+    pub fn text_set(&self) -> Option<&FxHashSet<Box<str>>> {
+        self.texts.as_ref()
+    }
+}
+
+impl std::ops::Deref for InList {
+    type Target = [Literal];
+    fn deref(&self) -> &[Literal] {
+        &self.items
+    }
+}
+
 /// One comparison of an operand.
 #[derive(Debug, Clone)]
 pub enum Op {
     Eq(Literal),
     Ne(Literal),
-    In(Vec<Literal>),
-    NotIn(Vec<Literal>),
+    In(InList),
+    NotIn(InList),
     Gt(Literal),
     Gte(Literal),
     Lt(Literal),

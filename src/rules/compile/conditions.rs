@@ -405,8 +405,8 @@ impl Tests<'_> {
         one(&c.lt, "lt", Op::Lt, d);
         one(&c.lte, "lte", Op::Lte, d);
         let lists: [(&Option<Literals>, &str, MakeListOp); 3] = [
-            (&c.in_, "in", Op::In),
-            (&c.not_in, "not_in", Op::NotIn),
+            (&c.in_, "in", |ls| Op::In(InList::new(ls))),
+            (&c.not_in, "not_in", |ls| Op::NotIn(InList::new(ls))),
             (&c.each_in, "each_in", Op::EachIn),
         ];
         for (vs, op, make) in lists {
@@ -419,8 +419,10 @@ impl Tests<'_> {
             }
         }
         let named: [(&Option<Sp<String>>, &str, MakeListOp); 2] = [
-            (&c.in_list, "in_list", Op::In),
-            (&c.not_in_list, "not_in_list", Op::NotIn),
+            (&c.in_list, "in_list", |ls| Op::In(InList::new(ls))),
+            (&c.not_in_list, "not_in_list", |ls| {
+                Op::NotIn(InList::new(ls))
+            }),
         ];
         for (l, op, make) in named {
             if let Some(l) = l {
