@@ -129,24 +129,11 @@ mod tests {
 
     #[test]
     fn a_long_list_of_texts_is_looked_up_in_its_set_with_the_meaning_of_a_scan() {
-        let names = [
-            "citi_gold",
-            "citi_clear",
-            "citi_ultima",
-            "citi_octopus",
-            "citi_rewards",
-        ];
+        let names = ["gold", "clear", "ultima", "octopus", "rewards"];
         let list = InList::new(texts(&names));
         assert!(list.text_set().is_some());
         let (is_in, not_in) = (Op::In(list.clone()), Op::NotIn(list));
-        for probe in [
-            "citi_gold",
-            "citi_rewards",
-            "citi_classic",
-            "citi_gol",
-            "",
-            "CITI_GOLD",
-        ] {
+        for probe in ["gold", "rewards", "classic", "gol", "", "GOLD"] {
             let want = names.contains(&probe);
             assert_eq!(passes(&is_in, &Val::Text(probe)), want, "{probe}");
             assert_eq!(passes(&is_in, &Val::Owned(probe.into())), want, "{probe}");
