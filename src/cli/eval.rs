@@ -484,30 +484,14 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
     let Outputs { out, held, rejects } = open_outputs(args, &start, rejects_path.as_deref())?;
     let input = open_input(args)?;
     let bar = progress_bar(input_len, args.quiet);
-    let mut progress = |bytes: u64| bar.set_position(bytes);
     let mut batch = Batch::new(
         &ruleset,
         &mut state,
         DecisionWriter::new(out, output_format).continuing(held),
         rejects,
     );
-    if args.explain {
-        batch.explain = crate::batch::ExplainMode::Inline;
-    }
-    // A reader thread blocked on an interactive terminal would outlive a stop at a checkpoint.
-    if stdin {
-        batch.parallel = false;
-    }
+    set_up(&mut batch, args, kept, shared.is_some());
     let (skip, rejects_known) = start.position(&mut batch.summary);
-    if kept {
-        if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
-            errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
-        }
-    }
-    if shared.is_some() {
-        // Blocks are read ahead by unit: the batch reads them in the same order.
-        batch.parallel = false;
-    }
     let at = RunAt {
         key: run_key.clone(),
         input: input_head,
@@ -520,20 +504,10 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
         let n = r.consumed;
         errln!("promo eval: resuming after {n} input lines committed by an earlier run");
     }
-    let reader = BufReader::with_capacity(1 << 16, input);
-    let run = match input_format {
-        InputFormat::Jsonl => batch.run_jsonl(reader, &mut progress),
-        InputFormat::Csv => batch.run_csv(reader, &mut progress),
-    };
-    bar.finish_and_clear();
+    let run = run_batch(batch, input_format, input, &bar);
     let closed = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
-    let finish = match run {
-        Ok(f) => f,
-        Err(e) if closed(&e) => return Ok(Exit::Success),
-        Err(e) => return Err(e.to_string()),
-    };
-    let summary = match batch.finish() {
-        Ok(s) => s,
+    let (finish, summary) = match run {
+        Ok(ended) => ended,
         Err(e) if closed(&e) => return Ok(Exit::Success),
         Err(e) => return Err(e.to_string()),
     };
@@ -547,6 +521,45 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
         rerun: matches!(start, Start::Rerun(_)),
     };
     Ok(conclude(args, &ended, &mut state))
+}
+
+/// Sets `batch` up for the run `args` ask for: explained, or read on one thread; and, for a
+/// run that keeps state (`kept`), Ctrl-C stops it at its next checkpoint.
+fn set_up(batch: &mut EvalBatch<'_>, args: &EvalArgs, kept: bool, shared: bool) {
+    if args.explain {
+        batch.explain = crate::batch::ExplainMode::Inline;
+    }
+    // A reader thread blocked on an interactive terminal would outlive a stop at a
+    // checkpoint; with a shared state, blocks are read ahead by unit, and the batch reads
+    // them in the same order.
+    if args.input.as_os_str() == "-" || shared {
+        batch.parallel = false;
+    }
+    if kept {
+        if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)) {
+            errln!("promo eval: Ctrl-C will not stop cleanly: {e}");
+        }
+    }
+}
+
+/// The batch of `eval`: decisions and rejects to files or standard output.
+type EvalBatch<'r> = Batch<'r, Box<dyn Sink>, Box<dyn Sink>>;
+
+/// Runs `batch` over `input`, showing its progress on `bar`, and finishes it.
+fn run_batch(
+    mut batch: EvalBatch<'_>,
+    format: InputFormat,
+    input: Box<dyn io::Read + Send>,
+    bar: &ProgressBar,
+) -> io::Result<(Finish, Summary)> {
+    let mut progress = |bytes: u64| bar.set_position(bytes);
+    let reader = BufReader::with_capacity(1 << 16, input);
+    let run = match format {
+        InputFormat::Jsonl => batch.run_jsonl(reader, &mut progress),
+        InputFormat::Csv => batch.run_csv(reader, &mut progress),
+    };
+    bar.finish_and_clear();
+    Ok((run?, batch.finish()?))
 }
 
 /// Where a kept run is: its record's key, input and rules, and where it starts.
