@@ -8,7 +8,7 @@
 use chrono::{NaiveDate, NaiveTime};
 use rust_decimal::Decimal;
 
-use super::evaluate::InvalidEvent;
+use super::evaluate::{known_tests, InvalidEvent, KnownTests};
 use super::name_ids::NameIds;
 use super::seen::SeenIds;
 use super::zone::LocalDates;
@@ -35,6 +35,8 @@ pub struct Admitted {
     pub new_customer: Option<Box<str>>,
     /// The wallet's name, if admitting gave it its id.
     pub new_wallet: Option<Box<str>>,
+    /// Its shared event-only tests, worked out.
+    pub known: KnownTests,
 }
 
 /// What admitting an event found.
@@ -209,6 +211,7 @@ impl Keys {
             new_wallet = Some(ev.wallet.as_ref().into());
         });
         let (date, day, time) = self.dates.local(&ruleset.timezone, &ev.at);
+        let known = known_tests(ruleset, ev, kind, (date, time));
         Admission::Fresh(Admitted {
             kind,
             id_hash,
@@ -219,6 +222,7 @@ impl Keys {
             time,
             new_customer,
             new_wallet,
+            known,
         })
     }
 

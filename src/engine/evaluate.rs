@@ -207,7 +207,8 @@ pub fn decide(
     // Before anything of the event changes the state.
     state.prepare_coupons(ev.coupons.iter().flatten().map(|id| id.as_ref()))?;
     let accumulators = unknowns(&mut out.accumulators, ruleset.accumulators.len());
-    let shared = unknowns(&mut out.shared, ruleset.shared_tests);
+    let shared = unknowns(&mut out.shared, ruleset.shared_tests.len());
+    admitted.known.fill(&shared);
     let ctx = Ctx {
         ev,
         kind: admitted.kind,
@@ -900,9 +901,28 @@ fn test(
 }
 
 fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Operand) -> Val<'e> {
-    let ev = ctx.ev;
+    let at = (ctx.date, ctx.time);
+    if let Some(v) = event_value(ruleset, ctx.ev, at, operand) {
+        return v;
+    }
     match operand {
-        Operand::Field(Field::At) => Val::Date(ctx.date),
+        Operand::Fact(fi) => fact_value(ruleset, state, ctx, *fi),
+        Operand::Accumulator(a) => accumulator_value(ruleset, state, ctx, *a),
+        // `test` works expressions out itself: they can fail.
+        _ => Val::Absent,
+    }
+}
+
+/// The value of an operand that looks at the event alone (its fields, local date and
+/// time); `None` for one that reads the state or is an expression.
+fn event_value<'e>(
+    ruleset: &Ruleset,
+    ev: &'e Event<'_>,
+    (date, time): (NaiveDate, NaiveTime),
+    operand: &Operand,
+) -> Option<Val<'e>> {
+    Some(match operand {
+        Operand::Field(Field::At) => Val::Date(date),
         Operand::Field(Field::Amount) => ev.amount.map_or(Val::Absent, Val::Dec),
         Operand::Field(Field::FaceValues) => {
             ev.face_values.as_deref().map_or(Val::Absent, Val::DecList)
@@ -928,19 +948,59 @@ fn value<'e>(ruleset: &Ruleset, state: &State, ctx: &Ctx<'e, '_>, operand: &Oper
             Val::Int(ev.coupons.as_ref().map_or(0, |c| c.len() as i64))
         }
         Operand::SumOf(_) | Operand::CountOf(_) => Val::Absent,
-        Operand::Fact(fi) => fact_value(ruleset, state, ctx, *fi),
-        Operand::Weekday => Val::Text(weekday_name(ctx.date.weekday())),
-        Operand::DayOfMonth => Val::Int(i64::from(ctx.date.day())),
-        Operand::TimeOfDay => Val::Time(ctx.time),
+        Operand::Weekday => Val::Text(weekday_name(date.weekday())),
+        Operand::DayOfMonth => Val::Int(i64::from(date.day())),
+        Operand::TimeOfDay => Val::Time(time),
         Operand::WorkingDay(c) => Val::Bool(
             ruleset
                 .calendars
                 .get(*c)
-                .is_some_and(|cal| cal.is_working_day(ctx.date)),
+                .is_some_and(|cal| cal.is_working_day(date)),
         ),
-        Operand::Accumulator(a) => accumulator_value(ruleset, state, ctx, *a),
-        // `test` works expressions out itself: they can fail.
-        Operand::Value(_) => Val::Absent,
+        Operand::Fact(_) | Operand::Accumulator(_) | Operand::Value(_) => return None,
+    })
+}
+
+/// The shared event-only tests (`Ruleset::shared_tests`) of an event of type `kind`,
+/// worked out when it is admitted: on the reading thread of a parallel run, where the
+/// event was just read, rather than by the deciding thread.
+pub fn known_tests(
+    ruleset: &Ruleset,
+    ev: &Event<'_>,
+    kind: usize,
+    at: (NaiveDate, NaiveTime),
+) -> KnownTests {
+    let mut known = KnownTests::default();
+    for (i, t) in ruleset.shared_tests.iter().enumerate().take(64) {
+        let of_kind = u32::try_from(kind).ok().and_then(|k| 1u64.checked_shl(k));
+        if of_kind.is_none_or(|bit| t.on & bit == 0) {
+            continue;
+        }
+        let v = event_value(ruleset, ev, at, &t.operand).unwrap_or(Val::Absent);
+        known.mask |= 1 << i;
+        if t.ops.iter().all(|op| passes(op, &v)) {
+            known.passed |= 1 << i;
+        }
+    }
+    known
+}
+
+/// The results of an event's shared tests worked out ahead: bit `i` of `passed` is the
+/// result of test `i` where bit `i` of `mask` is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KnownTests {
+    mask: u64,
+    passed: u64,
+}
+
+impl KnownTests {
+    /// Puts the results known into the event's cells of shared tests.
+    fn fill(self, cells: &[Cell<Option<bool>>]) {
+        for (i, cell) in cells.iter().enumerate().take(64) {
+            if self.mask & (1 << i) != 0 {
+                cell.set(Some(self.passed & (1 << i) != 0));
+            }
+        }
     }
 }
 

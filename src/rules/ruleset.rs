@@ -68,8 +68,9 @@ pub struct Ruleset {
     /// For each event type, what of the state deciding it may read or write.
     pub reads_by_type: Vec<Reads>,
     pub scripts: Scripts,
-    /// How many event-only tests more than one condition makes (see `Condition::shared`).
-    pub shared_tests: usize,
+    /// The event-only tests more than one condition makes, by place (see
+    /// `Condition::shared`).
+    pub shared_tests: Vec<SharedTest>,
     type_index: FxHashMap<String, usize>,
 }
 
@@ -505,8 +506,8 @@ pub struct Rule {
 /// Marks the conditions whose test looks at the event alone (its fields, local date and
 /// time) and is made, the same, by another condition too: a card-product list a rule and an
 /// accumulator both test, say. Each such test gets a place, and an event works it out once.
-/// Returns the number of places.
-fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> usize {
+/// Returns the tests by place.
+fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> Vec<SharedTest> {
     fn lists(rule: &mut Rule) -> impl Iterator<Item = &mut Vec<Condition>> {
         let grant = rule.grant.as_mut();
         let (tiers, coupons) = match grant {
@@ -520,30 +521,59 @@ fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> us
             .chain(tier_lists)
             .chain(coupons.iter_mut().map(|c| &mut c.when))
     }
-    let mut all: Vec<&mut Condition> = rules
+    let mut all: Vec<(TypeMask, &mut Condition)> = rules
         .iter_mut()
-        .flat_map(|r| lists(r).flatten())
-        .chain(accumulators.iter_mut().flat_map(|a| a.when.iter_mut()))
+        .flat_map(|r| {
+            let on = r.on;
+            lists(r).flatten().map(move |c| (on, c))
+        })
+        .chain(accumulators.iter_mut().flat_map(|a| {
+            let on = a.on;
+            a.when.iter_mut().map(move |c| (on, c))
+        }))
         .collect();
     // Derived `Debug` shows every part of an operand and its operators: equal text, equal
     // test.
-    let keys: Vec<Option<String>> = all.iter().map(|c| event_only_key(&c.test)).collect();
+    let keys: Vec<Option<String>> = all.iter().map(|(_, c)| event_only_key(&c.test)).collect();
     let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
     for key in keys.iter().flatten() {
         *seen.entry(key).or_default() += 1;
     }
     let mut places: FxHashMap<&str, usize> = FxHashMap::default();
-    for (c, key) in all.iter_mut().zip(&keys) {
+    let mut tests: Vec<SharedTest> = Vec::new();
+    for ((on, c), key) in all.iter_mut().zip(&keys) {
         let Some(key) = key
             .as_deref()
             .filter(|k| seen.get(k).is_some_and(|&n| n > 1))
         else {
             continue;
         };
-        let next = places.len();
-        c.shared = Some(*places.entry(key).or_insert(next));
+        let Test::Compare { operand, ops } = &c.test else {
+            continue;
+        };
+        let place = *places.entry(key).or_insert_with(|| {
+            tests.push(SharedTest {
+                operand: operand.clone(),
+                ops: ops.clone(),
+                on: 0,
+            });
+            tests.len() - 1
+        });
+        if let Some(t) = tests.get_mut(place) {
+            t.on |= *on;
+        }
+        c.shared = Some(place);
     }
-    places.len()
+    tests
+}
+
+/// An event-only test that more than one condition makes (`Condition::shared`), and the
+/// event types whose rules or accumulators make it.
+#[derive(Debug, Clone)]
+pub struct SharedTest {
+    pub operand: Operand,
+    pub ops: Vec<Op>,
+    pub on: TypeMask,
 }
 
 /// The text that identifies a test of the event alone, or `None` for a test that reads

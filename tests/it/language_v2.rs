@@ -961,12 +961,18 @@ fn an_event_only_test_several_conditions_make_is_worked_out_in_one_shared_place(
             }
         }
         assert!(
-            ruleset.shared_tests > 0,
+            !ruleset.shared_tests.is_empty(),
             "{}: nothing shared",
             rules.display()
         );
-        assert_eq!(by_place.len(), ruleset.shared_tests);
-        for tests in by_place.values() {
+        assert_eq!(by_place.len(), ruleset.shared_tests.len());
+        for (place, tests) in &by_place {
+            let shared = &ruleset.shared_tests[*place];
+            let kept = format!(
+                "Compare {{ operand: {:?}, ops: {:?} }}",
+                shared.operand, shared.ops
+            );
+            assert_eq!(tests[0], kept, "place {place} keeps another test");
             assert!(tests.len() > 1, "a place of one condition: {tests:?}");
             assert!(
                 tests.iter().all(|t| t == &tests[0]),
