@@ -598,9 +598,10 @@ fn crash_and_resume_is_byte_identical() {
 
 /// Ctrl-C (SIGINT, sent with `kill -INT`) stops the run at its next checkpoint with exit
 /// status 130; the rerun resumes and ends with the bytes of an uninterrupted run. The events
-/// come through standard input, so that the signal lands mid-run without any timing: once
-/// more lines than a pipe holds are written, the run is reading (its handler is set before
-/// it reads), and it reaches its next checkpoint only when the test writes further lines.
+/// come through standard input, so that the signal lands mid-run: once more lines than a
+/// pipe holds are written, the run is reading (its handler is set before it reads), and it
+/// reaches its next checkpoint only when the test writes further lines, which end before
+/// the input does (the handler may set the stop late; see `interrupt_mid_input`).
 #[test]
 #[cfg(unix)]
 fn ctrl_c_stops_at_a_checkpoint_with_130_and_the_rerun_resumes() {

@@ -496,7 +496,9 @@ pub fn reject_coupon(event: &Value, coupon: &str, reason: &str) -> Value {
 /// Runs `cmd` (reading its events from standard input), writes `first` (more than a pipe
 /// holds, so that the run is reading when the signal comes), sends it SIGINT, writes `rest`
 /// (a run that stops at its next checkpoint closes its end: a failed write is fine), and
-/// waits for it. Its standard output is not kept.
+/// waits for it. Its standard output is not kept. The run's handler sets its stop on a
+/// thread of its own, which a busy machine may run only once `rest` is read: a `rest` that
+/// ends before the input does keeps the run from consuming everything.
 #[cfg(unix)]
 pub fn interrupt_mid_input(mut cmd: Command, first: &str, rest: &str) -> std::process::Output {
     use std::io::Write as _;
