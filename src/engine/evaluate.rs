@@ -971,9 +971,11 @@ pub fn known_tests(
     at: (NaiveDate, NaiveTime),
 ) -> KnownTests {
     let mut known = KnownTests::default();
+    let Some(of_kind) = u32::try_from(kind).ok().and_then(|k| 1u64.checked_shl(k)) else {
+        return known;
+    };
     for (i, t) in ruleset.shared_tests.iter().enumerate().take(64) {
-        let of_kind = u32::try_from(kind).ok().and_then(|k| 1u64.checked_shl(k));
-        if of_kind.is_none_or(|bit| t.on & bit == 0) {
+        if t.on & of_kind == 0 {
             continue;
         }
         let v = event_value(ruleset, ev, at, &t.operand).unwrap_or(Val::Absent);
@@ -994,6 +996,14 @@ pub struct KnownTests {
 }
 
 impl KnownTests {
+    /// The result of the shared test at `place`, if it was worked out.
+    pub fn result(self, place: usize) -> Option<bool> {
+        let bit = u32::try_from(place)
+            .ok()
+            .and_then(|p| 1u64.checked_shl(p))?;
+        (self.mask & bit != 0).then_some(self.passed & bit != 0)
+    }
+
     /// Puts the results known into the event's cells of shared tests.
     fn fill(self, cells: &[Cell<Option<bool>>]) {
         for (i, cell) in cells.iter().enumerate().take(64) {

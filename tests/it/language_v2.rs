@@ -946,6 +946,47 @@ fn all_conditions(ruleset: &promo::rules::Ruleset) -> Vec<&promo::rules::ruleset
     all
 }
 
+/// Admission works the shared tests of the event's type out, as the conditions would: the
+/// seed's designated-card test of its bill-payment rules passes for a designated card and
+/// fails for another, and is not worked out for a type no condition making it is on.
+#[test]
+fn admission_works_out_the_shared_tests_of_the_events_type() {
+    use promo::engine::{Admission, State};
+    use promo::rules::ruleset::Operand;
+    let ruleset = promo::rules::load_ruleset(&shipped_rules()).unwrap();
+    let card = ruleset
+        .shared_tests
+        .iter()
+        .position(|t| {
+            format!("{:?}", t.operand)
+                .to_lowercase()
+                .replace('_', "")
+                .contains("cardproduct")
+        })
+        .expect("the designated-card test is shared");
+    assert!(matches!(
+        ruleset.shared_tests[card].operand,
+        Operand::Field(_)
+    ));
+    let mut state = State::new(&ruleset);
+    let cases = [
+        ("bill_payment", "citi_gold", Some(true)),
+        ("bill_payment", "no_such_card", Some(false)),
+        ("purchase", "citi_gold", None),
+    ];
+    for (i, (kind, product, want)) in cases.into_iter().enumerate() {
+        let line = format!(
+            r#"{{"id":"K{i}","type":"{kind}","at":"2031-01-05T10:00:00+08:00","customer":"C{i}","wallet":"W{i}","amount":"100.00","card_product":"{product}","card_role":"principal","merchant":"M1","channel":"online"}}"#
+        );
+        let ev = promo::io::event_json::parse_event(&line).unwrap();
+        let admission = state.admit(&ruleset, &ev);
+        let Admission::Fresh(a) = admission else {
+            panic!("{line} not admitted: {admission:?}");
+        };
+        assert_eq!(a.known.result(card), want, "{kind} {product}");
+    }
+}
+
 #[test]
 fn an_event_only_test_several_conditions_make_is_worked_out_in_one_shared_place() {
     use promo::rules::ruleset::{Operand, Test};
