@@ -68,7 +68,7 @@ pub struct Ruleset {
     /// For each event type, what of the state deciding it may read or write.
     pub reads_by_type: Vec<Reads>,
     pub scripts: Scripts,
-    /// The event-only tests more than one condition makes, by place (see
+    /// The tests of the event alone that conditions make, by place (see
     /// `Condition::shared`).
     pub shared_tests: Vec<SharedTest>,
     type_index: FxHashMap<String, usize>,
@@ -503,10 +503,10 @@ pub struct Rule {
     pub params: rhai::Map,
 }
 
-/// Marks the conditions whose test looks at the event alone (its fields, local date and
-/// time) and is made, the same, by another condition too: a card-product list a rule and an
-/// accumulator both test, say. Each such test gets a place, and an event works it out once.
-/// Returns the tests by place.
+/// Gives the conditions whose test looks at the event alone (its fields, local date and
+/// time) a place, one for all the conditions that make the same test (a card-product list
+/// a rule and an accumulator both test, say): an event works each place out once, when it
+/// is admitted (`engine::evaluate::known_tests`). Returns the tests by place.
 fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> Vec<SharedTest> {
     fn lists(rule: &mut Rule) -> impl Iterator<Item = &mut Vec<Condition>> {
         let grant = rule.grant.as_mut();
@@ -535,17 +535,10 @@ fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> Ve
     // Derived `Debug` shows every part of an operand and its operators: equal text, equal
     // test.
     let keys: Vec<Option<String>> = all.iter().map(|(_, c)| event_only_key(&c.test)).collect();
-    let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
-    for key in keys.iter().flatten() {
-        *seen.entry(key).or_default() += 1;
-    }
     let mut places: FxHashMap<&str, usize> = FxHashMap::default();
     let mut tests: Vec<SharedTest> = Vec::new();
     for ((on, c), key) in all.iter_mut().zip(&keys) {
-        let Some(key) = key
-            .as_deref()
-            .filter(|k| seen.get(k).is_some_and(|&n| n > 1))
-        else {
+        let Some(key) = key.as_deref() else {
             continue;
         };
         let Test::Compare { operand, ops } = &c.test else {
@@ -567,8 +560,8 @@ fn share_event_tests(rules: &mut [Rule], accumulators: &mut [Accumulator]) -> Ve
     tests
 }
 
-/// An event-only test that more than one condition makes (`Condition::shared`), and the
-/// event types whose rules or accumulators make it.
+/// A test of the event alone that conditions make (`Condition::shared`), and the event
+/// types whose rules or accumulators make it.
 #[derive(Debug, Clone)]
 pub struct SharedTest {
     pub operand: Operand,
@@ -605,8 +598,8 @@ pub struct Condition {
     pub test: Test,
     /// For redemption rules: the reason a failure rejects with.
     pub reject: Option<Arc<str>>,
-    /// Its place among the event-only tests that more than one condition of the ruleset
-    /// makes (`Ruleset::shared_tests`): worked out once per event, whoever asks first.
+    /// Its place among the ruleset's tests of the event alone (`Ruleset::shared_tests`),
+    /// shared by the conditions that make the same test: worked out once per event.
     pub shared: Option<usize>,
 }
 

@@ -988,7 +988,7 @@ fn admission_works_out_the_shared_tests_of_the_events_type() {
 }
 
 #[test]
-fn an_event_only_test_several_conditions_make_is_worked_out_in_one_shared_place() {
+fn every_test_of_the_event_alone_has_one_place_for_the_conditions_that_make_it() {
     use promo::rules::ruleset::{Operand, Test};
     // The seed tests the designated-card list in three rules; the v2 bench's promotions and
     // accumulator test it again.
@@ -1017,13 +1017,14 @@ fn an_event_only_test_several_conditions_make_is_worked_out_in_one_shared_place(
                 shared.operand, shared.ops
             );
             assert_eq!(tests[0], kept, "place {place} keeps another test");
-            assert!(tests.len() > 1, "a place of one condition: {tests:?}");
             assert!(
                 tests.iter().all(|t| t == &tests[0]),
                 "different tests share: {tests:?}"
             );
         }
-        // Equal tests of the event alone all share; tests of the state never do.
+        // Every test of the event alone has a place, equal tests the same one; tests of
+        // the state never have one.
+        let mut twins_shared = false;
         for c in &conditions {
             let Test::Compare { operand, .. } = &c.test else {
                 assert!(c.shared.is_none());
@@ -1033,11 +1034,14 @@ fn an_event_only_test_several_conditions_make_is_worked_out_in_one_shared_place(
                 operand,
                 Operand::Fact(_) | Operand::Accumulator(_) | Operand::Value(_)
             );
-            let twins = conditions
+            assert_eq!(c.shared.is_some(), !of_state, "{}", c.name);
+            let twins: Vec<_> = conditions
                 .iter()
                 .filter(|o| format!("{:?}", o.test) == format!("{:?}", c.test))
-                .count();
-            assert_eq!(c.shared.is_some(), !of_state && twins > 1, "{}", c.name);
+                .collect();
+            assert!(twins.iter().all(|o| o.shared == c.shared), "{}", c.name);
+            twins_shared |= twins.len() > 1 && c.shared.is_some();
         }
+        assert!(twins_shared, "{}: no place shared", rules.display());
     }
 }
