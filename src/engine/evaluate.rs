@@ -971,7 +971,7 @@ pub fn known_tests(
     at: (NaiveDate, NaiveTime),
 ) -> KnownTests {
     let mut known = KnownTests::default();
-    let Some(of_kind) = u32::try_from(kind).ok().and_then(|k| 1u64.checked_shl(k)) else {
+    let Some(of_kind) = bit(kind) else {
         return known;
     };
     for (i, t) in ruleset.shared_tests.iter().enumerate().take(64) {
@@ -987,6 +987,11 @@ pub fn known_tests(
     known
 }
 
+/// Bit `i` of a 64-bit mask (of event types, or of places of tests); `None` past 63.
+fn bit(i: usize) -> Option<u64> {
+    u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i))
+}
+
 /// The results of an event's shared tests worked out ahead: bit `i` of `passed` is the
 /// result of test `i` where bit `i` of `mask` is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -998,17 +1003,15 @@ pub struct KnownTests {
 impl KnownTests {
     /// The result of the shared test at `place`, if it was worked out.
     pub fn result(self, place: usize) -> Option<bool> {
-        let bit = u32::try_from(place)
-            .ok()
-            .and_then(|p| 1u64.checked_shl(p))?;
+        let bit = bit(place)?;
         (self.mask & bit != 0).then_some(self.passed & bit != 0)
     }
 
     /// Puts the results known into the event's cells of shared tests.
     fn fill(self, cells: &[Cell<Option<bool>>]) {
         for (i, cell) in cells.iter().enumerate().take(64) {
-            if self.mask & (1 << i) != 0 {
-                cell.set(Some(self.passed & (1 << i) != 0));
+            if let Some(passed) = self.result(i) {
+                cell.set(Some(passed));
             }
         }
     }
