@@ -125,6 +125,40 @@ fn intern_hashed(ids: &mut NameIds, hash: u128, new: impl FnOnce()) -> u32 {
     id
 }
 
+/// What admitting an event works out from the ruleset and the event alone: its type (once
+/// its fields are checked), its date and time in the ruleset's zone, and its event-only
+/// tests. No state goes into it, so any thread can work it out ahead of the deciding one:
+/// the service does so on each request's own thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    kind: usize,
+    date: NaiveDate,
+    day: WindowDay,
+    time: NaiveTime,
+    known: KnownTests,
+}
+
+impl Prepared {
+    /// Works out what `ev` says under `ruleset`; `dates` dates it (and keeps what the next
+    /// event of the same quarter hour and day reuses).
+    pub fn of(
+        ruleset: &Ruleset,
+        ev: &Event<'_>,
+        dates: &mut LocalDates,
+    ) -> Result<Self, InvalidEvent> {
+        let kind = event_kind(ruleset, ev)?;
+        let (date, day, time) = dates.local(&ruleset.timezone, &ev.at);
+        let known = known_tests(ruleset, ev, kind, (date, time));
+        Ok(Prepared {
+            kind,
+            date,
+            day,
+            time,
+            known,
+        })
+    }
+}
+
 /// The keys of a state: customer and wallet ids by name hash, and the hashes of decided
 /// event ids (the only state that grows with events rather than customers: in memory up to
 /// a budget, then mostly in temporary files, see `SeenIds`). Lent out (`State::lend_keys`)
@@ -188,10 +222,14 @@ impl Keys {
 
     /// `admit`, with the event's hashes computed already.
     pub fn admit_hashed(&mut self, ruleset: &Ruleset, ev: &Event<'_>, h: EventHashes) -> Admission {
-        let kind = match event_kind(ruleset, ev) {
-            Ok(kind) => kind,
-            Err(e) => return Admission::Invalid(e),
-        };
+        match Prepared::of(ruleset, ev, &mut self.dates) {
+            Ok(prepared) => self.admit_prepared(ev, h, &prepared),
+            Err(e) => Admission::Invalid(e),
+        }
+    }
+
+    /// `admit`, with what the ruleset and the event alone say worked out already.
+    pub fn admit_prepared(&mut self, ev: &Event<'_>, h: EventHashes, p: &Prepared) -> Admission {
         let id_hash = h.id;
         match self.seen.insert(id_hash) {
             Ok(true) => {}
@@ -210,19 +248,17 @@ impl Keys {
         let wallet = intern_hashed(&mut self.wallets, h.wallet, || {
             new_wallet = Some(ev.wallet.as_ref().into());
         });
-        let (date, day, time) = self.dates.local(&ruleset.timezone, &ev.at);
-        let known = known_tests(ruleset, ev, kind, (date, time));
         Admission::Fresh(Admitted {
-            kind,
+            kind: p.kind,
             id_hash,
             customer,
             wallet,
-            date,
-            day,
-            time,
+            date: p.date,
+            day: p.day,
+            time: p.time,
             new_customer,
             new_wallet,
-            known,
+            known: p.known,
         })
     }
 

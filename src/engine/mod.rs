@@ -17,9 +17,9 @@ mod runs;
 pub mod script_view;
 pub mod seen;
 pub mod state;
-mod zone;
+pub mod zone;
 
-pub use admit::{Admission, Admitted, EventHashes, Keys};
+pub use admit::{Admission, Admitted, EventHashes, Keys, Prepared};
 pub use evaluate::{decide, evaluate, Evaluation, Failed, InvalidEvent, Outcome, RuleTrace};
 pub use explain::{explain, Explanation};
 pub use seen::SeenIds;

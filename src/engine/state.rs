@@ -9,7 +9,7 @@ use fixedbitset::FixedBitSet;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashSet;
 
-use super::admit::{intern_in, name_hash, Admission, Admitted, EventHashes, Keys};
+use super::admit::{intern_in, name_hash, Admission, Admitted, EventHashes, Keys, Prepared};
 use super::counters::CounterTable;
 use super::evaluate::InvalidEvent;
 use super::footprint::footprint;
@@ -495,6 +495,12 @@ impl State {
     /// `admit`, with the event's hashes worked out already (on another thread, say).
     pub fn admit_hashed(&mut self, ruleset: &Ruleset, ev: &Event<'_>, h: EventHashes) -> Admission {
         self.keys.admit_hashed(ruleset, ev, h)
+    }
+
+    /// `admit`, with what the ruleset and the event alone say worked out already
+    /// (`Prepared`, on another thread, say).
+    pub fn admit_prepared(&mut self, ev: &Event<'_>, h: EventHashes, p: &Prepared) -> Admission {
+        self.keys.admit_prepared(ev, h, p)
     }
 
     /// Prefetches what admitting an event with these hashes, or asking whether its id was

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::body::split_events;
+use super::body::{prepare, split_events};
 use super::decider::{self, Answer, Job, Msg, SharedState};
 use super::error::{ApiError, ErrorBody};
 use super::live::{Live, Rejection};
@@ -260,10 +260,13 @@ pub async fn post_events(
         )
     })?;
     let (events, many) = split_events(body, app.max_batch)?;
+    let live = app.live.load_full();
+    let prepared = prepare(&live.ruleset, &events, many)?;
     let (reply, answer) = oneshot::channel();
     let job = Job {
-        live: app.live.load_full(),
+        live,
         events,
+        prepared,
         many,
         dry_run: query.dry_run.unwrap_or(false),
         reply,

@@ -7,10 +7,12 @@ use axum::http::StatusCode;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use crate::engine::EventHashes;
+use crate::engine::zone::LocalDates;
+use crate::engine::{EventHashes, InvalidEvent, Prepared};
 use crate::io::event_json::{named_field, parse_event};
 use crate::io::flat_json::{parse_flat, parse_flat_array};
 use crate::model::Event;
+use crate::rules::Ruleset;
 
 /// An event of a body, with what the deciding thread would otherwise work out itself.
 #[derive(Debug)]
@@ -48,6 +50,49 @@ pub fn split_events(body: String, max: usize) -> Result<(ParsedBody, bool), ApiE
     let many = body.trim_start().starts_with('[');
     let parsed = ParsedBody::try_new(body, |text| read_events(text, many, max))?;
     Ok((parsed, many))
+}
+
+/// What `ruleset` says of each event of `body` alone (`Prepared`), worked out here on the
+/// request's own thread rather than by the one deciding thread; the first event it cannot
+/// decide refuses the request whole, before anything is decided.
+pub fn prepare(
+    ruleset: &Ruleset,
+    body: &ParsedBody,
+    many: bool,
+) -> Result<Vec<Prepared>, ApiError> {
+    let mut dates = LocalDates::default();
+    body.events()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            Prepared::of(ruleset, &e.event, &mut dates).map_err(|err| invalid_event(many, i, &err))
+        })
+        .collect()
+}
+
+/// Where in the body an event's field is: `name` for one event, `[i].name` in an array.
+pub fn field(many: bool, i: usize, name: &str) -> String {
+    if !many {
+        name.to_string()
+    } else {
+        format!("[{i}].{name}")
+    }
+}
+
+fn invalid_event(many: bool, i: usize, err: &InvalidEvent) -> ApiError {
+    let e = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_event",
+        err.to_string(),
+    );
+    match err {
+        InvalidEvent::UnknownType(_) => e.at(field(many, i, "type")),
+        InvalidEvent::MissingField { field: f, .. } => e.at(field(many, i, f)),
+        InvalidEvent::EmptyField(f) | InvalidEvent::AmountDecimals { field: f, .. } => {
+            e.at(field(many, i, f))
+        }
+        InvalidEvent::Unchecked(_) => e,
+    }
 }
 
 fn read_events(text: &str, many: bool, max: usize) -> Result<Events<'_>, ApiError> {

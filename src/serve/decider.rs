@@ -16,11 +16,12 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::answers::Answers;
+use super::body::field;
 use super::body::{BodyEvent, ParsedBody};
 use super::error::ApiError;
 use super::live::Live;
 use super::metrics::Metrics;
-use crate::engine::{decide, Evaluation, EventHashes, InvalidEvent, Outcome, State};
+use crate::engine::{decide, Evaluation, EventHashes, InvalidEvent, Outcome, Prepared, State};
 use crate::io::output::{write_json_line, LineHeads};
 use crate::model::DecisionKind;
 use crate::store::{GroupCommits, Store, StoredAnswer, Then};
@@ -44,6 +45,8 @@ pub struct Job {
     pub live: Arc<Live>,
     /// The request's events, read.
     pub events: ParsedBody,
+    /// What the ruleset says of each event alone, worked out on the request's thread.
+    pub prepared: Vec<Prepared>,
     /// Whether they came as an array (errors name fields as `[i].name`).
     pub many: bool,
     pub dry_run: bool,
@@ -349,14 +352,10 @@ impl Deciding {
     ) -> Result<Vec<Answer>, ApiError> {
         let ruleset = &job.live.ruleset;
         let events = job.events.events();
-        for (i, e) in events.iter().enumerate() {
-            crate::engine::admit::event_kind(ruleset, &e.event)
-                .map_err(|err| invalid_event(job, i, &err))?;
-        }
         let plans = Self::plans(book, state, job, events)?;
         let mut scratch = job.dry_run.then(|| State::new(ruleset));
         let mut out: Vec<Answer> = Vec::with_capacity(events.len());
-        for (e, plan) in events.iter().zip(plans) {
+        for ((e, prepared), plan) in events.iter().zip(&job.prepared).zip(plans) {
             let answer = match plan {
                 Plan::Replay(a) => Answer {
                     event_id: a.event_id,
@@ -373,7 +372,7 @@ impl Deciding {
                     a
                 }
                 Plan::Decide => {
-                    let decisions = self.decide(state, scratch.as_mut(), &job.live, e)?;
+                    let decisions = self.decide(state, scratch.as_mut(), &job.live, e, prepared)?;
                     let event_id: Arc<str> = Arc::from(&*e.event.id);
                     if !job.dry_run {
                         book.record(StoredAnswer {
@@ -448,6 +447,7 @@ impl Deciding {
         scratch: Option<&mut State>,
         live: &Live,
         e: &BodyEvent<'_>,
+        prepared: &Prepared,
     ) -> Result<Arc<str>, ApiError> {
         let (ruleset, ev) = (&live.ruleset, &e.event);
         let unreadable = |e: crate::engine::ledger::LedgerUnreadable| {
@@ -471,7 +471,7 @@ impl Deciding {
             }
             None => state,
         };
-        let admission = target.admit_hashed(ruleset, ev, e.keys);
+        let admission = target.admit_prepared(ev, e.keys, prepared);
         let decided = decide(ruleset, target, ev, admission, &mut self.eval);
         match decided.map_err(unreadable)? {
             Ok(Outcome::Decided) => {}
@@ -525,30 +525,6 @@ impl Deciding {
     }
 }
 
-fn field(job: &Job, i: usize, name: &str) -> String {
-    if !job.many {
-        name.to_string()
-    } else {
-        format!("[{i}].{name}")
-    }
-}
-
-fn invalid_event(job: &Job, i: usize, err: &InvalidEvent) -> ApiError {
-    let e = ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_event",
-        err.to_string(),
-    );
-    match err {
-        InvalidEvent::UnknownType(_) => e.at(field(job, i, "type")),
-        InvalidEvent::MissingField { field: f, .. } => e.at(field(job, i, f)),
-        InvalidEvent::EmptyField(f) | InvalidEvent::AmountDecimals { field: f, .. } => {
-            e.at(field(job, i, f))
-        }
-        InvalidEvent::Unchecked(_) => e,
-    }
-}
-
 fn conflict(job: &Job, i: usize, id: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
@@ -557,5 +533,5 @@ fn conflict(job: &Job, i: usize, id: &str) -> ApiError {
             "event `{id}` was decided before with a different body; an event id names one event"
         ),
     )
-    .at(field(job, i, "id"))
+    .at(field(job.many, i, "id"))
 }
