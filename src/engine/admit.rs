@@ -139,6 +139,16 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The index of the event's type.
+    pub fn kind(&self) -> usize {
+        self.kind
+    }
+
+    /// The event's date as counters' windows bucket it.
+    pub fn day(&self) -> WindowDay {
+        self.day
+    }
+
     /// Works out what `ev` says under `ruleset`; `dates` dates it (and keeps what the next
     /// event of the same quarter hour and day reuses).
     pub fn of(
@@ -260,6 +270,11 @@ impl Keys {
             new_wallet,
             known: p.known,
         })
+    }
+
+    /// The ids of an event's customer and wallet, if both are known (without interning).
+    pub fn known_ids(&self, h: &EventHashes) -> Option<(u32, u32)> {
+        Some((self.customers.get(h.customer)?, self.wallets.get(h.wallet)?))
     }
 
     /// The id of a customer's or wallet's name, if known.

@@ -552,22 +552,51 @@ impl State {
     /// then the counter the slot points to: `staged` keeps the keys whose slots the last
     /// call fetched, and this call fetches their counters.
     pub fn prefetch(&self, ruleset: &Ruleset, next: &[Admission], staged: &mut StagedCounters) {
+        let admitted = next.iter().filter_map(|a| match a {
+            Admission::Fresh(a) => Some((a.kind, a.customer, a.wallet, a.day)),
+            _ => None,
+        });
+        self.prefetch_reads(ruleset, admitted, staged);
+    }
+
+    /// `prefetch`, for events not yet admitted (by their hashes and what they say alone):
+    /// those whose customer and wallet the state knows already. The service admits each
+    /// event only as it decides it.
+    pub fn prefetch_prepared<'p>(
+        &self,
+        ruleset: &Ruleset,
+        next: impl IntoIterator<Item = (&'p EventHashes, &'p Prepared)>,
+        staged: &mut StagedCounters,
+    ) {
+        let known = next.into_iter().filter_map(|(h, p)| {
+            let (customer, wallet) = self.keys.known_ids(h)?;
+            Some((p.kind(), customer, wallet, p.day()))
+        });
+        self.prefetch_reads(ruleset, known, staged);
+    }
+
+    /// Prefetches what deciding events of these types, customers, wallets and days reads.
+    fn prefetch_reads(
+        &self,
+        ruleset: &Ruleset,
+        next: impl Iterator<Item = (usize, u32, u32, WindowDay)>,
+        staged: &mut StagedCounters,
+    ) {
         for key in staged.0.drain(..) {
             self.counters.prefetch_entry(&key);
         }
-        for a in next {
-            let Admission::Fresh(a) = a else { continue };
-            let Some(reads) = ruleset.reads_by_type.get(a.kind) else {
+        for (kind, customer, wallet, day) in next {
+            let Some(reads) = ruleset.reads_by_type.get(kind) else {
                 continue;
             };
             if reads.customer {
-                self.customer_facts.prefetch(a.customer);
+                self.customer_facts.prefetch(customer);
             }
             if reads.wallet {
-                self.wallet_facts.prefetch(a.wallet);
+                self.wallet_facts.prefetch(wallet);
             }
             for &(counter, per, window) in &reads.counters {
-                let key = CounterKey::new(counter, per, window, (a.customer, a.wallet, a.day));
+                let key = CounterKey::new(counter, per, window, (customer, wallet, day));
                 self.counters.prefetch_slot(&key);
                 staged.0.push(key);
             }

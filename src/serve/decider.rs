@@ -21,7 +21,9 @@ use super::body::{BodyEvent, ParsedBody};
 use super::error::ApiError;
 use super::live::Live;
 use super::metrics::Metrics;
-use crate::engine::{decide, Evaluation, EventHashes, InvalidEvent, Outcome, Prepared, State};
+use crate::engine::{
+    decide, Evaluation, EventHashes, InvalidEvent, Outcome, Prepared, StagedCounters, State,
+};
 use crate::io::output::{write_json_line, LineHeads};
 use crate::model::DecisionKind;
 use crate::store::{GroupCommits, Store, StoredAnswer, Then};
@@ -37,6 +39,10 @@ const MAX_GROUP: usize = 512;
 /// How many events ahead of the one looked up the tables of decided ids and names are
 /// prefetched: far larger than the caches, they would otherwise cost a miss per lookup.
 const PREFETCH_AHEAD: usize = 4;
+
+/// How many events at a time the facts and counters they read are prefetched, a run ahead
+/// of deciding them (as a batch run does, `Consume::ahead`).
+const PREFETCH_RUN: usize = 8;
 
 /// A request for decisions.
 #[derive(Debug)]
@@ -121,6 +127,8 @@ pub struct Deciding {
     ),
     /// Where an event's decisions are written before they are shared.
     pub scratch: Vec<u8>,
+    /// The counters whose slots the last prefetch fetched (`State::prefetch_prepared`).
+    pub staged: StagedCounters,
 }
 
 impl Deciding {
@@ -130,6 +138,7 @@ impl Deciding {
             eval: Evaluation::default(),
             per_ruleset: ("".into(), LineHeads::default(), FxHashMap::default()),
             scratch: Vec::new(),
+            staged: StagedCounters::default(),
         }
     }
 }
@@ -355,7 +364,19 @@ impl Deciding {
         let plans = Self::plans(book, state, job, events)?;
         let mut scratch = job.dry_run.then(|| State::new(ruleset));
         let mut out: Vec<Answer> = Vec::with_capacity(events.len());
-        for ((e, prepared), plan) in events.iter().zip(&job.prepared).zip(plans) {
+        let ahead = |from: usize| {
+            let run = events
+                .iter()
+                .zip(&job.prepared)
+                .skip(from)
+                .take(PREFETCH_RUN);
+            run.map(|(e, p)| (&e.keys, p))
+        };
+        state.prefetch_prepared(ruleset, ahead(0), &mut self.staged);
+        for (i, ((e, prepared), plan)) in events.iter().zip(&job.prepared).zip(plans).enumerate() {
+            if i % PREFETCH_RUN == 0 {
+                state.prefetch_prepared(ruleset, ahead(i + PREFETCH_RUN), &mut self.staged);
+            }
             let answer = match plan {
                 Plan::Replay(a) => Answer {
                     event_id: a.event_id,

@@ -987,6 +987,46 @@ fn admission_works_out_the_shared_tests_of_the_events_type() {
     }
 }
 
+/// Admitting what a request's thread prepared (`Prepared`) gives what admitting the event
+/// whole gives, across a local midnight and for a repeated id; the ids of an event's names
+/// are known without interning only once an event carrying them was admitted; an event the
+/// ruleset cannot decide is refused while being prepared.
+#[test]
+fn an_event_prepared_ahead_is_admitted_as_it_would_be_whole() {
+    use promo::engine::zone::LocalDates;
+    use promo::engine::{EventHashes, InvalidEvent, Keys, Prepared};
+    let ruleset = promo::rules::load_ruleset(&shipped_rules()).unwrap();
+    let (mut whole, mut ahead) = (Keys::default(), Keys::default());
+    let mut dates = LocalDates::default();
+    let line = |id: &str, kind: &str, at: &str| {
+        format!(
+            r#"{{"id":"{id}","type":"{kind}","at":"{at}","customer":"C1","wallet":"W1","amount":"100.00","card_product":"x","card_role":"principal","merchant":"M1","channel":"online"}}"#
+        )
+    };
+    let lines = [
+        line("P1", "bill_payment", "2031-01-05T10:00:00+08:00"),
+        line("P2", "purchase", "2031-01-05T23:30:00Z"),
+        line("P1", "bill_payment", "2031-01-05T10:00:00+08:00"),
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        let ev = promo::io::event_json::parse_event(line).unwrap();
+        let h = EventHashes::of(&ev);
+        assert_eq!(ahead.known_ids(&h).is_some(), i > 0, "{line}");
+        let prepared = Prepared::of(&ruleset, &ev, &mut dates).unwrap();
+        assert_eq!(
+            ahead.admit_prepared(&ev, h, &prepared),
+            whole.admit(&ruleset, &ev),
+            "{line}"
+        );
+    }
+    let unknown = line("P3", "no_such_type", "2031-01-05T10:00:00+08:00");
+    let ev = promo::io::event_json::parse_event(&unknown).unwrap();
+    assert!(matches!(
+        Prepared::of(&ruleset, &ev, &mut dates),
+        Err(InvalidEvent::UnknownType(_))
+    ));
+}
+
 #[test]
 fn every_test_of_the_event_alone_has_one_place_for_the_conditions_that_make_it() {
     use promo::rules::ruleset::{Operand, Test};
