@@ -113,9 +113,10 @@ impl Answers {
         Some((batch, list))
     }
 
-    /// A batch is committed: it is read from the state from now on.
-    pub fn committed(&mut self, batch: i64) {
-        self.held.remove(&batch);
+    /// A batch is committed: it is read from the state from now on. The batch as it was
+    /// held, if it was.
+    pub fn committed(&mut self, batch: i64) -> Option<Arc<Vec<StoredAnswer>>> {
+        self.held.remove(&batch)
     }
 }
 

@@ -199,6 +199,7 @@ async fn serve(opts: Options) -> Result<(), String> {
                 decided: Vec::new(),
                 live: None,
                 committing: std::collections::VecDeque::new(),
+                spent: decider::Spent::default(),
             };
             let thread = std::thread::Builder::new()
                 .name("promo-decide".into())
