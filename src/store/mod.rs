@@ -920,8 +920,7 @@ impl Store {
         let set = log::change_set(ruleset, &changes);
         Ok(commit::Job {
             files: Vec::new(),
-            changes: postcard::to_stdvec(&set)
-                .map_err(|e| format!("cannot encode the changes: {e}"))?,
+            changes: set.encode()?,
             seen: changes
                 .seen()
                 .iter()
