@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `api` | routes, request and answer shapes, the OpenAPI document |
 //! | `answers` | the answers given, by event id, for replays |
-//! | `body` | the events of a request body, read and hashed |
+//! | `body` | the events of a request body, read, hashed and prepared (what each says alone) |
 //! | `decider` | the deciding thread: one event at a time, group commits |
 //! | `live` | the live ruleset and the gate a new one passes |
 //! | `reload` | reload triggers: file edits, SIGHUP, the reload route |
