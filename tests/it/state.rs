@@ -762,10 +762,13 @@ fn day_split_equals_one_run() {
             && day1_coupons.contains(&x["coupon_id"].as_str().unwrap())),
         "no coupon of day one was accepted on day two"
     );
+}
 
-    // By hand: c1's first bill payment earns the HK$80 coupon on day one; on day two a
-    // replay of that payment is a duplicate, a payment spends the coupon without a new
-    // reward, and a second use of it is refused.
+/// By hand: c1's first bill payment earns the HK$80 coupon on day one; on day two a
+/// replay of that payment is a duplicate, a payment spends the coupon without a new
+/// reward, and a second use of it is refused; the two days' output is one run's.
+#[test]
+fn a_coupon_of_day_one_is_spent_once_on_day_two() {
     let h = Dir::new("state-split-hand");
     let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
     let b1b = bill("b1b", "2019-12-21T10:00:00+08:00", "c1");
@@ -1151,42 +1154,50 @@ fn a_rerun_over_another_input_is_refused_and_changes_nothing() {
 // ---------------------------------------------------------------------------------------
 // Directories that are not a usable state
 
+/// Runs `eval` over `events` with `rules` on `state`, expecting it refused (exit 2) with
+/// `message` on stderr, the state's files untouched and no output written.
+fn refused(d: &Dir, events: &Path, name: &str, rules: &Path, state: &Path, message: &str) -> Out {
+    let before = dir_files(state);
+    let output = d.path().join(format!("{name}.out.jsonl"));
+    let run = Eval::new(events, &output).rules(rules).state(state).run();
+    run.expect_code(2, name);
+    assert!(
+        run.stderr.contains(message),
+        "{name}: expected `{message}` on stderr\n{}",
+        run.stderr
+    );
+    assert_same_files(name, &before, &dir_files(state));
+    assert!(
+        !output.exists(),
+        "{name}: refused, yet wrote {}",
+        output.display()
+    );
+    run
+}
+
+/// A copy of the shipped rules with `from` replaced by `to` in the points conversion.
+fn conversion_edited(d: &Dir, from: &str, to: &str) -> PathBuf {
+    let rules = d.copy_rules();
+    let conversion = rules.join("promotions/points-conversion.yaml");
+    let text = std::fs::read_to_string(&conversion).unwrap();
+    assert!(text.contains(from), "the conversion has `{from}`");
+    std::fs::write(&conversion, text.replace(from, to)).unwrap();
+    rules
+}
+
 #[test]
-fn foreign_corrupt_and_incompatible_states_are_refused_untouched() {
+fn foreign_and_corrupt_directories_are_refused_untouched() {
     let d = Dir::new("state-refused");
     let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
     let events = d.write_jsonl("events.jsonl", &[b1]);
-
-    let refuse = |name: &str, rules: &Path, state: &Path, message: &str| {
-        let before = dir_files(state);
-        let output = d.path().join(format!("{name}.out.jsonl"));
-        let run = Eval::new(&events, &output).rules(rules).state(state).run();
-        run.expect_code(2, name);
-        assert!(
-            run.stderr.contains(message),
-            "{name}: expected `{message}` on stderr\n{}",
-            run.stderr
-        );
-        assert_same_files(name, &before, &dir_files(state));
-        assert!(
-            !output.exists(),
-            "{name}: refused, yet wrote {}",
-            output.display()
-        );
-        run
-    };
 
     // A directory of other files and no database.
     let foreign = d.path().join("foreign");
     std::fs::create_dir_all(foreign.join("sub")).unwrap();
     std::fs::write(foreign.join("notes.txt"), "my notes\n").unwrap();
     std::fs::write(foreign.join("sub/data.csv"), "a,b\n1,2\n").unwrap();
-    refuse(
-        "foreign",
-        &shipped_rules(),
-        &foreign,
-        "not a promo state directory",
-    );
+    let message = "not a promo state directory";
+    refused(&d, &events, "foreign", &shipped_rules(), &foreign, message);
 
     // A database file that is not SQLite.
     let corrupt = d.path().join("corrupt");
@@ -1195,12 +1206,23 @@ fn foreign_corrupt_and_incompatible_states_are_refused_untouched() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(corrupt.join("promo-state.db"), garbage).unwrap();
-    refuse(
-        "corrupt",
-        &shipped_rules(),
-        &corrupt,
-        "not a readable promo state",
-    );
+    let message = "not a readable promo state";
+    refused(&d, &events, "corrupt", &shipped_rules(), &corrupt, message);
+}
+
+#[test]
+fn a_state_is_refused_untouched_by_rules_that_would_read_it_otherwise() {
+    let d = Dir::new("state-incompatible");
+    let b1 = bill("b1", "2019-12-20T10:00:00+08:00", "c1");
+    let events = d.write_jsonl("events.jsonl", &[b1]);
+    let refuse = |name: &str, rules: &Path, state: &Path, names: &str| {
+        let run = refused(&d, &events, name, rules, state, "incompatible ruleset");
+        assert!(
+            run.stderr.contains(names),
+            "names `{names}`\n{}",
+            run.stderr
+        );
+    };
 
     // A state of the shipped rules, then the same rules with `bill_payments` renamed.
     let state = d.path().join("state");
@@ -1216,46 +1238,17 @@ fn foreign_corrupt_and_incompatible_states_are_refused_untouched() {
         .state(&d.path().join("fresh"))
         .run()
         .expect_code(0, "the renamed rules with a fresh state");
-    let run = refuse("incompatible", &renamed, &state, "incompatible ruleset");
-    assert!(
-        run.stderr.contains("bill_payments"),
-        "names the fact\n{}",
-        run.stderr
-    );
+    refuse("incompatible", &renamed, &state, "bill_payments");
     // The same rules counting the points' daily limit by month: its day tallies cannot be
     // read as months.
-    let monthly = d.copy_rules();
-    let conversion = monthly.join("promotions/points-conversion.yaml");
-    let text = std::fs::read_to_string(&conversion).unwrap();
-    std::fs::write(
-        &conversion,
-        text.replace("    window: day", "    window: month"),
-    )
-    .unwrap();
-    let run = refuse("window", &monthly, &state, "incompatible ruleset");
-    assert!(
-        run.stderr
-            .contains("was counted by window `day` and is now counted by `month`"),
-        "names the windows\n{}",
-        run.stderr
-    );
+    let monthly = conversion_edited(&d, "    window: day", "    window: month");
+    let windows = "was counted by window `day` and is now counted by `month`";
+    refuse("window", &monthly, &state, windows);
     // The same rules counting the points' daily limit per customer rather than per wallet:
     // the wallets' tallies would not be seen, and the limit would start again.
-    let per_customer = d.copy_rules();
-    let conversion = per_customer.join("promotions/points-conversion.yaml");
-    let text = std::fs::read_to_string(&conversion).unwrap();
-    std::fs::write(
-        &conversion,
-        text.replace("    per: wallet", "    per: customer"),
-    )
-    .unwrap();
-    let run = refuse("per", &per_customer, &state, "incompatible ruleset");
-    assert!(
-        run.stderr
-            .contains("was counted per wallet and is now counted per customer"),
-        "names the owners\n{}",
-        run.stderr
-    );
+    let per_customer = conversion_edited(&d, "    per: wallet", "    per: customer");
+    let owners = "was counted per wallet and is now counted per customer";
+    refuse("per", &per_customer, &state, owners);
     // And the state still works with the rules that wrote it.
     let again = Eval::new(&events, &d.path().join("shipped.out.jsonl"))
         .state(&state)
