@@ -16,8 +16,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::answers::Answers;
-use super::body::field;
-use super::body::{BodyEvent, ParsedBody};
+use super::body::{field, BodyEvent, ParsedBody};
 use super::error::ApiError;
 use super::live::Live;
 use super::metrics::Metrics;
