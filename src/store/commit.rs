@@ -405,7 +405,8 @@ impl Cursor {
     ) -> Result<(), StoreError> {
         let sql = |source| StoreError::sqlite(path, source);
         let compact = self.log_bytes + job.changes.len() as u64 > compact_after;
-        tx.execute(
+        run_cached(
+            tx,
             "INSERT INTO changes (batch, blob) VALUES (?1, ?2)",
             params![self.change, seal(log::TABLE, self.change, &job.changes)],
         )
@@ -416,7 +417,8 @@ impl Cursor {
         // The ids decided since the last checkpoint, as one blob: the set is only ever
         // loaded whole, so a row per id would cost a B-tree insert each for nothing.
         if !job.seen.is_empty() {
-            tx.execute(
+            run_cached(
+                tx,
                 "INSERT INTO seen (batch, hashes) VALUES (?1, ?2)",
                 params![self.seen, seal(SEEN, self.seen, &job.seen)],
             )
@@ -428,14 +430,16 @@ impl Cursor {
                 key: output.clone(),
                 value: record.clone(),
             };
-            tx.execute(
+            run_cached(
+                tx,
                 "INSERT OR REPLACE INTO runs (output, record, sum) VALUES (?1, ?2, ?3)",
                 params![run.key, run.value, run.sum()],
             )
             .map_err(sql)?;
         }
         if let Some((batch, blob)) = answers {
-            tx.execute(
+            run_cached(
+                tx,
                 "INSERT INTO answers (batch, blob) VALUES (?1, ?2)",
                 params![batch, seal(ANSWERS, *batch, blob)],
             )
@@ -449,4 +453,14 @@ impl Cursor {
         };
         Ok(())
     }
+}
+
+/// Runs `sql` through the connection's cache of prepared statements: every commit runs the
+/// same few inserts, which need not be compiled again each time.
+fn run_cached(
+    tx: &Transaction,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
 }
