@@ -706,7 +706,7 @@ fn find_row<'a>(outcomes: &'a [Outcome], name: &str) -> Option<&'a Row> {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>6} {:>10} {:>8}",
+        "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>6} {:>10} {:>8}",
         "variant",
         "conns",
         "requests",
@@ -717,6 +717,7 @@ fn print_table(outcomes: &[Outcome]) {
         "p50 ms",
         "p99 ms",
         "p99.9ms",
+        "max ms",
         "failed",
         "peak RSS",
         "state"
@@ -734,7 +735,7 @@ fn print_table(outcomes: &[Outcome]) {
                 format!("{} MiB", fixed(k.into(), 1024, 1))
             });
             println!(
-                "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>6} {:>10} {:>8}",
+                "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>6} {:>10} {:>8}",
                 row.name,
                 row.conns,
                 grouped(t.requests),
@@ -745,6 +746,7 @@ fn print_table(outcomes: &[Outcome]) {
                 ms(percentile_us(lat, 5_000)),
                 ms(percentile_us(lat, 9_900)),
                 ms(percentile_us(lat, 9_990)),
+                ms(lat.last().copied()),
                 grouped(t.failed),
                 rss,
                 state

@@ -1,0 +1,453 @@
+//! Folding the change log into the tables, on a thread of its own with a connection of its
+//! own, a few hundred rows per transaction. Folded inside a commit, a log of 64 MiB held
+//! the writing thread, and so every answer waiting on a commit, for seconds.
+//!
+//! Folding a prefix of the log while the writing thread goes on appending to it is safe
+//! at any point: change sets hold values, not increments, and a state is read as its
+//! tables with the whole log applied over them in order. A row written from sets that are
+//! still in the log is set again, to its last value, when the log is applied; the folded
+//! sets are deleted only once every row of them is written, in a transaction after those
+//! rows' (SQLite's log keeps transactions in order, so a crash never keeps the deletion
+//! without the rows).
+//!
+//! The two threads take turns (`Turn`): the writing thread's commits are what answers wait
+//! for, so the folding thread steps aside whenever one is waiting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::log::{self, ChangeSet};
+use super::rows::{self, Checked as _};
+use super::StoreError;
+
+/// Rows of the change log folded (the last value per key) before they are written: bounds
+/// the memory of a fold, at the cost of writing a key again when it changes in later sets.
+const FOLD_ROWS: usize = 1 << 16;
+
+/// Rows written per transaction: about a millisecond's work, the longest a commit of the
+/// writing thread can wait behind the folding.
+const STEP_ROWS: usize = 256;
+
+/// How long the folding thread waits before looking again while commits want their turn.
+const STEP_ASIDE: Duration = Duration::from_micros(200);
+
+/// Turns at writing to the database: the writing thread's commits first.
+#[derive(Default)]
+pub struct Turn {
+    lock: Mutex<()>,
+    /// Commits waiting for their turn.
+    waiting: AtomicUsize,
+}
+
+impl Turn {
+    /// The turn of a commit of the writing thread, as soon as the step under way ends.
+    pub fn commit(&self) -> MutexGuard<'_, ()> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        turn
+    }
+
+    /// The turn of a step of the folding, once no commit waits.
+    fn fold(&self) -> MutexGuard<'_, ()> {
+        loop {
+            while self.waiting.load(Ordering::SeqCst) > 0 {
+                std::thread::sleep(STEP_ASIDE);
+            }
+            let turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                return turn;
+            }
+        }
+    }
+}
+
+/// What the folding thread is asked to do.
+#[derive(Default)]
+struct Asked {
+    /// Fold every change set up to this batch.
+    through: i64,
+    /// No more will be asked: fold what was, then end.
+    closed: bool,
+}
+
+/// The folding thread and the way to ask it.
+pub struct Compactor {
+    asked: Arc<(Mutex<Asked>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Compactor {
+    /// Starts the folding thread with a connection of its own to the database at `path`.
+    pub fn start(path: &Path, turn: Arc<Turn>) -> Result<Self, StoreError> {
+        let conn = open(path)?;
+        let asked = Arc::new((Mutex::new(Asked::default()), Condvar::new()));
+        let folder = Folder {
+            conn,
+            path: path.to_path_buf(),
+            turn,
+        };
+        let theirs = Arc::clone(&asked);
+        let thread = std::thread::Builder::new()
+            .name("promo-fold".into())
+            .spawn(move || folder.run(&theirs))
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Compactor {
+            asked,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for every change set up to `batch` to be folded (at once if the thread is idle,
+    /// or after the fold under way).
+    pub fn fold_through(&self, batch: i64) {
+        let (asked, wake) = &*self.asked;
+        let mut asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+        asked.through = asked.through.max(batch);
+        wake.notify_one();
+    }
+}
+
+impl Drop for Compactor {
+    /// Folds what was asked, then ends the thread.
+    fn drop(&mut self) {
+        let (asked, wake) = &*self.asked;
+        asked.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let sql = |source| StoreError::sqlite(path, source);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    // Synced with the writing thread's commits, which follow it in SQLite's log.
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
+        .map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(60)).map_err(sql)?;
+    Ok(conn)
+}
+
+/// The folding thread's side.
+struct Folder {
+    conn: Connection,
+    path: PathBuf,
+    turn: Arc<Turn>,
+}
+
+impl Folder {
+    fn run(&self, asked: &(Mutex<Asked>, Condvar)) {
+        let mut done = 0;
+        loop {
+            let through = {
+                let (asked, wake) = asked;
+                let mut a = asked.lock().unwrap_or_else(|e| e.into_inner());
+                while a.through <= done && !a.closed {
+                    a = wake.wait(a).unwrap_or_else(|e| e.into_inner());
+                }
+                if a.through <= done {
+                    return;
+                }
+                a.through
+            };
+            if let Err(e) = self.fold(through) {
+                // The state stays whole: the log is only longer than it need be.
+                tracing::warn!("folding the change log into the tables failed: {e}");
+            }
+            done = through;
+        }
+    }
+
+    /// Folds the change sets up to `through` into the tables, then deletes them.
+    fn fold(&self, through: i64) -> Result<(), StoreError> {
+        self.write_rows(through)?;
+        self.forget(through)
+    }
+
+    /// Writes the rows of the change sets up to `through` into the tables, the last value
+    /// of each.
+    fn write_rows(&self, through: i64) -> Result<(), StoreError> {
+        let mut folded = Folded::default();
+        let mut after = 0;
+        while let Some((batch, blob)) = self.next_set(after, through)? {
+            folded.add(&log::decode(&self.path, batch, &blob)?);
+            if folded.len() >= FOLD_ROWS {
+                self.write(&mut folded)?;
+            }
+            after = batch;
+        }
+        self.write(&mut folded)
+    }
+
+    /// Deletes the change sets up to `through`, once their rows are in the tables.
+    fn forget(&self, through: i64) -> Result<(), StoreError> {
+        self.in_turn(|tx| {
+            tx.execute("DELETE FROM changes WHERE batch <= ?1", [through])
+                .map(|_| ())
+        })
+    }
+
+    /// The first change set after batch `after`, up to `through`, with its batch.
+    fn next_set(&self, after: i64, through: i64) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        let mut read = (self.conn)
+            .prepare_cached(
+                "SELECT batch, blob FROM changes WHERE batch > ?1 AND batch <= ?2 ORDER BY batch LIMIT 1",
+            )
+            .map_err(|e| StoreError::sqlite(&self.path, e))?;
+        read.query_row([after, through], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| StoreError::sqlite(&self.path, e))
+    }
+
+    /// Writes the folded rows, `STEP_ROWS` per transaction.
+    fn write(&self, folded: &mut Folded) -> Result<(), StoreError> {
+        while !folded.is_empty() {
+            self.in_turn(|tx| folded.write_some(tx, STEP_ROWS))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in a transaction of its own, in the folding's turn.
+    fn in_turn(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
+        let _turn = self.turn.fold();
+        let sql = |e| StoreError::sqlite(&self.path, e);
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        f(&tx).map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+}
+
+/// Rows of the change log, the last value per key, not yet written to the tables.
+#[derive(Default)]
+struct Folded {
+    facts: BTreeMap<(i64, String), rows::FactsRow>,
+    counters: BTreeMap<(String, i64, String, i64), rows::CounterRow>,
+    coupons: BTreeMap<String, rows::CouponRow>,
+}
+
+impl Folded {
+    fn len(&self) -> usize {
+        self.facts.len() + self.counters.len() + self.coupons.len()
+    }
+
+    /// Takes the rows of `set` over those of earlier sets.
+    fn add(&mut self, set: &ChangeSet<'_>) {
+        for r in set.fact_rows() {
+            self.facts.insert((r.scope, r.owner.clone()), r);
+        }
+        for r in set.counter_rows() {
+            let key = (r.counter.clone(), r.scope, r.owner.clone(), r.day);
+            self.counters.insert(key, r);
+        }
+        for r in set.coupon_rows() {
+            self.coupons.insert(r.coupon_id.clone(), r);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes at most `max` of the rows into the tables (replacing older ones) and forgets
+    /// them.
+    fn write_some(&mut self, conn: &Connection, max: usize) -> rusqlite::Result<()> {
+        let mut left = max;
+        let mut put = conn.prepare_cached(
+            "INSERT OR REPLACE INTO facts (scope, owner, facts, sum) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        take(&mut self.facts, &mut left, |r| {
+            put.execute(params![r.scope, r.owner, r.facts, r.sum()])
+        })?;
+        let mut put = conn.prepare_cached(
+            "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value, sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        take(&mut self.counters, &mut left, |r| {
+            let sum = r.sum();
+            put.execute(params![
+                r.counter, r.scope, r.owner, r.day, r.grants, r.coupons, r.value, sum
+            ])
+        })?;
+        let mut put = conn.prepare_cached(
+            "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used, sum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        take(&mut self.coupons, &mut left, |r| {
+            let sum = r.sum();
+            put.execute(params![
+                r.coupon_id,
+                r.wallet,
+                r.face_value,
+                r.min_spend,
+                r.usable_for,
+                r.credit_by,
+                r.valid_until,
+                r.used,
+                sum
+            ])
+        })
+    }
+}
+
+/// Puts the first rows of `rows`, at most `left` of them, and forgets them.
+fn take<K: Ord, R>(
+    rows: &mut BTreeMap<K, R>,
+    left: &mut usize,
+    mut put: impl FnMut(R) -> rusqlite::Result<usize>,
+) -> rusqlite::Result<()> {
+    while *left > 0 {
+        let Some((_, r)) = rows.pop_first() else {
+            break;
+        };
+        put(r)?;
+        *left -= 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::{CounterKey, CouponRecord, FactValue};
+    use crate::engine::State;
+    use crate::rules::ruleset::Scope;
+    use crate::store::inspect::{inspect, Filter};
+    use crate::store::{Store, DB_FILE};
+
+    fn change_sets(db: &Path) -> i64 {
+        let conn = Connection::open(db).unwrap();
+        conn.query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Round `r` of changes: the same fact, counter and coupons each round, so that a
+    /// later set holds later values of the keys of earlier ones.
+    fn change(state: &mut State, r: i64) {
+        let c1 = state.intern(Scope::Customer, "c1");
+        let w1 = state.intern(Scope::Wallet, "w1");
+        state.set_fact(Scope::Customer, c1, 0, FactValue::Int(r));
+        let key = CounterKey {
+            counter: 0,
+            per: Scope::Customer,
+            owner: c1,
+            day: 737_000,
+        };
+        state.tally_mut(key).grants = u64::try_from(r).unwrap() + 1;
+        let day = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap();
+        let coupon = CouponRecord {
+            wallet: w1,
+            face_value: r.into(),
+            min_spend: 0.into(),
+            usable_for: 0,
+            credit_by: day,
+            valid_until: None,
+            used: r >= 2,
+        };
+        state.insert_coupon(&format!("k{}", r % 2), coupon);
+    }
+
+    /// A commit asking for its turn waits for the folding's step under way at most, never
+    /// for the next: however busy the folding thread, it steps aside.
+    #[test]
+    fn a_commit_waits_for_one_step_of_the_folding_at_most() {
+        let turn = Arc::new(Turn::default());
+        let steps = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let folding = {
+            let (turn, steps, stop) = (Arc::clone(&turn), Arc::clone(&steps), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _step = turn.fold();
+                    steps.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            })
+        };
+        while steps.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        for _ in 0..50 {
+            let asked = steps.load(Ordering::SeqCst);
+            let commit = turn.commit();
+            let waited = steps.load(Ordering::SeqCst) - asked;
+            assert!(waited <= 1, "the commit waited for {waited} steps");
+            drop(commit);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        stop.store(true, Ordering::SeqCst);
+        folding.join().unwrap();
+    }
+
+    /// Cut off after some rows are written but before their sets are deleted, after the
+    /// deletion, or run to the end, a fold leaves the state reading as it did.
+    #[test]
+    fn a_fold_cut_off_anywhere_leaves_the_state_as_it_was() {
+        let rules =
+            crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+                .unwrap();
+        let dir = std::env::temp_dir().join(format!("promo-fold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut store = Store::open(&dir, &rules).unwrap();
+            store.compact_after(u64::MAX);
+            let mut state = State::new(&rules);
+            state.track_changes();
+            let mut commits = store.group_commits(&rules).unwrap();
+            for r in 0..4 {
+                change(&mut state, r);
+                commits
+                    .submit(&rules, &mut state, None, None, true)
+                    .unwrap();
+            }
+        }
+        let db = dir.join(DB_FILE);
+        let before = inspect(&dir, &Filter::All).unwrap();
+        assert_eq!(before.coupons.len(), 2, "{before:?}");
+        assert_eq!(change_sets(&db), 4);
+        let folder = Folder {
+            conn: open(&db).unwrap(),
+            path: db.clone(),
+            turn: Arc::default(),
+        };
+        folder.write_rows(2).unwrap();
+        assert_eq!(change_sets(&db), 4, "nothing deleted yet");
+        assert_eq!(inspect(&dir, &Filter::All).unwrap(), before);
+        folder.forget(2).unwrap();
+        assert_eq!(change_sets(&db), 2);
+        assert_eq!(inspect(&dir, &Filter::All).unwrap(), before);
+        folder.fold(4).unwrap();
+        assert_eq!(change_sets(&db), 0);
+        assert_eq!(inspect(&dir, &Filter::All).unwrap(), before);
+        let tables: i64 = (folder.conn)
+            .query_row(
+                "SELECT (SELECT count(*) FROM counters) + (SELECT count(*) FROM coupons)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            tables, 3,
+            "one counter and two coupons, each its last value"
+        );
+        drop(folder);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
