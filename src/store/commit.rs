@@ -11,6 +11,10 @@
 //! most the checkpoints whose results were not yet given, which the run had not yet
 //! counted on: rerunning resumes from the last one given.
 //!
+//! The change log is folded into the tables by a thread of its own (`compact`), asked to by
+//! the writing thread once the log passes its bound; the two take turns at the database,
+//! commits first.
+//!
 //! Why syncing the log file is enough: with `synchronous = NORMAL`, SQLite itself syncs the
 //! log before each checkpoint into the database and the log's header when the log is reused,
 //! and removes the log only when the last connection closes (the writing thread's closes
@@ -19,13 +23,15 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use rusqlite::{params, Connection, OpenFlags, Transaction};
+use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 
+use super::compact::{Compactor, Turn};
 use super::rows::{Checked as _, RunRow};
 use super::sum::seal;
-use super::{compact_log, log, put_meta, StoreError, ANSWERS, SEEN};
+use super::{log, put_meta, StoreError, ANSWERS, SEEN};
 
 /// Checkpoints handed over and not yet written, at most; more wait in `submit`.
 const QUEUE: usize = 64;
@@ -78,6 +84,10 @@ struct Writer {
     next: Cursor,
     /// A commit failed: every later one fails too.
     failed: bool,
+    /// Turns at writing with the folding thread.
+    turn: Arc<Turn>,
+    /// Folds the change log into the tables once it passes `compact_after` bytes.
+    compactor: Compactor,
 }
 
 impl Committer {
@@ -276,6 +286,22 @@ fn sync_log(log: &mut Option<File>, wal: &Path) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// A connection that writes to the database at `path` without syncing SQLite's log at
+/// each commit: the syncing thread does (see the module's comment). The folding thread's
+/// commits need no sync of their own: one lost in a crash leaves the state as it was
+/// (`compact`).
+pub(super) fn writing_connection(path: &Path) -> Result<Connection, StoreError> {
+    let sql = |source| StoreError::sqlite(path, source);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
+        .map_err(sql)?;
+    Ok(conn)
+}
+
 impl Writer {
     fn open(
         path: &Path,
@@ -283,15 +309,7 @@ impl Writer {
         meta: Vec<(&'static str, String)>,
     ) -> Result<Self, StoreError> {
         let sql = |source| StoreError::sqlite(path, source);
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql)?;
-        // The log is synced by the syncing thread, not by each commit (see the module's
-        // comment).
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
-            .map_err(sql)?;
+        let conn = writing_connection(path)?;
         let (bytes, next_change): (i64, i64) = conn
             .query_row(
                 "SELECT COALESCE(SUM(length(blob)), 0), COALESCE(MAX(batch), 0) + 1 FROM changes",
@@ -304,6 +322,8 @@ impl Writer {
                 r.get(0)
             })
             .map_err(sql)?;
+        let turn = Arc::new(Turn::default());
+        let compactor = Compactor::start(path, Arc::clone(&turn))?;
         Ok(Writer {
             conn,
             path: path.to_path_buf(),
@@ -315,6 +335,8 @@ impl Writer {
                 log_bytes: u64::try_from(bytes).unwrap_or(0),
             },
             failed: false,
+            turn,
+            compactor,
         })
     }
 
@@ -333,6 +355,10 @@ impl Writer {
                 self.commit(&jobs)
             };
             self.failed |= result.is_err();
+            if result.is_ok() && self.next.log_bytes > self.compact_after {
+                self.compactor.fold_through(self.next.change - 1);
+                self.next.log_bytes = 0;
+            }
             for job in jobs {
                 let outcome = match &result {
                     Ok(()) => Ok(()),
@@ -370,9 +396,12 @@ impl Writer {
         let path = self.path.clone();
         let sql = |source| StoreError::sqlite(&path, source);
         let mut next = self.next;
-        let tx = self.conn.transaction().map_err(sql)?;
+        let _turn = self.turn.commit();
+        let tx = (self.conn)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
         for (job, answers) in jobs.iter().zip(&answers) {
-            next.write(&tx, &path, self.compact_after, job, answers.as_ref())?;
+            next.write(&tx, &path, job, answers.as_ref())?;
         }
         for (key, value) in &self.meta {
             put_meta(&tx, key, value).map_err(sql)?;
@@ -399,21 +428,16 @@ impl Cursor {
         &mut self,
         tx: &Transaction,
         path: &Path,
-        compact_after: u64,
         job: &Job,
         answers: Option<&(i64, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let sql = |source| StoreError::sqlite(path, source);
-        let compact = self.log_bytes + job.changes.len() as u64 > compact_after;
         run_cached(
             tx,
             "INSERT INTO changes (batch, blob) VALUES (?1, ?2)",
             params![self.change, seal(log::TABLE, self.change, &job.changes)],
         )
         .map_err(sql)?;
-        if compact {
-            compact_log(tx, path)?;
-        }
         // The ids decided since the last checkpoint, as one blob: the set is only ever
         // loaded whole, so a row per id would cost a B-tree insert each for nothing.
         if !job.seen.is_empty() {
@@ -446,11 +470,7 @@ impl Cursor {
             .map_err(sql)?;
         }
         self.change += 1;
-        self.log_bytes = if compact {
-            0
-        } else {
-            self.log_bytes + job.changes.len() as u64
-        };
+        self.log_bytes += job.changes.len() as u64;
         Ok(())
     }
 }

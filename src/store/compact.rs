@@ -20,8 +20,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::commit::writing_connection;
 use super::log::{self, ChangeSet};
 use super::rows::{self, Checked as _};
 use super::StoreError;
@@ -86,7 +87,7 @@ pub struct Compactor {
 impl Compactor {
     /// Starts the folding thread with a connection of its own to the database at `path`.
     pub fn start(path: &Path, turn: Arc<Turn>) -> Result<Self, StoreError> {
-        let conn = open(path)?;
+        let conn = writing_connection(path)?;
         let asked = Arc::new((Mutex::new(Asked::default()), Condvar::new()));
         let folder = Folder {
             conn,
@@ -127,20 +128,6 @@ impl Drop for Compactor {
             let _ = t.join();
         }
     }
-}
-
-fn open(path: &Path) -> Result<Connection, StoreError> {
-    let sql = |source| StoreError::sqlite(path, source);
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql)?;
-    // Synced with the writing thread's commits, which follow it in SQLite's log.
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
-        .map_err(sql)?;
-    conn.busy_timeout(Duration::from_secs(60)).map_err(sql)?;
-    Ok(conn)
 }
 
 /// The folding thread's side.
@@ -423,7 +410,7 @@ mod tests {
         assert_eq!(before.coupons.len(), 2, "{before:?}");
         assert_eq!(change_sets(&db), 4);
         let folder = Folder {
-            conn: open(&db).unwrap(),
+            conn: writing_connection(&db).unwrap(),
             path: db.clone(),
             turn: Arc::default(),
         };

@@ -281,13 +281,17 @@ pub fn each(
             .get_ref(1)
             .and_then(|v| v.as_blob().map_err(Into::into))
             .map_err(|e| corrupt(e.to_string()))?;
-        let payload = unseal(TABLE, batch, blob)
-            .ok_or_else(|| StoreError::damaged(path, TABLE, format!("batch {batch}")))?;
-        let set: ChangeSet<'_> = postcard::from_bytes(payload)
-            .map_err(|e| corrupt(format!("change set {batch} does not decode: {e}")))?;
-        f(&set)?;
+        f(&decode(path, batch, blob)?)?;
     }
     Ok(())
+}
+
+/// The change set stored as `batch` in `blob`, its checksum verified.
+pub fn decode<'b>(path: &Path, batch: i64, blob: &'b [u8]) -> Result<ChangeSet<'b>, StoreError> {
+    let payload = unseal(TABLE, batch, blob)
+        .ok_or_else(|| StoreError::damaged(path, TABLE, format!("batch {batch}")))?;
+    postcard::from_bytes(payload)
+        .map_err(|e| StoreError::corrupt(path, format!("change set {batch} does not decode: {e}")))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 mod answers;
 mod commit;
+mod compact;
 pub mod inspect;
 mod log;
 pub mod pg;
@@ -23,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 pub use self::answers::{AnswerBatch, GroupCommits, SealedAnswers, StoredAnswer};
 pub use self::commit::Then;
-use self::rows::Checked as _;
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
 use crate::engine::State;
@@ -487,105 +487,6 @@ fn each_blob(
             .ok_or_else(|| StoreError::damaged(path, table, format!("batch {batch}")))?;
         f(payload)?;
     }
-    Ok(())
-}
-
-/// Rows of the change log folded (the last value per key) before they are written: bounds
-/// the memory of a fold, at the cost of writing a key again when it changes in later sets.
-const FOLD_ROWS: usize = 1 << 16;
-
-/// Rows of the change log, the last value per key, not yet written to the tables.
-#[derive(Default)]
-struct Folded {
-    facts: std::collections::BTreeMap<(i64, String), rows::FactsRow>,
-    counters: std::collections::BTreeMap<(String, i64, String, i64), rows::CounterRow>,
-    coupons: std::collections::BTreeMap<String, rows::CouponRow>,
-}
-
-impl Folded {
-    fn len(&self) -> usize {
-        self.facts.len() + self.counters.len() + self.coupons.len()
-    }
-
-    /// Writes the rows into the tables (replacing older ones) and forgets them.
-    fn write(&mut self, conn: &Connection, path: &Path) -> Result<(), StoreError> {
-        let sql = |source| StoreError::sqlite(path, source);
-        let mut put = conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO facts (scope, owner, facts, sum) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(sql)?;
-        for r in std::mem::take(&mut self.facts).values() {
-            put.execute(params![r.scope, r.owner, r.facts, r.sum()])
-                .map_err(sql)?;
-        }
-        let mut put = conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO counters (counter, scope, owner, day, grants, coupons, value, sum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(sql)?;
-        for r in std::mem::take(&mut self.counters).values() {
-            put.execute(params![
-                r.counter,
-                r.scope,
-                r.owner,
-                r.day,
-                r.grants,
-                r.coupons,
-                r.value,
-                r.sum()
-            ])
-            .map_err(sql)?;
-        }
-        let mut put = conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO coupons (coupon_id, wallet, face_value, min_spend, usable_for, credit_by, valid_until, used, sum)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .map_err(sql)?;
-        for r in std::mem::take(&mut self.coupons).values() {
-            put.execute(params![
-                r.coupon_id,
-                r.wallet,
-                r.face_value,
-                r.min_spend,
-                r.usable_for,
-                r.credit_by,
-                r.valid_until,
-                r.used,
-                r.sum()
-            ])
-            .map_err(sql)?;
-        }
-        Ok(())
-    }
-}
-
-/// Folds the change log into the tables, a row per key with its last value, and empties
-/// it. The log is read in order and written in folds of at most `FOLD_ROWS` rows, so a
-/// later value always replaces an earlier one.
-fn compact_log(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let mut folded = Folded::default();
-    log::each(conn, path, &mut |set| {
-        for r in set.fact_rows() {
-            folded.facts.insert((r.scope, r.owner.clone()), r);
-        }
-        for r in set.counter_rows() {
-            folded
-                .counters
-                .insert((r.counter.clone(), r.scope, r.owner.clone(), r.day), r);
-        }
-        for r in set.coupon_rows() {
-            folded.coupons.insert(r.coupon_id.clone(), r);
-        }
-        if folded.len() >= FOLD_ROWS {
-            folded.write(conn, path)?;
-        }
-        Ok(())
-    })?;
-    folded.write(conn, path)?;
-    conn.execute("DELETE FROM changes", [])
-        .map_err(|source| StoreError::sqlite(path, source))?;
     Ok(())
 }
 
