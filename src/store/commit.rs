@@ -414,7 +414,8 @@ impl Writer {
 }
 
 /// Where the next checkpoint is written: the batch numbers its change set and decided ids
-/// go under (their blobs' checksums cover them), and the change log's size before it.
+/// go under (their blobs' checksums cover them), and the bytes of change log written since
+/// the folding was last asked for (or in the log at open).
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
     change: i64,

@@ -876,7 +876,7 @@ mod tests {
     use super::*;
 
     /// The shipped ruleset, and an empty directory of the test's own for a state.
-    fn shipped_rules_and_fresh_dir(name: &str) -> (Ruleset, PathBuf) {
+    pub(super) fn shipped_rules_and_fresh_dir(name: &str) -> (Ruleset, PathBuf) {
         let rules =
             crate::rules::load_ruleset(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
                 .unwrap();
