@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use super::compact::{Compactor, Turn};
+use super::compact::{Compactor, Turn, WalWatch, CHECKPOINT_PAGES};
 use super::rows::{Checked as _, RunRow};
 use super::sum::seal;
 use super::{log, put_meta, StoreError, ANSWERS, SEEN};
@@ -86,8 +86,11 @@ struct Writer {
     failed: bool,
     /// Turns at writing with the folding thread.
     turn: Arc<Turn>,
-    /// Folds the change log into the tables once it passes `compact_after` bytes.
+    /// Folds the change log into the tables once it passes `compact_after` bytes, and
+    /// copies SQLite's log into the database when `wal` says.
     compactor: Compactor,
+    /// When SQLite's log, which the commits fill, is due to be copied into the database.
+    wal: WalWatch,
 }
 
 impl Committer {
@@ -297,7 +300,8 @@ pub(super) fn writing_connection(path: &Path) -> Result<Connection, StoreError> 
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(sql)?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 8192;")
+    // No checkpoint inside a commit: the folding thread makes them (`compact`).
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
         .map_err(sql)?;
     Ok(conn)
 }
@@ -309,7 +313,8 @@ impl Writer {
         meta: Vec<(&'static str, String)>,
     ) -> Result<Self, StoreError> {
         let sql = |source| StoreError::sqlite(path, source);
-        let conn = writing_connection(path)?;
+        let mut conn = writing_connection(path)?;
+        let wal = WalWatch::new(&mut conn, CHECKPOINT_PAGES).map_err(sql)?;
         let (bytes, next_change): (i64, i64) = conn
             .query_row(
                 "SELECT COALESCE(SUM(length(blob)), 0), COALESCE(MAX(batch), 0) + 1 FROM changes",
@@ -337,6 +342,7 @@ impl Writer {
             failed: false,
             turn,
             compactor,
+            wal,
         })
     }
 
@@ -358,6 +364,9 @@ impl Writer {
             if result.is_ok() && self.next.log_bytes > self.compact_after {
                 self.compactor.fold_through(self.next.change - 1);
                 self.next.log_bytes = 0;
+            }
+            if result.is_ok() && self.wal.due() {
+                self.compactor.checkpoint();
             }
             for job in jobs {
                 let outcome = match &result {

@@ -12,6 +12,12 @@
 //!
 //! The two threads take turns (`Turn`): the writing thread's commits are what answers wait
 //! for, so the folding thread steps aside whenever one is waiting.
+//!
+//! The folding thread also copies SQLite's log into the database (its checkpoints), which
+//! SQLite would otherwise do inside the commit that filled the log: that held the writing
+//! thread, and every answer, 60 to 300 ms each time. The copy runs beside the commits; only
+//! what they added meanwhile is copied in the folding's turn, so that the log is wholly
+//! copied when the next commit begins and SQLite starts it over from its head.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +43,52 @@ const STEP_ROWS: usize = 256;
 
 /// How long the folding thread waits before looking again while commits want their turn.
 const STEP_ASIDE: Duration = Duration::from_micros(200);
+
+/// Pages of SQLite's log past which it is copied into the database (32 MiB of 4 KiB pages):
+/// few copies, each long, but none of them in a commit's way.
+pub(super) const CHECKPOINT_PAGES: usize = 8192;
+
+/// The pages in SQLite's log as one connection last committed to it, and whether that is
+/// far enough past the last checkpoint asked for to ask for another.
+pub(super) struct WalWatch {
+    pages: Arc<AtomicUsize>,
+    asked_at: usize,
+    every: usize,
+}
+
+impl WalWatch {
+    /// Watches the commits of `conn`, due every `every` pages of log. SQLite's own
+    /// checkpoints are off on `conn`: this is what asks for them instead.
+    pub(super) fn new(conn: &mut Connection, every: usize) -> rusqlite::Result<Self> {
+        let pages = Arc::new(AtomicUsize::new(0));
+        let theirs = Arc::clone(&pages);
+        conn.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
+                theirs.store(usize::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                Ok(())
+            },
+        ))?;
+        Ok(WalWatch {
+            pages,
+            asked_at: 0,
+            every,
+        })
+    }
+
+    /// Whether a checkpoint is due; counts it as asked for.
+    pub(super) fn due(&mut self) -> bool {
+        let pages = self.pages.load(Ordering::Relaxed);
+        if pages < self.asked_at {
+            // The log started over.
+            self.asked_at = 0;
+        }
+        let due = pages >= self.asked_at + self.every;
+        if due {
+            self.asked_at = pages;
+        }
+        due
+    }
+}
 
 /// Turns at writing to the database: the writing thread's commits first.
 #[derive(Default)]
@@ -74,6 +126,8 @@ impl Turn {
 struct Asked {
     /// Fold every change set up to this batch.
     through: i64,
+    /// Copy SQLite's log into the database.
+    checkpoint: bool,
     /// No more will be asked: fold what was, then end.
     closed: bool,
 }
@@ -87,13 +141,8 @@ pub struct Compactor {
 impl Compactor {
     /// Starts the folding thread with a connection of its own to the database at `path`.
     pub fn start(path: &Path, turn: Arc<Turn>) -> Result<Self, StoreError> {
-        let conn = writing_connection(path)?;
+        let folder = Folder::open(path, turn)?;
         let asked = Arc::new((Mutex::new(Asked::default()), Condvar::new()));
-        let folder = Folder {
-            conn,
-            path: path.to_path_buf(),
-            turn,
-        };
         let theirs = Arc::clone(&asked);
         let thread = std::thread::Builder::new()
             .name("promo-fold".into())
@@ -116,6 +165,14 @@ impl Compactor {
         asked.through = asked.through.max(batch);
         wake.notify_one();
     }
+
+    /// Asks for SQLite's log to be copied into the database (at once if the thread is idle,
+    /// or after the fold under way).
+    pub fn checkpoint(&self) {
+        let (asked, wake) = &*self.asked;
+        asked.lock().unwrap_or_else(|e| e.into_inner()).checkpoint = true;
+        wake.notify_one();
+    }
 }
 
 impl Drop for Compactor {
@@ -135,28 +192,71 @@ struct Folder {
     conn: Connection,
     path: PathBuf,
     turn: Arc<Turn>,
+    /// The log its own writes fill.
+    wal: Mutex<WalWatch>,
 }
 
 impl Folder {
+    fn open(path: &Path, turn: Arc<Turn>) -> Result<Self, StoreError> {
+        let mut conn = writing_connection(path)?;
+        let wal =
+            WalWatch::new(&mut conn, CHECKPOINT_PAGES).map_err(|e| StoreError::sqlite(path, e))?;
+        Ok(Folder {
+            conn,
+            path: path.to_path_buf(),
+            turn,
+            wal: Mutex::new(wal),
+        })
+    }
+
     fn run(&self, asked: &(Mutex<Asked>, Condvar)) {
         let mut done = 0;
         loop {
-            let through = {
+            let (through, checkpoint) = {
                 let (asked, wake) = asked;
                 let mut a = asked.lock().unwrap_or_else(|e| e.into_inner());
-                while a.through <= done && !a.closed {
+                while a.through <= done && !a.checkpoint && !a.closed {
                     a = wake.wait(a).unwrap_or_else(|e| e.into_inner());
                 }
-                if a.through <= done {
+                if a.through <= done && !a.checkpoint {
                     return;
                 }
-                a.through
+                (a.through, std::mem::take(&mut a.checkpoint))
             };
-            if let Err(e) = self.fold(through) {
-                // The state stays whole: the log is only longer than it need be.
-                tracing::warn!("folding the change log into the tables failed: {e}");
+            if through > done {
+                if let Err(e) = self.fold(through) {
+                    // The state stays whole: the log is only longer than it need be.
+                    tracing::warn!("folding the change log into the tables failed: {e}");
+                }
+                done = through;
             }
-            done = through;
+            if checkpoint {
+                self.checkpoint();
+            }
+        }
+    }
+
+    /// Copies SQLite's log into the database: most of it beside the commits, then, in the
+    /// folding's turn, what they added meanwhile, so that the next commit starts the log
+    /// over. A failure leaves the log longer, and is tried again with the next ask.
+    fn checkpoint(&self) {
+        let copy = || (self.conn).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        let copied = copy().and_then(|()| {
+            let _turn = self.turn.fold();
+            copy()
+        });
+        if let Err(e) = copied {
+            tracing::warn!(
+                "copying the log of {} into it failed: {e}",
+                self.path.display()
+            );
+        }
+    }
+
+    /// A checkpoint, if the folding's own writes filled the log enough to want one.
+    fn checkpoint_if_due(&self) {
+        if self.wal.lock().unwrap_or_else(|e| e.into_inner()).due() {
+            self.checkpoint();
         }
     }
 
@@ -205,6 +305,7 @@ impl Folder {
     fn write(&self, folded: &mut Folded) -> Result<(), StoreError> {
         while !folded.is_empty() {
             self.in_turn(|tx| folded.write_some(tx, STEP_ROWS))?;
+            self.checkpoint_if_due();
         }
         Ok(())
     }
@@ -392,6 +493,39 @@ mod tests {
         assert_eq!(steps.load(Ordering::SeqCst), 2, "then the folding went on");
     }
 
+    /// With SQLite's own checkpoints off, the checkpoints a `WalWatch` asks for, made on
+    /// the folding's connection, keep the log from growing: each lets the next commit start
+    /// it over from its head (without them, 400 commits of four pages leave 1,600 pages).
+    #[test]
+    fn the_checkpoints_asked_for_start_the_log_over() {
+        let dir = std::env::temp_dir().join(format!("promo-wal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("wal.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE blobs (x BLOB);")
+            .unwrap();
+        let mut writer = writing_connection(&db).unwrap();
+        let mut watch = WalWatch::new(&mut writer, 64).unwrap();
+        let folder = Folder::open(&db, Arc::default()).unwrap();
+        let (mut most, mut checkpoints) = (0, 0);
+        for _ in 0..400 {
+            writer
+                .execute("INSERT INTO blobs VALUES (zeroblob(8000))", [])
+                .unwrap();
+            most = most.max(watch.pages.load(Ordering::Relaxed));
+            if watch.due() {
+                folder.checkpoint();
+                checkpoints += 1;
+            }
+        }
+        assert!(checkpoints >= 10, "{checkpoints} checkpoints");
+        assert!(most < 64 + 8, "the log reached {most} pages");
+        drop((writer, folder));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Cut off after some rows are written but before their sets are deleted, after the
     /// deletion, or run to the end, a fold leaves the state reading as it did.
     #[test]
@@ -414,11 +548,7 @@ mod tests {
         let before = inspect(&dir, &Filter::All).unwrap();
         assert_eq!(before.coupons.len(), 2, "{before:?}");
         assert_eq!(change_sets(&db), 4);
-        let folder = Folder {
-            conn: writing_connection(&db).unwrap(),
-            path: db.clone(),
-            turn: Arc::default(),
-        };
+        let folder = Folder::open(&db, Arc::default()).unwrap();
         folder.write_rows(2).unwrap();
         assert_eq!(change_sets(&db), 4, "nothing deleted yet");
         assert_eq!(inspect(&dir, &Filter::All).unwrap(), before);
