@@ -48,8 +48,22 @@ pub(super) struct Runs<const V: usize> {
     warning: Option<String>,
 }
 
+/// Writes `entries` (`len` of them, in increasing key order) as a run in a new file of
+/// `make_file`'s, to be taken by `Runs::add`.
+pub(super) fn write_run<const V: usize>(
+    make_file: MakeFile,
+    entries: impl IntoIterator<Item = (u128, [u8; V])>,
+    len: usize,
+) -> io::Result<Run<V>> {
+    let mut w = RunWriter::new(make_file()?, len);
+    for (key, value) in entries {
+        w.push(key, &value)?;
+    }
+    w.finish()
+}
+
 /// Sorted entries in a temporary file.
-struct Run<const V: usize> {
+pub(super) struct Run<const V: usize> {
     file: File,
     /// Holds every key of the run (and about 1% of the others).
     filter: BloomFilter,
@@ -161,13 +175,15 @@ impl<const V: usize> Runs<V> {
         len: usize,
     ) -> bool {
         self.finish_merges();
-        let written = (self.make_file)().and_then(|file| {
-            let mut w = RunWriter::new(file, len);
-            for (key, value) in entries {
-                w.push(key, &value)?;
-            }
-            w.finish()
-        });
+        let written = write_run(self.make_file, entries, len);
+        self.add(written)
+    }
+
+    /// Takes a run written by `write_run` (on another thread, say) as the newest, then
+    /// merges runs as due. False when it could not be written (warning once): the caller
+    /// keeps its entries.
+    pub(super) fn add(&mut self, written: io::Result<Run<V>>) -> bool {
+        self.finish_merges();
         match written {
             Ok(run) => {
                 self.runs.push(Arc::new(run));

@@ -4,7 +4,12 @@
 //! Recent ids sit in an open-addressing table (16 bytes a slot, at most 3/4 full). Once the
 //! table is full at its budget, its ids are sorted and written to an anonymous temporary
 //! file as a *run* (see `runs`: a Bloom filter and a page index in memory, merged
-//! logarithmically), and the table starts empty again.
+//! logarithmically), and the table starts empty again. The service spills aside
+//! (`spill_aside`): the full table is sorted and written on a helper thread and read as it
+//! was until its run is in place, as a spill on the deciding thread held every request
+//! 150 ms. That keeps a second table (the next spill's, its pages provided ahead) and,
+//! while a run is written, a sorted copy of the ids: memory a batch run, whose throughput
+//! spilling aside does not change, does without.
 //!
 //! Nothing is ever approximate: a filter only spares reads, and when a file cannot be
 //! written the ids stay in memory instead (past the budget); when a page cannot be read,
@@ -12,10 +17,12 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use rustc_hash::FxHashSet;
 
-use super::runs::Runs;
+use super::runs::{write_run, Run, Runs};
 
 /// Bytes of one slot.
 const SLOT: usize = 16;
@@ -23,6 +30,8 @@ const SLOT: usize = 16;
 const DEFAULT_BUDGET: usize = 32 << 20;
 /// The fewest slots of a table, and its size when new.
 const MIN_SLOTS: usize = 16;
+/// Inserts between two looks at whether a spill's run is written.
+const LOOK_EVERY: usize = 4096;
 
 /// An exact set of 128-bit hashes whose memory is bounded by a budget (see the module).
 pub struct SeenIds {
@@ -36,6 +45,14 @@ pub struct SeenIds {
     /// Spilled ids (keys without a value); no id is in two runs unless `remember` put it
     /// there.
     runs: Runs<0>,
+    /// Whether full tables are spilled on a helper thread (`spill_aside`).
+    aside: bool,
+    /// A full table whose run is being written, read until the run is in place.
+    spilling: Option<Spilling>,
+    /// An empty table of `max_slots` whose pages the kernel has provided, taken by the
+    /// next spill aside (empty if none): a fresh one cost the deciding thread 350 ms of
+    /// page faults.
+    spare: Vec<u128>,
     /// Ids removed while a run may hold them: they read as not seen until inserted again.
     removed: FxHashSet<u128>,
 }
@@ -53,9 +70,20 @@ impl fmt::Debug for SeenIds {
             .field("slots", &self.slots.len())
             .field("max_slots", &self.max_slots)
             .field("runs", &self.runs.lens())
+            .field("spilling", &self.spilling.as_ref().map(|s| s.len))
+            .field("spare", &self.spare.len())
             .field("removed", &self.removed.len())
             .finish()
     }
+}
+
+/// A full table on its way to a run: read as it was meanwhile.
+struct Spilling {
+    slots: Arc<Vec<u128>>,
+    /// Its ids.
+    len: usize,
+    /// Sorts its ids and writes them as a run.
+    writing: JoinHandle<io::Result<Run<0>>>,
 }
 
 /// How a hash is stored: `0` marks an empty slot, so the hash 0 is kept as 1. That makes
@@ -85,21 +113,36 @@ impl SeenIds {
             len: 0,
             max_slots: 1 << fit.ilog2(),
             runs: Runs::new("decided event ids"),
+            aside: false,
+            spilling: None,
+            spare: Vec::new(),
             removed: FxHashSet::default(),
         }
     }
 
+    /// Spills full tables on a helper thread from now on, rather than on the caller's.
+    pub fn spill_aside(&mut self) {
+        self.aside = true;
+    }
+
     /// The slot holding `h`, or else the empty slot where it goes.
     fn probe(&self, h: u128) -> Result<usize, usize> {
-        let mask = self.slots.len() - 1;
-        let mut i = h as usize & mask;
-        loop {
-            match self.slots[i] {
-                s if s == h => return Ok(i),
-                0 => return Err(i),
-                _ => i = (i + 1) & mask,
-            }
-        }
+        probe_in(&self.slots, h)
+    }
+
+    /// Whether the table being spilled holds `h`.
+    fn spilling_holds(&self, h: u128) -> bool {
+        (self.spilling.as_ref()).is_some_and(|s| probe_in(&s.slots, h).is_ok())
+    }
+
+    /// Whether a run, or the table being spilled, may hold `h`.
+    fn may_hold_elsewhere(&self, h: u128) -> bool {
+        self.spilling_holds(h) || self.runs.may_hold(h)
+    }
+
+    /// Whether a run, or the table being spilled, holds `h`.
+    fn held_elsewhere(&self, h: u128) -> io::Result<bool> {
+        Ok(self.spilling_holds(h) || (!self.runs.is_empty() && self.runs.find(h)?.is_some()))
     }
 
     /// Prefetches the slot where the probe for `h` starts, ahead of an `insert`.
@@ -118,14 +161,12 @@ impl SeenIds {
             Ok(_) => return Ok(false),
             Err(slot) => slot,
         };
-        if !self.runs.is_empty() {
-            if self.runs.find(h)?.is_some() {
-                // A run holds it: seen, unless it was removed since, and then seen from now.
-                return Ok(self.removed.remove(&h));
-            }
-            if !self.removed.is_empty() {
-                self.removed.remove(&h);
-            }
+        if self.held_elsewhere(h)? {
+            // A run holds it: seen, unless it was removed since, and then seen from now.
+            return Ok(self.removed.remove(&h));
+        }
+        if !self.removed.is_empty() {
+            self.removed.remove(&h);
         }
         self.put(slot, h);
         Ok(true)
@@ -138,7 +179,7 @@ impl SeenIds {
         if self.probe(h).is_ok() {
             return Ok(true);
         }
-        Ok(self.runs.find(h)?.is_some() && !self.removed.contains(&h))
+        Ok(self.held_elsewhere(h)? && !self.removed.contains(&h))
     }
 
     /// Adds `h` without asking whether it was there (as a store loads decided ids): never
@@ -158,6 +199,9 @@ impl SeenIds {
     fn put(&mut self, slot: usize, h: u128) {
         self.slots[slot] = h;
         self.len += 1;
+        if self.len.is_multiple_of(LOOK_EVERY) && self.spilling.is_some() {
+            self.settle_spill(false);
+        }
         if self.len * 4 > self.slots.len() * 3 {
             if self.slots.len() < self.max_slots {
                 self.rehash(self.slots.len() * 2);
@@ -173,7 +217,7 @@ impl SeenIds {
         if let Ok(slot) = self.probe(h) {
             self.delete(slot);
         }
-        if self.runs.may_hold(h) {
+        if self.may_hold_elsewhere(h) {
             self.removed.insert(h);
         }
     }
@@ -219,17 +263,19 @@ impl SeenIds {
         }
     }
 
-    /// Writes to every page of the table, so that the kernel provides them now.
+    /// Writes to every page of the table (and, spilling aside, of a spare one), so that
+    /// the kernel provides them now.
     pub fn touch_pages(&mut self) {
-        const PER_PAGE: usize = 4096 / SLOT;
-        for slot in self.slots.iter_mut().step_by(PER_PAGE) {
-            // What the slot holds, written back: a store the compiler cannot drop.
-            *slot = std::hint::black_box(*slot);
+        if self.aside && self.spare.is_empty() {
+            self.spare = vec![0; self.max_slots];
         }
+        touch(&mut self.slots);
+        touch(&mut self.spare);
     }
 
     /// Waits for the merges of runs still running (see `Runs::finish_merges`).
     pub fn finish_merges(&mut self) {
+        self.settle_spill(true);
         self.runs.finish_merges();
     }
 
@@ -241,7 +287,7 @@ impl SeenIds {
     /// The ids held, in the table and in runs: removed ones that a run holds still count,
     /// and so, twice, does an id `remember` added to the table while a run held it.
     pub fn len(&self) -> usize {
-        self.len + self.runs.len()
+        self.len + self.spilling.as_ref().map_or(0, |s| s.len) + self.runs.len()
     }
 
     /// Whether the set holds no id.
@@ -261,10 +307,19 @@ impl SeenIds {
         }
     }
 
-    /// Writes the full table as a new run and empties it (the runs merge as due). If the
-    /// run cannot be written, the table doubles instead (past the budget) and a later
-    /// spill tries again.
+    /// Writes the full table as a new run, here or aside, and empties it (the runs merge
+    /// as due).
     fn spill(&mut self) {
+        if self.aside {
+            self.spill_on_helper();
+        } else {
+            self.spill_here();
+        }
+    }
+
+    /// Writes the full table as a new run and empties it. If the run cannot be written,
+    /// the table doubles instead (past the budget) and a later spill tries again.
+    fn spill_here(&mut self) {
         self.slots.sort_unstable();
         let first = self.slots.partition_point(|&s| s == 0);
         let ids = self.slots.get(first..).unwrap_or_default();
@@ -280,11 +335,115 @@ impl SeenIds {
         }
     }
 
+    /// Hands the full table to a helper thread that writes it as a new run, and starts an
+    /// empty one (the run is put in place by `settle_spill`).
+    fn spill_on_helper(&mut self) {
+        self.settle_spill(true);
+        let fresh = match std::mem::take(&mut self.spare) {
+            spare if spare.len() == self.max_slots => spare,
+            _ => vec![0; self.max_slots],
+        };
+        let slots = Arc::new(std::mem::replace(&mut self.slots, fresh));
+        let len = std::mem::take(&mut self.len);
+        let (theirs, make_file) = (Arc::clone(&slots), self.runs.make_file);
+        let write = move || {
+            let mut ids: Vec<u128> = theirs.iter().copied().filter(|&h| h != 0).collect();
+            ids.sort_unstable();
+            write_run(make_file, ids.iter().map(|&h| (h, [])), ids.len())
+        };
+        let helper = std::thread::Builder::new().name("promo-spill".into());
+        match helper.spawn(write.clone()) {
+            Ok(writing) => {
+                self.spilling = Some(Spilling {
+                    slots,
+                    len,
+                    writing,
+                })
+            }
+            // No thread to spare: written here, the spill is only slower.
+            Err(_) => {
+                if !self.runs.add(write()) {
+                    self.take_back(&slots, len);
+                }
+            }
+        }
+    }
+
+    /// Puts the run of the table being spilled in place once it is written (waiting for
+    /// it, with `wait`). If it could not be written, its ids go back into the table, which
+    /// grows past the budget, and a later spill tries again.
+    fn settle_spill(&mut self, wait: bool) {
+        match &self.spilling {
+            Some(s) if wait || s.writing.is_finished() => {}
+            _ => return,
+        }
+        let Some(spilling) = self.spilling.take() else {
+            return;
+        };
+        let written = (spilling.writing.join())
+            .unwrap_or_else(|_| Err(io::Error::other("the thread writing them stopped")));
+        if !self.runs.add(written) {
+            self.take_back(&spilling.slots, spilling.len);
+        }
+        // The helper has let go of the table: emptied, it is the next spill's.
+        if let Ok(mut table) = Arc::try_unwrap(spilling.slots) {
+            if table.len() == self.max_slots {
+                table.fill(0);
+                self.spare = table;
+            }
+        }
+    }
+
+    /// Puts the `len` ids of a table that could not be spilled back into the table.
+    fn take_back(&mut self, slots: &[u128], len: usize) {
+        let need = (self.len + len).saturating_mul(4).div_ceil(3);
+        let fit = need.checked_next_power_of_two().unwrap_or(need);
+        if fit > self.slots.len() {
+            self.rehash(fit);
+        }
+        for &h in slots.iter().filter(|&&h| h != 0) {
+            if self.removed.contains(&h) {
+                // Removed while it waited: not seen, unless a run holds it too.
+                if !self.runs.may_hold(h) {
+                    self.removed.remove(&h);
+                }
+                continue;
+            }
+            if let Err(slot) = self.probe(h) {
+                self.slots[slot] = h;
+                self.len += 1;
+            }
+        }
+    }
+
     /// The lengths of the runs, oldest first, once merges still running are done.
     #[cfg(test)]
     fn run_lens(&mut self) -> Vec<usize> {
-        self.runs.finish_merges();
+        self.finish_merges();
         self.runs.lens()
+    }
+}
+
+/// Writes to every page of `slots`, so that the kernel provides them now.
+fn touch(slots: &mut [u128]) {
+    const PER_PAGE: usize = 4096 / SLOT;
+    for slot in slots.iter_mut().step_by(PER_PAGE) {
+        // What the slot holds, written back: a store the compiler cannot drop.
+        *slot = std::hint::black_box(*slot);
+    }
+}
+
+/// The slot of `slots` (open addressing, a power of two long) holding `h`, or else the
+/// empty slot where it goes.
+fn probe_in(slots: &[u128], h: u128) -> Result<usize, usize> {
+    let mask = slots.len() - 1;
+    let mut i = h as usize & mask;
+    loop {
+        match slots[i] {
+            s if s == h => return Ok(i),
+            0 => return Err(i),
+            _ => i = (i + 1) & mask,
+        }
     }
 }
 
@@ -321,42 +480,47 @@ mod tests {
 
     #[test]
     fn matches_a_hash_set_through_spills_and_merges() {
-        let mut s = SeenIds::with_budget(2048);
-        let mut model = HashSet::new();
-        let mut history = Vec::new();
-        let mut mix = Mix(7);
-        let mut repeats = 0;
-        for i in 0..200_000u64 {
-            let roll = mix.next();
-            let h = if !history.is_empty() && roll.is_multiple_of(5) {
-                repeats += 1;
-                let back = if roll.is_multiple_of(3) {
-                    // a recent one, likely still in the table
-                    (mix.next() % 64) as usize
+        for aside in [false, true] {
+            let mut s = SeenIds::with_budget(2048);
+            if aside {
+                s.spill_aside();
+            }
+            let mut model = HashSet::new();
+            let mut history = Vec::new();
+            let mut mix = Mix(7);
+            let mut repeats = 0;
+            for i in 0..200_000u64 {
+                let roll = mix.next();
+                let h = if !history.is_empty() && roll.is_multiple_of(5) {
+                    repeats += 1;
+                    let back = if roll.is_multiple_of(3) {
+                        // a recent one, likely still in the table
+                        (mix.next() % 64) as usize
+                    } else {
+                        // anywhere back, mostly in a run
+                        (mix.next() % history.len() as u64) as usize
+                    };
+                    history[history.len() - 1 - back.min(history.len() - 1)]
                 } else {
-                    // anywhere back, mostly in a run
-                    (mix.next() % history.len() as u64) as usize
+                    mix.hash()
                 };
-                history[history.len() - 1 - back.min(history.len() - 1)]
-            } else {
-                mix.hash()
-            };
-            history.push(h);
-            assert_eq!(s.insert(h).unwrap(), model.insert(h), "insert #{i}");
-        }
-        assert!(repeats > 30_000);
-        assert_eq!(s.len(), model.len());
-        let lens = s.run_lens();
-        // 128 slots spill at 97 ids: a run per 97 fresh ids, merged down to a few.
-        assert!(lens.len() >= 3, "{lens:?}");
-        assert!(
-            lens.len() <= (model.len() / 97).ilog2() as usize + 1,
-            "{lens:?}"
-        );
-        assert_logarithmic(&mut s);
-        // Every id, wherever it sits, reads as seen.
-        for &h in history.iter().step_by(7) {
-            assert!(!s.insert(h).unwrap());
+                history.push(h);
+                assert_eq!(s.insert(h).unwrap(), model.insert(h), "insert #{i}");
+            }
+            assert!(repeats > 30_000);
+            assert_eq!(s.len(), model.len());
+            let lens = s.run_lens();
+            // 128 slots spill at 97 ids: a run per 97 fresh ids, merged down to a few.
+            assert!(lens.len() >= 3, "{lens:?}");
+            assert!(
+                lens.len() <= (model.len() / 97).ilog2() as usize + 1,
+                "{lens:?}"
+            );
+            assert_logarithmic(&mut s);
+            // Every id, wherever it sits, reads as seen.
+            for &h in history.iter().step_by(7) {
+                assert!(!s.insert(h).unwrap());
+            }
         }
     }
 
@@ -466,33 +630,75 @@ mod tests {
         assert!(!s.insert(ids[0]).unwrap());
     }
 
+    /// While a full table is being written as a run its ids read as seen, and one removed
+    /// meanwhile reads as new once, whether the run is then written or not.
+    #[test]
+    fn a_table_being_spilled_reads_as_it_was() {
+        let makers: [crate::engine::runs::MakeFile; 2] = [tempfile::tempfile, failing::no_room];
+        for make_file in makers {
+            let mut s = SeenIds::with_budget(1024);
+            s.spill_aside();
+            s.runs.make_file = make_file;
+            let mut mix = Mix(21);
+            let mut ids = Vec::new();
+            while s.spilling.is_none() {
+                let h = mix.hash();
+                assert!(s.insert(h).unwrap());
+                ids.push(h);
+            }
+            assert_eq!(s.len, 0, "the table is new");
+            assert!(ids.iter().all(|&h| s.contains(h).unwrap()));
+            s.remove(ids[0]);
+            assert!(!s.contains(ids[0]).unwrap());
+            assert!(s.insert(ids[0]).unwrap(), "removed: new once");
+            assert!(!s.insert(ids[0]).unwrap());
+            s.remove(ids[1]);
+            s.finish_merges();
+            assert!(s.spilling.is_none());
+            assert_eq!(s.spare.len(), s.max_slots, "the next spill's table");
+            for &h in &ids[2..] {
+                assert!(!s.insert(h).unwrap(), "seen once the spill is settled");
+            }
+            assert!(
+                s.insert(ids[1]).unwrap(),
+                "removed while spilling: new once"
+            );
+            assert!(!s.insert(ids[1]).unwrap());
+        }
+    }
+
     #[test]
     fn a_failed_spill_keeps_the_ids_in_memory() {
-        let mut s = SeenIds::with_budget(1024);
-        s.runs.make_file = failing::no_room;
-        let mut mix = Mix(9);
-        let ids: Vec<u128> = (0..900).map(|_| mix.hash()).collect();
-        for &h in &ids {
-            assert!(s.insert(h).unwrap());
-        }
-        assert!(s.run_lens().is_empty());
-        assert!(s.slots.len() > 64);
-        let warning = s.warning().unwrap_or_default();
-        assert!(
-            warning.starts_with("cannot write decided event ids"),
-            "{warning}"
-        );
-        for &h in &ids {
-            assert!(!s.insert(h).unwrap());
-        }
-        // Once files can be made again, the next spill writes them all.
-        s.runs.make_file = tempfile::tempfile;
-        while s.run_lens().is_empty() {
-            assert!(s.insert(mix.hash()).unwrap());
-        }
-        assert_eq!(s.slots.len(), 64, "back to the budget");
-        for &h in &ids {
-            assert!(!s.insert(h).unwrap());
+        for aside in [false, true] {
+            let mut s = SeenIds::with_budget(1024);
+            if aside {
+                s.spill_aside();
+            }
+            s.runs.make_file = failing::no_room;
+            let mut mix = Mix(9);
+            let ids: Vec<u128> = (0..900).map(|_| mix.hash()).collect();
+            for &h in &ids {
+                assert!(s.insert(h).unwrap());
+            }
+            assert!(s.run_lens().is_empty());
+            assert!(s.slots.len() > 64);
+            let warning = s.warning().unwrap_or_default();
+            assert!(
+                warning.starts_with("cannot write decided event ids"),
+                "{warning}"
+            );
+            for &h in &ids {
+                assert!(!s.insert(h).unwrap());
+            }
+            // Once files can be made again, the next spill writes them all.
+            s.runs.make_file = tempfile::tempfile;
+            while s.run_lens().is_empty() {
+                assert!(s.insert(mix.hash()).unwrap());
+            }
+            assert_eq!(s.slots.len(), 64, "back to the budget");
+            for &h in &ids {
+                assert!(!s.insert(h).unwrap());
+            }
         }
     }
 

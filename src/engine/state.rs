@@ -280,6 +280,12 @@ impl State {
         self.keys.seen = SeenIds::with_budget(bytes);
     }
 
+    /// Writes decided ids past their budget to temporary files on a helper thread, so that
+    /// deciding goes on meanwhile (see `SeenIds::spill_aside`): for the service.
+    pub fn spill_ids_aside(&mut self) {
+        self.keys.seen.spill_aside();
+    }
+
     /// Keeps at most about `bytes` of coupons in memory, the rest in temporary files (see
     /// `CouponLedger`). For a fresh state: the coupons it holds are forgotten.
     pub fn limit_coupon_memory(&mut self, bytes: usize) {

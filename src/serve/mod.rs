@@ -123,6 +123,8 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
     let mut state = State::new(ruleset);
     // Coupons stay in memory, where a wallet's can be listed.
     state.limit_coupon_memory(usize::MAX);
+    // Requests wait on the deciding thread, not on a spill of decided ids.
+    state.spill_ids_aside();
     let mut durable = match &opts.state {
         StateAt::Dir(dir) => {
             let store = Store::open(dir, ruleset).map_err(|e| e.to_string())?;
