@@ -374,11 +374,8 @@ impl SeenIds {
     /// it, with `wait`). If it could not be written, its ids go back into the table, which
     /// grows past the budget, and a later spill tries again.
     fn settle_spill(&mut self, wait: bool) {
-        match &self.spilling {
-            Some(s) if wait || s.writing.is_finished() => {}
-            _ => return,
-        }
-        let Some(spilling) = self.spilling.take() else {
+        let ready = |s: &mut Spilling| wait || s.writing.is_finished();
+        let Some(spilling) = self.spilling.take_if(ready) else {
             return;
         };
         let written = (spilling.writing.join())
@@ -479,13 +476,19 @@ mod tests {
         }
     }
 
+    /// A set with a table of `budget` bytes, spilling aside or not.
+    fn seen_ids(budget: usize, aside: bool) -> SeenIds {
+        let mut s = SeenIds::with_budget(budget);
+        if aside {
+            s.spill_aside();
+        }
+        s
+    }
+
     #[test]
     fn matches_a_hash_set_through_spills_and_merges() {
         for aside in [false, true] {
-            let mut s = SeenIds::with_budget(2048);
-            if aside {
-                s.spill_aside();
-            }
+            let mut s = seen_ids(2048, aside);
             let mut model = HashSet::new();
             let mut history = Vec::new();
             let mut mix = Mix(7);
@@ -637,8 +640,7 @@ mod tests {
     fn a_table_being_spilled_reads_as_it_was() {
         let makers: [crate::engine::runs::MakeFile; 2] = [tempfile::tempfile, failing::no_room];
         for make_file in makers {
-            let mut s = SeenIds::with_budget(1024);
-            s.spill_aside();
+            let mut s = seen_ids(1024, true);
             s.runs.make_file = make_file;
             let mut mix = Mix(21);
             let mut ids = Vec::new();
@@ -671,10 +673,7 @@ mod tests {
     #[test]
     fn a_failed_spill_keeps_the_ids_in_memory() {
         for aside in [false, true] {
-            let mut s = SeenIds::with_budget(1024);
-            if aside {
-                s.spill_aside();
-            }
+            let mut s = seen_ids(1024, aside);
             s.runs.make_file = failing::no_room;
             let mut mix = Mix(9);
             let ids: Vec<u128> = (0..900).map(|_| mix.hash()).collect();
