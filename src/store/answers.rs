@@ -42,14 +42,18 @@ pub type SealedAnswers = (i64, Arc<Vec<StoredAnswer>>);
 /// A batch of answers as stored: postcard, lz4-compressed. Decision lines repeat their ids
 /// and field names: compressed, a batch is a fraction of the bytes to write and sync.
 pub(super) fn encode(answers: &[StoredAnswer]) -> Result<Vec<u8>, String> {
-    // Room for the answers' texts with their lengths and hashes, reserved up front: grown
-    // from empty, the buffer was copied a dozen times per batch.
-    let size: usize = (answers.iter())
-        .map(|a| 22 + a.event_id.len() + a.version.len() + a.decisions.len())
-        .sum();
-    let blob = postcard::to_extend(answers, Vec::with_capacity(size + 5))
+    // Room reserved up front: grown from empty, the buffer was copied a dozen times per
+    // batch.
+    let blob = postcard::to_extend(answers, Vec::with_capacity(encoded_size_hint(answers)))
         .map_err(|e| format!("cannot encode the answers: {e}"))?;
     Ok(lz4_flex::compress_prepend_size(&blob))
+}
+
+/// At least the bytes of `answers` encoded (postcard): each its hash and its three texts
+/// with their lengths (varints of at most 3 bytes below 2 MiB), and the count.
+fn encoded_size_hint(answers: &[StoredAnswer]) -> usize {
+    let texts = |a: &StoredAnswer| a.event_id.len() + a.version.len() + a.decisions.len();
+    5 + answers.iter().map(|a| 16 + 9 + texts(a)).sum::<usize>()
 }
 
 /// The service's group commits (`Store::group_commits`).
@@ -146,5 +150,28 @@ impl Store {
         })?;
         let bytes = lz4_flex::decompress_size_prepended(blob).map_err(|e| bad(e.to_string()))?;
         postcard::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The room reserved holds the whole batch, short texts and long, so encoding never
+    /// grows the buffer.
+    #[test]
+    fn a_batch_is_encoded_within_the_room_reserved_for_it() {
+        let answer = |n: usize| StoredAnswer {
+            event_id: "e".repeat(n).into(),
+            body_hash: [7; 16],
+            version: "v".repeat(n).into(),
+            decisions: "d".repeat(n).into(),
+        };
+        // Texts of 20,000 bytes take lengths of 3 bytes.
+        let batch = vec![answer(20_000), answer(20_000), answer(20_000)];
+        let hint = encoded_size_hint(&batch);
+        let blob = postcard::to_extend(&batch, Vec::with_capacity(hint)).unwrap();
+        assert_eq!(blob, postcard::to_stdvec(&batch).unwrap(), "the same bytes");
+        assert_eq!(blob.capacity(), hint, "the buffer never grew");
     }
 }

@@ -302,7 +302,7 @@ mod tests {
     /// sizes of its integers, so encoding never grows the buffer.
     #[test]
     fn a_change_set_is_encoded_within_the_room_reserved_for_it() {
-        let long = "n".repeat(300);
+        let long = "n".repeat(20_000);
         for (owner, big) in [("c1", 1u64), (long.as_str(), u64::MAX)] {
             let set = ChangeSet {
                 fact_names: [vec!["spent", &long], vec!["w"]],
