@@ -59,21 +59,31 @@ fn per_page<T>() -> usize {
 /// `len` default values, every page written.
 pub fn filled<T: Clone + Default>(len: usize) -> Vec<T> {
     let mut v = vec![T::default(); len];
-    for x in v.iter_mut().step_by(per_page::<T>()) {
-        // Written back through `black_box`: a store the compiler cannot drop.
-        *x = std::hint::black_box(x.clone());
-    }
+    touch(&mut v);
     v
 }
 
 /// An empty vector with room for `len` values, every page of the room written.
 pub fn room<T>(len: usize) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
+    touch_room(&mut v);
+    v
+}
+
+/// Writes to every page of `values`, so that the kernel provides them now.
+pub fn touch<T: Clone>(values: &mut [T]) {
+    for x in values.iter_mut().step_by(per_page::<T>()) {
+        // Written back through `black_box`: a store the compiler cannot drop.
+        *x = std::hint::black_box(x.clone());
+    }
+}
+
+/// Writes to every page of the room past `v`'s length.
+pub fn touch_room<T>(v: &mut Vec<T>) {
     for x in v.spare_capacity_mut().iter_mut().step_by(per_page::<T>()) {
         // Past the length: never read, only there to fault its page in.
         *x = std::hint::black_box(MaybeUninit::zeroed());
     }
-    v
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! (`ahead`) and merge those temporary files (`runs`).
 
 pub mod admit;
-mod ahead;
+pub(crate) mod ahead;
 pub mod counters;
 pub mod evaluate;
 pub mod explain;

@@ -100,6 +100,12 @@ impl NameIds {
         }
     }
 
+    /// Writes to every page of the table, so that the kernel provides them now rather than
+    /// one fault at a time as names land on them.
+    pub fn touch_pages(&mut self) {
+        super::ahead::touch(&mut self.slots);
+    }
+
     fn rehash(&mut self, slots: usize) {
         let old = std::mem::replace(&mut self.slots, vec![EMPTY_SLOT; slots]);
         for (key, id) in old {

@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashSet;
 
+use super::ahead::touch;
 use super::runs::{write_run, Run, Runs};
 
 /// Bytes of one slot.
@@ -419,15 +420,6 @@ impl SeenIds {
     fn run_lens(&mut self) -> Vec<usize> {
         self.finish_merges();
         self.runs.lens()
-    }
-}
-
-/// Writes to every page of `slots`, so that the kernel provides them now.
-fn touch(slots: &mut [u128]) {
-    const PER_PAGE: usize = 4096 / SLOT;
-    for slot in slots.iter_mut().step_by(PER_PAGE) {
-        // What the slot holds, written back: a store the compiler cannot drop.
-        *slot = std::hint::black_box(*slot);
     }
 }
 

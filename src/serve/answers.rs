@@ -73,10 +73,14 @@ impl Answers {
         Ok(found.filter(|a| *a.event_id == *id))
     }
 
-    /// Makes room for `n` more answers.
+    /// Makes room for `n` more answers, its every page written: the index's slots are
+    /// written at random as answers come, and a fresh page costs the deciding thread a
+    /// fault (a first second of hundreds of milliseconds' stalls, with the default room).
     pub fn reserve(&mut self, n: usize) {
         self.ids.reserve(n);
+        self.ids.touch_pages();
         self.places.reserve(n);
+        crate::engine::ahead::touch_room(&mut self.places);
     }
 
     /// Prefetches where finding or recording the answer of the id with this hash (the

@@ -141,10 +141,12 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
         }
         StateAt::Postgres { .. } => None,
     };
-    // The tables are sized (and their pages touched, on another thread) while the snapshot
+    let mut answers =
+        Answers::load(durable.as_ref().map(|d| &d.store)).map_err(|e| e.to_string())?;
+    // The tables are sized (and their pages touched, on other threads) while the snapshot
     // loads: growing them under load stalled deciding on rehashes and fresh pages.
     let skip_known = durable.is_some();
-    let loaded = state.expect_input_while(opts.expect_events, |state| match &opts.customers {
+    let load = |state: &mut State| match &opts.customers {
         Some(path) => crate::io::load_snapshot(path, ruleset, state, skip_known)
             .map(|load| {
                 for w in load.warnings(path) {
@@ -154,16 +156,20 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
             })
             .map_err(|e| format!("bad customer snapshot: {e}")),
         None => Ok(()),
-    });
-    loaded?;
+    };
+    std::thread::scope(|scope| {
+        let answers_ready = scope.spawn(|| answers.reserve(opts.expect_events));
+        let loaded = state.expect_input_while(opts.expect_events, load);
+        if let Err(panic) = answers_ready.join() {
+            std::panic::resume_unwind(panic);
+        }
+        loaded
+    })?;
     if let Some(d) = &mut durable {
         d.commits
             .submit(ruleset, &mut state, None, None, true)
             .map_err(|e| e.to_string())?;
     }
-    let mut answers =
-        Answers::load(durable.as_ref().map(|d| &d.store)).map_err(|e| e.to_string())?;
-    answers.reserve(opts.expect_events);
     Ok((state, durable, answers))
 }
 
