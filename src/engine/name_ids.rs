@@ -8,12 +8,18 @@
 //! known from the hash alone: it is prefetched ahead of the lookup, and the misses of many
 //! names are in flight at once.
 
+use super::ahead::{self, Ahead};
 use super::seen::stored;
 
 /// An empty slot's hash. The hash 0 is kept as 1 (`stored`), as `SeenIds` keeps ids.
 const EMPTY: u128 = 0;
 /// The fewest slots of a table.
 const MIN_SLOTS: usize = 16;
+
+/// Slots of a table from which its next one is made ready by a helper thread (`Ahead`)
+/// before it is due (6 MiB of them), as the counters' index is: the doubled table's fresh
+/// pages cost more than moving the names into it.
+const SLOTS_AHEAD: usize = 1 << 18;
 
 /// A stored hash, as two halves (a `u128` would align slots to 16 bytes, and make them 32
 /// bytes long instead of 24), and its id.
@@ -31,6 +37,10 @@ pub struct NameIds {
     /// A power of two long.
     slots: Vec<Slot>,
     len: usize,
+    /// The next table of a large one, started when this one is 5/8 full (its growth is
+    /// due at 3/4): early enough for its pages to be ready, late enough that a table
+    /// reserved for what is expected does not hold a spare twice its size.
+    next: Ahead<Slot>,
 }
 
 impl Default for NameIds {
@@ -38,6 +48,7 @@ impl Default for NameIds {
         NameIds {
             slots: vec![EMPTY_SLOT; MIN_SLOTS],
             len: 0,
+            next: Ahead::default(),
         }
     }
 }
@@ -77,6 +88,11 @@ impl NameIds {
                 self.len += 1;
                 if self.len * 4 > self.slots.len() * 3 {
                     self.rehash(self.slots.len() * 2);
+                } else if self.len * 8 > self.slots.len() * 5
+                    && self.slots.len() >= SLOTS_AHEAD
+                    && !self.next.is_started()
+                {
+                    self.next.start(self.slots.len() * 2, ahead::filled);
                 }
                 (id, true)
             }
@@ -103,11 +119,12 @@ impl NameIds {
     /// Writes to every page of the table, so that the kernel provides them now rather than
     /// one fault at a time as names land on them.
     pub fn touch_pages(&mut self) {
-        super::ahead::touch(&mut self.slots);
+        ahead::touch(&mut self.slots);
     }
 
     fn rehash(&mut self, slots: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY_SLOT; slots]);
+        let fresh = (self.next.take(slots)).unwrap_or_else(|| vec![EMPTY_SLOT; slots]);
+        let old = std::mem::replace(&mut self.slots, fresh);
         for (key, id) in old {
             let h = u128::from(key[0]) | u128::from(key[1]) << 64;
             if h != EMPTY {
@@ -150,5 +167,28 @@ mod tests {
         assert_eq!(ids.get(5 << 64 | 7), None);
         assert_eq!(ids.get(0), ids.get(1));
         assert!(ids.slots.len().is_power_of_two() && ids.len * 4 <= ids.slots.len() * 3);
+    }
+
+    #[test]
+    fn a_large_table_grows_into_the_one_made_ready_ahead() {
+        let mut ids = NameIds::default();
+        ids.reserve(SLOTS_AHEAD * 3 / 4);
+        assert_eq!(ids.slots.len(), SLOTS_AHEAD);
+        let hash = |i: u64| {
+            let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            u128::from(x) | u128::from(x.rotate_left(29)) << 64
+        };
+        let due = SLOTS_AHEAD * 3 / 4;
+        for i in 0..due as u64 {
+            assert_eq!(ids.intern(hash(i)), (i as u32, true));
+        }
+        assert!(ids.next.is_started(), "made ready once 5/8 full");
+        assert_eq!(ids.slots.len(), SLOTS_AHEAD);
+        assert_eq!(ids.intern(hash(due as u64)), (due as u32, true));
+        assert_eq!(ids.slots.len(), SLOTS_AHEAD * 2, "grown");
+        assert!(!ids.next.is_started(), "the one made ready was taken");
+        for i in (0..=due as u64).step_by(97) {
+            assert_eq!(ids.get(hash(i)), Some(i as u32));
+        }
     }
 }
