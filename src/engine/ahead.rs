@@ -51,6 +51,42 @@ impl<T: Send + 'static> Ahead<T> {
     }
 }
 
+impl<T: Send + 'static> Ahead<T> {
+    /// Makes room in `v` for one more value without moving it into fresh memory: once a
+    /// large `v` is 5/8 full, a vector of twice its capacity is made ready; once full, its
+    /// values move there. A smaller `v` grows as any vector does.
+    pub fn room_for_one(&mut self, v: &mut Vec<T>) {
+        let cap = v.capacity();
+        if v.len() == cap {
+            if let Some(mut next) = self.take(cap * 2) {
+                next.append(v);
+                *v = next;
+            }
+        } else if v.len() * 8 > cap * 5 && cap * std::mem::size_of::<T>() >= LARGE {
+            self.start(cap * 2, room);
+        }
+    }
+}
+
+impl Ahead<u8> {
+    /// `room_for_one` for `more` bytes of text.
+    pub fn room_for_text(&mut self, text: &mut String, more: usize) {
+        let cap = text.capacity();
+        if text.len() + more > cap {
+            let ready = self.take(cap * 2).and_then(|v| String::from_utf8(v).ok());
+            if let Some(mut next) = ready.filter(|next| next.capacity() >= text.len() + more) {
+                next.push_str(text);
+                *text = next;
+            }
+        } else if text.len() * 8 > cap * 5 && cap >= LARGE {
+            self.start(cap * 2, room);
+        }
+    }
+}
+
+/// Bytes of a vector from which its next one is made ready ahead (`room_for_one`).
+const LARGE: usize = 4 << 20;
+
 /// Values of `T` in a page.
 fn per_page<T>() -> usize {
     (PAGE / std::mem::size_of::<T>().max(1)).max(1)
@@ -111,5 +147,51 @@ mod tests {
         spare.start(16, filled);
         assert!(spare.take(32).is_none());
         assert!(!spare.is_started());
+    }
+
+    #[test]
+    fn a_large_vector_grows_into_the_one_made_ready() {
+        let cap = LARGE / 8;
+        let mut v: Vec<u64> = Vec::with_capacity(cap);
+        let mut next = Ahead::default();
+        for i in 0..cap as u64 * 3 {
+            next.room_for_one(&mut v);
+            if v.len() == cap * 5 / 8 + 1 {
+                assert!(next.is_started(), "made ready once 5/8 full");
+            }
+            if v.len() == cap {
+                assert!(!next.is_started(), "full: the one made ready was taken");
+                assert_eq!(v.capacity(), cap * 2);
+            }
+            v.push(i);
+        }
+        assert!(v.iter().copied().eq(0..cap as u64 * 3));
+        assert!(next.is_started(), "the one after made ready in turn");
+        assert_eq!(
+            v.capacity(),
+            cap * 4,
+            "grown twice, each time into the one made ready"
+        );
+        assert_eq!(
+            next.take(cap * 8).map(|n| n.capacity() >= cap * 8),
+            Some(true)
+        );
+
+        let mut small: Vec<u64> = Vec::with_capacity(8);
+        for i in 0..100 {
+            next.room_for_one(&mut small);
+            small.push(i);
+        }
+        assert!(!next.is_started(), "a small vector grows alone");
+
+        let mut text = String::with_capacity(LARGE);
+        let mut bytes = Ahead::default();
+        for i in 0..LARGE / 3 {
+            bytes.room_for_text(&mut text, 4);
+            text.push_str(["abc", "defg"][i % 2]);
+        }
+        assert!(text.capacity() >= 2 * LARGE && bytes.take(4 * LARGE).is_none());
+        assert_eq!(&text[..14], "abcdefgabcdefg");
+        assert_eq!(text.len(), LARGE / 3 / 2 * 7 + (LARGE / 3 % 2) * 3);
     }
 }

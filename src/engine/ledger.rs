@@ -26,6 +26,7 @@ use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use rust_decimal::Decimal;
 
+use super::ahead::Ahead;
 use super::prefetch::prefetch;
 use super::runs::Runs;
 use super::state::CouponRecord;
@@ -52,6 +53,9 @@ pub struct CouponLedger {
     /// Each coupon's record and where its id ends in `ids` (it starts where the one
     /// before ends).
     records: Vec<(CouponRecord, usize)>,
+    /// The next room of `ids` and `records`, made ready ahead of their growth.
+    more_ids: Ahead<u8>,
+    more_records: Ahead<(CouponRecord, usize)>,
     /// Indices into `records`, by the hash of their id.
     index: HashTable<usize>,
     /// Coupons spilled from memory, by `key` of their id.
@@ -198,6 +202,8 @@ impl CouponLedger {
         CouponLedger {
             ids: String::new(),
             records: Vec::new(),
+            more_ids: Ahead::default(),
+            more_records: Ahead::default(),
             index: HashTable::new(),
             cold: Runs::new("coupons"),
             budget: bytes,
@@ -310,6 +316,8 @@ impl CouponLedger {
             Entry::Vacant(slot) => {
                 let i = self.records.len();
                 slot.insert(i);
+                self.more_ids.room_for_text(&mut self.ids, id.len());
+                self.more_records.room_for_one(&mut self.records);
                 self.ids.push_str(id);
                 self.records.push((record, self.ids.len()));
                 i

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::engine::ahead::Ahead;
 use crate::engine::name_ids::NameIds;
 use crate::store::{SealedAnswers, Store, StoreError, StoredAnswer};
 
@@ -17,6 +18,8 @@ pub struct Answers {
     ids: NameIds,
     /// By an id's number: its answer's batch and its place in that batch.
     places: Vec<(i64, u32)>,
+    /// The places' next room, made ready ahead of growth.
+    more_places: Ahead<(i64, u32)>,
     /// Sealed batches in memory: every one without a state directory; with one, those not
     /// yet committed.
     held: BTreeMap<i64, Arc<Vec<StoredAnswer>>>,
@@ -101,7 +104,10 @@ impl Answers {
         let (n, new) = self.ids.intern(h);
         match self.places.get_mut(n as usize) {
             Some(p) if !new => *p = place,
-            _ => self.places.push(place),
+            _ => {
+                self.more_places.room_for_one(&mut self.places);
+                self.places.push(place);
+            }
         }
     }
 
