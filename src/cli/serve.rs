@@ -72,8 +72,8 @@ pub struct ServeArgs {
     /// How long rule edits must settle before they are tried, in milliseconds.
     #[arg(long, default_value_t = 300)]
     pub debounce_ms: u64,
-    /// Size the state's tables for this many decided events at start (memory taken up
-    /// front; past it, the tables grow as they fill).
+    /// Size the state's tables for this many decided events at start (memory taken and
+    /// written up front; past it, the tables grow as they fill).
     #[arg(long, default_value_t = 1 << 20)]
     pub expect_events: usize,
 }
