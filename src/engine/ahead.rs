@@ -49,9 +49,7 @@ impl<T: Send + 'static> Ahead<T> {
         let made = handle.join().ok()?;
         (made_for == len).then_some(made)
     }
-}
 
-impl<T: Send + 'static> Ahead<T> {
     /// Makes room in `v` for one more value without moving it into fresh memory: once a
     /// large `v` is 5/8 full, a vector of twice its capacity is made ready; once full, its
     /// values move there. A smaller `v` grows as any vector does.
