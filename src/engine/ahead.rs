@@ -50,13 +50,14 @@ impl<T: Send + 'static> Ahead<T> {
         (made_for == len).then_some(made)
     }
 
-    /// Makes room in `v` for one more value without moving it into fresh memory: once a
+    /// Makes room in `v` for `more` values without moving it into fresh memory: once a
     /// large `v` is 5/8 full, a vector of twice its capacity is made ready; once full, its
     /// values move there. A smaller `v` grows as any vector does.
-    pub fn room_for_one(&mut self, v: &mut Vec<T>) {
+    pub fn room_for(&mut self, v: &mut Vec<T>, more: usize) {
         let cap = v.capacity();
-        if v.len() == cap {
-            if let Some(mut next) = self.take(cap * 2) {
+        if v.len() + more > cap {
+            let ready = self.take(cap * 2);
+            if let Some(mut next) = ready.filter(|next| next.capacity() >= v.len() + more) {
                 next.append(v);
                 *v = next;
             }
@@ -67,7 +68,7 @@ impl<T: Send + 'static> Ahead<T> {
 }
 
 impl Ahead<u8> {
-    /// `room_for_one` for `more` bytes of text.
+    /// `room_for` `more` bytes of text.
     pub fn room_for_text(&mut self, text: &mut String, more: usize) {
         let cap = text.capacity();
         if text.len() + more > cap {
@@ -82,7 +83,7 @@ impl Ahead<u8> {
     }
 }
 
-/// Bytes of a vector from which its next one is made ready ahead (`room_for_one`).
+/// Bytes of a vector from which its next one is made ready ahead (`room_for`).
 const LARGE: usize = 4 << 20;
 
 /// Values of `T` in a page.
@@ -153,7 +154,7 @@ mod tests {
         let mut v: Vec<u64> = Vec::with_capacity(cap);
         let mut next = Ahead::default();
         for i in 0..cap as u64 * 3 {
-            next.room_for_one(&mut v);
+            next.room_for(&mut v, 1);
             if v.len() == cap * 5 / 8 + 1 {
                 assert!(next.is_started(), "made ready once 5/8 full");
             }
@@ -177,10 +178,23 @@ mod tests {
 
         let mut small: Vec<u64> = Vec::with_capacity(8);
         for i in 0..100 {
-            next.room_for_one(&mut small);
+            next.room_for(&mut small, 1);
             small.push(i);
         }
         assert!(!next.is_started(), "a small vector grows alone");
+
+        // Rows of three at a time, as a table of facts grows.
+        let mut rows: Vec<u64> = Vec::with_capacity(cap);
+        let mut more_rows = Ahead::default();
+        while rows.len() < cap * 3 {
+            more_rows.room_for(&mut rows, 3);
+            let grown = rows.len() + 3 > cap && rows.len() <= cap;
+            rows.resize(rows.len() + 3, rows.len() as u64);
+            if grown {
+                assert!(!more_rows.is_started(), "grown into the one made ready");
+            }
+        }
+        assert!(rows.chunks(3).all(|r| r[0] == r[2]) && rows.len() == cap * 3);
 
         let mut text = String::with_capacity(LARGE);
         let mut bytes = Ahead::default();

@@ -317,7 +317,7 @@ impl CouponLedger {
                 let i = self.records.len();
                 slot.insert(i);
                 self.more_ids.room_for_text(&mut self.ids, id.len());
-                self.more_records.room_for_one(&mut self.records);
+                self.more_records.room_for(&mut self.records, 1);
                 self.ids.push_str(id);
                 self.records.push((record, self.ids.len()));
                 i

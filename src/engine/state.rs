@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashSet;
 
 use super::admit::{intern_in, name_hash, Admission, Admitted, EventHashes, Keys, Prepared};
+use super::ahead::Ahead;
 use super::counters::CounterTable;
 use super::evaluate::InvalidEvent;
 use super::footprint::footprint;
@@ -60,6 +61,8 @@ impl Names {
 pub struct FactTable {
     stride: usize,
     values: Vec<FactValue>,
+    /// The next room of `values`, made ready ahead of its growth.
+    more: Ahead<FactValue>,
 }
 
 impl FactTable {
@@ -67,6 +70,7 @@ impl FactTable {
         FactTable {
             stride,
             values: Vec::new(),
+            more: Ahead::default(),
         }
     }
 
@@ -78,6 +82,8 @@ impl FactTable {
     fn ensure(&mut self, id: u32) {
         let needed = (id as usize + 1) * self.stride;
         if self.values.len() < needed {
+            let more = needed - self.values.len();
+            self.more.room_for(&mut self.values, more);
             self.values.resize(needed, FactValue::Absent);
         }
     }

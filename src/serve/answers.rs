@@ -105,7 +105,7 @@ impl Answers {
         match self.places.get_mut(n as usize) {
             Some(p) if !new => *p = place,
             _ => {
-                self.more_places.room_for_one(&mut self.places);
+                self.more_places.room_for(&mut self.places, 1);
                 self.places.push(place);
             }
         }
