@@ -45,6 +45,9 @@ const ID_GUESS: usize = 24;
 /// whether and until when it is valid, whether it is used.
 const RECORD: usize = 4 + 16 + 16 + 8 + 4 + 1 + 4 + 1;
 
+/// A coupon's record and where its id ends in the ledger's ids.
+type Held = (CouponRecord, usize);
+
 /// Coupons by id: the recent ones in memory, in the order they were added, the others in
 /// runs.
 pub struct CouponLedger {
@@ -52,10 +55,10 @@ pub struct CouponLedger {
     ids: String,
     /// Each coupon's record and where its id ends in `ids` (it starts where the one
     /// before ends).
-    records: Vec<(CouponRecord, usize)>,
-    /// The next room of `ids` and `records`, made ready ahead of their growth.
-    more_ids: Ahead<u8>,
-    more_records: Ahead<(CouponRecord, usize)>,
+    records: Vec<Held>,
+    /// With `grow_ahead`, the next room of `ids` and `records`, made ready ahead of their
+    /// growth.
+    more: Option<(Ahead<u8>, Ahead<Held>)>,
     /// Indices into `records`, by the hash of their id.
     index: HashTable<usize>,
     /// Coupons spilled from memory, by `key` of their id.
@@ -202,8 +205,7 @@ impl CouponLedger {
         CouponLedger {
             ids: String::new(),
             records: Vec::new(),
-            more_ids: Ahead::default(),
-            more_records: Ahead::default(),
+            more: None,
             index: HashTable::new(),
             cold: Runs::new("coupons"),
             budget: bytes,
@@ -261,6 +263,11 @@ impl CouponLedger {
         self.index.reserve(most, |&i| hash(id_at(ids, records, i)));
     }
 
+    /// Grows `ids` and `records` into room made ready ahead (`State::grow_ahead`).
+    pub fn grow_ahead(&mut self) {
+        self.more.get_or_insert_with(Default::default);
+    }
+
     /// About the bytes the coupons in memory take.
     fn bytes_in_memory(&self) -> usize {
         self.records.len() * IN_MEMORY + self.ids.len()
@@ -316,8 +323,10 @@ impl CouponLedger {
             Entry::Vacant(slot) => {
                 let i = self.records.len();
                 slot.insert(i);
-                self.more_ids.room_for_text(&mut self.ids, id.len());
-                self.more_records.room_for(&mut self.records, 1);
+                if let Some((more_ids, more_records)) = &mut self.more {
+                    more_ids.room_for_text(&mut self.ids, id.len());
+                    more_records.room_for(&mut self.records, 1);
+                }
                 self.ids.push_str(id);
                 self.records.push((record, self.ids.len()));
                 i

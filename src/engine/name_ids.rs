@@ -37,10 +37,11 @@ pub struct NameIds {
     /// A power of two long.
     slots: Vec<Slot>,
     len: usize,
-    /// The next table of a large one, started when this one is 5/8 full (its growth is
-    /// due at 3/4): early enough for its pages to be ready, late enough that a table
-    /// reserved for what is expected does not hold a spare twice its size.
-    next: Ahead<Slot>,
+    /// With `grow_ahead`, the next table of a large one, started when this one is 5/8
+    /// full (its growth is due at 3/4): early enough for its pages to be ready, late
+    /// enough that a table reserved for what is expected does not hold a spare twice its
+    /// size.
+    next: Option<Ahead<Slot>>,
 }
 
 impl Default for NameIds {
@@ -48,7 +49,7 @@ impl Default for NameIds {
         NameIds {
             slots: vec![EMPTY_SLOT; MIN_SLOTS],
             len: 0,
-            next: Ahead::default(),
+            next: None,
         }
     }
 }
@@ -88,11 +89,10 @@ impl NameIds {
                 self.len += 1;
                 if self.len * 4 > self.slots.len() * 3 {
                     self.rehash(self.slots.len() * 2);
-                } else if self.len * 8 > self.slots.len() * 5
-                    && self.slots.len() >= SLOTS_AHEAD
-                    && !self.next.is_started()
-                {
-                    self.next.start(self.slots.len() * 2, ahead::filled);
+                } else if self.len * 8 > self.slots.len() * 5 && self.slots.len() >= SLOTS_AHEAD {
+                    if let Some(next) = &mut self.next {
+                        next.start(self.slots.len() * 2, ahead::filled);
+                    }
                 }
                 (id, true)
             }
@@ -116,6 +116,13 @@ impl NameIds {
         }
     }
 
+    /// Grows a large table into one a helper thread made ready (see `next`) rather than
+    /// into fresh memory on the calling thread: for the service, whose deciding thread
+    /// would stall on the fresh pages; a batch run keeps its peak memory lower without.
+    pub fn grow_ahead(&mut self) {
+        self.next.get_or_insert_with(Ahead::default);
+    }
+
     /// Writes to every page of the table, so that the kernel provides them now rather than
     /// one fault at a time as names land on them.
     pub fn touch_pages(&mut self) {
@@ -123,7 +130,8 @@ impl NameIds {
     }
 
     fn rehash(&mut self, slots: usize) {
-        let fresh = (self.next.take(slots)).unwrap_or_else(|| vec![EMPTY_SLOT; slots]);
+        let ready = self.next.as_mut().and_then(|next| next.take(slots));
+        let fresh = ready.unwrap_or_else(|| vec![EMPTY_SLOT; slots]);
         let old = std::mem::replace(&mut self.slots, fresh);
         for (key, id) in old {
             let h = u128::from(key[0]) | u128::from(key[1]) << 64;
@@ -172,8 +180,11 @@ mod tests {
     #[test]
     fn a_large_table_grows_into_the_one_made_ready_ahead() {
         let mut ids = NameIds::default();
+        ids.grow_ahead();
         ids.reserve(SLOTS_AHEAD * 3 / 4);
         assert_eq!(ids.slots.len(), SLOTS_AHEAD);
+        let mut alone = NameIds::default();
+        alone.reserve(SLOTS_AHEAD * 3 / 4);
         let hash = |i: u64| {
             let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             u128::from(x) | u128::from(x.rotate_left(29)) << 64
@@ -181,12 +192,15 @@ mod tests {
         let due = SLOTS_AHEAD * 3 / 4;
         for i in 0..due as u64 {
             assert_eq!(ids.intern(hash(i)), (i as u32, true));
+            alone.intern(hash(i));
         }
-        assert!(ids.next.is_started(), "made ready once 5/8 full");
+        let started = |ids: &NameIds| ids.next.as_ref().is_some_and(Ahead::is_started);
+        assert!(started(&ids), "made ready once 5/8 full");
+        assert!(alone.next.is_none(), "only when asked to");
         assert_eq!(ids.slots.len(), SLOTS_AHEAD);
         assert_eq!(ids.intern(hash(due as u64)), (due as u32, true));
         assert_eq!(ids.slots.len(), SLOTS_AHEAD * 2, "grown");
-        assert!(!ids.next.is_started(), "the one made ready was taken");
+        assert!(!started(&ids), "the one made ready was taken");
         for i in (0..=due as u64).step_by(97) {
             assert_eq!(ids.get(hash(i)), Some(i as u32));
         }

@@ -61,8 +61,8 @@ impl Names {
 pub struct FactTable {
     stride: usize,
     values: Vec<FactValue>,
-    /// The next room of `values`, made ready ahead of its growth.
-    more: Ahead<FactValue>,
+    /// With `grow_ahead`, the next room of `values`, made ready ahead of its growth.
+    more: Option<Ahead<FactValue>>,
 }
 
 impl FactTable {
@@ -70,7 +70,7 @@ impl FactTable {
         FactTable {
             stride,
             values: Vec::new(),
-            more: Ahead::default(),
+            more: None,
         }
     }
 
@@ -83,7 +83,9 @@ impl FactTable {
         let needed = (id as usize + 1) * self.stride;
         if self.values.len() < needed {
             let more = needed - self.values.len();
-            self.more.room_for(&mut self.values, more);
+            if let Some(ahead) = &mut self.more {
+                ahead.room_for(&mut self.values, more);
+            }
             self.values.resize(needed, FactValue::Absent);
         }
     }
@@ -290,6 +292,19 @@ impl State {
     /// deciding goes on meanwhile (see `SeenIds::spill_aside`): for the service.
     pub fn spill_ids_aside(&mut self) {
         self.keys.seen.spill_aside();
+    }
+
+    /// Grows the large tables (names, facts, coupons) into room helper threads made
+    /// ready, rather than into fresh memory on the deciding thread, whose first touch
+    /// stalled it for hundreds of milliseconds: for the service. Both rooms are held while
+    /// the values move, so a batch run, which counts its peak memory, grows in place.
+    pub fn grow_ahead(&mut self) {
+        self.keys.customers.grow_ahead();
+        self.keys.wallets.grow_ahead();
+        for table in [&mut self.customer_facts, &mut self.wallet_facts] {
+            table.more.get_or_insert_with(Ahead::default);
+        }
+        self.coupons.grow_ahead();
     }
 
     /// Keeps at most about `bytes` of coupons in memory, the rest in temporary files (see

@@ -38,6 +38,7 @@ impl Answers {
     /// The index of the answers a state holds (none without one).
     pub fn load(store: Option<&Store>) -> Result<Self, StoreError> {
         let mut answers = Answers::default();
+        answers.ids.grow_ahead();
         if let Some(store) = store {
             store.each_answer_batch(&mut |(batch, list)| {
                 for (i, a) in list.iter().enumerate() {

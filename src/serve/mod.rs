@@ -141,6 +141,7 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
         }
         StateAt::Postgres { .. } => None,
     };
+    state.grow_ahead();
     let mut answers =
         Answers::load(durable.as_ref().map(|d| &d.store)).map_err(|e| e.to_string())?;
     // The tables are sized (and their pages touched, on other threads) while the snapshot
