@@ -54,37 +54,40 @@ impl<T: Send + 'static> Ahead<T> {
     /// large `v` is 5/8 full, a vector of twice its capacity is made ready; once full, its
     /// values move there. A smaller `v` grows as any vector does.
     pub fn room_for(&mut self, v: &mut Vec<T>, more: usize) {
-        let cap = v.capacity();
-        if v.len() + more > cap {
+        if let Some(mut next) = self.ready_for(v.len(), v.capacity(), more) {
+            next.append(v);
+            *v = next;
+        }
+    }
+
+    /// The room made ready for a vector of `cap` values, `len` of them used, if `more` do
+    /// not fit and it holds them; else, once it is large and 5/8 full, starts making it.
+    fn ready_for(&mut self, len: usize, cap: usize, more: usize) -> Option<Vec<T>> {
+        if len + more > cap {
             let ready = self.take(cap * 2);
-            if let Some(mut next) = ready.filter(|next| next.capacity() >= v.len() + more) {
-                next.append(v);
-                *v = next;
-            }
-        } else if v.len() * 8 > cap * 5 && cap * std::mem::size_of::<T>() >= LARGE {
+            return ready.filter(|next| next.capacity() >= len + more);
+        }
+        if len * 8 > cap * 5 && cap * std::mem::size_of::<T>() >= LARGE {
             self.start(cap * 2, room);
         }
+        None
     }
 }
 
 impl Ahead<u8> {
     /// `room_for` `more` bytes of text.
     pub fn room_for_text(&mut self, text: &mut String, more: usize) {
-        let cap = text.capacity();
-        if text.len() + more > cap {
-            let ready = self.take(cap * 2).and_then(|v| String::from_utf8(v).ok());
-            if let Some(mut next) = ready.filter(|next| next.capacity() >= text.len() + more) {
-                next.push_str(text);
-                *text = next;
-            }
-        } else if text.len() * 8 > cap * 5 && cap >= LARGE {
-            self.start(cap * 2, room);
+        let ready = self.ready_for(text.len(), text.capacity(), more);
+        if let Some(mut next) = ready.and_then(|v| String::from_utf8(v).ok()) {
+            next.push_str(text);
+            *text = next;
         }
     }
 }
 
-/// Bytes of a vector from which its next one is made ready ahead (`room_for`).
-const LARGE: usize = 4 << 20;
+/// Bytes of a vector from which its next one is made ready ahead (`room_for`, and the
+/// tables of names).
+pub const LARGE: usize = 4 << 20;
 
 /// Values of `T` in a page.
 fn per_page<T>() -> usize {
@@ -150,6 +153,10 @@ mod tests {
 
     #[test]
     fn a_large_vector_grows_into_the_one_made_ready() {
+        // Room made 7 values longer than asked for: a vector of that capacity grew into it.
+        fn marked<T>(len: usize) -> Vec<T> {
+            Vec::with_capacity(len + 7)
+        }
         let cap = LARGE / 8;
         let mut v: Vec<u64> = Vec::with_capacity(cap);
         let mut next = Ahead::default();
@@ -161,20 +168,16 @@ mod tests {
             if v.len() == cap {
                 assert!(!next.is_started(), "full: the one made ready was taken");
                 assert_eq!(v.capacity(), cap * 2);
+                // The next growth's room, made here so that it can be told apart.
+                next.start(cap * 4, marked);
             }
             v.push(i);
         }
         assert!(v.iter().copied().eq(0..cap as u64 * 3));
+        assert_eq!(v.capacity(), cap * 4 + 7, "grown into the one made ready");
         assert!(next.is_started(), "the one after made ready in turn");
-        assert_eq!(
-            v.capacity(),
-            cap * 4,
-            "grown twice, each time into the one made ready"
-        );
-        assert_eq!(
-            next.take(cap * 8).map(|n| n.capacity() >= cap * 8),
-            Some(true)
-        );
+        let after = (cap * 4 + 7) * 2;
+        assert_eq!(next.take(after).map(|n| n.capacity() >= after), Some(true));
 
         let mut small: Vec<u64> = Vec::with_capacity(8);
         for i in 0..100 {
@@ -186,23 +189,32 @@ mod tests {
         // Rows of three at a time, as a table of facts grows.
         let mut rows: Vec<u64> = Vec::with_capacity(cap);
         let mut more_rows = Ahead::default();
+        more_rows.start(cap * 2, marked);
         while rows.len() < cap * 3 {
             more_rows.room_for(&mut rows, 3);
-            let grown = rows.len() + 3 > cap && rows.len() <= cap;
-            rows.resize(rows.len() + 3, rows.len() as u64);
-            if grown {
-                assert!(!more_rows.is_started(), "grown into the one made ready");
+            if rows.len() + 3 > cap && rows.len() <= cap {
+                assert_eq!(
+                    rows.capacity(),
+                    cap * 2 + 7,
+                    "grown into the one made ready"
+                );
             }
+            rows.resize(rows.len() + 3, rows.len() as u64);
         }
         assert!(rows.chunks(3).all(|r| r[0] == r[2]) && rows.len() == cap * 3);
 
         let mut text = String::with_capacity(LARGE);
         let mut bytes = Ahead::default();
+        bytes.start(LARGE * 2, marked);
         for i in 0..LARGE / 3 {
             bytes.room_for_text(&mut text, 4);
             text.push_str(["abc", "defg"][i % 2]);
         }
-        assert!(text.capacity() >= 2 * LARGE && bytes.take(4 * LARGE).is_none());
+        assert_eq!(
+            text.capacity(),
+            LARGE * 2 + 7,
+            "grown into the one made ready"
+        );
         assert_eq!(&text[..14], "abcdefgabcdefg");
         assert_eq!(text.len(), LARGE / 3 / 2 * 7 + (LARGE / 3 % 2) * 3);
     }

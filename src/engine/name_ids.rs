@@ -17,9 +17,9 @@ const EMPTY: u128 = 0;
 const MIN_SLOTS: usize = 16;
 
 /// Slots of a table from which its next one is made ready by a helper thread (`Ahead`)
-/// before it is due (6 MiB of them), as the counters' index is: the doubled table's fresh
-/// pages cost more than moving the names into it.
-const SLOTS_AHEAD: usize = 1 << 18;
+/// before it is due (2^18, 6 MiB of them), as large vectors are: the doubled table's
+/// fresh pages cost more than moving the names into it.
+const SLOTS_AHEAD: usize = (ahead::LARGE / std::mem::size_of::<Slot>()).next_power_of_two();
 
 /// A stored hash, as two halves (a `u128` would align slots to 16 bytes, and make them 32
 /// bytes long instead of 24), and its id.
@@ -196,13 +196,31 @@ mod tests {
         }
         let started = |ids: &NameIds| ids.next.as_ref().is_some_and(Ahead::is_started);
         assert!(started(&ids), "made ready once 5/8 full");
-        assert!(alone.next.is_none(), "only when asked to");
+        assert!(!started(&alone), "only when asked to");
+        // The table made ready, swapped for one 7 slots' room longer (its length must stay
+        // a power of two) so that growing into it can be told apart.
+        fn marked(len: usize) -> Vec<Slot> {
+            let mut table = ahead::filled(len);
+            table.reserve_exact(7);
+            table
+        }
+        if let Some(next) = &mut ids.next {
+            assert!(next.take(SLOTS_AHEAD * 2).is_some());
+            next.start(SLOTS_AHEAD * 2, marked);
+        }
         assert_eq!(ids.slots.len(), SLOTS_AHEAD);
         assert_eq!(ids.intern(hash(due as u64)), (due as u32, true));
         assert_eq!(ids.slots.len(), SLOTS_AHEAD * 2, "grown");
+        assert!(
+            ids.slots.capacity() >= SLOTS_AHEAD * 2 + 7,
+            "into the one made ready"
+        );
         assert!(!started(&ids), "the one made ready was taken");
+        alone.intern(hash(due as u64));
+        assert_eq!(alone.slots.len(), SLOTS_AHEAD * 2, "grown in place");
         for i in (0..=due as u64).step_by(97) {
             assert_eq!(ids.get(hash(i)), Some(i as u32));
+            assert_eq!(alone.get(hash(i)), Some(i as u32));
         }
     }
 }

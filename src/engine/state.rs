@@ -79,6 +79,11 @@ impl FactTable {
         self.values.reserve(n.saturating_mul(self.stride));
     }
 
+    /// Grows into room made ready ahead (`State::grow_ahead`).
+    fn grow_ahead(&mut self) {
+        self.more.get_or_insert_with(Ahead::default);
+    }
+
     fn ensure(&mut self, id: u32) {
         let needed = (id as usize + 1) * self.stride;
         if self.values.len() < needed {
@@ -301,9 +306,8 @@ impl State {
     pub fn grow_ahead(&mut self) {
         self.keys.customers.grow_ahead();
         self.keys.wallets.grow_ahead();
-        for table in [&mut self.customer_facts, &mut self.wallet_facts] {
-            table.more.get_or_insert_with(Ahead::default);
-        }
+        self.customer_facts.grow_ahead();
+        self.wallet_facts.grow_ahead();
         self.coupons.grow_ahead();
     }
 

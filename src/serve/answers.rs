@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::engine::ahead::Ahead;
+use crate::engine::ahead::{self, Ahead};
 use crate::engine::name_ids::NameIds;
 use crate::store::{SealedAnswers, Store, StoreError, StoredAnswer};
 
@@ -84,7 +84,7 @@ impl Answers {
         self.ids.reserve(n);
         self.ids.touch_pages();
         self.places.reserve(n);
-        crate::engine::ahead::touch_room(&mut self.places);
+        ahead::touch_room(&mut self.places);
     }
 
     /// Prefetches where finding or recording the answer of the id with this hash (the
