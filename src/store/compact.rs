@@ -19,6 +19,7 @@
 //! what they added meanwhile is copied in the folding's turn, so that the log is wholly
 //! copied when the next commit begins and SQLite starts it over from its head.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,7 +53,8 @@ pub(super) const CHECKPOINT_PAGES: usize = 8192;
 /// far enough past the last checkpoint asked for to ask for another.
 pub(super) struct WalWatch {
     pages: Arc<AtomicUsize>,
-    asked_at: usize,
+    /// A cell: the folding thread asks through `&self` (its one owner).
+    asked_at: Cell<usize>,
     every: usize,
 }
 
@@ -70,21 +72,21 @@ impl WalWatch {
         ))?;
         Ok(WalWatch {
             pages,
-            asked_at: 0,
+            asked_at: Cell::new(0),
             every,
         })
     }
 
     /// Whether a checkpoint is due; counts it as asked for.
-    pub(super) fn due(&mut self) -> bool {
+    pub(super) fn due(&self) -> bool {
         let pages = self.pages.load(Ordering::Relaxed);
-        if pages < self.asked_at {
+        if pages < self.asked_at.get() {
             // The log started over.
-            self.asked_at = 0;
+            self.asked_at.set(0);
         }
-        let due = pages >= self.asked_at + self.every;
+        let due = pages >= self.asked_at.get() + self.every;
         if due {
-            self.asked_at = pages;
+            self.asked_at.set(pages);
         }
         due
     }
@@ -193,7 +195,7 @@ struct Folder {
     path: PathBuf,
     turn: Arc<Turn>,
     /// The log its own writes fill.
-    wal: Mutex<WalWatch>,
+    wal: WalWatch,
 }
 
 impl Folder {
@@ -205,7 +207,7 @@ impl Folder {
             conn,
             path: path.to_path_buf(),
             turn,
-            wal: Mutex::new(wal),
+            wal,
         })
     }
 
@@ -255,7 +257,7 @@ impl Folder {
 
     /// A checkpoint, if the folding's own writes filled the log enough to want one.
     fn checkpoint_if_due(&self) {
-        if self.wal.lock().unwrap_or_else(|e| e.into_inner()).due() {
+        if self.wal.due() {
             self.checkpoint();
         }
     }
@@ -507,7 +509,7 @@ mod tests {
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE blobs (x BLOB);")
             .unwrap();
         let mut writer = writing_connection(&db).unwrap();
-        let mut watch = WalWatch::new(&mut writer, 64).unwrap();
+        let watch = WalWatch::new(&mut writer, 64).unwrap();
         let folder = Folder::open(&db, Arc::default()).unwrap();
         let (mut most, mut checkpoints) = (0, 0);
         for _ in 0..400 {
