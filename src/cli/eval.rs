@@ -19,7 +19,7 @@ use crate::io::{
 use crate::model::Money;
 use crate::rules::{load_ruleset, ruleset_version};
 use crate::store::pg::run::{RunKey, SharedRun};
-use crate::store::{InputHead, RunRecord, Store};
+use crate::store::{InputHead, RunRecord, Store, Upkeep};
 
 /// Arguments of `promo eval`.
 #[derive(Debug, clap::Args)]
@@ -499,6 +499,7 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
         skip,
         rejects_known,
     };
+    let upkeep = store.as_ref().map(Store::upkeep);
     batch.durability = durability(args, &ruleset, (store.as_mut(), shared.as_mut()), at)?;
     if let (Start::Resume(r), false) = (&start, args.quiet) {
         let n = r.consumed;
@@ -519,6 +520,7 @@ fn evaluate(args: &EvalArgs) -> Result<Exit, String> {
         rejects: rejects_path.as_deref(),
         snapshot_warnings: &snapshot_warnings,
         rerun: matches!(start, Start::Rerun(_)),
+        upkeep: upkeep.as_deref(),
     };
     Ok(conclude(args, &ended, &mut state))
 }
@@ -623,6 +625,8 @@ struct Ended<'a> {
     snapshot_warnings: &'a [String],
     /// A rerun of a finished run.
     rerun: bool,
+    /// How the upkeep of the state directory went, with one.
+    upkeep: Option<&'a Upkeep>,
 }
 
 /// Reports the end of a run (the human summary, warnings, hints, `--summary-json`) and
@@ -657,8 +661,10 @@ fn conclude(args: &EvalArgs, ended: &Ended<'_>, state: &mut State) -> Exit {
         return machine_summary(Exit::Interrupted);
     }
     state.finish_merges();
-    // Shown even with --quiet: the run is right, but it used more memory than its budget.
-    for warning in state.storage_warnings() {
+    // Shown even with --quiet: the run is right, but it used more memory than its budget,
+    // or its state's upkeep failed.
+    let upkeep = ended.upkeep.and_then(Upkeep::warning);
+    for warning in state.storage_warnings().chain(upkeep.as_deref()) {
         errln!("promo eval: warning: {warning}");
     }
     if !args.quiet {

@@ -1,13 +1,17 @@
 //! The service's Prometheus metrics (`GET /metrics`).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::store::{Upkeep, UpkeepTask};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatus {
@@ -36,6 +40,37 @@ struct Version {
     version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabel {
+    task: &'static str,
+}
+
+/// The failures of the state's upkeep, read from the store at each scrape (none shown
+/// without a state directory).
+#[derive(Debug, Default)]
+struct UpkeepFailures(Arc<OnceLock<Arc<Upkeep>>>);
+
+impl Collector for UpkeepFailures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(upkeep) = self.0.get() else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "promo_state_upkeep_failures",
+            "Failures of the state's upkeep beside the commits, by task (fold: the change \
+             log into the tables; checkpoint: SQLite's log into the database); the state \
+             stays whole, its logs grow until a later try succeeds",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for task in UpkeepTask::ALL {
+            let failures = ConstCounter::new(upkeep.failures(task));
+            failures.encode(family.encode_family(&TaskLabel { task: task.name() })?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric the service keeps, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -46,6 +81,7 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     ruleset: Family<Version, Gauge>,
     commits: Histogram,
+    upkeep: Arc<OnceLock<Arc<Upkeep>>>,
 }
 
 fn seconds() -> Histogram {
@@ -63,6 +99,7 @@ impl Metrics {
             reloads: Family::default(),
             ruleset: Family::default(),
             commits: seconds(),
+            upkeep: Arc::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -95,7 +132,14 @@ impl Metrics {
             "Time to commit one group of decisions to the state",
             m.commits.clone(),
         );
+        let upkeep = UpkeepFailures(Arc::clone(&m.upkeep));
+        m.registry.register_collector(Box::new(upkeep));
         m
+    }
+
+    /// Shows the failures of this upkeep (the state directory's) from now on.
+    pub fn watch_upkeep(&self, upkeep: Arc<Upkeep>) {
+        let _ = self.upkeep.set(upkeep);
     }
 
     pub fn request(&self, route: &str, status: u16, took: Duration) {

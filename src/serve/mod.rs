@@ -118,7 +118,11 @@ fn first_ruleset(opts: &Options) -> Result<Live, String> {
 
 /// The state, loaded from `--state` (and its group commits) or fresh in memory, with the
 /// customer snapshot applied.
-fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, Answers), String> {
+fn open_state(
+    opts: &Options,
+    live: &Live,
+    metrics: &Metrics,
+) -> Result<(State, Option<Durable>, Answers), String> {
     let ruleset = &live.ruleset;
     let mut state = State::new(ruleset);
     // Coupons stay in memory, where a wallet's can be listed.
@@ -131,6 +135,7 @@ fn open_state(opts: &Options, live: &Live) -> Result<(State, Option<Durable>, An
             store.load(ruleset, &mut state).map_err(|e| e.to_string())?;
             state.track_changes();
             let commits = store.group_commits(ruleset).map_err(|e| e.to_string())?;
+            metrics.watch_upkeep(store.upkeep());
             Some(Durable { store, commits })
         }
         StateAt::Memory => {
@@ -195,7 +200,7 @@ async fn serve(opts: Options) -> Result<(), String> {
             (StateSource::Shared(pg), Deciding::Task(task))
         }
         _ => {
-            let (state, durable, answers) = open_state(&opts, &live)?;
+            let (state, durable, answers) = open_state(&opts, &live, &metrics)?;
             let state = Arc::new(Mutex::new(state));
             let decider = Decider {
                 jobs: inbox,

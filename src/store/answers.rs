@@ -113,6 +113,7 @@ impl Store {
                 &self.path,
                 self.compact_after,
                 shape_meta(ruleset),
+                self.upkeep(),
             )?,
         })
     }

@@ -31,6 +31,7 @@ use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use super::compact::{Compactor, Turn, WalWatch, CHECKPOINT_PAGES};
 use super::rows::{Checked as _, RunRow};
 use super::sum::seal;
+use super::upkeep::Upkeep;
 use super::{log, put_meta, StoreError, ANSWERS, SEEN};
 
 /// Checkpoints handed over and not yet written, at most; more wait in `submit`.
@@ -101,8 +102,9 @@ impl Committer {
         path: &Path,
         compact_after: u64,
         meta: Vec<(&'static str, String)>,
+        upkeep: Arc<Upkeep>,
     ) -> Result<Self, StoreError> {
-        let mut writer = Writer::open(path, compact_after, meta)?;
+        let mut writer = Writer::open(path, compact_after, meta, upkeep)?;
         let (jobs, inbox) = mpsc::sync_channel::<Job>(QUEUE);
         let (outbox, results) = mpsc::channel();
         let (to_sync, sync_inbox) = mpsc::channel();
@@ -311,6 +313,7 @@ impl Writer {
         path: &Path,
         compact_after: u64,
         meta: Vec<(&'static str, String)>,
+        upkeep: Arc<Upkeep>,
     ) -> Result<Self, StoreError> {
         let sql = |source| StoreError::sqlite(path, source);
         let mut conn = writing_connection(path)?;
@@ -328,7 +331,7 @@ impl Writer {
             })
             .map_err(sql)?;
         let turn = Arc::new(Turn::default());
-        let compactor = Compactor::start(path, Arc::clone(&turn))?;
+        let compactor = Compactor::start(path, Arc::clone(&turn), upkeep)?;
         Ok(Writer {
             conn,
             path: path.to_path_buf(),

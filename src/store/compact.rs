@@ -32,6 +32,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::commit::writing_connection;
 use super::log::{self, ChangeSet};
 use super::rows::{self, Checked as _};
+use super::upkeep::{Task, Upkeep};
 use super::StoreError;
 
 /// Rows of the change log folded (the last value per key) before they are written: bounds
@@ -142,8 +143,8 @@ pub struct Compactor {
 
 impl Compactor {
     /// Starts the folding thread with a connection of its own to the database at `path`.
-    pub fn start(path: &Path, turn: Arc<Turn>) -> Result<Self, StoreError> {
-        let folder = Folder::open(path, turn)?;
+    pub fn start(path: &Path, turn: Arc<Turn>, upkeep: Arc<Upkeep>) -> Result<Self, StoreError> {
+        let folder = Folder::open(path, turn, upkeep)?;
         let asked = Arc::new((Mutex::new(Asked::default()), Condvar::new()));
         let theirs = Arc::clone(&asked);
         let thread = std::thread::Builder::new()
@@ -196,10 +197,12 @@ struct Folder {
     turn: Arc<Turn>,
     /// The log its own writes fill.
     wal: WalWatch,
+    /// Where its failures are told.
+    upkeep: Arc<Upkeep>,
 }
 
 impl Folder {
-    fn open(path: &Path, turn: Arc<Turn>) -> Result<Self, StoreError> {
+    fn open(path: &Path, turn: Arc<Turn>, upkeep: Arc<Upkeep>) -> Result<Self, StoreError> {
         let mut conn = writing_connection(path)?;
         let wal =
             WalWatch::new(&mut conn, CHECKPOINT_PAGES).map_err(|e| StoreError::sqlite(path, e))?;
@@ -208,6 +211,7 @@ impl Folder {
             path: path.to_path_buf(),
             turn,
             wal,
+            upkeep,
         })
     }
 
@@ -228,7 +232,7 @@ impl Folder {
             if through > done {
                 if let Err(e) = self.fold(through) {
                     // The state stays whole: the log is only longer than it need be.
-                    tracing::warn!("folding the change log into the tables failed: {e}");
+                    self.upkeep.failed(Task::Fold, &e);
                 }
                 done = through;
             }
@@ -248,10 +252,8 @@ impl Folder {
             copy()
         });
         if let Err(e) = copied {
-            tracing::warn!(
-                "copying the log of {} into it failed: {e}",
-                self.path.display()
-            );
+            self.upkeep
+                .failed(Task::Checkpoint, &StoreError::sqlite(&self.path, e));
         }
     }
 
@@ -510,7 +512,7 @@ mod tests {
             .unwrap();
         let mut writer = writing_connection(&db).unwrap();
         let watch = WalWatch::new(&mut writer, 64).unwrap();
-        let folder = Folder::open(&db, Arc::default()).unwrap();
+        let folder = Folder::open(&db, Arc::default(), Arc::default()).unwrap();
         let (mut most, mut checkpoints) = (0, 0);
         for _ in 0..400 {
             writer
@@ -550,7 +552,7 @@ mod tests {
         let before = inspect(&dir, &Filter::All).unwrap();
         assert_eq!(before.coupons.len(), 2, "{before:?}");
         assert_eq!(change_sets(&db), 4);
-        let folder = Folder::open(&db, Arc::default()).unwrap();
+        let folder = Folder::open(&db, Arc::default(), Arc::default()).unwrap();
         folder.write_rows(2).unwrap();
         assert_eq!(change_sets(&db), 4, "nothing deleted yet");
         assert_eq!(inspect(&dir, &Filter::All).unwrap(), before);

@@ -15,8 +15,10 @@ mod log;
 pub mod pg;
 mod rows;
 mod sum;
+mod upkeep;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use rust_decimal::Decimal;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::answers::{AnswerBatch, GroupCommits, SealedAnswers, StoredAnswer};
 pub use self::commit::Then;
+pub use self::upkeep::{Task as UpkeepTask, Upkeep};
 use crate::batch::{Durability, Summary};
 use crate::engine::state::{CounterKey, CouponRecord, FactValue, Tally};
 use crate::engine::State;
@@ -496,6 +499,8 @@ pub struct Store {
     path: PathBuf,
     /// Compact once the log passes this many bytes.
     compact_after: u64,
+    /// How the folding threads of its commits fared.
+    upkeep: Arc<Upkeep>,
     /// Holds the advisory lock for as long as the store is open.
     _lock: std::fs::File,
 }
@@ -550,6 +555,7 @@ impl Store {
             conn,
             path,
             compact_after: COMPACT_AFTER,
+            upkeep: Arc::default(),
             _lock: lock,
         };
         store
@@ -846,8 +852,12 @@ impl Store {
         ruleset_version: Option<String>,
         every: u64,
     ) -> Result<Durability<'r>, StoreError> {
-        let mut committer =
-            commit::Committer::start(&self.path, self.compact_after, shape_meta(ruleset))?;
+        let mut committer = commit::Committer::start(
+            &self.path,
+            self.compact_after,
+            shape_meta(ruleset),
+            self.upkeep(),
+        )?;
         Ok(Durability {
             every: every.max(1),
             skip: 0,
@@ -868,6 +878,11 @@ impl Store {
     /// Folds the change log into the tables once it passes `bytes` (0: at every checkpoint).
     pub fn compact_after(&mut self, bytes: u64) {
         self.compact_after = bytes;
+    }
+
+    /// The failures of the upkeep of this state (folds and checkpoints) by its commits.
+    pub fn upkeep(&self) -> Arc<Upkeep> {
+        Arc::clone(&self.upkeep)
     }
 }
 

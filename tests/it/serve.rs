@@ -1577,6 +1577,10 @@ fn operations_routes() {
     ] {
         assert!(metrics.contains(name), "{name} in\n{metrics}");
     }
+    assert!(
+        !metrics.contains("promo_state_upkeep_failures"),
+        "no state directory, no upkeep: {metrics}"
+    );
     assert_eq!(
         metric(
             &metrics,
@@ -1647,6 +1651,15 @@ fn a_failed_commit_answers_503_and_the_service_is_not_ready() {
     let server = shipped(&dir).state(&state).start();
     let client = server.client();
     client.decide(&bill("f1", "2019-12-19T10:00:00+08:00", "cf"));
+    let metrics = server.metrics();
+    for task in ["fold", "checkpoint"] {
+        let failures = metric(
+            &metrics,
+            "promo_state_upkeep_failures_total",
+            &[("task", task)],
+        );
+        assert_eq!(failures, Some(0), "{task} failures in\n{metrics}");
+    }
 
     // The state refuses the next write of answers, as a full or failing disk would.
     let db = rusqlite::Connection::open(state.join("promo-state.db")).expect("opening the state");

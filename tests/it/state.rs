@@ -873,6 +873,62 @@ fn folding_the_change_log_into_the_tables_changes_nothing_a_run_or_inspect_sees(
     }
 }
 
+/// A fold that fails (the tables refuse rows here, as a full disk would) loses nothing: the
+/// run decides and commits as it would have, says at its end that the upkeep failed, and
+/// its state reads as one folded without a failure; only its log is longer.
+#[test]
+fn a_failed_fold_is_told_and_loses_nothing() {
+    let d = Dir::new("state-fold-fails");
+    let (events, snapshot) = generated(&d, 29, 2_000, 100);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let day1 = d.write("day1.jsonl", &format!("{}\n", lines[..half].join("\n")));
+    let day2 = d.write("day2.jsonl", &format!("{}\n", lines[half..].join("\n")));
+    let run = |name: &str, refuse_rows: bool| {
+        let state = d.path().join(name);
+        let eval = |day: &str, input: &Path| {
+            Eval::new(input, &d.path().join(format!("{day}-{name}.out.jsonl")))
+                .customers(&snapshot)
+                .state(&state)
+                .every(200)
+                .compact_after(0)
+        };
+        let first = eval("day1", &day1);
+        first.run().expect_code(3, &format!("day 1 of {name}"));
+        if refuse_rows {
+            let db = rusqlite::Connection::open(state.join("promo-state.db")).unwrap();
+            db.execute_batch(
+                "CREATE TRIGGER refuse_facts BEFORE INSERT ON facts \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        }
+        let second = eval("day2", &day2);
+        let out = second.run();
+        out.expect_code(3, &format!("day 2 of {name}"));
+        let outputs = [first.output_bytes(), second.output_bytes()].concat();
+        (state, out.stderr, outputs)
+    };
+    let (good, good_err, good_outputs) = run("good", false);
+    let (failed, failed_err, failed_outputs) = run("failed", true);
+    assert!(!good_err.contains("upkeep"), "{good_err}");
+    assert!(
+        failed_err.contains("warning: the state's upkeep failed: ")
+            && failed_err.contains("folding the change log into the tables failed")
+            && failed_err.contains("injected failure"),
+        "{failed_err}"
+    );
+    assert_same_bytes("decisions", &good_outputs, &failed_outputs);
+    let (good_doc, _) = split_runs(inspect_json(&good, &[]));
+    let (failed_doc, _) = split_runs(inspect_json(&failed, &[]));
+    assert_same_json("the state", &good_doc, &failed_doc);
+    let (_, good_log) = table_and_log_rows(&good);
+    let (_, failed_log) = table_and_log_rows(&failed);
+    assert_eq!(good_log, 0, "folded at every checkpoint");
+    assert!(failed_log > 0, "the sets whose fold failed stay in the log");
+}
+
 /// Rows in the `facts` table and in the change log of a state: `(facts rows, change sets)`.
 fn table_and_log_rows(state: &Path) -> (i64, i64) {
     let db = rusqlite::Connection::open_with_flags(
