@@ -24,6 +24,7 @@ impl<T> Default for Ahead<T> {
 
 impl<T: Send + 'static> Ahead<T> {
     /// Whether a vector is being made ready.
+    #[cfg(test)]
     pub fn is_started(&self) -> bool {
         self.pending.is_some()
     }
@@ -74,6 +75,18 @@ impl<T: Send + 'static> Ahead<T> {
     }
 }
 
+impl<T: Clone + Default + Send + 'static> Ahead<T> {
+    /// For an open-addressed index of `slots` slots (a default one empty) holding `len`
+    /// keys, which doubles once 3/4 full: once a large one (`index_ahead`) is 5/8 full,
+    /// starts making the doubled index ready, early enough for its pages to be written when
+    /// it is due, late enough that an index reserved for what is expected holds no spare.
+    pub fn ready_index(&mut self, len: usize, slots: usize) {
+        if len * 8 > slots * 5 && slots >= index_ahead::<T>() {
+            self.start(slots * 2, filled);
+        }
+    }
+}
+
 impl Ahead<u8> {
     /// `room_for` `more` bytes of text.
     pub fn room_for_text(&mut self, text: &mut String, more: usize) {
@@ -85,9 +98,16 @@ impl Ahead<u8> {
     }
 }
 
-/// Bytes of a vector from which its next one is made ready ahead (`room_for`, and the
-/// tables of names).
+/// Bytes of a vector from which its next one is made ready ahead (`room_for`,
+/// `ready_index`).
 pub const LARGE: usize = 4 << 20;
+
+/// Slots of `T` from which an index is large (`ready_index`): `LARGE` bytes of them, a
+/// power of two as an index's length is.
+pub const fn index_ahead<T>() -> usize {
+    let size = std::mem::size_of::<T>();
+    (LARGE / if size == 0 { 1 } else { size }).next_power_of_two()
+}
 
 /// Values of `T` in a page.
 fn per_page<T>() -> usize {

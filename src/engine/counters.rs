@@ -22,10 +22,6 @@ const MIN_SLOTS: usize = 16;
 /// the index.
 const CHUNK: usize = 1 << 15;
 
-/// Slots of an index from which its next one is made ready by a helper thread (`Ahead`)
-/// before it is due (4 MiB of them): a smaller one faults in too few pages to matter.
-const SLOTS_AHEAD: usize = 1 << 19;
-
 /// A slot of the index: 0 is empty, else the top 24 bits of the key's hash above the
 /// counter's place plus one (40 bits: more counters than memory holds).
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,7 +57,8 @@ pub struct CounterTable {
     len: usize,
     /// The next chunk, started when this one is half full.
     next_chunk: Ahead<(CounterKey, Tally)>,
-    /// The next index of a large table, started when this one is half full.
+    /// The next index of a large table (`Ahead::ready_index`, from 2^19 slots): a smaller
+    /// one faults in too few pages to matter.
     next_slots: Ahead<Slot>,
 }
 
@@ -91,18 +88,15 @@ impl CounterTable {
 
     /// Looks `key` up in the index; `None` with no slots.
     fn probe(&self, key: &CounterKey, hash: u64) -> Option<Probe> {
-        let mask = self.slots.len().checked_sub(1)?;
-        let mut i = hash as usize & mask;
-        loop {
-            let slot = *self.slots.get(i)?;
+        walk(&self.slots, hash).find_map(|(i, slot)| {
             if slot.is_empty() {
-                return Some(Probe::Vacant(i));
+                Some(Probe::Vacant(i))
+            } else if slot.may_hold(hash) && self.entry(slot.at()).is_some_and(|(k, _)| k == key) {
+                Some(Probe::Found(slot.at()))
+            } else {
+                None
             }
-            if slot.may_hold(hash) && self.entry(slot.at()).is_some_and(|(k, _)| k == key) {
-                return Some(Probe::Found(slot.at()));
-            }
-            i = (i + 1) & mask;
-        }
+        })
     }
 
     /// Every counter with its tally, in the order they were first counted.
@@ -122,11 +116,8 @@ impl CounterTable {
     pub fn tally_mut(&mut self, key: CounterKey) -> &mut Tally {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.rehash((self.slots.len() * 2).max(MIN_SLOTS));
-        } else if self.len * 2 >= self.slots.len()
-            && self.slots.len() >= SLOTS_AHEAD
-            && !self.next_slots.is_started()
-        {
-            self.next_slots.start(self.slots.len() * 2, ahead::filled);
+        } else {
+            self.next_slots.ready_index(self.len, self.slots.len());
         }
         let hash = Self::hash(&key);
         let at = match self.probe(&key, hash).unwrap_or(Probe::Vacant(0)) {
@@ -163,18 +154,16 @@ impl CounterTable {
 
     /// Rebuilds the index with `slots` slots; the counters stay where they are.
     fn rehash(&mut self, slots: usize) {
-        let mask = slots - 1;
         let mut index = self
             .next_slots
             .take(slots)
             .unwrap_or_else(|| vec![Slot::default(); slots]);
         for (at, (key, _)) in self.chunks.iter().flatten().enumerate() {
             let hash = Self::hash(key);
-            let mut i = hash as usize & mask;
-            while !index[i].is_empty() {
-                i = (i + 1) & mask;
+            let vacant = walk(&index, hash).find(|(_, slot)| slot.is_empty());
+            if let Some((i, _)) = vacant {
+                index[i] = Slot::new(hash, at);
             }
-            index[i] = Slot::new(hash, at);
         }
         self.slots = index;
     }
@@ -193,24 +182,27 @@ impl CounterTable {
     /// taken for the key's without reading the counter to make sure, which would wait for
     /// memory: a rare wrong guess costs a wasted prefetch.
     pub fn prefetch_entry(&self, key: &CounterKey) {
-        let Some(mask) = self.slots.len().checked_sub(1) else {
-            return;
-        };
         let hash = Self::hash(key);
-        let mut i = hash as usize & mask;
-        while let Some(&slot) = self.slots.get(i) {
-            if slot.is_empty() {
-                return;
+        let first =
+            walk(&self.slots, hash).find(|(_, slot)| slot.is_empty() || slot.may_hold(hash));
+        if let Some((_, slot)) = first.filter(|(_, slot)| !slot.is_empty()) {
+            if let Some(entry) = self.entry(slot.at()) {
+                prefetch(entry);
             }
-            if slot.may_hold(hash) {
-                if let Some(entry) = self.entry(slot.at()) {
-                    prefetch(entry);
-                }
-                return;
-            }
-            i = (i + 1) & mask;
         }
     }
+}
+
+/// The slots a lookup of `hash` visits in order, each with its place: from the one the
+/// hash picks on, wrapping around (an index is never full, so a lookup ends at an empty
+/// slot well before it comes round); none in an index of no slots.
+fn walk(slots: &[Slot], hash: u64) -> impl Iterator<Item = (usize, Slot)> + '_ {
+    let mask = slots.len().wrapping_sub(1);
+    let home = hash as usize & mask;
+    (0..slots.len()).filter_map(move |n| {
+        let i = (home + n) & mask;
+        slots.get(i).map(|&slot| (i, slot))
+    })
 }
 
 #[cfg(test)]
@@ -260,18 +252,40 @@ mod tests {
 
     #[test]
     fn counts_through_growth_into_an_index_made_ahead() {
+        const SLOTS_AHEAD: usize = ahead::index_ahead::<Slot>();
         let mut table = CounterTable::default();
-        // Past the growth of an index of SLOTS_AHEAD slots, whose successor is made ahead.
-        let n = (SLOTS_AHEAD * 3 / 4 + 1_000) as u32;
-        for i in 0..n {
+        table.reserve(SLOTS_AHEAD * 3 / 4 - 1);
+        assert_eq!(table.slots.len(), SLOTS_AHEAD);
+        // Up to the growth of a large index: its successor is made ready from 5/8 full.
+        let due = (SLOTS_AHEAD * 3 / 4) as u32;
+        for i in 0..due {
             table.tally_mut(key(i)).grants += u64::from(i) + 1;
         }
-        assert_eq!(table.slots.len(), SLOTS_AHEAD * 2);
-        assert!(!table.next_slots.is_started());
-        for i in (0..n).step_by(89).chain([n - 1]) {
+        assert!(table.next_slots.is_started(), "made ready once 5/8 full");
+        // The index made ready, swapped for one 7 slots' room longer (its length must stay
+        // a power of two) so that growing into it can be told apart.
+        fn marked(len: usize) -> Vec<Slot> {
+            let mut index = ahead::filled(len);
+            index.reserve_exact(7);
+            index
+        }
+        assert!(table.next_slots.take(SLOTS_AHEAD * 2).is_some());
+        table.next_slots.start(SLOTS_AHEAD * 2, marked);
+        assert_eq!(table.slots.len(), SLOTS_AHEAD);
+        table.tally_mut(key(due)).grants += u64::from(due) + 1;
+        assert_eq!(table.slots.len(), SLOTS_AHEAD * 2, "grown");
+        assert!(
+            table.slots.capacity() >= SLOTS_AHEAD * 2 + 7,
+            "into the one made ready"
+        );
+        assert!(
+            !table.next_slots.is_started(),
+            "the one made ready was taken"
+        );
+        for i in (0..=due).step_by(89).chain([due]) {
             assert_eq!(table.get(&key(i)).map(|t| t.grants), Some(u64::from(i) + 1));
         }
-        assert!(table.get(&key(n)).is_none());
+        assert!(table.get(&key(due + 1)).is_none());
     }
 
     #[test]

@@ -16,11 +16,6 @@ const EMPTY: u128 = 0;
 /// The fewest slots of a table.
 const MIN_SLOTS: usize = 16;
 
-/// Slots of a table from which its next one is made ready by a helper thread (`Ahead`)
-/// before it is due (2^18, 6 MiB of them), as large vectors are: the doubled table's
-/// fresh pages cost more than moving the names into it.
-const SLOTS_AHEAD: usize = (ahead::LARGE / std::mem::size_of::<Slot>()).next_power_of_two();
-
 /// A stored hash, as two halves (a `u128` would align slots to 16 bytes, and make them 32
 /// bytes long instead of 24), and its id.
 type Slot = ([u64; 2], u32);
@@ -37,10 +32,8 @@ pub struct NameIds {
     /// A power of two long.
     slots: Vec<Slot>,
     len: usize,
-    /// With `grow_ahead`, the next table of a large one, started when this one is 5/8
-    /// full (its growth is due at 3/4): early enough for its pages to be ready, late
-    /// enough that a table reserved for what is expected does not hold a spare twice its
-    /// size.
+    /// With `grow_ahead`, the next table of a large one (`Ahead::ready_index`, from 2^18
+    /// slots): the doubled table's fresh pages cost more than moving the names into it.
     next: Option<Ahead<Slot>>,
 }
 
@@ -89,10 +82,8 @@ impl NameIds {
                 self.len += 1;
                 if self.len * 4 > self.slots.len() * 3 {
                     self.rehash(self.slots.len() * 2);
-                } else if self.len * 8 > self.slots.len() * 5 && self.slots.len() >= SLOTS_AHEAD {
-                    if let Some(next) = &mut self.next {
-                        next.start(self.slots.len() * 2, ahead::filled);
-                    }
+                } else if let Some(next) = &mut self.next {
+                    next.ready_index(self.len, self.slots.len());
                 }
                 (id, true)
             }
@@ -150,6 +141,8 @@ impl NameIds {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    const SLOTS_AHEAD: usize = ahead::index_ahead::<Slot>();
 
     #[test]
     fn interns_as_a_map_would_through_growth_and_clashing_slots() {
