@@ -371,6 +371,16 @@ fn generated(dir: &Dir, seed: u64, events: usize, customers: usize) -> (PathBuf,
     (jsonl, snapshot)
 }
 
+/// The first and the second half of the lines of `events`, written into `dir` as
+/// `day1.jsonl` and `day2.jsonl`.
+fn halves(dir: &Dir, events: &Path) -> [PathBuf; 2] {
+    let text = std::fs::read_to_string(events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    [("day1.jsonl", first), ("day2.jsonl", second)]
+        .map(|(name, part)| dir.write(name, &format!("{}\n", part.join("\n"))))
+}
+
 /// `micros * per_mille / 1000` as a duration (integer arithmetic only).
 fn fraction(micros: u64, per_mille: u64) -> Duration {
     Duration::from_micros(micros * per_mille / 1000)
@@ -689,11 +699,8 @@ fn shifted_rejects(bytes: &[u8], offset: u64) -> Vec<Value> {
 fn day_split_equals_one_run() {
     let d = Dir::new("state-split");
     let (events, snapshot) = generated(&d, 13, 6_000, 300);
-    let text = std::fs::read_to_string(&events).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
-    let day1 = d.write("day1.jsonl", &format!("{}\n", lines[..half].join("\n")));
-    let day2 = d.write("day2.jsonl", &format!("{}\n", lines[half..].join("\n")));
+    let [day1, day2] = halves(&d, &events);
+    let half = std::fs::read_to_string(&day1).unwrap().lines().count();
 
     let whole = Eval::new(&events, &d.path().join("whole.jsonl")).customers(&snapshot);
     whole
@@ -823,11 +830,7 @@ fn a_coupon_of_day_one_is_spent_once_on_day_two() {
 fn folding_the_change_log_into_the_tables_changes_nothing_a_run_or_inspect_sees() {
     let d = Dir::new("state-compact");
     let (events, snapshot) = generated(&d, 17, 4_000, 200);
-    let text = std::fs::read_to_string(&events).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
-    let day1 = d.write("day1.jsonl", &format!("{}\n", lines[..half].join("\n")));
-    let day2 = d.write("day2.jsonl", &format!("{}\n", lines[half..].join("\n")));
+    let [day1, day2] = halves(&d, &events);
     // Never folded; folded at every checkpoint; folded now and then, so that the second
     // day loads tables and a log both.
     let policies = [None, Some(0), Some(40_000)];
@@ -880,11 +883,7 @@ fn folding_the_change_log_into_the_tables_changes_nothing_a_run_or_inspect_sees(
 fn a_failed_fold_is_told_and_loses_nothing() {
     let d = Dir::new("state-fold-fails");
     let (events, snapshot) = generated(&d, 29, 2_000, 100);
-    let text = std::fs::read_to_string(&events).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let half = lines.len() / 2;
-    let day1 = d.write("day1.jsonl", &format!("{}\n", lines[..half].join("\n")));
-    let day2 = d.write("day2.jsonl", &format!("{}\n", lines[half..].join("\n")));
+    let [day1, day2] = halves(&d, &events);
     let run = |name: &str, refuse_rows: bool| {
         let state = d.path().join(name);
         let eval = |day: &str, input: &Path| {
