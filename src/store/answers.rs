@@ -39,14 +39,43 @@ pub type AnswerBatch = (i64, Vec<StoredAnswer>);
 /// which replays from them until the commit is durable.
 pub type SealedAnswers = (i64, Arc<Vec<StoredAnswer>>);
 
-/// A batch of answers as stored: postcard, lz4-compressed. Decision lines repeat their ids
-/// and field names: compressed, a batch is a fraction of the bytes to write and sync.
-pub(super) fn encode(answers: &[StoredAnswer]) -> Result<Vec<u8>, String> {
-    // Room reserved up front: grown from empty, the buffer was copied a dozen times per
-    // batch.
-    let blob = postcard::to_extend(answers, Vec::with_capacity(encoded_size_hint(answers)))
-        .map_err(|e| format!("cannot encode the answers: {e}"))?;
-    Ok(lz4_flex::compress_prepend_size(&blob))
+/// Encodes batches of answers as stored: postcard, lz4-compressed (its size first, as
+/// `lz4_flex::decompress_size_prepended` reads it). Decision lines repeat their ids and
+/// field names: compressed, a batch is a fraction of the bytes to write and sync. The
+/// buffers are kept from one batch to the next (see `SealBuffer`).
+#[derive(Default)]
+pub(super) struct AnswersEncoder {
+    plain: Vec<u8>,
+    table: lz4_flex::block::CompressTable,
+}
+
+impl AnswersEncoder {
+    /// Appends `answers` encoded to `out`.
+    pub fn encode_into(
+        &mut self,
+        answers: &[StoredAnswer],
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| format!("cannot encode the answers: {e}");
+        self.plain.clear();
+        // Room reserved up front: grown from empty, the buffer was copied a dozen times per
+        // batch.
+        self.plain.reserve(encoded_size_hint(answers));
+        self.plain =
+            postcard::to_extend(answers, std::mem::take(&mut self.plain)).map_err(|e| fail(&e))?;
+        let size = u32::try_from(self.plain.len()).map_err(|e| fail(&e))?;
+        out.extend_from_slice(&size.to_le_bytes());
+        let start = out.len();
+        out.resize(
+            start + lz4_flex::block::get_maximum_output_size(self.plain.len()),
+            0,
+        );
+        let room = out.get_mut(start..).unwrap_or_default();
+        let written = lz4_flex::block::compress_into_with_table(&self.plain, room, &mut self.table)
+            .map_err(|e| fail(&e))?;
+        out.truncate(start + written);
+        Ok(())
+    }
 }
 
 /// At least the bytes of `answers` encoded (postcard): each its hash and its three texts
@@ -174,5 +203,29 @@ mod tests {
         let blob = postcard::to_extend(&batch, Vec::with_capacity(hint)).unwrap();
         assert_eq!(blob, postcard::to_stdvec(&batch).unwrap(), "the same bytes");
         assert_eq!(blob.capacity(), hint, "the buffer never grew");
+    }
+
+    /// One encoder, and one buffer, through batches large and small: each reads back as
+    /// it was, with nothing of the one before.
+    #[test]
+    fn batches_encoded_through_one_encoder_read_back_whole() {
+        let answer = |i: usize| StoredAnswer {
+            event_id: format!("e{i}").into(),
+            body_hash: [i as u8; 16],
+            version: "v1".into(),
+            decisions: format!("[{{\"rule\":\"r{}\"}}]", i % 7).into(),
+        };
+        let mut encoder = AnswersEncoder::default();
+        let mut out = Vec::new();
+        for n in [3_000, 2, 0, 40_000, 1] {
+            let batch: Vec<StoredAnswer> = (0..n).map(answer).collect();
+            out.clear();
+            out.extend_from_slice(b"head");
+            encoder.encode_into(&batch, &mut out).unwrap();
+            assert_eq!(out.get(..4), Some(&b"head"[..]), "appended");
+            let plain = lz4_flex::decompress_size_prepended(&out[4..]).unwrap();
+            let read: Vec<StoredAnswer> = postcard::from_bytes(&plain).unwrap();
+            assert_eq!(read, batch, "a batch of {n}");
+        }
     }
 }

@@ -28,9 +28,10 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 
+use super::answers::AnswersEncoder;
 use super::compact::{Compactor, Turn, WalWatch, CHECKPOINT_PAGES};
 use super::rows::{Checked as _, RunRow};
-use super::sum::seal;
+use super::sum::SealBuffer;
 use super::upkeep::Upkeep;
 use super::{log, put_meta, StoreError, ANSWERS, SEEN};
 
@@ -51,7 +52,7 @@ pub struct Job {
     /// The run's output and its record as JSON (a batch run), if any.
     pub run: Option<(String, String)>,
     /// The answers the service gave for the events decided since the last commit: their
-    /// batch number and the batch, encoded here (`answers::encode`).
+    /// batch number and the batch, encoded on the writing thread (`AnswersEncoder`).
     pub answers: Option<super::answers::SealedAnswers>,
     /// Told the result as soon as it is known (the service answers its requests so, without
     /// waiting for the deciding thread to look).
@@ -92,6 +93,16 @@ struct Writer {
     compactor: Compactor,
     /// When SQLite's log, which the commits fill, is due to be copied into the database.
     wal: WalWatch,
+    /// Where the blobs of a commit are made.
+    blobs: Blobs,
+}
+
+/// The writing thread's buffers for the blobs it writes, kept from one commit to the next
+/// (see `SealBuffer`).
+#[derive(Default)]
+struct Blobs {
+    sealed: SealBuffer,
+    answers: AnswersEncoder,
 }
 
 impl Committer {
@@ -346,6 +357,7 @@ impl Writer {
             turn,
             compactor,
             wal,
+            blobs: Blobs::default(),
         })
     }
 
@@ -383,22 +395,8 @@ impl Writer {
         }
     }
 
-    fn encode_answers(&self, list: &[super::StoredAnswer]) -> Result<Vec<u8>, StoreError> {
-        super::answers::encode(list).map_err(|detail| StoreError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(detail),
-        })
-    }
-
     /// Writes `jobs` in one transaction, in order.
     fn commit(&mut self, jobs: &[Job]) -> Result<(), StoreError> {
-        let answers = jobs
-            .iter()
-            .map(|job| match &job.answers {
-                Some((batch, list)) => Ok(Some((*batch, self.encode_answers(list)?))),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
         for f in jobs.iter().flat_map(|job| &job.files) {
             f.sync_data().map_err(|source| StoreError::Io {
                 path: self.path.clone(),
@@ -412,8 +410,8 @@ impl Writer {
         let tx = (self.conn)
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
-        for (job, answers) in jobs.iter().zip(&answers) {
-            next.write(&tx, &path, job, answers.as_ref())?;
+        for job in jobs {
+            next.write(&tx, &path, job, &mut self.blobs)?;
         }
         for (key, value) in &self.meta {
             put_meta(&tx, key, value).map_err(sql)?;
@@ -442,13 +440,17 @@ impl Cursor {
         tx: &Transaction,
         path: &Path,
         job: &Job,
-        answers: Option<&(i64, Vec<u8>)>,
+        blobs: &mut Blobs,
     ) -> Result<(), StoreError> {
         let sql = |source| StoreError::sqlite(path, source);
+        let sealed = &mut blobs.sealed;
         run_cached(
             tx,
             "INSERT INTO changes (batch, blob) VALUES (?1, ?2)",
-            params![self.change, seal(log::TABLE, self.change, &job.changes)],
+            params![
+                self.change,
+                sealed.seal(log::TABLE, self.change, &job.changes)
+            ],
         )
         .map_err(sql)?;
         // The ids decided since the last checkpoint, as one blob: the set is only ever
@@ -457,7 +459,7 @@ impl Cursor {
             run_cached(
                 tx,
                 "INSERT INTO seen (batch, hashes) VALUES (?1, ?2)",
-                params![self.seen, seal(SEEN, self.seen, &job.seen)],
+                params![self.seen, sealed.seal(SEEN, self.seen, &job.seen)],
             )
             .map_err(sql)?;
             self.seen += 1;
@@ -474,11 +476,15 @@ impl Cursor {
             )
             .map_err(sql)?;
         }
-        if let Some((batch, blob)) = answers {
+        if let Some((batch, list)) = &job.answers {
+            (blobs.answers.encode_into(list, sealed.open())).map_err(|detail| StoreError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(detail),
+            })?;
             run_cached(
                 tx,
                 "INSERT INTO answers (batch, blob) VALUES (?1, ?2)",
-                params![batch, seal(ANSWERS, *batch, blob)],
+                params![batch, sealed.close(ANSWERS, *batch)],
             )
             .map_err(sql)?;
         }

@@ -47,13 +47,34 @@ impl Sum {
     }
 }
 
-/// The bytes of a blob as stored: the CRC-32 of `table`, `batch` and `payload` (little
-/// endian), then `payload`. The batch is summed too: the log is applied in batch order.
-pub fn seal(table: &str, batch: i64, payload: &[u8]) -> Vec<u8> {
-    let mut blob = Vec::with_capacity(payload.len() + 4);
-    blob.extend_from_slice(&blob_sum(table, batch, payload).to_le_bytes());
-    blob.extend_from_slice(payload);
-    blob
+/// Where blobs are sealed as stored: the CRC-32 of their table, batch and payload (little
+/// endian), then the payload. The batch is summed too: the log is applied in batch order.
+/// The buffer is kept from one blob to the next: a writing thread that took fresh memory
+/// for each of a commit's blobs spent 20-70 ms of some commits in page faults.
+#[derive(Debug, Default)]
+pub struct SealBuffer(Vec<u8>);
+
+impl SealBuffer {
+    /// The blob of `payload` in `table` under `batch`.
+    pub fn seal(&mut self, table: &str, batch: i64, payload: &[u8]) -> &[u8] {
+        self.open().extend_from_slice(payload);
+        self.close(table, batch)
+    }
+
+    /// Starts a blob whose payload is appended to the vector returned.
+    pub fn open(&mut self) -> &mut Vec<u8> {
+        self.0.clear();
+        self.0.extend_from_slice(&[0; 4]);
+        &mut self.0
+    }
+
+    /// The blob started with `open`, sealed.
+    pub fn close(&mut self, table: &str, batch: i64) -> &[u8] {
+        if let Some((sum, payload)) = self.0.split_first_chunk_mut::<4>() {
+            *sum = blob_sum(table, batch, payload).to_le_bytes();
+        }
+        &self.0
+    }
 }
 
 /// The payload of a stored blob, if its checksum matches.
@@ -77,7 +98,9 @@ mod tests {
 
     #[test]
     fn a_sealed_blob_opens_only_unchanged_and_under_its_own_batch_and_table() {
-        let blob = seal("changes", 7, b"payload");
+        let mut buffer = SealBuffer::default();
+        buffer.seal("seen", 9, b"a longer payload, sealed before");
+        let blob = buffer.seal("changes", 7, b"payload").to_vec();
         assert_eq!(unseal("changes", 7, &blob), Some(&b"payload"[..]));
         assert_eq!(unseal("changes", 8, &blob), None);
         assert_eq!(unseal("seen", 7, &blob), None);
