@@ -252,9 +252,9 @@ impl Folder {
 
     /// Copies SQLite's log into the database: beside the commits, again and again while
     /// they add much to it during a copy, then, in the folding's turn, the little they added
-    /// meanwhile, so that the next commit starts the log over. (A single copy beside them
-    /// left a few hundred pages for the turn, which held every commit 26-35 ms.) A failure
-    /// leaves the log longer, and is tried again with the next ask.
+    /// meanwhile, so that the next commit starts the log over. (After a single copy beside
+    /// them, hundreds of pages were left to copy in the turn, which every commit waits for.)
+    /// A failure leaves the log longer, and is tried again with the next ask.
     fn checkpoint(&self) {
         let copy = || {
             let log_pages = |r: &rusqlite::Row<'_>| r.get::<_, i64>(1);

@@ -49,8 +49,8 @@ impl Sum {
 
 /// Where blobs are sealed as stored: the CRC-32 of their table, batch and payload (little
 /// endian), then the payload. The batch is summed too: the log is applied in batch order.
-/// The buffer is kept from one blob to the next: a writing thread that took fresh memory
-/// for each of a commit's blobs spent 20-70 ms of some commits in page faults.
+/// The buffer is kept from one blob to the next: taking fresh memory for each of a
+/// commit's blobs had the writing thread wait on page faults.
 #[derive(Debug, Default)]
 pub struct SealBuffer(Vec<u8>);
 
