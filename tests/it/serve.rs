@@ -546,8 +546,15 @@ fn coupons_and_customers() {
         decisions_of(&results),
     );
 
+    sa_coupon_through_its_life(&client, &s1);
+    other_wallets(&client, &s2_coupon, &s5, &s6);
+    customers_read(&client);
+    bad_on_dates(&client);
+}
+
+fn sa_coupon_through_its_life(client: &Client, s1: &Value) {
     // sa's HK$80 coupon through its life: credited 2019-12-23, valid until 2020-03-21.
-    let granted = first_time(&s1, "2019-12-23", "2020-03-21")["coupons"][0].clone();
+    let granted = first_time(s1, "2019-12-23", "2020-03-21")["coupons"][0].clone();
     for (on, status) in [
         (Some("2019-12-20"), "not_yet_credited"),
         (Some("2019-12-22"), "not_yet_credited"),
@@ -571,11 +578,15 @@ fn coupons_and_customers() {
             r.json(),
         );
     }
+}
 
+/// The coupons of the other wallets: spent, credited on the redemption's day, autopay's,
+/// and none.
+fn other_wallets(client: &Client, s2_coupon: &str, s5: &Value, s6: &Value) {
     // sb's coupon was spent by s3.
-    let sb = wallet_coupons(&client, "w-sb", None);
+    let sb = wallet_coupons(client, "w-sb", None);
     assert_eq!(sb.len(), 1, "{sb:?}");
-    assert_eq!(sb[&s2_coupon]["status"], json!("spent"), "{sb:?}");
+    assert_eq!(sb[s2_coupon]["status"], json!("spent"), "{sb:?}");
 
     // sc's redemption coupons: credited the day of the redemption, no expiry.
     for (on, status) in [
@@ -583,8 +594,8 @@ fn coupons_and_customers() {
         ("2019-12-30", "usable"),
         ("2030-01-01", "usable"),
     ] {
-        let sc = wallet_coupons(&client, "w-sc", Some(on));
-        let expected: BTreeMap<String, (Value, Value)> = approve(&s5, "2019-12-30")["coupons"]
+        let sc = wallet_coupons(client, "w-sc", Some(on));
+        let expected: BTreeMap<String, (Value, Value)> = approve(s5, "2019-12-30")["coupons"]
             .as_array()
             .unwrap()
             .iter()
@@ -603,8 +614,8 @@ fn coupons_and_customers() {
     }
 
     // sd's two HK$50 autopay coupons.
-    let sd = wallet_coupons(&client, "w-sd", Some("2020-05-24"));
-    let granted = reward_2(&s6, "2019-12-27", "2020-05-24")["coupons"].clone();
+    let sd = wallet_coupons(client, "w-sd", Some("2020-05-24"));
+    let granted = reward_2(s6, "2019-12-27", "2020-05-24")["coupons"].clone();
     let expected: BTreeMap<String, Value> = granted
         .as_array()
         .unwrap()
@@ -625,7 +636,11 @@ fn coupons_and_customers() {
         json!({"wallet": "w-nobody", "on": TODAY, "coupons": []}),
         r.json(),
     );
+}
 
+/// Customers' facts and per-customer counters: decided, known from the snapshot alone,
+/// unknown.
+fn customers_read(client: &Client) {
     // Customers: facts and per-customer counters.
     let get = |c: &str| {
         let r = client.get(&format!("/v1/customers/{c}"));
@@ -678,7 +693,9 @@ fn coupons_and_customers() {
         "{nobody}"
     );
     assert_eq!(nobody["counters"], json!([]), "{nobody}");
+}
 
+fn bad_on_dates(client: &Client) {
     // A bad `on`.
     for on in ["2020-13-01", "2020-02-30", "yesterday", "20200102", ""] {
         let r = client.get(&format!("/v1/wallets/w-sa/coupons?on={on}"));
@@ -700,8 +717,20 @@ fn bad_requests_are_4xx_json() {
         .start();
     let client = server.client();
     let mut p = Problems::default();
-    let at = "2019-12-19T10:00:00+08:00";
+    unreadable_bodies(&mut p, &client);
+    bad_fields(&mut p, &client);
+    bad_values(&mut p, &client);
+    over_limits(&mut p, &client);
+    unknown_routes(&mut p, &client);
+    still_healthy(&mut p, &server);
+    p.assert_none(&server);
+}
 
+/// When the test's events happen.
+const BAD_AT: &str = "2019-12-19T10:00:00+08:00";
+
+/// Bodies that are not JSON events.
+fn unreadable_bodies(p: &mut Problems, client: &Client) {
     p.check("malformed JSON", || {
         let r = client.post_raw("/v1/events", r#"{"id": "x1", "type": "#);
         assert_error("malformed JSON", &r, 400, None, None);
@@ -715,6 +744,11 @@ fn bad_requests_are_4xx_json() {
         let r = client.post_raw("/v1/events", "[1]");
         assert_error("[1]", &r, 400, Some("bad_event"), None);
     });
+}
+
+/// Events of an unknown type, or missing or unreadable fields, alone or in a batch.
+fn bad_fields(p: &mut Problems, client: &Client) {
+    let at = BAD_AT;
     p.check("unknown event type", || {
         let e = event("x2", "login", at, "xc");
         let r = client.post("/v1/events", &e);
@@ -787,6 +821,11 @@ fn bad_requests_are_4xx_json() {
             Some(json!("at")),
         );
     });
+}
+
+/// Empty names and amounts that are not plain decimals within the currency's decimals.
+fn bad_values(p: &mut Problems, client: &Client) {
+    let at = BAD_AT;
     // Issue 18, defects 2 and 3: an empty id, customer or wallet, and an amount that is not
     // a plain decimal within the currency's decimals, are refused naming the field.
     for name in ["id", "customer", "wallet"] {
@@ -811,6 +850,12 @@ fn bad_requests_are_4xx_json() {
             assert_error(amount, &r, r.status, None, Some(json!("amount")));
         });
     }
+}
+
+/// A bad event among good ones, a body over `--max-body-bytes`, a batch over
+/// `--max-batch`.
+fn over_limits(p: &mut Problems, client: &Client) {
+    let at = BAD_AT;
     p.check("a bad event in a batch", || {
         let good = bill("x5", at, "xg");
         let bad = event("x6", "login", at, "xc");
@@ -844,6 +889,9 @@ fn bad_requests_are_4xx_json() {
         let results = client.decide_all(&batch[..3]);
         assert_eq!(results.len(), 3);
     });
+}
+
+fn unknown_routes(p: &mut Problems, client: &Client) {
     p.check("unknown route", || {
         let r = client.get("/v1/nothing-here");
         assert_error("GET /v1/nothing-here", &r, 404, None, None);
@@ -855,6 +903,11 @@ fn bad_requests_are_4xx_json() {
         assert!((400..500).contains(&r.status), "{} {}", r.status, r.body);
         assert_error("GET /v1/events", &r, r.status, None, None);
     });
+}
+
+/// After all that: alive, ready, and no 5xx counted.
+fn still_healthy(p: &mut Problems, server: &Server) {
+    let client = server.client();
     p.check("still healthy", || {
         let r = client.get("/healthz");
         assert_eq!(r.status, 200, "{}", r.body);
@@ -871,7 +924,6 @@ fn bad_requests_are_4xx_json() {
             }
         }
     });
-    p.assert_none(&server);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -975,13 +1027,7 @@ fn broken_edits_never_go_live() {
     let rule_path = rules.join("promotions/bill-first-time.yaml");
     let original = std::fs::read_to_string(&rule_path).unwrap();
 
-    let b1 = bill("k1", "2019-12-19T10:00:00+08:00", "kc1");
-    let r = client.decide(&b1);
-    assert_result(&r, &b1, &v1, false, false);
-    assert_eq!(
-        r["decisions"],
-        json!([first_time(&b1, "2019-12-23", "2020-03-21")])
-    );
+    decides_hk80_with(&client, "k1", &v1);
 
     // 1. A misspelt fact: `check` fails at line 16, column 11.
     let misspelt = original.replace("fact: bill_payments", "fact: bill_paymnts");
@@ -1009,25 +1055,9 @@ fn broken_edits_never_go_live() {
         }),
         "a located unknown_fact error: {rs:#}"
     );
-    // The old rules serve.
-    let b2 = bill("k2", "2019-12-19T10:00:00+08:00", "kc2");
-    let r = client.decide(&b2);
-    assert_result(&r, &b2, &v1, false, false);
-    assert_eq!(
-        r["decisions"],
-        json!([first_time(&b2, "2019-12-23", "2020-03-21")])
-    );
-    // A reload by hand is rejected the same way.
-    let r = client.post_empty("/v1/ruleset/reload");
-    assert_eq!(r.status, 200, "{}", r.body);
-    let body = r.json();
-    assert_eq!(body["outcome"], json!("rejected"), "{body:#}");
-    assert_eq!(body["ruleset"]["version"], json!(v1), "{body:#}");
-    assert_eq!(
-        body["ruleset"]["last_rejected"]["stage"],
-        json!("check"),
-        "{body:#}"
-    );
+    // The old rules serve, and a reload by hand is rejected the same way.
+    decides_hk80_with(&client, "k2", &v1);
+    reload_rejected_at(&client, &v1, "check");
 
     // 2. HK$90 instead of HK$80: a valid rule whose golden cases fail.
     let ninety = original.replace("face_value: \"80\"", "face_value: \"90\"");
@@ -1037,24 +1067,8 @@ fn broken_edits_never_go_live() {
         r["last_rejected"]["stage"] == json!("tests")
     });
     assert_eq!(rs["version"], json!(v1), "{rs:#}");
-    let b3 = bill("k3", "2019-12-19T10:00:00+08:00", "kc3");
-    let r = client.decide(&b3);
-    assert_result(&r, &b3, &v1, false, false);
-    assert_eq!(
-        r["decisions"],
-        json!([first_time(&b3, "2019-12-23", "2020-03-21")]),
-        "still HK$80"
-    );
-    let r = client.post_empty("/v1/ruleset/reload");
-    assert_eq!(r.status, 200, "{}", r.body);
-    let body = r.json();
-    assert_eq!(body["outcome"], json!("rejected"), "{body:#}");
-    assert_eq!(body["ruleset"]["version"], json!(v1), "{body:#}");
-    assert_eq!(
-        body["ruleset"]["last_rejected"]["stage"],
-        json!("tests"),
-        "{body:#}"
-    );
+    decides_hk80_with(&client, "k3", &v1);
+    reload_rejected_at(&client, &v1, "tests");
 
     let metrics = server.metrics();
     let rejected = metric(&metrics, "promo_reloads_total", &[("outcome", "rejected")]);
@@ -1066,6 +1080,33 @@ fn broken_edits_never_go_live() {
     );
     let r = client.get("/readyz");
     assert_eq!(r.status, 200, "still ready: {}", r.body);
+}
+
+/// A first bill of a new customer (`{id}`'s own) is decided by version `v1`: HK$80, as the
+/// shipped rules say.
+fn decides_hk80_with(client: &Client, id: &str, v1: &str) {
+    let b = bill(id, "2019-12-19T10:00:00+08:00", &format!("c-{id}"));
+    let r = client.decide(&b);
+    assert_result(&r, &b, v1, false, false);
+    assert_eq!(
+        r["decisions"],
+        json!([first_time(&b, "2019-12-23", "2020-03-21")]),
+        "HK$80 from version {v1}"
+    );
+}
+
+/// A reload by hand is rejected at `stage`, and `v1` stays live.
+fn reload_rejected_at(client: &Client, v1: &str, stage: &str) {
+    let r = client.post_empty("/v1/ruleset/reload");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["outcome"], json!("rejected"), "{body:#}");
+    assert_eq!(body["ruleset"]["version"], json!(v1), "{body:#}");
+    assert_eq!(
+        body["ruleset"]["last_rejected"]["stage"],
+        json!(stage),
+        "{body:#}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
