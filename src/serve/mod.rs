@@ -38,6 +38,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::NaiveDate;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use self::answers::Answers;
@@ -254,19 +255,22 @@ async fn serve(opts: Options) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
-    println!("listening on http://{addr}");
-    tracing::info!(%addr, "listening");
+    // Everything that answers the outside is in place before the service says it listens:
+    // a signal or an edit that comes as soon as it has said so is never missed.
+    let signals = Signals::take()?;
     let reloader = tokio::spawn(reload::reloader(
         Arc::clone(&app),
         opts.rules.clone(),
         reload_inbox,
     ));
-    let hup = tokio::spawn(reload::on_sighup(reloads.clone()));
+    let hup = tokio::spawn(reload::on_sighup(signals.hangup, reloads.clone()));
     let watcher = reload::watch(&opts.rules, opts.debounce, reloads)
         .map_err(|e| format!("cannot watch `{}`: {e}", opts.rules.display()))?;
     let router = router(Arc::clone(&app), &opts);
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, "listening");
     let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal(signals.terminate, signals.interrupt))
         .await;
     tracing::info!("stopping: committing what was decided");
     drop(watcher);
@@ -381,18 +385,32 @@ async fn deadline(Extract(limit): Extract<Duration>, req: Request, next: Next) -
     }
 }
 
+/// The signals the service answers, taken (their handlers in place) before it says it
+/// listens. Until tokio has its handler for a signal, the signal's default action holds,
+/// which for SIGTERM, SIGINT and SIGHUP is to end the process there and then.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn take() -> Result<Signals, String> {
+        let take = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot take {name}: {e}"))
+        };
+        Ok(Signals {
+            terminate: take(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: take(SignalKind::interrupt(), "SIGINT")?,
+            hangup: take(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
 /// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+async fn shutdown_signal(mut terminate: Signal, mut interrupt: Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::signal::unix::Signal;
 use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
@@ -106,11 +107,7 @@ pub fn watch(
 }
 
 /// Asks for a reload on every SIGHUP.
-pub async fn on_sighup(reloads: mpsc::Sender<Reload>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload with POST /v1/ruleset/reload");
-        return;
-    };
+pub async fn on_sighup(mut hup: Signal, reloads: mpsc::Sender<Reload>) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the rules");
         if reloads.send(Reload { reply: None }).await.is_err() {

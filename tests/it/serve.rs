@@ -1424,6 +1424,32 @@ fn sigterm_under_load_exits_0_and_keeps_answers() {
     assert_answered_replay(&restarted, &load);
 }
 
+/// A signal sent the moment the server says it listens is answered as any later one: SIGTERM
+/// and SIGINT stop it gracefully (exit 0), SIGHUP reloads and it keeps serving. Until its
+/// handlers were in place, such a signal ended the process there and then.
+#[test]
+fn signals_at_once_after_listening_are_answered() {
+    let dir = Dir::new("serve-early-signals");
+    let serve = shipped(&dir).state(&dir.path().join("state"));
+    for signal in ["-TERM", "-INT"] {
+        let mut server = serve.spawn();
+        server.signal(signal);
+        let status = server.wait_exit();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{signal} at once: exit status {status}\n{}",
+            server.logs()
+        );
+    }
+    let mut server = serve.spawn();
+    server.signal("-HUP");
+    server.wait_ready();
+    decides_hk80_with(&server.client(), "hup1", &server.version());
+    server.sigterm();
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.logs());
+}
+
 /// An id decided by a batch `eval --state` run replays with no decisions (the batch
 /// output holds them), and the service decides new events against the facts it left.
 #[test]

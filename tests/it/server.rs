@@ -66,6 +66,14 @@ impl Serve {
     /// Spawns the server, reads its address from the first stdout line and waits until
     /// `GET /readyz` answers 200. Panics (with the logs) when it does not come up in time.
     pub fn start(&self) -> Server {
+        let mut server = self.spawn();
+        server.wait_ready();
+        server
+    }
+
+    /// Spawns the server and reads its address from the first stdout line, the moment it
+    /// says it listens: without waiting for it to be ready.
+    pub fn spawn(&self) -> Server {
         // Appends, so the logs of a restarted server follow those of the first run.
         let log = File::options()
             .create(true)
@@ -124,7 +132,6 @@ impl Serve {
         );
         server.base = format!("http://127.0.0.1:{port}");
         server.client = Client::new(&server.base);
-        server.wait_ready();
         server
     }
 }
@@ -162,7 +169,7 @@ impl Server {
     }
 
     /// Polls `GET /readyz` until it answers 200.
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
