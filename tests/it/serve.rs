@@ -1424,6 +1424,22 @@ fn sigterm_under_load_exits_0_and_keeps_answers() {
     assert_answered_replay(&restarted, &load);
 }
 
+/// Once its state is open, the service takes fresh memory in small pages: the kernel says
+/// transparent huge pages are off for the process (`PR_SET_THP_DISABLE`).
+#[cfg(target_os = "linux")]
+#[test]
+fn serving_takes_small_pages() {
+    let dir = Dir::new("serve-small-pages");
+    let server = shipped(&dir).state(&dir.path().join("state")).start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    assert_eq!(
+        thp.map(|l| l.split_whitespace().nth(1)),
+        Some(Some("0")),
+        "THP_enabled in /proc/PID/status:\n{status}"
+    );
+}
+
 /// A signal sent the moment the server says it listens is answered as any later one: SIGTERM
 /// and SIGINT stop it gracefully (exit 0), SIGHUP reloads and it keeps serving. Until its
 /// handlers were in place, such a signal ended the process there and then.
