@@ -140,6 +140,8 @@ pub struct Deciding {
     pub scratch: Vec<u8>,
     /// The counters whose slots the last prefetch fetched (`State::prefetch_prepared`).
     pub staged: StagedCounters,
+    /// `[]`, shared by the answers of every event that decided nothing (most of them).
+    pub no_decisions: Arc<str>,
 }
 
 impl Deciding {
@@ -150,6 +152,7 @@ impl Deciding {
             per_ruleset: ("".into(), LineHeads::default(), FxHashMap::default()),
             scratch: Vec::new(),
             staged: StagedCounters::default(),
+            no_decisions: "[]".into(),
         }
     }
 }
@@ -512,7 +515,7 @@ impl Deciding {
         let decided = decide(ruleset, target, ev, admission, &mut self.eval);
         match decided.map_err(unreadable)? {
             Ok(Outcome::Decided) => {}
-            Ok(Outcome::Duplicate) => return Ok("[]".into()),
+            Ok(Outcome::Duplicate) => return Ok(Arc::clone(&self.no_decisions)),
             Err(InvalidEvent::Unchecked(why)) => return Err(ApiError::unavailable(why)),
             Err(e) => {
                 return Err(ApiError::new(
@@ -524,6 +527,9 @@ impl Deciding {
         }
         for e in &self.eval.errors {
             tracing::warn!(event = %ev.id, error = %e, "a rule's script failed; it decided nothing");
+        }
+        if self.eval.decisions.is_empty() {
+            return Ok(Arc::clone(&self.no_decisions));
         }
         if self.per_ruleset.0 != live.version {
             self.per_ruleset = (
