@@ -37,11 +37,23 @@ const DEFAULT_BUDGET: usize = 16 << 20;
 /// `Slot` and a control byte, the table at most 7/8 full).
 const IN_MEMORY: usize =
     std::mem::size_of::<(CouponRecord, usize)>() + (std::mem::size_of::<Slot>() + 1) * 8 / 7;
-/// An index slot: the hash of a coupon's id and the index of its record. With the hash
-/// kept, growing the table moves slots without reading every id again: read at random,
-/// the ids cost a cache miss or more each, which held the deciding thread of the service
-/// (whose coupons all stay in memory) for 150 ms at half a million coupons.
-type Slot = (u64, usize);
+/// An index slot: 32 bits of the hash of a coupon's id, and the index of its record. With
+/// the hash kept, growing the table moves slots without reading every id again: read at
+/// random, the ids cost a cache miss or more each, which held the deciding thread of the
+/// service (whose coupons all stay in memory) for 150 ms at half a million coupons.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u32,
+    at: u32,
+}
+
+impl Slot {
+    /// Where the table puts a slot of this hash: its 32 bits spread over 64, as the table
+    /// takes its control bits from the top ones.
+    fn place(hash: u32) -> u64 {
+        u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
 /// Records fetched ahead of the one being written to a run.
 const READ_AHEAD: usize = 8;
 /// Bytes of a coupon id, as a guess to reserve room by.
@@ -125,8 +137,9 @@ impl Default for CouponLedger {
     }
 }
 
-fn hash(id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+/// What a coupon is found by in memory (`Slot`).
+fn hash(id: &str) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as u32
 }
 
 /// What a coupon is known by in a run.
@@ -264,7 +277,7 @@ impl CouponLedger {
         self.records.reserve(most);
         self.ids
             .reserve(n.min(room / (IN_MEMORY + ID_GUESS)) * ID_GUESS);
-        self.index.reserve(most, |&(h, _)| h);
+        self.index.reserve(most, |s| Slot::place(s.hash));
     }
 
     /// Grows `ids` and `records` into room made ready ahead (`State::grow_ahead`).
@@ -281,8 +294,10 @@ impl CouponLedger {
     fn find(&self, id: &str) -> Option<usize> {
         let (ids, records, h) = (&self.ids, &self.records, hash(id));
         self.index
-            .find(h, |&(at, i)| at == h && id_at(ids, records, i) == id)
-            .map(|&(_, i)| i)
+            .find(Slot::place(h), |s| {
+                s.hash == h && id_at(ids, records, s.at as usize) == id
+            })
+            .map(|s| s.at as usize)
     }
 
     /// The record of the coupon `id`, if it is in memory.
@@ -312,13 +327,13 @@ impl CouponLedger {
     pub fn insert(&mut self, id: &str, record: CouponRecord) -> usize {
         let (ids, records, h) = (&self.ids, &self.records, hash(id));
         let entry = self.index.entry(
-            h,
-            |&(at, i)| at == h && id_at(ids, records, i) == id,
-            |&(at, _)| at,
+            Slot::place(h),
+            |s| s.hash == h && id_at(ids, records, s.at as usize) == id,
+            |s| Slot::place(s.hash),
         );
         match entry {
             Entry::Occupied(found) => {
-                let (_, i) = *found.get();
+                let i = found.get().at as usize;
                 if let Some(r) = self.records.get_mut(i) {
                     r.0 = record;
                 }
@@ -326,7 +341,10 @@ impl CouponLedger {
             }
             Entry::Vacant(slot) => {
                 let i = self.records.len();
-                slot.insert((h, i));
+                slot.insert(Slot {
+                    hash: h,
+                    at: u32::try_from(i).unwrap_or(u32::MAX),
+                });
                 if let Some((more_ids, more_records)) = &mut self.more {
                     more_ids.room_for_text(&mut self.ids, id.len());
                     more_records.room_for(&mut self.records, 1);
@@ -453,8 +471,12 @@ impl CouponLedger {
         self.index.clear();
         let (ids, records) = (&self.ids, &self.records);
         for i in 0..records.len() {
-            let h = hash(id_at(ids, records, i));
-            self.index.insert_unique(h, (h, i), |&(at, _)| at);
+            let slot = Slot {
+                hash: hash(id_at(ids, records, i)),
+                at: u32::try_from(i).unwrap_or(u32::MAX),
+            };
+            self.index
+                .insert_unique(Slot::place(slot.hash), slot, |s| Slot::place(s.hash));
         }
         if let Some(unsaved) = unsaved {
             *unsaved = still_unsaved;
@@ -551,6 +573,32 @@ mod tests {
         let i = ledger.load(id).unwrap();
         assert_eq!(i, ledger.find(id), "`{id}` is in memory once promoted");
         i.and_then(|i| ledger.record(i)).cloned()
+    }
+
+    /// The index keeps 32 bits of an id's hash: two ids that share them are still two
+    /// coupons, found apart by their ids, before and after the table grows.
+    #[test]
+    fn ids_sharing_their_hash_bits_stay_apart() {
+        let mut by_hash = HashMap::new();
+        let (a, b) = (0u32..)
+            .map(|n| format!("cp-{n}"))
+            .find_map(|id| {
+                let earlier = by_hash.insert(hash(&id), id.clone())?;
+                Some((earlier, id))
+            })
+            .unwrap();
+        let mut ledger = CouponLedger::default();
+        ledger.insert(&a, record(1));
+        ledger.insert(&b, record(2));
+        assert_eq!(ledger.get(&a).map(|r| r.wallet), Some(1), "{a}");
+        assert_eq!(ledger.get(&b).map(|r| r.wallet), Some(2), "{b}");
+        for n in 0..10_000 {
+            ledger.insert(&format!("more-{n}"), record(3));
+        }
+        ledger.insert(&b, record(4));
+        assert_eq!(ledger.get(&a).map(|r| r.wallet), Some(1), "{a}");
+        assert_eq!(ledger.get(&b).map(|r| r.wallet), Some(4), "{b}");
+        assert_eq!(ledger.records.len(), 10_002);
     }
 
     #[test]
