@@ -3,7 +3,8 @@
 //! rest in temporary files.
 //!
 //! In memory the coupons are held compactly: the ids back to back in one string, the
-//! records in one vector, and a table of record indices hashed by id. A coupon costs a
+//! records in one vector, and a table of record indices hashed by id (each with 32 bits of
+//! its id's hash, so that the table grows without reading the ids). A coupon costs a
 //! 64-byte entry (its record and where its id ends), its id's text and an index slot, with
 //! no allocation of its own; a map of boxed ids cost an allocation per id and an
 //! entry-sized slot per table bucket.
@@ -39,8 +40,8 @@ const IN_MEMORY: usize =
     std::mem::size_of::<(CouponRecord, usize)>() + (std::mem::size_of::<Slot>() + 1) * 8 / 7;
 /// An index slot: 32 bits of the hash of a coupon's id, and the index of its record. With
 /// the hash kept, growing the table moves slots without reading every id again: read at
-/// random, the ids cost a cache miss or more each, which held the deciding thread of the
-/// service (whose coupons all stay in memory) for 150 ms at half a million coupons.
+/// random, the ids cost a cache miss or more each, and the service (whose coupons all stay
+/// in memory) grows the table on its deciding thread, every request waiting.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     hash: u32,
