@@ -206,6 +206,9 @@ pub struct State {
     coupons: CouponLedger,
     /// What changed since the last checkpoint, when a store keeps the state (else `None`).
     dirty: Option<Dirty>,
+    /// The changes of a checkpoint before, cleared (`recycle_changes`): the next ones are
+    /// recorded into them rather than into sets grown again from empty, every checkpoint.
+    spare_changes: Dirty,
 }
 
 /// What changed since the last checkpoint: the rows a store must write.
@@ -219,6 +222,17 @@ struct Dirty {
     /// Coupons by ledger index: the ledger keeps them in memory (see `settle_coupons`).
     coupons: FixedBitSet,
     seen: Vec<u128>,
+}
+
+impl Dirty {
+    /// Nothing changed, the room kept.
+    fn clear(&mut self) {
+        self.customers.clear();
+        self.wallets.clear();
+        self.counters.clear();
+        self.coupons.clear();
+        self.seen.clear();
+    }
 }
 
 /// What changed since the last checkpoint, read from the state it changed. It borrows the
@@ -265,7 +279,16 @@ impl<'s> Changes<'s> {
     pub fn seen(&self) -> &[u128] {
         &self.dirty.seen
     }
+
+    /// Done with: what is left to hand back to the state (`State::recycle_changes`).
+    pub fn done(self) -> Recorded {
+        Recorded(self.dirty)
+    }
 }
+
+/// Changes read and done with, to record the next ones into.
+#[derive(Debug)]
+pub struct Recorded(Dirty);
 
 impl State {
     /// Empty state for `ruleset`.
@@ -284,6 +307,7 @@ impl State {
                 .count(),
             coupons: CouponLedger::default(),
             dirty: None,
+            spare_changes: Dirty::default(),
         }
     }
 
@@ -391,8 +415,18 @@ impl State {
 
     /// Takes the changes recorded since the last call.
     pub fn take_changes(&mut self) -> Changes<'_> {
-        let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
+        let spare = std::mem::take(&mut self.spare_changes);
+        let dirty = match &mut self.dirty {
+            Some(d) => std::mem::replace(d, spare),
+            None => Dirty::default(),
+        };
         Changes { state: self, dirty }
+    }
+
+    /// Keeps the room of changes done with for the next ones.
+    pub fn recycle_changes(&mut self, Recorded(mut dirty): Recorded) {
+        dirty.clear();
+        self.spare_changes = dirty;
     }
 
     /// The name of a customer's or wallet's id.
@@ -961,6 +995,58 @@ fn describe(kind: FactType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Changes taken, done with and recycled keep their room, not their contents: the
+    /// next ones taken are only what changed since.
+    #[test]
+    fn recycled_changes_hold_only_the_next_ones() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let rules = crate::rules::load_ruleset(&dir).unwrap();
+        let mut state = State::new(&rules);
+        state.track_changes();
+        let coupon = |wallet| CouponRecord {
+            wallet,
+            face_value: Decimal::ONE,
+            min_spend: Decimal::ZERO,
+            usable_for: 1,
+            credit_by: NaiveDate::MIN,
+            valid_until: None,
+            used: false,
+        };
+        let change = |state: &mut State, name: &str| {
+            let owner = state.intern(Scope::Customer, name);
+            state.set_fact(Scope::Customer, owner, 0, FactValue::Int(1));
+            let key = CounterKey {
+                counter: 0,
+                per: Scope::Customer,
+                owner,
+                day: 1,
+            };
+            state.tally_mut(key).grants += 1;
+            state.insert_coupon(&format!("cp-{name}"), coupon(owner));
+            owner
+        };
+        let taken = |state: &mut State| {
+            let changes = state.take_changes();
+            let owners: Vec<u32> = changes.owners(Scope::Customer).collect();
+            let mut counters: Vec<u32> = changes.counters().map(|(k, _)| k.owner).collect();
+            let mut coupons: Vec<String> = changes.coupons().map(|(id, _)| id.into()).collect();
+            let recorded = changes.done();
+            state.recycle_changes(recorded);
+            counters.sort_unstable();
+            coupons.sort_unstable();
+            (owners, counters, coupons)
+        };
+        let (a, b) = (change(&mut state, "a"), change(&mut state, "b"));
+        let coupons = |names: &[&str]| names.iter().map(|n| format!("cp-{n}")).collect();
+        assert_eq!(
+            taken(&mut state),
+            (vec![a, b], vec![a, b], coupons(&["a", "b"]))
+        );
+        let c = change(&mut state, "c");
+        assert_eq!(taken(&mut state), (vec![c], vec![c], coupons(&["c"])));
+        assert_eq!(taken(&mut state), (vec![], vec![], coupons(&[])));
+    }
 
     #[test]
     fn snapshot_decimals_are_read_as_written() {

@@ -824,15 +824,18 @@ impl Store {
     /// Encodes everything `state` changed since the last commit.
     pub(super) fn changes_job(ruleset: &Ruleset, state: &mut State) -> Result<commit::Job, String> {
         let changes = state.take_changes();
-        let set = log::change_set(ruleset, &changes);
+        let encoded = log::change_set(ruleset, &changes).encode()?;
+        let seen = changes
+            .seen()
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
+        let recorded = changes.done();
+        state.recycle_changes(recorded);
         Ok(commit::Job {
             files: Vec::new(),
-            changes: set.encode()?,
-            seen: changes
-                .seen()
-                .iter()
-                .flat_map(|h| h.to_le_bytes())
-                .collect(),
+            changes: encoded,
+            seen,
             run: None,
             answers: None,
             then: None,
