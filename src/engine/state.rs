@@ -415,9 +415,8 @@ impl State {
 
     /// Takes the changes recorded since the last call.
     pub fn take_changes(&mut self) -> Changes<'_> {
-        let spare = std::mem::take(&mut self.spare_changes);
         let dirty = match &mut self.dirty {
-            Some(d) => std::mem::replace(d, spare),
+            Some(d) => std::mem::replace(d, std::mem::take(&mut self.spare_changes)),
             None => Dirty::default(),
         };
         Changes { state: self, dirty }

@@ -93,9 +93,9 @@ pub fn run(opts: Options) -> Result<(), String> {
 /// pages. The first write to a huge page clears all 2 MiB of it while the writer waits
 /// (milliseconds on some virtual machines): the deciding and writing threads, which take
 /// fresh memory as the state and its commits grow, stalled for tens of milliseconds at a
-/// time, and every request waiting on them with them. Called once the state is open: the tables sized and written
-/// up front keep their huge pages, which start faster and cost fewer TLB misses. A batch
-/// run, which counts only its total time, is left as it is.
+/// time, and every request waiting on them with them. Called once the state is open: the
+/// tables sized and written up front keep their huge pages, which start faster and cost
+/// fewer TLB misses. A batch run, which counts only its total time, is left as it is.
 fn small_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {

@@ -256,26 +256,31 @@ impl Folder {
     /// them, hundreds of pages were left to copy in the turn, which every commit waits for.)
     /// A failure leaves the log longer, and is tried again with the next ask.
     fn checkpoint(&self) {
-        let copy = || {
-            let log_pages = |r: &rusqlite::Row<'_>| r.get::<_, i64>(1);
-            (self.conn).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], log_pages)
-        };
-        let copied = (|| {
-            let mut copied_to = 0;
-            for _ in 0..COPIES_BESIDE {
-                let log = copy()?;
-                let added = log - std::mem::replace(&mut copied_to, log);
-                if added <= LAST_COPY_PAGES {
-                    break;
-                }
-            }
-            let _turn = self.turn.fold();
-            copy()
-        })();
-        if let Err(e) = copied {
+        if let Err(e) = self.copy_log() {
             self.upkeep
                 .failed(Task::Checkpoint, &StoreError::sqlite(&self.path, e));
         }
+    }
+
+    /// The copies of `checkpoint`.
+    fn copy_log(&self) -> rusqlite::Result<()> {
+        let mut copied_to = 0;
+        for _ in 0..COPIES_BESIDE {
+            let log = self.copy_log_once()?;
+            let added = log - std::mem::replace(&mut copied_to, log);
+            if added <= LAST_COPY_PAGES {
+                break;
+            }
+        }
+        let _turn = self.turn.fold();
+        self.copy_log_once().map(drop)
+    }
+
+    /// Copies what it can of SQLite's log into the database without waiting for anyone;
+    /// the pages in the log.
+    fn copy_log_once(&self) -> rusqlite::Result<i64> {
+        let log_pages = |r: &rusqlite::Row<'_>| r.get::<_, i64>(1);
+        (self.conn).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], log_pages)
     }
 
     /// A checkpoint, if the folding's own writes filled the log enough to want one.
