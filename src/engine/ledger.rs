@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::io;
+use std::thread::JoinHandle;
 
 use chrono::{Datelike, NaiveDate};
 use fixedbitset::FixedBitSet;
@@ -27,7 +28,7 @@ use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use rust_decimal::Decimal;
 
-use super::ahead::Ahead;
+use super::ahead::{self, Ahead};
 use super::prefetch::prefetch;
 use super::runs::Runs;
 use super::state::CouponRecord;
@@ -55,6 +56,30 @@ impl Slot {
         u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
+
+/// Slots of the index from which, with `grow_ahead`, its next table is built on a helper
+/// thread: rehashing 2^16 slots in place takes a few milliseconds.
+const INDEX_AHEAD_FROM: usize = 1 << 16;
+
+/// The index's next table, twice the size, built on a helper thread from a copy of its
+/// slots while deciding goes on: grown in place, it moved every slot on the deciding thread,
+/// tens of milliseconds at half a million coupons with every request waiting. The coupons
+/// added since the copy are put in when it is taken.
+struct NextIndex {
+    /// Records whose slots the copy holds: the first `covered`.
+    covered: usize,
+    table: JoinHandle<HashTable<Slot>>,
+}
+
+/// The next rooms of `ids` and `records`, made ready ahead of their growth, and of the copy
+/// of the index's slots its next table is built from.
+#[derive(Default)]
+struct Rooms {
+    ids: Ahead<u8>,
+    records: Ahead<Held>,
+    slots: Ahead<Slot>,
+}
+
 /// Records fetched ahead of the one being written to a run.
 const READ_AHEAD: usize = 8;
 /// Bytes of a coupon id, as a guess to reserve room by.
@@ -74,11 +99,15 @@ pub struct CouponLedger {
     /// Each coupon's record and where its id ends in `ids` (it starts where the one
     /// before ends).
     records: Vec<Held>,
-    /// With `grow_ahead`, the next room of `ids` and `records`, made ready ahead of their
-    /// growth.
-    more: Option<(Ahead<u8>, Ahead<Held>)>,
+    /// With `grow_ahead`, the rooms made ready ahead of need.
+    more: Option<Rooms>,
     /// Indices into `records`, by the hash of their id.
     index: HashTable<Slot>,
+    /// With `grow_ahead`, the index's next table on its way.
+    next_index: Option<NextIndex>,
+    /// Tables taken from `next_index`.
+    #[cfg(test)]
+    indexes_taken: usize,
     /// Coupons spilled from memory, by `key` of their id.
     cold: Runs<RECORD>,
     /// Bytes of coupons in memory past which a spill is due.
@@ -226,6 +255,9 @@ impl CouponLedger {
             records: Vec::new(),
             more: None,
             index: HashTable::new(),
+            next_index: None,
+            #[cfg(test)]
+            indexes_taken: 0,
             cold: Runs::new("coupons"),
             budget: bytes,
             spill_at: bytes,
@@ -281,7 +313,8 @@ impl CouponLedger {
         self.index.reserve(most, |s| Slot::place(s.hash));
     }
 
-    /// Grows `ids` and `records` into room made ready ahead (`State::grow_ahead`).
+    /// Grows `ids` and `records` into room made ready ahead, and the index into a table
+    /// built ahead (`State::grow_ahead`).
     pub fn grow_ahead(&mut self) {
         self.more.get_or_insert_with(Default::default);
     }
@@ -326,6 +359,9 @@ impl CouponLedger {
     /// Adds the coupon `id` in memory, or replaces its record there; returns its index. A
     /// copy in a run is shadowed from now on.
     pub fn insert(&mut self, id: &str, record: CouponRecord) -> usize {
+        if self.more.is_some() {
+            self.index_ahead();
+        }
         let (ids, records, h) = (&self.ids, &self.records, hash(id));
         let entry = self.index.entry(
             Slot::place(h),
@@ -346,14 +382,86 @@ impl CouponLedger {
                     hash: h,
                     at: u32::try_from(i).unwrap_or(u32::MAX),
                 });
-                if let Some((more_ids, more_records)) = &mut self.more {
-                    more_ids.room_for_text(&mut self.ids, id.len());
-                    more_records.room_for(&mut self.records, 1);
+                if let Some(more) = &mut self.more {
+                    more.ids.room_for_text(&mut self.ids, id.len());
+                    more.records.room_for(&mut self.records, 1);
                 }
                 self.ids.push_str(id);
                 self.records.push((record, self.ids.len()));
                 i
             }
+        }
+    }
+
+    /// Takes the index's next table once it is built (or, the index full, waits for it);
+    /// else starts building one once a large index is 3/4 full, into whose copy of the
+    /// slots a room is made ready from 5/8: fresh, the copy's pages faulted in on the
+    /// deciding thread took about as long as growing in place.
+    fn index_ahead(&mut self) {
+        let (len, room) = (self.index.len(), self.index.capacity());
+        if let Some(next) = &self.next_index {
+            if next.table.is_finished() || len >= room {
+                self.take_next_index();
+            }
+            return;
+        }
+        if room < INDEX_AHEAD_FROM || len * 8 < room * 5 {
+            return;
+        }
+        if len * 4 >= room * 3 {
+            self.start_next_index();
+        } else if let Some(more) = &mut self.more {
+            more.slots.start(room, ahead::room);
+        }
+    }
+
+    /// Starts building a table of twice the index's room from a copy of its slots. Without
+    /// a thread, the index grows in place.
+    fn start_next_index(&mut self) {
+        let room = self.index.capacity();
+        let ready = self.more.as_mut().and_then(|more| more.slots.take(room));
+        let mut slots = ready.unwrap_or_default();
+        slots.extend(self.index.iter().copied());
+        let room = room * 2;
+        let helper = std::thread::Builder::new()
+            .name("promo-ahead".into())
+            .spawn(move || {
+                let mut table = HashTable::with_capacity(room);
+                for slot in slots {
+                    table.insert_unique(Slot::place(slot.hash), slot, |s| Slot::place(s.hash));
+                }
+                table
+            });
+        if let Ok(table) = helper {
+            let covered = self.records.len();
+            self.next_index = Some(NextIndex { covered, table });
+        }
+    }
+
+    /// Makes the table built ahead the index, with the coupons added since its copy. Kept
+    /// only if larger: `reserve` may have grown the index meanwhile.
+    fn take_next_index(&mut self) {
+        let Some(next) = self.next_index.take() else {
+            return;
+        };
+        let Ok(mut table) = next.table.join() else {
+            return;
+        };
+        if table.capacity() <= self.index.capacity() {
+            return;
+        }
+        let (ids, records) = (&self.ids, &self.records);
+        for i in next.covered..records.len() {
+            let slot = Slot {
+                hash: hash(id_at(ids, records, i)),
+                at: u32::try_from(i).unwrap_or(u32::MAX),
+            };
+            table.insert_unique(Slot::place(slot.hash), slot, |s| Slot::place(s.hash));
+        }
+        self.index = table;
+        #[cfg(test)]
+        {
+            self.indexes_taken += 1;
         }
     }
 
@@ -470,6 +578,8 @@ impl CouponLedger {
         self.ids = String::from_utf8(ids)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         self.index.clear();
+        // Its copy numbers the coupons as they were.
+        self.next_index = None;
         let (ids, records) = (&self.ids, &self.records);
         for i in 0..records.len() {
             let slot = Slot {
@@ -600,6 +710,30 @@ mod tests {
         assert_eq!(ledger.get(&a).map(|r| r.wallet), Some(1), "{a}");
         assert_eq!(ledger.get(&b).map(|r| r.wallet), Some(4), "{b}");
         assert_eq!(ledger.records.len(), 10_002);
+    }
+
+    /// With `grow_ahead`, the index's next tables are built on a helper thread from a copy:
+    /// the coupons added and replaced while one is built are found in it all the same.
+    #[test]
+    fn an_index_built_ahead_finds_every_coupon() {
+        let mut ledger = CouponLedger::default();
+        ledger.grow_ahead();
+        let n = u32::try_from(INDEX_AHEAD_FROM * 4).unwrap();
+        for i in 0..n {
+            ledger.insert(&format!("cp-{i}"), record(i));
+            // Replaces one added a little earlier, perhaps after the copy was made.
+            if i % 7 == 0 {
+                let earlier = i - i % 4096;
+                ledger.insert(&format!("cp-{earlier}"), record(earlier + 1));
+            }
+        }
+        assert!(ledger.indexes_taken >= 2, "{} taken", ledger.indexes_taken);
+        assert_eq!(ledger.index.len(), ledger.records.len());
+        for i in 0..n {
+            let wallet = if i % 4096 == 0 { i + 1 } else { i };
+            let id = format!("cp-{i}");
+            assert_eq!(ledger.get(&id).map(|r| r.wallet), Some(wallet), "{id}");
+        }
     }
 
     #[test]
