@@ -171,58 +171,72 @@ mod tests {
         assert!(!spare.is_started());
     }
 
+    /// Room made 7 values longer than asked for: a vector of that capacity grew into it.
+    fn marked<T>(len: usize) -> Vec<T> {
+        Vec::with_capacity(len + 7)
+    }
+
+    /// A vector large enough to be grown ahead (`LARGE` bytes of `u64`s / 8).
+    const CAP: usize = LARGE / 8;
+
     #[test]
     fn a_large_vector_grows_into_the_one_made_ready() {
-        // Room made 7 values longer than asked for: a vector of that capacity grew into it.
-        fn marked<T>(len: usize) -> Vec<T> {
-            Vec::with_capacity(len + 7)
-        }
-        let cap = LARGE / 8;
-        let mut v: Vec<u64> = Vec::with_capacity(cap);
+        let mut v: Vec<u64> = Vec::with_capacity(CAP);
         let mut next = Ahead::default();
-        for i in 0..cap as u64 * 3 {
+        for i in 0..CAP as u64 * 3 {
             next.room_for(&mut v, 1);
-            if v.len() == cap * 5 / 8 + 1 {
+            if v.len() == CAP * 5 / 8 + 1 {
                 assert!(next.is_started(), "made ready once 5/8 full");
             }
-            if v.len() == cap {
+            if v.len() == CAP {
                 assert!(!next.is_started(), "full: the one made ready was taken");
-                assert_eq!(v.capacity(), cap * 2);
+                assert_eq!(v.capacity(), CAP * 2);
                 // The next growth's room, made here so that it can be told apart.
-                next.start(cap * 4, marked);
+                next.start(CAP * 4, marked);
             }
             v.push(i);
         }
-        assert!(v.iter().copied().eq(0..cap as u64 * 3));
-        assert_eq!(v.capacity(), cap * 4 + 7, "grown into the one made ready");
+        assert!(v.iter().copied().eq(0..CAP as u64 * 3));
+        assert_eq!(v.capacity(), CAP * 4 + 7, "grown into the one made ready");
         assert!(next.is_started(), "the one after made ready in turn");
-        let after = (cap * 4 + 7) * 2;
+        let after = (CAP * 4 + 7) * 2;
         assert_eq!(next.take(after).map(|n| n.capacity() >= after), Some(true));
+    }
 
+    #[test]
+    fn a_small_vector_grows_alone() {
+        let mut next = Ahead::default();
         let mut small: Vec<u64> = Vec::with_capacity(8);
         for i in 0..100 {
             next.room_for(&mut small, 1);
             small.push(i);
         }
-        assert!(!next.is_started(), "a small vector grows alone");
+        assert!(!next.is_started());
+        assert!(small.iter().copied().eq(0..100));
+    }
 
-        // Rows of three at a time, as a table of facts grows.
-        let mut rows: Vec<u64> = Vec::with_capacity(cap);
+    /// Rows of three at a time, as a table of facts grows.
+    #[test]
+    fn rows_grow_into_the_one_made_ready() {
+        let mut rows: Vec<u64> = Vec::with_capacity(CAP);
         let mut more_rows = Ahead::default();
-        more_rows.start(cap * 2, marked);
-        while rows.len() < cap * 3 {
+        more_rows.start(CAP * 2, marked);
+        while rows.len() < CAP * 3 {
             more_rows.room_for(&mut rows, 3);
-            if rows.len() + 3 > cap && rows.len() <= cap {
+            if rows.len() + 3 > CAP && rows.len() <= CAP {
                 assert_eq!(
                     rows.capacity(),
-                    cap * 2 + 7,
+                    CAP * 2 + 7,
                     "grown into the one made ready"
                 );
             }
             rows.resize(rows.len() + 3, rows.len() as u64);
         }
-        assert!(rows.chunks(3).all(|r| r[0] == r[2]) && rows.len() == cap * 3);
+        assert!(rows.chunks(3).all(|r| r[0] == r[2]) && rows.len() == CAP * 3);
+    }
 
+    #[test]
+    fn text_grows_into_the_one_made_ready() {
         let mut text = String::with_capacity(LARGE);
         let mut bytes = Ahead::default();
         bytes.start(LARGE * 2, marked);
