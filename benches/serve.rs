@@ -66,12 +66,15 @@
 //!
 //! The table gives, per variant: connections, requests and events answered, seconds,
 //! requests/s, events/s, the 50th, 99th and 99.9th percentiles of request latency (ms), failed
-//! requests, the server's peak RSS and the state check. Ratios between variants of the same
-//! run follow, then the targets (on 2 cores, durable state, load generator included):
-//! `single-64-state` at least 10,000 requests/s with p99 at most 5 ms, `batch100-8-state` at
-//! least 300,000 events/s, and `reload-64-state` without failed requests and with its p99
-//! while reloading at most 1.5 times its steady p99. The machine's `nproc` and load average
-//! are printed too: the figures are only as good as the machine was quiet.
+//! requests, the server's peak RSS, the state check, and the CPU time (user and system, from
+//! `/proc/PID/stat`) the server and the load generator took over the window per event
+//! answered: what each costs, and what the load generator takes from the server's 2 cores.
+//! Ratios between variants of the same run follow, then the targets (on 2 cores, durable
+//! state, load generator included): `single-64-state` at least 10,000 requests/s with p99
+//! at most 5 ms, `batch100-8-state` and `batch100-32-state` at least 300,000 events/s, and
+//! `reload-64-state` without failed requests and with its p99 while reloading at most 1.5
+//! times its steady p99. The machine's `nproc` and load average are printed too: the
+//! figures are only as good as the machine was quiet.
 
 /// The load generator's allocator, the `promo` binary's: it shares the cores with the
 /// servers, so its allocations are taken from their figures.
@@ -100,8 +103,8 @@ use report::{copy_dir, fixed, grouped, load_average, per_second};
 #[path = "common/load.rs"]
 mod load;
 use load::{
-    client_runtime, connect, exchange, ms, percentile_us, window, Load, LoadData, Measured, Res,
-    Server, Stopped, Stream, Tally, REQUEST_TIMEOUT, STOP_TIMEOUT,
+    client_runtime, connect, exchange, ms, percentile_us, us_per_event, window, CpuSpent, Load,
+    LoadData, Measured, Res, Server, Stopped, Stream, Tally, REQUEST_TIMEOUT, STOP_TIMEOUT,
 };
 
 // The deterministic event generator shared with the integration tests.
@@ -547,6 +550,8 @@ struct Row {
     conns: usize,
     measured: Measured,
     peak_rss_kib: Option<u64>,
+    /// CPU time over the window, if it could be read.
+    cpu: Option<CpuSpent>,
 }
 
 /// What a variant measured: one row, or two for `reload-64-state`.
@@ -592,8 +597,10 @@ fn run_variant(
     };
     let mut rows = Vec::new();
     let mut reloads = None;
+    let cpu_before = CpuSpent::now(&server);
     if v.reload {
         let steady = rt.block_on(window(stream, load, 0, total / 2, args.duration));
+        let cpu_steady = CpuSpent::now(&server);
         let from = steady.next;
         let stop = Arc::new(AtomicBool::new(false));
         let (reloading, task) = rt.block_on(async {
@@ -602,21 +609,30 @@ fn run_variant(
             stop.store(true, Ordering::Relaxed);
             (m, task.await)
         });
+        let cpu_reloading = CpuSpent::now(&server);
         reloads = Some(task.map_err(|e| format!("the reloading task failed: {e}"))?);
-        for (suffix, measured) in [("steady", steady), ("reloading", reloading)] {
+        let windows = [
+            ("steady", steady, cpu_before, cpu_steady),
+            ("reloading", reloading, cpu_steady, cpu_reloading),
+        ];
+        for (suffix, measured, before, after) in windows {
             rows.push(Row {
                 name: format!("{} {suffix}", v.name()),
                 conns: v.conns,
                 measured,
                 peak_rss_kib: None,
+                cpu: after.zip(before).map(|(a, b)| a.since(b)),
             });
         }
     } else {
+        let measured = rt.block_on(window(stream, load, 0, total, args.duration));
+        let cpu = CpuSpent::now(&server).zip(cpu_before);
         rows.push(Row {
             name: v.name(),
             conns: v.conns,
-            measured: rt.block_on(window(stream, load, 0, total, args.duration)),
+            measured,
             peak_rss_kib: None,
+            cpu: cpu.map(|(a, b)| a.since(b)),
         });
     }
     let rss = server.peak_rss_kib();
@@ -706,7 +722,7 @@ fn find_row<'a>(outcomes: &'a [Outcome], name: &str) -> Option<&'a Row> {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>6} {:>10} {:>8}",
+        "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>6} {:>10} {:>8} {:>9} {:>9}",
         "variant",
         "conns",
         "requests",
@@ -720,7 +736,9 @@ fn print_table(outcomes: &[Outcome]) {
         "max ms",
         "failed",
         "peak RSS",
-        "state"
+        "state",
+        "srv us/ev",
+        "gen us/ev"
     );
     for o in outcomes {
         let state = match &o.state {
@@ -734,8 +752,9 @@ fn print_table(outcomes: &[Outcome]) {
             let rss = row.peak_rss_kib.map_or("n/a".to_string(), |k| {
                 format!("{} MiB", fixed(k.into(), 1024, 1))
             });
+            let cpu = |ms: fn(&CpuSpent) -> u64| us_per_event(row.cpu.as_ref().map(ms), t.events);
             println!(
-                "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>6} {:>10} {:>8}",
+                "{:<26} {:>5} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>8} {:>6} {:>10} {:>8} {:>9} {:>9}",
                 row.name,
                 row.conns,
                 grouped(t.requests),
@@ -749,7 +768,9 @@ fn print_table(outcomes: &[Outcome]) {
                 ms(lat.last().copied()),
                 grouped(t.failed),
                 rss,
-                state
+                state,
+                cpu(|c| c.server_ms),
+                cpu(|c| c.client_ms)
             );
         }
     }
@@ -757,6 +778,9 @@ fn print_table(outcomes: &[Outcome]) {
     println!("seconds: from the first request sent to the last answer; latency: per request, answered ones only.");
     println!(
         "peak RSS: the server's VmHWM just before SIGTERM; state: answers vs state, see below."
+    );
+    println!(
+        "srv/gen us/ev: CPU time (user and system) of the server / of this load generator over the window, per event answered."
     );
 }
 

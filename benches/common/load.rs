@@ -278,6 +278,11 @@ impl Server {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// The CPU time the server has taken so far (`cpu_ms`).
+    pub fn cpu_ms(&self) -> Option<u64> {
+        cpu_ms(&self.child.id().to_string())
+    }
+
     /// `SIGTERM`, then waits for the exit; `SIGKILL` after the timeout.
     pub fn stop(mut self) -> Res<Stopped> {
         let started = Instant::now();
@@ -327,6 +332,51 @@ impl Drop for Server {
 }
 
 /// The last lines of a log file.
+/// The CPU time a process (`self` or a pid) has taken so far, user and system, in
+/// milliseconds: its threads', those that ended included (Linux, 10 ms ticks).
+pub fn cpu_ms(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields from the state on; the command before it may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime, fields 14 and 15 of proc(5), in ticks of 1/100 s.
+    Some((ticks(11)? + ticks(12)?) * 10)
+}
+
+/// The CPU time two processes took over a window, in milliseconds: the server's, and the
+/// load generator's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSpent {
+    pub server_ms: u64,
+    pub client_ms: u64,
+}
+
+impl CpuSpent {
+    /// Both processes' CPU time so far.
+    pub fn now(server: &Server) -> Option<CpuSpent> {
+        Some(CpuSpent {
+            server_ms: server.cpu_ms()?,
+            client_ms: cpu_ms("self")?,
+        })
+    }
+
+    /// What was spent since `before`.
+    pub fn since(self, before: CpuSpent) -> CpuSpent {
+        CpuSpent {
+            server_ms: self.server_ms.saturating_sub(before.server_ms),
+            client_ms: self.client_ms.saturating_sub(before.client_ms),
+        }
+    }
+}
+
+/// Microseconds of CPU per event, two decimals (`-` without events or a reading).
+pub fn us_per_event(ms: Option<u64>, events: u64) -> String {
+    match ms {
+        Some(ms) if events > 0 => fixed(u128::from(ms) * 1_000_000 / u128::from(events), 1_000, 2),
+        _ => "-".to_string(),
+    }
+}
+
 pub fn log_tail(path: &Path) -> String {
     let mut text = String::new();
     if let Ok(mut f) = File::open(path) {
