@@ -556,6 +556,67 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The log is copied beside commits that go on (from another thread, taking their
+    /// turns as the writing thread does): none fails, the copies keep the log short, and
+    /// once no commit is under way the last copy lets the next commit start it over.
+    #[test]
+    fn the_log_is_copied_beside_commits_that_go_on() {
+        let dir = std::env::temp_dir().join(format!("promo-wal-beside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("wal.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE blobs (x BLOB);")
+            .unwrap();
+        let turn = Arc::new(Turn::default());
+        let mut writer = writing_connection(&db).unwrap();
+        let watch = WalWatch::new(&mut writer, 64).unwrap();
+        let folder = Folder::open(&db, Arc::clone(&turn), Arc::default()).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let commits = 2_000;
+        let (most, (folder, copies)) = std::thread::scope(|s| {
+            let copier = s.spawn(|| {
+                let mut copies = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    folder.checkpoint();
+                    copies += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (folder, copies)
+            });
+            let mut most = 0;
+            for _ in 0..commits {
+                let turn = turn.commit();
+                writer
+                    .execute("INSERT INTO blobs VALUES (zeroblob(8000))", [])
+                    .unwrap();
+                most = most.max(watch.pages.load(Ordering::Relaxed));
+                drop(turn);
+                // Commits come in groups, with gaps: back to back, they would leave the
+                // folding no turn (commits go first).
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            stop.store(true, Ordering::SeqCst);
+            (most, copier.join().unwrap())
+        });
+        assert!(copies >= 2, "{copies} copies");
+        // Without the copies, the log would hold every commit's pages: four each.
+        assert!(most < commits * 4 / 2, "the log reached {most} pages");
+        let rows: i64 = writer
+            .query_row("SELECT COUNT(*) FROM blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(usize::try_from(rows), Ok(commits));
+        folder.checkpoint();
+        writer
+            .execute("INSERT INTO blobs VALUES (zeroblob(8000))", [])
+            .unwrap();
+        let pages = watch.pages.load(Ordering::Relaxed);
+        assert!(pages <= 8, "the log started over: {pages} pages");
+        drop((writer, folder));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Cut off after some rows are written but before their sets are deleted, after the
     /// deletion, or run to the end, a fold leaves the state reading as it did.
     #[test]
