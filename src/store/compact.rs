@@ -523,27 +523,35 @@ mod tests {
         assert_eq!(steps.load(Ordering::SeqCst), 2, "then the folding went on");
     }
 
+    /// A database in WAL mode with a table of blobs, in a directory removed when dropped.
+    fn blobs_db() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wal.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE blobs (x BLOB);")
+            .unwrap();
+        (dir, db)
+    }
+
+    /// One commit of a blob: four pages of log.
+    fn add_blob(conn: &Connection) {
+        conn.execute("INSERT INTO blobs VALUES (zeroblob(8000))", [])
+            .unwrap();
+    }
+
     /// With SQLite's own checkpoints off, the checkpoints a `WalWatch` asks for, made on
     /// the folding's connection, keep the log from growing: each lets the next commit start
     /// it over from its head (without them, 400 commits of four pages leave 1,600 pages).
     #[test]
     fn the_checkpoints_asked_for_start_the_log_over() {
-        let dir = std::env::temp_dir().join(format!("promo-wal-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("wal.db");
-        Connection::open(&db)
-            .unwrap()
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE blobs (x BLOB);")
-            .unwrap();
+        let (_dir, db) = blobs_db();
         let mut writer = writing_connection(&db).unwrap();
         let watch = WalWatch::new(&mut writer, 64).unwrap();
         let folder = Folder::open(&db, Arc::default(), Arc::default()).unwrap();
         let (mut most, mut checkpoints) = (0, 0);
         for _ in 0..400 {
-            writer
-                .execute("INSERT INTO blobs VALUES (zeroblob(8000))", [])
-                .unwrap();
+            add_blob(&writer);
             most = most.max(watch.pages.load(Ordering::Relaxed));
             if watch.due() {
                 folder.checkpoint();
@@ -552,8 +560,6 @@ mod tests {
         }
         assert!(checkpoints >= 10, "{checkpoints} checkpoints");
         assert!(most < 64 + 8, "the log reached {most} pages");
-        drop((writer, folder));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The log is copied beside commits that go on (from another thread, taking their
@@ -561,14 +567,7 @@ mod tests {
     /// once no commit is under way the last copy lets the next commit start it over.
     #[test]
     fn the_log_is_copied_beside_commits_that_go_on() {
-        let dir = std::env::temp_dir().join(format!("promo-wal-beside-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("wal.db");
-        Connection::open(&db)
-            .unwrap()
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE blobs (x BLOB);")
-            .unwrap();
+        let (_dir, db) = blobs_db();
         let turn = Arc::new(Turn::default());
         let mut writer = writing_connection(&db).unwrap();
         let watch = WalWatch::new(&mut writer, 64).unwrap();
@@ -588,9 +587,7 @@ mod tests {
             let mut most = 0;
             for _ in 0..commits {
                 let turn = turn.commit();
-                writer
-                    .execute("INSERT INTO blobs VALUES (zeroblob(8000))", [])
-                    .unwrap();
+                add_blob(&writer);
                 most = most.max(watch.pages.load(Ordering::Relaxed));
                 drop(turn);
                 // Commits come in groups, with gaps: back to back, they would leave the
@@ -608,13 +605,9 @@ mod tests {
             .unwrap();
         assert_eq!(usize::try_from(rows), Ok(commits));
         folder.checkpoint();
-        writer
-            .execute("INSERT INTO blobs VALUES (zeroblob(8000))", [])
-            .unwrap();
+        add_blob(&writer);
         let pages = watch.pages.load(Ordering::Relaxed);
         assert!(pages <= 8, "the log started over: {pages} pages");
-        drop((writer, folder));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Cut off after some rows are written but before their sets are deleted, after the
