@@ -416,7 +416,7 @@ impl CouponLedger {
     }
 
     /// Starts building a table of twice the index's room from a copy of its slots. Without
-    /// a thread, the index grows in place.
+    /// a thread, the index grows in place at once.
     fn start_next_index(&mut self) {
         let room = self.index.capacity();
         let ready = self.more.as_mut().and_then(|more| more.slots.take(room));
@@ -432,9 +432,16 @@ impl CouponLedger {
                 }
                 table
             });
-        if let Ok(table) = helper {
-            let covered = self.records.len();
-            self.next_index = Some(NextIndex { covered, table });
+        match helper {
+            Ok(table) => {
+                let covered = self.records.len();
+                self.next_index = Some(NextIndex { covered, table });
+            }
+            // Grown now, so that the next insert does not copy the slots again.
+            Err(_) => {
+                let more = room - self.index.len();
+                self.index.reserve(more, |s| Slot::place(s.hash));
+            }
         }
     }
 
