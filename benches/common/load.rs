@@ -331,7 +331,6 @@ impl Drop for Server {
     }
 }
 
-/// The last lines of a log file.
 /// The CPU time a process (`self` or a pid) has taken so far, user and system, in
 /// milliseconds: its threads', those that ended included (Linux, 10 ms ticks).
 pub fn cpu_ms(pid: &str) -> Option<u64> {
@@ -377,6 +376,7 @@ pub fn us_per_event(ms: Option<u64>, events: u64) -> String {
     }
 }
 
+/// The last lines of a log file.
 pub fn log_tail(path: &Path) -> String {
     let mut text = String::new();
     if let Ok(mut f) = File::open(path) {
