@@ -148,6 +148,46 @@ pub fn touch_room<T>(v: &mut Vec<T>) {
 mod tests {
     use super::*;
 
+    /// Bytes resident in the mapping of this process that holds `addr`, by
+    /// `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn resident_bytes_at(addr: usize) -> Option<usize> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut lines = smaps.lines();
+        while let Some(line) = lines.next() {
+            let range = line.split_whitespace().next()?;
+            let Some((start, end)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) else {
+                continue;
+            };
+            if (start..end).contains(&addr) {
+                let rss = lines.find(|l| l.starts_with("Rss:"))?;
+                let kib: usize = rss.split_whitespace().nth(1)?.parse().ok()?;
+                return Some(kib * 1024);
+            }
+        }
+        None
+    }
+
+    /// What a helper thread makes ready is resident when taken: its pages were written,
+    /// so the deciding thread takes no fault for them.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_room_made_ready_is_resident() {
+        const BYTES: usize = 64 << 20;
+        let len = BYTES / std::mem::size_of::<u64>();
+        let mut next: Ahead<u64> = Ahead::default();
+        next.start(len, room);
+        let ready = next.take(len).unwrap();
+        let resident = resident_bytes_at(ready.as_ptr() as usize).unwrap();
+        assert!(resident >= BYTES, "{resident} bytes resident");
+    }
+
     #[test]
     fn gives_the_shape_asked_for_once_and_only_for_its_length() {
         let mut values: Ahead<u64> = Ahead::default();
