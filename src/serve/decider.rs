@@ -1,10 +1,11 @@
 //! The deciding thread. Requests queue here; the thread takes the requests waiting, until
-//! they hold `GROUP_EVENTS` (a group), and decides their events one at a time against the one state, in the order they
-//! came, then hands what the group changed and its answers to a commit. The committing
-//! threads write every group waiting in one transaction and answer the requests once it is
-//! durable. Deciding one event at a time is what makes limits exact under any concurrency;
-//! committing many requests at a time is what makes a durable answer cheap (one sync for
-//! every request waiting). While a commit is written and synced, deciding goes on.
+//! they hold `GROUP_EVENTS` (a group), and decides their events one at a time against the
+//! one state, in the order they came, then hands what the group changed and its answers to
+//! a commit. The committing threads write every group waiting in one transaction and answer
+//! the requests once it is durable. Deciding one event at a time is what makes limits exact
+//! under any concurrency; committing many requests at a time is what makes a durable answer
+//! cheap (one sync for every request waiting). While a commit is written and synced,
+//! deciding goes on.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
