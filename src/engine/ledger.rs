@@ -50,10 +50,31 @@ struct Slot {
 }
 
 impl Slot {
+    /// The slot of the record of index `i` in memory, its id's hash worked out.
+    fn of(ids: &str, records: &[Held], i: usize) -> Slot {
+        Slot {
+            hash: hash(id_at(ids, records, i)),
+            at: u32::try_from(i).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Where the table puts a slot of this hash: its 32 bits spread over 64, as the table
     /// takes its control bits from the top ones.
     fn place(hash: u32) -> u64 {
         u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Where the table puts this slot, as it asks when it grows.
+    fn placed(&self) -> u64 {
+        Slot::place(self.hash)
+    }
+}
+
+/// Puts the slots of the records from index `from` on into `table`.
+fn index_from(table: &mut HashTable<Slot>, ids: &str, records: &[Held], from: usize) {
+    for i in from..records.len() {
+        let slot = Slot::of(ids, records, i);
+        table.insert_unique(slot.placed(), slot, Slot::placed);
     }
 }
 
@@ -310,7 +331,7 @@ impl CouponLedger {
         self.records.reserve(most);
         self.ids
             .reserve(n.min(room / (IN_MEMORY + ID_GUESS)) * ID_GUESS);
-        self.index.reserve(most, |s| Slot::place(s.hash));
+        self.index.reserve(most, Slot::placed);
     }
 
     /// Grows `ids` and `records` into room made ready ahead, and the index into a table
@@ -366,7 +387,7 @@ impl CouponLedger {
         let entry = self.index.entry(
             Slot::place(h),
             |s| s.hash == h && id_at(ids, records, s.at as usize) == id,
-            |s| Slot::place(s.hash),
+            Slot::placed,
         );
         match entry {
             Entry::Occupied(found) => {
@@ -428,7 +449,7 @@ impl CouponLedger {
             .spawn(move || {
                 let mut table = HashTable::with_capacity(room);
                 for slot in slots {
-                    table.insert_unique(Slot::place(slot.hash), slot, |s| Slot::place(s.hash));
+                    table.insert_unique(slot.placed(), slot, Slot::placed);
                 }
                 table
             });
@@ -440,7 +461,7 @@ impl CouponLedger {
             // Grown now, so that the next insert does not copy the slots again.
             Err(_) => {
                 let more = room - self.index.len();
-                self.index.reserve(more, |s| Slot::place(s.hash));
+                self.index.reserve(more, Slot::placed);
             }
         }
     }
@@ -457,14 +478,7 @@ impl CouponLedger {
         if table.capacity() <= self.index.capacity() {
             return;
         }
-        let (ids, records) = (&self.ids, &self.records);
-        for i in next.covered..records.len() {
-            let slot = Slot {
-                hash: hash(id_at(ids, records, i)),
-                at: u32::try_from(i).unwrap_or(u32::MAX),
-            };
-            table.insert_unique(Slot::place(slot.hash), slot, |s| Slot::place(s.hash));
-        }
+        index_from(&mut table, &self.ids, &self.records, next.covered);
         self.index = table;
         #[cfg(test)]
         {
@@ -587,15 +601,7 @@ impl CouponLedger {
         self.index.clear();
         // Its copy numbers the coupons as they were.
         self.next_index = None;
-        let (ids, records) = (&self.ids, &self.records);
-        for i in 0..records.len() {
-            let slot = Slot {
-                hash: hash(id_at(ids, records, i)),
-                at: u32::try_from(i).unwrap_or(u32::MAX),
-            };
-            self.index
-                .insert_unique(Slot::place(slot.hash), slot, |s| Slot::place(s.hash));
-        }
+        index_from(&mut self.index, &self.ids, &self.records, 0);
         if let Some(unsaved) = unsaved {
             *unsaved = still_unsaved;
         }
