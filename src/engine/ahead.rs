@@ -216,7 +216,7 @@ mod tests {
         Vec::with_capacity(len + 7)
     }
 
-    /// A vector large enough to be grown ahead (`LARGE` bytes of `u64`s / 8).
+    /// `u64`s in `LARGE` bytes: a vector of them is large enough to be grown ahead.
     const CAP: usize = LARGE / 8;
 
     #[test]
