@@ -24,6 +24,7 @@ use super::metrics::Metrics;
 use super::reload::{Reload, ReloadOutcome};
 use super::views::{self, CouponsView, CustomerView};
 use crate::rules::ruleset::Scope;
+use crate::rules::Ruleset;
 use crate::store::pg::PgStore;
 
 /// What every handler shares.
@@ -76,13 +77,18 @@ impl StateSource {
 )]
 pub struct EventIn {
     /// The event id, the idempotency key.
+    #[schema(min_length = 1)]
     id: String,
+    /// One of the live ruleset's event types (served `/openapi.json` lists them).
     #[serde(rename = "type")]
+    #[schema(min_length = 1)]
     kind: String,
     /// RFC 3339 with offset, e.g. `2019-12-20T10:00:00+08:00`.
     #[schema(format = DateTime)]
     at: String,
+    #[schema(min_length = 1)]
     customer: String,
+    #[schema(min_length = 1)]
     wallet: String,
     card_product: Option<String>,
     card_role: Option<String>,
@@ -231,9 +237,35 @@ pub struct Status {
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document, as served at `/openapi.json` and kept in `docs/openapi.json`.
+/// The OpenAPI document the code generates, kept in `docs/openapi.json`.
 pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// The OpenAPI document as served: the generated one, with what the live ruleset admits of
+/// an event (its types, and the decimals of its currency's amounts) written into `EventIn`,
+/// so that clients and fuzzers see the events it decides rather than any text.
+pub fn openapi_for(ruleset: &Ruleset) -> String {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let event = &mut doc["components"]["schemas"]["EventIn"]["properties"];
+    let types: Vec<&str> = ruleset
+        .event_types
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    event["type"]["enum"] = serde_json::json!(types);
+    let amount = amount_pattern(ruleset.amount_decimals);
+    event["amount"]["pattern"] = amount.clone().into();
+    event["face_values"]["items"]["pattern"] = amount.into();
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// A decimal string with at most `decimals` digits after the point.
+fn amount_pattern(decimals: u32) -> String {
+    match decimals {
+        0 => "^[0-9]+$".to_string(),
+        n => format!(r"^[0-9]+(\.[0-9]{{1,{n}}})?$"),
+    }
 }
 
 /// Decide events.
@@ -476,8 +508,8 @@ pub async fn metrics(Extract(app): Extract<Shared>) -> Response {
         .into_response()
 }
 
-pub async fn openapi() -> Response {
-    json_response(openapi_json())
+pub async fn openapi(Extract(app): Extract<Shared>) -> Response {
+    json_response(openapi_for(&app.live.load().ruleset))
 }
 
 pub async fn not_found() -> ApiError {

@@ -1694,7 +1694,28 @@ fn operations_routes() {
             doc["paths"].get(path).is_some(),
             "{path} in the OpenAPI paths"
         );
-    }
+    } // The served document says what the live ruleset admits of an event: its types, and
+      // amounts in its currency's two decimals.
+    let event = &doc["components"]["schemas"]["EventIn"]["properties"];
+    assert_eq!(
+        event["type"]["enum"],
+        json!([
+            "autopay_activation",
+            "autopay_payment",
+            "bill_payment",
+            "card_link",
+            "points_authorization",
+            "points_redemption",
+            "purchase"
+        ]),
+        "{event}"
+    );
+    let decimals = r"^[0-9]+(\.[0-9]{1,2})?$";
+    assert_eq!(event["amount"]["pattern"], decimals, "{event}");
+    assert_eq!(
+        event["face_values"]["items"]["pattern"], decimals,
+        "{event}"
+    );
 }
 
 #[test]
