@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -23,6 +24,7 @@ use super::live::{Live, Rejection};
 use super::metrics::Metrics;
 use super::reload::{Reload, ReloadOutcome};
 use super::views::{self, CouponsView, CustomerView};
+use crate::rules::ruleset::EventType;
 use crate::rules::ruleset::Scope;
 use crate::rules::Ruleset;
 use crate::store::pg::PgStore;
@@ -243,21 +245,54 @@ pub fn openapi_json() -> String {
 }
 
 /// The OpenAPI document as served: the generated one, with what the live ruleset admits of
-/// an event (its types, and the decimals of its currency's amounts) written into `EventIn`,
-/// so that clients and fuzzers see the events it decides rather than any text.
+/// an event written into `EventIn`, so that clients and fuzzers see the events it decides
+/// rather than any text: one variant per event type, each requiring the fields the type
+/// requires, and amounts with at most its currency's decimals.
 pub fn openapi_for(ruleset: &Ruleset) -> String {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    let event = &mut doc["components"]["schemas"]["EventIn"]["properties"];
-    let types: Vec<&str> = ruleset
+    let event = &mut doc["components"]["schemas"]["EventIn"];
+    let amount = amount_pattern(ruleset.amount_decimals);
+    event["properties"]["amount"]["pattern"] = amount.clone().into();
+    event["properties"]["face_values"]["items"]["pattern"] = amount.into();
+    let variants: Vec<Value> = ruleset
         .event_types
         .iter()
-        .map(|t| t.name.as_str())
+        .map(|t| event_variant(event, t))
         .collect();
-    event["type"]["enum"] = serde_json::json!(types);
-    let amount = amount_pattern(ruleset.amount_decimals);
-    event["amount"]["pattern"] = amount.clone().into();
-    event["face_values"]["items"]["pattern"] = amount.into();
+    *event = json!({"description": event["description"].take(), "oneOf": variants});
     serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// The event schema `base` for events of type `t`: its type named, the fields it requires
+/// required and not null.
+fn event_variant(base: &Value, t: &EventType) -> Value {
+    let mut v = base.clone();
+    v["title"] = t.name.clone().into();
+    v["properties"]["type"] = json!({"type": "string", "const": t.name});
+    for field in &t.requires {
+        let name = field.name();
+        if let Some(p) = v["properties"].get_mut(name) {
+            p["type"] = not_null(p["type"].take());
+        }
+        if let Some(required) = v["required"].as_array_mut() {
+            required.push(name.into());
+        }
+    }
+    v
+}
+
+/// A schema's `type` without `null`: `["string", "null"]` is `"string"`.
+fn not_null(types: Value) -> Value {
+    match types {
+        Value::Array(mut types) => {
+            types.retain(|t| t != "null");
+            match types.len() {
+                1 => types.swap_remove(0),
+                _ => Value::Array(types),
+            }
+        }
+        one => one,
+    }
 }
 
 /// A decimal string with at most `decimals` digits after the point.

@@ -1694,12 +1694,20 @@ fn operations_routes() {
             doc["paths"].get(path).is_some(),
             "{path} in the OpenAPI paths"
         );
-    } // The served document says what the live ruleset admits of an event: its types, and
-      // amounts in its currency's two decimals.
-    let event = &doc["components"]["schemas"]["EventIn"]["properties"];
+    }
+    // The served document says what the live ruleset admits of an event: one variant per
+    // type, requiring the type's fields, and amounts in its currency's two decimals.
+    let variants = doc["components"]["schemas"]["EventIn"]["oneOf"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let types: Vec<&str> = variants
+        .iter()
+        .filter_map(|v| v["properties"]["type"]["const"].as_str())
+        .collect();
     assert_eq!(
-        event["type"]["enum"],
-        json!([
+        types,
+        [
             "autopay_activation",
             "autopay_payment",
             "bill_payment",
@@ -1707,14 +1715,40 @@ fn operations_routes() {
             "points_authorization",
             "points_redemption",
             "purchase"
+        ],
+        "{doc}"
+    );
+    let bill = &variants[2];
+    assert_eq!(
+        bill["required"],
+        json!([
+            "id",
+            "type",
+            "at",
+            "customer",
+            "wallet",
+            "card_product",
+            "card_role",
+            "merchant",
+            "amount"
         ]),
-        "{event}"
+        "{bill}"
+    );
+    assert_eq!(
+        bill["properties"]["amount"]["type"], "string",
+        "required, so not null: {bill}"
+    );
+    let link = &variants[3];
+    assert_eq!(
+        link["properties"]["amount"]["type"],
+        json!(["string", "null"]),
+        "{link}"
     );
     let decimals = r"^[0-9]+(\.[0-9]{1,2})?$";
-    assert_eq!(event["amount"]["pattern"], decimals, "{event}");
+    assert_eq!(bill["properties"]["amount"]["pattern"], decimals, "{bill}");
     assert_eq!(
-        event["face_values"]["items"]["pattern"], decimals,
-        "{event}"
+        bill["properties"]["face_values"]["items"]["pattern"], decimals,
+        "{bill}"
     );
 }
 
