@@ -87,17 +87,6 @@ impl<T: Clone + Default + Send + 'static> Ahead<T> {
     }
 }
 
-impl Ahead<u8> {
-    /// `room_for` `more` bytes of text.
-    pub fn room_for_text(&mut self, text: &mut String, more: usize) {
-        let ready = self.ready_for(text.len(), text.capacity(), more);
-        if let Some(mut next) = ready.and_then(|v| String::from_utf8(v).ok()) {
-            next.push_str(text);
-            *text = next;
-        }
-    }
-}
-
 /// Bytes of a vector from which its next one is made ready ahead (`room_for`,
 /// `ready_index`).
 pub const LARGE: usize = 4 << 20;
@@ -273,23 +262,5 @@ mod tests {
             rows.resize(rows.len() + 3, rows.len() as u64);
         }
         assert!(rows.chunks(3).all(|r| r[0] == r[2]) && rows.len() == CAP * 3);
-    }
-
-    #[test]
-    fn text_grows_into_the_one_made_ready() {
-        let mut text = String::with_capacity(LARGE);
-        let mut bytes = Ahead::default();
-        bytes.start(LARGE * 2, marked);
-        for i in 0..LARGE / 3 {
-            bytes.room_for_text(&mut text, 4);
-            text.push_str(["abc", "defg"][i % 2]);
-        }
-        assert_eq!(
-            text.capacity(),
-            LARGE * 2 + 7,
-            "grown into the one made ready"
-        );
-        assert_eq!(&text[..14], "abcdefgabcdefg");
-        assert_eq!(text.len(), LARGE / 3 / 2 * 7 + (LARGE / 3 % 2) * 3);
     }
 }

@@ -2,12 +2,12 @@
 //! rather than with customers, so it keeps at most a budget of coupons in memory and the
 //! rest in temporary files.
 //!
-//! In memory the coupons are held compactly: the ids back to back in one string, the
-//! records in one vector, and a table of record indices hashed by id (each with 32 bits of
-//! its id's hash, so that the table grows without reading the ids). A coupon costs a
-//! 64-byte entry (its record and where its id ends), its id's text and an index slot, with
-//! no allocation of its own; a map of boxed ids cost an allocation per id and an
-//! entry-sized slot per table bucket.
+//! In memory the coupons are held compactly: the ids back to back and the records one
+//! after another, in chunks that never move (`held`), and a table of record indices hashed
+//! by id (each with 32 bits of its id's hash, so that the table grows without reading the
+//! ids). A coupon costs a 64-byte entry (its record and where its id ends), its id's text
+//! and an index slot, with no allocation of its own; a map of boxed ids cost an allocation
+//! per id and an entry-sized slot per table bucket.
 //!
 //! Past the budget, at a point between events (`settle`), the older half of the coupons in
 //! memory goes to a sorted run of fixed-width entries keyed by the 128-bit hash of their id
@@ -29,6 +29,7 @@ use hashbrown::HashTable;
 use rust_decimal::Decimal;
 
 use super::ahead::{self, Ahead};
+use super::held::{HeldCoupons, ID_GUESS};
 use super::prefetch::prefetch;
 use super::runs::Runs;
 use super::state::CouponRecord;
@@ -38,7 +39,7 @@ const DEFAULT_BUDGET: usize = 16 << 20;
 /// Bytes of a coupon in memory besides its id's text: its entry, and an index slot (a
 /// `Slot` and a control byte, the table at most 7/8 full).
 const IN_MEMORY: usize =
-    std::mem::size_of::<(CouponRecord, usize)>() + (std::mem::size_of::<Slot>() + 1) * 8 / 7;
+    std::mem::size_of::<super::held::Held>() + (std::mem::size_of::<Slot>() + 1) * 8 / 7;
 /// An index slot: 32 bits of the hash of a coupon's id, and the index of its record. With
 /// the hash kept, growing the table moves slots without reading every id again: read at
 /// random, the ids cost a cache miss or more each, and the service (whose coupons all stay
@@ -51,9 +52,9 @@ struct Slot {
 
 impl Slot {
     /// The slot of the record of index `i` in memory, its id's hash worked out.
-    fn of(ids: &str, records: &[Held], i: usize) -> Slot {
+    fn of(held: &HeldCoupons, i: usize) -> Slot {
         Slot {
-            hash: hash(id_at(ids, records, i)),
+            hash: hash(held.id(i)),
             at: u32::try_from(i).unwrap_or(u32::MAX),
         }
     }
@@ -71,9 +72,9 @@ impl Slot {
 }
 
 /// Puts the slots of the records from index `from` on into `table`.
-fn index_from(table: &mut HashTable<Slot>, ids: &str, records: &[Held], from: usize) {
-    for i in from..records.len() {
-        let slot = Slot::of(ids, records, i);
+fn index_from(table: &mut HashTable<Slot>, held: &HeldCoupons, from: usize) {
+    for i in from..held.len() {
+        let slot = Slot::of(held, i);
         table.insert_unique(slot.placed(), slot, Slot::placed);
     }
 }
@@ -92,37 +93,21 @@ struct NextIndex {
     table: JoinHandle<HashTable<Slot>>,
 }
 
-/// The next rooms of `ids` and `records`, made ready ahead of their growth, and of the copy
-/// of the index's slots its next table is built from.
-#[derive(Default)]
-struct Rooms {
-    ids: Ahead<u8>,
-    records: Ahead<Held>,
-    slots: Ahead<Slot>,
-}
-
 /// Records fetched ahead of the one being written to a run.
 const READ_AHEAD: usize = 8;
-/// Bytes of a coupon id, as a guess to reserve room by.
-const ID_GUESS: usize = 24;
 /// Bytes of a record in a run: wallet, face value, minimum spend, channels, credit date,
 /// whether and until when it is valid, whether it is used.
 const RECORD: usize = 4 + 16 + 16 + 8 + 4 + 1 + 4 + 1;
 
-/// A coupon's record and where its id ends in the ledger's ids.
-type Held = (CouponRecord, usize);
-
 /// Coupons by id: the recent ones in memory, in the order they were added, the others in
 /// runs.
 pub struct CouponLedger {
-    /// Every id in memory, one after another.
-    ids: String,
-    /// Each coupon's record and where its id ends in `ids` (it starts where the one
-    /// before ends).
-    records: Vec<Held>,
-    /// With `grow_ahead`, the rooms made ready ahead of need.
-    more: Option<Rooms>,
-    /// Indices into `records`, by the hash of their id.
+    /// The coupons in memory, by index.
+    held: HeldCoupons,
+    /// With `grow_ahead`, the room of the copy of the index's slots its next table is
+    /// built from, made ready ahead of need.
+    slots_ahead: Option<Ahead<Slot>>,
+    /// Indices into `held`, by the hash of their id.
     index: HashTable<Slot>,
     /// With `grow_ahead`, the index's next table on its way.
     next_index: Option<NextIndex>,
@@ -198,16 +183,6 @@ fn key(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
-/// The id of record `i`.
-fn id_at<'l>(ids: &'l str, records: &[(CouponRecord, usize)], i: usize) -> &'l str {
-    let start = match i.checked_sub(1) {
-        Some(before) => records.get(before).map_or(0, |r| r.1),
-        None => 0,
-    };
-    let end = records.get(i).map_or(start, |r| r.1);
-    ids.get(start..end).unwrap_or_default()
-}
-
 /// A record as a run holds it.
 fn encode(r: &CouponRecord) -> [u8; RECORD] {
     let valid_until = r.valid_until.map_or(0, |d| d.num_days_from_ce());
@@ -272,9 +247,8 @@ impl CouponLedger {
     /// An empty ledger keeping about `bytes` of coupons in memory before it spills.
     pub fn with_budget(bytes: usize) -> Self {
         CouponLedger {
-            ids: String::new(),
-            records: Vec::new(),
-            more: None,
+            held: HeldCoupons::default(),
+            slots_ahead: None,
             index: HashTable::new(),
             next_index: None,
             #[cfg(test)]
@@ -307,13 +281,13 @@ impl CouponLedger {
 
     /// Coupons in memory.
     pub fn in_memory(&self) -> usize {
-        self.records.len()
+        self.held.len()
     }
 
     /// Where the coupons are.
     pub fn stats(&self) -> LedgerStats {
         LedgerStats {
-            in_memory: self.records.len(),
+            in_memory: self.held.len(),
             on_disk: self.cold.len(),
             runs: self.cold.lens().len(),
             spills: self.spills,
@@ -321,36 +295,36 @@ impl CouponLedger {
     }
 
     /// Makes room for about `n` more coupons, as many as the budget holds at most, so that
-    /// the tables are not copied again and again as they grow. The records and the index
-    /// get room for as many as the budget could hold were every id empty: ids shorter than
-    /// the guess fit more coupons under the budget, and growing the records past their room
-    /// copied them all just before a spill. Room never written to costs no memory.
+    /// the index is not copied again and again as it grows. It gets room for as many as the
+    /// budget could hold were every id empty: ids shorter than the guess fit more coupons
+    /// under the budget. The coupons get room in the chunk being filled (the others are
+    /// made whole). Room never written to costs no memory.
     pub fn reserve(&mut self, n: usize) {
         let room = self.budget.saturating_sub(self.bytes_in_memory());
         let most = n.min(room / IN_MEMORY);
-        self.records.reserve(most);
-        self.ids
-            .reserve(n.min(room / (IN_MEMORY + ID_GUESS)) * ID_GUESS);
+        let id_bytes = n.min(room / (IN_MEMORY + ID_GUESS)) * ID_GUESS;
+        self.held.reserve(most, id_bytes);
         self.index.reserve(most, Slot::placed);
     }
 
-    /// Grows `ids` and `records` into room made ready ahead, and the index into a table
-    /// built ahead (`State::grow_ahead`).
+    /// Makes the coupons' chunks ready ahead, and grows the index into a table built ahead
+    /// (`State::grow_ahead`).
     pub fn grow_ahead(&mut self) {
-        self.more.get_or_insert_with(Default::default);
+        self.held.grow_ahead();
+        self.slots_ahead.get_or_insert_with(Default::default);
     }
 
     /// About the bytes the coupons in memory take.
     fn bytes_in_memory(&self) -> usize {
-        self.records.len() * IN_MEMORY + self.ids.len()
+        self.held.len() * IN_MEMORY + self.held.id_bytes()
     }
 
     /// The index of the coupon `id` in memory.
     fn find(&self, id: &str) -> Option<usize> {
-        let (ids, records, h) = (&self.ids, &self.records, hash(id));
+        let (held, h) = (&self.held, hash(id));
         self.index
             .find(Slot::place(h), |s| {
-                s.hash == h && id_at(ids, records, s.at as usize) == id
+                s.hash == h && held.id(s.at as usize) == id
             })
             .map(|s| s.at as usize)
     }
@@ -363,53 +337,47 @@ impl CouponLedger {
 
     /// The record of the coupon of index `i` in memory.
     pub fn record(&self, i: usize) -> Option<&CouponRecord> {
-        self.records.get(i).map(|r| &r.0)
+        self.held.record(i)
     }
 
     /// The record of the coupon of index `i` in memory, to update.
     pub fn record_mut(&mut self, i: usize) -> Option<&mut CouponRecord> {
-        self.records.get_mut(i).map(|r| &mut r.0)
+        self.held.record_mut(i)
     }
 
     /// The id and record of the coupon of index `i` in memory.
     pub fn entry(&self, i: usize) -> Option<(&str, &CouponRecord)> {
-        let record = &self.records.get(i)?.0;
-        Some((id_at(&self.ids, &self.records, i), record))
+        let record = self.held.record(i)?;
+        Some((self.held.id(i), record))
     }
 
     /// Adds the coupon `id` in memory, or replaces its record there; returns its index. A
     /// copy in a run is shadowed from now on.
     pub fn insert(&mut self, id: &str, record: CouponRecord) -> usize {
-        if self.more.is_some() {
+        if self.slots_ahead.is_some() {
             self.index_ahead();
         }
-        let (ids, records, h) = (&self.ids, &self.records, hash(id));
+        let (held, h) = (&self.held, hash(id));
         let entry = self.index.entry(
             Slot::place(h),
-            |s| s.hash == h && id_at(ids, records, s.at as usize) == id,
+            |s| s.hash == h && held.id(s.at as usize) == id,
             Slot::placed,
         );
         match entry {
             Entry::Occupied(found) => {
                 let i = found.get().at as usize;
-                if let Some(r) = self.records.get_mut(i) {
-                    r.0 = record;
+                if let Some(r) = self.held.record_mut(i) {
+                    *r = record;
                 }
                 i
             }
             Entry::Vacant(slot) => {
-                let i = self.records.len();
+                let i = self.held.len();
                 slot.insert(Slot {
                     hash: h,
                     at: u32::try_from(i).unwrap_or(u32::MAX),
                 });
-                if let Some(more) = &mut self.more {
-                    more.ids.room_for_text(&mut self.ids, id.len());
-                    more.records.room_for(&mut self.records, 1);
-                }
-                self.ids.push_str(id);
-                self.records.push((record, self.ids.len()));
-                i
+                self.held.push(id, record)
             }
         }
     }
@@ -431,8 +399,8 @@ impl CouponLedger {
         }
         if len * 4 >= room * 3 {
             self.start_next_index();
-        } else if let Some(more) = &mut self.more {
-            more.slots.start(room, ahead::room);
+        } else if let Some(slots) = &mut self.slots_ahead {
+            slots.start(room, ahead::room);
         }
     }
 
@@ -440,7 +408,7 @@ impl CouponLedger {
     /// a thread, the index grows in place at once.
     fn start_next_index(&mut self) {
         let room = self.index.capacity();
-        let ready = self.more.as_mut().and_then(|more| more.slots.take(room));
+        let ready = self.slots_ahead.as_mut().and_then(|slots| slots.take(room));
         let mut slots = ready.unwrap_or_default();
         slots.extend(self.index.iter().copied());
         let room = room * 2;
@@ -455,7 +423,7 @@ impl CouponLedger {
             });
         match helper {
             Ok(table) => {
-                let covered = self.records.len();
+                let covered = self.held.len();
                 self.next_index = Some(NextIndex { covered, table });
             }
             // Grown now, so that the next insert does not copy the slots again.
@@ -478,7 +446,7 @@ impl CouponLedger {
         if table.capacity() <= self.index.capacity() {
             return;
         }
-        index_from(&mut table, &self.ids, &self.records, next.covered);
+        index_from(&mut table, &self.held, next.covered);
         self.index = table;
         #[cfg(test)]
         {
@@ -531,7 +499,7 @@ impl CouponLedger {
     /// they are granted, and a coupon in memory is looked up without a read. If the run
     /// cannot be written, all stay (past the budget) until twice as many bytes are held.
     fn spill(&mut self, unsaved: Option<&mut FixedBitSet>) {
-        let newer = self.records.len() - self.records.len() / 2;
+        let newer = self.held.len() - self.held.len() / 2;
         let keep = |i: usize, unsaved: Option<&FixedBitSet>| {
             i >= newer || unsaved.is_some_and(|u| u.contains(i))
         };
@@ -540,17 +508,20 @@ impl CouponLedger {
         spilled.extend(
             (0..newer)
                 .filter(|&i| !keep(i, unsaved.as_deref()))
-                .map(|i| (key(id_at(&self.ids, &self.records, i)), i)),
+                .map(|i| (key(self.held.id(i)), i)),
         );
         spilled.sort_unstable_by_key(|&(k, _)| k);
-        let records = &self.records;
+        let held = &self.held;
         // In key order the records are read at random: each a cache miss unless fetched
         // a few ahead.
         let entries = spilled.iter().enumerate().filter_map(|(n, &(k, i))| {
-            if let Some(ahead) = spilled.get(n + READ_AHEAD).and_then(|a| records.get(a.1)) {
+            if let Some(ahead) = spilled
+                .get(n + READ_AHEAD)
+                .and_then(|a| held.record_place(a.1))
+            {
                 prefetch(ahead);
             }
-            Some((k, encode(&records.get(i)?.0)))
+            Some((k, encode(held.record(i)?)))
         });
         if !self.cold.spill(entries, spilled.len()) {
             self.spill_at = self.bytes_in_memory().saturating_mul(2);
@@ -558,7 +529,7 @@ impl CouponLedger {
         }
         drop(spilled);
         self.spills += 1;
-        let kept: FixedBitSet = (0..self.records.len())
+        let kept: FixedBitSet = (0..self.held.len())
             .filter(|&i| keep(i, unsaved.as_deref()))
             .collect();
         self.keep_only(&kept, unsaved);
@@ -566,45 +537,22 @@ impl CouponLedger {
     }
 
     /// Keeps in memory only the coupons of indices in `kept`, in their order, and makes
-    /// `unsaved` mark the new indices of those it marked. The ids kept move down within
-    /// their string rather than to a new one: memory never touched costs a page fault per
-    /// page, more than the copy.
+    /// `unsaved` mark the new indices of those it marked.
     fn keep_only(&mut self, kept: &FixedBitSet, unsaved: Option<&mut FixedBitSet>) {
-        let mut ids = std::mem::take(&mut self.ids).into_bytes();
-        let mut still_unsaved = FixedBitSet::new();
-        let (mut i, mut start, mut new, mut len) = (0, 0, 0, 0);
-        let was_unsaved = unsaved.as_deref();
-        self.records.retain_mut(|(_, end)| {
-            let id = start..*end;
-            start = *end;
-            let keep = kept.contains(i);
-            if keep {
-                if was_unsaved.is_some_and(|u| u.contains(i)) {
+        if let Some(unsaved) = unsaved {
+            let mut still_unsaved = FixedBitSet::new();
+            for (new, old) in kept.ones().enumerate() {
+                if unsaved.contains(old) {
                     still_unsaved.grow_and_insert(new);
                 }
-                new += 1;
-                // Kept ids only move down: `len` never passes the start of the next id.
-                if id.end <= ids.len() {
-                    let n = id.len();
-                    ids.copy_within(id, len);
-                    len += n;
-                }
-                *end = len;
             }
-            i += 1;
-            keep
-        });
-        ids.truncate(len);
-        // Whole ids moved whole: the bytes are still UTF-8.
-        self.ids = String::from_utf8(ids)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            *unsaved = still_unsaved;
+        }
+        self.held.keep_only(kept);
         self.index.clear();
         // Its copy numbers the coupons as they were.
         self.next_index = None;
-        index_from(&mut self.index, &self.ids, &self.records, 0);
-        if let Some(unsaved) = unsaved {
-            *unsaved = still_unsaved;
-        }
+        index_from(&mut self.index, &self.held, 0);
     }
 }
 
@@ -722,7 +670,7 @@ mod tests {
         ledger.insert(&b, record(4));
         assert_eq!(ledger.get(&a).map(|r| r.wallet), Some(1), "{a}");
         assert_eq!(ledger.get(&b).map(|r| r.wallet), Some(4), "{b}");
-        assert_eq!(ledger.records.len(), 10_002);
+        assert_eq!(ledger.held.len(), 10_002);
     }
 
     /// With `grow_ahead`, the index's next tables are built on a helper thread from a copy:
@@ -741,7 +689,7 @@ mod tests {
             }
         }
         assert!(ledger.indexes_taken >= 2, "{} taken", ledger.indexes_taken);
-        assert_eq!(ledger.index.len(), ledger.records.len());
+        assert_eq!(ledger.index.len(), ledger.held.len());
         for i in 0..n {
             let wallet = if i % 4096 == 0 { i + 1 } else { i };
             let id = format!("cp-{i}");
@@ -753,7 +701,7 @@ mod tests {
     fn the_room_reserved_holds_every_coupon_the_budget_admits_however_short_the_ids() {
         let mut ledger = CouponLedger::with_budget(64 << 10);
         ledger.reserve(1 << 20);
-        let (records, index) = (ledger.records.capacity(), ledger.index.capacity());
+        let (records, index) = (ledger.held.capacity(), ledger.index.capacity());
         let mut n = 0u32;
         while ledger.stats().spills == 0 && n < 100_000 {
             ledger.insert(&n.to_string(), record(n));
@@ -762,7 +710,7 @@ mod tests {
         }
         assert_eq!(ledger.stats().spills, 1);
         assert!(n > 600, "a spill after {n} coupons");
-        assert_eq!(ledger.records.capacity(), records);
+        assert_eq!(ledger.held.capacity(), records);
         assert_eq!(ledger.index.capacity(), index);
     }
 
@@ -795,8 +743,11 @@ mod tests {
     /// Grants, replacements, spends and lookups of coupons wherever they are, against a
     /// map, with a spill due at (nearly) every settle; with `unsaved`, a store's view:
     /// the coupons changed since its last save must stay reachable by index.
-    fn matches_a_map(track_unsaved: bool) {
+    fn matches_a_map(track_unsaved: bool, chunk_bits: Option<u32>) {
         let mut ledger = CouponLedger::with_budget(2048);
+        if let Some(bits) = chunk_bits {
+            ledger.held = HeldCoupons::with_chunk_bits(bits);
+        }
         let mut model: HashMap<String, CouponRecord> = HashMap::new();
         let mut granted: Vec<String> = Vec::new();
         let mut unsaved = FixedBitSet::new();
@@ -872,12 +823,19 @@ mod tests {
 
     #[test]
     fn matches_a_map_through_spills_and_merges() {
-        matches_a_map(false);
+        matches_a_map(false, None);
     }
 
     #[test]
     fn matches_a_map_with_unsaved_coupons_kept_in_memory() {
-        matches_a_map(true);
+        matches_a_map(true, None);
+    }
+
+    /// Chunks of 8 coupons: spills keep coupons across chunks, into earlier ones.
+    #[test]
+    fn matches_a_map_in_small_chunks() {
+        matches_a_map(false, Some(3));
+        matches_a_map(true, Some(3));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod counters;
 pub mod evaluate;
 pub mod explain;
 pub mod footprint;
+mod held;
 pub mod ledger;
 pub(crate) mod name_ids;
 mod prefetch;
