@@ -57,7 +57,7 @@ impl<T: Send + 'static> Ahead<T> {
     pub fn room_for(&mut self, v: &mut Vec<T>, more: usize) {
         if let Some(mut next) = self.ready_for(v.len(), v.capacity(), more) {
             next.append(v);
-            *v = next;
+            drop_aside(std::mem::replace(v, next));
         }
     }
 
@@ -85,6 +85,14 @@ impl<T: Clone + Default + Send + 'static> Ahead<T> {
             self.start(slots * 2, filled);
         }
     }
+}
+
+/// Frees `value` on a helper thread: a table of tens of megabytes took milliseconds to
+/// unmap, on the deciding thread of the service. If no thread can start, the closure, and
+/// `value` with it, is dropped here.
+pub fn drop_aside<T: Send + 'static>(value: T) {
+    let helper = std::thread::Builder::new().name("promo-free".into());
+    let _detached = helper.spawn(move || drop(value));
 }
 
 /// Bytes of a vector from which its next one is made ready ahead (`room_for`,

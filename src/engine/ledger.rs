@@ -447,7 +447,7 @@ impl CouponLedger {
             return;
         }
         index_from(&mut table, &self.held, next.covered);
-        self.index = table;
+        ahead::drop_aside(std::mem::replace(&mut self.index, table));
         #[cfg(test)]
         {
             self.indexes_taken += 1;
