@@ -11,16 +11,17 @@ use std::hash::BuildHasher;
 
 use rustc_hash::FxBuildHasher;
 
-use super::ahead::{self, Ahead};
+use super::ahead::Ahead;
+use super::chunked::Chunked;
 use super::prefetch::prefetch;
 use super::state::{CounterKey, Tally};
 
 /// The fewest slots of the index.
 const MIN_SLOTS: usize = 16;
 
-/// Counters per chunk (1.5 MB of them): a chunk is never moved, so growing copies only
-/// the index.
-const CHUNK: usize = 1 << 15;
+/// Counters per chunk, as a power of two (32,768: 1.5 MB of them): a chunk is never moved,
+/// so growing copies only the index.
+const CHUNK_BITS: u32 = 15;
 
 /// A slot of the index: 0 is empty, else the top 24 bits of the key's hash above the
 /// counter's place plus one (40 bits: more counters than memory holds).
@@ -50,16 +51,26 @@ impl Slot {
 }
 
 /// Tallies by counter key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CounterTable {
     slots: Vec<Slot>,
-    chunks: Vec<Vec<(CounterKey, Tally)>>,
-    len: usize,
-    /// The next chunk, started when this one is half full.
-    next_chunk: Ahead<(CounterKey, Tally)>,
+    /// The counters in the order first counted, each next chunk made ready ahead.
+    counters: Chunked<(CounterKey, Tally)>,
     /// The next index of a large table (`Ahead::ready_index`, from 2^19 slots): a smaller
     /// one faults in too few pages to matter.
     next_slots: Ahead<Slot>,
+}
+
+impl Default for CounterTable {
+    fn default() -> Self {
+        let mut counters = Chunked::with_chunk_bits(CHUNK_BITS);
+        counters.grow_ahead();
+        CounterTable {
+            slots: Vec::new(),
+            counters,
+            next_slots: Ahead::default(),
+        }
+    }
 }
 
 /// Where a lookup found its key, or the empty slot where it would go.
@@ -71,11 +82,11 @@ enum Probe {
 impl CounterTable {
     /// The number of counters.
     pub fn len(&self) -> usize {
-        self.len
+        self.counters.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.counters.is_empty()
     }
 
     fn hash(key: &CounterKey) -> u64 {
@@ -83,7 +94,7 @@ impl CounterTable {
     }
 
     fn entry(&self, i: usize) -> Option<&(CounterKey, Tally)> {
-        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+        self.counters.get(i)
     }
 
     /// Looks `key` up in the index; `None` with no slots.
@@ -101,7 +112,7 @@ impl CounterTable {
 
     /// Every counter with its tally, in the order they were first counted.
     pub fn iter(&self) -> impl Iterator<Item = (&CounterKey, &Tally)> {
-        self.chunks.iter().flatten().map(|(k, t)| (k, t))
+        self.counters.iter().map(|(k, t)| (k, t))
     }
 
     /// The tally of `key`, if it has counted anything.
@@ -114,38 +125,30 @@ impl CounterTable {
 
     /// The tally of `key`, added at zero if it is new.
     pub fn tally_mut(&mut self, key: CounterKey) -> &mut Tally {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
+        let len = self.len();
+        if (len + 1) * 4 > self.slots.len() * 3 {
             self.rehash((self.slots.len() * 2).max(MIN_SLOTS));
         } else {
-            self.next_slots.ready_index(self.len, self.slots.len());
+            self.next_slots.ready_index(len, self.slots.len());
         }
         let hash = Self::hash(&key);
         let at = match self.probe(&key, hash).unwrap_or(Probe::Vacant(0)) {
             Probe::Found(at) => at,
             Probe::Vacant(i) => self.push(i, hash, key),
         };
-        &mut self.chunks[at / CHUNK][at % CHUNK].1
+        &mut self.counters[at].1
     }
 
     /// Adds `key` at zero, indexed at the vacant slot `i`; returns its place.
     fn push(&mut self, i: usize, hash: u64, key: CounterKey) -> usize {
-        let at = self.len;
-        if at.is_multiple_of(CHUNK) {
-            let chunk = self.next_chunk.take(CHUNK);
-            self.chunks
-                .push(chunk.unwrap_or_else(|| Vec::with_capacity(CHUNK)));
-        } else if at % CHUNK == CHUNK / 2 {
-            self.next_chunk.start(CHUNK, ahead::room);
-        }
-        self.chunks[at / CHUNK].push((key, Tally::default()));
-        self.len += 1;
+        let at = self.counters.push((key, Tally::default()));
         self.slots[i] = Slot::new(hash, at);
         at
     }
 
     /// Makes room for `n` more counters without growing the index again.
     pub fn reserve(&mut self, n: usize) {
-        let need = self.len.saturating_add(n).saturating_mul(4).div_ceil(3);
+        let need = self.len().saturating_add(n).saturating_mul(4).div_ceil(3);
         let slots = need.checked_next_power_of_two().unwrap_or(need);
         if slots > self.slots.len() {
             self.rehash(slots.max(MIN_SLOTS));
@@ -158,7 +161,7 @@ impl CounterTable {
             .next_slots
             .take(slots)
             .unwrap_or_else(|| vec![Slot::default(); slots]);
-        for (at, (key, _)) in self.chunks.iter().flatten().enumerate() {
+        for (at, (key, _)) in self.counters.iter().enumerate() {
             let hash = Self::hash(key);
             let vacant = walk(&index, hash).find(|(_, slot)| slot.is_empty());
             if let Some((i, _)) = vacant {
@@ -208,6 +211,7 @@ fn walk(slots: &[Slot], hash: u64) -> impl Iterator<Item = (usize, Slot)> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ahead;
     use crate::rules::ruleset::Scope;
     use std::collections::HashMap;
 
@@ -291,7 +295,7 @@ mod tests {
     #[test]
     fn counters_past_a_chunk_are_found_and_listed_in_the_order_first_counted() {
         let mut table = CounterTable::default();
-        let n = (2 * CHUNK + 5) as u32;
+        let n = (2 << CHUNK_BITS) + 5;
         for i in 0..n {
             table.tally_mut(key(i)).grants += u64::from(i) + 1;
         }

@@ -6,6 +6,7 @@
 
 pub mod admit;
 pub(crate) mod ahead;
+pub(crate) mod chunked;
 pub mod counters;
 pub mod evaluate;
 pub mod explain;

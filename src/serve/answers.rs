@@ -6,20 +6,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::engine::ahead::{self, Ahead};
+use crate::engine::chunked::Chunked;
 use crate::engine::name_ids::NameIds;
 use crate::store::{SealedAnswers, Store, StoreError, StoredAnswer};
 
+/// Places per chunk (1 MiB of them).
+const PLACES_CHUNK_BITS: u32 = 16;
+
 /// Where each answered id's answer is, and the batches still in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Answers {
     /// A number for each answered id, by the hash of the id: a table whose slots can be
     /// prefetched (`prefetch`), as a lookup in a table of millions misses the caches.
     ids: NameIds,
-    /// By an id's number: its answer's batch and its place in that batch.
-    places: Vec<(i64, u32)>,
-    /// The places' next room, made ready ahead of growth.
-    more_places: Ahead<(i64, u32)>,
+    /// By an id's number: its answer's batch and its place in that batch, in chunks (one
+    /// per answered id, they grow with every event).
+    places: Chunked<(i64, u32)>,
     /// Sealed batches in memory: every one without a state directory; with one, those not
     /// yet committed.
     held: BTreeMap<i64, Arc<Vec<StoredAnswer>>>,
@@ -34,11 +36,26 @@ fn key(id: &str) -> u128 {
     crate::engine::admit::name_hash(id)
 }
 
+impl Default for Answers {
+    fn default() -> Self {
+        let mut places = Chunked::with_chunk_bits(PLACES_CHUNK_BITS);
+        places.grow_ahead();
+        let mut ids = NameIds::default();
+        ids.grow_ahead();
+        Answers {
+            ids,
+            places,
+            held: BTreeMap::new(),
+            open: 0,
+            recording: Vec::new(),
+        }
+    }
+}
+
 impl Answers {
     /// The index of the answers a state holds (none without one).
     pub fn load(store: Option<&Store>) -> Result<Self, StoreError> {
         let mut answers = Answers::default();
-        answers.ids.grow_ahead();
         if let Some(store) = store {
             store.each_answer_batch(&mut |(batch, list)| {
                 for (i, a) in list.iter().enumerate() {
@@ -83,8 +100,7 @@ impl Answers {
     pub fn reserve(&mut self, n: usize) {
         self.ids.reserve(n);
         self.ids.touch_pages();
-        self.places.reserve(n);
-        ahead::touch_room(&mut self.places);
+        self.places.reserve_touched(n);
     }
 
     /// Prefetches where finding or recording the answer of the id with this hash (the
@@ -105,10 +121,7 @@ impl Answers {
         let (n, new) = self.ids.intern(h);
         match self.places.get_mut(n as usize) {
             Some(p) if !new => *p = place,
-            _ => {
-                self.more_places.room_for(&mut self.places, 1);
-                self.places.push(place);
-            }
+            _ => _ = self.places.push(place),
         }
     }
 
