@@ -50,29 +50,6 @@ impl<T: Send + 'static> Ahead<T> {
         let made = handle.join().ok()?;
         (made_for == len).then_some(made)
     }
-
-    /// Makes room in `v` for `more` values without moving it into fresh memory: once a
-    /// large `v` is 5/8 full, a vector of twice its capacity is made ready; once full, its
-    /// values move there. A smaller `v` grows as any vector does.
-    pub fn room_for(&mut self, v: &mut Vec<T>, more: usize) {
-        if let Some(mut next) = self.ready_for(v.len(), v.capacity(), more) {
-            next.append(v);
-            drop_aside(std::mem::replace(v, next));
-        }
-    }
-
-    /// The room made ready for a vector of `cap` values, `len` of them used, if `more` do
-    /// not fit and it holds them; else, once it is large and 5/8 full, starts making it.
-    fn ready_for(&mut self, len: usize, cap: usize, more: usize) -> Option<Vec<T>> {
-        if len + more > cap {
-            let ready = self.take(cap * 2);
-            return ready.filter(|next| next.capacity() >= len + more);
-        }
-        if len * 8 > cap * 5 && cap * std::mem::size_of::<T>() >= LARGE {
-            self.start(cap * 2, room);
-        }
-        None
-    }
 }
 
 impl<T: Clone + Default + Send + 'static> Ahead<T> {
@@ -95,8 +72,7 @@ pub fn drop_aside<T: Send + 'static>(value: T) {
     let _detached = helper.spawn(move || drop(value));
 }
 
-/// Bytes of a vector from which its next one is made ready ahead (`room_for`,
-/// `ready_index`).
+/// Bytes of an index from which its next one is made ready ahead (`ready_index`).
 pub const LARGE: usize = 4 << 20;
 
 /// Slots of `T` from which an index is large (`ready_index`): `LARGE` bytes of them, a
@@ -206,69 +182,5 @@ mod tests {
         spare.start(16, filled);
         assert!(spare.take(32).is_none());
         assert!(!spare.is_started());
-    }
-
-    /// Room made 7 values longer than asked for: a vector of that capacity grew into it.
-    fn marked<T>(len: usize) -> Vec<T> {
-        Vec::with_capacity(len + 7)
-    }
-
-    /// `u64`s in `LARGE` bytes: a vector of them is large enough to be grown ahead.
-    const CAP: usize = LARGE / 8;
-
-    #[test]
-    fn a_large_vector_grows_into_the_one_made_ready() {
-        let mut v: Vec<u64> = Vec::with_capacity(CAP);
-        let mut next = Ahead::default();
-        for i in 0..CAP as u64 * 3 {
-            next.room_for(&mut v, 1);
-            if v.len() == CAP * 5 / 8 + 1 {
-                assert!(next.is_started(), "made ready once 5/8 full");
-            }
-            if v.len() == CAP {
-                assert!(!next.is_started(), "full: the one made ready was taken");
-                assert_eq!(v.capacity(), CAP * 2);
-                // The next growth's room, made here so that it can be told apart.
-                next.start(CAP * 4, marked);
-            }
-            v.push(i);
-        }
-        assert!(v.iter().copied().eq(0..CAP as u64 * 3));
-        assert_eq!(v.capacity(), CAP * 4 + 7, "grown into the one made ready");
-        assert!(next.is_started(), "the one after made ready in turn");
-        let after = (CAP * 4 + 7) * 2;
-        assert_eq!(next.take(after).map(|n| n.capacity() >= after), Some(true));
-    }
-
-    #[test]
-    fn a_small_vector_grows_alone() {
-        let mut next = Ahead::default();
-        let mut small: Vec<u64> = Vec::with_capacity(8);
-        for i in 0..100 {
-            next.room_for(&mut small, 1);
-            small.push(i);
-        }
-        assert!(!next.is_started());
-        assert!(small.iter().copied().eq(0..100));
-    }
-
-    /// Rows of three at a time, as a table of facts grows.
-    #[test]
-    fn rows_grow_into_the_one_made_ready() {
-        let mut rows: Vec<u64> = Vec::with_capacity(CAP);
-        let mut more_rows = Ahead::default();
-        more_rows.start(CAP * 2, marked);
-        while rows.len() < CAP * 3 {
-            more_rows.room_for(&mut rows, 3);
-            if rows.len() + 3 > CAP && rows.len() <= CAP {
-                assert_eq!(
-                    rows.capacity(),
-                    CAP * 2 + 7,
-                    "grown into the one made ready"
-                );
-            }
-            rows.resize(rows.len() + 3, rows.len() as u64);
-        }
-        assert!(rows.chunks(3).all(|r| r[0] == r[2]) && rows.len() == CAP * 3);
     }
 }

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashSet;
 
 use super::admit::{intern_in, name_hash, Admission, Admitted, EventHashes, Keys, Prepared};
-use super::ahead::Ahead;
+use super::chunked::Chunked;
 use super::counters::CounterTable;
 use super::evaluate::InvalidEvent;
 use super::footprint::footprint;
@@ -57,41 +57,33 @@ impl Names {
 }
 
 /// Fact rows of one scope: `stride` values per interned id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FactTable {
     stride: usize,
-    values: Vec<FactValue>,
-    /// With `grow_ahead`, the next room of `values`, made ready ahead of its growth.
-    more: Option<Ahead<FactValue>>,
+    /// The rows one after another, in chunks that never move.
+    values: Chunked<FactValue>,
 }
+
+/// Fact values per chunk, as a power of two (65,536: about 1.5 MB).
+const FACT_CHUNK_BITS: u32 = 16;
 
 impl FactTable {
     fn new(stride: usize) -> Self {
         FactTable {
             stride,
-            values: Vec::new(),
-            more: None,
+            values: Chunked::with_chunk_bits(FACT_CHUNK_BITS),
         }
     }
 
-    /// Makes room for the rows of `n` more ids.
-    fn reserve(&mut self, n: usize) {
-        self.values.reserve(n.saturating_mul(self.stride));
-    }
-
-    /// Grows into room made ready ahead (`State::grow_ahead`).
+    /// Makes each next chunk ready ahead (`State::grow_ahead`).
     fn grow_ahead(&mut self) {
-        self.more.get_or_insert_with(Ahead::default);
+        self.values.grow_ahead();
     }
 
     fn ensure(&mut self, id: u32) {
         let needed = (id as usize + 1) * self.stride;
-        if self.values.len() < needed {
-            let more = needed - self.values.len();
-            if let Some(ahead) = &mut self.more {
-                ahead.room_for(&mut self.values, more);
-            }
-            self.values.resize(needed, FactValue::Absent);
+        while self.values.len() < needed {
+            self.values.push(FactValue::Absent);
         }
     }
 
@@ -402,8 +394,6 @@ impl State {
         self.keys.wallets.reserve(n);
         self.customers.0.reserve(n);
         self.wallets.0.reserve(n);
-        self.customer_facts.reserve(n);
-        self.wallet_facts.reserve(n);
         self.counters
             .reserve(n.saturating_mul(self.counters_per_owner.max(1)));
     }
