@@ -38,12 +38,13 @@ impl<T> Chunked<T> {
         self.len == 0
     }
 
-    fn per_chunk(&self) -> usize {
+    /// Values per chunk.
+    pub fn per_chunk(&self) -> usize {
         1 << self.bits
     }
 
     /// The chunk of index `i`, and its place there.
-    fn at(&self, i: usize) -> (usize, usize) {
+    pub fn at(&self, i: usize) -> (usize, usize) {
         (i >> self.bits, i & (self.per_chunk() - 1))
     }
 
@@ -60,6 +61,29 @@ impl<T> Chunked<T> {
     /// The values in order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
+    }
+
+    /// Room for values in the chunks made, spare ones included.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.chunks
+            .iter()
+            .chain(&self.spare)
+            .map(Vec::capacity)
+            .sum()
+    }
+
+    /// Keeps the first `len` values; the chunks left empty are freed.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let chunks = len.div_ceil(self.per_chunk());
+        self.chunks.truncate(chunks);
+        if let Some(last) = self.chunks.last_mut() {
+            last.truncate(len - ((chunks - 1) << self.bits));
+        }
+        self.len = len;
     }
 }
 
@@ -115,16 +139,26 @@ impl<T: Send + 'static> Chunked<T> {
         ready.unwrap_or_else(|| Vec::with_capacity(per_chunk))
     }
 
+    /// Makes room for `n` more values (room never written costs no memory).
+    pub fn reserve(&mut self, n: usize) {
+        self.spare_for(n, Vec::with_capacity);
+    }
+
     /// Makes room for `n` more values, every page of it written (so that the kernel
     /// provides the pages now, not one fault at a time as values land on them).
     pub fn reserve_touched(&mut self, n: usize) {
         if let Some(last) = self.chunks.last_mut() {
             ahead::touch_room(last);
         }
+        self.spare_for(n, ahead::room);
+    }
+
+    /// Makes spare chunks, by `make`, for the `n` more values the chunks made do not hold.
+    fn spare_for(&mut self, n: usize, make: fn(usize) -> Vec<T>) {
         let room = self.chunks.len() * self.per_chunk() - self.len;
         let chunks = n.saturating_sub(room).div_ceil(self.per_chunk());
         while self.spare.len() < chunks {
-            self.spare.push(ahead::room(self.per_chunk()));
+            self.spare.push(make(self.per_chunk()));
         }
     }
 }

@@ -7,6 +7,7 @@
 use fixedbitset::FixedBitSet;
 
 use super::ahead::{self, Ahead};
+use super::chunked::Chunked;
 use super::state::CouponRecord;
 
 /// Coupons per chunk, as a power of two (65,536: 4 MiB of records).
@@ -18,48 +19,17 @@ pub(super) const ID_GUESS: usize = 24;
 /// A coupon's record and where its id ends in its chunk's ids.
 pub(super) type Held = (CouponRecord, usize);
 
-/// Some coupons, one after another.
-#[derive(Default)]
-struct Chunk {
-    /// Their ids, one after another.
-    ids: String,
-    /// Each one's record and where its id ends in `ids` (it starts where the one before
-    /// ends).
-    records: Vec<Held>,
-}
-
-impl Chunk {
-    /// Where the id of the `j`th coupon lies in `ids`.
-    fn id_range(&self, j: usize) -> std::ops::Range<usize> {
-        let start = match j.checked_sub(1) {
-            Some(before) => self.records.get(before).map_or(0, |r| r.1),
-            None => 0,
-        };
-        start..self.records.get(j).map_or(start, |r| r.1)
-    }
-
-    fn id(&self, j: usize) -> &str {
-        self.ids.get(self.id_range(j)).unwrap_or_default()
-    }
-}
-
-/// The rooms of the next chunk, made ready ahead of need (the service).
-#[derive(Default)]
-struct NextChunk {
-    ids: Ahead<u8>,
-    records: Ahead<Held>,
-}
-
-/// Coupons in memory by index, in chunks.
+/// Coupons in memory by index: records in chunks, and the ids of each chunk in a string.
 pub(super) struct HeldCoupons {
-    chunks: Vec<Chunk>,
-    len: usize,
+    /// Each coupon's record and where its id ends in its chunk's ids (it starts where the
+    /// one before in the chunk ends).
+    records: Chunked<Held>,
+    /// The ids of each chunk of `records`, one after another.
+    ids: Vec<String>,
     /// Bytes of the ids held.
     id_bytes: usize,
-    /// Coupons per chunk: `1 << bits`.
-    bits: u32,
-    /// With `grow_ahead`, the next chunk's rooms.
-    next: Option<NextChunk>,
+    /// With `grow_ahead`, the next chunk's ids' room.
+    next_ids: Option<Ahead<u8>>,
 }
 
 impl Default for HeldCoupons {
@@ -72,25 +42,20 @@ impl HeldCoupons {
     /// Coupons in chunks of `1 << bits` (small ones for tests).
     pub(super) fn with_chunk_bits(bits: u32) -> Self {
         HeldCoupons {
-            chunks: Vec::new(),
-            len: 0,
+            records: Chunked::with_chunk_bits(bits),
+            ids: Vec::new(),
             id_bytes: 0,
-            bits,
-            next: None,
+            next_ids: None,
         }
     }
 
-    fn per_chunk(&self) -> usize {
-        1 << self.bits
-    }
-
-    /// The chunk of index `i`, and its place there.
-    fn at(&self, i: usize) -> (usize, usize) {
-        (i >> self.bits, i & (self.per_chunk() - 1))
+    /// Bytes of a chunk's ids, as a guess to reserve room by.
+    fn ids_room(&self) -> usize {
+        self.records.per_chunk() * ID_GUESS
     }
 
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.records.len()
     }
 
     /// Bytes of the ids held.
@@ -101,94 +66,90 @@ impl HeldCoupons {
     /// Room for records in the chunks made so far.
     #[cfg(test)]
     pub(super) fn capacity(&self) -> usize {
-        self.chunks.iter().map(|c| c.records.capacity()).sum()
+        self.records.capacity()
     }
 
     /// Makes each new chunk's rooms ready ahead of need, on a helper thread.
     pub(super) fn grow_ahead(&mut self) {
-        self.next.get_or_insert_with(Default::default);
+        self.records.grow_ahead();
+        self.next_ids.get_or_insert_with(Ahead::default);
     }
 
-    /// Makes room for `n` more coupons with `id_bytes` of ids, within the chunk being
-    /// filled (later chunks are made whole).
+    /// Makes room for `n` more coupons with `id_bytes` of ids, the ids within the chunk
+    /// being filled.
     pub(super) fn reserve(&mut self, n: usize, id_bytes: usize) {
-        let per_chunk = self.per_chunk();
-        if self.chunks.is_empty() {
-            self.chunks.push(Chunk::default());
+        self.records.reserve(n);
+        let room = self.ids_room();
+        if self.ids.is_empty() {
+            self.ids.push(String::new());
         }
-        if let Some(last) = self.chunks.last_mut() {
-            let n = n.min(per_chunk - last.records.len());
-            last.records.reserve(n);
-            last.ids.reserve(id_bytes.min(per_chunk * ID_GUESS));
+        if let Some(last) = self.ids.last_mut() {
+            last.reserve(id_bytes.min(room));
         }
+    }
+
+    /// Where the id of the coupon of index `i` lies: its chunk, and a range of its ids.
+    fn id_range(&self, i: usize) -> (usize, std::ops::Range<usize>) {
+        let (c, j) = self.records.at(i);
+        let start = match j {
+            0 => 0,
+            _ => self.records.get(i - 1).map_or(0, |r| r.1),
+        };
+        (c, start..self.records.get(i).map_or(start, |r| r.1))
     }
 
     pub(super) fn id(&self, i: usize) -> &str {
-        let (c, j) = self.at(i);
-        self.chunks.get(c).map_or("", |chunk| chunk.id(j))
+        let (c, range) = self.id_range(i);
+        self.ids
+            .get(c)
+            .and_then(|ids| ids.get(range))
+            .unwrap_or_default()
     }
 
     pub(super) fn record(&self, i: usize) -> Option<&CouponRecord> {
-        let (c, j) = self.at(i);
-        Some(&self.chunks.get(c)?.records.get(j)?.0)
+        self.records.get(i).map(|r| &r.0)
     }
 
     pub(super) fn record_mut(&mut self, i: usize) -> Option<&mut CouponRecord> {
-        let (c, j) = self.at(i);
-        Some(&mut self.chunks.get_mut(c)?.records.get_mut(j)?.0)
+        self.records.get_mut(i).map(|r| &mut r.0)
     }
 
     /// Where the record of index `i` lies, to prefetch it.
     pub(super) fn record_place(&self, i: usize) -> Option<&Held> {
-        let (c, j) = self.at(i);
-        self.chunks.get(c)?.records.get(j)
+        self.records.get(i)
     }
 
     /// Adds a coupon after the others; returns its index.
     pub(super) fn push(&mut self, id: &str, record: CouponRecord) -> usize {
-        let (c, j) = self.at(self.len);
-        if c == self.chunks.len() {
-            let chunk = self.new_chunk();
-            self.chunks.push(chunk);
-        } else if j == self.per_chunk() / 2 {
-            self.start_next_chunk();
+        let (c, j) = self.records.at(self.len());
+        if c == self.ids.len() {
+            let ids = self.new_ids();
+            self.ids.push(ids);
+        } else if j == self.records.per_chunk() / 2 {
+            let room = self.ids_room();
+            if let Some(next) = &mut self.next_ids {
+                next.start(room, ahead::room);
+            }
         }
-        let Some(chunk) = self.chunks.last_mut() else {
-            return self.len;
+        let Some(ids) = self.ids.get_mut(c) else {
+            return self.len();
         };
-        chunk.ids.push_str(id);
-        chunk.records.push((record, chunk.ids.len()));
+        ids.push_str(id);
         self.id_bytes += id.len();
-        self.len += 1;
-        self.len - 1
+        self.records.push((record, ids.len()))
     }
 
-    /// A chunk whose rooms hold a whole chunk: made ready ahead if they were, else fresh
-    /// (the first one grows as it fills, as a ledger may hold few coupons).
-    fn new_chunk(&mut self) -> Chunk {
-        let (records, ids) = (self.per_chunk(), self.per_chunk() * ID_GUESS);
-        if self.chunks.is_empty() {
-            return Chunk::default();
+    /// The ids' room of a new chunk: made ready ahead if it was, else fresh (the first
+    /// one grows as it fills, as a ledger may hold few coupons).
+    fn new_ids(&mut self) -> String {
+        let room = self.ids_room();
+        if self.ids.is_empty() {
+            return String::new();
         }
-        let (ready_records, ready_ids) = match &mut self.next {
-            Some(next) => (next.records.take(records), next.ids.take(ids)),
-            None => (None, None),
-        };
-        Chunk {
-            ids: ready_ids
-                .and_then(|v| String::from_utf8(v).ok())
-                .unwrap_or_else(|| String::with_capacity(ids)),
-            records: ready_records.unwrap_or_else(|| Vec::with_capacity(records)),
-        }
-    }
-
-    /// With `grow_ahead`, starts making the next chunk's rooms ready.
-    fn start_next_chunk(&mut self) {
-        let (records, ids) = (self.per_chunk(), self.per_chunk() * ID_GUESS);
-        if let Some(next) = &mut self.next {
-            next.records.start(records, ahead::room);
-            next.ids.start(ids, ahead::room);
-        }
+        let ready = self.next_ids.as_mut().and_then(|next| next.take(room));
+        ready
+            .and_then(|v| String::from_utf8(v).ok())
+            .unwrap_or_else(|| String::with_capacity(room))
     }
 
     /// Keeps only the coupons of indices in `kept`, in their order (the `k`th kept one at
@@ -196,29 +157,23 @@ impl HeldCoupons {
     /// memory never touched costs a page fault per page, more than the copy. The chunks
     /// left empty are freed.
     pub(super) fn keep_only(&mut self, kept: &FixedBitSet) {
-        let mut ids: Vec<Vec<u8>> = (self.chunks.iter_mut())
-            .map(|c| std::mem::take(&mut c.ids).into_bytes())
+        let mut ids: Vec<Vec<u8>> = (self.ids.iter_mut())
+            .map(|ids| std::mem::take(ids).into_bytes())
             .collect();
         // Bytes written to the ids of the chunk being written to.
         let mut written = 0;
-        let mut to = 0;
-        for from in kept.ones().take_while(|&i| i < self.len) {
-            let ((rc, rj), (wc, wj)) = (self.at(from), self.at(to));
-            let Some(chunk) = self.chunks.get(rc) else {
-                break;
-            };
-            let id = chunk.id_range(rj);
+        let (mut to, len) = (0, self.len());
+        for from in kept.ones().take_while(|&i| i < len) {
+            let (rc, id) = self.id_range(from);
+            let (wc, wj) = self.records.at(to);
             let n = id.len();
-            let record = chunk.records.get(rj).map(|r| r.0.clone());
             if wj == 0 {
                 written = 0;
             }
             move_id(&mut ids, (rc, id), (wc, written));
             written += n;
-            if let (Some(record), Some(slot)) = (
-                record,
-                self.chunks.get_mut(wc).and_then(|c| c.records.get_mut(wj)),
-            ) {
+            let record = self.records.get(from).map(|r| r.0.clone());
+            if let (Some(record), Some(slot)) = (record, self.records.get_mut(to)) {
                 *slot = (record, written);
             }
             to += 1;
@@ -228,21 +183,21 @@ impl HeldCoupons {
 
     /// Ends the coupons at `len`, the last chunk's ids at `written` bytes, and puts the
     /// chunks' ids back.
-    fn truncate(&mut self, len: usize, written: usize, ids: Vec<Vec<u8>>) {
-        let chunks = len.div_ceil(self.per_chunk());
-        let last_len = len - (chunks.saturating_sub(1) << self.bits);
-        self.chunks.truncate(chunks);
-        for (n, (chunk, mut bytes)) in self.chunks.iter_mut().zip(ids).enumerate() {
-            if n + 1 == chunks {
-                chunk.records.truncate(last_len);
-                bytes.truncate(written);
-            }
-            // Whole ids moved whole: the bytes are still UTF-8.
-            chunk.ids = String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    fn truncate(&mut self, len: usize, written: usize, mut ids: Vec<Vec<u8>>) {
+        self.records.truncate(len);
+        let chunks = len.div_ceil(self.records.per_chunk());
+        ids.truncate(chunks);
+        if let Some(last) = ids.last_mut() {
+            last.truncate(written);
         }
-        self.len = len;
-        self.id_bytes = self.chunks.iter().map(|c| c.ids.len()).sum();
+        // Whole ids moved whole: the bytes are still UTF-8.
+        self.ids = (ids.into_iter())
+            .map(|bytes| {
+                String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            })
+            .collect();
+        self.id_bytes = self.ids.iter().map(String::len).sum();
     }
 }
 
@@ -313,7 +268,7 @@ mod tests {
         for n in 0..200 {
             assert_eq!(held.push(&id(n), record(n)), n);
         }
-        assert_eq!(held.chunks.len(), 25);
+        assert_eq!(held.ids.len(), 25);
         assert_holds(&held, &(0..200).collect::<Vec<_>>());
         if let Some(r) = held.record_mut(9) {
             r.used = true;
@@ -365,7 +320,7 @@ mod tests {
             held.keep_only(&kept);
             let mut expected: Vec<usize> = kept.ones().collect();
             assert_holds(&held, &expected);
-            assert_eq!(held.chunks.len(), expected.len().div_ceil(8), "set {s}");
+            assert_eq!(held.ids.len(), expected.len().div_ceil(8), "set {s}");
             for n in len..len + 20 {
                 assert_eq!(held.push(&id(n), record(n)), expected.len(), "set {s}");
                 expected.push(n);
@@ -382,9 +337,9 @@ mod tests {
             held.push(&id(n), record(n));
         }
         assert_holds(&held, &(0..1_000).collect::<Vec<_>>());
-        for chunk in held.chunks.iter().skip(1) {
-            assert_eq!(chunk.records.capacity(), 32);
-            assert!(chunk.ids.capacity() >= 32 * ID_GUESS);
+        assert_eq!(held.records.capacity(), held.ids.len() * 32);
+        for ids in held.ids.iter().skip(1) {
+            assert!(ids.capacity() >= 32 * ID_GUESS);
         }
     }
 }
