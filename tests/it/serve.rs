@@ -1695,8 +1695,17 @@ fn operations_routes() {
             "{path} in the OpenAPI paths"
         );
     }
-    // The served document says what the live ruleset admits of an event: one variant per
-    // type, requiring the type's fields, and amounts in its currency's two decimals.
+}
+
+/// The served OpenAPI document says what the live ruleset admits of an event: one variant
+/// per type, requiring the type's fields, and amounts in its currency's two decimals.
+#[test]
+fn the_served_openapi_document_says_what_the_ruleset_admits() {
+    let dir = Dir::new("serve-openapi");
+    let server = shipped(&dir).start();
+    let r = server.client().get("/openapi.json");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let doc = r.json();
     let variants = doc["components"]["schemas"]["EventIn"]["oneOf"]
         .as_array()
         .cloned()
