@@ -127,7 +127,6 @@ impl NameIds {
 
     /// Makes room for `n` more names without growing again.
     pub fn reserve(&mut self, n: usize) {
-        self.move_some(usize::MAX);
         let need = self.len.saturating_add(n).saturating_mul(4).div_ceil(3);
         let slots = need.checked_next_power_of_two().unwrap_or(need);
         if slots > self.slots.len() {
